@@ -1,0 +1,182 @@
+// Quantized kernel micro-benchmarks at the shapes of the two default models.
+//
+//   longhaul_bench_kernels --benchmark_filter=Gemv
+//
+// Every case runs on each ISA this CPU supports, so the scalar twin is the peer measured in the same run: compare
+// the avx2 / avx512 rows with the generic row of the same shape. Bytes/s counts weight bytes (decode is bound by
+// streaming them). Shapes are [n_out x n_in] as the forward pass uses them:
+//   SmolLM2-135M (Q4_1 layers, Q8_0 tied output): q/o 576x576, k/v 192x576, gate/up 1536x576, down 576x1536,
+//     output 49152x576.
+//   Gemma 3 270M (Q4_K_M): q 1024x640 Q5_0, k/v 256x640 Q5_0/Q8_0, o 640x1024 Q4_K, gate/up 2048x640 Q5_0,
+//     down 640x2048 Q4_K/Q6_K, output 262144x640 Q8_0.
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "kernels/quant.h"
+#include "tensor/half.h"
+
+namespace longhaul::kernels {
+namespace {
+
+using tensor::DType;
+
+// Random weights with realistic scales: quantized from floats where we can quantize the type, otherwise random
+// quant bytes with every block's f16 scales overwritten (their offsets are the same for every block of a type).
+std::vector<uint8_t> random_weights(DType type, int64_t n_rows, int64_t n_cols) {
+  const int64_t row_bytes = tensor::row_size_bytes(type, n_cols);
+  std::vector<uint8_t> w(n_rows * row_bytes);
+  std::mt19937 rng(1234);
+  if (can_quantize(type)) {
+    std::normal_distribution<float> normal(0.0f, 0.02f);
+    std::vector<float> row(n_cols);
+    for (int64_t r = 0; r < n_rows; ++r) {
+      for (auto& v : row) v = normal(rng);
+      ref::quantize_row(type, row.data(), w.data() + r * row_bytes, n_cols);
+    }
+    return w;
+  }
+  for (auto& b : w) b = static_cast<uint8_t>(rng());
+  std::vector<int> scale_offsets;
+  switch (type) {
+    case DType::Q2_K: scale_offsets = {80, 82}; break;
+    case DType::Q3_K: scale_offsets = {108}; break;
+    case DType::Q4_K:
+    case DType::Q5_K: scale_offsets = {0, 2}; break;
+    case DType::Q6_K: scale_offsets = {208}; break;
+    default: break;
+  }
+  const tensor::DTypeInfo& ti = tensor::info(type);
+  const uint16_t scale = tensor::f32_to_f16(0.001f);
+  for (size_t off = 0; off < w.size(); off += ti.type_size_bytes) {
+    for (int s : scale_offsets) std::memcpy(w.data() + off + s, &scale, 2);
+  }
+  return w;
+}
+
+std::vector<float> random_activations(int64_t n) {
+  std::mt19937 rng(99);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(n);
+  for (auto& v : x) v = normal(rng);
+  return x;
+}
+
+ThreadPool& pool_of(int n_threads) {
+  static std::map<int, std::unique_ptr<ThreadPool>> pools;
+  auto& p = pools[n_threads];
+  if (!p) p = std::make_unique<ThreadPool>(n_threads);
+  return *p;
+}
+
+// Weights are shared between the ISA variants of a shape so the large ones are built once.
+const std::vector<uint8_t>& cached_weights(DType type, int64_t n_out, int64_t n_in) {
+  static std::map<std::tuple<DType, int64_t, int64_t>, std::vector<uint8_t>> cache;
+  auto key = std::make_tuple(type, n_out, n_in);
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, random_weights(type, n_out, n_in)).first;
+  return it->second;
+}
+
+// args: isa, type, n_out, n_in, n_tokens, n_threads
+void BM_Matmul(benchmark::State& state) {
+  const auto isa = static_cast<Isa>(state.range(0));
+  const auto type = static_cast<DType>(state.range(1));
+  const int64_t n_out = state.range(2), n_in = state.range(3), n_tokens = state.range(4);
+  const int n_threads = static_cast<int>(state.range(5));
+  const std::vector<uint8_t>& w = cached_weights(type, n_out, n_in);
+  const std::vector<float> x = random_activations(n_tokens * n_in);
+  std::vector<float> y(n_tokens * n_out);
+  MatmulScratch scratch;
+  ThreadPool& pool = pool_of(n_threads);
+  for (auto _ : state) {
+    matmul(isa, type, w.data(), n_out, n_in, x.data(), n_tokens, y.data(), n_out, pool, scratch);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
+  state.counters["MAC/s"] = benchmark::Counter(static_cast<double>(n_out * n_in * n_tokens),
+                                               benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(isa_name(isa)) + " " + tensor::dtype_name(type) + " " + std::to_string(n_out) + "x" +
+                 std::to_string(n_in) + " t=" + std::to_string(n_tokens) + " threads=" + std::to_string(n_threads));
+}
+
+struct Shape {
+  DType type;
+  int64_t n_out, n_in;
+};
+
+const Shape kShapes[] = {
+    // SmolLM2-135M
+    {DType::Q4_1, 576, 576}, {DType::Q4_1, 1536, 576}, {DType::Q4_1, 576, 1536}, {DType::Q8_0, 49152, 576},
+    // Gemma 3 270M
+    {DType::Q5_0, 1024, 640}, {DType::Q5_0, 2048, 640}, {DType::Q8_0, 256, 640}, {DType::Q4_K, 640, 1024},
+    {DType::Q4_K, 640, 2048}, {DType::Q6_K, 640, 2048}, {DType::Q8_0, 262144, 640},
+    // The remaining types at a common shape.
+    {DType::Q4_0, 2048, 2048}, {DType::Q5_1, 2048, 2048}, {DType::Q2_K, 2048, 2048}, {DType::Q3_K, 2048, 2048},
+    {DType::Q5_K, 2048, 2048}, {DType::F16, 2048, 2048}, {DType::F32, 2048, 2048}, {DType::BF16, 2048, 2048},
+};
+
+void register_all() {
+  for (Isa isa : supported_isas()) {
+    for (const Shape& s : kShapes) {
+      const bool huge = s.n_out * s.n_in > 100'000'000;
+      for (int n_threads : {1, 2}) {
+        // Decode: one token.
+        benchmark::RegisterBenchmark("Gemv", BM_Matmul)
+            ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, 1, n_threads})
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime();
+        // Prefill: a 64-token batch (skipped for the vocabulary-sized output heads, which prefill runs on 1 row).
+        if (s.n_out < 10'000 && !huge) {
+          benchmark::RegisterBenchmark("Gemm64", BM_Matmul)
+              ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, 64, n_threads})
+              ->Unit(benchmark::kMicrosecond)
+              ->UseRealTime();
+        }
+      }
+    }
+  }
+}
+
+// args: isa, type
+void BM_QuantizeActivations(benchmark::State& state) {
+  const auto isa = static_cast<Isa>(state.range(0));
+  const auto type = static_cast<DType>(state.range(1));
+  const int64_t n = 4096;
+  const std::vector<float> x = random_activations(n);
+  std::vector<uint8_t> out(tensor::row_size_bytes(type, n));
+  for (auto _ : state) {
+    quantize_row(isa, type, x.data(), out.data(), n);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetLabel(std::string(isa_name(isa)) + " " + tensor::dtype_name(type));
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * n);
+}
+
+void register_quantize() {
+  for (Isa isa : supported_isas()) {
+    for (DType t : {DType::Q8_0, DType::Q8_1, DType::Q8_K}) {
+      benchmark::RegisterBenchmark("QuantizeActivations", BM_QuantizeActivations)
+          ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(t)});
+    }
+  }
+}
+
+}  // namespace
+}  // namespace longhaul::kernels
+
+int main(int argc, char** argv) {
+  longhaul::kernels::register_all();
+  longhaul::kernels::register_quantize();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

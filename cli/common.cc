@@ -1,0 +1,96 @@
+#include "common.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "base/mapped_file.h"
+
+namespace longhaul::cli {
+
+int report_error(const std::string& message) {
+  std::fprintf(stderr, "longhaul: error: %s\n", message.c_str());
+  return kExitError;
+}
+
+void add_model_flags(CLI::App& app, ModelFlags& flags) {
+  app.add_option("-m,--model", flags.model,
+                 "GGUF file, or a short name installed by scripts/setup.sh: smollm2-135m, gemma3-270m")
+      ->capture_default_str();
+}
+
+namespace {
+struct KnownModel {
+  const char* short_name;
+  const char* file_name;
+};
+constexpr KnownModel kKnownModels[] = {
+    {"smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf"},
+    {"gemma3-270m", "gemma-3-270m-q4_k_m.gguf"},
+};
+
+std::string models_dir() {
+  if (const char* env = std::getenv("LONGHAUL_MODELS"); env != nullptr && *env != '\0') return env;
+  const char* home = std::getenv("HOME");
+  return std::string(home != nullptr ? home : ".") + "/.cache/longhaul/models";
+}
+}  // namespace
+
+Result<std::string> resolve_model_path(const std::string& name_or_path) {
+  for (const auto& known : kKnownModels) {
+    if (name_or_path != known.short_name) continue;
+    const std::string path = models_dir() + "/" + known.file_name;
+    if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
+      std::fclose(f);
+      return path;
+    }
+    return Status::error("model '" + name_or_path + "' is not installed (expected " + path +
+                         "); run scripts/setup.sh to install it");
+  }
+  return name_or_path;
+}
+
+Result<LoadedModel> load_model(const std::string& name_or_path) {
+  LH_ASSIGN_OR_RETURN(const std::string path, resolve_model_path(name_or_path));
+  LoadedModel loaded;
+  LH_ASSIGN_OR_RETURN(loaded.model, model::Model::load(path));
+  Result<tokenizer::Tokenizer> tok = tokenizer::Tokenizer::from_gguf(loaded.model->file());
+  if (!tok) return Status::error(path + ": " + tok.message());
+  loaded.tokenizer = std::make_unique<tokenizer::Tokenizer>(std::move(tok).value());
+  if (loaded.tokenizer->n_vocab() != loaded.model->config().n_vocab)
+    return Status::error(path + ": tokenizer has " + std::to_string(loaded.tokenizer->n_vocab()) +
+                         " tokens but token_embd has " + std::to_string(loaded.model->config().n_vocab) + " rows");
+  return loaded;
+}
+
+Result<LoadedModel> load_tokenizer(const std::string& name_or_path) { return load_model(name_or_path); }
+
+void add_sampling_flags(CLI::App& app, SamplingFlags& flags) {
+  auto& o = flags.options;
+  app.add_option("--temp", o.temperature, "temperature (<= 0: greedy)")->capture_default_str();
+  app.add_option("--top-k", o.top_k, "keep the k most likely tokens (0: off)")->capture_default_str();
+  app.add_option("--top-p", o.top_p, "nucleus sampling mass in (0, 1] (1: off)")->capture_default_str();
+  app.add_option("--min-p", o.min_p, "minimum probability relative to the top token (0: off)")->capture_default_str();
+  app.add_option("--repeat-penalty", o.repeat_penalty, "penalty for recent tokens (1: off)")->capture_default_str();
+  app.add_option("--frequency-penalty", o.frequency_penalty, "per-occurrence penalty (0: off)")->capture_default_str();
+  app.add_option("--presence-penalty", o.presence_penalty, "presence penalty (0: off)")->capture_default_str();
+  app.add_option("--repeat-last-n", o.penalty_last_n, "penalty window in tokens (0: off, -1: all)")
+      ->capture_default_str();
+  app.add_option("-s,--seed", o.seed, "RNG seed (4294967295: random)")->capture_default_str();
+}
+
+Result<std::string> read_prompt(const std::string& prompt, const std::string& file, bool required) {
+  if (!prompt.empty() && !file.empty()) return Status::error("give the prompt with -p or -f, not both");
+  if (!file.empty()) return read_text_file(file);
+  if (prompt.empty() && required) return Status::error("no prompt: give one with -p TEXT or -f FILE");
+  return prompt;
+}
+
+std::string format_single_turn(const LoadedModel& loaded, const std::string& system, const std::string& user) {
+  std::vector<tokenizer::ChatMessage> messages;
+  if (!system.empty()) messages.push_back({"system", system});
+  messages.push_back({"user", user});
+  const tokenizer::ChatFormat format = tokenizer::detect_chat_format(loaded.model->file());
+  return tokenizer::format_chat(format, messages, true);
+}
+
+}  // namespace longhaul::cli

@@ -1,0 +1,94 @@
+// Quantized kernels: dequantization, activation quantization, quantized dot products and the threaded matrix
+// multiply that the forward pass spends its time in.
+//
+// Weight types are paired with an activation type the way llama.cpp's CPU backend pairs them (vec_dot_type), so a
+// dot product multiplies small integers and applies the scales once per block: weights are never widened to float.
+//
+// ISA: every kernel has a scalar twin in kernels/ref/ (namespace ref), and SIMD versions in one translation unit per
+// ISA (quant_avx2.cc, quant_avx512.cc, sharing kernels/x86/*.h). The ISA is chosen once per process (active_isa()).
+// SIMD coverage, identical on avx2 and avx512 (avx512 adds VNNI dot products for the 32-element block types):
+//   dot products: all 13 weight types (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32);
+//   activation quantizers: Q8_0 Q8_1 Q8_K F16 (bit-identical to the scalar twins);
+//   scalar on every ISA: dequantize_row / get_rows, and quantize_row for BF16 and the weight types.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "tensor/dtype.h"
+
+namespace longhaul::kernels {
+
+enum class Isa { kGeneric, kAvx2, kAvx512 };
+
+// The ISA every kernel call uses, chosen on first use: the best one this CPU supports, or the one the environment
+// variable LONGHAUL_ISA (generic | avx2 | avx512) forces. Forcing an ISA the CPU lacks, or an unknown value, prints a
+// one-line error naming it and exits with status 1. Thread-safe (function-local static).
+Isa active_isa();
+const char* isa_name(Isa isa);
+// Parses a LONGHAUL_ISA value; nullopt for an unknown name.
+std::optional<Isa> parse_isa(std::string_view name);
+// The ISA active_isa() picks for a LONGHAUL_ISA value (nullptr or "" = not set: the best supported one), or the
+// one-line error it prints before exiting: an unknown name, or an ISA this CPU lacks.
+Result<Isa> resolve_isa(const char* forced);
+// Whether this CPU (and OS) can run code built for `isa`.
+bool cpu_supports(Isa isa);
+// Every ISA this CPU can run, generic first; tests loop over it.
+std::vector<Isa> supported_isas();
+
+// The activation type a weight type's dot product consumes: Q4_0/Q5_0/Q8_0 -> Q8_0, Q4_1/Q5_1 -> Q8_1,
+// Q2_K..Q6_K -> Q8_K, F16 -> F16, BF16 -> BF16, F32 -> F32.
+tensor::DType vec_dot_type(tensor::DType weight_type);
+
+// dst[0, n) = the values of a row of n elements stored as `type` (any of the 15 types, Q8_1 / Q8_K included).
+// n must be a multiple of the type's block size.
+void dequantize_row(tensor::DType type, const void* src, float* dst, int64_t n);
+
+// Stores x[0, n) as `type`, rounding exactly as llama.cpp's reference quantizers (quantize_row_*_ref) do, so the
+// bytes are equal to theirs. Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q8_K; the K-quant weight
+// types (whose reference quantizers search for scales) abort (LH_CHECK).
+void quantize_row(tensor::DType type, const float* x, void* dst, int64_t n);
+// Whether quantize_row accepts `type`.
+bool can_quantize(tensor::DType type);
+
+// Dot product of a weight row with an activation row already stored as vec_dot_type(weight_type), on the active ISA.
+float vec_dot(tensor::DType weight_type, int64_t n, const void* w_row, const void* act_row);
+// The same on an explicit ISA (tests and benchmarks); the CPU must support it.
+float vec_dot(Isa isa, tensor::DType weight_type, int64_t n, const void* w_row, const void* act_row);
+void quantize_row(Isa isa, tensor::DType type, const float* x, void* dst, int64_t n);
+void dequantize_row(Isa isa, tensor::DType type, const void* src, float* dst, int64_t n);
+
+// Reused buffers of matmul(); one per calling thread. Grows to the largest call and is then reused, so a forward
+// pass does not allocate after warm-up.
+struct MatmulScratch {
+  std::vector<uint8_t> act;  // [n_tokens, row_size_bytes(vec_dot_type, n_in)] quantized activations
+};
+
+// y[t, o] = dot(W[o, :], x[t, :]) for t < n_tokens, o < n_out.
+//   w: [n_out, n_in] of weight_type, row-major, row stride row_size_bytes(weight_type, n_in)
+//   x: [n_tokens, n_in] f32, contiguous
+//   y: [n_tokens, n_out] f32 with row stride ldy >= n_out
+// The activations are quantized once per call into `scratch`; output rows are split across the pool's threads,
+// and for n_tokens > 1 each visit of a weight row serves up to 4 tokens.
+void matmul(tensor::DType weight_type, const void* w, int64_t n_out, int64_t n_in, const float* x, int64_t n_tokens,
+            float* y, int64_t ldy, ThreadPool& pool, MatmulScratch& scratch);
+// The same on an explicit ISA (tests and benchmarks).
+void matmul(Isa isa, tensor::DType weight_type, const void* w, int64_t n_out, int64_t n_in, const float* x,
+            int64_t n_tokens, float* y, int64_t ldy, ThreadPool& pool, MatmulScratch& scratch);
+
+// Embedding lookup: dst[i, :] = dequantize(W[ids[i], :]).
+//   w: [n_rows, n_cols] of `type`; ids: [n_ids], each in [0, n_rows) (the caller checks); dst: [n_ids, n_cols]
+void get_rows(tensor::DType type, const void* w, int64_t n_cols, const int32_t* ids, int64_t n_ids, float* dst);
+
+namespace ref {
+// Scalar twins of the functions above (no SIMD, no threads); the reference the SIMD kernels are tested against.
+void dequantize_row(tensor::DType type, const void* src, float* dst, int64_t n);
+void quantize_row(tensor::DType type, const float* x, void* dst, int64_t n);
+float vec_dot(tensor::DType weight_type, int64_t n, const void* w_row, const void* act_row);
+}  // namespace ref
+
+}  // namespace longhaul::kernels

@@ -1,0 +1,181 @@
+// Internal: x86 dot products of F32 / F16 / BF16 weights with activations of the same type, and the x86 activation
+// quantizers (bit-identical to the scalar twins). Included by the per-ISA translation units after x86_common.h.
+#pragma once
+
+#include "kernels/x86/x86_common.h"
+#include "tensor/quant_blocks.h"
+
+namespace longhaul::kernels::detail {
+namespace {
+
+// 8 floats from element i of a row of the given type.
+struct F32Load {
+  static __m256 load(const uint8_t* row, int64_t i) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + i);
+  }
+  static float scalar(const uint8_t* row, int64_t i) { return reinterpret_cast<const float*>(row)[i]; }
+};
+struct F16Load {
+  static __m256 load(const uint8_t* row, int64_t i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
+  }
+  static float scalar(const uint8_t* row, int64_t i) {
+    uint16_t h;
+    std::memcpy(&h, row + 2 * i, 2);
+    return f16_scalar(h);
+  }
+};
+struct BF16Load {
+  static __m256 load(const uint8_t* row, int64_t i) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  }
+  static float scalar(const uint8_t* row, int64_t i) {
+    uint16_t h;
+    std::memcpy(&h, row + 2 * i, 2);
+    const uint32_t u = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+};
+
+template <class L, int NA>
+void dot_rows_float_n(int64_t n, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
+                      int64_t act_stride, float* y, int64_t ldy) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* wr = w + r * w_stride;
+    __m256 acc[NA];
+    for (int a = 0; a < NA; ++a) acc[a] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 wv = L::load(wr, i);
+      for (int a = 0; a < NA; ++a) acc[a] = _mm256_fmadd_ps(wv, L::load(act + a * act_stride, i), acc[a]);
+    }
+    for (int a = 0; a < NA; ++a) {
+      float sum = hsum_ps(acc[a]);
+      for (int64_t j = i; j < n; ++j) sum += L::scalar(wr, j) * L::scalar(act + a * act_stride, j);
+      y[a * ldy + r] = sum;
+    }
+  }
+}
+
+template <class L>
+void dot_rows_float(int64_t n, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
+                    int64_t act_stride, int n_act, float* y, int64_t ldy) {
+  switch (n_act) {
+    case 1: return dot_rows_float_n<L, 1>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
+    case 2: return dot_rows_float_n<L, 2>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
+    case 3: return dot_rows_float_n<L, 3>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
+    default: return dot_rows_float_n<L, 4>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
+  }
+}
+
+// ---- Activation quantizers. Each computes the block scale with the same scalar operations as the scalar twin and
+// rounds with an exact emulation of its rounding, so the bytes are identical.
+
+inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+
+// roundf (half away from zero) of 8 floats: truncate, then step away from zero when the dropped part is >= 0.5.
+// v - trunc(v) is exact, so the comparison decides exactly as roundf does.
+inline __m256i round_away_epi32(__m256 v) {
+  const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256 frac = abs_ps(_mm256_sub_ps(v, t));
+  const __m256 step = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(v, _mm256_set1_ps(-0.0f)));
+  const __m256 bump = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), step);
+  return _mm256_cvttps_epi32(_mm256_add_ps(t, bump));
+}
+
+// 32 i32 (four vectors, in order) -> 32 i8, in order.
+inline __m256i pack_32_i8(__m256i i0, __m256i i1, __m256i i2, __m256i i3) {
+  const __m256i p01 = _mm256_packs_epi32(i0, i1);
+  const __m256i p23 = _mm256_packs_epi32(i2, i3);
+  const __m256i p = _mm256_packs_epi16(p01, p23);
+  return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Quantizes one block of 32 as Q8_0 / Q8_1 do; returns the f32 scale and writes the quants and their sum.
+inline float quantize_block_32(const float* x, int8_t* qs, int32_t* sum) {
+  __m256 v[4];
+  __m256 amax = _mm256_setzero_ps();
+  for (int k = 0; k < 4; ++k) {
+    v[k] = _mm256_loadu_ps(x + 8 * k);
+    amax = _mm256_max_ps(amax, abs_ps(v[k]));
+  }
+  const float d = hmax_ps(amax) / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const __m256 idv = _mm256_set1_ps(id);
+  __m256i q[4];
+  for (int k = 0; k < 4; ++k) q[k] = round_away_epi32(_mm256_mul_ps(v[k], idv));
+  *sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), pack_32_i8(q[0], q[1], q[2], q[3]));
+  return d;
+}
+
+void quantize_q8_0_x86(const float* x, void* dst, int64_t n) {
+  auto* blocks = static_cast<tensor::BlockQ8_0*>(dst);  // [n / 32]
+  for (int64_t ib = 0; ib < n / tensor::kQk32; ++ib) {
+    int32_t sum;
+    blocks[ib].d = f16_from(quantize_block_32(x + ib * tensor::kQk32, blocks[ib].qs, &sum));
+  }
+}
+
+void quantize_q8_1_x86(const float* x, void* dst, int64_t n) {
+  auto* blocks = static_cast<tensor::BlockQ8_1*>(dst);  // [n / 32]
+  for (int64_t ib = 0; ib < n / tensor::kQk32; ++ib) {
+    int32_t sum;
+    const float d = quantize_block_32(x + ib * tensor::kQk32, blocks[ib].qs, &sum);
+    blocks[ib].d = f16_from(d);
+    blocks[ib].s = f16_from(static_cast<float>(sum) * d);
+  }
+}
+
+void quantize_q8_k_x86(const float* x, void* dst, int64_t n) {
+  auto* blocks = static_cast<tensor::BlockQ8_K*>(dst);  // [n / 256]
+  for (int64_t ib = 0; ib < n / tensor::kQkK; ++ib, x += tensor::kQkK) {
+    tensor::BlockQ8_K& b = blocks[ib];
+    __m256 amax_v = _mm256_setzero_ps();
+    for (int k = 0; k < 32; ++k) amax_v = _mm256_max_ps(amax_v, abs_ps(_mm256_loadu_ps(x + 8 * k)));
+    const float amax = hmax_ps(amax_v);
+    if (amax == 0.0f) {
+      std::memset(&b, 0, sizeof(b));
+      continue;
+    }
+    // The scalar twin keeps the first element of largest magnitude (with its sign).
+    float max = 0.0f;
+    for (int j = 0; j < tensor::kQkK; ++j) {
+      if (x[j] == amax || x[j] == -amax) {
+        max = x[j];
+        break;
+      }
+    }
+    const float iscale = -127.0f / max;
+    const __m256 is = _mm256_set1_ps(iscale);
+    for (int k = 0; k < 8; ++k) {
+      // Round to nearest even (the default MXCSR mode), as the twin's magic-number nearest_int does.
+      __m256i q[4];
+      for (int m = 0; m < 4; ++m) {
+        const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 32 * k + 8 * m), is);
+        q[m] = _mm256_min_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(127));
+      }
+      // bsums of the two groups of 16 in this chunk.
+      b.bsums[2 * k] = static_cast<int16_t>(hsum_epi32(_mm256_add_epi32(q[0], q[1])));
+      b.bsums[2 * k + 1] = static_cast<int16_t>(hsum_epi32(_mm256_add_epi32(q[2], q[3])));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(b.qs + 32 * k), pack_32_i8(q[0], q[1], q[2], q[3]));
+    }
+    b.d = 1.0f / iscale;
+  }
+}
+
+void quantize_f16_x86(const float* x, void* dst, int64_t n) {
+  auto* h = static_cast<uint16_t*>(dst);  // [n]
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  for (; i < n; ++i) h[i] = f16_from(x[i]);
+}
+
+}  // namespace
+}  // namespace longhaul::kernels::detail

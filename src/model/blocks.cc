@@ -1,0 +1,225 @@
+#include "model/blocks.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/ops.h"
+#include "kernels/quant.h"
+#include "model/model.h"
+#include "tensor/half.h"
+
+namespace longhaul::model {
+
+void norm_rows(StepContext& step, const float* in, const Weight& w, float* out, int64_t n_rows, int64_t n) {
+  const float* wv = w.present() ? w.f32() : nullptr;
+  const float eps = step.config.rms_eps;
+  for (int64_t r = 0; r < n_rows; ++r) kernels::rms_norm(in + r * n, wv, out + r * n, n, eps);
+}
+
+void project(StepContext& step, const Weight& w, const float* in, int64_t n_rows, float* out) {
+  kernels::matmul(w.type, w.data, w.n_out, w.n_in, in, n_rows, out, w.n_out, step.pool, step.state.matmul[0]);
+}
+
+void add_residual(StepContext& step, float* x, const float* delta) {
+  kernels::add(x, delta, x, static_cast<int64_t>(step.n_tokens) * step.config.n_embd);
+}
+
+namespace {
+
+// Attention of one query head of one token over the cells of its sequence.
+//   q:      [head_dim_k] (already scaled)
+//   out:    [head_dim_v]
+//   scores: [n_cells] scratch
+void attend_one(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_t kv_head, int32_t query_pos,
+                int32_t window, const float* q, int32_t dk, int32_t dv, float* scores, float* out) {
+  const int32_t n_cells = cache.n_cells(seq, il);
+  const std::span<const int32_t> positions = cache.positions(seq, il);
+  const int32_t page = cache.page_tokens();
+  float max_score = -INFINITY;
+  for (int32_t c = 0; c < n_cells; ++c) {
+    const int32_t p = positions[static_cast<size_t>(c)];
+    const bool visible = p <= query_pos && (window <= 0 || query_pos - p < window);
+    if (!visible) {
+      scores[c] = -INFINITY;
+      continue;
+    }
+    // Keys of a head are contiguous within a page; fetch the page pointer once per page.
+    const uint16_t* key = cache.key(seq, il, kv_head, c);
+    scores[c] = kernels::dot_f16_f32(key, q, dk);
+    max_score = std::max(max_score, scores[c]);
+  }
+  std::fill(out, out + dv, 0.0f);
+  if (max_score == -INFINITY) return;  // nothing visible: cannot happen for a token that sees itself
+  double sum = 0.0;
+  for (int32_t c = 0; c < n_cells; ++c) {
+    const float e = scores[c] == -INFINITY ? 0.0f : std::exp(scores[c] - max_score);
+    scores[c] = e;
+    sum += e;
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int32_t c = 0; c < n_cells; ++c) {
+    if (scores[c] == 0.0f) continue;
+    kernels::axpy_f16(scores[c] * inv, cache.value(seq, il, kv_head, c), out, dv);
+  }
+  (void)page;
+}
+
+}  // namespace
+
+void self_attention(StepContext& step, int32_t il) {
+  const ModelConfig& cfg = step.config;
+  const LayerWeights& lw = step.weights.layers[static_cast<size_t>(il)];
+  ForwardState& st = step.state;
+  const int32_t n_tokens = step.n_tokens;
+  const int32_t dk = cfg.head_dim_k, dv = cfg.head_dim_v;
+  const int32_t n_head = cfg.n_head, n_head_kv = cfg.n_head_kv;
+  const int64_t q_row = static_cast<int64_t>(n_head) * dk;     // q: [n_tokens, n_head * dk]
+  const int64_t k_row = static_cast<int64_t>(n_head_kv) * dk;  // k: [n_tokens, n_head_kv * dk]
+  const int64_t v_row = static_cast<int64_t>(n_head_kv) * dv;  // v: [n_tokens, n_head_kv * dv]
+
+  project(step, lw.attn_q, st.xn.data(), n_tokens, st.q.data());
+  project(step, lw.attn_k, st.xn.data(), n_tokens, st.k.data());
+  project(step, lw.attn_v, st.xn.data(), n_tokens, st.v.data());
+
+  const bool local = cfg.is_local(il);
+  const kernels::RopeAngles& angles = local ? st.rope_local : st.rope_global;
+  const int32_t half_rot = cfg.n_rot / 2;
+  const float scale = cfg.attention_scale > 0.0f ? cfg.attention_scale : 1.0f / std::sqrt(static_cast<float>(dk));
+
+  // Per token: optional QK-norm (per head), RoPE, and the store of K/V into the cache (f16).
+  step.pool.parallel_for(n_tokens, 1, [&](int64_t t_begin, int64_t t_end) {
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      float* q = st.q.data() + t * q_row;
+      float* k = st.k.data() + t * k_row;
+      const float* v = st.v.data() + t * v_row;
+      if (cfg.qk_norm) {
+        for (int32_t h = 0; h < n_head; ++h) kernels::rms_norm(q + h * dk, lw.attn_q_norm.f32(), q + h * dk, dk, cfg.rms_eps);
+        for (int32_t h = 0; h < n_head_kv; ++h)
+          kernels::rms_norm(k + h * dk, lw.attn_k_norm.f32(), k + h * dk, dk, cfg.rms_eps);
+      }
+      const float* a = angles.cos_sin.data() + t * half_rot * 2;
+      kernels::rope(q, n_head, dk, cfg.n_rot, a, cfg.rope_style);
+      kernels::rope(k, n_head_kv, dk, cfg.n_rot, a, cfg.rope_style);
+      kernels::scale(q, scale, q_row);
+      const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t)];
+      const int32_t cell = st.cells[static_cast<size_t>(t)];
+      for (int32_t h = 0; h < n_head_kv; ++h) {
+        kernels::f32_to_f16_row(k + h * dk, step.cache.key(seq, il, h, cell), dk);
+        kernels::f32_to_f16_row(v + h * dv, step.cache.value(seq, il, h, cell), dv);
+      }
+    }
+  });
+
+  // Attention: one task per (token, query head). GQA maps query head h to KV head h / (n_head / n_head_kv).
+  const int32_t window = local ? cfg.sliding_window : 0;
+  const int32_t group = n_head / n_head_kv;
+  const int64_t n_tasks = static_cast<int64_t>(n_tokens) * n_head;
+  const int64_t scores_stride = static_cast<int64_t>(st.scores.size()) / step.pool.n_threads();
+  step.pool.run_on_all([&](int i_thread) {
+    const int64_t begin = n_tasks * i_thread / step.pool.n_threads();
+    const int64_t end = n_tasks * (i_thread + 1) / step.pool.n_threads();
+    float* scores = st.scores.data() + i_thread * scores_stride;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t t = task / n_head;
+      const int32_t h = static_cast<int32_t>(task % n_head);
+      const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t)];
+      attend_one(step.cache, seq, il, h / group, step.batch.positions[static_cast<size_t>(t)], window,
+                 st.q.data() + t * q_row + static_cast<int64_t>(h) * dk, dk, dv, scores,
+                 st.attn.data() + t * static_cast<int64_t>(n_head) * dv + static_cast<int64_t>(h) * dv);
+    }
+  });
+
+  project(step, lw.attn_output, st.attn.data(), n_tokens, st.proj.data());
+}
+
+void feed_forward(StepContext& step, int32_t il) {
+  const ModelConfig& cfg = step.config;
+  const LayerWeights& lw = step.weights.layers[static_cast<size_t>(il)];
+  ForwardState& st = step.state;
+  const int32_t n_tokens = step.n_tokens;
+  project(step, lw.ffn_gate, st.xn.data(), n_tokens, st.gate.data());
+  project(step, lw.ffn_up, st.xn.data(), n_tokens, st.up.data());
+  const int64_t n = static_cast<int64_t>(n_tokens) * cfg.n_ff;
+  step.pool.parallel_for(n, 1024, [&](int64_t b, int64_t e) {
+    if (cfg.activation == FfnActivation::kGelu) {
+      kernels::gelu_mul(st.gate.data() + b, st.up.data() + b, st.gate.data() + b, e - b);
+    } else {
+      kernels::silu_mul(st.gate.data() + b, st.up.data() + b, st.gate.data() + b, e - b);
+    }
+  });
+  project(step, lw.ffn_down, st.gate.data(), n_tokens, st.proj.data());
+}
+
+namespace {
+std::string dims_string(const std::vector<int64_t>& dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+Result<Weight> bind_impl(const gguf::GgufFile& file, const std::string& name, std::vector<int64_t> dims,
+                         bool optional) {
+  const gguf::TensorInfo* t = file.find_tensor(name);
+  if (t == nullptr) {
+    if (optional) return Weight{};
+    return Status::error("missing tensor '" + name + "'");
+  }
+  // Trailing dims of 1 are equivalent ([576] == [576, 1]).
+  std::vector<int64_t> got = t->dims;
+  while (got.size() > 1 && got.back() == 1) got.pop_back();
+  while (dims.size() > 1 && dims.back() == 1) dims.pop_back();
+  if (got != dims)
+    return Status::error("tensor '" + name + "' has shape " + dims_string(t->dims) + ", expected " + dims_string(dims));
+  if (dims.size() == 1 && t->type != tensor::DType::F32)
+    return Status::error("tensor '" + name + "' is " + tensor::dtype_name(t->type) + ", expected f32 for a norm weight");
+  Weight w;
+  w.type = t->type;
+  w.data = t->data;
+  w.n_in = dims[0];
+  w.n_out = dims.size() > 1 ? dims[1] : 1;
+  w.name = name;
+  return w;
+}
+}  // namespace
+
+Result<Weight> bind_tensor(const gguf::GgufFile& file, const std::string& name, std::vector<int64_t> dims) {
+  return bind_impl(file, name, std::move(dims), false);
+}
+
+Result<Weight> bind_optional_tensor(const gguf::GgufFile& file, const std::string& name, std::vector<int64_t> dims) {
+  return bind_impl(file, name, std::move(dims), true);
+}
+
+Result<int32_t> read_int_key_or(const gguf::GgufFile& file, const std::string& key, int64_t lo, int64_t hi,
+                                int32_t fallback) {
+  if (file.find(key) == nullptr) return fallback;
+  return read_int_key(file, key, lo, hi);
+}
+
+Result<int32_t> read_int_key(const gguf::GgufFile& file, const std::string& key, int64_t lo, int64_t hi) {
+  const gguf::Value* v = file.find(key);
+  if (v == nullptr) return Status::error("missing metadata key '" + key + "'");
+  std::optional<int64_t> i = v->as_int();
+  if (!i && v->as_array() != nullptr && !v->as_array()->elements.empty()) {
+    // Per-layer arrays (e.g. head_count_kv) are accepted when all entries agree.
+    i = v->as_array()->elements[0].as_int();
+    for (const auto& e : v->as_array()->elements)
+      if (e.as_int() != i) return Status::error("metadata key '" + key + "' varies per layer, which is not supported");
+  }
+  if (!i) return Status::error("metadata key '" + key + "' is " + gguf::value_type_name(v->type) + ", expected an integer");
+  if (*i < lo || *i > hi)
+    return Status::error("metadata key '" + key + "' = " + std::to_string(*i) + " is outside [" + std::to_string(lo) +
+                         ", " + std::to_string(hi) + "]");
+  return static_cast<int32_t>(*i);
+}
+
+Result<float> read_float_key_or(const gguf::GgufFile& file, const std::string& key, float fallback) {
+  const gguf::Value* v = file.find(key);
+  if (v == nullptr) return fallback;
+  std::optional<double> f = v->as_float();
+  if (!f || !std::isfinite(*f))
+    return Status::error("metadata key '" + key + "' is not a finite number");
+  return static_cast<float>(*f);
+}
+
+}  // namespace longhaul::model

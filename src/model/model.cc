@@ -1,0 +1,162 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/ops.h"
+#include "model/arch/architecture.h"
+
+namespace longhaul::model {
+
+Model::Model(gguf::GgufFile file, ModelConfig config, ModelWeights weights, const Architecture* arch)
+    : file_(std::move(file)), config_(std::move(config)), weights_(std::move(weights)), arch_(arch) {}
+
+Model::~Model() = default;
+
+Result<std::unique_ptr<Model>> Model::load(const std::string& path) {
+  LH_ASSIGN_OR_RETURN(gguf::GgufFile file, gguf::GgufFile::open(path));
+  const std::optional<std::string> arch_name = file.get_string("general.architecture");
+  if (!arch_name) return Status::error(path + ": missing metadata key 'general.architecture'");
+  const Architecture* arch = find_architecture(*arch_name);
+  if (arch == nullptr)
+    return Status::error(path + ": unsupported architecture '" + *arch_name + "' (supported: " +
+                         supported_architectures() + ")");
+  Result<ModelConfig> config = arch->read_config(file);
+  if (!config) return Status::error(path + ": " + config.message());
+  ModelWeights weights;
+  Status bound = arch->bind_weights(file, *config, weights);
+  if (!bound) return Status::error(path + ": " + bound.message());
+  return std::unique_ptr<Model>(new Model(std::move(file), std::move(config).value(), std::move(weights), arch));
+}
+
+kv::KvShape Model::kv_shape() const {
+  kv::KvShape s;
+  s.n_layer = config_.n_layer;
+  s.n_head_kv = config_.n_head_kv;
+  s.head_dim_k = config_.head_dim_k;
+  s.head_dim_v = config_.head_dim_v;
+  return s;
+}
+
+int64_t Model::weight_bytes_per_token() const {
+  auto bytes = [](const Weight& w) {
+    return w.present() ? tensor::row_size_bytes(w.type, w.n_in) * w.n_out : int64_t{0};
+  };
+  int64_t total = bytes(weights_.output) + bytes(weights_.output_norm);
+  for (const auto& l : weights_.layers) {
+    for (const Weight* w : {&l.attn_norm, &l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.attn_q_norm,
+                            &l.attn_k_norm, &l.attn_post_norm, &l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down,
+                            &l.ffn_post_norm})
+      total += bytes(*w);
+  }
+  return total;
+}
+
+namespace {
+
+void resize_state(ForwardState& st, const ModelConfig& cfg, int32_t n_tokens, int32_t max_cells, int n_threads) {
+  auto grow = [](std::vector<float>& v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  };
+  const int64_t t = n_tokens;
+  grow(st.x, t * cfg.n_embd);
+  grow(st.xn, t * cfg.n_embd);
+  grow(st.q, t * cfg.n_head * cfg.head_dim_k);
+  grow(st.k, t * cfg.n_head_kv * cfg.head_dim_k);
+  grow(st.v, t * cfg.n_head_kv * cfg.head_dim_v);
+  grow(st.attn, t * cfg.n_head * cfg.head_dim_v);
+  grow(st.proj, t * cfg.n_embd);
+  grow(st.gate, t * cfg.n_ff);
+  grow(st.up, t * cfg.n_ff);
+  // One scores row per thread, each at least max_cells long.
+  const auto want = static_cast<size_t>(n_threads) * static_cast<size_t>(std::max(max_cells, 1));
+  if (st.scores.size() < want) st.scores.assign(want, 0.0f);
+  if (st.matmul.empty()) st.matmul.resize(1);
+}
+
+}  // namespace
+
+Status Model::forward(const Batch& batch, kv::KvCache& cache, ForwardState& st, ThreadPool& pool,
+                      std::vector<float>& logits) const {
+  const ModelConfig& cfg = config_;
+  const int32_t n_tokens = batch.size();
+  if (n_tokens == 0) return Status::error("empty batch");
+  if (batch.positions.size() != batch.tokens.size() || batch.seq_ids.size() != batch.tokens.size() ||
+      batch.logits.size() != batch.tokens.size())
+    return Status::error("batch arrays have different lengths");
+  for (int32_t i = 0; i < n_tokens; ++i) {
+    const int32_t tok = batch.tokens[static_cast<size_t>(i)];
+    if (tok < 0 || tok >= cfg.n_vocab)
+      return Status::error("token id " + std::to_string(tok) + " is outside the vocabulary [0, " +
+                           std::to_string(cfg.n_vocab) + ")");
+    if (!cache.has_sequence(batch.seq_ids[static_cast<size_t>(i)]))
+      return Status::error("batch names sequence " + std::to_string(batch.seq_ids[static_cast<size_t>(i)]) +
+                           ", which the KV cache does not hold");
+    if (batch.positions[static_cast<size_t>(i)] < 0) return Status::error("negative position in batch");
+  }
+
+  // Reserve one cell per token in its sequence. Tokens of one sequence are
+  // contiguous runs or interleaved; group them per sequence, keeping order.
+  st.cells.assign(static_cast<size_t>(n_tokens), -1);
+  {
+    std::vector<kv::SeqId> seqs(batch.seq_ids.begin(), batch.seq_ids.end());
+    std::sort(seqs.begin(), seqs.end());
+    seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
+    // Check every sequence fits before appending to any, so a failure leaves the cache unchanged.
+    for (kv::SeqId s : seqs) {
+      const int32_t n_new = static_cast<int32_t>(std::count(batch.seq_ids.begin(), batch.seq_ids.end(), s));
+      const int32_t max_cells = cache.options().max_cells;
+      if (max_cells > 0 && cache.n_cells(s, 0) + n_new > max_cells)
+        return Status::error("context full: " + std::to_string(cache.n_cells(s, 0)) + " cached + " +
+                             std::to_string(n_new) + " new tokens exceed the context size of " +
+                             std::to_string(max_cells) + " (raise -c/--ctx-size)");
+    }
+    std::vector<int32_t> positions;
+    for (kv::SeqId s : seqs) {
+      positions.clear();
+      for (int32_t i = 0; i < n_tokens; ++i)
+        if (batch.seq_ids[static_cast<size_t>(i)] == s) positions.push_back(batch.positions[static_cast<size_t>(i)]);
+      LH_ASSIGN_OR_RETURN(int32_t first, cache.append_cells(s, positions));
+      for (int32_t i = 0; i < n_tokens; ++i)
+        if (batch.seq_ids[static_cast<size_t>(i)] == s) st.cells[static_cast<size_t>(i)] = first++;
+    }
+  }
+
+  int32_t max_cells = 0;
+  for (int32_t i = 0; i < n_tokens; ++i)
+    max_cells = std::max(max_cells, cache.n_cells(batch.seq_ids[static_cast<size_t>(i)], 0));
+  resize_state(st, cfg, n_tokens, max_cells, pool.n_threads());
+
+  st.rope_global.compute(batch.positions.data(), n_tokens, cfg.n_rot, cfg.rope_freq_base, cfg.rope_freq_scale);
+  if (cfg.sliding_window > 0)
+    // Local layers are never position-scaled (Gemma 3 scales only its global layers).
+    st.rope_local.compute(batch.positions.data(), n_tokens, cfg.n_rot, cfg.rope_freq_base_local, 1.0f);
+
+  // Token embeddings: x = embd[tokens] * embedding_scale.   x: [n_tokens, n_embd]
+  kernels::get_rows(weights_.token_embd.type, weights_.token_embd.data, cfg.n_embd, batch.tokens.data(), n_tokens,
+                    st.x.data());
+  if (cfg.embedding_scale != 1.0f) kernels::scale(st.x.data(), cfg.embedding_scale, int64_t{n_tokens} * cfg.n_embd);
+
+  StepContext step{cfg, weights_, batch, cache, st, pool, n_tokens};
+  for (int32_t il = 0; il < cfg.n_layer; ++il) arch_->forward_layer(step, il);
+
+  // Final norm and output projection, only for the rows whose logits are wanted.
+  st.out_rows.clear();
+  for (int32_t i = 0; i < n_tokens; ++i)
+    if (batch.logits[static_cast<size_t>(i)]) st.out_rows.push_back(i);
+  const auto n_out = static_cast<int64_t>(st.out_rows.size());
+  logits.resize(static_cast<size_t>(n_out * cfg.n_vocab));
+  if (n_out == 0) return Status::ok();
+  for (int64_t r = 0; r < n_out; ++r)
+    kernels::rms_norm(st.x.data() + int64_t{st.out_rows[static_cast<size_t>(r)]} * cfg.n_embd,
+                      weights_.output_norm.f32(), st.xn.data() + r * cfg.n_embd, cfg.n_embd, cfg.rms_eps);
+  kernels::matmul(weights_.output.type, weights_.output.data, cfg.n_vocab, cfg.n_embd, st.xn.data(), n_out,
+                  logits.data(), cfg.n_vocab, pool, st.matmul[0]);
+  if (cfg.final_logit_softcap > 0.0f) {
+    const float cap = cfg.final_logit_softcap;
+    for (float& l : logits) l = cap * std::tanh(l / cap);
+  }
+  return Status::ok();
+}
+
+}  // namespace longhaul::model

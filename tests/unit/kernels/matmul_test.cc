@@ -1,0 +1,103 @@
+// matmul at odd shapes, 1 and 2 threads, every ISA, against a naive loop of scalar-twin dot products over
+// activations quantized by the scalar twin. Tolerance as vec_dot's ISA-vs-twin test: 1e-5 (quantized) or 1e-4
+// (float types) of sum |w||a| per output; on the generic ISA the result must be identical.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "base/thread_pool.h"
+#include "kernels/quant.h"
+#include "quant_test_util.h"
+
+namespace longhaul::kernels {
+namespace {
+
+using tensor::DType;
+
+struct Shape {
+  int64_t n_out, n_in, n_tokens;
+};
+
+class Matmul : public ::testing::TestWithParam<DType> {};
+
+TEST_P(Matmul, OddShapesMatchNaiveLoop) {
+  const DType type = GetParam();
+  const DType act_type = vec_dot_type(type);
+  const double tol = (type == DType::F32 || type == DType::F16 || type == DType::BF16) ? 1e-4 : 1e-5;
+  const int64_t block = tensor::info(type).block_size == 256 || tensor::info(act_type).block_size == 256 ? 256 : 32;
+  const Shape shapes[] = {{37, 2 * block, 1}, {37, 3 * block, 3}, {13, 2 * block, 17}, {1, block, 5}, {64, block, 4}};
+  ThreadPool pool1(1), pool2(2);
+  MatmulScratch scratch;
+  for (const Shape& s : shapes) {
+    const int64_t w_row_bytes = tensor::row_size_bytes(type, s.n_in);
+    std::vector<uint8_t> w;
+    for (int64_t o = 0; o < s.n_out; ++o) {
+      const std::vector<uint8_t> row = testing::random_weight_row(type, s.n_in, static_cast<uint32_t>(1000 + o));
+      w.insert(w.end(), row.begin(), row.end());
+    }
+    const std::vector<float> x = testing::random_activations(s.n_tokens * s.n_in, 77);
+    // Naive: quantize each token with the scalar twin, dot with each row.
+    const int64_t act_row_bytes = tensor::row_size_bytes(act_type, s.n_in);
+    std::vector<uint8_t> act(s.n_tokens * act_row_bytes);
+    std::vector<float> expected(s.n_tokens * s.n_out), magnitude(s.n_tokens * s.n_out);
+    std::vector<float> wf(s.n_in), af(s.n_in);
+    for (int64_t t = 0; t < s.n_tokens; ++t) {
+      ref::quantize_row(act_type, x.data() + t * s.n_in, act.data() + t * act_row_bytes, s.n_in);
+      ref::dequantize_row(act_type, act.data() + t * act_row_bytes, af.data(), s.n_in);
+      for (int64_t o = 0; o < s.n_out; ++o) {
+        const uint8_t* w_row = w.data() + o * w_row_bytes;
+        expected[t * s.n_out + o] = ref::vec_dot(type, s.n_in, w_row, act.data() + t * act_row_bytes);
+        ref::dequantize_row(type, w.data() + o * w_row_bytes, wf.data(), s.n_in);
+        double m = 0;
+        for (int64_t i = 0; i < s.n_in; ++i) m += std::fabs(static_cast<double>(wf[i]) * af[i]);
+        magnitude[t * s.n_out + o] = static_cast<float>(m);
+      }
+    }
+    const int64_t ldy = s.n_out + 3;  // padding columns must stay untouched
+    for (Isa isa : supported_isas()) {
+      for (ThreadPool* pool : {&pool1, &pool2}) {
+        std::vector<float> y(s.n_tokens * ldy, -7.0f);
+        matmul(isa, type, w.data(), s.n_out, s.n_in, x.data(), s.n_tokens, y.data(), ldy, *pool, scratch);
+        for (int64_t t = 0; t < s.n_tokens; ++t) {
+          for (int64_t o = 0; o < s.n_out; ++o) {
+            const float e = expected[t * s.n_out + o];
+            const float g = y[t * ldy + o];
+            if (isa == Isa::kGeneric) {
+              ASSERT_EQ(g, e) << "t=" << t << " o=" << o;
+            } else {
+              ASSERT_NEAR(g, e, tol * magnitude[t * s.n_out + o])
+                  << tensor::dtype_name(type) << " " << isa_name(isa) << " threads=" << pool->n_threads()
+                  << " shape " << s.n_out << "x" << s.n_in << " tokens=" << s.n_tokens << " t=" << t << " o=" << o;
+            }
+          }
+          for (int64_t o = s.n_out; o < ldy; ++o) ASSERT_EQ(y[t * ldy + o], -7.0f) << "padding written";
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllWeightTypes, Matmul,
+                         ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                                           DType::Q5_1, DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K,
+                                           DType::Q5_K, DType::Q6_K),
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return std::string(tensor::dtype_name(info.param));
+                         });
+
+// The scratch buffer is reused: a second call of the same size does not reallocate it.
+TEST(MatmulScratchTest, ReusedAcrossCalls) {
+  const int64_t n_in = 64, n_out = 8, n_tokens = 3;
+  const std::vector<uint8_t> w = testing::random_weight_row(DType::Q8_0, n_in * n_out, 5);
+  const std::vector<float> x = testing::random_activations(n_in * n_tokens, 6);
+  std::vector<float> y(n_out * n_tokens);
+  ThreadPool pool(2);
+  MatmulScratch scratch;
+  matmul(DType::Q8_0, w.data(), n_out, n_in, x.data(), n_tokens, y.data(), n_out, pool, scratch);
+  const uint8_t* first = scratch.act.data();
+  matmul(DType::Q8_0, w.data(), n_out, n_in, x.data(), n_tokens, y.data(), n_out, pool, scratch);
+  EXPECT_EQ(scratch.act.data(), first);
+}
+
+}  // namespace
+}  // namespace longhaul::kernels
