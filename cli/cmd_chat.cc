@@ -18,6 +18,7 @@ namespace {
 struct ChatFlags {
   ModelFlags model;
   SamplingFlags sampling;
+  KvPolicyFlags kv;
   std::string system;
   int32_t n_predict = 512;  // per reply; -1 = until end of turn
   int32_t n_ctx = 4096;
@@ -41,6 +42,8 @@ int run(const ChatFlags& f) {
   generate::SessionOptions so;
   so.n_ctx = f.n_ctx;
   so.n_threads = f.n_threads;
+  so.kv_policy = f.kv.policy;
+  so.kv_options = f.kv.options;
   Result<std::unique_ptr<generate::Session>> session = generate::Session::create(*loaded->model, so);
   if (!session) return report_error(session.message());
   Result<sampling::SamplerChain> sampler = sampling::SamplerChain::create(f.sampling.options);
@@ -115,6 +118,7 @@ Runner add_chat_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
   add_sampling_flags(*cmd, flags->sampling);
+  add_kv_policy_flags(*cmd, flags->kv);
   return [flags]() { return run(*flags); };
 }
 

@@ -17,6 +17,7 @@ namespace {
 struct RunFlags {
   ModelFlags model;
   SamplingFlags sampling;
+  KvPolicyFlags kv;
   std::string prompt;
   std::string prompt_file;
   std::string system;
@@ -64,14 +65,16 @@ int run(const RunFlags& f) {
   so.n_ctx = f.n_ctx;
   so.n_batch = f.n_batch;
   so.n_threads = f.n_threads;
+  so.kv_policy = f.kv.policy;
+  so.kv_options = f.kv.options;
   Result<std::unique_ptr<generate::Session>> session = generate::Session::create(*loaded->model, so);
   if (!session) return report_error(session.message());
   Result<sampling::SamplerChain> sampler = sampling::SamplerChain::create(f.sampling.options);
   if (!sampler) return report_error(sampler.message());
   if (f.verbose) {
     std::fprintf(stderr, "sampler: %s\n", sampler->describe().c_str());
-    std::fprintf(stderr, "threads: %d, context: %d, prompt tokens: %zu\n", (*session)->n_threads(),
-                 (*session)->n_ctx(), prompt_ids.size());
+    std::fprintf(stderr, "threads: %d, context: %d, prompt tokens: %zu, KV policy: %s\n", (*session)->n_threads(),
+                 (*session)->n_ctx(), prompt_ids.size(), (*session)->policy().describe().c_str());
   }
 
   generate::GenerateOptions go;
@@ -143,6 +146,7 @@ Runner add_run_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
   add_sampling_flags(*cmd, flags->sampling);
+  add_kv_policy_flags(*cmd, flags->kv);
   cmd->add_flag("--chat", flags->chat, "wrap the prompt in the model's chat format");
   cmd->add_option("--system", flags->system, "system message (with --chat)");
   cmd->add_flag("--json", flags->json, "print one JSON object instead of streaming text");

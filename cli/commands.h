@@ -14,5 +14,7 @@ Runner add_run_command(CLI::App& app);
 Runner add_chat_command(CLI::App& app);
 Runner add_tokenize_command(CLI::App& app);
 Runner add_inspect_command(CLI::App& app);
+Runner add_bench_command(CLI::App& app);
+Runner add_eval_command(CLI::App& app);
 
 }  // namespace longhaul::cli

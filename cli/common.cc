@@ -78,6 +78,33 @@ void add_sampling_flags(CLI::App& app, SamplingFlags& flags) {
   app.add_option("-s,--seed", o.seed, "RNG seed (4294967295: random)")->capture_default_str();
 }
 
+void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
+  auto& o = flags.options;
+  app.add_option("--kv-policy", flags.policy, "KV-cache policy: full, streaming, h2o, a2sf, tova, snapkv")
+      ->capture_default_str();
+  app.add_option("--kv-budget", o.budget, "cells kept per layer by h2o, a2sf, tova, snapkv (0: 1024)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
+  app.add_option("--sink", o.sink_tokens, "streaming: attention-sink tokens kept (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--window", o.window, "streaming: recent tokens kept (0: 1020)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
+  app.add_option("--recent", o.recent, "h2o, a2sf: recent tokens always kept, within the budget (0: budget/2)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
+  app.add_option("--forgetting", o.forgetting_factor, "a2sf: decay of accumulated attention per token (0: 0.9)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 1.0f));
+  app.add_option("--obs-window", o.observation_window, "snapkv: last prompt tokens whose attention votes")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_option("--pool-kernel", o.pool_kernel, "snapkv: width of the vote pooling (1: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1025));
+}
+
 Result<std::string> read_prompt(const std::string& prompt, const std::string& file, bool required) {
   if (!prompt.empty() && !file.empty()) return Status::error("give the prompt with -p or -f, not both");
   if (!file.empty()) return read_text_file(file);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "kv/kv_policy.h"
 #include "model/model.h"
 #include "sampling/sampling_options.h"
 #include "tokenizer/tokenizer.h"
@@ -43,6 +44,14 @@ struct SamplingFlags {
   sampling::SamplingOptions options;
 };
 void add_sampling_flags(CLI::App& app, SamplingFlags& flags);
+
+// KV-cache policy flags shared by run, chat, bench and eval: --kv-policy NAME plus its
+// parameters. `policy` may hold a comma list where a command compares policies (eval).
+struct KvPolicyFlags {
+  std::string policy = "full";
+  kv::KvPolicyOptions options;
+};
+void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags);
 
 // Reads a prompt from -p or -f (exactly one must be given when `required`).
 Result<std::string> read_prompt(const std::string& prompt, const std::string& file, bool required);

@@ -18,6 +18,15 @@ int main(int argc, char** argv) {
   runners["chat"] = add_chat_command(app);
   runners["tokenize"] = add_tokenize_command(app);
   runners["inspect"] = add_inspect_command(app);
+  runners["bench"] = add_bench_command(app);
+  runners["eval"] = add_eval_command(app);
+  // CLI11 reports an unknown first word only as "a subcommand is required"; name it.
+  if (argc > 1 && argv[1][0] != '-' && runners.count(argv[1]) == 0) {
+    std::string names;
+    for (const auto& [name, runner] : runners) names += (names.empty() ? "" : ", ") + name;
+    std::fprintf(stderr, "longhaul: error: unknown subcommand '%s' (one of: %s)\n", argv[1], names.c_str());
+    return kExitUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

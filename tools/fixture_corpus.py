@@ -1,4 +1,4 @@
-"""Deterministic text corpus for the tokenizer fixtures written by record_fixtures.py.
+"""Inputs for record_fixtures.py: the tokenizer corpus, the greedy prompts and the chat cases.
 
 The corpus is a list of hand-written strings, grouped by what they exercise, plus strings
 generated from a fixed seed that splice pieces of those groups together.  Nothing here

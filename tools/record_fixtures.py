@@ -93,10 +93,10 @@ def load_context(model_path, threads, n_ctx, n_batch, logits_all):
     #
     # Llama() has no argument for llama_model_params.use_extra_bufts, so the default-params
     # function it calls is wrapped for the duration of the constructor.  With extra buffer
-    # types on, ggml-cpu moves weights into its AMX (and repacked AVX) layouts; on this
-    # machine the AMX matmul segfaults on the first llama_decode (ggml_backend_amx_mul_mat,
-    # llama-cpp-python 0.3.36), although the kernel grants AMX tile permission.  Without
-    # them every matmul runs ggml's plain quantized dot products.
+    # types on, ggml-cpu moves weights into its AMX and repacked-AVX layouts when the build
+    # has them; a build with AMX segfaulted on the first llama_decode here
+    # (ggml_backend_amx_mul_mat, llama-cpp-python 0.3.36).  Without them every matmul runs
+    # ggml's plain quantized dot products, so the fixtures do not depend on build flags.
     lowlevel = llama_cpp.llama_cpp
     original = lowlevel.llama_model_default_params
 

@@ -51,7 +51,7 @@ Result<GenerateResult> generate(Session& session, const tokenizer::Tokenizer& to
       result.stop = StopReason::kLength;
       break;
     }
-    if (session.n_past() >= session.n_ctx()) {
+    if (session.context_full()) {
       result.stop = StopReason::kContextFull;
       break;
     }

@@ -1,7 +1,10 @@
 #include "generate/session.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
+
+#include "kv/policy_registry.h"
 
 namespace longhaul::generate {
 
@@ -11,20 +14,63 @@ Result<std::unique_ptr<Session>> Session::create(const model::Model& model, cons
   if (options.n_batch < 1) return Status::error("batch size " + std::to_string(options.n_batch) + " must be >= 1");
   if (options.n_threads < 0 || options.n_threads > 1024)
     return Status::error("thread count " + std::to_string(options.n_threads) + " is outside [0, 1024]");
+  LH_ASSIGN_OR_RETURN(std::unique_ptr<kv::KvPolicy> policy,
+                      kv::make_kv_policy(options.kv_policy, kv_policy_context(model), options.kv_options));
   kv::KvCacheOptions kv_options;
-  kv_options.max_cells = n_ctx;
+  // A policy that bounds memory sizes the cache itself; the others fill the context.
+  kv_options.max_cells = policy->max_cells() > 0 ? policy->max_cells() : n_ctx;
   kv_options.max_sequences = 1;
   kv::KvCache cache(model.kv_shape(), kv_options);
   LH_ASSIGN_OR_RETURN(kv::SeqId seq, cache.add_sequence());
   const int n_threads = options.n_threads > 0 ? options.n_threads : default_thread_count();
-  return std::unique_ptr<Session>(new Session(model, options, std::move(cache), seq, n_ctx, n_threads));
+  return std::unique_ptr<Session>(
+      new Session(model, options, std::move(cache), seq, n_ctx, n_threads, std::move(policy)));
 }
 
 Session::Session(const model::Model& model, const SessionOptions& options, kv::KvCache cache, kv::SeqId seq,
-                 int32_t n_ctx, int n_threads)
-    : model_(model), options_(options), cache_(std::move(cache)), seq_(seq), n_ctx_(n_ctx), pool_(n_threads) {}
+                 int32_t n_ctx, int n_threads, std::unique_ptr<kv::KvPolicy> policy)
+    : model_(model),
+      options_(options),
+      cache_(std::move(cache)),
+      policy_(std::move(policy)),
+      seq_(seq),
+      n_ctx_(n_ctx),
+      pool_(n_threads) {}
 
-void Session::reset() { cache_.clear_sequence(seq_); }
+kv::KvPolicyContext kv_policy_context(const model::Model& model) {
+  const model::ModelConfig& cfg = model.config();
+  kv::KvPolicyContext context;
+  context.shape = model.kv_shape();
+  context.rope.resize(static_cast<size_t>(cfg.n_layer));
+  for (int32_t il = 0; il < cfg.n_layer; ++il) {
+    kv::RopeSpec& r = context.rope[static_cast<size_t>(il)];
+    r.n_rot = cfg.n_rot;
+    r.style = cfg.rope_style;
+    // As Model::forward: local (sliding-window) layers use their own base and no scaling.
+    const bool local = cfg.is_local(il);
+    r.freq_base = local ? cfg.rope_freq_base_local : cfg.rope_freq_base;
+    r.freq_scale = local ? 1.0f : cfg.rope_freq_scale;
+  }
+  return context;
+}
+
+void Session::reset() {
+  cache_.clear_sequence(seq_);
+  policy_->truncate(cache_, seq_, 0);
+}
+
+void Session::truncate(int32_t n_keep) {
+  // Cells are in position order in every layer; keep those before n_keep. Layers may
+  // have evicted different tokens, and every layer must hold the same number of
+  // cells, so the smallest count applies (under the full policy: min(n_keep, n_cells)).
+  int32_t keep = n_cells();
+  for (int32_t il = 0; il < cache_.shape().n_layer; ++il) {
+    const std::span<const int32_t> pos = cache_.positions(seq_, il);
+    keep = std::min(keep, static_cast<int32_t>(std::lower_bound(pos.begin(), pos.end(), n_keep) - pos.begin()));
+  }
+  cache_.truncate(seq_, keep);
+  policy_->truncate(cache_, seq_, keep);
+}
 
 Status Session::feed(std::span<const int32_t> tokens, const ProgressFn& progress) {
   return run(tokens, false, nullptr, progress);
@@ -38,17 +84,30 @@ Status Session::run(std::span<const int32_t> tokens, bool all_logits, std::vecto
                     const ProgressFn& progress) {
   if (tokens.empty()) return Status::error("nothing to feed: empty token list");
   const int64_t n_total = static_cast<int64_t>(tokens.size());
-  if (n_past() + n_total > n_ctx_)
-    return Status::error("context full: " + std::to_string(n_past()) + " cached + " + std::to_string(n_total) +
+  // Only a policy that does not bound memory can run out of room; the others evict.
+  if (policy_->max_cells() == 0 && n_cells() + n_total > n_ctx_)
+    return Status::error("context full: " + std::to_string(n_cells()) + " cached + " + std::to_string(n_total) +
                          " new tokens exceed the context size of " + std::to_string(n_ctx_) + " (raise -c/--ctx-size)");
+  if (n_past() + n_total > INT32_MAX / 2)
+    return Status::error("position " + std::to_string(n_past() + n_total) + " exceeds the limit of " +
+                         std::to_string(INT32_MAX / 2));
   const int32_t n_vocab = model_.config().n_vocab;
   if (out != nullptr) out->resize(static_cast<size_t>(n_total * n_vocab));
-  for (int64_t begin = 0; begin < n_total; begin += options_.n_batch) {
-    const int64_t end = std::min(n_total, begin + options_.n_batch);
+  const int64_t step_tokens =
+      policy_->max_step_tokens() > 0 ? std::min(options_.n_batch, policy_->max_step_tokens()) : options_.n_batch;
+  for (int64_t begin = 0; begin < n_total; begin += step_tokens) {
+    const int64_t end = std::min(n_total, begin + step_tokens);
     batch_.clear();
     int32_t pos = n_past();
+    // Between steps: the policy makes room for this step, then hears which queries come.
+    kv::StepInfo next;
+    next.first_position = pos;
+    next.n_tokens = static_cast<int32_t>(end - begin);
+    next.starts_feed = begin == 0;
+    policy_->apply_eviction(policy_->plan_eviction(cache_, seq_, next), cache_, seq_);
+    policy_->begin_step(seq_, next);
     for (int64_t i = begin; i < end; ++i) batch_.add(tokens[static_cast<size_t>(i)], pos++, seq_, all_logits || i == n_total - 1);
-    LH_RETURN_IF_ERROR(model_.forward(batch_, cache_, state_, pool_, step_logits_));
+    LH_RETURN_IF_ERROR(model_.forward(batch_, cache_, state_, pool_, step_logits_, policy_.get()));
     if (out != nullptr)
       std::memcpy(out->data() + begin * n_vocab, step_logits_.data(), step_logits_.size() * sizeof(float));
     if (end == n_total) {

@@ -9,19 +9,24 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "kv/kv_cache.h"
+#include "kv/kv_policy.h"
 #include "model/model.h"
 
 namespace longhaul::generate {
 
 struct SessionOptions {
-  int32_t n_ctx = 4096;    // tokens the KV cache holds (0 = the model's training context)
-  int32_t n_batch = 512;   // prompt tokens per forward step
+  int32_t n_ctx = 4096;    // tokens the KV cache holds (0 = the model's training context); policies that
+                           // bound memory (streaming, h2o, tova) use their own budget instead
+  int32_t n_batch = 512;   // prompt tokens per forward step (capped by the policy's max_step_tokens)
   int32_t n_threads = 0;   // worker threads including the caller (0 = all cores this process may use)
+  std::string kv_policy = "full";    // KV policy name, see kv/policy_registry.h ("full" = keep everything)
+  kv::KvPolicyOptions kv_options;    // its parameters
 };
 
 // Called after each prefill chunk with (tokens done, tokens total).
@@ -37,8 +42,13 @@ class Session {
   const model::Model& model() const { return model_; }
   int32_t n_ctx() const { return n_ctx_; }
   int32_t n_threads() const { return pool_.n_threads(); }
-  // Tokens held in the cache (the next token's position).
+  // Tokens of the conversation so far (the next token's position). Under an evicting
+  // policy the cache holds fewer: see n_cells().
   int32_t n_past() const { return cache_.next_position(seq_); }
+  // Cells the cache holds per layer.
+  int32_t n_cells() const { return cache_.n_cells(seq_, 0); }
+  // True when no further token fits: the policy does not evict and n_ctx cells are used.
+  bool context_full() const { return policy_->max_cells() == 0 && n_cells() >= n_ctx_; }
 
   // Appends tokens to the conversation; afterwards logits() are those of the last token.
   Status feed(std::span<const int32_t> tokens, const ProgressFn& progress = nullptr);
@@ -49,19 +59,21 @@ class Session {
 
   // Forgets the conversation (the cache keeps its pages for reuse).
   void reset();
-  // Keeps the first n_keep tokens of the conversation.
-  void truncate(int32_t n_keep) { cache_.truncate(seq_, n_keep); }
+  // Keeps the tokens at positions < n_keep (under the full policy: the first n_keep).
+  void truncate(int32_t n_keep);
 
   const kv::KvCache& cache() const { return cache_; }
+  const kv::KvPolicy& policy() const { return *policy_; }
 
  private:
   Session(const model::Model& model, const SessionOptions& options, kv::KvCache cache, kv::SeqId seq, int32_t n_ctx,
-          int n_threads);
+          int n_threads, std::unique_ptr<kv::KvPolicy> policy);
   Status run(std::span<const int32_t> tokens, bool all_logits, std::vector<float>* out, const ProgressFn& progress);
 
   const model::Model& model_;
   SessionOptions options_;
   kv::KvCache cache_;
+  std::unique_ptr<kv::KvPolicy> policy_;
   kv::SeqId seq_;
   int32_t n_ctx_;
   ThreadPool pool_;
@@ -70,5 +82,8 @@ class Session {
   std::vector<float> logits_;  // [n_vocab] of the last token
   std::vector<float> step_logits_;
 };
+
+// What a KV policy needs to know about `model` (cache shape, per-layer RoPE).
+kv::KvPolicyContext kv_policy_context(const model::Model& model);
 
 }  // namespace longhaul::generate

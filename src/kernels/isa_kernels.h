@@ -24,11 +24,29 @@ using DequantizeFn = void (*)(const void* src, float* dst, int64_t n);
 constexpr int kMaxActs = 4;        // activation rows one weight-row visit serves
 constexpr int kNumTypeSlots = 31;  // DType values are GGUF ids, the largest we support is BF16 = 30
 
+// The fast path of matmul for a weight type (AVX-512 with VBMI, see gemm_avx512.cc): the activations are quantized
+// once per call into a layout of the kernel's own ("packed"), which the tile function reads with whole-vector loads.
+// The packed values are those of the paired vec_dot_type (same quants, same scales), so results match the
+// dot_rows path up to float rounding order.
+struct GemmKernel {
+  // Weights whose kernels share a pack_id read the same packed activations: one packing serves them all.
+  int pack_id = 0;
+  // Bytes of one packed activation row of n_in elements (a multiple of 64).
+  int64_t (*packed_row_bytes)(int64_t n_in) = nullptr;
+  // Packs one activation row: x [n_in] f32 -> dst [packed_row_bytes(n_in)], 64-byte aligned.
+  void (*pack)(const float* x, int64_t n_in, uint8_t* dst) = nullptr;
+  // y[t * ldy + r] = dot(weight row r, activation row t) for r < n_rows, t < n_tokens.
+  //   w: [n_rows, n_in] with row stride w_stride_bytes; act: [n_tokens, packed_row_bytes(n_in)] packed rows.
+  void (*tile)(int64_t n_in, const uint8_t* w, int64_t w_stride_bytes, int64_t n_rows, const uint8_t* act,
+               int64_t act_stride_bytes, int64_t n_tokens, float* y, int64_t ldy) = nullptr;
+};
+
 struct IsaKernels {
   Isa isa = Isa::kGeneric;
   DotRowsFn dot_rows[kNumTypeSlots] = {};      // by weight type
   QuantizeFn quantize[kNumTypeSlots] = {};     // by destination type
   DequantizeFn dequantize[kNumTypeSlots] = {};  // by source type
+  GemmKernel gemm[kNumTypeSlots] = {};         // by weight type; tile == nullptr: matmul uses dot_rows
 };
 
 inline int slot(tensor::DType type) { return static_cast<int>(type); }
@@ -36,6 +54,9 @@ inline int slot(tensor::DType type) { return static_cast<int>(type); }
 const IsaKernels& generic_kernels();
 const IsaKernels& avx2_kernels();    // quant_avx2.cc
 const IsaKernels& avx512_kernels();  // quant_avx512.cc
+// gemm_avx512.cc: fills `k.gemm` for the types it covers when this CPU has the extra AVX-512 features those kernels
+// use (VBMI byte permutes, BITALG bit shuffles); leaves it untouched otherwise.
+void add_avx512_gemm_kernels(IsaKernels& k);
 const IsaKernels& kernels_for(Isa isa);
 
 }  // namespace longhaul::kernels::detail

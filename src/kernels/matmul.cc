@@ -1,6 +1,6 @@
-// Threaded quantized matrix multiply: quantize the activations once, then split the output rows across threads.
+// Threaded quantized matrix multiply: quantize the activations once, then split the output rows (and, for long
+// batches, the tokens) into chunks that the pool's threads claim.
 #include <algorithm>
-#include <atomic>
 #include <string>
 
 #include "base/status.h"
@@ -12,117 +12,234 @@ namespace longhaul::kernels {
 namespace {
 using tensor::DType;
 
-// Each thread walks its rows in blocks of about this many weight bytes and runs every token group over a block
-// before moving on, so a block is read from memory once and then hit in L2 for the other token groups.
+constexpr int kMaxTargets = 8;
+// dot_rows path: each thread walks its rows in blocks of about this many weight bytes and runs every token group
+// over a block before moving on, so a block is read from memory once and then hit in L2 for the other groups.
 constexpr int64_t kRowBlockBytes = 128 * 1024;
-// Fewer multiply-adds than this per thread are not worth waking the pool for.
-constexpr int64_t kMinWorkPerThread = 32 * 1024;
-// Output rows are handed out in chunks from a shared counter, about this many per thread, so a thread that the OS
-// descheduled (or that started late) costs its chunks, not half the matrix.
+// Fewer multiply-adds than this per chunk are not worth a claim from the shared counter.
+constexpr int64_t kMinChunkWork = 48 * 1024;
+// Below this many multiply-adds in total the call runs on the calling thread alone: waking the pool costs more.
+constexpr int64_t kMinParallelWork = 96 * 1024;
+// About this many chunks per thread, so that a thread the OS descheduled (the machine may be shared) costs a
+// few chunks, not half the work.
 constexpr int64_t kChunksPerThread = 8;
+// Gemm path: tokens per chunk for long batches. The chunk's packed activations (64 tokens of a few KiB) stay in
+// L2 while its rows pass over them.
+constexpr int64_t kGemmTokensPerChunk = 64;
+// Activation rows are quantized in parallel when there are at least this many.
+constexpr int64_t kMinTokensToQuantizeInParallel = 16;
 
-// Everything one matmul call shares with its threads. The parallel_for lambdas capture only a pointer to it, which
-// fits std::function's small buffer: no heap allocation per call.
-struct MatmulJob {
-  const detail::IsaKernels* kernels;
-  DType weight_type;
-  DType act_type;
-  const uint8_t* w;      // [n_out, w_row_bytes]
-  int64_t w_row_bytes;
-  int64_t n_out;
-  int64_t n_in;
-  const float* x;        // [n_tokens, n_in]
-  const uint8_t* act;    // [n_tokens, act_row_bytes]
-  uint8_t* act_out;      // the same buffer, writable, while quantizing
-  int64_t act_row_bytes;
-  int64_t n_tokens;
-  float* y;              // [n_tokens, ldy]
-  int64_t ldy;
-  int64_t chunk_rows;    // rows per work item
-  std::atomic<int64_t> next_chunk{0};
+// One activation format a call needs: the packed layout of a gemm kernel, or a vec_dot_type row.
+struct ActFormat {
+  const detail::GemmKernel* gemm = nullptr;  // packed; else quantize to act_type
+  detail::QuantizeFn quantize = nullptr;
+  int key = 0;                               // pack_id (> 0) or -(act_type) - 1
+  int64_t row_bytes = 0;
+  uint8_t* data = nullptr;                   // [n_tokens, row_bytes], or x itself for f32 activations
 };
 
-void quantize_tokens(const MatmulJob& job, int64_t t_begin, int64_t t_end) {
-  const detail::QuantizeFn quantize = job.kernels->quantize[detail::slot(job.act_type)];
-  for (int64_t t = t_begin; t < t_end; ++t) {
-    quantize(job.x + t * job.n_in, job.act_out + t * job.act_row_bytes, job.n_in);
-  }
+struct Part {
+  const detail::GemmKernel* gemm = nullptr;
+  detail::DotRowsFn dot = nullptr;
+  const uint8_t* w = nullptr;  // [n_out, w_row_bytes]
+  int64_t w_row_bytes = 0;
+  int64_t n_out = 0;
+  float* y = nullptr;          // [n_tokens, ldy]
+  int64_t ldy = 0;
+  int format = 0;              // index into the call's formats
+  int64_t rows_per_chunk = 0;
+  int64_t tokens_per_chunk = 0;
+  int64_t n_row_chunks = 0;
+  int64_t first_chunk = 0;     // index of this part's first chunk among all parts'
+};
+
+struct Call {
+  int64_t n_in = 0;
+  int64_t n_tokens = 0;
+  const float* x = nullptr;  // [n_tokens, n_in]
+  ActFormat formats[kMaxTargets];
+  int n_formats = 0;
+  Part parts[kMaxTargets];
+  int n_parts = 0;
+  int64_t n_chunks = 0;
+};
+
+uint8_t* align64(uint8_t* p) {
+  return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
 }
 
-void multiply_rows(const MatmulJob& job, int64_t r_begin, int64_t r_end) {
-  const detail::DotRowsFn dot = job.kernels->dot_rows[detail::slot(job.weight_type)];
-  const int64_t rows_per_block =
-      job.n_tokens <= detail::kMaxActs ? r_end - r_begin : std::max<int64_t>(1, kRowBlockBytes / job.w_row_bytes);
-  for (int64_t r0 = r_begin; r0 < r_end; r0 += rows_per_block) {
-    const int64_t n_rows = std::min(rows_per_block, r_end - r0);
-    for (int64_t t = 0; t < job.n_tokens; t += detail::kMaxActs) {
-      const int n_act = static_cast<int>(std::min<int64_t>(detail::kMaxActs, job.n_tokens - t));
-      dot(job.n_in, job.w + r0 * job.w_row_bytes, job.w_row_bytes, n_rows, job.act + t * job.act_row_bytes,
-          job.act_row_bytes, n_act, job.y + t * job.ldy + r0, job.ldy);
+void quantize_tokens(const Call& call, const ActFormat& f, int64_t t_begin, int64_t t_end) {
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const float* x = call.x + t * call.n_in;
+    uint8_t* dst = f.data + t * f.row_bytes;
+    if (f.gemm != nullptr) {
+      f.gemm->pack(x, call.n_in, dst);
+    } else {
+      f.quantize(x, dst, call.n_in);
     }
   }
 }
+
+// The dot_rows path over rows [r_begin, r_end) and every token.
+void dot_rows_part(const Call& call, const Part& p, const ActFormat& f, int64_t r_begin, int64_t r_end) {
+  const int64_t rows_per_block = call.n_tokens <= detail::kMaxActs
+                                     ? r_end - r_begin
+                                     : std::max<int64_t>(1, kRowBlockBytes / p.w_row_bytes);
+  for (int64_t r0 = r_begin; r0 < r_end; r0 += rows_per_block) {
+    const int64_t n_rows = std::min(rows_per_block, r_end - r0);
+    for (int64_t t = 0; t < call.n_tokens; t += detail::kMaxActs) {
+      const int n_act = static_cast<int>(std::min<int64_t>(detail::kMaxActs, call.n_tokens - t));
+      p.dot(call.n_in, p.w + r0 * p.w_row_bytes, p.w_row_bytes, n_rows, f.data + t * f.row_bytes, f.row_bytes,
+            n_act, p.y + t * p.ldy + r0, p.ldy);
+    }
+  }
+}
+
+void run_chunk(const Call& call, int64_t chunk) {
+  int i = 0;
+  while (i + 1 < call.n_parts && call.parts[i + 1].first_chunk <= chunk) ++i;
+  const Part& p = call.parts[i];
+  const ActFormat& f = call.formats[p.format];
+  const int64_t local = chunk - p.first_chunk;
+  const int64_t r_begin = (local % p.n_row_chunks) * p.rows_per_chunk;
+  const int64_t r_end = std::min(p.n_out, r_begin + p.rows_per_chunk);
+  if (p.gemm == nullptr) {
+    dot_rows_part(call, p, f, r_begin, r_end);
+    return;
+  }
+  const int64_t t_begin = (local / p.n_row_chunks) * p.tokens_per_chunk;
+  const int64_t t_end = std::min(call.n_tokens, t_begin + p.tokens_per_chunk);
+  p.gemm->tile(call.n_in, p.w + r_begin * p.w_row_bytes, p.w_row_bytes, r_end - r_begin, f.data + t_begin * f.row_bytes,
+               f.row_bytes, t_end - t_begin, p.y + t_begin * p.ldy + r_begin, p.ldy);
+}
+
+// Rows per chunk: about kChunksPerThread chunks per thread over the whole call, none below the work floor, a
+// multiple of 4 (of 16 for long matrices, so a chunk starts on a cache-line-friendly row).
+int64_t rows_per_chunk(int64_t n_out, int64_t n_in, int64_t tokens, int64_t total_work, int n_threads) {
+  if (n_threads == 1) return n_out;
+  const int64_t target_work = std::max(kMinChunkWork, total_work / (n_threads * kChunksPerThread));
+  int64_t rows = std::max<int64_t>(1, target_work / std::max<int64_t>(1, n_in * tokens));
+  rows = (rows + 3) / 4 * 4;
+  return std::min(rows, n_out);
+}
+
 }  // namespace
+
+void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n_in, const float* x,
+                  int64_t n_tokens, ThreadPool& pool, MatmulScratch& scratch) {
+  LH_CHECK_MSG(cpu_supports(isa), std::string("matmul: this CPU cannot run ISA ") + isa_name(isa));
+  LH_CHECK_MSG(n_targets >= 1 && n_targets <= kMaxTargets,
+               "matmul_fused: n_targets=" + std::to_string(n_targets) + " is outside [1, 8]");
+  if (n_tokens <= 0) return;
+  const detail::IsaKernels& kernels = detail::kernels_for(isa);
+  Call call;
+  call.n_in = n_in;
+  call.n_tokens = n_tokens;
+  call.x = x;
+
+  // Formats and parts.
+  int64_t scratch_bytes = 0;
+  int64_t total_work = 0;
+  for (int i = 0; i < n_targets; ++i) {
+    const MatmulTarget& t = targets[i];
+    LH_CHECK_MSG(t.ldy >= t.n_out,
+                 "matmul: ldy=" + std::to_string(t.ldy) + " is less than n_out=" + std::to_string(t.n_out));
+    const DType act_type = vec_dot_type(t.type);
+    const int64_t block = std::max(tensor::info(t.type).block_size, tensor::info(act_type).block_size);
+    LH_CHECK_MSG(n_in % block == 0, std::string("matmul: n_in=") + std::to_string(n_in) +
+                                        " is not a multiple of the " + tensor::dtype_name(t.type) + " block size " +
+                                        std::to_string(block));
+    if (t.n_out <= 0) continue;
+    const detail::GemmKernel& g = kernels.gemm[detail::slot(t.type)];
+    Part& p = call.parts[call.n_parts++];
+    p.w = static_cast<const uint8_t*>(t.w);
+    p.w_row_bytes = tensor::row_size_bytes(t.type, n_in);
+    p.n_out = t.n_out;
+    p.y = t.y;
+    p.ldy = t.ldy;
+    total_work += t.n_out * n_in * n_tokens;
+    const int key = g.tile != nullptr ? g.pack_id : -static_cast<int>(act_type) - 1;
+    if (g.tile != nullptr) {
+      p.gemm = &g;
+    } else {
+      p.dot = kernels.dot_rows[detail::slot(t.type)];
+    }
+    int f = 0;
+    while (f < call.n_formats && call.formats[f].key != key) ++f;
+    if (f == call.n_formats) {
+      ActFormat& af = call.formats[call.n_formats++];
+      af.key = key;
+      if (p.gemm != nullptr) {
+        af.gemm = p.gemm;
+        af.row_bytes = p.gemm->packed_row_bytes(n_in);
+      } else if (act_type != DType::F32) {
+        af.quantize = kernels.quantize[detail::slot(act_type)];
+        af.row_bytes = (tensor::row_size_bytes(act_type, n_in) + 63) / 64 * 64;
+      } else {
+        af.row_bytes = n_in * static_cast<int64_t>(sizeof(float));
+        af.data = const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(x));  // read as they are
+      }
+      if (af.data == nullptr) scratch_bytes += af.row_bytes * n_tokens;
+    }
+    p.format = f;
+  }
+  if (call.n_parts == 0) return;
+
+  // Quantize (or pack) the activations once per format.
+  if (scratch.act.size() < static_cast<size_t>(scratch_bytes + 64)) scratch.act.resize(scratch_bytes + 64);
+  uint8_t* next = align64(scratch.act.data());
+  int n_to_quantize = 0;
+  for (int f = 0; f < call.n_formats; ++f) {
+    if (call.formats[f].data != nullptr) continue;
+    call.formats[f].data = next;
+    next += call.formats[f].row_bytes * n_tokens;
+    ++n_to_quantize;
+  }
+  if (n_to_quantize > 0) {
+    if (n_tokens < kMinTokensToQuantizeInParallel || pool.n_threads() == 1) {
+      for (int f = 0; f < call.n_formats; ++f) {
+        if (call.formats[f].quantize != nullptr || call.formats[f].gemm != nullptr)
+          quantize_tokens(call, call.formats[f], 0, n_tokens);
+      }
+    } else {
+      constexpr int64_t kTokensPerChunk = 8;
+      const int64_t per_format = (n_tokens + kTokensPerChunk - 1) / kTokensPerChunk;
+      pool.for_each_chunk(per_format * call.n_formats, [&](int64_t c, int) {
+        const ActFormat& f = call.formats[c / per_format];
+        if (f.quantize == nullptr && f.gemm == nullptr) return;
+        const int64_t t0 = (c % per_format) * kTokensPerChunk;
+        quantize_tokens(call, f, t0, std::min(n_tokens, t0 + kTokensPerChunk));
+      });
+    }
+  }
+
+  // Chunks.
+  const int n_threads = total_work < kMinParallelWork ? 1 : pool.n_threads();
+  for (int i = 0; i < call.n_parts; ++i) {
+    Part& p = call.parts[i];
+    p.tokens_per_chunk = p.gemm != nullptr && n_tokens > kGemmTokensPerChunk ? kGemmTokensPerChunk : n_tokens;
+    p.rows_per_chunk = rows_per_chunk(p.n_out, n_in, p.tokens_per_chunk, total_work, n_threads);
+    p.n_row_chunks = (p.n_out + p.rows_per_chunk - 1) / p.rows_per_chunk;
+    const int64_t n_token_chunks = (n_tokens + p.tokens_per_chunk - 1) / p.tokens_per_chunk;
+    p.first_chunk = call.n_chunks;
+    call.n_chunks += p.n_row_chunks * n_token_chunks;
+  }
+  if (n_threads == 1) {
+    for (int64_t c = 0; c < call.n_chunks; ++c) run_chunk(call, c);
+    return;
+  }
+  pool.for_each_chunk(call.n_chunks, [&call](int64_t c, int) { run_chunk(call, c); });
+}
+
+void matmul_fused(const MatmulTarget* targets, int n_targets, int64_t n_in, const float* x, int64_t n_tokens,
+                  ThreadPool& pool, MatmulScratch& scratch) {
+  matmul_fused(active_isa(), targets, n_targets, n_in, x, n_tokens, pool, scratch);
+}
 
 void matmul(Isa isa, DType weight_type, const void* w, int64_t n_out, int64_t n_in, const float* x, int64_t n_tokens,
             float* y, int64_t ldy, ThreadPool& pool, MatmulScratch& scratch) {
-  LH_CHECK_MSG(cpu_supports(isa), std::string("matmul: this CPU cannot run ISA ") + isa_name(isa));
-  LH_CHECK_MSG(ldy >= n_out, "matmul: ldy=" + std::to_string(ldy) + " is less than n_out=" + std::to_string(n_out));
-  const DType act_type = vec_dot_type(weight_type);
-  const int64_t block = std::max(tensor::info(weight_type).block_size, tensor::info(act_type).block_size);
-  LH_CHECK_MSG(n_in % block == 0, std::string("matmul: n_in=") + std::to_string(n_in) + " is not a multiple of the " +
-                                      tensor::dtype_name(weight_type) + " block size " + std::to_string(block));
-  if (n_out <= 0 || n_tokens <= 0) return;
-
-  MatmulJob job{};
-  job.kernels = &detail::kernels_for(isa);
-  job.weight_type = weight_type;
-  job.act_type = act_type;
-  job.w = static_cast<const uint8_t*>(w);
-  job.w_row_bytes = tensor::row_size_bytes(weight_type, n_in);
-  job.n_out = n_out;
-  job.n_in = n_in;
-  job.x = x;
-  job.act_row_bytes = tensor::row_size_bytes(act_type, n_in);
-  job.n_tokens = n_tokens;
-  job.y = y;
-  job.ldy = ldy;
-
-  if (act_type == DType::F32) {
-    job.act = reinterpret_cast<const uint8_t*>(x);  // f32 weights consume the activations as they are
-  } else {
-    const size_t needed = static_cast<size_t>(n_tokens * job.act_row_bytes);
-    if (scratch.act.size() < needed) scratch.act.resize(needed);
-    job.act_out = scratch.act.data();
-    job.act = job.act_out;
-    const MatmulJob* jp = &job;
-    const int64_t token_grain = std::max<int64_t>(1, kMinWorkPerThread / (8 * n_in));
-    if (n_tokens <= token_grain) {
-      quantize_tokens(job, 0, n_tokens);  // not worth a pool round trip (always the case when decoding)
-    } else {
-      pool.parallel_for(n_tokens, token_grain, [jp](int64_t b, int64_t e) { quantize_tokens(*jp, b, e); });
-    }
-  }
-
-  // Rows per chunk: a multiple of 4, about kChunksPerThread chunks per thread, and no chunk below the work floor.
-  const int n_threads = pool.n_threads();
-  const int64_t min_rows = std::max<int64_t>(1, kMinWorkPerThread / (n_in * n_tokens));
-  int64_t chunk_rows = (n_out + n_threads * kChunksPerThread - 1) / (n_threads * kChunksPerThread);
-  chunk_rows = std::max(chunk_rows, min_rows);
-  chunk_rows = (chunk_rows + 3) / 4 * 4;
-  job.chunk_rows = chunk_rows;
-  if (n_threads == 1 || chunk_rows >= n_out) {
-    multiply_rows(job, 0, n_out);
-    return;
-  }
-  MatmulJob* jp = &job;
-  pool.run_on_all([jp](int) {
-    for (;;) {
-      const int64_t begin = jp->next_chunk.fetch_add(1, std::memory_order_relaxed) * jp->chunk_rows;
-      if (begin >= jp->n_out) return;
-      multiply_rows(*jp, begin, std::min(begin + jp->chunk_rows, jp->n_out));
-    }
-  });
+  const MatmulTarget target{weight_type, w, n_out, y, ldy};
+  matmul_fused(isa, &target, 1, n_in, x, n_tokens, pool, scratch);
 }
 
 void matmul(DType weight_type, const void* w, int64_t n_out, int64_t n_in, const float* x, int64_t n_tokens,

@@ -65,20 +65,38 @@ void dequantize_row(Isa isa, tensor::DType type, const void* src, float* dst, in
 // Reused buffers of matmul(); one per calling thread. Grows to the largest call and is then reused, so a forward
 // pass does not allocate after warm-up.
 struct MatmulScratch {
-  std::vector<uint8_t> act;  // [n_tokens, row_size_bytes(vec_dot_type, n_in)] quantized activations
+  std::vector<uint8_t> act;  // quantized activations of every format a call needs (64-byte aligned inside)
 };
 
 // y[t, o] = dot(W[o, :], x[t, :]) for t < n_tokens, o < n_out.
 //   w: [n_out, n_in] of weight_type, row-major, row stride row_size_bytes(weight_type, n_in)
 //   x: [n_tokens, n_in] f32, contiguous
 //   y: [n_tokens, n_out] f32 with row stride ldy >= n_out
-// The activations are quantized once per call into `scratch`; output rows are split across the pool's threads,
-// and for n_tokens > 1 each visit of a weight row serves up to 4 tokens.
+// The activations are quantized once per call into `scratch` (as vec_dot_type(weight_type) quantizes them; on
+// AVX-512 with VBMI, into the packed layout of kernels/x86/avx512_gemm32.h with the same values). Output rows (and,
+// for long batches, blocks of tokens) are split into chunks that the pool's threads claim.
 void matmul(tensor::DType weight_type, const void* w, int64_t n_out, int64_t n_in, const float* x, int64_t n_tokens,
             float* y, int64_t ldy, ThreadPool& pool, MatmulScratch& scratch);
 // The same on an explicit ISA (tests and benchmarks).
 void matmul(Isa isa, tensor::DType weight_type, const void* w, int64_t n_out, int64_t n_in, const float* x,
             int64_t n_tokens, float* y, int64_t ldy, ThreadPool& pool, MatmulScratch& scratch);
+
+// One product of a fused matmul: y = W x.
+struct MatmulTarget {
+  tensor::DType type = tensor::DType::F32;
+  const void* w = nullptr;  // [n_out, n_in] of `type`
+  int64_t n_out = 0;
+  float* y = nullptr;       // [n_tokens, ldy]
+  int64_t ldy = 0;          // >= n_out
+};
+
+// y_i = W_i x for every target (the Q, K, V projections of a layer; its gate and up projections). Equal to one
+// matmul() per target, but the activations are quantized once per distinct format, and the rows of all targets
+// are split across the pool in one parallel region: one wait for the threads instead of one per matrix.
+void matmul_fused(const MatmulTarget* targets, int n_targets, int64_t n_in, const float* x, int64_t n_tokens,
+                  ThreadPool& pool, MatmulScratch& scratch);
+void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n_in, const float* x,
+                  int64_t n_tokens, ThreadPool& pool, MatmulScratch& scratch);
 
 // Embedding lookup: dst[i, :] = dequantize(W[ids[i], :]).
 //   w: [n_rows, n_cols] of `type`; ids: [n_ids], each in [0, n_rows) (the caller checks); dst: [n_ids, n_cols]

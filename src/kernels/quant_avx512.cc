@@ -38,6 +38,7 @@ IsaKernels make_avx512() {
   k.quantize[slot(DType::Q8_1)] = quantize_q8_1_x86;
   k.quantize[slot(DType::Q8_K)] = quantize_q8_k_x86;
   k.quantize[slot(DType::F16)] = quantize_f16_x86;
+  add_avx512_gemm_kernels(k);
   return k;
 }
 }  // namespace

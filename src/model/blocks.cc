@@ -26,10 +26,13 @@ void add_residual(StepContext& step, float* x, const float* delta) {
 
 namespace {
 
+// W as one output of a fused product writing [n_tokens, W.n_out] rows to `out`.
+kernels::MatmulTarget matmul_target(const Weight& w, float* out) { return {w.type, w.data, w.n_out, out, w.n_out}; }
+
 // Attention of one query head of one token over the cells of its sequence.
 //   q:      [head_dim_k] (already scaled)
 //   out:    [head_dim_v]
-//   scores: [n_cells] scratch
+//   scores: [n_cells] scratch; on return the attention probabilities (0 for masked cells)
 void attend_one(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_t kv_head, int32_t query_pos,
                 int32_t window, const float* q, int32_t dk, int32_t dv, float* scores, float* out) {
   const int32_t n_cells = cache.n_cells(seq, il);
@@ -59,7 +62,9 @@ void attend_one(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_t kv_
   const float inv = static_cast<float>(1.0 / sum);
   for (int32_t c = 0; c < n_cells; ++c) {
     if (scores[c] == 0.0f) continue;
-    kernels::axpy_f16(scores[c] * inv, cache.value(seq, il, kv_head, c), out, dv);
+    // Left normalised in `scores`: KV policies that rank cells by attention read it.
+    scores[c] *= inv;
+    kernels::axpy_f16(scores[c], cache.value(seq, il, kv_head, c), out, dv);
   }
   (void)page;
 }
@@ -77,9 +82,10 @@ void self_attention(StepContext& step, int32_t il) {
   const int64_t k_row = static_cast<int64_t>(n_head_kv) * dk;  // k: [n_tokens, n_head_kv * dk]
   const int64_t v_row = static_cast<int64_t>(n_head_kv) * dv;  // v: [n_tokens, n_head_kv * dv]
 
-  project(step, lw.attn_q, st.xn.data(), n_tokens, st.q.data());
-  project(step, lw.attn_k, st.xn.data(), n_tokens, st.k.data());
-  project(step, lw.attn_v, st.xn.data(), n_tokens, st.v.data());
+  // Q, K and V read the same input: one fused product quantizes it once and waits for the threads once.
+  const kernels::MatmulTarget qkv[] = {matmul_target(lw.attn_q, st.q.data()), matmul_target(lw.attn_k, st.k.data()),
+                                       matmul_target(lw.attn_v, st.v.data())};
+  kernels::matmul_fused(qkv, 3, lw.attn_q.n_in, st.xn.data(), n_tokens, step.pool, st.matmul[0]);
 
   const bool local = cfg.is_local(il);
   const kernels::RopeAngles& angles = local ? st.rope_local : st.rope_global;
@@ -115,17 +121,22 @@ void self_attention(StepContext& step, int32_t il) {
   const int32_t group = n_head / n_head_kv;
   const int64_t n_tasks = static_cast<int64_t>(n_tokens) * n_head;
   const int64_t scores_stride = static_cast<int64_t>(st.scores.size()) / step.pool.n_threads();
-  step.pool.run_on_all([&](int i_thread) {
-    const int64_t begin = n_tasks * i_thread / step.pool.n_threads();
-    const int64_t end = n_tasks * (i_thread + 1) / step.pool.n_threads();
+  const bool observe = step.policy != nullptr && step.policy->needs_scores();
+  // Tasks are claimed one at a time (later tokens of a prompt see more keys); scores are per running thread.
+  step.pool.for_each_chunk(n_tasks, [&](int64_t task, int i_thread) {
     float* scores = st.scores.data() + i_thread * scores_stride;
-    for (int64_t task = begin; task < end; ++task) {
+    {
       const int64_t t = task / n_head;
       const int32_t h = static_cast<int32_t>(task % n_head);
       const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t)];
-      attend_one(step.cache, seq, il, h / group, step.batch.positions[static_cast<size_t>(t)], window,
+      const int32_t query_pos = step.batch.positions[static_cast<size_t>(t)];
+      attend_one(step.cache, seq, il, h / group, query_pos, window,
                  st.q.data() + t * q_row + static_cast<int64_t>(h) * dk, dk, dv, scores,
                  st.attn.data() + t * static_cast<int64_t>(n_head) * dv + static_cast<int64_t>(h) * dv);
+      // Score-based KV policies (H2O, TOVA, SnapKV) accumulate this row; no [n_query, n_key] matrix is kept.
+      if (observe)
+        step.policy->observe_scores(seq, il, h / group, query_pos,
+                                    std::span<const float>(scores, static_cast<size_t>(step.cache.n_cells(seq, il))));
     }
   });
 
@@ -137,8 +148,9 @@ void feed_forward(StepContext& step, int32_t il) {
   const LayerWeights& lw = step.weights.layers[static_cast<size_t>(il)];
   ForwardState& st = step.state;
   const int32_t n_tokens = step.n_tokens;
-  project(step, lw.ffn_gate, st.xn.data(), n_tokens, st.gate.data());
-  project(step, lw.ffn_up, st.xn.data(), n_tokens, st.up.data());
+  const kernels::MatmulTarget gate_up[] = {matmul_target(lw.ffn_gate, st.gate.data()),
+                                           matmul_target(lw.ffn_up, st.up.data())};
+  kernels::matmul_fused(gate_up, 2, lw.ffn_gate.n_in, st.xn.data(), n_tokens, step.pool, st.matmul[0]);
   const int64_t n = static_cast<int64_t>(n_tokens) * cfg.n_ff;
   step.pool.parallel_for(n, 1024, [&](int64_t b, int64_t e) {
     if (cfg.activation == FfnActivation::kGelu) {

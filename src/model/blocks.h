@@ -11,6 +11,7 @@
 #include "base/thread_pool.h"
 #include "gguf/gguf_file.h"
 #include "kv/kv_cache.h"
+#include "kv/kv_policy.h"
 #include "model/batch.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -28,6 +29,7 @@ struct StepContext {
   ForwardState& state;
   ThreadPool& pool;
   int32_t n_tokens;
+  kv::KvPolicy* policy = nullptr;  // receives attention probabilities when it needs_scores(); null = none
 };
 
 // out[r, :] = rms_norm(in[r, :]) * w   for r < n_rows; rows of length n.

@@ -77,7 +77,7 @@ void resize_state(ForwardState& st, const ModelConfig& cfg, int32_t n_tokens, in
 }  // namespace
 
 Status Model::forward(const Batch& batch, kv::KvCache& cache, ForwardState& st, ThreadPool& pool,
-                      std::vector<float>& logits) const {
+                      std::vector<float>& logits, kv::KvPolicy* policy) const {
   const ModelConfig& cfg = config_;
   const int32_t n_tokens = batch.size();
   if (n_tokens == 0) return Status::error("empty batch");
@@ -137,7 +137,7 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, ForwardState& st, 
                     st.x.data());
   if (cfg.embedding_scale != 1.0f) kernels::scale(st.x.data(), cfg.embedding_scale, int64_t{n_tokens} * cfg.n_embd);
 
-  StepContext step{cfg, weights_, batch, cache, st, pool, n_tokens};
+  StepContext step{cfg, weights_, batch, cache, st, pool, n_tokens, policy};
   for (int32_t il = 0; il < cfg.n_layer; ++il) arch_->forward_layer(step, il);
 
   // Final norm and output projection, only for the rows whose logits are wanted.

@@ -12,6 +12,7 @@
 #include "gguf/gguf_file.h"
 #include "kernels/quant.h"
 #include "kv/kv_cache.h"
+#include "kv/kv_policy.h"
 #include "model/batch.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -61,8 +62,10 @@ class Model {
   // and writes the logits of the tokens marked in batch.logits, in batch order,
   // to `logits`: [batch.n_logits(), n_vocab] (resized). Fails, leaving the cache
   // unchanged, for token ids outside the vocabulary, unknown sequences or a full context.
+  // `policy` (may be null) observes attention probabilities during the step; eviction
+  // is the caller's business and happens between steps.
   Status forward(const Batch& batch, kv::KvCache& cache, ForwardState& state, ThreadPool& pool,
-                 std::vector<float>& logits) const;
+                 std::vector<float>& logits, kv::KvPolicy* policy = nullptr) const;
 
   // Bytes of weights one decode step reads (all matrices; the embedding row is negligible).
   int64_t weight_bytes_per_token() const;

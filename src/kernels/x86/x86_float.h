@@ -3,6 +3,7 @@
 #pragma once
 
 #include "kernels/x86/x86_common.h"
+#include "kernels/x86/x86_quantize.h"
 #include "tensor/quant_blocks.h"
 
 namespace longhaul::kernels::detail {
@@ -71,46 +72,7 @@ void dot_rows_float(int64_t n, const uint8_t* w, int64_t w_stride, int64_t n_row
   }
 }
 
-// ---- Activation quantizers. Each computes the block scale with the same scalar operations as the scalar twin and
-// rounds with an exact emulation of its rounding, so the bytes are identical.
-
-inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
-
-// roundf (half away from zero) of 8 floats: truncate, then step away from zero when the dropped part is >= 0.5.
-// v - trunc(v) is exact, so the comparison decides exactly as roundf does.
-inline __m256i round_away_epi32(__m256 v) {
-  const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-  const __m256 frac = abs_ps(_mm256_sub_ps(v, t));
-  const __m256 step = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(v, _mm256_set1_ps(-0.0f)));
-  const __m256 bump = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), step);
-  return _mm256_cvttps_epi32(_mm256_add_ps(t, bump));
-}
-
-// 32 i32 (four vectors, in order) -> 32 i8, in order.
-inline __m256i pack_32_i8(__m256i i0, __m256i i1, __m256i i2, __m256i i3) {
-  const __m256i p01 = _mm256_packs_epi32(i0, i1);
-  const __m256i p23 = _mm256_packs_epi32(i2, i3);
-  const __m256i p = _mm256_packs_epi16(p01, p23);
-  return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
-// Quantizes one block of 32 as Q8_0 / Q8_1 do; returns the f32 scale and writes the quants and their sum.
-inline float quantize_block_32(const float* x, int8_t* qs, int32_t* sum) {
-  __m256 v[4];
-  __m256 amax = _mm256_setzero_ps();
-  for (int k = 0; k < 4; ++k) {
-    v[k] = _mm256_loadu_ps(x + 8 * k);
-    amax = _mm256_max_ps(amax, abs_ps(v[k]));
-  }
-  const float d = hmax_ps(amax) / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  const __m256 idv = _mm256_set1_ps(id);
-  __m256i q[4];
-  for (int k = 0; k < 4; ++k) q[k] = round_away_epi32(_mm256_mul_ps(v[k], idv));
-  *sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), pack_32_i8(q[0], q[1], q[2], q[3]));
-  return d;
-}
+// ---- Activation quantizers (block helpers in x86_quantize.h).
 
 void quantize_q8_0_x86(const float* x, void* dst, int64_t n) {
   auto* blocks = static_cast<tensor::BlockQ8_0*>(dst);  // [n / 32]

@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""Side-by-side throughput of longhaul and llama.cpp on the same GGUF files.
+
+For every model, the two engines run the same tests (ppP, tgN, tgN@dD), the same
+thread counts and the same seeded random token ids, in separate processes, alternating
+A (llama.cpp) and B (longhaul) for --rounds rounds so that machine noise (other jobs,
+frequency changes) hits both. llama.cpp runs through llama-cpp-python's low-level API
+exactly as llama-bench does it: llama_decode on one batch of P tokens (n_batch =
+n_ubatch = P up to 512) for pp, one token per llama_decode for tg, timing only the
+decode calls; K/V cache f16; n_threads = n_threads_batch = the thread count.
+
+The table gives, per test: llama.cpp t/s ± sd and longhaul t/s ± sd over all
+repetitions of all rounds, the ratio longhaul / llama.cpp (mean of the per-round
+ratios, with their min-max), and for generation tests the bandwidth fraction
+    (weight + KV bytes read per token) x t/s / probed read bandwidth
+for both engines, with the bytes per token as longhaul counts them (same file, same test).
+
+Usage (from the repository root, after scripts/build.sh release):
+  python3 bench/compare_llamacpp.py --models smollm2-135m,smollm2-135m-q8,gemma3-270m \\
+      --threads 1,2 -p 512 -n 128 --reps 3 --rounds 2
+  python3 bench/compare_llamacpp.py --models smollm2-135m --threads 2 -p 0 -n 32 --depths 4096
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+SHORT_NAMES = {
+    "smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "smollm2-135m-q8": "SmolLM2-135M-Instruct.Q8_0.gguf",  # made by bench/make_q8_0.py
+    "gemma3-270m": "gemma-3-270m-q4_k_m.gguf",
+}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def models_dir():
+    return os.environ.get("LONGHAUL_MODELS") or os.path.join(os.path.expanduser("~"), ".cache", "longhaul", "models")
+
+
+def resolve_model(name):
+    if name in SHORT_NAMES:
+        return os.path.join(models_dir(), SHORT_NAMES[name])
+    return name
+
+
+def int_list(text):
+    return [int(x) for x in text.split(",") if x.strip() != ""]
+
+
+def test_list(n_prompt, n_gen, depths):
+    """Test names in longhaul bench's order: per depth, prompt tests then generation tests."""
+    tests = []
+    for d in depths or [0]:
+        for p in n_prompt:
+            if p > 0:
+                tests.append(("pp", p, d))
+        for n in n_gen:
+            if n > 0:
+                tests.append(("tg", n, d))
+    return tests
+
+
+def test_name(kind, size, depth):
+    return f"{kind}{size}" + (f"@d{depth}" if depth > 0 else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# llama.cpp worker: runs in its own process (python3 compare_llamacpp.py --llama-worker ...) and
+# prints JSON shaped like `longhaul bench --json`.
+# ---------------------------------------------------------------------------------------------
+def llama_worker(args):
+    import ctypes
+    import resource
+
+    import numpy as np
+    import llama_cpp as lc
+
+    # llama.cpp logs every load to stderr; keep the comparison's output readable.
+    @lc.llama_log_callback
+    def quiet(level, text, user_data):
+        pass
+
+    lc.llama_log_set(quiet, None)
+    lc.llama_backend_init()
+    mparams = lc.llama_model_default_params()
+    mparams.n_gpu_layers = 0
+    model = lc.llama_model_load_from_file(args.model.encode(), mparams)
+    if not model:
+        print(f"llama worker: cannot load {args.model}", file=sys.stderr)
+        return 1
+    n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
+    # A sliding-window cache drops old cells while generating, so it cannot be rewound to the depth;
+    # for such models each repetition clears the cache and prefills the depth again (untimed), as llama-bench does.
+    has_swa = lc.llama_model_n_swa(model) > 0
+    fa = {"off": lc.LLAMA_FLASH_ATTN_TYPE_DISABLED, "on": lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+          "auto": lc.LLAMA_FLASH_ATTN_TYPE_AUTO}[args.flash_attn]
+
+    results = []
+    for n_threads in int_list(args.threads):
+        for kind, size, depth in test_list(int_list(args.n_prompt), int_list(args.n_gen), int_list(args.depths)):
+            rng = np.random.RandomState(args.seed)
+            n_batch = min(size, 512) if kind == "pp" else 512
+            cparams = lc.llama_context_default_params()
+            cparams.n_ctx = depth + size + 16
+            cparams.n_batch = n_batch
+            cparams.n_ubatch = n_batch
+            cparams.n_seq_max = 1
+            cparams.n_threads = n_threads
+            cparams.n_threads_batch = n_threads
+            cparams.flash_attn_type = fa
+            cparams.type_k = 1  # GGML_TYPE_F16
+            cparams.type_v = 1
+            cparams.no_perf = True
+            ctx = lc.llama_init_from_model(model, cparams)
+            if not ctx:
+                print(f"llama worker: cannot create a context for {test_name(kind, size, depth)}", file=sys.stderr)
+                return 1
+            mem = lc.llama_get_memory(ctx)
+
+            def feed(ids, chunk):
+                for begin in range(0, len(ids), chunk):
+                    part = ids[begin:begin + chunk]
+                    arr = (lc.llama_token * len(part))(*part)
+                    rc = lc.llama_decode(ctx, lc.llama_batch_get_one(arr, len(part)))
+                    if rc != 0:
+                        raise RuntimeError(f"llama_decode returned {rc}")
+                lc.llama_synchronize(ctx)
+
+            depth_ids = [int(x) for x in rng.randint(0, n_vocab, size=depth)]
+            if depth > 0 and not has_swa:
+                feed(depth_ids, n_batch)
+            samples = []
+            for rep in range(-args.warmup, args.reps):
+                if depth > 0 and not has_swa:
+                    lc.llama_memory_seq_rm(mem, 0, depth, -1)
+                else:
+                    lc.llama_memory_clear(mem, True)
+                    if depth > 0:
+                        feed(depth_ids, n_batch)
+                ids = [int(x) for x in rng.randint(0, n_vocab, size=size)]
+                if kind == "pp":
+                    # Batches of n_batch tokens, built before the clock starts.
+                    arrs = [(lc.llama_token * len(ids[b:b + n_batch]))(*ids[b:b + n_batch])
+                            for b in range(0, size, n_batch)]
+                    batches = [lc.llama_batch_get_one(a, len(a)) for a in arrs]
+                else:
+                    arrs = [(lc.llama_token * 1)(i) for i in ids]
+                    batches = [lc.llama_batch_get_one(a, 1) for a in arrs]
+                t0 = time.perf_counter()
+                for b in batches:
+                    rc = lc.llama_decode(ctx, b)
+                    if rc != 0:
+                        raise RuntimeError(f"llama_decode returned {rc}")
+                lc.llama_synchronize(ctx)
+                seconds = time.perf_counter() - t0
+                if rep >= 0:
+                    samples.append(size / seconds)
+            lc.llama_free(ctx)
+            results.append({
+                "model": os.path.basename(args.model),
+                "test": test_name(kind, size, depth),
+                "threads": n_threads,
+                "tokens_per_s": statistics.fmean(samples),
+                "stddev": statistics.stdev(samples) if len(samples) > 1 else 0.0,
+                "samples": samples,
+                "reps": args.reps,
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            })
+    lc.llama_model_free(model)
+    print(json.dumps({"results": results, "llama_cpp_python": lc.__version__ if hasattr(lc, "__version__") else "?"}))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+def run_json(cmd):
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"compare: command failed ({proc.returncode}): {' '.join(cmd)}")
+    return json.loads(proc.stdout)
+
+
+def loadavg():
+    try:
+        return open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        return ["?", "?", "?"]
+
+
+def probe_bandwidth(probe, threads):
+    if not os.path.exists(probe):
+        print(f"compare: no bandwidth probe at {probe}; bandwidth fractions are left out", file=sys.stderr)
+        return {}
+    out = run_json([probe, "--sizes-mib", "1024", "--threads", ",".join(str(t) for t in threads), "--json"])
+    return {r["threads"]: r["median_gb_per_s"] for r in out["results"]}
+
+
+def fmt_rate(samples):
+    sd = statistics.stdev(samples) if len(samples) > 1 else 0.0
+    return f"{statistics.fmean(samples):.2f} ± {sd:.2f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description="longhaul vs llama.cpp, side by side")
+    ap.add_argument("--models", default="smollm2-135m", help="comma list of short names or GGUF paths")
+    ap.add_argument("--threads", default="1,2", help="comma list")
+    ap.add_argument("-p", "--n-prompt", default="512", help="comma list (0: no pp tests)")
+    ap.add_argument("-n", "--n-gen", default="128", help="comma list (0: no tg tests)")
+    ap.add_argument("--depths", default="0", help="comma list of cache depths before each test")
+    ap.add_argument("--reps", type=int, default=3, help="measured repetitions per test and round")
+    ap.add_argument("--warmup", type=int, default=1, help="unmeasured runs before them")
+    ap.add_argument("--rounds", type=int, default=2, help="A/B rounds (llama.cpp, then longhaul)")
+    ap.add_argument("--flash-attn", choices=["off", "on", "auto"], default="off", help="llama.cpp flash attention")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--longhaul", default=os.path.join(ROOT, "build/release/cli/longhaul"))
+    ap.add_argument("--probe", default=os.path.join(ROOT, "build/release/bench/longhaul_bandwidth_probe"))
+    ap.add_argument("--json-out", default="", help="also write every raw result to this file")
+    # Internal: the llama.cpp side, in its own process.
+    ap.add_argument("--llama-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.llama_worker:
+        return llama_worker(args)
+
+    threads = int_list(args.threads)
+    models = [resolve_model(m) for m in args.models.split(",") if m]
+    for m in models:
+        if not os.path.exists(m):
+            raise SystemExit(f"compare: model {m} not found (smollm2-135m-q8 is made by bench/make_q8_0.py)")
+    if not os.path.exists(args.longhaul):
+        raise SystemExit(f"compare: {args.longhaul} not found; build it (scripts/build.sh release) or pass --longhaul")
+
+    load_start = loadavg()
+    started = time.time()
+    bandwidth = probe_bandwidth(args.probe, threads)
+
+    # samples[(model, test, threads)][engine] = list of t/s; round_means[...][engine] = per-round means.
+    samples, round_means, info = {}, {}, {}
+    raw = []
+    for rnd in range(args.rounds):
+        for model in models:
+            a = run_json([sys.executable, os.path.abspath(__file__), "--llama-worker", "--model", model,
+                          "-p", args.n_prompt, "-n", args.n_gen, "--depths", args.depths, "--threads", args.threads,
+                          "--reps", str(args.reps), "--warmup", str(args.warmup), "--flash-attn", args.flash_attn,
+                          "--seed", str(args.seed)])
+            b = run_json([args.longhaul, "bench", "-m", model, "-p", args.n_prompt, "-n", args.n_gen,
+                          "-d", args.depths, "-t", args.threads, "-r", str(args.reps), "--warmup", str(args.warmup),
+                          "-s", str(args.seed), "--json"])
+            raw.append({"round": rnd, "model": model, "llama.cpp": a, "longhaul": b})
+            for engine, out in (("llama.cpp", a), ("longhaul", b)):
+                for r in out["results"]:
+                    key = (os.path.basename(model), r["test"], r["threads"])
+                    samples.setdefault(key, {}).setdefault(engine, []).extend(r["samples"])
+                    round_means.setdefault(key, {}).setdefault(engine, []).append(r["tokens_per_s"])
+                    if engine == "longhaul":
+                        info[key] = r
+                        info["machine"] = b["machine"]
+            print(f"round {rnd + 1}/{args.rounds} {os.path.basename(model)} done "
+                  f"(load {' '.join(loadavg())})", file=sys.stderr)
+    load_end = loadavg()
+
+    machine = info.get("machine", {})
+    print(f"machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, longhaul kernels "
+          f"{machine.get('isa', '?')}; llama.cpp flash-attn {args.flash_attn}, KV f16")
+    if bandwidth:
+        print("probed read bandwidth (1 GiB buffer, median): " +
+              ", ".join(f"{t} thread{'s' if t > 1 else ''} {bw:.2f} GB/s" for t, bw in sorted(bandwidth.items())))
+    print(f"load average at start {' '.join(load_start)}, at end {' '.join(load_end)}; "
+          f"{args.rounds} rounds x {args.reps} reps; {time.time() - started:.0f} s\n")
+    print("| model | test | threads | llama.cpp t/s | longhaul t/s | longhaul / llama.cpp (min-max over rounds) "
+          "| bytes/token | llama.cpp BW frac | longhaul BW frac |")
+    print("| ----- | ---- | ------: | ------------: | -----------: | :---: | ---------: | ---: | ---: |")
+    for key, by_engine in samples.items():
+        model, test, t = key
+        if "llama.cpp" not in by_engine or "longhaul" not in by_engine:
+            continue
+        ratios = [b / a for a, b in zip(round_means[key]["llama.cpp"], round_means[key]["longhaul"])]
+        r = info[key]
+        bytes_per_token = r["weight_bytes_per_token"] + r["kv_bytes_per_token"]
+        fr_a = fr_b = bytes_col = "-"
+        if test.startswith("tg"):
+            bytes_col = f"{bytes_per_token / 2**20:.1f} MiB"
+            if t in bandwidth:
+                bw = bandwidth[t] * 1e9
+                fr_a = f"{bytes_per_token * statistics.fmean(by_engine['llama.cpp']) / bw:.2f}"
+                fr_b = f"{bytes_per_token * statistics.fmean(by_engine['longhaul']) / bw:.2f}"
+        print(f"| {model} | {test} | {t} | {fmt_rate(by_engine['llama.cpp'])} | {fmt_rate(by_engine['longhaul'])} "
+              f"| {statistics.fmean(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {bytes_col} "
+              f"| {fr_a} | {fr_b} |")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"args": vars(args), "bandwidth_gb_per_s": bandwidth, "load_start": load_start,
+                       "load_end": load_end, "rounds": raw}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

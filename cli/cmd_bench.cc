@@ -1,0 +1,183 @@
+// longhaul bench: prompt-processing and generation throughput, test for test
+// like llama.cpp's llama-bench (see src/generate/bench.h for what is measured).
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "base/sys_info.h"
+#include "commands.h"
+#include "common.h"
+#include "generate/bench.h"
+
+namespace longhaul::cli {
+namespace {
+
+struct BenchFlags {
+  ModelFlags model;
+  std::vector<int32_t> n_prompt{512};  // 0 = no prompt tests
+  std::vector<int32_t> n_gen{128};     // 0 = no generation tests
+  std::vector<int32_t> n_depth{0};     // tokens in the cache before each test
+  std::vector<int32_t> n_threads{0};   // 0 = all cores
+  int32_t n_reps = 5;
+  int32_t n_warmup = 1;
+  int32_t n_batch = 512;
+  uint32_t seed = 1234;
+  bool json = false;
+  // --kv-policy goes here once KV policies exist; it is passed on in BenchOptions.
+};
+
+// Weights and parameters as llama-bench counts them: every tensor of the file.
+struct ModelSize {
+  int64_t bytes = 0;
+  int64_t params = 0;
+};
+ModelSize model_size(const model::Model& m) {
+  ModelSize s;
+  for (const auto& t : m.file().tensors()) {
+    s.bytes += t.size_bytes;
+    s.params += t.n_elements;
+  }
+  return s;
+}
+
+std::string model_label(const std::string& path) {
+  std::string name = path.substr(path.find_last_of('/') + 1);
+  const std::string ext = ".gguf";
+  if (name.size() > ext.size() && name.compare(name.size() - ext.size(), ext.size(), ext) == 0)
+    name.resize(name.size() - ext.size());
+  return name;
+}
+
+std::string fmt(const char* format, double a, double b = 0) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), format, a, b);
+  return buf;
+}
+
+// Progress of the slow parts on stderr: a live counter on a terminal, and a
+// start line for the depth prefill otherwise (logs of long runs show where they are).
+generate::BenchProgressFn make_progress(const std::string& label) {
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  return [tty, label](std::string_view stage, int64_t done, int64_t total) {
+    if (tty) {
+      std::fprintf(stderr, "\r\033[K%s: %.*s %lld/%lld", label.c_str(), static_cast<int>(stage.size()), stage.data(),
+                   static_cast<long long>(done), static_cast<long long>(total));
+      std::fflush(stderr);
+    } else if (stage == "depth prefill" && done == total) {
+      std::fprintf(stderr, "%s: depth prefill of %lld tokens done\n", label.c_str(), static_cast<long long>(total));
+    }
+  };
+}
+
+int run(const BenchFlags& f) {
+  Result<std::string> path = resolve_model_path(f.model.model);
+  if (!path) return report_error(path.message());
+  Result<std::unique_ptr<model::Model>> loaded = model::Model::load(*path);
+  if (!loaded) return report_error(loaded.message());
+  const model::Model& m = **loaded;
+  const ModelSize size = model_size(m);
+  const std::string label = model_label(*path);
+  const generate::MachineInfo machine = generate::machine_info();
+
+  for (const auto* list : {&f.n_prompt, &f.n_gen, &f.n_depth, &f.n_threads})
+    for (int32_t v : *list)
+      if (v < 0) return report_error("bench sizes and thread counts must be >= 0, got " + std::to_string(v));
+  const std::vector<generate::BenchTest> tests = generate::expand_bench_tests(f.n_prompt, f.n_gen, f.n_depth);
+  if (tests.empty()) return report_error("no tests: -p and -n are both 0");
+
+  if (!f.json) {
+    std::printf("| model | size | params | threads | test | t/s | GB/s |\n");
+    std::printf("| ----- | ---: | -----: | ------: | ---- | --: | ---: |\n");
+    std::fflush(stdout);
+  }
+  nlohmann::ordered_json results = nlohmann::ordered_json::array();
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  for (int32_t n_threads : f.n_threads) {
+    for (const generate::BenchTest& test : tests) {
+      generate::BenchOptions options;
+      options.n_threads = n_threads;
+      options.n_reps = f.n_reps;
+      options.n_warmup = f.n_warmup;
+      options.n_batch = f.n_batch;
+      options.seed = f.seed;
+      const std::string progress_label =
+          "bench " + test.name() + " t=" + std::to_string(n_threads > 0 ? n_threads : machine.n_cores);
+      Result<generate::BenchResult> r = generate::run_bench(m, test, options, make_progress(progress_label));
+      if (tty) std::fprintf(stderr, "\r\033[K");
+      if (!r) return report_error(test.name() + ": " + r.message());
+      if (f.json) {
+        results.push_back({{"model", label},
+                           {"test", test.name()},
+                           {"n_prompt", test.n_prompt},
+                           {"n_gen", test.n_gen},
+                           {"n_depth", test.n_depth},
+                           {"threads", r->n_threads},
+                           {"tokens_per_s", r->tokens_per_s},
+                           {"stddev", r->stddev},
+                           {"samples", r->tokens_per_s_samples},
+                           {"reps", f.n_reps},
+                           {"weight_bytes_per_token", r->weight_bytes_per_token},
+                           {"kv_bytes_per_token", r->kv_bytes_per_token},
+                           {"kv_cache_bytes", r->kv_cache_bytes},
+                           {"peak_rss_bytes", r->peak_rss_bytes},
+                           {"model_bytes", size.bytes},
+                           {"model_params", size.params}});
+      } else {
+        std::printf("| %s | %s | %s | %d | %s | %s | %s |\n", label.c_str(),
+                    fmt("%.2f MiB", static_cast<double>(size.bytes) / (1 << 20)).c_str(),
+                    fmt("%.2f M", static_cast<double>(size.params) / 1e6).c_str(), r->n_threads, test.name().c_str(),
+                    fmt("%.2f ± %.2f", r->tokens_per_s, r->stddev).c_str(), fmt("%.2f", r->bytes_per_s() / 1e9).c_str());
+        std::fflush(stdout);
+      }
+    }
+  }
+  if (f.json) {
+    nlohmann::ordered_json out;
+    out["results"] = results;
+    out["machine"] = {{"cpu", machine.cpu}, {"isa", machine.isa}, {"cores", machine.n_cores}};
+    std::printf("%s\n", out.dump(1).c_str());
+  } else {
+    std::printf("\nmachine: %s, %d cores, kernels %s | peak RSS %.1f MiB\n", machine.cpu.c_str(), machine.n_cores,
+                machine.isa.c_str(), static_cast<double>(peak_rss_bytes()) / (1 << 20));
+  }
+  return 0;
+}
+
+}  // namespace
+
+Runner add_bench_command(CLI::App& app) {
+  auto flags = std::make_shared<BenchFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "Measure prompt-processing (ppP) and generation (tgN, tgN@dD) throughput like llama-bench");
+  add_model_flags(*cmd, flags->model);
+  cmd->add_option("-p,--n-prompt", flags->n_prompt, "prompt tokens per pp test, comma list (0: no pp tests)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("-n,--n-gen", flags->n_gen, "generated tokens per tg test, comma list (0: no tg tests)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("-d,--n-depth", flags->n_depth, "tokens already in the cache before each test, comma list")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("-t,--threads", flags->n_threads, "threads, comma list (0: all cores)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("-r,--repetitions", flags->n_reps, "measured repetitions per test")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  cmd->add_option("--warmup", flags->n_warmup, "unmeasured runs before the repetitions (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100));
+  cmd->add_option("-b,--batch-size", flags->n_batch, "most prompt tokens per forward step")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("-s,--seed", flags->seed, "seed of the random token ids")->capture_default_str();
+  cmd->add_flag("--json", flags->json, "print one JSON object instead of a Markdown table");
+  return [flags]() { return run(*flags); };
+}
+
+}  // namespace longhaul::cli

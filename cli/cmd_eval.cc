@@ -1,0 +1,123 @@
+// longhaul eval: long-context tasks (passkey, ppl) through one or more KV policies.
+// Progress on stderr, a Markdown table on stdout, optionally a CSV file.
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "base/mapped_file.h"
+#include "commands.h"
+#include "common.h"
+#include "eval/ppl.h"
+#include "eval/report.h"
+#include "eval/task.h"
+
+namespace longhaul::cli {
+namespace {
+
+struct EvalFlags {
+  ModelFlags model;
+  KvPolicyFlags kv;
+  std::string task = "passkey";
+  std::string lengths = "1k,2k,4k";
+  std::string depths = "0,0.25,0.5,0.75,1";
+  uint64_t seed = 1234;
+  int32_t samples = 1;
+  std::string csv;
+  std::string text;
+  int32_t chunk = 64;
+  int32_t n_threads = 0;
+};
+
+int run(const EvalFlags& f) {
+  Result<std::unique_ptr<eval::Task>> task = eval::make_task(f.task);
+  if (!task) return report_error(task.message());
+  Result<std::vector<eval::PolicySpec>> policies = eval::parse_policy_list(f.kv.policy, f.kv.options);
+  if (!policies) return report_error(policies.message());
+  eval::EvalSpec spec;
+  Result<std::vector<int32_t>> lengths = eval::parse_lengths(f.lengths);
+  if (!lengths) return report_error(lengths.message());
+  spec.lengths = *lengths;
+  Result<std::vector<double>> depths = eval::parse_depths(f.depths);
+  if (!depths) return report_error(depths.message());
+  spec.depths = *depths;
+  spec.seed = f.seed;
+  spec.samples = f.samples;
+  spec.chunk = f.chunk;
+  if (f.task == "ppl") {
+    Result<std::string> text = f.text.empty() ? eval::default_eval_text() : read_text_file(f.text);
+    if (!text) return report_error(text.message());
+    spec.text = std::move(text).value();
+  }
+  Result<LoadedModel> loaded = load_model(f.model.model);
+  if (!loaded) return report_error(loaded.message());
+
+  std::FILE* csv = nullptr;
+  if (!f.csv.empty()) {
+    csv = std::fopen(f.csv.c_str(), "w");
+    if (csv == nullptr) return report_error("cannot write CSV file '" + f.csv + "'");
+    std::fprintf(csv, "%s\n", eval::csv_header().c_str());
+  }
+  const bool tty = isatty(STDERR_FILENO);
+  std::vector<eval::EvalRow> rows;
+  for (const eval::PolicySpec& p : *policies) {
+    eval::TaskContext ctx{*loaded->model, *loaded->tokenizer, {}, spec, nullptr, nullptr};
+    ctx.session.n_threads = f.n_threads;
+    ctx.session.kv_policy = p.name;
+    ctx.session.kv_options = p.options;
+    // One status line, rewritten in place on a terminal, one line per update otherwise.
+    ctx.progress = [tty](const std::string& line) {
+      std::fprintf(stderr, tty ? "\r\033[K%s" : "%s\n", line.c_str());
+      std::fflush(stderr);
+    };
+    ctx.emit = [&](const eval::EvalRow& row) {
+      rows.push_back(row);
+      if (csv != nullptr) {
+        std::fprintf(csv, "%s\n", eval::csv_line(row).c_str());
+        std::fflush(csv);
+      }
+    };
+    Status s = (*task)->run(ctx);
+    if (tty) std::fprintf(stderr, "\r\033[K");
+    if (!s) {
+      if (csv != nullptr) std::fclose(csv);
+      return report_error(p.name + ": " + s.message());
+    }
+  }
+  if (csv != nullptr) std::fclose(csv);
+  std::printf("%s", eval::markdown_table(rows).c_str());
+  return 0;
+}
+
+}  // namespace
+
+Runner add_eval_command(CLI::App& app) {
+  auto flags = std::make_shared<EvalFlags>();
+  CLI::App* cmd = app.add_subcommand("eval", "Long-context evaluation (passkey, ppl) through KV policies");
+  add_model_flags(*cmd, flags->model);
+  add_kv_policy_flags(*cmd, flags->kv);
+  cmd->get_option("--kv-policy")
+      ->description("KV policies to compare, comma-separated; per-policy overrides as name:key=N:... "
+                    "(keys: budget, sink, window, recent, forget, obs, pool), e.g. full,streaming,streaming:sink=0");
+  cmd->add_option("--task", flags->task, "task: passkey, ppl")->capture_default_str();
+  cmd->add_option("--lengths", flags->lengths, "prompt lengths (passkey) or bucket ends (ppl), e.g. 1k,2k,4k")
+      ->capture_default_str();
+  cmd->add_option("--depths", flags->depths, "passkey: key depths in [0, 1]")->capture_default_str();
+  cmd->add_option("--seed", flags->seed, "passkey: seed of the keys")->capture_default_str();
+  cmd->add_option("--samples", flags->samples, "passkey: keys per (length, depth)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option("--csv", flags->csv, "also write the rows to this CSV file");
+  cmd->add_option("--text", flags->text, "ppl: text file to score (default: /usr/share/common-licenses/*)");
+  cmd->add_option("--chunk", flags->chunk, "ppl: tokens per step (1: token by token, exact for every policy)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("-t,--threads", flags->n_threads, "threads (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  return [flags]() { return run(*flags); };
+}
+
+}  // namespace longhaul::cli

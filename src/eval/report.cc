@@ -1,0 +1,134 @@
+#include "eval/report.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+namespace longhaul::eval {
+namespace {
+
+std::string format(double v, const char* fmt) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, fmt, v);
+  return buf;
+}
+std::string opt(const std::optional<double>& v, const char* fmt) { return v ? format(*v, fmt) : std::string(); }
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  std::istringstream in(s);
+  while (std::getline(in, cur, sep)) out.push_back(cur);
+  if (!s.empty() && s.back() == sep) out.emplace_back();
+  return out;
+}
+
+}  // namespace
+
+std::string csv_header() { return "policy,length,depth,accuracy,ppl,kv_bytes,peak_rss_bytes,prefill_tps,decode_tps"; }
+
+std::string csv_line(const EvalRow& r) {
+  std::string policy = r.policy;
+  if (policy.find_first_of(",\"") != std::string::npos) {
+    std::string q = "\"";
+    for (char c : policy) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+    policy = q + "\"";
+  }
+  return policy + "," + std::to_string(r.length) + "," + opt(r.depth, "%g") + "," + opt(r.accuracy, "%g") + "," +
+         opt(r.ppl, "%.4f") + "," + std::to_string(r.kv_bytes) + "," + std::to_string(r.peak_rss_bytes) + "," +
+         opt(r.prefill_tps, "%.1f") + "," + opt(r.decode_tps, "%.1f");
+}
+
+std::string markdown_table(const std::vector<EvalRow>& rows) {
+  std::string out =
+      "| policy | length | depth | accuracy | ppl | KV MiB | peak RSS MiB | prefill tok/s | decode tok/s |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const EvalRow& r : rows) {
+    out += "| " + r.policy + " | " + std::to_string(r.length) + " | " + opt(r.depth, "%g") + " | " +
+           opt(r.accuracy, "%.2f") + " | " + opt(r.ppl, "%.3f") + " | " +
+           format(static_cast<double>(r.kv_bytes) / (1 << 20), "%.1f") + " | " +
+           format(static_cast<double>(r.peak_rss_bytes) / (1 << 20), "%.0f") + " | " + opt(r.prefill_tps, "%.1f") +
+           " | " + opt(r.decode_tps, "%.1f") + " |\n";
+  }
+  return out;
+}
+
+Result<std::vector<int32_t>> parse_lengths(const std::string& list) {
+  std::vector<int32_t> out;
+  for (const std::string& item : split(list, ',')) {
+    std::string s = item;
+    int64_t mult = 1;
+    if (!s.empty() && (s.back() == 'k' || s.back() == 'K')) {
+      mult = 1024;
+      s.pop_back();
+    }
+    char* end = nullptr;
+    errno = 0;
+    const long long v = s.empty() ? -1 : std::strtoll(s.c_str(), &end, 10);
+    if (s.empty() || errno != 0 || *end != '\0' || v < 1 || v * mult > (1 << 24))
+      return Status::error("length '" + item + "' is not a token count in [1, 16777216] (e.g. 4096 or 4k)");
+    out.push_back(static_cast<int32_t>(v * mult));
+  }
+  if (out.empty()) return Status::error("no lengths given");
+  return out;
+}
+
+Result<std::vector<double>> parse_depths(const std::string& list) {
+  std::vector<double> out;
+  for (const std::string& item : split(list, ',')) {
+    char* end = nullptr;
+    const double v = item.empty() ? -1.0 : std::strtod(item.c_str(), &end);
+    if (item.empty() || *end != '\0' || !(v >= 0.0 && v <= 1.0))
+      return Status::error("depth '" + item + "' is not a number in [0, 1]");
+    out.push_back(v);
+  }
+  if (out.empty()) return Status::error("no depths given");
+  return out;
+}
+
+Result<PolicySpec> parse_policy_spec(const std::string& spec, const kv::KvPolicyOptions& base) {
+  std::vector<std::string> parts = split(spec, ':');
+  if (parts.empty() || parts[0].empty()) return Status::error("empty KV policy in '" + spec + "'");
+  PolicySpec out{parts[0], base};
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const size_t eq = parts[i].find('=');
+    const std::string key = parts[i].substr(0, eq);
+    char* end = nullptr;
+    if (key == "forget" && eq != std::string::npos) {
+      const float f = std::strtof(parts[i].c_str() + eq + 1, &end);
+      if (*end != '\0' || end == parts[i].c_str() + eq + 1 || !(f > 0.0f && f <= 1.0f))
+        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not forget=F with F in (0, 1]");
+      out.options.forgetting_factor = f;
+      continue;
+    }
+    const long v = eq == std::string::npos ? -1 : std::strtol(parts[i].c_str() + eq + 1, &end, 10);
+    if (eq == std::string::npos || *end != '\0' || v < 0 || v > (1 << 24))
+      return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec +
+                           "' is not key=N with N in [0, 16777216]");
+    const auto n = static_cast<int32_t>(v);
+    if (key == "budget") out.options.budget = n;
+    else if (key == "sink") out.options.sink_tokens = n;
+    else if (key == "window") out.options.window = n;
+    else if (key == "recent") out.options.recent = n;
+    else if (key == "obs") out.options.observation_window = n;
+    else if (key == "pool") out.options.pool_kernel = n;
+    else
+      return Status::error("unknown KV policy parameter '" + key + "' in '" + spec +
+                           "' (known: budget, sink, window, recent, forget, obs, pool)");
+  }
+  return out;
+}
+
+Result<std::vector<PolicySpec>> parse_policy_list(const std::string& list, const kv::KvPolicyOptions& base) {
+  std::vector<PolicySpec> out;
+  for (const std::string& item : split(list, ',')) {
+    LH_ASSIGN_OR_RETURN(PolicySpec p, parse_policy_spec(item, base));
+    out.push_back(std::move(p));
+  }
+  if (out.empty()) return Status::error("no KV policy given");
+  return out;
+}
+
+}  // namespace longhaul::eval

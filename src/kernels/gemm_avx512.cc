@@ -1,0 +1,58 @@
+// AVX-512 matrix kernels with packed activations (the fast path of matmul), built with VNNI, VBMI and BITALG on
+// top of the AVX-512 base. Used only on CPUs that report all of them (Ice Lake and later); elsewhere matmul keeps
+// the dot_rows kernels of quant_avx512.cc.
+#include "kernels/isa_kernels.h"
+
+// GCC 12 reports the _mm512_undefined_* operands inside its own AVX-512 intrinsics as maybe-uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include "kernels/x86/x86_common.h"
+#include "kernels/x86/x86_quantize.h"
+#include "kernels/x86/avx512_gemm32.h"
+#endif
+
+namespace longhaul::kernels::detail {
+
+#if defined(__x86_64__) || defined(__i386__)
+namespace {
+
+// pack_id values: kernels with the same id read identical packed activations.
+enum PackId : int {
+  kPackQ8Group1 = 1,    // Q4_1, Q5_1 (s of Q8_1)
+  kPackQ8Group8,        // Q4_0
+  kPackQ8Group16,       // Q5_0
+  kPackQ8Group128,      // Q8_0
+};
+
+template <class G>
+GemmKernel gemm32(int pack_id, void (*pack)(const float*, int64_t, uint8_t*)) {
+  GemmKernel k;
+  k.pack_id = pack_id;
+  k.packed_row_bytes = packed_row_bytes_32;
+  k.pack = pack;
+  k.tile = gemm32_tile<G>;
+  return k;
+}
+
+bool cpu_has_gemm_features() {
+  return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bitalg") &&
+         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
+}
+
+}  // namespace
+
+void add_avx512_gemm_kernels(IsaKernels& k) {
+  if (!cpu_has_gemm_features()) return;
+  using tensor::DType;
+  k.gemm[slot(DType::Q4_0)] = gemm32<Q4_0Group>(kPackQ8Group8, pack_q8_group<8>);
+  k.gemm[slot(DType::Q4_1)] = gemm32<Q4_1Group>(kPackQ8Group1, pack_q8_group<0>);
+  k.gemm[slot(DType::Q5_0)] = gemm32<Q5_0Group>(kPackQ8Group16, pack_q8_group<16>);
+  k.gemm[slot(DType::Q5_1)] = gemm32<Q5_1Group>(kPackQ8Group1, pack_q8_group<0>);
+  k.gemm[slot(DType::Q8_0)] = gemm32<Q8Group>(kPackQ8Group128, pack_q8_group<128>);
+}
+#else
+void add_avx512_gemm_kernels(IsaKernels&) {}
+#endif
+
+}  // namespace longhaul::kernels::detail

@@ -1,0 +1,78 @@
+#include "kv/kv_policy.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace longhaul::kv {
+
+void KvPolicy::apply_eviction(const EvictionPlan& plan, KvCache& cache, SeqId seq) {
+  if (!plan.evict) return;
+  LH_CHECK_MSG(static_cast<int32_t>(plan.keep.size()) == cache.shape().n_layer, "eviction plan needs one list per layer");
+  for (int32_t il = 0; il < cache.shape().n_layer; ++il) {
+    const std::vector<int32_t>& keep = plan.keep[static_cast<size_t>(il)];
+    LH_CHECK_MSG(keep.size() == plan.keep[0].size(), "eviction plan keeps different counts per layer");
+    cache.retain_cells(seq, il, keep);
+    after_retain(cache, seq, il, keep);
+  }
+}
+
+void CellScores::accumulate(int32_t il, std::span<const float> probs, float weight) {
+  Layer& layer = layers_[static_cast<size_t>(il)];
+  std::lock_guard<std::mutex> lock(layer.mutex);
+  if (layer.sum.size() < probs.size()) layer.sum.resize(probs.size(), 0.0);
+  for (size_t c = 0; c < probs.size(); ++c) layer.sum[c] += static_cast<double>(weight) * probs[c];
+}
+
+void CellScores::zero(int32_t il) {
+  Layer& layer = layers_[static_cast<size_t>(il)];
+  std::lock_guard<std::mutex> lock(layer.mutex);
+  std::fill(layer.sum.begin(), layer.sum.end(), 0.0);
+}
+
+void CellScores::scale(int32_t il, float factor) {
+  Layer& layer = layers_[static_cast<size_t>(il)];
+  std::lock_guard<std::mutex> lock(layer.mutex);
+  for (double& s : layer.sum) s *= factor;
+}
+
+void CellScores::retain(int32_t il, std::span<const int32_t> keep) {
+  Layer& layer = layers_[static_cast<size_t>(il)];
+  std::lock_guard<std::mutex> lock(layer.mutex);
+  std::vector<double> kept(keep.size(), 0.0);
+  for (size_t i = 0; i < keep.size(); ++i) {
+    const auto c = static_cast<size_t>(keep[i]);
+    if (c < layer.sum.size()) kept[i] = layer.sum[c];
+  }
+  layer.sum = std::move(kept);
+}
+
+void CellScores::truncate(int32_t n_cells) {
+  for (Layer& layer : layers_) {
+    std::lock_guard<std::mutex> lock(layer.mutex);
+    if (static_cast<int32_t>(layer.sum.size()) > n_cells) layer.sum.resize(static_cast<size_t>(n_cells));
+  }
+}
+
+std::vector<float> CellScores::get(int32_t il, int32_t n_cells) const {
+  const Layer& layer = layers_[static_cast<size_t>(il)];
+  std::lock_guard<std::mutex> lock(layer.mutex);
+  std::vector<float> out(static_cast<size_t>(n_cells), 0.0f);
+  for (size_t c = 0; c < out.size() && c < layer.sum.size(); ++c) out[c] = static_cast<float>(layer.sum[c]);
+  return out;
+}
+
+std::vector<int32_t> top_cells(std::span<const float> score, int32_t begin, int32_t end, int32_t n_keep) {
+  LH_CHECK(begin >= 0 && begin <= end && end <= static_cast<int32_t>(score.size()));
+  n_keep = std::clamp(n_keep, 0, end - begin);
+  std::vector<int32_t> idx(static_cast<size_t>(end - begin));
+  std::iota(idx.begin(), idx.end(), begin);
+  // Larger score first; on ties the older cell wins, so the result is deterministic.
+  std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) {
+    return score[static_cast<size_t>(a)] > score[static_cast<size_t>(b)];
+  });
+  idx.resize(static_cast<size_t>(n_keep));
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+}  // namespace longhaul::kv

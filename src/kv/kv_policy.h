@@ -1,0 +1,182 @@
+// KvPolicy: what the KV cache keeps when a conversation outgrows its budget.
+//
+// A policy is one object per Session (one per cache) and decides, between
+// forward steps, which cells of each layer survive. It never runs inside a step
+// except to observe attention probabilities (observe_scores), which policies
+// ranking cells by attention (H2O, TOVA, SnapKV) accumulate.
+//
+// Protocol, per sequence, as the Session drives it:
+//   1. plan_eviction(cache, seq, next)   const: which cells each layer keeps so that
+//                                        the next step's tokens fit. Changes nothing.
+//   2. apply_eviction(plan, cache, seq)  THE ONE CALL THAT MUTATES: retains the planned
+//                                        cells in the cache, compacts the policy's
+//                                        per-cell statistics the same way, and re-positions
+//                                        keys if the policy does that (StreamingLLM).
+//   3. begin_step(seq, next)             announces the step's query positions (for
+//                                        policies that only listen to some queries).
+//   4. Model::forward(...)               appends the step's cells; during it,
+//                                        observe_scores(...) is called from worker threads.
+// Steps 1-2 are skipped when the plan keeps everything (plan.evict == false).
+//
+// Cells of a layer stay in position order (eviction keeps order, appends come last),
+// and every layer holds the same number of cells (plans keep a count that depends
+// only on the cell count and the incoming tokens), because the model appends a
+// token at the same cell index in every layer.
+//
+// Adding a policy: one file in kv/policies/<name>.cc defining a factory, plus one
+// line in kv/policy_registry.cc.
+//
+// Thread-safety: plan/apply/begin_step/truncate run on the Session's thread between
+// steps. observe_scores may be called concurrently from the attention threads of a
+// step, for any (layer, kv_head); implementations synchronise internally.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "kernels/ops.h"
+#include "kv/kv_cache.h"
+
+namespace longhaul::kv {
+
+// Parameters of every policy; each policy reads the fields it documents.
+struct KvPolicyOptions {
+  int32_t budget = 0;               // cells per sequence and layer kept by h2o, a2sf, tova, snapkv (0 = 1024)
+  int32_t sink_tokens = 4;          // streaming: first tokens always kept as attention sinks (0 = none)
+  int32_t window = 0;               // streaming: most recent tokens kept (0 = 1020)
+  int32_t recent = 0;               // h2o, a2sf: most recent tokens always kept, part of the budget (0 = budget / 2)
+  float forgetting_factor = 0.0f;   // a2sf: accumulated attention decays by this per token, in (0, 1] (0 = 0.9)
+  int32_t observation_window = 32;  // snapkv: last prompt tokens whose attention votes (also always kept)
+  int32_t pool_kernel = 7;          // snapkv: width of the average pooling over votes (1 = off)
+};
+
+// Rotary embedding of one layer, for policies that move keys to new positions.
+struct RopeSpec {
+  int32_t n_rot = 0;          // leading dims of each head that are rotated (0 = no RoPE)
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;    // 1 = no position scaling
+  kernels::RopeStyle style = kernels::RopeStyle::kNormal;
+};
+
+// What a policy knows about the model whose cache it manages.
+struct KvPolicyContext {
+  KvShape shape;
+  std::vector<RopeSpec> rope;  // [n_layer]
+};
+
+// The tokens the next step appends to one sequence.
+struct StepInfo {
+  int32_t first_position = 0;  // position of the first new token
+  int32_t n_tokens = 0;        // new tokens (cells) in this step
+  bool starts_feed = false;    // true when this step begins a new feed() (the previous feed is complete)
+};
+
+// Cells each layer keeps; indices ascending, the same count in every layer.
+struct EvictionPlan {
+  bool evict = false;                     // false: keep everything, apply_eviction is a no-op
+  std::vector<std::vector<int32_t>> keep;  // [n_layer][n_keep]
+};
+
+class KvPolicy {
+ public:
+  explicit KvPolicy(KvPolicyContext context) : context_(std::move(context)) {}
+  virtual ~KvPolicy() = default;
+  KvPolicy(const KvPolicy&) = delete;
+  KvPolicy& operator=(const KvPolicy&) = delete;
+
+  virtual std::string name() const = 0;
+  // One line naming the policy and its effective parameters, e.g. "streaming(sink=4, window=1020)".
+  virtual std::string describe() const = 0;
+
+  // Cells per sequence and layer the cache ever holds under this policy; 0 = the
+  // policy does not bound memory and the context size applies.
+  virtual int32_t max_cells() const = 0;
+  // Most tokens one step may bring so the plan can still make room (0 = no limit).
+  virtual int32_t max_step_tokens() const { return 0; }
+  // True when the policy needs observe_scores during steps.
+  virtual bool needs_scores() const { return false; }
+
+  // Step 1: which cells to keep so that `next.n_tokens` more fit. Pure.
+  virtual EvictionPlan plan_eviction(const KvCache& cache, SeqId seq, const StepInfo& next) const = 0;
+
+  // Step 2: the single mutating call. Retains plan.keep in every layer of the cache
+  // and of the policy's per-cell statistics, then lets the policy fix up the survivors.
+  void apply_eviction(const EvictionPlan& plan, KvCache& cache, SeqId seq);
+
+  // Step 3: the step's query positions are [next.first_position, + next.n_tokens).
+  virtual void begin_step(SeqId seq, const StepInfo& next) {
+    (void)seq;
+    (void)next;
+  }
+
+  // During a step, from any thread: attention probabilities of one query head (of
+  // the group sharing kv_head) at query_position over the layer's cells.
+  //   probs: [n_cells] after softmax, 0 for masked cells; the step's new cells included.
+  virtual void observe_scores(SeqId seq, int32_t il, int32_t kv_head, int32_t query_position,
+                              std::span<const float> probs) {
+    (void)seq;
+    (void)il;
+    (void)kv_head;
+    (void)query_position;
+    (void)probs;
+  }
+
+  // The cache has just cut the sequence to its first n_cells cells (0 = cleared); per-cell
+  // state past them is dropped.
+  virtual void truncate(KvCache& cache, SeqId seq, int32_t n_cells) {
+    (void)cache;
+    (void)seq;
+    (void)n_cells;
+  }
+
+  const KvPolicyContext& context() const { return context_; }
+
+ protected:
+  // Called by apply_eviction after the cache retained `keep` in layer il.
+  virtual void after_retain(KvCache& cache, SeqId seq, int32_t il, std::span<const int32_t> keep) {
+    (void)cache;
+    (void)seq;
+    (void)il;
+    (void)keep;
+  }
+
+  KvPolicyContext context_;
+};
+
+// Per-cell attention statistics shared by the score-based policies: one float per
+// (sequence, layer, cell), summed over the query heads that observe it. Thread-safe
+// accumulation (one mutex per layer); compaction follows retain_cells.
+class CellScores {
+ public:
+  explicit CellScores(int32_t n_layer) : layers_(static_cast<size_t>(n_layer)) {}
+
+  // scores[c] += weight * probs[c] for c < probs.size(); cells past the stored ones start at 0.
+  void accumulate(int32_t il, std::span<const float> probs, float weight = 1.0f);
+  // Sets every stored score of layer il to 0 (keeps the size).
+  void zero(int32_t il);
+  // Multiplies every stored score of layer il by factor.
+  void scale(int32_t il, float factor);
+  void retain(int32_t il, std::span<const int32_t> keep);
+  // Drops the scores of cells >= n_cells in every layer.
+  void truncate(int32_t n_cells);
+  // Scores of layer il padded with zeros to n_cells.
+  std::vector<float> get(int32_t il, int32_t n_cells) const;
+
+ private:
+  struct Layer {
+    mutable std::mutex mutex;
+    std::vector<double> sum;  // [n_cells seen]
+  };
+  std::vector<Layer> layers_;  // [n_layer]
+};
+
+// Indices (ascending) of the `n_keep` largest values of `score` among cells
+// [begin, end), ties broken toward the older (smaller) index.
+std::vector<int32_t> top_cells(std::span<const float> score, int32_t begin, int32_t end, int32_t n_keep);
+
+}  // namespace longhaul::kv

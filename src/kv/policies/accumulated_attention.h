@@ -1,0 +1,16 @@
+// Shared by h2o and a2sf: a fixed budget of the most recent tokens plus the tokens
+// with the largest accumulated attention, where past attention decays by a
+// forgetting factor per token (1 = plain sum, which is H2O).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "kv/kv_policy.h"
+
+namespace longhaul::kv {
+
+std::unique_ptr<KvPolicy> make_accumulated_attention_policy(const KvPolicyContext& context, std::string name,
+                                                            int32_t budget, int32_t recent, float forgetting_factor);
+
+}  // namespace longhaul::kv

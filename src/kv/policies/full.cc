@@ -1,0 +1,23 @@
+// full: the baseline. Keeps every token; memory grows with the conversation up to
+// the context size, as llama.cpp's default cache does.
+#include "kv/policy_registry.h"
+
+namespace longhaul::kv {
+namespace {
+
+class FullPolicy final : public KvPolicy {
+ public:
+  using KvPolicy::KvPolicy;
+  std::string name() const override { return "full"; }
+  std::string describe() const override { return "full"; }
+  int32_t max_cells() const override { return 0; }
+  EvictionPlan plan_eviction(const KvCache&, SeqId, const StepInfo&) const override { return {}; }
+};
+
+}  // namespace
+
+Result<std::unique_ptr<KvPolicy>> make_full_policy(const KvPolicyContext& context, const KvPolicyOptions&) {
+  return std::unique_ptr<KvPolicy>(new FullPolicy(context));
+}
+
+}  // namespace longhaul::kv

@@ -1,0 +1,115 @@
+// h2o: Heavy-Hitter Oracle (Zhang et al., 2023, "H2O: Heavy-Hitter Oracle for
+// Efficient Generative Inference of Large Language Models"). A fixed budget of B
+// cells: the R most recent tokens plus the B - R "heavy hitters" with the largest
+// attention accumulated over every query so far.
+//
+// Deviations from the paper, both forced by the cache layout (a cell holds every
+// head of a token): scores are summed over all query heads of a layer, so a layer
+// keeps one set of tokens for all its heads (the paper ranks per head); and a step
+// of n tokens evicts n at once, ranked by the scores accumulated before the step
+// (the paper evicts one token per generated token, which is what decode does here).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "kv/policies/accumulated_attention.h"
+#include "kv/policy_registry.h"
+
+namespace longhaul::kv {
+namespace {
+
+constexpr int32_t kDefaultBudget = 1024;
+
+class AccumulatedAttentionPolicy final : public KvPolicy {
+ public:
+  AccumulatedAttentionPolicy(const KvPolicyContext& context, std::string name, int32_t budget, int32_t recent,
+                             float forgetting_factor)
+      : KvPolicy(context),
+        name_(std::move(name)),
+        budget_(budget),
+        recent_(recent),
+        forget_(forgetting_factor),
+        scores_(context.shape.n_layer) {}
+
+  std::string name() const override { return name_; }
+  std::string describe() const override {
+    std::string d = name_ + "(budget=" + std::to_string(budget_) + ", recent=" + std::to_string(recent_);
+    if (forget_ != 1.0f) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, ", forget=%g", static_cast<double>(forget_));
+      d += buf;
+    }
+    return d + ")";
+  }
+  int32_t max_cells() const override { return budget_; }
+  // Large steps would evict much of the cache on stale scores; a quarter of the budget bounds that.
+  int32_t max_step_tokens() const override { return std::max(1, budget_ / 4); }
+  bool needs_scores() const override { return true; }
+
+  EvictionPlan plan_eviction(const KvCache& cache, SeqId seq, const StepInfo& next) const override {
+    EvictionPlan plan;
+    const int32_t n = cache.n_cells(seq, 0);
+    if (n + next.n_tokens <= budget_) return plan;
+    const int32_t n_keep = budget_ - next.n_tokens;
+    LH_CHECK_MSG(n_keep >= 0, "h2o: a step brings more tokens than the budget");
+    const int32_t n_recent = std::min(recent_, n_keep);
+    plan.evict = true;
+    plan.keep.resize(static_cast<size_t>(cache.shape().n_layer));
+    for (int32_t il = 0; il < cache.shape().n_layer; ++il) {
+      const std::vector<float> score = scores_.get(il, n);
+      std::vector<int32_t> keep = top_cells(score, 0, n - n_recent, n_keep - n_recent);
+      for (int32_t c = n - n_recent; c < n; ++c) keep.push_back(c);
+      plan.keep[static_cast<size_t>(il)] = std::move(keep);
+    }
+    return plan;
+  }
+
+  // With forgetting, the step's n tokens age the past by forget^n, and a query q of the
+  // step weighs forget^(last - q): token by token this is score = forget * score + attention.
+  void begin_step(SeqId, const StepInfo& next) override {
+    last_query_ = next.first_position + next.n_tokens - 1;
+    if (forget_ == 1.0f) return;
+    const auto decay = static_cast<float>(std::pow(static_cast<double>(forget_), next.n_tokens));
+    for (int32_t il = 0; il < context_.shape.n_layer; ++il) scores_.scale(il, decay);
+  }
+
+  void observe_scores(SeqId, int32_t il, int32_t, int32_t query_position, std::span<const float> probs) override {
+    const float weight =
+        forget_ == 1.0f ? 1.0f
+                        : static_cast<float>(std::pow(static_cast<double>(forget_), last_query_ - query_position));
+    scores_.accumulate(il, probs, weight);
+  }
+
+  void truncate(KvCache&, SeqId, int32_t n_cells) override { scores_.truncate(n_cells); }
+
+ protected:
+  void after_retain(KvCache&, SeqId, int32_t il, std::span<const int32_t> keep) override { scores_.retain(il, keep); }
+
+ private:
+  std::string name_;
+  int32_t budget_;
+  int32_t recent_;
+  float forget_;            // 1 = H2O's plain sum
+  int32_t last_query_ = 0;  // position of the step's last token
+  CellScores scores_;       // accumulated attention per cell (one sequence per Session)
+};
+
+}  // namespace
+
+std::unique_ptr<KvPolicy> make_accumulated_attention_policy(const KvPolicyContext& context, std::string name,
+                                                            int32_t budget, int32_t recent, float forgetting_factor) {
+  return std::make_unique<AccumulatedAttentionPolicy>(context, std::move(name), budget, recent, forgetting_factor);
+}
+
+Result<std::unique_ptr<KvPolicy>> make_h2o_policy(const KvPolicyContext& context, const KvPolicyOptions& options) {
+  const int32_t budget = options.budget > 0 ? options.budget : kDefaultBudget;
+  // The paper's default splits the budget evenly between heavy hitters and recent tokens.
+  const int32_t recent = options.recent > 0 ? options.recent : budget / 2;
+  if (budget < 2) return Status::error("h2o: --kv-budget " + std::to_string(budget) + " must be >= 2");
+  if (recent >= budget)
+    return Status::error("h2o: --recent " + std::to_string(recent) + " must be below the budget " +
+                         std::to_string(budget));
+  return make_accumulated_attention_policy(context, "h2o", budget, recent, 1.0f);
+}
+
+}  // namespace longhaul::kv

@@ -1,0 +1,107 @@
+// snapkv: SnapKV (Li et al., 2024, "SnapKV: LLM Knows What You are Looking for Before
+// Generation"). Compresses a prompt once, after its prefill: the last w prompt tokens
+// (the observation window) vote with their attention for the earlier positions; the
+// votes are smoothed by average pooling (kernel k, zero padding, divided by k, as
+// torch's avg_pool1d does) so that neighbours of important tokens survive with them;
+// the B - w best-voted positions plus the window itself are kept. Generated tokens are
+// then appended without eviction, so memory is B + generated tokens.
+//
+// A "prompt" is a feed() of more than one token; compression happens before the first
+// step of the next feed, when the cache holds more than B cells. Deviations forced by
+// the cache layout: votes are summed over all heads of a layer (the paper selects per
+// head), and only the attention rows of the prompt's last step are seen, so with a
+// last step shorter than w the window is that step.
+#include <algorithm>
+
+#include "kv/policy_registry.h"
+
+namespace longhaul::kv {
+namespace {
+
+constexpr int32_t kDefaultBudget = 1024;
+
+class SnapKvPolicy final : public KvPolicy {
+ public:
+  SnapKvPolicy(const KvPolicyContext& context, int32_t budget, int32_t window, int32_t kernel)
+      : KvPolicy(context), budget_(budget), window_(window), kernel_(kernel), votes_(context.shape.n_layer) {}
+
+  std::string name() const override { return "snapkv"; }
+  std::string describe() const override {
+    return "snapkv(budget=" + std::to_string(budget_) + ", obs=" + std::to_string(window_) +
+           ", pool=" + std::to_string(kernel_) + ")";
+  }
+  int32_t max_cells() const override { return 0; }
+  bool needs_scores() const override { return true; }
+
+  EvictionPlan plan_eviction(const KvCache& cache, SeqId seq, const StepInfo& next) const override {
+    EvictionPlan plan;
+    const int32_t n = cache.n_cells(seq, 0);
+    if (!next.starts_feed || feed_tokens_ <= 1 || n <= budget_) return plan;
+    // The observation window: the cells of the last step's voting queries (always kept).
+    const int32_t n_window = std::min({window_, n_observed_, budget_});
+    const int32_t n_prefix = n - n_window;
+    plan.evict = true;
+    plan.keep.resize(static_cast<size_t>(cache.shape().n_layer));
+    for (int32_t il = 0; il < cache.shape().n_layer; ++il) {
+      const std::vector<float> pooled = pool(votes_.get(il, n), n_prefix);
+      std::vector<int32_t> keep = top_cells(pooled, 0, n_prefix, budget_ - n_window);
+      for (int32_t c = n_prefix; c < n; ++c) keep.push_back(c);
+      plan.keep[static_cast<size_t>(il)] = std::move(keep);
+    }
+    return plan;
+  }
+
+  void begin_step(SeqId, const StepInfo& next) override {
+    feed_tokens_ = next.starts_feed ? next.n_tokens : feed_tokens_ + next.n_tokens;
+    // Only the last step of a feed matters; every step starts a fresh vote.
+    const int32_t end = next.first_position + next.n_tokens;
+    first_voter_ = end - std::min(window_, next.n_tokens);
+    n_observed_ = end - first_voter_;
+    for (int32_t il = 0; il < context_.shape.n_layer; ++il) votes_.zero(il);
+  }
+
+  void observe_scores(SeqId, int32_t il, int32_t, int32_t query_position, std::span<const float> probs) override {
+    if (query_position >= first_voter_) votes_.accumulate(il, probs);
+  }
+
+  void truncate(KvCache&, SeqId, int32_t n_cells) override { votes_.truncate(n_cells); }
+
+ protected:
+  void after_retain(KvCache&, SeqId, int32_t il, std::span<const int32_t> keep) override { votes_.retain(il, keep); }
+
+ private:
+  // Average pooling over the first n_prefix votes (the window's own cells do not vote for each other).
+  std::vector<float> pool(const std::vector<float>& votes, int32_t n_prefix) const {
+    std::vector<float> out(static_cast<size_t>(n_prefix), 0.0f);
+    const int32_t half = kernel_ / 2;
+    for (int32_t c = 0; c < n_prefix; ++c) {
+      double sum = 0.0;
+      for (int32_t d = c - half; d <= c + half; ++d)
+        if (d >= 0 && d < n_prefix) sum += votes[static_cast<size_t>(d)];
+      out[static_cast<size_t>(c)] = static_cast<float>(sum / kernel_);
+    }
+    return out;
+  }
+
+  int32_t budget_;
+  int32_t window_;
+  int32_t kernel_;
+  int32_t feed_tokens_ = 0;   // tokens of the current (or last) feed
+  int32_t first_voter_ = 0;   // position of the first voting query of the step
+  int32_t n_observed_ = 0;    // voting queries of the step
+  CellScores votes_;          // [n_layer][n_cells] summed attention of the voters
+};
+
+}  // namespace
+
+Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& context, const KvPolicyOptions& options) {
+  const int32_t budget = options.budget > 0 ? options.budget : kDefaultBudget;
+  if (options.observation_window < 1 || options.observation_window >= budget)
+    return Status::error("snapkv: --obs-window " + std::to_string(options.observation_window) +
+                         " must be in [1, budget " + std::to_string(budget) + ")");
+  if (options.pool_kernel < 1 || options.pool_kernel % 2 == 0)
+    return Status::error("snapkv: --pool-kernel " + std::to_string(options.pool_kernel) + " must be odd and >= 1");
+  return std::unique_ptr<KvPolicy>(new SnapKvPolicy(context, budget, options.observation_window, options.pool_kernel));
+}
+
+}  // namespace longhaul::kv

@@ -1,0 +1,34 @@
+// Name -> KvPolicy factory. Each policy file in kv/policies/ defines one factory;
+// kv/policy_registry.cc lists them, one line per policy.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "kv/kv_policy.h"
+
+namespace longhaul::kv {
+
+using KvPolicyFactory = Result<std::unique_ptr<KvPolicy>> (*)(const KvPolicyContext& context,
+                                                             const KvPolicyOptions& options);
+
+// Builds the policy called `name`; fails for unknown names (listing the known ones)
+// and for parameters the policy rejects (naming the value and the limit).
+Result<std::unique_ptr<KvPolicy>> make_kv_policy(const std::string& name, const KvPolicyContext& context,
+                                                 const KvPolicyOptions& options);
+
+// Registered policy names, in registry order.
+std::vector<std::string> kv_policy_names();
+
+// The factories, one per file in kv/policies/.
+Result<std::unique_ptr<KvPolicy>> make_full_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
+Result<std::unique_ptr<KvPolicy>> make_streaming_policy(const KvPolicyContext& context,
+                                                        const KvPolicyOptions& options);
+Result<std::unique_ptr<KvPolicy>> make_h2o_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
+Result<std::unique_ptr<KvPolicy>> make_a2sf_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
+Result<std::unique_ptr<KvPolicy>> make_tova_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
+Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
+
+}  // namespace longhaul::kv

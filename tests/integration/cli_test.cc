@@ -1,0 +1,178 @@
+// The longhaul binary as a user meets it: exit codes and one-line errors for bad
+// input, and end-to-end agreement with the llama.cpp fixtures.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "gguf/gguf_writer.h"
+#include "testing/model_paths.h"
+
+namespace longhaul {
+namespace {
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("longhaul_cli_test_" + name)).string();
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Runs `longhaul ARGS` through the shell with stdin from /dev/null.
+CliRun run_cli(const std::string& args) {
+  const std::string out = temp_path("stdout"), err = temp_path("stderr");
+  const std::string cmd = std::string(LONGHAUL_BINARY) + " " + args + " </dev/null >" + out + " 2>" + err;
+  const int status = std::system(cmd.c_str());
+  CliRun r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_all(out);
+  r.err = read_all(err);
+  return r;
+}
+
+void expect_error(const CliRun& r, int code, const std::string& needle) {
+  EXPECT_EQ(r.exit_code, code) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
+  // One line naming the problem, never a crash report.
+  EXPECT_EQ(r.err.find("internal check failed"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("AddressSanitizer"), std::string::npos) << r.err;
+}
+
+std::string write_gguf(const std::string& name, const gguf::GgufWriter& w) {
+  const std::string path = temp_path(name);
+  EXPECT_TRUE(w.write_file(path).is_ok());
+  return path;
+}
+
+TEST(CliErrors, MissingFile) {
+  expect_error(run_cli("run -m /nonexistent/model.gguf -p hi"), 1, "/nonexistent/model.gguf");
+}
+
+TEST(CliErrors, NotAGgufFile) {
+  const std::string path = temp_path("text.gguf");
+  std::ofstream(path) << "this is plain text, not a model\n";
+  expect_error(run_cli("run -m " + path + " -p hi"), 1, "not a GGUF file");
+}
+
+TEST(CliErrors, TruncatedModel) {
+  if (!testing::file_exists(testing::smollm2_path())) GTEST_SKIP();
+  const std::string full = read_all(testing::smollm2_path());
+  for (size_t cut : {size_t{20}, size_t{4096}, full.size() / 2, full.size() - 1}) {
+    const std::string path = temp_path("truncated.gguf");
+    std::ofstream(path, std::ios::binary).write(full.data(), static_cast<std::streamsize>(cut));
+    const CliRun r = run_cli("inspect -m " + path);
+    expect_error(r, 1, "truncated");
+  }
+}
+
+TEST(CliErrors, AbsurdDimensions) {
+  gguf::GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  w.add_tensor_raw("token_embd.weight", {576, uint64_t{1} << 40}, 0, std::vector<uint8_t>(64));
+  expect_error(run_cli("run -m " + write_gguf("absurd.gguf", w) + " -p hi"), 1, "token_embd.weight");
+}
+
+TEST(CliErrors, UnsupportedTensorType) {
+  gguf::GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  w.add_tensor_raw("blk.0.attn_q.weight", {256, 1}, 16 /* iq2_xxs */, std::vector<uint8_t>(66));
+  expect_error(run_cli("inspect -m " + write_gguf("iq2.gguf", w)), 1, "iq2_xxs");
+}
+
+TEST(CliErrors, UnsupportedArchitecture) {
+  gguf::GgufWriter w;
+  w.add_string("general.architecture", "mamba");
+  w.add_tensor("token_embd.weight", {32, 4}, tensor::DType::F32, std::vector<uint8_t>(32 * 4 * 4));
+  expect_error(run_cli("run -m " + write_gguf("mamba.gguf", w) + " -p hi"), 1, "unsupported architecture 'mamba'");
+}
+
+TEST(CliErrors, MissingTensorIsNamed) {
+  gguf::GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  w.add_u32("llama.block_count", 1);
+  w.add_u32("llama.embedding_length", 32);
+  w.add_u32("llama.feed_forward_length", 64);
+  w.add_u32("llama.attention.head_count", 4);
+  w.add_tensor("token_embd.weight", {32, 8}, tensor::DType::F32, std::vector<uint8_t>(32 * 8 * 4));
+  expect_error(run_cli("run -m " + write_gguf("incomplete.gguf", w) + " -p hi"), 1, "missing tensor");
+}
+
+TEST(CliErrors, BadFlagsExitWithUsageCode) {
+  expect_error(run_cli("run --no-such-flag"), 2, "no-such-flag");
+  expect_error(run_cli("run -n abc -p hi"), 2, "abc");
+  expect_error(run_cli("run -t -3 -p hi"), 2, "threads");
+  expect_error(run_cli("frobnicate"), 2, "frobnicate");
+  EXPECT_EQ(run_cli("").exit_code, 2);
+}
+
+TEST(CliErrors, BadValuesAreNamed) {
+  if (!testing::file_exists(testing::smollm2_path())) GTEST_SKIP();
+  expect_error(run_cli("run -m smollm2-135m -p hi --top-p 1.5"), 1, "top_p");
+  expect_error(run_cli("run -m smollm2-135m"), 1, "no prompt");
+  expect_error(run_cli("run -m smollm2-135m -f /nonexistent/prompt.txt"), 1, "/nonexistent/prompt.txt");
+  expect_error(run_cli("run -m smollm2-135m -p 'a prompt longer than the context' -c 4"), 1, "context");
+  // A context that fills during generation ends the run normally, saying why.
+  const CliRun full = run_cli("run -m smollm2-135m -p hi -c 4 -n 8 --temp 0");
+  EXPECT_EQ(full.exit_code, 0) << full.err;
+  EXPECT_NE(full.err.find("stop: context"), std::string::npos) << full.err;
+}
+
+TEST(CliHelp, EverySubcommandHasHelp) {
+  for (const char* sub : {"", "run", "chat", "tokenize", "inspect"}) {
+    const CliRun r = run_cli(std::string(sub) + " --help");
+    EXPECT_EQ(r.exit_code, 0) << sub;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub << ": " << r.out;
+  }
+}
+
+// End to end: the CLI's greedy run reproduces llama.cpp's continuation of a fixture prompt.
+TEST(CliEndToEnd, GreedyRunMatchesLlamaCpp) {
+  if (!testing::file_exists(testing::smollm2_path())) GTEST_SKIP();
+  std::ifstream in(std::string(LONGHAUL_TESTDATA_DIR) + "/fixtures/smollm2/greedy.json");
+  const nlohmann::json greedy = nlohmann::json::parse(in);
+  for (const auto& p : greedy["prompts"]) {
+    if (p["name"] != "list_planets") continue;
+    const std::string prompt_file = temp_path("prompt.txt");
+    std::ofstream(prompt_file) << std::string(p["text"]);
+    const CliRun r = run_cli("run -m smollm2-135m -f " + prompt_file + " -n 24 --temp 0 --json -t 2");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const nlohmann::json j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["prompt_tokens"], p["prompt_ids"]);
+    const std::vector<int32_t> expected = p["tokens"];
+    const std::vector<double> gaps = p["top2_gaps"];
+    const std::vector<int32_t> got = j["tokens"];
+    ASSERT_EQ(got.size(), 24u);
+    // Compare up to llama.cpp's first near-tie (top-2 gap < 0.5), where either token is right.
+    size_t n_sure = 0;
+    while (n_sure < got.size() && gaps[n_sure] >= 0.5) ++n_sure;
+    ASSERT_GE(n_sure, 8u);
+    EXPECT_EQ(std::vector<int32_t>(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(n_sure)),
+              std::vector<int32_t>(expected.begin(), expected.begin() + static_cast<std::ptrdiff_t>(n_sure)));
+    EXPECT_NE(r.err.find("tokens/s"), std::string::npos);
+    return;
+  }
+  FAIL() << "fixture prompt list_planets not found";
+}
+
+TEST(CliEndToEnd, TokenizeMatchesLlamaCpp) {
+  if (!testing::file_exists(testing::gemma3_path())) GTEST_SKIP();
+  const CliRun r = run_cli("tokenize -m gemma3-270m 'Hello, world! <start_of_turn> 12345'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // llama.cpp (llama-cpp-python 0.3.36, add_special=true, parse_special=false).
+  EXPECT_EQ(nlohmann::json::parse(r.out), nlohmann::json::parse(R"([2,9259,236764,1902,236888,655,3041,236779,1340,236779,887,236813,236743,236770,236778,236800,236812,236810])"));
+}
+
+}  // namespace
+}  // namespace longhaul

@@ -1,0 +1,66 @@
+// Helpers for the KV policy tests: a tiny cache filled with known keys, and the
+// eviction protocol as the Session drives it.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "kv/kv_cache.h"
+#include "kv/kv_policy.h"
+#include "kv/policy_registry.h"
+#include "tensor/half.h"
+
+namespace longhaul::kv::testing {
+
+inline KvShape tiny_shape(int32_t n_layer = 2) {
+  KvShape s;
+  s.n_layer = n_layer;
+  s.n_head_kv = 2;
+  s.head_dim_k = 4;
+  s.head_dim_v = 4;
+  return s;
+}
+
+inline KvPolicyContext tiny_context(const KvShape& shape) {
+  KvPolicyContext c;
+  c.shape = shape;
+  c.rope.resize(static_cast<size_t>(shape.n_layer));
+  for (auto& r : c.rope) {
+    r.n_rot = shape.head_dim_k;
+    r.freq_base = 10000.0f;
+  }
+  return c;
+}
+
+inline std::unique_ptr<KvPolicy> make(const std::string& name, const KvPolicyContext& context,
+                                      const KvPolicyOptions& options) {
+  Result<std::unique_ptr<KvPolicy>> p = make_kv_policy(name, context, options);
+  LH_CHECK_MSG(p.is_ok(), p.message().c_str());
+  return std::move(p).value();
+}
+
+// Runs steps 1-3 of the protocol for `n_tokens` new tokens, then appends their cells
+// (what Model::forward does first). Returns the index of the first new cell.
+inline int32_t step(KvPolicy& policy, KvCache& cache, SeqId seq, int32_t n_tokens) {
+  StepInfo next;
+  next.first_position = cache.next_position(seq);
+  next.n_tokens = n_tokens;
+  next.starts_feed = true;  // each call is one whole feed()
+  policy.apply_eviction(policy.plan_eviction(cache, seq, next), cache, seq);
+  policy.begin_step(seq, next);
+  std::vector<int32_t> pos(static_cast<size_t>(n_tokens));
+  std::iota(pos.begin(), pos.end(), next.first_position);
+  Result<int32_t> first = cache.append_cells(seq, pos);
+  LH_CHECK(first.is_ok());
+  return *first;
+}
+
+inline std::vector<int32_t> positions_of(const KvCache& cache, SeqId seq, int32_t il) {
+  const auto p = cache.positions(seq, il);
+  return {p.begin(), p.end()};
+}
+
+}  // namespace longhaul::kv::testing

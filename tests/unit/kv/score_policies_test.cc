@@ -1,0 +1,188 @@
+// H2O, TOVA and SnapKV on crafted attention rows: the retained cells are worked out
+// by hand from each paper's rule.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "policy_test_util.h"
+
+namespace longhaul::kv {
+namespace {
+
+using testing::positions_of;
+using testing::step;
+
+// Feeds the same probability row to every layer, as two query heads of kv head 0
+// each carrying half (policies sum over heads).
+void observe_all(KvPolicy& p, int32_t n_layer, int32_t query_pos, const std::vector<float>& probs) {
+  std::vector<float> half(probs);
+  for (float& v : half) v *= 0.5f;
+  for (int32_t il = 0; il < n_layer; ++il) {
+    p.observe_scores(0, il, 0, query_pos, half);
+    p.observe_scores(0, il, 1, query_pos, half);
+  }
+}
+
+StepInfo one_token(const KvCache& cache, SeqId seq, bool starts_feed = true) {
+  StepInfo s;
+  s.first_position = cache.next_position(seq);
+  s.n_tokens = 1;
+  s.starts_feed = starts_feed;
+  return s;
+}
+
+TEST(H2oPolicy, KeepsRecentWindowPlusHeaviestAccumulated) {
+  const KvShape shape = testing::tiny_shape();
+  KvPolicyOptions o;
+  o.budget = 6;
+  o.recent = 2;
+  auto p = testing::make("h2o", testing::tiny_context(shape), o);
+  KvCache cache(shape, {4, 6, 1});
+  const SeqId seq = *cache.add_sequence();
+  step(*p, cache, seq, 1);  // budget/4 = 1 token per step
+  for (int i = 0; i < 5; ++i) step(*p, cache, seq, 1);
+  observe_all(*p, shape.n_layer, 5, {0.5f, 0.1f, 0.3f, 0.05f, 0.02f, 0.03f});
+  // Next token: keep 5 = recent {4, 5} + the 3 heaviest of cells 0..3: 0 (0.5), 2 (0.3), 1 (0.1).
+  step(*p, cache, seq, 1);
+  EXPECT_EQ(positions_of(cache, seq, 0), (std::vector<int32_t>{0, 1, 2, 4, 5, 6}));
+  // Scores travel with their cells: now 0.5, 0.1, 0.3, 0.02, 0.03, 0 for positions 0, 1, 2, 4, 5, 6.
+  observe_all(*p, shape.n_layer, 6, {0.0f, 0.0f, 0.0f, 0.9f, 0.0f, 0.1f});
+  // Sums: 0.5, 0.1, 0.3, 0.92, 0.03, 0.1. Recent = positions 5, 6; heavy among positions 0, 1, 2, 4:
+  // 4 (0.92), 0 (0.5), 2 (0.3).
+  step(*p, cache, seq, 1);
+  EXPECT_EQ(positions_of(cache, seq, 1), (std::vector<int32_t>{0, 2, 4, 5, 6, 7}));
+}
+
+TEST(H2oPolicy, RandomScoresNeverExceedBudgetAndKeepRecent) {
+  const KvShape shape = testing::tiny_shape();
+  KvPolicyOptions o;
+  o.budget = 16;
+  o.recent = 4;
+  auto p = testing::make("h2o", testing::tiny_context(shape), o);
+  KvCache cache(shape, {4, 16, 1});
+  const SeqId seq = *cache.add_sequence();
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  for (int i = 0; i < 200; ++i) {
+    step(*p, cache, seq, 1 + i % 4);
+    const int32_t n = cache.n_cells(seq, 0);
+    ASSERT_LE(n, 16);
+    std::vector<float> probs(static_cast<size_t>(n));
+    for (float& v : probs) v = u(rng);
+    observe_all(*p, shape.n_layer, cache.next_position(seq) - 1, probs);
+    for (int32_t il = 0; il < shape.n_layer; ++il) {
+      const std::vector<int32_t> pos = positions_of(cache, seq, il);
+      ASSERT_TRUE(std::is_sorted(pos.begin(), pos.end()));
+      // The last step's tokens and the recent window before them are all there.
+      EXPECT_EQ(pos.back(), cache.next_position(seq) - 1);
+    }
+  }
+}
+
+// A2SF vs H2O on the same attention: an early heavy hitter that nobody attends to any
+// more fades under the forgetting factor but not under H2O's plain sum.
+std::vector<int32_t> kept_after_fading(const std::string& name) {
+  const KvShape shape = testing::tiny_shape();
+  KvPolicyOptions o;
+  o.budget = 4;
+  o.recent = 1;
+  o.forgetting_factor = 0.5f;
+  auto p = testing::make(name, testing::tiny_context(shape), o);
+  KvCache cache(shape, {4, 4, 1});
+  const SeqId seq = *cache.add_sequence();
+  for (int i = 0; i < 3; ++i) step(*p, cache, seq, 1);
+  observe_all(*p, shape.n_layer, 2, {0.9f, 0.05f, 0.05f});
+  step(*p, cache, seq, 1);  // a2sf: scores halve to 0.45, 0.025, 0.025
+  observe_all(*p, shape.n_layer, 3, {0.0f, 0.5f, 0.45f, 0.05f});
+  // a2sf: 0.45, 0.525, 0.475, 0.05; h2o: 0.9, 0.55, 0.5, 0.05. Keep 3 = recent {3} + best 2 of 0..2.
+  step(*p, cache, seq, 1);
+  return positions_of(cache, seq, 0);
+}
+
+TEST(A2sfPolicy, ForgettingFactorLetsOldHeavyHittersGo) {
+  EXPECT_EQ(kept_after_fading("a2sf"), (std::vector<int32_t>{1, 2, 3, 4}));
+  EXPECT_EQ(kept_after_fading("h2o"), (std::vector<int32_t>{0, 1, 3, 4}));
+}
+
+TEST(TovaPolicy, DropsWhatTheLastQueryIgnores) {
+  const KvShape shape = testing::tiny_shape();
+  KvPolicyOptions o;
+  o.budget = 4;
+  auto p = testing::make("tova", testing::tiny_context(shape), o);
+  KvCache cache(shape, {4, 4, 1});
+  const SeqId seq = *cache.add_sequence();
+  for (int i = 0; i < 4; ++i) step(*p, cache, seq, 1);
+  // Only the step's last query (position 3) counts; an earlier row is ignored.
+  observe_all(*p, shape.n_layer, 2, {0.0f, 0.0f, 0.0f, 1.0f});
+  observe_all(*p, shape.n_layer, 3, {0.4f, 0.1f, 0.2f, 0.3f});
+  step(*p, cache, seq, 1);  // drops position 1 (0.1)
+  EXPECT_EQ(positions_of(cache, seq, 0), (std::vector<int32_t>{0, 2, 3, 4}));
+  // The new query's row replaces the old one: 0.1, 0.5, 0.15, 0.25 -> drop position 0.
+  observe_all(*p, shape.n_layer, 4, {0.1f, 0.5f, 0.15f, 0.25f});
+  step(*p, cache, seq, 1);
+  EXPECT_EQ(positions_of(cache, seq, 1), (std::vector<int32_t>{2, 3, 4, 5}));
+}
+
+TEST(SnapKvPolicy, WindowVotesOnceAfterThePrompt) {
+  const KvShape shape = testing::tiny_shape();
+  KvPolicyOptions o;
+  o.budget = 6;
+  o.observation_window = 2;
+  o.pool_kernel = 1;
+  auto p = testing::make("snapkv", testing::tiny_context(shape), o);
+  KvCache cache(shape, {4, 64, 1});
+  const SeqId seq = *cache.add_sequence();
+  step(*p, cache, seq, 10);  // the prompt: positions 0..9, voters 8 and 9
+  observe_all(*p, shape.n_layer, 5, {0, 0, 0, 0, 0, 1, 0, 0, 0, 0});  // not a voter: ignored
+  observe_all(*p, shape.n_layer, 8, {0.3f, 0.0f, 0.1f, 0.0f, 0.2f, 0.0f, 0.05f, 0.15f, 0.2f, 0.0f});
+  observe_all(*p, shape.n_layer, 9, {0.2f, 0.0f, 0.0f, 0.1f, 0.2f, 0.0f, 0.0f, 0.1f, 0.2f, 0.2f});
+  // Votes over the prefix 0..7: 0.5, 0, 0.1, 0.1, 0.4, 0, 0.05, 0.25 -> best 4: 0, 4, 7, then 2 and 3 tie
+  // at 0.1 and the older (2) wins. Kept: {0, 2, 4, 7} + window {8, 9}.
+  StepInfo next = one_token(cache, seq);
+  EXPECT_TRUE(p->plan_eviction(cache, seq, next).evict);
+  step(*p, cache, seq, 1);
+  EXPECT_EQ(positions_of(cache, seq, 0), (std::vector<int32_t>{0, 2, 4, 7, 8, 9, 10}));
+  // Decode does not compress again: generated tokens are appended.
+  observe_all(*p, shape.n_layer, 10, {1, 0, 0, 0, 0, 0, 0});
+  for (int i = 0; i < 3; ++i) step(*p, cache, seq, 1);
+  EXPECT_EQ(cache.n_cells(seq, 0), 10);
+}
+
+TEST(SnapKvPolicy, PoolingKeepsNeighboursOfStrongVotes) {
+  const KvShape shape = testing::tiny_shape(1);
+  KvPolicyOptions o;
+  o.budget = 4;
+  o.observation_window = 1;
+  o.pool_kernel = 3;
+  auto p = testing::make("snapkv", testing::tiny_context(shape), o);
+  KvCache cache(shape, {4, 64, 1});
+  const SeqId seq = *cache.add_sequence();
+  step(*p, cache, seq, 8);  // voter: position 7
+  observe_all(*p, shape.n_layer, 7, {0.0f, 0.0f, 0.0f, 0.9f, 0.0f, 0.05f, 0.0f, 0.05f});
+  // Prefix 0..6 votes 0, 0, 0, 0.9, 0, 0.05, 0; pooled (k=3, /3): 0, 0, .3, .3, .3167, .0167, .0167.
+  // Best 3: 4, 2, 3 (2 and 3 tie, both kept). Without pooling 5 would beat 2 and 4.
+  step(*p, cache, seq, 1);
+  EXPECT_EQ(positions_of(cache, seq, 0), (std::vector<int32_t>{2, 3, 4, 7, 8}));
+}
+
+TEST(ScorePolicies, RejectBadParameters) {
+  const KvPolicyContext ctx = testing::tiny_context(testing::tiny_shape());
+  KvPolicyOptions o;
+  o.budget = 8;
+  o.recent = 8;
+  EXPECT_FALSE(make_kv_policy("h2o", ctx, o).is_ok());
+  o.recent = 0;
+  o.observation_window = 8;
+  EXPECT_FALSE(make_kv_policy("snapkv", ctx, o).is_ok());
+  o.observation_window = 2;
+  o.pool_kernel = 4;
+  EXPECT_FALSE(make_kv_policy("snapkv", ctx, o).is_ok());
+  o.budget = 1;
+  EXPECT_FALSE(make_kv_policy("tova", ctx, o).is_ok());
+  o.budget = 8;
+  o.forgetting_factor = 1.5f;
+  EXPECT_FALSE(make_kv_policy("a2sf", ctx, o).is_ok());
+}
+
+}  // namespace
+}  // namespace longhaul::kv
