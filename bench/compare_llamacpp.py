@@ -3,7 +3,7 @@
 
 For every model, the two engines run the same tests (ppP, tgN, tgN@dD), the same
 thread counts and the same seeded random token ids, in separate processes, alternating
-A (llama.cpp) and B (longhaul) for --rounds rounds so that machine noise (other jobs,
+A (llama.cpp) and B (longhaul) test by test for --rounds rounds so that machine noise (other jobs,
 frequency changes) hits both. llama.cpp runs through llama-cpp-python's low-level API
 exactly as llama-bench does it: llama_decode on one batch of P tokens (n_batch =
 n_ubatch = P up to 512) for pp, one token per llama_decode for tg, timing only the
@@ -11,9 +11,12 @@ decode calls; K/V cache f16; n_threads = n_threads_batch = the thread count.
 
 The table gives, per test: llama.cpp t/s ± sd and longhaul t/s ± sd over all
 repetitions of all rounds, the ratio longhaul / llama.cpp (mean of the per-round
-ratios, with their min-max), and for generation tests the bandwidth fraction
+ratios, with their min-max; at one thread also the ratio of median t/s by process CPU time,
+which leaves out waits for a core on a shared machine), and for generation tests the bandwidth fraction
     (weight + KV bytes read per token) x t/s / probed read bandwidth
 for both engines, with the bytes per token as longhaul counts them (same file, same test).
+The last column, cores busy = CPU seconds / wall seconds, tells a clean multi-threaded cell
+(close to the thread count) from one where another job held a core (close to 1).
 
 Usage (from the repository root, after scripts/build.sh release):
   python3 bench/compare_llamacpp.py --models smollm2-135m,smollm2-135m-q8,gemma3-270m \\
@@ -72,10 +75,11 @@ def test_name(kind, size, depth):
 # prints JSON shaped like `longhaul bench --json`.
 # ---------------------------------------------------------------------------------------------
 def llama_worker(args):
-    import ctypes
+    import random
     import resource
 
-    import numpy as np
+    # llama_cpp imports numpy, whose OpenBLAS would start a pool of worker threads that compete for the cores.
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
     import llama_cpp as lc
 
     # llama.cpp logs every load to stderr; keep the comparison's output readable.
@@ -101,7 +105,7 @@ def llama_worker(args):
     results = []
     for n_threads in int_list(args.threads):
         for kind, size, depth in test_list(int_list(args.n_prompt), int_list(args.n_gen), int_list(args.depths)):
-            rng = np.random.RandomState(args.seed)
+            rng = random.Random(args.seed)
             n_batch = min(size, 512) if kind == "pp" else 512
             cparams = lc.llama_context_default_params()
             cparams.n_ctx = depth + size + 16
@@ -129,10 +133,10 @@ def llama_worker(args):
                         raise RuntimeError(f"llama_decode returned {rc}")
                 lc.llama_synchronize(ctx)
 
-            depth_ids = [int(x) for x in rng.randint(0, n_vocab, size=depth)]
+            depth_ids = [rng.randrange(n_vocab) for _ in range(depth)]
             if depth > 0 and not has_swa:
                 feed(depth_ids, n_batch)
-            samples = []
+            samples, cpu_samples = [], []
             for rep in range(-args.warmup, args.reps):
                 if depth > 0 and not has_swa:
                     lc.llama_memory_seq_rm(mem, 0, depth, -1)
@@ -140,7 +144,7 @@ def llama_worker(args):
                     lc.llama_memory_clear(mem, True)
                     if depth > 0:
                         feed(depth_ids, n_batch)
-                ids = [int(x) for x in rng.randint(0, n_vocab, size=size)]
+                ids = [rng.randrange(n_vocab) for _ in range(size)]
                 if kind == "pp":
                     # Batches of n_batch tokens, built before the clock starts.
                     arrs = [(lc.llama_token * len(ids[b:b + n_batch]))(*ids[b:b + n_batch])
@@ -150,14 +154,17 @@ def llama_worker(args):
                     arrs = [(lc.llama_token * 1)(i) for i in ids]
                     batches = [lc.llama_batch_get_one(a, 1) for a in arrs]
                 t0 = time.perf_counter()
+                c0 = time.process_time()
                 for b in batches:
                     rc = lc.llama_decode(ctx, b)
                     if rc != 0:
                         raise RuntimeError(f"llama_decode returned {rc}")
                 lc.llama_synchronize(ctx)
                 seconds = time.perf_counter() - t0
+                cpu_seconds = time.process_time() - c0
                 if rep >= 0:
                     samples.append(size / seconds)
+                    cpu_samples.append(size / max(cpu_seconds, 1e-9))
             lc.llama_free(ctx)
             results.append({
                 "model": os.path.basename(args.model),
@@ -166,6 +173,7 @@ def llama_worker(args):
                 "tokens_per_s": statistics.fmean(samples),
                 "stddev": statistics.stdev(samples) if len(samples) > 1 else 0.0,
                 "samples": samples,
+                "cpu_samples": cpu_samples,
                 "reps": args.reps,
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             })
@@ -197,6 +205,13 @@ def probe_bandwidth(probe, threads):
         return {}
     out = run_json([probe, "--sizes-mib", "1024", "--threads", ",".join(str(t) for t in threads), "--json"])
     return {r["threads"]: r["median_gb_per_s"] for r in out["results"]}
+
+
+def cores_busy(by_engine, cpu_by_engine, engine):
+    """Mean CPU seconds per wall second over the samples: close to the thread count when every
+    thread had a core, close to 1 when another job held the others (the run then measures the
+    scheduler, not the engine)."""
+    return statistics.fmean(w / c for w, c in zip(by_engine[engine], cpu_by_engine[engine]))
 
 
 def fmt_rate(samples):
@@ -239,28 +254,38 @@ def main():
     bandwidth = probe_bandwidth(args.probe, threads)
 
     # samples[(model, test, threads)][engine] = list of t/s; round_means[...][engine] = per-round means.
-    samples, round_means, info = {}, {}, {}
+    samples, cpu, round_means, info = {}, {}, {}, {}
     raw = []
+    # A and B alternate per test (not per model), so that both engines measure a cell within
+    # seconds of each other and a burst of load from other jobs hits both.
+    tests = test_list(int_list(args.n_prompt), int_list(args.n_gen), int_list(args.depths))
     for rnd in range(args.rounds):
         for model in models:
-            a = run_json([sys.executable, os.path.abspath(__file__), "--llama-worker", "--model", model,
-                          "-p", args.n_prompt, "-n", args.n_gen, "--depths", args.depths, "--threads", args.threads,
-                          "--reps", str(args.reps), "--warmup", str(args.warmup), "--flash-attn", args.flash_attn,
-                          "--seed", str(args.seed)])
-            b = run_json([args.longhaul, "bench", "-m", model, "-p", args.n_prompt, "-n", args.n_gen,
-                          "-d", args.depths, "-t", args.threads, "-r", str(args.reps), "--warmup", str(args.warmup),
-                          "-s", str(args.seed), "--json"])
-            raw.append({"round": rnd, "model": model, "llama.cpp": a, "longhaul": b})
-            for engine, out in (("llama.cpp", a), ("longhaul", b)):
-                for r in out["results"]:
-                    key = (os.path.basename(model), r["test"], r["threads"])
-                    samples.setdefault(key, {}).setdefault(engine, []).extend(r["samples"])
-                    round_means.setdefault(key, {}).setdefault(engine, []).append(r["tokens_per_s"])
-                    if engine == "longhaul":
-                        info[key] = r
-                        info["machine"] = b["machine"]
-            print(f"round {rnd + 1}/{args.rounds} {os.path.basename(model)} done "
-                  f"(load {' '.join(loadavg())})", file=sys.stderr)
+            for t in threads:
+                for kind, size, depth in tests:
+                    sizes = ["-p", str(size), "-n", "0"] if kind == "pp" else ["-p", "0", "-n", str(size)]
+                    a = run_json([sys.executable, os.path.abspath(__file__), "--llama-worker", "--model", model,
+                                  *sizes, "--depths", str(depth), "--threads", str(t), "--reps", str(args.reps),
+                                  "--warmup", str(args.warmup), "--flash-attn", args.flash_attn,
+                                  "--seed", str(args.seed)])
+                    b = run_json([args.longhaul, "bench", "-m", model, *sizes, "-d", str(depth), "-t", str(t),
+                                  "-r", str(args.reps), "--warmup", str(args.warmup), "-s", str(args.seed), "--json"])
+                    load = loadavg()
+                    raw.append({"round": rnd, "model": model, "threads": t, "test": test_name(kind, size, depth),
+                                "load": load, "llama.cpp": a, "longhaul": b})
+                    for engine, out in (("llama.cpp", a), ("longhaul", b)):
+                        for r in out["results"]:
+                            key = (os.path.basename(model), r["test"], r["threads"])
+                            samples.setdefault(key, {}).setdefault(engine, []).extend(r["samples"])
+                            cpu.setdefault(key, {}).setdefault(engine, []).extend(r["cpu_samples"])
+                            round_means.setdefault(key, {}).setdefault(engine, []).append(r["tokens_per_s"])
+                            if engine == "longhaul":
+                                info[key] = r
+                                info["machine"] = b["machine"]
+                    print(f"round {rnd + 1}/{args.rounds} {os.path.basename(model)} t={t} "
+                          f"{test_name(kind, size, depth)}: llama.cpp {a['results'][0]['tokens_per_s']:.1f}, "
+                          f"longhaul {b['results'][0]['tokens_per_s']:.1f} t/s (load {' '.join(load)})",
+                          file=sys.stderr)
     load_end = loadavg()
 
     machine = info.get("machine", {})
@@ -272,8 +297,8 @@ def main():
     print(f"load average at start {' '.join(load_start)}, at end {' '.join(load_end)}; "
           f"{args.rounds} rounds x {args.reps} reps; {time.time() - started:.0f} s\n")
     print("| model | test | threads | llama.cpp t/s | longhaul t/s | longhaul / llama.cpp (min-max over rounds) "
-          "| bytes/token | llama.cpp BW frac | longhaul BW frac |")
-    print("| ----- | ---- | ------: | ------------: | -----------: | :---: | ---------: | ---: | ---: |")
+          "| same, by CPU time | bytes/token | llama.cpp BW frac | longhaul BW frac | cores busy (llama.cpp / longhaul) |")
+    print("| ----- | ---- | ------: | ------------: | -----------: | :---: | :---: | ---------: | ---: | ---: | :---: |")
     for key, by_engine in samples.items():
         model, test, t = key
         if "llama.cpp" not in by_engine or "longhaul" not in by_engine:
@@ -281,7 +306,10 @@ def main():
         ratios = [b / a for a, b in zip(round_means[key]["llama.cpp"], round_means[key]["longhaul"])]
         r = info[key]
         bytes_per_token = r["weight_bytes_per_token"] + r["kv_bytes_per_token"]
-        fr_a = fr_b = bytes_col = "-"
+        fr_a = fr_b = bytes_col = cpu_ratio = "-"
+        if t == 1:
+            # One thread: CPU time leaves out waits for a core on a shared machine (see bench.h).
+            cpu_ratio = f"{statistics.median(cpu[key]['longhaul']) / statistics.median(cpu[key]['llama.cpp']):.2f}"
         if test.startswith("tg"):
             bytes_col = f"{bytes_per_token / 2**20:.1f} MiB"
             if t in bandwidth:
@@ -289,8 +317,9 @@ def main():
                 fr_a = f"{bytes_per_token * statistics.fmean(by_engine['llama.cpp']) / bw:.2f}"
                 fr_b = f"{bytes_per_token * statistics.fmean(by_engine['longhaul']) / bw:.2f}"
         print(f"| {model} | {test} | {t} | {fmt_rate(by_engine['llama.cpp'])} | {fmt_rate(by_engine['longhaul'])} "
-              f"| {statistics.fmean(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {bytes_col} "
-              f"| {fr_a} | {fr_b} |")
+              f"| {statistics.fmean(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {cpu_ratio} | {bytes_col} "
+              f"| {fr_a} | {fr_b} | {cores_busy(by_engine, cpu[key], 'llama.cpp'):.2f} / "
+              f"{cores_busy(by_engine, cpu[key], 'longhaul'):.2f} |")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"args": vars(args), "bandwidth_gb_per_s": bandwidth, "load_start": load_start,

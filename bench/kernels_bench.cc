@@ -1,9 +1,10 @@
-// Quantized kernel micro-benchmarks at the shapes of the two default models.
+// Kernel micro-benchmarks at the shapes of the two default models: quantized matrix products, the thread pool's
+// dispatch cost, and flash attention.
 //
 //   longhaul_bench_kernels --benchmark_filter=Gemv
 //
 // Every case runs on each ISA this CPU supports, so the scalar twin is the peer measured in the same run: compare
-// the avx2 / avx512 rows with the generic row of the same shape. Bytes/s counts weight bytes (decode is bound by
+// the avx2 / avx512 / amx rows with the generic row of the same shape. Bytes/s counts weight bytes (decode is bound by
 // streaming them). Shapes are [n_out x n_in] as the forward pass uses them:
 //   SmolLM2-135M (Q4_1 layers, Q8_0 tied output): q/o 576x576, k/v 192x576, gate/up 1536x576, down 576x1536,
 //     output 49152x576.
@@ -11,6 +12,8 @@
 //     down 640x2048 Q4_K/Q6_K, output 262144x640 Q8_0.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -18,6 +21,7 @@
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "kernels/ops.h"
 #include "kernels/quant.h"
 #include "tensor/half.h"
 
@@ -132,12 +136,15 @@ void register_all() {
             ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, 1, n_threads})
             ->Unit(benchmark::kMicrosecond)
             ->UseRealTime();
-        // Prefill: a 64-token batch (skipped for the vocabulary-sized output heads, which prefill runs on 1 row).
+        // Prefill: 64- and 512-token batches (skipped for the vocabulary-sized output heads, which prefill runs on
+        // 1 row). 512 is a whole pp512 prompt step; on the amx ISA both take the AMX tile kernels.
         if (s.n_out < 10'000 && !huge) {
-          benchmark::RegisterBenchmark("Gemm64", BM_Matmul)
-              ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, 64, n_threads})
-              ->Unit(benchmark::kMicrosecond)
-              ->UseRealTime();
+          for (int64_t n_tokens : {64, 512}) {
+            benchmark::RegisterBenchmark(n_tokens == 64 ? "Gemm64" : "Gemm512", BM_Matmul)
+                ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, n_tokens, n_threads})
+                ->Unit(benchmark::kMicrosecond)
+                ->UseRealTime();
+          }
         }
       }
     }
@@ -168,11 +175,62 @@ void register_quantize() {
   }
 }
 
+// The cost of one parallel region with next to no work in it: what every matmul of a decode step pays on top of
+// its arithmetic. args: n_threads, n_chunks
+void BM_PoolDispatch(benchmark::State& state) {
+  ThreadPool& pool = pool_of(static_cast<int>(state.range(0)));
+  const int64_t n_chunks = state.range(1);
+  std::vector<int64_t> sink(static_cast<size_t>(n_chunks), 0);
+  for (auto _ : state) {
+    pool.for_each_chunk(n_chunks, [&](int64_t c, int) { sink[static_cast<size_t>(c)] += 1; });
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel("threads=" + std::to_string(state.range(0)) + " chunks=" + std::to_string(n_chunks));
+}
+
+// Flash attention of a 16-token block of queries (all heads of one KV head) over a 512-cell page of keys, at the
+// head sizes of SmolLM2 (64, 3 query heads per KV head) and Gemma 3 270M (256, 4). args: isa, head_dim, group
+void BM_FlashAttention(benchmark::State& state) {
+  const auto isa = static_cast<Isa>(state.range(0));
+  const auto d = static_cast<int32_t>(state.range(1));
+  const int32_t n_q = 16 * static_cast<int32_t>(state.range(2)), n_k = 512;
+  const std::vector<float> q = random_activations(static_cast<int64_t>(n_q) * d);
+  std::vector<uint16_t> kv(static_cast<size_t>(n_k) * d);
+  const std::vector<float> kvf = random_activations(static_cast<int64_t>(n_k) * d);
+  for (size_t i = 0; i < kv.size(); ++i) kv[i] = tensor::f32_to_f16(kvf[i]);
+  std::vector<int32_t> q_pos(static_cast<size_t>(n_q), n_k), k_pos(static_cast<size_t>(n_k));
+  for (int32_t j = 0; j < n_k; ++j) k_pos[static_cast<size_t>(j)] = j;
+  std::vector<float> m(static_cast<size_t>(n_q)), l(static_cast<size_t>(n_q)), o(static_cast<size_t>(n_q) * d);
+  const FloatOps& ops = float_ops(isa);
+  for (auto _ : state) {
+    std::fill(m.begin(), m.end(), -INFINITY);
+    std::fill(l.begin(), l.end(), 0.0f);
+    std::fill(o.begin(), o.end(), 0.0f);
+    ops.attention_update(q.data(), d, q_pos.data(), n_q, kv.data(), d, kv.data(), d, k_pos.data(), n_k, 0, d, d,
+                         m.data(), l.data(), o.data(), d);
+    benchmark::DoNotOptimize(o.data());
+  }
+  state.counters["MAC/s"] = benchmark::Counter(2.0 * n_q * n_k * d, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(isa_name(isa)) + " d=" + std::to_string(d) + " queries=" + std::to_string(n_q));
+}
+
+void register_threads_and_attention() {
+  for (int n_threads : {1, 2}) {
+    for (int64_t n_chunks : {1, 8, 64})
+      benchmark::RegisterBenchmark("PoolDispatch", BM_PoolDispatch)->Args({n_threads, n_chunks});
+  }
+  for (Isa isa : supported_isas()) {
+    benchmark::RegisterBenchmark("FlashAttention", BM_FlashAttention)->Args({static_cast<int64_t>(isa), 64, 3});
+    benchmark::RegisterBenchmark("FlashAttention", BM_FlashAttention)->Args({static_cast<int64_t>(isa), 256, 4});
+  }
+}
+
 }  // namespace
 }  // namespace longhaul::kernels
 
 int main(int argc, char** argv) {
   longhaul::kernels::register_all();
+  longhaul::kernels::register_threads_and_attention();
   longhaul::kernels::register_quantize();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -27,7 +27,7 @@ struct BenchFlags {
   int32_t n_batch = 512;
   uint32_t seed = 1234;
   bool json = false;
-  // --kv-policy goes here once KV policies exist; it is passed on in BenchOptions.
+  // --kv-policy belongs here, passed on through BenchOptions (see the note there).
 };
 
 // Weights and parameters as llama-bench counts them: every tensor of the file.
@@ -74,6 +74,18 @@ generate::BenchProgressFn make_progress(const std::string& label) {
 }
 
 int run(const BenchFlags& f) {
+  for (const auto* list : {&f.n_prompt, &f.n_gen, &f.n_depth, &f.n_threads})
+    for (int32_t v : *list)
+      if (v < 0) {
+        report_error("bench sizes and thread counts must be >= 0, got " + std::to_string(v));
+        return kExitUsage;
+      }
+  const std::vector<generate::BenchTest> tests = generate::expand_bench_tests(f.n_prompt, f.n_gen, f.n_depth);
+  if (tests.empty()) {
+    report_error("no tests: -p and -n are both 0");
+    return kExitUsage;
+  }
+
   Result<std::string> path = resolve_model_path(f.model.model);
   if (!path) return report_error(path.message());
   Result<std::unique_ptr<model::Model>> loaded = model::Model::load(*path);
@@ -82,12 +94,6 @@ int run(const BenchFlags& f) {
   const ModelSize size = model_size(m);
   const std::string label = model_label(*path);
   const generate::MachineInfo machine = generate::machine_info();
-
-  for (const auto* list : {&f.n_prompt, &f.n_gen, &f.n_depth, &f.n_threads})
-    for (int32_t v : *list)
-      if (v < 0) return report_error("bench sizes and thread counts must be >= 0, got " + std::to_string(v));
-  const std::vector<generate::BenchTest> tests = generate::expand_bench_tests(f.n_prompt, f.n_gen, f.n_depth);
-  if (tests.empty()) return report_error("no tests: -p and -n are both 0");
 
   if (!f.json) {
     std::printf("| model | size | params | threads | test | t/s | GB/s |\n");
@@ -119,6 +125,7 @@ int run(const BenchFlags& f) {
                            {"tokens_per_s", r->tokens_per_s},
                            {"stddev", r->stddev},
                            {"samples", r->tokens_per_s_samples},
+                           {"cpu_samples", r->cpu_tokens_per_s_samples},
                            {"reps", f.n_reps},
                            {"weight_bytes_per_token", r->weight_bytes_per_token},
                            {"kv_bytes_per_token", r->kv_bytes_per_token},

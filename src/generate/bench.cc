@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <random>
 
 #include "base/sys_info.h"
@@ -63,6 +64,12 @@ Status validate(const BenchTest& test, const BenchOptions& options) {
   return Status::ok();
 }
 
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 std::vector<int32_t> random_tokens(std::mt19937& rng, int32_t n_vocab, int64_t n) {
   std::uniform_int_distribution<int32_t> dist(0, n_vocab - 1);
   std::vector<int32_t> ids(static_cast<size_t>(n));
@@ -112,16 +119,21 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
     cells_before = session->cache().used_bytes() / bytes_per_cell;
 
     const double t0 = now_seconds();
+    const double cpu0 = process_cpu_seconds();
     if (test.is_prompt()) {
       LH_RETURN_IF_ERROR(session->feed(ids));
     } else {
       for (int32_t id : ids) LH_RETURN_IF_ERROR(session->feed(std::span<const int32_t>(&id, 1)));
     }
     const double seconds = now_seconds() - t0;
+    const double cpu_seconds = process_cpu_seconds() - cpu0;
 
     cells_after = session->cache().used_bytes() / bytes_per_cell;
     if (progress) progress(stage, n_measured, n_measured);
-    if (rep >= 0) result.tokens_per_s_samples.push_back(n_measured / std::max(seconds, 1e-12));
+    if (rep >= 0) {
+      result.tokens_per_s_samples.push_back(n_measured / std::max(seconds, 1e-12));
+      result.cpu_tokens_per_s_samples.push_back(n_measured / std::max(cpu_seconds, 1e-12));
+    }
   }
 
   const auto& samples = result.tokens_per_s_samples;

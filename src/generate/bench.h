@@ -49,8 +49,9 @@ struct BenchOptions {
   int32_t n_warmup = 1;    // unmeasured repetitions before them (0 = none)
   int32_t n_batch = 512;   // most prompt tokens per forward step; a pp test uses min(n_prompt, n_batch)
   uint32_t seed = 1234;    // seeds the random token ids (same seed, same ids)
-  // KV policies are not selectable yet. When they land, the policy (name and
-  // options) goes here, is handed to Session::create, and names the result.
+  // The KV policy is not selectable from bench yet: every test runs the "full"
+  // policy. To add it, copy SessionOptions::kv_policy / kv_options here, pass them to
+  // Session::create in run_bench(), and add the policy name to the result and test name.
 };
 
 struct BenchResult {
@@ -60,6 +61,12 @@ struct BenchResult {
   std::vector<double> tokens_per_s_samples;  // [n_reps] one per measured repetition
   double tokens_per_s = 0;   // mean of the samples
   double stddev = 0;         // sample standard deviation (0 for a single repetition)
+  // Tokens per second of process CPU time, one per repetition. With one thread on
+  // an idle machine it equals the wall-clock figure; on a machine shared with
+  // other jobs it leaves out the time this process waited for a core, so
+  // single-thread results stay comparable under load. Meaningless with several
+  // threads (waiting workers spin and count as CPU time).
+  std::vector<double> cpu_tokens_per_s_samples;  // [n_reps]
   // Bytes of weight matrices read per token: the model's per-step bytes times
   // the steps the test takes, divided by its tokens (a pp512 step reads the
   // weights once for 512 tokens).

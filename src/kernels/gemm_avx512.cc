@@ -3,13 +3,15 @@
 // the dot_rows kernels of quant_avx512.cc.
 #include "kernels/isa_kernels.h"
 
-// GCC 12 reports the _mm512_undefined_* operands inside its own AVX-512 intrinsics as maybe-uninitialized.
+// GCC 12 reports the _mm512_undefined_* operands inside its own AVX-512 intrinsics as (maybe) uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include "kernels/x86/x86_common.h"
 #include "kernels/x86/x86_quantize.h"
 #include "kernels/x86/avx512_gemm32.h"
+#include "kernels/x86/avx512_gemm_k.h"
 #endif
 
 namespace longhaul::kernels::detail {
@@ -23,7 +25,19 @@ enum PackId : int {
   kPackQ8Group8,        // Q4_0
   kPackQ8Group16,       // Q5_0
   kPackQ8Group128,      // Q8_0
+  kPackQ8KQ4K,          // Q4_K (chunks reordered to match its nibble layout)
+  kPackQ8KNatural,      // Q6_K
 };
+
+template <class U>
+GemmKernel gemm_k(int pack_id) {
+  GemmKernel k;
+  k.pack_id = pack_id;
+  k.packed_row_bytes = packed_row_bytes_k;
+  k.pack = pack_q8_k<U::kOrder>;
+  k.tile = gemm_k_tile<U>;
+  return k;
+}
 
 template <class G>
 GemmKernel gemm32(int pack_id, void (*pack)(const float*, int64_t, uint8_t*)) {
@@ -50,6 +64,8 @@ void add_avx512_gemm_kernels(IsaKernels& k) {
   k.gemm[slot(DType::Q5_0)] = gemm32<Q5_0Group>(kPackQ8Group16, pack_q8_group<16>);
   k.gemm[slot(DType::Q5_1)] = gemm32<Q5_1Group>(kPackQ8Group1, pack_q8_group<0>);
   k.gemm[slot(DType::Q8_0)] = gemm32<Q8Group>(kPackQ8Group128, pack_q8_group<128>);
+  k.gemm[slot(DType::Q4_K)] = gemm_k<Q4_KUnpack>(kPackQ8KQ4K);
+  k.gemm[slot(DType::Q6_K)] = gemm_k<Q6_KUnpack>(kPackQ8KNatural);
 }
 #else
 void add_avx512_gemm_kernels(IsaKernels&) {}

@@ -3,6 +3,11 @@
 #include <cstdlib>
 #include <string>
 
+#if defined(__linux__) && (defined(__x86_64__) || defined(__i386__))
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include "kernels/quant.h"
 
 namespace longhaul::kernels {
@@ -12,16 +17,33 @@ const char* isa_name(Isa isa) {
     case Isa::kGeneric: return "generic";
     case Isa::kAvx2: return "avx2";
     case Isa::kAvx512: return "avx512";
+    case Isa::kAmx: return "amx";
   }
   return "unknown";
 }
 
 std::optional<Isa> parse_isa(std::string_view name) {
-  for (Isa isa : {Isa::kGeneric, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : {Isa::kGeneric, Isa::kAvx2, Isa::kAvx512, Isa::kAmx}) {
     if (name == isa_name(isa)) return isa;
   }
   return std::nullopt;
 }
+
+namespace {
+// Linux hands out the AMX tile state (8 KiB per thread) only to processes that ask for it, once.
+bool amx_permitted() {
+#if defined(__linux__) && (defined(__x86_64__) || defined(__i386__))
+  static const bool permitted = [] {
+    constexpr long kArchReqXcompPerm = 0x1023;
+    constexpr long kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return permitted;
+#else
+  return false;
+#endif
+}
+}  // namespace
 
 bool cpu_supports(Isa isa) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -35,6 +57,10 @@ bool cpu_supports(Isa isa) {
       return cpu_supports(Isa::kAvx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
              __builtin_cpu_supports("avx512vnni");
+    case Isa::kAmx:
+      return cpu_supports(Isa::kAvx512) && __builtin_cpu_supports("avx512vbmi") &&
+             __builtin_cpu_supports("avx512bitalg") && __builtin_cpu_supports("amx-tile") &&
+             __builtin_cpu_supports("amx-int8") && amx_permitted();
   }
   return false;
 #else
@@ -44,7 +70,7 @@ bool cpu_supports(Isa isa) {
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> isas;
-  for (Isa isa : {Isa::kGeneric, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : {Isa::kGeneric, Isa::kAvx2, Isa::kAvx512, Isa::kAmx}) {
     if (cpu_supports(isa)) isas.push_back(isa);
   }
   return isas;
@@ -53,7 +79,7 @@ std::vector<Isa> supported_isas() {
 Result<Isa> resolve_isa(const char* forced) {
   if (forced == nullptr || forced[0] == '\0') return supported_isas().back();
   const std::optional<Isa> isa = parse_isa(forced);
-  if (!isa) return Status::error(std::string("LONGHAUL_ISA='") + forced + "' is not one of generic, avx2, avx512");
+  if (!isa) return Status::error(std::string("LONGHAUL_ISA='") + forced + "' is not one of generic, avx2, avx512, amx");
   if (!cpu_supports(*isa)) {
     return Status::error(std::string("LONGHAUL_ISA='") + forced + "' forces an ISA this CPU does not support");
   }

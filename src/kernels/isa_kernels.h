@@ -39,6 +39,12 @@ struct GemmKernel {
   //   w: [n_rows, n_in] with row stride w_stride_bytes; act: [n_tokens, packed_row_bytes(n_in)] packed rows.
   void (*tile)(int64_t n_in, const uint8_t* w, int64_t w_stride_bytes, int64_t n_rows, const uint8_t* act,
                int64_t act_stride_bytes, int64_t n_tokens, float* y, int64_t ldy) = nullptr;
+  // How matmul splits a call into tile() calls: rows per chunk are a multiple of chunk_rows_multiple, and a chunk
+  // covers chunk_tokens tokens (0 = all of them). The packed activation buffer holds n_tokens rounded up to
+  // token_multiple rows (the extra rows zero), which tile() may read.
+  int64_t chunk_rows_multiple = 4;
+  int64_t chunk_tokens = 64;
+  int64_t token_multiple = 1;
 };
 
 struct IsaKernels {
@@ -47,13 +53,18 @@ struct IsaKernels {
   QuantizeFn quantize[kNumTypeSlots] = {};     // by destination type
   DequantizeFn dequantize[kNumTypeSlots] = {};  // by source type
   GemmKernel gemm[kNumTypeSlots] = {};         // by weight type; tile == nullptr: matmul uses dot_rows
+  // By weight type, for calls of at least kLargeMinTokens tokens (prompt processing); tile == nullptr: use gemm.
+  GemmKernel gemm_large[kNumTypeSlots] = {};
 };
+
+constexpr int64_t kLargeMinTokens = 32;
 
 inline int slot(tensor::DType type) { return static_cast<int>(type); }
 
 const IsaKernels& generic_kernels();
 const IsaKernels& avx2_kernels();    // quant_avx2.cc
 const IsaKernels& avx512_kernels();  // quant_avx512.cc
+const IsaKernels& amx_kernels();     // gemm_amx.cc: avx512_kernels() plus gemm_large
 // gemm_avx512.cc: fills `k.gemm` for the types it covers when this CPU has the extra AVX-512 features those kernels
 // use (VBMI byte permutes, BITALG bit shuffles); leaves it untouched otherwise.
 void add_avx512_gemm_kernels(IsaKernels& k);

@@ -1,6 +1,7 @@
 // Threaded quantized matrix multiply: quantize the activations once, then split the output rows (and, for long
 // batches, the tokens) into chunks that the pool's threads claim.
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "base/status.h"
@@ -23,9 +24,9 @@ constexpr int64_t kMinParallelWork = 96 * 1024;
 // About this many chunks per thread, so that a thread the OS descheduled (the machine may be shared) costs a
 // few chunks, not half the work.
 constexpr int64_t kChunksPerThread = 8;
-// Gemm path: tokens per chunk for long batches. The chunk's packed activations (64 tokens of a few KiB) stay in
-// L2 while its rows pass over them.
-constexpr int64_t kGemmTokensPerChunk = 64;
+// At most this many weight bytes per chunk: the threads of a decode step stream a large matrix (a vocabulary-sized
+// output head is 30-180 MB) at memory speed, and the last chunk is what one of them waits for at the end.
+constexpr int64_t kMaxChunkWeightBytes = 256 * 1024;
 // Activation rows are quantized in parallel when there are at least this many.
 constexpr int64_t kMinTokensToQuantizeInParallel = 16;
 
@@ -35,7 +36,8 @@ struct ActFormat {
   detail::QuantizeFn quantize = nullptr;
   int key = 0;                               // pack_id (> 0) or -(act_type) - 1
   int64_t row_bytes = 0;
-  uint8_t* data = nullptr;                   // [n_tokens, row_bytes], or x itself for f32 activations
+  int64_t n_rows = 0;                        // n_tokens rounded up to the kernel's token_multiple
+  uint8_t* data = nullptr;                   // [n_rows, row_bytes], or x itself for f32 activations
 };
 
 struct Part {
@@ -113,13 +115,15 @@ void run_chunk(const Call& call, int64_t chunk) {
                f.row_bytes, t_end - t_begin, p.y + t_begin * p.ldy + r_begin, p.ldy);
 }
 
-// Rows per chunk: about kChunksPerThread chunks per thread over the whole call, none below the work floor, a
-// multiple of 4 (of 16 for long matrices, so a chunk starts on a cache-line-friendly row).
-int64_t rows_per_chunk(int64_t n_out, int64_t n_in, int64_t tokens, int64_t total_work, int n_threads) {
+// Rows per chunk: about kChunksPerThread chunks per thread over the whole call, none below the work floor, none
+// above kMaxChunkWeightBytes of weights, a multiple of `multiple` (the kernel's row tile).
+int64_t rows_per_chunk(int64_t n_out, int64_t n_in, int64_t w_row_bytes, int64_t tokens, int64_t total_work,
+                       int n_threads, int64_t multiple) {
   if (n_threads == 1) return n_out;
   const int64_t target_work = std::max(kMinChunkWork, total_work / (n_threads * kChunksPerThread));
   int64_t rows = std::max<int64_t>(1, target_work / std::max<int64_t>(1, n_in * tokens));
-  rows = (rows + 3) / 4 * 4;
+  rows = std::min(rows, std::max<int64_t>(1, kMaxChunkWeightBytes / w_row_bytes));
+  rows = (rows + multiple - 1) / multiple * multiple;
   return std::min(rows, n_out);
 }
 
@@ -150,7 +154,10 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
                                         " is not a multiple of the " + tensor::dtype_name(t.type) + " block size " +
                                         std::to_string(block));
     if (t.n_out <= 0) continue;
-    const detail::GemmKernel& g = kernels.gemm[detail::slot(t.type)];
+    const detail::GemmKernel& g = n_tokens >= detail::kLargeMinTokens &&
+                                          kernels.gemm_large[detail::slot(t.type)].tile != nullptr
+                                      ? kernels.gemm_large[detail::slot(t.type)]
+                                      : kernels.gemm[detail::slot(t.type)];
     Part& p = call.parts[call.n_parts++];
     p.w = static_cast<const uint8_t*>(t.w);
     p.w_row_bytes = tensor::row_size_bytes(t.type, n_in);
@@ -179,7 +186,10 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
         af.row_bytes = n_in * static_cast<int64_t>(sizeof(float));
         af.data = const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(x));  // read as they are
       }
-      if (af.data == nullptr) scratch_bytes += af.row_bytes * n_tokens;
+      af.n_rows = p.gemm != nullptr ? (n_tokens + p.gemm->token_multiple - 1) / p.gemm->token_multiple *
+                                          p.gemm->token_multiple
+                                    : n_tokens;
+      if (af.data == nullptr) scratch_bytes += af.row_bytes * af.n_rows;
     }
     p.format = f;
   }
@@ -191,8 +201,11 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
   int n_to_quantize = 0;
   for (int f = 0; f < call.n_formats; ++f) {
     if (call.formats[f].data != nullptr) continue;
-    call.formats[f].data = next;
-    next += call.formats[f].row_bytes * n_tokens;
+    ActFormat& af = call.formats[f];
+    af.data = next;
+    next += af.row_bytes * af.n_rows;
+    // Padding rows (read by kernels that work on whole tiles of tokens) are zero.
+    std::memset(af.data + af.row_bytes * n_tokens, 0, static_cast<size_t>(af.row_bytes * (af.n_rows - n_tokens)));
     ++n_to_quantize;
   }
   if (n_to_quantize > 0) {
@@ -217,8 +230,14 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
   const int n_threads = total_work < kMinParallelWork ? 1 : pool.n_threads();
   for (int i = 0; i < call.n_parts; ++i) {
     Part& p = call.parts[i];
-    p.tokens_per_chunk = p.gemm != nullptr && n_tokens > kGemmTokensPerChunk ? kGemmTokensPerChunk : n_tokens;
-    p.rows_per_chunk = rows_per_chunk(p.n_out, n_in, p.tokens_per_chunk, total_work, n_threads);
+    p.tokens_per_chunk = n_tokens;
+    int64_t row_multiple = 4;
+    if (p.gemm != nullptr) {
+      if (p.gemm->chunk_tokens > 0) p.tokens_per_chunk = std::min(n_tokens, p.gemm->chunk_tokens);
+      row_multiple = p.gemm->chunk_rows_multiple;
+    }
+    p.rows_per_chunk =
+        rows_per_chunk(p.n_out, n_in, p.w_row_bytes, p.tokens_per_chunk, total_work, n_threads, row_multiple);
     p.n_row_chunks = (p.n_out + p.rows_per_chunk - 1) / p.rows_per_chunk;
     const int64_t n_token_chunks = (n_tokens + p.tokens_per_chunk - 1) / p.tokens_per_chunk;
     p.first_chunk = call.n_chunks;

@@ -1,14 +1,21 @@
 // Float operations of the transformer block other than matrix products:
 // norms, rotary embeddings, activations, softmax, and the f16 vector helpers
 // attention uses over the KV cache. Shapes are given per call.
+//
+// ISA: the functions marked [simd] run through the table of the active ISA (FloatOps below): the scalar twins in
+// namespace ref (kernels/ref/ops_ref.cc) on generic, AVX2 + F16C versions of the f16 helpers on avx2
+// (ops_avx2.cc), AVX-512 versions of all of them on avx512 (ops_avx512.cc). The SIMD versions round differently
+// from the twins (vector exp, other summation orders); tests/unit/kernels/ops_test.cc bounds the difference.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "kernels/isa.h"
+
 namespace longhaul::kernels {
 
-// y[i] = x[i] / sqrt(mean(x^2) + eps) * w[i]   (w may be null: no scale)
+// [simd] y[i] = x[i] / sqrt(mean(x^2) + eps) * w[i]   (w may be null: no scale)
 // The sum of squares is accumulated in double, as llama.cpp does, so long rows
 // (n_embd up to a few thousand) lose no precision.
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
@@ -30,20 +37,75 @@ struct RopeAngles {
 // x: [n_heads, head_dim]; angles: [n_rot/2, 2] for this token's position.
 void rope(float* x, int32_t n_heads, int32_t head_dim, int32_t n_rot, const float* angles, RopeStyle style);
 
-// out[i] = silu(gate[i]) * up[i]   (SwiGLU, Shazeer 2020)
+// [simd] out[i] = silu(gate[i]) * up[i]   (SwiGLU, Shazeer 2020)
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
-// out[i] = gelu_tanh(gate[i]) * up[i]   (GeGLU with the tanh approximation, as Gemma uses)
+// [simd] out[i] = gelu_tanh(gate[i]) * up[i]   (GeGLU with the tanh approximation, as Gemma uses)
 void gelu_mul(const float* gate, const float* up, float* out, int64_t n);
 
-// In-place softmax over n values; returns the sum of exponentials before normalisation.
+// [simd] In-place softmax over n values; returns the sum of exponentials before normalisation.
+// Entries of -infinity get probability 0; at least one entry must be finite.
 float softmax(float* x, int64_t n);
 
 void add(const float* a, const float* b, float* out, int64_t n);
 void scale(float* x, float s, int64_t n);
 
-// f16 vector helpers (x86 F16C when the active ISA has it, scalar otherwise).
-float dot_f16_f32(const uint16_t* a, const float* b, int64_t n);   // sum a[i] * b[i]
-void axpy_f16(float alpha, const uint16_t* x, float* y, int64_t n);  // y += alpha * x
+// f16 vector helpers.
+float dot_f16_f32(const uint16_t* a, const float* b, int64_t n);     // [simd] sum a[i] * b[i]
+void axpy_f16(float alpha, const uint16_t* x, float* y, int64_t n);  // [simd] y += alpha * x
+void f32_to_f16_row(const float* x, uint16_t* y, int64_t n);         // [simd] round to nearest even
+
+// Attention over rows of f16 (one head's keys or values in a KV page), n_rows rows of d elements, row stride
+// `stride` elements:
+//   [simd] scores[r] = dot(q, k[r])                  q: [d] f32, k: [n_rows, stride] f16, scores: [n_rows]
+void dot_f16_rows(const float* q, const uint16_t* k, int64_t stride, int64_t n_rows, int32_t d, float* scores);
+//   [simd] out += sum_r p[r] * v[r]                  p: [n_rows], v: [n_rows, stride] f16, out: [d]
+void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int64_t n_rows, int32_t d, float* out);
+
+// [simd] One step of flash attention (Dao et al., 2022: softmax computed online, key block by key block) for n_q
+// queries over a run of n_k keys and values, updating each query's running maximum m, running sum of
+// exponentials l and unnormalised output o; the attention output of a query is o / l once every key has been
+// seen. Start with m = -infinity, l = 0, o = 0.
+//   q: [n_q, q_stride] f32 (already scaled), q_pos: [n_q] query positions
+//   k: [n_k, k_stride] f16, v: [n_k, v_stride] f16, k_pos: [n_k] key positions
+//   m, l: [n_q]; o: [n_q, o_stride] f32, dv used
+// Query i sees key j iff k_pos[j] <= q_pos[i] and (window <= 0 or q_pos[i] - k_pos[j] < window).
+void attention_update(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
+                      int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
+                      int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+
+// The [simd] functions of one ISA. Tests compare every supported ISA's table with namespace ref.
+struct FloatOps {
+  void (*rms_norm)(const float* x, const float* w, float* y, int64_t n, float eps);
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
+  void (*gelu_mul)(const float* gate, const float* up, float* out, int64_t n);
+  float (*softmax)(float* x, int64_t n);
+  float (*dot_f16_f32)(const uint16_t* a, const float* b, int64_t n);
+  void (*axpy_f16)(float alpha, const uint16_t* x, float* y, int64_t n);
+  void (*f32_to_f16_row)(const float* x, uint16_t* y, int64_t n);
+  void (*dot_f16_rows)(const float* q, const uint16_t* k, int64_t stride, int64_t n_rows, int32_t d, float* scores);
+  void (*accumulate_f16_rows)(const float* p, const uint16_t* v, int64_t stride, int64_t n_rows, int32_t d,
+                              float* out);
+  void (*attention_update)(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
+                           int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
+                           int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+};
+// The table of `isa` (which this CPU must support).
+const FloatOps& float_ops(Isa isa);
+
+namespace ref {
+// Scalar twins of the [simd] functions.
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+void gelu_mul(const float* gate, const float* up, float* out, int64_t n);
+float softmax(float* x, int64_t n);
+float dot_f16_f32(const uint16_t* a, const float* b, int64_t n);
+void axpy_f16(float alpha, const uint16_t* x, float* y, int64_t n);
 void f32_to_f16_row(const float* x, uint16_t* y, int64_t n);
+void dot_f16_rows(const float* q, const uint16_t* k, int64_t stride, int64_t n_rows, int32_t d, float* scores);
+void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int64_t n_rows, int32_t d, float* out);
+void attention_update(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
+                      int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
+                      int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+}  // namespace ref
 
 }  // namespace longhaul::kernels

@@ -6,39 +6,25 @@
 //
 // ISA: every kernel has a scalar twin in kernels/ref/ (namespace ref), and SIMD versions in one translation unit per
 // ISA (quant_avx2.cc, quant_avx512.cc, sharing kernels/x86/*.h). The ISA is chosen once per process (active_isa()).
-// SIMD coverage, identical on avx2 and avx512 (avx512 adds VNNI dot products for the 32-element block types):
-//   dot products: all 13 weight types (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32);
+// SIMD coverage:
+//   dot products (vec_dot, and matmul where no gemm kernel below applies): all 13 weight types (Q4_0 Q4_1 Q5_0 Q5_1
+//     Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32) on avx2 and avx512 (avx512 adds VNNI for the 32-block types);
+//   matmul on avx512 with VBMI + BITALG (gemm_avx512.cc): Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q6_K read activations packed
+//     once per call for 512-bit loads (kernels/x86/avx512_gemm32.h, avx512_gemm_k.h);
+//   matmul of 32 tokens or more on amx (gemm_amx.cc): the same types on AMX-INT8 tiles;
 //   activation quantizers: Q8_0 Q8_1 Q8_K F16 (bit-identical to the scalar twins);
 //   scalar on every ISA: dequantize_row / get_rows, and quantize_row for BF16 and the weight types.
 #pragma once
 
 #include <cstdint>
-#include <optional>
-#include <string_view>
 #include <vector>
 
 #include "base/status.h"
 #include "base/thread_pool.h"
+#include "kernels/isa.h"
 #include "tensor/dtype.h"
 
 namespace longhaul::kernels {
-
-enum class Isa { kGeneric, kAvx2, kAvx512 };
-
-// The ISA every kernel call uses, chosen on first use: the best one this CPU supports, or the one the environment
-// variable LONGHAUL_ISA (generic | avx2 | avx512) forces. Forcing an ISA the CPU lacks, or an unknown value, prints a
-// one-line error naming it and exits with status 1. Thread-safe (function-local static).
-Isa active_isa();
-const char* isa_name(Isa isa);
-// Parses a LONGHAUL_ISA value; nullopt for an unknown name.
-std::optional<Isa> parse_isa(std::string_view name);
-// The ISA active_isa() picks for a LONGHAUL_ISA value (nullptr or "" = not set: the best supported one), or the
-// one-line error it prints before exiting: an unknown name, or an ISA this CPU lacks.
-Result<Isa> resolve_isa(const char* forced);
-// Whether this CPU (and OS) can run code built for `isa`.
-bool cpu_supports(Isa isa);
-// Every ISA this CPU can run, generic first; tests loop over it.
-std::vector<Isa> supported_isas();
 
 // The activation type a weight type's dot product consumes: Q4_0/Q5_0/Q8_0 -> Q8_0, Q4_1/Q5_1 -> Q8_1,
 // Q2_K..Q6_K -> Q8_K, F16 -> F16, BF16 -> BF16, F32 -> F32.

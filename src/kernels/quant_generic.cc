@@ -77,6 +77,7 @@ const IsaKernels& kernels_for(Isa isa) {
     case Isa::kGeneric: return generic_kernels();
     case Isa::kAvx2: return avx2_kernels();
     case Isa::kAvx512: return avx512_kernels();
+    case Isa::kAmx: return amx_kernels();
   }
   LH_CHECK_MSG(false, "unknown Isa " + std::to_string(static_cast<int>(isa)));
 }

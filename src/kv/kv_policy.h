@@ -3,7 +3,7 @@
 // A policy is one object per Session (one per cache) and decides, between
 // forward steps, which cells of each layer survive. It never runs inside a step
 // except to observe attention probabilities (observe_scores), which policies
-// ranking cells by attention (H2O, TOVA, SnapKV) accumulate.
+// ranking cells by attention (H2O, A2SF, TOVA, SnapKV) accumulate.
 //
 // Protocol, per sequence, as the Session drives it:
 //   1. plan_eviction(cache, seq, next)   const: which cells each layer keeps so that
@@ -17,6 +17,8 @@
 //   4. Model::forward(...)               appends the step's cells; during it,
 //                                        observe_scores(...) is called from worker threads.
 // Steps 1-2 are skipped when the plan keeps everything (plan.evict == false).
+// When the Session rewinds (reset, chat truncation) the cache is cut first, then
+// truncate(cache, seq, n_cells) lets the policy drop its state past the cut.
 //
 // Cells of a layer stay in position order (eviction keeps order, appends come last),
 // and every layer holds the same number of cells (plans keep a count that depends

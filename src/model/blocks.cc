@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/ops.h"
 #include "kernels/quant.h"
@@ -31,42 +32,163 @@ kernels::MatmulTarget matmul_target(const Weight& w, float* out) { return {w.typ
 
 // Attention of one query head of one token over the cells of its sequence.
 //   q:      [head_dim_k] (already scaled)
-//   out:    [head_dim_v]
+//   out:    [head_dim_v], or null: probabilities only
 //   scores: [n_cells] scratch; on return the attention probabilities (0 for masked cells)
 void attend_one(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_t kv_head, int32_t query_pos,
                 int32_t window, const float* q, int32_t dk, int32_t dv, float* scores, float* out) {
   const int32_t n_cells = cache.n_cells(seq, il);
   const std::span<const int32_t> positions = cache.positions(seq, il);
   const int32_t page = cache.page_tokens();
-  float max_score = -INFINITY;
-  for (int32_t c = 0; c < n_cells; ++c) {
+  auto visible = [&](int32_t c) {
     const int32_t p = positions[static_cast<size_t>(c)];
-    const bool visible = p <= query_pos && (window <= 0 || query_pos - p < window);
-    if (!visible) {
-      scores[c] = -INFINITY;
-      continue;
+    return p <= query_pos && (window <= 0 || query_pos - p < window);
+  };
+  // Calls fn(first, count) for each run of consecutive visible cells inside one page: the keys (values) of a
+  // head in a run are contiguous rows, so one kernel call serves the run.
+  auto for_each_visible_run = [&](auto&& fn) {
+    for (int32_t c = 0; c < n_cells;) {
+      if (!visible(c)) {
+        ++c;
+        continue;
+      }
+      const int32_t page_end = std::min(n_cells, (c / page + 1) * page);
+      int32_t e = c + 1;
+      while (e < page_end && visible(e)) ++e;
+      fn(c, e - c);
+      c = e;
     }
-    // Keys of a head are contiguous within a page; fetch the page pointer once per page.
-    const uint16_t* key = cache.key(seq, il, kv_head, c);
-    scores[c] = kernels::dot_f16_f32(key, q, dk);
-    max_score = std::max(max_score, scores[c]);
+  };
+  std::fill(scores, scores + n_cells, -INFINITY);
+  int32_t end = 0;  // one past the last visible cell (causal prompts: the cells after the query are all masked)
+  for_each_visible_run([&](int32_t first, int32_t count) {
+    kernels::dot_f16_rows(q, cache.key(seq, il, kv_head, first), dk, count, dk, scores + first);
+    end = first + count;
+  });
+  if (out != nullptr) std::fill(out, out + dv, 0.0f);
+  if (end == 0) return;  // nothing visible: cannot happen for a token that sees itself
+  // Masked cells get probability 0. Left normalised in `scores`: KV policies that rank cells by attention read it.
+  kernels::softmax(scores, end);
+  std::fill(scores + end, scores + n_cells, 0.0f);
+  if (out == nullptr) return;
+  for_each_visible_run([&](int32_t first, int32_t count) {
+    kernels::accumulate_f16_rows(scores + first, cache.value(seq, il, kv_head, first), dv, count, dv, out);
+  });
+}
+
+// Flash attention (Dao et al., 2022) for every query of the step, used when no KV policy needs the probabilities.
+// A task is a block of up to kFlashBlockTokens consecutive tokens of one sequence and one KV head: its queries
+// (every query head of the KV head's group, for each token) pass over the sequence's cells page by page, so each
+// key and value is converted once for all of them. When there are fewer tasks than threads (decode), the cells
+// are also split into ranges whose partial results are merged at the end.
+constexpr int32_t kFlashBlockTokens = 16;
+constexpr int32_t kFlashMinCellsPerSplit = 256;
+constexpr int32_t kFlashTasksPerThread = 4;
+
+void attend_flash(StepContext& step, int32_t il, int32_t window) {
+  const ModelConfig& cfg = step.config;
+  ForwardState& st = step.state;
+  const int32_t dk = cfg.head_dim_k, dv = cfg.head_dim_v;
+  const int32_t n_head = cfg.n_head, n_head_kv = cfg.n_head_kv, group = n_head / n_head_kv;
+  const int64_t q_row = static_cast<int64_t>(n_head) * dk;  // q: [n_tokens, n_head * dk]
+  const int32_t page = step.cache.page_tokens();
+
+  // Token blocks: [block_start[b], block_start[b + 1]) share a sequence.
+  thread_local std::vector<int32_t> block_start;
+  block_start.clear();
+  for (int32_t t = 0; t < step.n_tokens; ++t) {
+    const bool new_block = block_start.empty() || t - block_start.back() == kFlashBlockTokens ||
+                           step.batch.seq_ids[static_cast<size_t>(t)] != step.batch.seq_ids[static_cast<size_t>(t - 1)];
+    if (new_block) block_start.push_back(t);
   }
-  std::fill(out, out + dv, 0.0f);
-  if (max_score == -INFINITY) return;  // nothing visible: cannot happen for a token that sees itself
-  double sum = 0.0;
-  for (int32_t c = 0; c < n_cells; ++c) {
-    const float e = scores[c] == -INFINITY ? 0.0f : std::exp(scores[c] - max_score);
-    scores[c] = e;
-    sum += e;
+  const auto n_blocks = static_cast<int32_t>(block_start.size());
+  block_start.push_back(step.n_tokens);
+  // Worker threads have thread_local vectors of their own: the task lambda reads the caller's through a pointer.
+  const int32_t* const starts = block_start.data();
+
+  int32_t max_cells = 0;
+  for (int32_t b = 0; b < n_blocks; ++b)
+    max_cells = std::max(max_cells, step.cache.n_cells(step.batch.seq_ids[static_cast<size_t>(block_start[b])], il));
+  // About kFlashTasksPerThread tasks per thread, so that threads finish together; a split keeps at least
+  // kFlashMinCellsPerSplit cells, below which merging costs more than it saves.
+  int32_t n_splits = 1;
+  const int64_t n_units = static_cast<int64_t>(n_blocks) * n_head_kv;
+  const int64_t want_tasks = static_cast<int64_t>(kFlashTasksPerThread) * step.pool.n_threads();
+  if (step.pool.n_threads() > 1 && n_units < want_tasks)
+    n_splits = std::max(1, std::min<int32_t>(static_cast<int32_t>((want_tasks + n_units - 1) / n_units),
+                                             max_cells / kFlashMinCellsPerSplit));
+  const int32_t cells_per_split = ((max_cells + n_splits - 1) / n_splits + page - 1) / page * page;
+
+  // Per task: m, l and o of its queries ([n_q] + [n_q] + [n_q, dv]).
+  const int32_t max_q = kFlashBlockTokens * group;
+  const int64_t task_floats = static_cast<int64_t>(max_q) * (dv + 2);
+  const int64_t n_tasks = n_units * n_splits;
+  thread_local std::vector<float> partials;
+  if (static_cast<int64_t>(partials.size()) < n_tasks * task_floats)
+    partials.resize(static_cast<size_t>(n_tasks * task_floats));
+  float* const partials_base = partials.data();
+
+  step.pool.for_each_chunk(n_tasks, [&](int64_t task, int) {
+    thread_local std::vector<float> q_buf;     // [n_q, dk]
+    thread_local std::vector<int32_t> q_pos;  // [n_q]
+    const int32_t split = static_cast<int32_t>(task % n_splits);
+    const int64_t unit = task / n_splits;
+    const int32_t b = static_cast<int32_t>(unit / n_head_kv), kv_head = static_cast<int32_t>(unit % n_head_kv);
+    const int32_t t0 = starts[b], t1 = starts[b + 1];
+    const int32_t n_q = (t1 - t0) * group;
+    q_buf.resize(static_cast<size_t>(max_q) * dk);
+    q_pos.resize(static_cast<size_t>(max_q));
+    for (int32_t t = t0; t < t1; ++t) {
+      for (int32_t g = 0; g < group; ++g) {
+        const int32_t i = (t - t0) * group + g;
+        const float* src = st.q.data() + t * q_row + static_cast<int64_t>(kv_head * group + g) * dk;
+        std::copy(src, src + dk, q_buf.data() + static_cast<int64_t>(i) * dk);
+        q_pos[static_cast<size_t>(i)] = step.batch.positions[static_cast<size_t>(t)];
+      }
+    }
+    float* m = partials_base + task * task_floats;
+    float* l = m + max_q;
+    float* o = l + max_q;
+    std::fill(m, m + n_q, -INFINITY);
+    std::fill(l, l + n_q, 0.0f);
+    std::fill(o, o + static_cast<int64_t>(n_q) * dv, 0.0f);
+    const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t0)];
+    const int32_t n_cells = step.cache.n_cells(seq, il);
+    const int32_t* positions = step.cache.positions(seq, il).data();
+    const int32_t c_end = std::min(n_cells, (split + 1) * cells_per_split);
+    // Keys of a head are contiguous rows within a page: one update per page.
+    for (int32_t c0 = split * cells_per_split; c0 < c_end; c0 += page) {
+      const int32_t n = std::min(page, c_end - c0);
+      kernels::attention_update(q_buf.data(), dk, q_pos.data(), n_q, step.cache.key(seq, il, kv_head, c0), dk,
+                                step.cache.value(seq, il, kv_head, c0), dv, positions + c0, n, window, dk, dv, m, l,
+                                o, dv);
+    }
+  });
+
+  // Merge the splits of each unit (rescaling each to the common maximum) and normalise into st.attn.
+  for (int64_t unit = 0; unit < n_units; ++unit) {
+    const int32_t b = static_cast<int32_t>(unit / n_head_kv), kv_head = static_cast<int32_t>(unit % n_head_kv);
+    const int32_t t0 = block_start[b], t1 = block_start[b + 1];
+    for (int32_t i = 0; i < (t1 - t0) * group; ++i) {
+      const int32_t t = t0 + i / group, h = kv_head * group + i % group;
+      float* out = st.attn.data() + static_cast<int64_t>(t) * n_head * dv + static_cast<int64_t>(h) * dv;
+      float m_all = -INFINITY;
+      for (int32_t s = 0; s < n_splits; ++s)
+        m_all = std::max(m_all, partials_base[(unit * n_splits + s) * task_floats + i]);
+      std::fill(out, out + dv, 0.0f);
+      if (m_all == -INFINITY) continue;  // nothing visible: cannot happen for a token that sees itself
+      float l_all = 0.0f;
+      for (int32_t s = 0; s < n_splits; ++s) {
+        const float* m = partials_base + (unit * n_splits + s) * task_floats;
+        if (m[i] == -INFINITY) continue;
+        const float w = std::exp(m[i] - m_all);
+        l_all += w * m[max_q + i];
+        const float* o = m + 2 * max_q + static_cast<int64_t>(i) * dv;
+        for (int32_t c = 0; c < dv; ++c) out[c] += w * o[c];
+      }
+      const float inv = 1.0f / l_all;
+      for (int32_t c = 0; c < dv; ++c) out[c] *= inv;
+    }
   }
-  const float inv = static_cast<float>(1.0 / sum);
-  for (int32_t c = 0; c < n_cells; ++c) {
-    if (scores[c] == 0.0f) continue;
-    // Left normalised in `scores`: KV policies that rank cells by attention read it.
-    scores[c] *= inv;
-    kernels::axpy_f16(scores[c], cache.value(seq, il, kv_head, c), out, dv);
-  }
-  (void)page;
 }
 
 }  // namespace
@@ -116,29 +238,30 @@ void self_attention(StepContext& step, int32_t il) {
     }
   });
 
-  // Attention: one task per (token, query head). GQA maps query head h to KV head h / (n_head / n_head_kv).
+  // Attention. GQA maps query head h to KV head h / (n_head / n_head_kv).
   const int32_t window = local ? cfg.sliding_window : 0;
   const int32_t group = n_head / n_head_kv;
-  const int64_t n_tasks = static_cast<int64_t>(n_tokens) * n_head;
-  const int64_t scores_stride = static_cast<int64_t>(st.scores.size()) / step.pool.n_threads();
+  attend_flash(step, il, window);
+  // A KV policy that reads the probabilities gets every query's row from a second pass (one task per token and
+  // query head); the output above stays the same with or without it, bit for bit.
   const bool observe = step.policy != nullptr && step.policy->needs_scores();
-  // Tasks are claimed one at a time (later tokens of a prompt see more keys); scores are per running thread.
-  step.pool.for_each_chunk(n_tasks, [&](int64_t task, int i_thread) {
-    float* scores = st.scores.data() + i_thread * scores_stride;
-    {
+  if (observe) {
+    const int64_t n_tasks = static_cast<int64_t>(n_tokens) * n_head;
+    const int64_t scores_stride = static_cast<int64_t>(st.scores.size()) / step.pool.n_threads();
+    // Tasks are claimed one at a time (later tokens of a prompt see more keys); scores are per running thread.
+    step.pool.for_each_chunk(n_tasks, [&](int64_t task, int i_thread) {
+      float* scores = st.scores.data() + i_thread * scores_stride;
       const int64_t t = task / n_head;
       const int32_t h = static_cast<int32_t>(task % n_head);
       const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t)];
       const int32_t query_pos = step.batch.positions[static_cast<size_t>(t)];
       attend_one(step.cache, seq, il, h / group, query_pos, window,
-                 st.q.data() + t * q_row + static_cast<int64_t>(h) * dk, dk, dv, scores,
-                 st.attn.data() + t * static_cast<int64_t>(n_head) * dv + static_cast<int64_t>(h) * dv);
+                 st.q.data() + t * q_row + static_cast<int64_t>(h) * dk, dk, dv, scores, nullptr);
       // Score-based KV policies (H2O, TOVA, SnapKV) accumulate this row; no [n_query, n_key] matrix is kept.
-      if (observe)
-        step.policy->observe_scores(seq, il, h / group, query_pos,
-                                    std::span<const float>(scores, static_cast<size_t>(step.cache.n_cells(seq, il))));
-    }
-  });
+      step.policy->observe_scores(seq, il, h / group, query_pos,
+                                  std::span<const float>(scores, static_cast<size_t>(step.cache.n_cells(seq, il))));
+    });
+  }
 
   project(step, lw.attn_output, st.attn.data(), n_tokens, st.proj.data());
 }
@@ -152,7 +275,8 @@ void feed_forward(StepContext& step, int32_t il) {
                                            matmul_target(lw.ffn_up, st.up.data())};
   kernels::matmul_fused(gate_up, 2, lw.ffn_gate.n_in, st.xn.data(), n_tokens, step.pool, st.matmul[0]);
   const int64_t n = static_cast<int64_t>(n_tokens) * cfg.n_ff;
-  step.pool.parallel_for(n, 1024, [&](int64_t b, int64_t e) {
+  // Chunks of 4096 elements: a decode step's row (n_ff of a few thousand) runs inline, without waking the pool.
+  step.pool.parallel_for(n, 4096, [&](int64_t b, int64_t e) {
     if (cfg.activation == FfnActivation::kGelu) {
       kernels::gelu_mul(st.gate.data() + b, st.up.data() + b, st.gate.data() + b, e - b);
     } else {

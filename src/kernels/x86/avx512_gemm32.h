@@ -201,6 +201,18 @@ using Q5_1Group = NibbleGroup<kLayoutQ5_1>;
 
 // ---- The tile: NT activation rows against one weight row at a time.
 
+// Decode (one token) streams each weight once from memory; software prefetches this far ahead in the weight stream
+// (rows of a chunk are consecutive) keep more lines in flight than the hardware prefetcher does: +25% bandwidth
+// on a 178 MB matrix with two threads here.
+constexpr int kPrefetchBytes = 2048;
+
+// The first kPrefetchBytes of a chunk's weights, which the running prefetch of the rows before it did not cover
+// (the chunk before it in memory went to another thread, or the matrix just started).
+inline void prefetch_start(const uint8_t* w, int64_t n_bytes) {
+  const int64_t end = n_bytes < kPrefetchBytes ? n_bytes : kPrefetchBytes;
+  for (int64_t off = 0; off < end; off += 64) _mm_prefetch(reinterpret_cast<const char*>(w + off), _MM_HINT_T0);
+}
+
 template <class G, int NT>
 struct Tile32 {
   // Adds group g (at activation byte offset a_off of every row) of the weight row to the NT accumulators.
@@ -226,7 +238,12 @@ struct Tile32 {
     __m512 acc[NT], acc_m[NT];
     for (int t = 0; t < NT; ++t) acc[t] = acc_m[t] = _mm512_setzero_ps();
     for (int64_t g = 0; g < n_full; ++g) {
-      const WGroup w = G::template unpack<false>(w_row + g * kGroupBlocks * G::kBlockBytes, 0);
+      const uint8_t* p = w_row + g * kGroupBlocks * G::kBlockBytes;
+      if constexpr (NT == 1) {
+        for (int off = 0; off < kGroupBlocks * G::kBlockBytes; off += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + off), _MM_HINT_T0);
+      }
+      const WGroup w = G::template unpack<false>(p, 0);
       add_group(w, act, act_stride, g * kGroupActBytes, acc, acc_m);
     }
     if (rest != 0) {
@@ -253,6 +270,7 @@ void tile_rows(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows,
 template <class G>
 void gemm32_tile(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
                  int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy) {
+  if (n_tokens == 1) prefetch_start(w, n_rows * w_stride);
   // Token tiles outermost: a tile's activations stay in L1 while every row of the chunk passes over them.
   int64_t t = 0;
   for (; t + kTileTokens <= n_tokens; t += kTileTokens)

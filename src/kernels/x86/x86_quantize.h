@@ -3,6 +3,7 @@
 #pragma once
 
 #include "kernels/x86/x86_common.h"
+#include "tensor/quant_blocks.h"
 
 namespace longhaul::kernels::detail {
 namespace {
@@ -46,6 +47,40 @@ inline float quantize_block_32(const float* x, int8_t* qs, int32_t* sum) {
   *sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), pack_32_i8(q[0], q[1], q[2], q[3]));
   return d;
+}
+
+// Quantizes one super-block of 256 as Q8_K does.
+inline void quantize_block_q8_k(const float* x, tensor::BlockQ8_K& b) {
+  __m256 amax_v = _mm256_setzero_ps();
+  for (int k = 0; k < 32; ++k) amax_v = _mm256_max_ps(amax_v, abs_ps(_mm256_loadu_ps(x + 8 * k)));
+  const float amax = hmax_ps(amax_v);
+  if (amax == 0.0f) {
+    std::memset(&b, 0, sizeof(b));
+    return;
+  }
+  // The scalar twin keeps the first element of largest magnitude (with its sign).
+  float max = 0.0f;
+  for (int j = 0; j < tensor::kQkK; ++j) {
+    if (x[j] == amax || x[j] == -amax) {
+      max = x[j];
+      break;
+    }
+  }
+  const float iscale = -127.0f / max;
+  const __m256 is = _mm256_set1_ps(iscale);
+  for (int k = 0; k < 8; ++k) {
+    // Round to nearest even (the default MXCSR mode), as the twin's magic-number nearest_int does.
+    __m256i q[4];
+    for (int m = 0; m < 4; ++m) {
+      const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 32 * k + 8 * m), is);
+      q[m] = _mm256_min_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(127));
+    }
+    // bsums of the two groups of 16 in this chunk.
+    b.bsums[2 * k] = static_cast<int16_t>(hsum_epi32(_mm256_add_epi32(q[0], q[1])));
+    b.bsums[2 * k + 1] = static_cast<int16_t>(hsum_epi32(_mm256_add_epi32(q[2], q[3])));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(b.qs + 32 * k), pack_32_i8(q[0], q[1], q[2], q[3]));
+  }
+  b.d = 1.0f / iscale;
 }
 
 }  // namespace

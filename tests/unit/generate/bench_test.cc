@@ -70,6 +70,8 @@ void expect_sane_samples(const BenchResult& r, int32_t n_reps) {
     sum += s;
   }
   EXPECT_NEAR(r.tokens_per_s, sum / n_reps, 1e-9 * r.tokens_per_s);
+  ASSERT_EQ(static_cast<int32_t>(r.cpu_tokens_per_s_samples.size()), n_reps);
+  for (double s : r.cpu_tokens_per_s_samples) EXPECT_GT(s, 0.0);
   EXPECT_GE(r.stddev, 0.0);
   EXPECT_GT(r.peak_rss_bytes, 0);
 }

@@ -13,7 +13,8 @@ TEST(Isa, ParsesKnownNames) {
   EXPECT_EQ(parse_isa("generic"), Isa::kGeneric);
   EXPECT_EQ(parse_isa("avx2"), Isa::kAvx2);
   EXPECT_EQ(parse_isa("avx512"), Isa::kAvx512);
-  for (Isa isa : {Isa::kGeneric, Isa::kAvx2, Isa::kAvx512}) EXPECT_EQ(parse_isa(isa_name(isa)), isa);
+  EXPECT_EQ(parse_isa("amx"), Isa::kAmx);
+  for (Isa isa : {Isa::kGeneric, Isa::kAvx2, Isa::kAvx512, Isa::kAmx}) EXPECT_EQ(parse_isa(isa_name(isa)), isa);
 }
 
 TEST(Isa, RejectsUnknownNames) {
@@ -37,7 +38,7 @@ TEST(Isa, ResolveDefaultsToBestSupported) {
   EXPECT_EQ(*resolve_isa(nullptr), isas.back());
   EXPECT_EQ(*resolve_isa(""), isas.back());
   EXPECT_EQ(*resolve_isa("generic"), Isa::kGeneric);
-  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kAmx}) {
     const bool supported = std::find(isas.begin(), isas.end(), isa) != isas.end();
     const Result<Isa> r = resolve_isa(isa_name(isa));
     EXPECT_EQ(r.is_ok(), supported) << isa_name(isa);

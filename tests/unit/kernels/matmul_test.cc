@@ -25,7 +25,11 @@ TEST_P(Matmul, OddShapesMatchNaiveLoop) {
   const DType act_type = vec_dot_type(type);
   const double tol = (type == DType::F32 || type == DType::F16 || type == DType::BF16) ? 1e-4 : 1e-5;
   const int64_t block = tensor::info(type).block_size == 256 || tensor::info(act_type).block_size == 256 ? 256 : 32;
-  const Shape shapes[] = {{37, 2 * block, 1}, {37, 3 * block, 3}, {13, 2 * block, 17}, {1, block, 5}, {64, block, 4}};
+  // Batches of 32 tokens or more take the kernels for long batches (AMX tiles on the amx ISA): odd row counts,
+  // token counts off the 16-token tile, and odd block counts exercise their edges.
+  const Shape shapes[] = {{37, 2 * block, 1}, {37, 3 * block, 3},  {13, 2 * block, 17},
+                          {1, block, 5},      {64, block, 4},      {37, 3 * block, 40},
+                          {70, 5 * block, 33}, {16, 2 * block, 64}};
   ThreadPool pool1(1), pool2(2);
   MatmulScratch scratch;
   for (const Shape& s : shapes) {

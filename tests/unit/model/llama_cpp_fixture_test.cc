@@ -29,8 +29,13 @@ constexpr double kMaxAbsDiffOfRange = 0.04;
 constexpr double kMeanAbsDiffOfRange = 0.02;
 // Where our greedy continuation departs from llama.cpp's, llama.cpp's own top-2
 // logits at that step must be closer than this: a near-tie that any reordering of
-// floating-point sums may flip. A gap above it means a real difference.
-constexpr double kGreedyTieGap = 0.5;
+// floating-point sums may flip. llama.cpp flips such steps itself between batched
+// and token-by-token evaluation (its logits move by up to 1.4 on SmolLM2, see the
+// fixture's batch_check), so a gap under 1 logit is not evidence of a bug; a larger
+// gap is.
+constexpr double kGreedyTieGap = 1.0;
+// Continuations (of 11 per model) that must match llama.cpp over all 64 steps.
+constexpr int kMinIdenticalContinuations = 3;
 
 struct ModelCase {
   std::string name;
@@ -162,6 +167,7 @@ TEST_P(LlamaCppFixture, GreedyContinuationsMatch) {
   std::printf("[ greedy ] %s: %d of %d continuations identical to llama.cpp, %d tokens compared\n",
               GetParam().name.c_str(), identical, total, tokens_compared);
   EXPECT_GE(total, 8);
+  EXPECT_GE(identical, kMinIdenticalContinuations);
 }
 
 INSTANTIATE_TEST_SUITE_P(DefaultModels, LlamaCppFixture,

@@ -1,0 +1,304 @@
+// AVX-512 flash attention (kernels::attention_update), built with the flags of ops_avx512.cc.
+
+// GCC 12 reports the _mm512_undefined_* operands inside its own AVX-512 intrinsics as (maybe) uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/ops_isa.h"
+#include "kernels/x86/avx512_math.h"
+
+namespace longhaul::kernels::detail {
+
+#if defined(__x86_64__) || defined(__i386__)
+namespace {
+
+// Transposes a 16 x 16 block of floats held as 16 row vectors: r[i] becomes column i.
+inline void transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // Within each 128-bit lane L, r[4i + k] becomes column 4L + k of rows 4i..4i+3.
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+  }
+  // Gather the four row blocks of each column across the 128-bit lanes.
+  for (int k = 0; k < 4; ++k) {
+    t[k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);
+    t[4 + k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xdd);
+    t[8 + k] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
+    t[12 + k] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xdd);
+  }
+  for (int k = 0; k < 4; ++k) {
+    r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
+    r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xdd);
+    r[4 + k] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0x88);
+    r[12 + k] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0xdd);
+  }
+}
+
+// Flash attention update with each key block (16 keys) converted once and shared by all queries: keys transposed
+// to [dk][16] f32, so that a query's 16 scores are dk multiply-adds of a broadcast query element with a row of the
+// block (no horizontal sums), values converted to [16][dv] f32. Queries go four at a time, so every key or value
+// vector loaded serves four multiply-adds.
+constexpr int kQueriesPerPass = 4;
+
+template <int KV, int VV>  // dk = 16 KV, dv = 16 VV
+void attention_update_n(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
+                        int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
+                        int32_t window, float* m, float* l, float* o, int64_t o_stride) {
+  constexpr int kDk = 16 * KV, kDv = 16 * VV;
+  constexpr int kQb = kQueriesPerPass;
+  alignas(64) float kt[kDk * 16];     // [dk][16]
+  alignas(64) float vf[16 * kDv];     // [16][dv]
+  alignas(64) float pbuf[kQb][16];    // probabilities of the pass's queries
+  alignas(64) float o_dummy[kDv];     // output row of a query slot past n_q
+  const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+  int32_t min_qp = INT32_MAX, max_qp = INT32_MIN;
+  for (int32_t i = 0; i < n_q; ++i) {
+    min_qp = std::min(min_qp, q_pos[i]);
+    max_qp = std::max(max_qp, q_pos[i]);
+  }
+  for (int32_t kb = 0; kb < n_k; kb += 16) {
+    const int32_t nk = n_k - kb < 16 ? n_k - kb : 16;
+    const __mmask16 kmask = first_lanes(nk);
+    const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, k_pos + kb);
+    const int32_t min_kp = _mm512_reduce_min_epi32(kp);
+    const int32_t max_kp = _mm512_mask_reduce_max_epi32(kmask, kp);
+    // A block no query sees (all in the future, or all behind every query's window) is not even converted: long
+    // sliding-window layers skip most of the cache this way.
+    if (min_kp > max_qp || (window > 0 && static_cast<int64_t>(min_qp) - max_kp >= window)) continue;
+    // Keys: 16 x 16 blocks converted and transposed; rows of missing keys are zero (their scores are masked).
+    for (int c = 0; c < KV; ++c) {
+      __m512 rows[16];
+      for (int j = 0; j < 16; ++j)
+        rows[j] = j < nk ? load_f16x16(k + (kb + j) * k_stride + 16 * c) : _mm512_setzero_ps();
+      transpose16(rows);
+      for (int i = 0; i < 16; ++i) _mm512_store_ps(kt + (16 * c + i) * 16, rows[i]);
+    }
+    for (int32_t j = 0; j < 16; ++j) {
+      for (int c = 0; c < VV; ++c) {
+        _mm512_store_ps(vf + j * kDv + 16 * c,
+                        j < nk ? load_f16x16(v + (kb + j) * v_stride + 16 * c) : _mm512_setzero_ps());
+      }
+    }
+    for (int32_t i0 = 0; i0 < n_q; i0 += kQb) {
+      // Visibility and query rows of the pass; slots past n_q see nothing.
+      __mmask16 vis[kQb];
+      const float* qr[kQb];
+      bool any = false;
+      for (int i = 0; i < kQb; ++i) {
+        vis[i] = 0;
+        qr[i] = q + (i0 < n_q ? i0 : 0) * q_stride;
+        if (i0 + i >= n_q) continue;
+        qr[i] = q + (i0 + i) * q_stride;
+        const int32_t qp = q_pos[i0 + i];
+        if (qp < min_kp) continue;  // every key of the block is in this query's future
+        const __m512i qpv = _mm512_set1_epi32(qp);
+        vis[i] = _mm512_mask_cmple_epi32_mask(kmask, kp, qpv);
+        if (window > 0)
+          vis[i] = _mm512_mask_cmplt_epi32_mask(vis[i], _mm512_sub_epi32(qpv, kp), _mm512_set1_epi32(window));
+        any = any || vis[i] != 0;
+      }
+      if (!any) continue;
+      // Scores: two accumulators per query (even and odd dimensions) hide the multiply-add latency.
+      __m512 s[kQb][2];
+      for (int i = 0; i < kQb; ++i) s[i][0] = s[i][1] = _mm512_setzero_ps();
+      for (int d = 0; d < kDk; d += 2) {
+        const __m512 k0 = _mm512_load_ps(kt + 16 * d);
+        const __m512 k1 = _mm512_load_ps(kt + 16 * (d + 1));
+        for (int i = 0; i < kQb; ++i) {
+          s[i][0] = _mm512_fmadd_ps(_mm512_set1_ps(qr[i][d]), k0, s[i][0]);
+          s[i][1] = _mm512_fmadd_ps(_mm512_set1_ps(qr[i][d + 1]), k1, s[i][1]);
+        }
+      }
+      // Online softmax per query: new maximum, rescale factor of the old sums, this block's probabilities.
+      float alpha[kQb];
+      float* orow[kQb];
+      for (int i = 0; i < kQb; ++i) {
+        alpha[i] = 1.0f;
+        orow[i] = o_dummy;
+        _mm512_store_ps(pbuf[i], _mm512_setzero_ps());
+        if (vis[i] == 0) continue;
+        orow[i] = o + (i0 + i) * o_stride;
+        const __m512 si = _mm512_mask_mov_ps(neg_inf, vis[i], _mm512_add_ps(s[i][0], s[i][1]));
+        const float m_old = m[i0 + i];
+        const float m_new = std::max(m_old, _mm512_reduce_max_ps(si));
+        alpha[i] = m_old == -INFINITY ? 0.0f : _mm512_cvtss_f32(exp_ps(_mm512_set1_ps(m_old - m_new)));
+        const __m512 p = exp_ps(_mm512_sub_ps(si, _mm512_set1_ps(m_new)));  // masked lanes: exp(-inf) = 0
+        l[i0 + i] = l[i0 + i] * alpha[i] + _mm512_reduce_add_ps(p);
+        m[i0 + i] = m_new;
+        _mm512_store_ps(pbuf[i], p);
+      }
+      // o = o * alpha + sum_j p_j v_j, 64 dimensions of the four queries at a time (16 accumulators).
+      for (int cb = 0; cb < VV; cb += 4) {
+        const int nv = VV - cb < 4 ? VV - cb : 4;
+        __m512 acc[kQb][4];
+        for (int i = 0; i < kQb; ++i) {
+          const __m512 a = _mm512_set1_ps(alpha[i]);
+          for (int c = 0; c < 4; ++c) {
+            acc[i][c] = c < nv ? _mm512_mul_ps(_mm512_loadu_ps(orow[i] + 16 * (cb + c)), a) : _mm512_setzero_ps();
+          }
+        }
+        for (int32_t j = 0; j < nk; ++j) {
+          for (int c = 0; c < 4; ++c) {
+            if (c >= nv) continue;
+            const __m512 vj = _mm512_load_ps(vf + j * kDv + 16 * (cb + c));
+            for (int i = 0; i < kQb; ++i) acc[i][c] = _mm512_fmadd_ps(_mm512_set1_ps(pbuf[i][j]), vj, acc[i][c]);
+          }
+        }
+        for (int i = 0; i < kQb; ++i) {
+          for (int c = 0; c < nv; ++c) _mm512_storeu_ps(orow[i] + 16 * (cb + c), acc[i][c]);
+        }
+      }
+    }
+  }
+}
+
+// Few queries (decode: the query heads of one KV head for one token): converting and transposing a key block
+// costs more than the scores it serves, so keys stay rows. Four keys are converted at a time and dotted with
+// each query (one accumulator per key, reduced together), and values are converted as they are accumulated.
+template <int KV, int VV>  // dk = 16 KV, dv = 16 VV
+void attention_update_few(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
+                          int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
+                          int32_t window, float* m, float* l, float* o, int64_t o_stride) {
+  constexpr int kQb = kQueriesPerPass;
+  alignas(64) float sbuf[kQb][16];  // scores of the block, then probabilities
+  const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+  int32_t min_qp = INT32_MAX, max_qp = INT32_MIN;
+  for (int32_t i = 0; i < n_q; ++i) {
+    min_qp = std::min(min_qp, q_pos[i]);
+    max_qp = std::max(max_qp, q_pos[i]);
+  }
+  for (int32_t kb = 0; kb < n_k; kb += 16) {
+    const int32_t nk = n_k - kb < 16 ? n_k - kb : 16;
+    const __mmask16 kmask = first_lanes(nk);
+    const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, k_pos + kb);
+    const int32_t min_kp = _mm512_reduce_min_epi32(kp);
+    const int32_t max_kp = _mm512_mask_reduce_max_epi32(kmask, kp);
+    if (min_kp > max_qp || (window > 0 && static_cast<int64_t>(min_qp) - max_kp >= window)) continue;
+    // Scores, four keys at a time; keys past nk are zero rows (masked below).
+    for (int32_t j4 = 0; j4 < 16; j4 += 4) {
+      if (j4 >= nk) {
+        for (int i = 0; i < n_q; ++i) _mm_store_ps(sbuf[i] + j4, _mm_setzero_ps());
+        continue;
+      }
+      __m512 acc[kQb][4];
+      for (int i = 0; i < kQb; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
+      for (int c = 0; c < KV; ++c) {
+        __m512 kv[4];
+        for (int j = 0; j < 4; ++j)
+          kv[j] = j4 + j < nk ? load_f16x16(k + (kb + j4 + j) * k_stride + 16 * c) : _mm512_setzero_ps();
+        for (int i = 0; i < kQb; ++i) {
+          if (i >= n_q) break;
+          const __m512 qc = _mm512_loadu_ps(q + i * q_stride + 16 * c);
+          for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_fmadd_ps(kv[j], qc, acc[i][j]);
+        }
+      }
+      for (int i = 0; i < n_q; ++i)
+        _mm_store_ps(sbuf[i] + j4, reduce4_ps(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+    }
+    // Online softmax per query.
+    float alpha[kQb];
+    for (int i = 0; i < kQb; ++i) {
+      alpha[i] = 1.0f;
+      if (i >= n_q) {
+        _mm512_store_ps(sbuf[i], _mm512_setzero_ps());
+        continue;
+      }
+      const __m512i qpv = _mm512_set1_epi32(q_pos[i]);
+      __mmask16 vis = _mm512_mask_cmple_epi32_mask(kmask, kp, qpv);
+      if (window > 0) vis = _mm512_mask_cmplt_epi32_mask(vis, _mm512_sub_epi32(qpv, kp), _mm512_set1_epi32(window));
+      if (vis == 0) {
+        _mm512_store_ps(sbuf[i], _mm512_setzero_ps());
+        continue;
+      }
+      const __m512 si = _mm512_mask_mov_ps(neg_inf, vis, _mm512_load_ps(sbuf[i]));
+      const float m_old = m[i];
+      const float m_new = std::max(m_old, _mm512_reduce_max_ps(si));
+      alpha[i] = m_old == -INFINITY ? 0.0f : _mm512_cvtss_f32(exp_ps(_mm512_set1_ps(m_old - m_new)));
+      const __m512 p = exp_ps(_mm512_sub_ps(si, _mm512_set1_ps(m_new)));
+      l[i] = l[i] * alpha[i] + _mm512_reduce_add_ps(p);
+      m[i] = m_new;
+      _mm512_store_ps(sbuf[i], p);
+    }
+    // o = o * alpha + sum_j p_j v_j, 64 dimensions at a time; each value vector is converted once per block.
+    for (int cb = 0; cb < VV; cb += 4) {
+      const int nv = VV - cb < 4 ? VV - cb : 4;
+      __m512 acc[kQb][4];
+      for (int i = 0; i < n_q; ++i) {
+        const __m512 a = _mm512_set1_ps(alpha[i]);
+        for (int c = 0; c < nv; ++c) acc[i][c] = _mm512_mul_ps(_mm512_loadu_ps(o + i * o_stride + 16 * (cb + c)), a);
+      }
+      for (int32_t j = 0; j < nk; ++j) {
+        for (int c = 0; c < nv; ++c) {
+          const __m512 vj = load_f16x16(v + (kb + j) * v_stride + 16 * (cb + c));
+          for (int i = 0; i < kQb; ++i) {
+            if (i >= n_q) break;
+            acc[i][c] = _mm512_fmadd_ps(_mm512_set1_ps(sbuf[i][j]), vj, acc[i][c]);
+          }
+        }
+      }
+      for (int i = 0; i < n_q; ++i) {
+        for (int c = 0; c < nv; ++c) _mm512_storeu_ps(o + i * o_stride + 16 * (cb + c), acc[i][c]);
+      }
+    }
+  }
+}
+
+template <int KV, int VV>
+void attention_update_sized(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
+                            int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
+                            int32_t window, float* m, float* l, float* o, int64_t o_stride) {
+  if (n_q <= kQueriesPerPass) {
+    attention_update_few<KV, VV>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l, o,
+                                 o_stride);
+  } else {
+    attention_update_n<KV, VV>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l, o,
+                               o_stride);
+  }
+}
+
+}  // namespace
+
+void attention_update_avx512(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
+                             int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
+                             int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
+  if (dk == 64 && dv == 64) {
+    return attention_update_sized<4, 4>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l, o,
+                                        o_stride);
+  }
+  if (dk == 128 && dv == 128) {
+    return attention_update_sized<8, 8>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l, o,
+                                    o_stride);
+  }
+  if (dk == 256 && dv == 256) {
+    return attention_update_sized<16, 16>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l, o,
+                                      o_stride);
+  }
+  ref::attention_update(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, dk, dv, m, l, o,
+                        o_stride);
+}
+
+#else
+void attention_update_avx512(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
+                             int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
+                             int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
+  ref::attention_update(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, dk, dv, m, l, o,
+                        o_stride);
+}
+#endif
+
+}  // namespace longhaul::kernels::detail

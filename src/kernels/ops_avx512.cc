@@ -1,0 +1,204 @@
+// AVX-512 versions of the float ops (built with -mavx512f/bw/dq/vl -mfma -mf16c), except flash attention
+// (attention_avx512.cc). Element-wise ops use a vector exp accurate to about 2 ulp; reductions sum in other orders
+// than the scalar twins.
+
+// GCC 12 reports the _mm512_undefined_* operands inside its own AVX-512 intrinsics as (maybe) uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "kernels/ops_isa.h"
+#include "kernels/x86/avx512_math.h"
+#include "tensor/half.h"
+
+namespace longhaul::kernels::detail {
+
+#if defined(__x86_64__) || defined(__i386__)
+namespace {
+
+inline __m512 loadu_masked(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(first_lanes(n), p); }
+
+void rms_norm_avx512(const float* x, const float* w, float* y, int64_t n, float eps) {
+  // Double sums, like the scalar twin: 8 lanes of each half of 16 floats.
+  __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512 v = i + 16 <= n ? _mm512_loadu_ps(x + i) : loadu_masked(x + i, n - i);
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    acc0 = _mm512_fmadd_pd(lo, lo, acc0);
+    acc1 = _mm512_fmadd_pd(hi, hi, acc1);
+  }
+  const double sum = _mm512_reduce_add_pd(_mm512_add_pd(acc0, acc1));
+  const float mean = static_cast<float>(sum / static_cast<double>(n));
+  const __m512 s = _mm512_set1_ps(1.0f / std::sqrt(mean + eps));
+  // (x * s) * w, rounded as the scalar twin does.
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = i + 16 <= n ? __mmask16(0xffff) : first_lanes(n - i);
+    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), s);
+    if (w != nullptr) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, w + i));
+    _mm512_mask_storeu_ps(y + i, m, v);
+  }
+}
+
+// g * sigmoid(a * g) * up for every element: silu is a = 1, and gelu_tanh(g) = g * sigmoid(2u) with
+// u = sqrt(2/pi) (g + 0.044715 g^3), since (1 + tanh u) / 2 = sigmoid(2u).
+template <bool kGelu>
+void gated_avx512(const float* gate, const float* up, float* out, int64_t n) {
+  constexpr float kTwoSqrt2OverPi = 2.0f * 0.79788456080286535587989211986876f;
+  constexpr float kCoef = 0.044715f;
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = i + 16 <= n ? __mmask16(0xffff) : first_lanes(n - i);
+    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+    __m512 z;  // the sigmoid's argument, negated
+    if constexpr (kGelu) {
+      const __m512 inner = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(kCoef), g), g, one);
+      z = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-kTwoSqrt2OverPi), g), inner);
+    } else {
+      z = _mm512_sub_ps(_mm512_setzero_ps(), g);
+    }
+    const __m512 act = _mm512_div_ps(g, _mm512_add_ps(one, exp_ps(z)));
+    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(act, _mm512_maskz_loadu_ps(m, up + i)));
+  }
+}
+
+float softmax_avx512(float* x, int64_t n) {
+  __m512 mx = _mm512_set1_ps(-INFINITY);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = i + 16 <= n ? __mmask16(0xffff) : first_lanes(n - i);
+    mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, x + i));
+  }
+  const __m512 max_v = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = i + 16 <= n ? __mmask16(0xffff) : first_lanes(n - i);
+    const __m512 e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), max_v)));
+    _mm512_mask_storeu_ps(x + i, m, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  const float total = _mm512_reduce_add_ps(sum);
+  const __m512 inv = _mm512_set1_ps(1.0f / total);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = i + 16 <= n ? __mmask16(0xffff) : first_lanes(n - i);
+    _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+  }
+  return total;
+}
+
+float dot_f16_f32_avx512(const uint16_t* a, const float* b, int64_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm512_fmadd_ps(load_f16x16(a + i), _mm512_loadu_ps(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(load_f16x16(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+  }
+  for (; i < n; i += 16) acc0 = _mm512_fmadd_ps(load_f16x16_masked(a + i, n - i), loadu_masked(b + i, n - i), acc0);
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+void axpy_f16_avx512(float alpha, const uint16_t* x, float* y, int64_t n) {
+  const __m512 va = _mm512_set1_ps(alpha);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = i + 16 <= n ? __mmask16(0xffff) : first_lanes(n - i);
+    const __m512 v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i));
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, v, _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+void f32_to_f16_row_avx512(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = i + 16 <= n ? __mmask16(0xffff) : first_lanes(n - i);
+    const __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_mask_storeu_epi16(y + i, m, h);
+  }
+}
+
+template <int NV>
+void dot_f16_rows_n(const float* q, const uint16_t* k, int64_t stride, int64_t n_rows, float* scores) {
+  __m512 qv[NV];
+  for (int j = 0; j < NV; ++j) qv[j] = _mm512_loadu_ps(q + 16 * j);
+  int64_t r = 0;
+  for (; r + 4 <= n_rows; r += 4) {
+    __m512 acc[4];
+    for (int i = 0; i < 4; ++i) acc[i] = _mm512_setzero_ps();
+    for (int j = 0; j < NV; ++j) {
+      for (int i = 0; i < 4; ++i) acc[i] = _mm512_fmadd_ps(load_f16x16(k + (r + i) * stride + 16 * j), qv[j], acc[i]);
+    }
+    _mm_storeu_ps(scores + r, reduce4_ps(acc[0], acc[1], acc[2], acc[3]));
+  }
+  for (; r < n_rows; ++r) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int j = 0; j < NV; ++j) acc = _mm512_fmadd_ps(load_f16x16(k + r * stride + 16 * j), qv[j], acc);
+    scores[r] = _mm512_reduce_add_ps(acc);
+  }
+}
+
+void dot_f16_rows_avx512(const float* q, const uint16_t* k, int64_t stride, int64_t n_rows, int32_t d, float* scores) {
+  switch (d) {
+    case 64: return dot_f16_rows_n<4>(q, k, stride, n_rows, scores);
+    case 128: return dot_f16_rows_n<8>(q, k, stride, n_rows, scores);
+    case 256: return dot_f16_rows_n<16>(q, k, stride, n_rows, scores);
+    default: break;
+  }
+  for (int64_t r = 0; r < n_rows; ++r) scores[r] = dot_f16_f32_avx512(k + r * stride, q, d);
+}
+
+// out[0, 16 NV) += sum_r p[r] v[r][0, 16 NV) with the NV accumulators in registers across all rows.
+template <int NV>
+void accumulate_block(const float* p, const uint16_t* v, int64_t stride, int64_t n_rows, float* out) {
+  __m512 acc[NV];
+  for (int j = 0; j < NV; ++j) acc[j] = _mm512_loadu_ps(out + 16 * j);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const __m512 pr = _mm512_set1_ps(p[r]);
+    for (int j = 0; j < NV; ++j) acc[j] = _mm512_fmadd_ps(load_f16x16(v + r * stride + 16 * j), pr, acc[j]);
+  }
+  for (int j = 0; j < NV; ++j) _mm512_storeu_ps(out + 16 * j, acc[j]);
+}
+
+void accumulate_f16_rows_avx512(const float* p, const uint16_t* v, int64_t stride, int64_t n_rows, int32_t d,
+                                float* out) {
+  if (d % 16 != 0) {
+    for (int64_t r = 0; r < n_rows; ++r) axpy_f16_avx512(p[r], v + r * stride, out, d);
+    return;
+  }
+  // Column blocks of up to 16 vectors (256 floats), so the accumulators stay in registers.
+  for (int32_t c = 0; c < d; c += 256) {
+    const int nv = (d - c) / 16 < 16 ? (d - c) / 16 : 16;
+    switch (nv) {
+      case 4: accumulate_block<4>(p, v + c, stride, n_rows, out + c); break;
+      case 8: accumulate_block<8>(p, v + c, stride, n_rows, out + c); break;
+      case 16: accumulate_block<16>(p, v + c, stride, n_rows, out + c); break;
+      default:
+        for (int j = 0; j < nv; ++j) accumulate_block<1>(p, v + c + 16 * j, stride, n_rows, out + c + 16 * j);
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+const FloatOps& avx512_float_ops(const FloatOps& generic) {
+  static const FloatOps table = [&] {
+    FloatOps t = generic;
+    t.rms_norm = rms_norm_avx512;
+    t.silu_mul = gated_avx512<false>;
+    t.gelu_mul = gated_avx512<true>;
+    t.softmax = softmax_avx512;
+    t.dot_f16_f32 = dot_f16_f32_avx512;
+    t.axpy_f16 = axpy_f16_avx512;
+    t.f32_to_f16_row = f32_to_f16_row_avx512;
+    t.dot_f16_rows = dot_f16_rows_avx512;
+    t.accumulate_f16_rows = accumulate_f16_rows_avx512;
+    t.attention_update = attention_update_avx512;
+    return t;
+  }();
+  return table;
+}
+#else
+const FloatOps& avx512_float_ops(const FloatOps& generic) { return generic; }
+#endif
+
+}  // namespace longhaul::kernels::detail

@@ -1,0 +1,105 @@
+// Scalar twins of the float ops (kernels/ops.h, namespace ref): the generic ISA's table and the reference the
+// SIMD versions are tested against.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "tensor/half.h"
+
+namespace longhaul::kernels::ref {
+
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  const float mean = static_cast<float>(sum / static_cast<double>(n));
+  const float s = 1.0f / std::sqrt(mean + eps);
+  if (w != nullptr) {
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * s * w[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = x[i] * s;
+  }
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void gelu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
+  constexpr float kCoef = 0.044715f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    const float gelu = 0.5f * g * (1.0f + std::tanh(kSqrt2OverPi * g * (1.0f + kCoef * g * g)));
+    out[i] = gelu * up[i];
+  }
+}
+
+float softmax(float* x, int64_t n) {
+  float max_v = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) max_v = std::max(max_v, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max_v);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+  return static_cast<float>(sum);
+}
+
+float dot_f16_f32(const uint16_t* a, const float* b, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += tensor::f16_to_f32(a[i]) * b[i];
+  return sum;
+}
+
+void axpy_f16(float alpha, const uint16_t* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * tensor::f16_to_f32(x[i]);
+}
+
+void f32_to_f16_row(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = tensor::f32_to_f16(x[i]);
+}
+
+void dot_f16_rows(const float* q, const uint16_t* k, int64_t stride, int64_t n_rows, int32_t d, float* scores) {
+  for (int64_t r = 0; r < n_rows; ++r) scores[r] = dot_f16_f32(k + r * stride, q, d);
+}
+
+void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int64_t n_rows, int32_t d, float* out) {
+  for (int64_t r = 0; r < n_rows; ++r) axpy_f16(p[r], v + r * stride, out, d);
+}
+
+void attention_update(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
+                      int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
+                      int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
+  std::vector<float> s(static_cast<size_t>(n_k));
+  for (int32_t i = 0; i < n_q; ++i) {
+    // Scores of the visible keys; -infinity for the others.
+    float block_max = -INFINITY;
+    for (int32_t j = 0; j < n_k; ++j) {
+      const bool visible = k_pos[j] <= q_pos[i] && (window <= 0 || q_pos[i] - k_pos[j] < window);
+      s[static_cast<size_t>(j)] = visible ? dot_f16_f32(k + j * k_stride, q + i * q_stride, dk) : -INFINITY;
+      block_max = std::max(block_max, s[static_cast<size_t>(j)]);
+    }
+    if (block_max == -INFINITY) continue;  // nothing visible in this run
+    const float m_new = std::max(m[i], block_max);
+    const float alpha = m[i] == -INFINITY ? 0.0f : std::exp(m[i] - m_new);
+    float* oi = o + i * o_stride;
+    for (int32_t c = 0; c < dv; ++c) oi[c] *= alpha;
+    float sum = 0.0f;
+    for (int32_t j = 0; j < n_k; ++j) {
+      if (s[static_cast<size_t>(j)] == -INFINITY) continue;
+      const float p = std::exp(s[static_cast<size_t>(j)] - m_new);
+      sum += p;
+      axpy_f16(p, v + j * v_stride, oi, dv);
+    }
+    l[i] = l[i] * alpha + sum;
+    m[i] = m_new;
+  }
+}
+
+}  // namespace longhaul::kernels::ref

@@ -1,0 +1,266 @@
+// Float ops: every ISA's table against the scalar twins (namespace ref), and the twins against hand-worked values.
+//
+// Tolerances: element-wise ops 4e-6 relative (+1e-30 absolute; the vector exp is accurate to about 2 ulp, and the
+// quotient adds one more rounding); rms_norm 1e-6 relative (only the order of a double sum differs); reductions
+// (dot products, softmax) 1e-6 of the sum of magnitudes; f32 -> f16 rounding is exact.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "tensor/half.h"
+
+namespace longhaul::kernels {
+namespace {
+
+std::vector<float> random_floats(int64_t n, uint32_t seed, float scale) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = normal(rng);
+  return v;
+}
+
+std::vector<uint16_t> to_f16(const std::vector<float>& v) {
+  std::vector<uint16_t> h(v.size());
+  for (size_t i = 0; i < v.size(); ++i) h[i] = tensor::f32_to_f16(v[i]);
+  return h;
+}
+
+// Lengths around the 16-lane vectors: full vectors, tails, and the head sizes of the supported models.
+const int64_t kLengths[] = {1, 7, 16, 17, 33, 64, 100, 256, 576, 640, 1536};
+
+TEST(FloatOps, RmsNormMatchesTwin) {
+  for (Isa isa : supported_isas()) {
+    const FloatOps& ops = float_ops(isa);
+    for (int64_t n : kLengths) {
+      const std::vector<float> x = random_floats(n, 1, 3.0f), w = random_floats(n, 2, 1.0f);
+      for (const float* wp : {w.data(), static_cast<const float*>(nullptr)}) {
+        std::vector<float> want(static_cast<size_t>(n)), got(static_cast<size_t>(n));
+        ref::rms_norm(x.data(), wp, want.data(), n, 1e-6f);
+        ops.rms_norm(x.data(), wp, got.data(), n, 1e-6f);
+        for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], want[i], 1e-6 * std::fabs(want[i])) << isa_name(isa);
+      }
+    }
+  }
+}
+
+TEST(FloatOps, GatedActivationsMatchTwins) {
+  for (Isa isa : supported_isas()) {
+    const FloatOps& ops = float_ops(isa);
+    for (int64_t n : kLengths) {
+      // Gate values up to about +-20 reach both saturated ends of the sigmoid.
+      const std::vector<float> g = random_floats(n, 3, 6.0f), u = random_floats(n, 4, 1.0f);
+      std::vector<float> want(static_cast<size_t>(n)), got(static_cast<size_t>(n));
+      ref::silu_mul(g.data(), u.data(), want.data(), n);
+      ops.silu_mul(g.data(), u.data(), got.data(), n);
+      for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], want[i], 4e-6 * std::fabs(want[i]) + 1e-30) << "silu";
+      ref::gelu_mul(g.data(), u.data(), want.data(), n);
+      ops.gelu_mul(g.data(), u.data(), got.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        // tanh(u) near 0 cancels in the twin's 1 + tanh: compare at the scale of the gate's magnitude.
+        ASSERT_NEAR(got[i], want[i], 4e-6 * std::fabs(g[i] * u[i]) + 1e-30)
+            << "gelu " << isa_name(isa) << " g=" << g[i];
+      }
+    }
+  }
+}
+
+// Hand-worked: silu(0) = 0, silu(x) -> x for large x; gelu_tanh(1) = 0.5 (1 + tanh(0.79788456 * 1.044715)).
+TEST(FloatOps, ActivationValues) {
+  const float g[4] = {0.0f, 30.0f, 1.0f, -30.0f}, up[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+  const double gelu1 = 0.5 * (1.0 + std::tanh(0.7978845608028654 * 1.044715));  // 0.841192
+  for (Isa isa : supported_isas()) {
+    float out[4];
+    float_ops(isa).silu_mul(g, up, out, 4);
+    EXPECT_EQ(out[0], 0.0f);
+    EXPECT_NEAR(out[1], 30.0f, 1e-5f);
+    EXPECT_NEAR(out[2], 1.0 / (1.0 + std::exp(-1.0)), 1e-6);
+    EXPECT_NEAR(out[3], 0.0f, 1e-10f);
+    float_ops(isa).gelu_mul(g, up, out, 4);
+    EXPECT_EQ(out[0], 0.0f);
+    EXPECT_NEAR(out[1], 30.0f, 1e-5f);
+    EXPECT_NEAR(out[2], gelu1, 1e-6);
+    EXPECT_NEAR(out[3], 0.0f, 1e-10f);
+  }
+}
+
+TEST(FloatOps, SoftmaxMatchesTwinWithMaskedEntries) {
+  for (Isa isa : supported_isas()) {
+    for (int64_t n : kLengths) {
+      std::vector<float> x = random_floats(n, 5, 4.0f);
+      for (int64_t i = 1; i < n; i += 3) x[i] = -INFINITY;  // masked cells
+      std::vector<float> want = x, got = x;
+      const float want_sum = ref::softmax(want.data(), n);
+      const float got_sum = float_ops(isa).softmax(got.data(), n);
+      EXPECT_NEAR(got_sum, want_sum, 1e-6 * want_sum);
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_NEAR(got[i], want[i], 1e-6) << isa_name(isa) << " n=" << n << " i=" << i;
+        if (x[i] == -INFINITY) {
+          ASSERT_EQ(got[i], 0.0f);
+        }
+      }
+    }
+  }
+}
+
+TEST(FloatOps, SoftmaxHandWorked) {
+  // After subtracting the maximum ln 3: exp(-ln 3) + exp(0) = 4/3; normalised 1/4 and 3/4.
+  for (Isa isa : supported_isas()) {
+    float x[2] = {0.0f, std::log(3.0f)};
+    const float sum = float_ops(isa).softmax(x, 2);
+    EXPECT_NEAR(sum, 4.0f / 3.0f, 1e-6f);
+    EXPECT_NEAR(x[0], 0.25f, 1e-7f);
+    EXPECT_NEAR(x[1], 0.75f, 1e-7f);
+  }
+}
+
+TEST(FloatOps, F16HelpersMatchTwins) {
+  for (Isa isa : supported_isas()) {
+    const FloatOps& ops = float_ops(isa);
+    for (int64_t n : kLengths) {
+      const std::vector<float> a = random_floats(n, 6, 2.0f), b = random_floats(n, 7, 2.0f);
+      const std::vector<uint16_t> ah = to_f16(a);
+      double mag = 0;
+      for (int64_t i = 0; i < n; ++i) mag += std::fabs(tensor::f16_to_f32(ah[i]) * b[i]);
+      EXPECT_NEAR(ops.dot_f16_f32(ah.data(), b.data(), n), ref::dot_f16_f32(ah.data(), b.data(), n), 1e-6 * mag);
+      std::vector<float> want = b, got = b;
+      ref::axpy_f16(0.37f, ah.data(), want.data(), n);
+      ops.axpy_f16(0.37f, ah.data(), got.data(), n);
+      for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], want[i], 1e-6 * (std::fabs(want[i]) + 1.0f));
+      std::vector<uint16_t> hw(static_cast<size_t>(n)), hg(static_cast<size_t>(n));
+      ref::f32_to_f16_row(a.data(), hw.data(), n);
+      ops.f32_to_f16_row(a.data(), hg.data(), n);
+      EXPECT_EQ(hg, hw) << isa_name(isa) << " n=" << n;
+    }
+  }
+}
+
+// Attention rows: keys / values with a row stride larger than the head size, as a KV page with padding would have.
+TEST(FloatOps, AttentionRowsMatchTwins) {
+  for (Isa isa : supported_isas()) {
+    const FloatOps& ops = float_ops(isa);
+    for (int32_t d : {16, 40, 64, 256}) {
+      for (int64_t n_rows : {1, 3, 4, 9, 37}) {
+        const int64_t stride = d + 8;
+        const std::vector<float> q = random_floats(d, 8, 1.0f), p = random_floats(n_rows, 9, 0.3f);
+        const std::vector<uint16_t> kv = to_f16(random_floats(n_rows * stride, 10, 1.0f));
+        std::vector<float> want(static_cast<size_t>(n_rows)), got(static_cast<size_t>(n_rows));
+        ref::dot_f16_rows(q.data(), kv.data(), stride, n_rows, d, want.data());
+        ops.dot_f16_rows(q.data(), kv.data(), stride, n_rows, d, got.data());
+        for (int64_t r = 0; r < n_rows; ++r) {
+          double mag = 0;
+          for (int32_t i = 0; i < d; ++i) mag += std::fabs(q[i] * tensor::f16_to_f32(kv[r * stride + i]));
+          ASSERT_NEAR(got[r], want[r], 1e-6 * mag) << isa_name(isa) << " d=" << d << " r=" << r;
+        }
+        std::vector<float> out_want = random_floats(d, 11, 1.0f), out_got = out_want;
+        ref::accumulate_f16_rows(p.data(), kv.data(), stride, n_rows, d, out_want.data());
+        ops.accumulate_f16_rows(p.data(), kv.data(), stride, n_rows, d, out_got.data());
+        for (int32_t i = 0; i < d; ++i) ASSERT_NEAR(out_got[i], out_want[i], 1e-5) << isa_name(isa) << " d=" << d;
+      }
+    }
+  }
+}
+
+// Hand-worked attention rows: q = (1, 2, 0, ...), keys e0 and e1 give scores 1 and 2; weights 0.5 each average
+// the two value rows.
+TEST(FloatOps, AttentionRowsHandWorked) {
+  const int32_t d = 16;
+  std::vector<float> q(d, 0.0f);
+  q[0] = 1.0f;
+  q[1] = 2.0f;
+  std::vector<uint16_t> k(2 * d, tensor::f32_to_f16(0.0f));
+  k[0] = tensor::f32_to_f16(1.0f);
+  k[d + 1] = tensor::f32_to_f16(1.0f);
+  const float p[2] = {0.5f, 0.5f};
+  for (Isa isa : supported_isas()) {
+    float scores[2];
+    float_ops(isa).dot_f16_rows(q.data(), k.data(), d, 2, d, scores);
+    EXPECT_EQ(scores[0], 1.0f);
+    EXPECT_EQ(scores[1], 2.0f);
+    std::vector<float> out(d, 0.0f);
+    float_ops(isa).accumulate_f16_rows(p, k.data(), d, 2, d, out.data());
+    EXPECT_EQ(out[0], 0.5f);
+    EXPECT_EQ(out[1], 0.5f);
+    EXPECT_EQ(out[2], 0.0f);
+  }
+}
+
+// Flash attention over a KV sequence fed in runs (as pages are): every ISA against the scalar twin, and the twin
+// against a direct softmax(q k^T) v computed in double. Queries sit at positions 20..27 over keys 0..39, so some
+// keys are in a query's future (masked), and a window of 8 masks old keys as well. Tolerance 1e-5 absolute on
+// outputs of magnitude ~1 for both comparisons: scores are float sums of up to 256 products, in other orders.
+struct FlashCase {
+  int32_t dk, dv, n_q, n_k, window;
+};
+
+void run_flash(const FloatOps* ops, const FlashCase& c, const std::vector<float>& q, const std::vector<int32_t>& q_pos,
+               const std::vector<uint16_t>& k, const std::vector<uint16_t>& v, const std::vector<int32_t>& k_pos,
+               std::vector<float>& out) {
+  std::vector<float> m(static_cast<size_t>(c.n_q), -INFINITY), l(static_cast<size_t>(c.n_q), 0.0f);
+  std::vector<float> o(static_cast<size_t>(c.n_q * c.dv), 0.0f);
+  // Runs of 7, 16 and the rest: partial blocks and block-aligned ones.
+  for (int32_t first = 0, run = 7; first < c.n_k; first += run, run = run == 7 ? 16 : 64) {
+    const int32_t n = std::min(run, c.n_k - first);
+    auto fn = ops != nullptr ? ops->attention_update : ref::attention_update;
+    fn(q.data(), c.dk, q_pos.data(), c.n_q, k.data() + first * c.dk, c.dk, v.data() + first * c.dv, c.dv,
+       k_pos.data() + first, n, c.window, c.dk, c.dv, m.data(), l.data(), o.data(), c.dv);
+  }
+  out.assign(static_cast<size_t>(c.n_q * c.dv), 0.0f);
+  for (int32_t i = 0; i < c.n_q; ++i) {
+    for (int32_t d = 0; d < c.dv; ++d) out[i * c.dv + d] = l[i] > 0 ? o[i * c.dv + d] / l[i] : 0.0f;
+  }
+}
+
+TEST(FloatOps, FlashAttentionMatchesTwinAndDirectSoftmax) {
+  // Up to 4 queries take the decode kernel (keys as rows), more the prompt kernel (transposed key blocks).
+  for (const FlashCase& c : {FlashCase{64, 64, 8, 40, 0}, FlashCase{256, 256, 5, 40, 8}, FlashCase{40, 40, 3, 40, 0},
+                             FlashCase{64, 64, 8, 40, 8}, FlashCase{64, 64, 3, 40, 0}, FlashCase{256, 256, 4, 40, 8},
+                             FlashCase{64, 64, 1, 40, 8}}) {
+    const std::vector<float> q = random_floats(c.n_q * c.dk, 12, 0.5f);
+    const std::vector<uint16_t> k = to_f16(random_floats(c.n_k * c.dk, 13, 1.0f));
+    const std::vector<uint16_t> v = to_f16(random_floats(c.n_k * c.dv, 14, 1.0f));
+    std::vector<int32_t> q_pos(static_cast<size_t>(c.n_q)), k_pos(static_cast<size_t>(c.n_k));
+    for (int32_t i = 0; i < c.n_q; ++i) q_pos[i] = 20 + i;
+    for (int32_t j = 0; j < c.n_k; ++j) k_pos[j] = j;
+    // Direct: softmax over the visible keys in double.
+    std::vector<double> direct(static_cast<size_t>(c.n_q * c.dv), 0.0);
+    for (int32_t i = 0; i < c.n_q; ++i) {
+      std::vector<double> w(static_cast<size_t>(c.n_k), 0.0);
+      double mx = -INFINITY, sum = 0;
+      for (int32_t j = 0; j < c.n_k; ++j) {
+        const bool visible = k_pos[j] <= q_pos[i] && (c.window <= 0 || q_pos[i] - k_pos[j] < c.window);
+        if (!visible) continue;
+        double s = 0;
+        for (int32_t d = 0; d < c.dk; ++d)
+          s += static_cast<double>(q[i * c.dk + d]) * tensor::f16_to_f32(k[j * c.dk + d]);
+        w[j] = s;
+        mx = std::max(mx, s);
+      }
+      for (int32_t j = 0; j < c.n_k; ++j) {
+        const bool visible = k_pos[j] <= q_pos[i] && (c.window <= 0 || q_pos[i] - k_pos[j] < c.window);
+        w[j] = visible ? std::exp(w[j] - mx) : 0.0;
+        sum += w[j];
+      }
+      for (int32_t j = 0; j < c.n_k; ++j) {
+        for (int32_t d = 0; d < c.dv; ++d) direct[i * c.dv + d] += w[j] / sum * tensor::f16_to_f32(v[j * c.dv + d]);
+      }
+    }
+    std::vector<float> twin;
+    run_flash(nullptr, c, q, q_pos, k, v, k_pos, twin);
+    for (size_t i = 0; i < twin.size(); ++i) ASSERT_NEAR(twin[i], direct[i], 1e-5) << "twin dk=" << c.dk << " i=" << i;
+    for (Isa isa : supported_isas()) {
+      std::vector<float> got;
+      run_flash(&float_ops(isa), c, q, q_pos, k, v, k_pos, got);
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_NEAR(got[i], twin[i], 1e-5) << isa_name(isa) << " dk=" << c.dk << " window=" << c.window << " i=" << i;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace longhaul::kernels
