@@ -219,7 +219,7 @@ TEST(FloatOps, FlashAttentionMatchesTwinAndDirectSoftmax) {
   // Up to 4 queries take the decode kernel (keys as rows), more the prompt kernel (transposed key blocks).
   for (const FlashCase& c : {FlashCase{64, 64, 8, 40, 0}, FlashCase{256, 256, 5, 40, 8}, FlashCase{40, 40, 3, 40, 0},
                              FlashCase{64, 64, 8, 40, 8}, FlashCase{64, 64, 3, 40, 0}, FlashCase{256, 256, 4, 40, 8},
-                             FlashCase{64, 64, 1, 40, 8}}) {
+                             FlashCase{64, 64, 1, 40, 8}, FlashCase{128, 128, 6, 40, 0}, FlashCase{128, 128, 2, 40, 8}}) {
     const std::vector<float> q = random_floats(c.n_q * c.dk, 12, 0.5f);
     const std::vector<uint16_t> k = to_f16(random_floats(c.n_k * c.dk, 13, 1.0f));
     const std::vector<uint16_t> v = to_f16(random_floats(c.n_k * c.dv, 14, 1.0f));
