@@ -27,7 +27,7 @@ struct BenchFlags {
   int32_t n_batch = 512;
   uint32_t seed = 1234;
   bool json = false;
-  // --kv-policy belongs here, passed on through BenchOptions (see the note there).
+  KvPolicyFlags kv;  // --kv-policy and its parameters, for every test
 };
 
 // Weights and parameters as llama-bench counts them: every tensor of the file.
@@ -96,8 +96,8 @@ int run(const BenchFlags& f) {
   const generate::MachineInfo machine = generate::machine_info();
 
   if (!f.json) {
-    std::printf("| model | size | params | threads | test | t/s | GB/s |\n");
-    std::printf("| ----- | ---: | -----: | ------: | ---- | --: | ---: |\n");
+    std::printf("| model | size | params | threads | kv | test | t/s | GB/s |\n");
+    std::printf("| ----- | ---: | -----: | ------: | -- | ---- | --: | ---: |\n");
     std::fflush(stdout);
   }
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
@@ -110,6 +110,8 @@ int run(const BenchFlags& f) {
       options.n_warmup = f.n_warmup;
       options.n_batch = f.n_batch;
       options.seed = f.seed;
+      options.kv_policy = f.kv.policy;
+      options.kv_options = f.kv.options;
       const std::string progress_label =
           "bench " + test.name() + " t=" + std::to_string(n_threads > 0 ? n_threads : machine.n_cores);
       Result<generate::BenchResult> r = generate::run_bench(m, test, options, make_progress(progress_label));
@@ -122,6 +124,7 @@ int run(const BenchFlags& f) {
                            {"n_gen", test.n_gen},
                            {"n_depth", test.n_depth},
                            {"threads", r->n_threads},
+                           {"kv_policy", r->kv_policy},
                            {"tokens_per_s", r->tokens_per_s},
                            {"stddev", r->stddev},
                            {"samples", r->tokens_per_s_samples},
@@ -134,9 +137,10 @@ int run(const BenchFlags& f) {
                            {"model_bytes", size.bytes},
                            {"model_params", size.params}});
       } else {
-        std::printf("| %s | %s | %s | %d | %s | %s | %s |\n", label.c_str(),
+        std::printf("| %s | %s | %s | %d | %s | %s | %s | %s |\n", label.c_str(),
                     fmt("%.2f MiB", static_cast<double>(size.bytes) / (1 << 20)).c_str(),
-                    fmt("%.2f M", static_cast<double>(size.params) / 1e6).c_str(), r->n_threads, test.name().c_str(),
+                    fmt("%.2f M", static_cast<double>(size.params) / 1e6).c_str(), r->n_threads,
+                    r->kv_policy.c_str(), test.name().c_str(),
                     fmt("%.2f ± %.2f", r->tokens_per_s, r->stddev).c_str(), fmt("%.2f", r->bytes_per_s() / 1e9).c_str());
         std::fflush(stdout);
       }
@@ -184,6 +188,7 @@ Runner add_bench_command(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 16));
   cmd->add_option("-s,--seed", flags->seed, "seed of the random token ids")->capture_default_str();
   cmd->add_flag("--json", flags->json, "print one JSON object instead of a Markdown table");
+  add_kv_policy_flags(*cmd, flags->kv);
   return [flags]() { return run(*flags); };
 }
 

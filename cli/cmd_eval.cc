@@ -1,5 +1,5 @@
-// longhaul eval: long-context tasks (passkey, ppl) through one or more KV policies.
-// Progress on stderr, a Markdown table on stdout, optionally a CSV file.
+// longhaul eval: long-context tasks (passkey, niah*, ppl) through one or more KV policies.
+// Progress on stderr, a Markdown table on stdout, optionally a CSV file and a PNG plot.
 #include <unistd.h>
 
 #include <cstdint>
@@ -10,6 +10,7 @@
 #include "base/mapped_file.h"
 #include "commands.h"
 #include "common.h"
+#include "eval/plot.h"
 #include "eval/ppl.h"
 #include "eval/report.h"
 #include "eval/task.h"
@@ -26,6 +27,7 @@ struct EvalFlags {
   uint64_t seed = 1234;
   int32_t samples = 1;
   std::string csv;
+  std::string plot;
   std::string text;
   int32_t chunk = 64;
   int32_t n_threads = 0;
@@ -88,6 +90,10 @@ int run(const EvalFlags& f) {
   }
   if (csv != nullptr) std::fclose(csv);
   std::printf("%s", eval::markdown_table(rows).c_str());
+  if (!f.plot.empty()) {
+    if (Status s = eval::write_plot(rows, f.plot); !s) return report_error(s.message());
+    std::fprintf(stderr, "plot written to %s\n", f.plot.c_str());
+  }
   return 0;
 }
 
@@ -95,13 +101,16 @@ int run(const EvalFlags& f) {
 
 Runner add_eval_command(CLI::App& app) {
   auto flags = std::make_shared<EvalFlags>();
-  CLI::App* cmd = app.add_subcommand("eval", "Long-context evaluation (passkey, ppl) through KV policies");
+  CLI::App* cmd = app.add_subcommand("eval", "Long-context evaluation (passkey, niah, ppl) through KV policies");
   add_model_flags(*cmd, flags->model);
   add_kv_policy_flags(*cmd, flags->kv);
   cmd->get_option("--kv-policy")
       ->description("KV policies to compare, comma-separated; per-policy overrides as name:key=N:... "
-                    "(keys: budget, sink, window, recent, forget, obs, pool), e.g. full,streaming,streaming:sink=0");
-  cmd->add_option("--task", flags->task, "task: passkey, ppl")->capture_default_str();
+                    "(keys: budget, sink, window, recent, forget, obs, pool, bits, group, residual), "
+                    "e.g. full,streaming,streaming:sink=0,kv-quant:bits=4");
+  std::string task_list;
+  for (const std::string& name : eval::task_names()) task_list += (task_list.empty() ? "" : ", ") + name;
+  cmd->add_option("--task", flags->task, "task: " + task_list)->capture_default_str();
   cmd->add_option("--lengths", flags->lengths, "prompt lengths (passkey) or bucket ends (ppl), e.g. 1k,2k,4k")
       ->capture_default_str();
   cmd->add_option("--depths", flags->depths, "passkey: key depths in [0, 1]")->capture_default_str();
@@ -110,6 +119,9 @@ Runner add_eval_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--csv", flags->csv, "also write the rows to this CSV file");
+  cmd->add_option("--plot", flags->plot,
+                  "also draw a PNG (gnuplot): accuracy against KV memory and length, or perplexity and KV memory "
+                  "against position");
   cmd->add_option("--text", flags->text, "ppl: text file to score (default: /usr/share/common-licenses/*)");
   cmd->add_option("--chunk", flags->chunk, "ppl: tokens per step (1: token by token, exact for every policy)")
       ->capture_default_str()

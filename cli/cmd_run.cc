@@ -74,7 +74,7 @@ int run(const RunFlags& f) {
   if (f.verbose) {
     std::fprintf(stderr, "sampler: %s\n", sampler->describe().c_str());
     std::fprintf(stderr, "threads: %d, context: %d, prompt tokens: %zu, KV policy: %s\n", (*session)->n_threads(),
-                 (*session)->n_ctx(), prompt_ids.size(), (*session)->policy().describe().c_str());
+                 (*session)->n_ctx(), prompt_ids.size(), (*session)->describe_kv().c_str());
   }
 
   generate::GenerateOptions go;

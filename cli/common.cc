@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "base/mapped_file.h"
+#include "kv/policy_registry.h"
 
 namespace longhaul::cli {
 
@@ -80,7 +81,9 @@ void add_sampling_flags(CLI::App& app, SamplingFlags& flags) {
 
 void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
   auto& o = flags.options;
-  app.add_option("--kv-policy", flags.policy, "KV-cache policy: full, streaming, h2o, a2sf, tova, snapkv")
+  std::string names;
+  for (const std::string& n : kv::kv_policy_names()) names += (names.empty() ? "" : ", ") + n;
+  app.add_option("--kv-policy", flags.policy, "KV-cache policy: " + names)
       ->capture_default_str();
   app.add_option("--kv-budget", o.budget, "cells kept per layer by h2o, a2sf, tova, snapkv (0: 1024)")
       ->capture_default_str()
@@ -103,6 +106,17 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
   app.add_option("--pool-kernel", o.pool_kernel, "snapkv: width of the vote pooling (1: off)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1025));
+  // KIVI (Liu et al., 2024) cell storage, for every policy; the paper's G = 32 and R = 128 are the defaults.
+  app.add_option("--kv-bits", o.kv_bits,
+                 "KV cells older than the residual: 16 (f16), 8 or 4 (KIVI int8/int4) (0: 16, kv-quant: 8)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({0, 16, 8, 4}));
+  app.add_option("--kv-group", o.kv_group, "quantized KV: tokens whose keys share a scale per channel (G)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--kv-residual", o.kv_residual, "quantized KV: most recent tokens kept f16 (R)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
 }
 
 Result<std::string> read_prompt(const std::string& prompt, const std::string& file, bool required) {

@@ -8,7 +8,7 @@ set -euo pipefail
 
 models_dir="${LONGHAUL_MODELS:-$HOME/.cache/longhaul/models}"
 apt_packages=(build-essential cmake pkg-config python3-pip
-  libcli11-dev nlohmann-json3-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev clang)
+  libcli11-dev nlohmann-json3-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev clang gnuplot-nox)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 

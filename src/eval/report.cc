@@ -114,9 +114,12 @@ Result<PolicySpec> parse_policy_spec(const std::string& spec, const kv::KvPolicy
     else if (key == "recent") out.options.recent = n;
     else if (key == "obs") out.options.observation_window = n;
     else if (key == "pool") out.options.pool_kernel = n;
+    else if (key == "bits") out.options.kv_bits = n;
+    else if (key == "group") out.options.kv_group = n;
+    else if (key == "residual") out.options.kv_residual = n;
     else
       return Status::error("unknown KV policy parameter '" + key + "' in '" + spec +
-                           "' (known: budget, sink, window, recent, forget, obs, pool)");
+                           "' (known: budget, sink, window, recent, forget, obs, pool, bits, group, residual)");
   }
   return out;
 }

@@ -25,7 +25,8 @@ Result<std::vector<int32_t>> parse_lengths(const std::string& list);
 Result<std::vector<double>> parse_depths(const std::string& list);
 
 // A policy with per-policy overrides: "streaming:sink=0:window=1020". Keys: budget,
-// sink, window, recent, forget (a float), obs, pool; unset keys keep the values of `base`.
+// sink, window, recent, forget (a float), obs, pool, and the cell storage bits, group,
+// residual ("kv-quant:bits=4"); unset keys keep the values of `base`.
 struct PolicySpec {
   std::string name;
   kv::KvPolicyOptions options;

@@ -25,8 +25,8 @@ namespace longhaul::eval {
 struct EvalRow {
   std::string policy;                 // the policy's describe(), e.g. "streaming(sink=4, window=1020)"
   int64_t length = 0;                 // tokens: prompt length (passkey) or end of the position bucket (ppl)
-  std::optional<double> depth;        // passkey: where the key sits, 0 = start, 1 = end
-  std::optional<double> accuracy;     // passkey: fraction of samples answered correctly
+  std::optional<double> depth;        // passkey, niah: where the key (needles) sits, 0 = start, 1 = end
+  std::optional<double> accuracy;     // passkey: fraction answered correctly; niah: mean fraction of values recalled
   std::optional<double> ppl;          // ppl: perplexity of the bucket's tokens
   int64_t kv_bytes = 0;               // KV bytes in use at the end of the point
   int64_t peak_rss_bytes = 0;         // process peak resident set so far
@@ -37,12 +37,12 @@ struct EvalRow {
 // The grid a task evaluates, and its knobs.
 struct EvalSpec {
   std::vector<int32_t> lengths = {1024, 2048, 4096};    // tokens; ppl: bucket ends of one streamed pass
-  std::vector<double> depths = {0, 0.25, 0.5, 0.75, 1};  // passkey only
-  int32_t samples = 1;         // passkey: keys tried per (length, depth)
-  uint64_t seed = 1234;        // passkey: seeds the keys
+  std::vector<double> depths = {0, 0.25, 0.5, 0.75, 1};  // passkey, niah
+  int32_t samples = 1;         // passkey, niah: keys tried per (length, depth)
+  uint64_t seed = 1234;        // passkey, niah: seeds the keys
   std::string text;            // ppl: the text to score (see default_text.h)
   int32_t chunk = 64;          // ppl: tokens per step; 1 = token by token (exact for every policy)
-  int32_t max_new_tokens = 8;  // passkey: greedy answer length
+  int32_t max_new_tokens = 8;  // passkey: greedy answer length; niah: at least this (raised per variant)
 };
 
 // Everything a task run needs. `session` names the policy; the task creates its sessions.
@@ -70,5 +70,11 @@ std::vector<std::string> task_names();
 // The factories, one per task file.
 std::unique_ptr<Task> make_passkey_task();
 std::unique_ptr<Task> make_ppl_task();
+// niah variants (tasks/niah.cc), one factory per registered name.
+std::unique_ptr<Task> make_niah_task();
+std::unique_ptr<Task> make_niah_uuid_task();
+std::unique_ptr<Task> make_niah_multikey_task();
+std::unique_ptr<Task> make_niah_multivalue_task();
+std::unique_ptr<Task> make_niah_multiquery_task();
 
 }  // namespace longhaul::eval

@@ -12,6 +12,11 @@ struct Entry {
 constexpr Entry kTasks[] = {
     {"passkey", make_passkey_task},
     {"ppl", make_ppl_task},
+    {"niah", make_niah_task},
+    {"niah-uuid", make_niah_uuid_task},
+    {"niah-multikey", make_niah_multikey_task},
+    {"niah-multivalue", make_niah_multivalue_task},
+    {"niah-multiquery", make_niah_multiquery_task},
 };
 
 }  // namespace

@@ -92,12 +92,15 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
   so.n_ctx = test.n_depth + n_measured + kContextSlack;
   so.n_batch = test.is_prompt() ? std::min(test.n_prompt, options.n_batch) : options.n_batch;
   so.n_threads = options.n_threads;
+  so.kv_policy = options.kv_policy;
+  so.kv_options = options.kv_options;
   LH_ASSIGN_OR_RETURN(std::unique_ptr<Session> session, Session::create(model, so));
 
   BenchResult result;
   result.test = test;
   result.n_threads = session->n_threads();
   result.n_ctx = session->n_ctx();
+  result.kv_policy = session->describe_kv();
 
   std::mt19937 rng(options.seed);
   if (test.n_depth > 0) {
@@ -116,7 +119,7 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
     if (progress) progress(stage, 0, n_measured);
     session->truncate(test.n_depth);
     const std::vector<int32_t> ids = random_tokens(rng, config.n_vocab, n_measured);
-    cells_before = session->cache().used_bytes() / bytes_per_cell;
+    cells_before = session->n_cells();
 
     const double t0 = now_seconds();
     const double cpu0 = process_cpu_seconds();
@@ -128,7 +131,7 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
     const double seconds = now_seconds() - t0;
     const double cpu_seconds = process_cpu_seconds() - cpu0;
 
-    cells_after = session->cache().used_bytes() / bytes_per_cell;
+    cells_after = session->n_cells();
     if (progress) progress(stage, n_measured, n_measured);
     if (rep >= 0) {
       result.tokens_per_s_samples.push_back(n_measured / std::max(seconds, 1e-12));

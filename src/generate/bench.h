@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "kv/kv_policy.h"
 #include "model/model.h"
 
 namespace longhaul::generate {
@@ -49,15 +50,15 @@ struct BenchOptions {
   int32_t n_warmup = 1;    // unmeasured repetitions before them (0 = none)
   int32_t n_batch = 512;   // most prompt tokens per forward step; a pp test uses min(n_prompt, n_batch)
   uint32_t seed = 1234;    // seeds the random token ids (same seed, same ids)
-  // The KV policy is not selectable from bench yet: every test runs the "full"
-  // policy. To add it, copy SessionOptions::kv_policy / kv_options here, pass them to
-  // Session::create in run_bench(), and add the policy name to the result and test name.
+  std::string kv_policy = "full";  // KV policy of every test's session (kv/policy_registry.h)
+  kv::KvPolicyOptions kv_options;  // its parameters, cell storage (kv_bits) included
 };
 
 struct BenchResult {
   BenchTest test;
   int32_t n_threads = 0;     // threads actually used
   int32_t n_ctx = 0;         // context size the session was created with
+  std::string kv_policy;     // the session's policy and cell storage, e.g. "streaming(sink=4, window=1020)"
   std::vector<double> tokens_per_s_samples;  // [n_reps] one per measured repetition
   double tokens_per_s = 0;   // mean of the samples
   double stddev = 0;         // sample standard deviation (0 for a single repetition)

@@ -20,7 +20,8 @@ Result<std::unique_ptr<Session>> Session::create(const model::Model& model, cons
   // A policy that bounds memory sizes the cache itself; the others fill the context.
   kv_options.max_cells = policy->max_cells() > 0 ? policy->max_cells() : n_ctx;
   kv_options.max_sequences = 1;
-  kv::KvCache cache(model.kv_shape(), kv_options);
+  LH_ASSIGN_OR_RETURN(const kv::KvQuantOptions quant, kv_storage(options.kv_options, *policy, model.kv_shape()));
+  kv::KvCache cache(model.kv_shape(), kv_options, quant);
   LH_ASSIGN_OR_RETURN(kv::SeqId seq, cache.add_sequence());
   const int n_threads = options.n_threads > 0 ? options.n_threads : default_thread_count();
   return std::unique_ptr<Session>(
@@ -36,6 +37,35 @@ Session::Session(const model::Model& model, const SessionOptions& options, kv::K
       seq_(seq),
       n_ctx_(n_ctx),
       pool_(n_threads) {}
+
+Result<kv::KvQuantOptions> kv_storage(const kv::KvPolicyOptions& options, const kv::KvPolicy& policy,
+                                      const kv::KvShape& shape) {
+  kv::KvQuantOptions quant;
+  quant.bits = options.kv_bits > 0 ? options.kv_bits : policy.default_kv_bits();
+  if (quant.bits != 16 && quant.bits != 8 && quant.bits != 4)
+    return Status::error("--kv-bits " + std::to_string(quant.bits) + " is not one of 16, 8, 4");
+  if (options.kv_group < 1 || options.kv_group > 4096)
+    return Status::error("--kv-group " + std::to_string(options.kv_group) + " is outside [1, 4096]");
+  if (options.kv_residual < 0) return Status::error("--kv-residual " + std::to_string(options.kv_residual) + " must be >= 0");
+  if (quant.bits == 4 && (shape.head_dim_k % 2 != 0 || shape.head_dim_v % 2 != 0))
+    return Status::error("--kv-bits 4 needs even head dims; this model has " + std::to_string(shape.head_dim_k) + " and " +
+                         std::to_string(shape.head_dim_v));
+  quant.group = options.kv_group;
+  quant.residual = options.kv_residual;
+  // The attention sinks of streaming and lm-infinite stay f16 (those policies re-write them in place); the other
+  // policies keep the same few first tokens in f16, which costs --sink cells per layer.
+  quant.f16_prefix = std::clamp(options.sink_tokens, 0, 1024);
+  return quant;
+}
+
+std::string Session::describe_kv() const {
+  std::string out = policy_->describe();
+  const kv::KvQuantOptions& q = cache_.quant_options();
+  if (q.bits < 16)
+    out += "+int" + std::to_string(q.bits) + "(group=" + std::to_string(q.group) + ", residual=" + std::to_string(q.residual) +
+           ")";
+  return out;
+}
 
 kv::KvPolicyContext kv_policy_context(const model::Model& model) {
   const model::ModelConfig& cfg = model.config();

@@ -64,6 +64,8 @@ class Session {
 
   const kv::KvCache& cache() const { return cache_; }
   const kv::KvPolicy& policy() const { return *policy_; }
+  // The policy's describe() plus the cell storage when quantized, e.g. "full+int8(group=32, residual=128)".
+  std::string describe_kv() const;
 
  private:
   Session(const model::Model& model, const SessionOptions& options, kv::KvCache cache, kv::SeqId seq, int32_t n_ctx,
@@ -85,5 +87,10 @@ class Session {
 
 // What a KV policy needs to know about `model` (cache shape, per-layer RoPE).
 kv::KvPolicyContext kv_policy_context(const model::Model& model);
+
+// The cache storage `options` ask for under `policy` (kv_bits 0 = the policy's default), checked: fails naming
+// the value and the limit.
+Result<kv::KvQuantOptions> kv_storage(const kv::KvPolicyOptions& options, const kv::KvPolicy& policy,
+                                      const kv::KvShape& shape);
 
 }  // namespace longhaul::generate

@@ -3,19 +3,44 @@
 #include <algorithm>
 #include <cstring>
 
-namespace longhaul::kv {
+#include "kernels/ops.h"
+#include "tensor/half.h"
 
-KvCache::KvCache(const KvShape& shape, const KvCacheOptions& options) : shape_(shape), options_(options) {
+namespace longhaul::kv {
+namespace {
+constexpr size_t kQuantizedSparePages = 2;  // empty f16 pages a quantized layer keeps for reuse
+}  // namespace
+
+KvCache::KvCache(const KvShape& shape, const KvCacheOptions& options, const KvQuantOptions& quant)
+    : shape_(shape), options_(options), quant_(quant) {
   LH_CHECK(shape_.n_layer > 0 && shape_.n_head_kv > 0 && shape_.head_dim_k > 0 && shape_.head_dim_v > 0);
   LH_CHECK(options_.page_tokens > 0 && options_.max_sequences > 0);
+  const KvQuantOptions& q = quant_;
+  LH_CHECK_MSG(q.bits == 16 || q.bits == 8 || q.bits == 4, "KV cache: bits must be 16, 8 or 4");
+  LH_CHECK_MSG(q.group > 0 && q.residual >= 0 && q.f16_prefix >= 0, "KV cache: group must be > 0, residual and prefix >= 0");
+  LH_CHECK_MSG(q.bits != 4 || (shape_.head_dim_k % 2 == 0 && shape_.head_dim_v % 2 == 0),
+               "KV cache: int4 cells need even head dims");
 }
 
-int64_t KvCache::page_elements() const {
-  return static_cast<int64_t>(shape_.n_head_kv) * options_.page_tokens * (shape_.head_dim_k + shape_.head_dim_v);
+int64_t KvCache::f16_cell_bytes() const {
+  return static_cast<int64_t>(shape_.n_head_kv) * (shape_.head_dim_k + shape_.head_dim_v) * 2;
+}
+
+KvQuantFormat KvCache::quant_format() const {
+  KvQuantFormat f;
+  f.bits = quant_.bits;
+  f.group = quant_.group;
+  f.n_head = shape_.n_head_kv;
+  f.dk = shape_.head_dim_k;
+  f.dv = shape_.head_dim_v;
+  return f;
 }
 
 int64_t KvCache::bytes_per_cell() const {
-  return static_cast<int64_t>(shape_.n_layer) * shape_.n_head_kv * (shape_.head_dim_k + shape_.head_dim_v) * 2;
+  if (!quantized()) return shape_.n_layer * f16_cell_bytes();
+  const KvQuantFormat f = quant_format();
+  const int64_t per_group = shape_.n_layer * (f.cell_bytes() * f.group + f.group_bytes());  // G cells, all layers
+  return (per_group + f.group - 1) / f.group;
 }
 
 Result<SeqId> KvCache::add_sequence() {
@@ -43,6 +68,9 @@ const KvCache::Sequence& KvCache::sequence(SeqId seq) const {
   LH_CHECK(seq >= 0 && static_cast<size_t>(seq) < sequences_.size() && sequences_[seq].live);
   return sequences_[static_cast<size_t>(seq)];
 }
+const KvCache::LayerCells& KvCache::layer(SeqId seq, int32_t il) const {
+  return sequence(seq).layers[static_cast<size_t>(il)];
+}
 
 bool KvCache::has_sequence(SeqId seq) const {
   return seq >= 0 && static_cast<size_t>(seq) < sequences_.size() && sequences_[static_cast<size_t>(seq)].live;
@@ -54,93 +82,313 @@ void KvCache::remove_sequence(SeqId seq) {
   s.next_position = 0;
   for (auto& layer : s.layers) {
     layer.pages.clear();
+    layer.spare.clear();
     layer.positions.clear();
+    reindex(layer);
   }
 }
 
 void KvCache::clear_sequence(SeqId seq) {
   Sequence& s = sequence(seq);
   s.next_position = 0;
-  for (auto& layer : s.layers) layer.positions.clear();
+  for (auto& layer : s.layers) {
+    for (Page& page : layer.pages) release(layer, std::move(page));
+    layer.pages.clear();
+    layer.positions.clear();
+    reindex(layer);
+  }
 }
+
+// ---- pages ----
+
+KvCache::Page KvCache::new_f16_page(int32_t capacity) const {
+  Page page;
+  page.capacity = capacity;
+  page.f16 = std::make_unique<uint16_t[]>(static_cast<size_t>(capacity) * shape_.n_head_kv *
+                                          (shape_.head_dim_k + shape_.head_dim_v));
+  return page;
+}
+
+KvCache::Page KvCache::take_spare(LayerCells& layer) {
+  if (layer.spare.empty()) return new_f16_page(options_.page_tokens);
+  Page page = std::move(layer.spare.back());
+  layer.spare.pop_back();
+  return page;
+}
+
+void KvCache::release(LayerCells& layer, Page&& page) {
+  // Only whole f16 pages are worth keeping: a quantized page is sized to its cells, the prefix page to the prefix.
+  if (page.f16 == nullptr || page.pinned || page.capacity != options_.page_tokens) return;
+  // Quantized storage empties f16 pages all the time (freezing): keep two for the residual to grow into and free
+  // the rest, so that the memory saved is returned. f16 storage keeps every page (a bounded policy reuses them).
+  if (quantized() && layer.spare.size() >= kQuantizedSparePages) return;
+  page.n_cells = 0;
+  layer.spare.push_back(std::move(page));
+}
+
+void KvCache::reindex(LayerCells& layer) {
+  layer.page_first.resize(layer.pages.size() + 1);
+  layer.page_first[0] = 0;
+  for (size_t i = 0; i < layer.pages.size(); ++i) layer.page_first[i + 1] = layer.page_first[i] + layer.pages[i].n_cells;
+}
+
+std::pair<int32_t, int32_t> KvCache::locate(const LayerCells& layer, int32_t cell) {
+  LH_CHECK_MSG(cell >= 0 && cell < layer.page_first.back(), "KV cache: cell index out of range");
+  const auto it = std::upper_bound(layer.page_first.begin(), layer.page_first.end(), cell);
+  const auto page = static_cast<int32_t>(it - layer.page_first.begin()) - 1;
+  return {page, cell - layer.page_first[static_cast<size_t>(page)]};
+}
+
+uint16_t* KvCache::f16_key(const Page& page, int32_t head, int32_t slot) const {
+  return page.f16.get() + (static_cast<int64_t>(head) * page.capacity + slot) * shape_.head_dim_k;
+}
+
+uint16_t* KvCache::f16_value(const Page& page, int32_t head, int32_t slot) const {
+  const int64_t v_base = static_cast<int64_t>(shape_.n_head_kv) * page.capacity * shape_.head_dim_k;
+  return page.f16.get() + v_base + (static_cast<int64_t>(head) * page.capacity + slot) * shape_.head_dim_v;
+}
+
+void KvCache::copy_f16_slot(const Page& from, int32_t from_slot, const Page& to, int32_t to_slot) const {
+  for (int32_t h = 0; h < shape_.n_head_kv; ++h) {
+    std::memcpy(f16_key(to, h, to_slot), f16_key(from, h, from_slot), shape_.head_dim_k * sizeof(uint16_t));
+    std::memcpy(f16_value(to, h, to_slot), f16_value(from, h, from_slot), shape_.head_dim_v * sizeof(uint16_t));
+  }
+}
+
+void KvCache::pop_front_f16(LayerCells& layer, size_t i_page, int32_t n, std::vector<uint16_t>& keys,
+                            std::vector<uint16_t>& values) {
+  const int32_t n_head = shape_.n_head_kv, dk = shape_.head_dim_k, dv = shape_.head_dim_v;
+  keys.resize(static_cast<size_t>(n) * n_head * dk);
+  values.resize(static_cast<size_t>(n) * n_head * dv);
+  for (int32_t done = 0; done < n;) {
+    LH_CHECK(i_page < layer.pages.size() && layer.pages[i_page].f16 != nullptr && !layer.pages[i_page].pinned);
+    Page& page = layer.pages[i_page];
+    const int32_t t = std::min(n - done, page.n_cells);
+    for (int32_t c = 0; c < t; ++c)
+      for (int32_t h = 0; h < n_head; ++h) {
+        const int64_t i = static_cast<int64_t>(done + c) * n_head + h;
+        std::memcpy(keys.data() + i * dk, f16_key(page, h, c), dk * sizeof(uint16_t));
+        std::memcpy(values.data() + i * dv, f16_value(page, h, c), dv * sizeof(uint16_t));
+      }
+    const int32_t rest = page.n_cells - t;
+    for (int32_t h = 0; h < n_head; ++h) {
+      std::memmove(f16_key(page, h, 0), f16_key(page, h, t), static_cast<size_t>(rest) * dk * sizeof(uint16_t));
+      std::memmove(f16_value(page, h, 0), f16_value(page, h, t), static_cast<size_t>(rest) * dv * sizeof(uint16_t));
+    }
+    page.n_cells = rest;
+    done += t;
+    if (rest == 0) {
+      Page empty = std::move(page);
+      layer.pages.erase(layer.pages.begin() + static_cast<int64_t>(i_page));
+      release(layer, std::move(empty));
+    }
+  }
+}
+
+void KvCache::freeze(LayerCells& layer) {
+  const KvQuantOptions& q = quant_;
+  const auto n = static_cast<int32_t>(layer.positions.size());
+  auto first_f16 = [&] {
+    size_t i = 0;
+    while (i < layer.pages.size() && (layer.pages[i].pinned || layer.pages[i].quantized != nullptr)) ++i;
+    return i;
+  };
+  size_t i_hot = first_f16();
+  if (i_hot == layer.pages.size()) return;
+  const int32_t hot_begin = layer.page_first[i_hot];
+  // The first f16_prefix cells join the prefix page, unless quantized cells already precede the f16 ones (after an
+  // eviction moved quantized cells below f16_prefix): the prefix page must stay first.
+  const bool has_prefix = !layer.pages.empty() && layer.pages[0].pinned;
+  const bool can_extend = i_hot == (has_prefix ? 1u : 0u);
+  const int32_t prefix_end = std::min(q.f16_prefix, n);
+  const int32_t start = can_extend ? std::max(hot_begin, prefix_end) : hot_begin;
+  const int32_t n_groups = n - q.residual - start >= q.group ? (n - q.residual - start) / q.group : 0;
+  if (n_groups == 0) return;  // nothing leaves the residual: leave the layout alone
+
+  const int32_t n_head = shape_.n_head_kv, dk = shape_.head_dim_k, dv = shape_.head_dim_v;
+  std::vector<uint16_t> keys, values;  // [cells, n_head, dk], [cells, n_head, dv]
+  if (start > hot_begin) {
+    const int32_t m = start - hot_begin;
+    pop_front_f16(layer, i_hot, m, keys, values);
+    if (!has_prefix) {
+      Page prefix = new_f16_page(std::max(q.f16_prefix, 1));
+      prefix.pinned = true;
+      layer.pages.insert(layer.pages.begin(), std::move(prefix));
+    }
+    Page& prefix = layer.pages[0];
+    LH_CHECK(prefix.n_cells + m <= prefix.capacity);
+    for (int32_t c = 0; c < m; ++c)
+      for (int32_t h = 0; h < n_head; ++h) {
+        const int64_t i = static_cast<int64_t>(c) * n_head + h;
+        std::memcpy(f16_key(prefix, h, prefix.n_cells + c), keys.data() + i * dk, dk * sizeof(uint16_t));
+        std::memcpy(f16_value(prefix, h, prefix.n_cells + c), values.data() + i * dv, dv * sizeof(uint16_t));
+      }
+    prefix.n_cells += m;
+    i_hot = first_f16();
+  }
+
+  const int32_t n_freeze = n_groups * q.group;
+  pop_front_f16(layer, i_hot, n_freeze, keys, values);
+  // Whole groups go into the quantized page just before the f16 ones while it has room for page_tokens cells
+  // (rounded down to whole groups), then into new quantized pages.
+  const int32_t page_cells = std::max(1, options_.page_tokens / q.group) * q.group;
+  for (int32_t done = 0; done < n_freeze;) {
+    Page* target = nullptr;
+    if (i_hot > 0 && layer.pages[i_hot - 1].quantized != nullptr && layer.pages[i_hot - 1].n_cells + q.group <= page_cells)
+      target = &layer.pages[i_hot - 1];
+    if (target == nullptr) {
+      Page page;
+      page.quantized = std::make_unique<QuantizedPage>(quant_format());
+      layer.pages.insert(layer.pages.begin() + static_cast<int64_t>(i_hot), std::move(page));
+      target = &layer.pages[i_hot];
+      ++i_hot;
+    }
+    const int32_t t = std::min((page_cells - target->n_cells) / q.group * q.group, n_freeze - done);
+    target->quantized->append(keys.data() + static_cast<int64_t>(done) * n_head * dk,
+                              values.data() + static_cast<int64_t>(done) * n_head * dv, t);
+    target->n_cells += t;
+    done += t;
+  }
+  reindex(layer);
+}
+
+// ---- cells ----
 
 Result<int32_t> KvCache::append_cells(SeqId seq, std::span<const int32_t> positions) {
   Sequence& s = sequence(seq);
   const auto n_new = static_cast<int32_t>(positions.size());
-  int32_t first = -1;
-  for (int32_t il = 0; il < shape_.n_layer; ++il) {
-    LayerCells& layer = s.layers[static_cast<size_t>(il)];
+  for (const LayerCells& layer : s.layers) {
     const auto n_old = static_cast<int32_t>(layer.positions.size());
     if (options_.max_cells > 0 && n_old + n_new > options_.max_cells) {
       return Status::error("context full: " + std::to_string(n_old) + " cached + " + std::to_string(n_new) +
                            " new tokens exceed the context size of " + std::to_string(options_.max_cells) +
                            " (raise -c/--ctx-size)");
     }
-    if (il == 0) first = n_old;
-    const int32_t pages_needed = (n_old + n_new + options_.page_tokens - 1) / options_.page_tokens;
-    while (static_cast<int32_t>(layer.pages.size()) < pages_needed) {
-      Page page;
-      page.data = std::make_unique<uint16_t[]>(static_cast<size_t>(page_elements()));
-      layer.pages.push_back(std::move(page));
+  }
+  const auto first = static_cast<int32_t>(s.layers[0].positions.size());
+  for (LayerCells& layer : s.layers) {
+    // Every cell already appended has been written by its step, so the ones that left the residual can be frozen.
+    if (quantized()) freeze(layer);
+    for (int32_t remaining = n_new; remaining > 0;) {
+      const bool room = !layer.pages.empty() && layer.pages.back().f16 != nullptr && !layer.pages.back().pinned &&
+                        layer.pages.back().n_cells < layer.pages.back().capacity;
+      if (!room) layer.pages.push_back(take_spare(layer));
+      Page& last = layer.pages.back();
+      const int32_t t = std::min(remaining, last.capacity - last.n_cells);
+      last.n_cells += t;
+      remaining -= t;
     }
     layer.positions.insert(layer.positions.end(), positions.begin(), positions.end());
+    reindex(layer);
   }
   for (int32_t p : positions) s.next_position = std::max(s.next_position, p + 1);
   return first;
 }
 
-void KvCache::copy_cell(LayerCells& layer, int32_t from, int32_t to) {
-  const int32_t pt = options_.page_tokens;
-  const int64_t k_head = static_cast<int64_t>(pt) * shape_.head_dim_k;
-  const int64_t v_head = static_cast<int64_t>(pt) * shape_.head_dim_v;
-  const int64_t v_base = static_cast<int64_t>(shape_.n_head_kv) * k_head;
-  uint16_t* src = layer.pages[static_cast<size_t>(from / pt)].data.get();
-  uint16_t* dst = layer.pages[static_cast<size_t>(to / pt)].data.get();
-  const int32_t fi = from % pt, ti = to % pt;
-  for (int32_t h = 0; h < shape_.n_head_kv; ++h) {
-    std::memcpy(dst + h * k_head + static_cast<int64_t>(ti) * shape_.head_dim_k,
-                src + h * k_head + static_cast<int64_t>(fi) * shape_.head_dim_k, shape_.head_dim_k * 2);
-    std::memcpy(dst + v_base + h * v_head + static_cast<int64_t>(ti) * shape_.head_dim_v,
-                src + v_base + h * v_head + static_cast<int64_t>(fi) * shape_.head_dim_v, shape_.head_dim_v * 2);
+void KvCache::retain_f16(LayerCells& layer, std::span<const int32_t> keep) {
+  // Every page is full but the last: moving cells to the front keeps it so.
+  int32_t out = 0;
+  for (int32_t cell : keep) {
+    if (cell != out) {
+      const auto [fp, fs] = locate(layer, cell);
+      const auto [tp, ts] = locate(layer, out);
+      copy_f16_slot(layer.pages[static_cast<size_t>(fp)], fs, layer.pages[static_cast<size_t>(tp)], ts);
+    }
+    ++out;
   }
+  int32_t remaining = out;
+  for (Page& page : layer.pages) {
+    page.n_cells = std::min(page.capacity, remaining);
+    remaining -= page.n_cells;
+  }
+  while (!layer.pages.empty() && layer.pages.back().n_cells == 0) {
+    Page empty = std::move(layer.pages.back());
+    layer.pages.pop_back();
+    release(layer, std::move(empty));
+  }
+}
+
+void KvCache::retain_per_page(LayerCells& layer, std::span<const int32_t> keep) {
+  std::vector<Page> kept;
+  std::vector<int32_t> local;  // kept slots of one page
+  size_t k = 0;
+  for (size_t i = 0; i < layer.pages.size(); ++i) {
+    Page& page = layer.pages[i];
+    const int32_t begin = layer.page_first[i], end = layer.page_first[i + 1];
+    local.clear();
+    for (; k < keep.size() && keep[k] < end; ++k) local.push_back(keep[k] - begin);
+    if (static_cast<int32_t>(local.size()) == page.n_cells) {
+      kept.push_back(std::move(page));
+      continue;
+    }
+    if (local.empty()) {
+      release(layer, std::move(page));
+      continue;
+    }
+    if (page.quantized != nullptr) {
+      page.quantized->retain(local);
+    } else {
+      for (size_t j = 0; j < local.size(); ++j)
+        if (local[j] != static_cast<int32_t>(j)) copy_f16_slot(page, local[j], page, static_cast<int32_t>(j));
+    }
+    page.n_cells = static_cast<int32_t>(local.size());
+    kept.push_back(std::move(page));
+  }
+  layer.pages = std::move(kept);
 }
 
 void KvCache::retain_cells(SeqId seq, int32_t il, std::span<const int32_t> keep) {
   LayerCells& layer = sequence(seq).layers[static_cast<size_t>(il)];
   const auto n = static_cast<int32_t>(layer.positions.size());
-  int32_t out = 0;
   int32_t prev = -1;
   for (int32_t cell : keep) {
     LH_CHECK_MSG(cell > prev && cell < n, "retain_cells: indices must be ascending and < n_cells");
     prev = cell;
-    if (cell != out) {
-      copy_cell(layer, cell, out);
-      layer.positions[static_cast<size_t>(out)] = layer.positions[static_cast<size_t>(cell)];
-    }
-    ++out;
   }
-  layer.positions.resize(static_cast<size_t>(out));
+  if (quantized()) {
+    retain_per_page(layer, keep);
+  } else {
+    retain_f16(layer, keep);
+  }
+  for (size_t i = 0; i < keep.size(); ++i) layer.positions[i] = layer.positions[static_cast<size_t>(keep[i])];
+  layer.positions.resize(keep.size());
+  reindex(layer);
 }
 
 void KvCache::truncate(SeqId seq, int32_t n_keep) {
   Sequence& s = sequence(seq);
   int32_t next = 0;
   for (auto& layer : s.layers) {
-    if (static_cast<int32_t>(layer.positions.size()) > n_keep) layer.positions.resize(static_cast<size_t>(n_keep));
+    if (static_cast<int32_t>(layer.positions.size()) > n_keep) {
+      layer.positions.resize(static_cast<size_t>(std::max(0, n_keep)));
+      std::vector<Page> kept;
+      for (size_t i = 0; i < layer.pages.size(); ++i) {
+        Page& page = layer.pages[i];
+        const int32_t begin = layer.page_first[i];
+        if (begin >= n_keep) {
+          release(layer, std::move(page));
+          continue;
+        }
+        const int32_t n_page = std::min(page.n_cells, n_keep - begin);
+        if (page.quantized != nullptr) page.quantized->truncate(n_page);
+        page.n_cells = n_page;
+        kept.push_back(std::move(page));
+      }
+      layer.pages = std::move(kept);
+      reindex(layer);
+    }
     for (int32_t p : layer.positions) next = std::max(next, p + 1);
   }
   s.next_position = next;
 }
 
-int32_t KvCache::n_cells(SeqId seq, int32_t il) const {
-  return static_cast<int32_t>(sequence(seq).layers[static_cast<size_t>(il)].positions.size());
-}
+int32_t KvCache::n_cells(SeqId seq, int32_t il) const { return static_cast<int32_t>(layer(seq, il).positions.size()); }
 
-std::span<const int32_t> KvCache::positions(SeqId seq, int32_t il) const {
-  return sequence(seq).layers[static_cast<size_t>(il)].positions;
-}
+std::span<const int32_t> KvCache::positions(SeqId seq, int32_t il) const { return layer(seq, il).positions; }
 
 int32_t KvCache::next_position(SeqId seq) const { return sequence(seq).next_position; }
+
+// ---- reading and writing ----
 
 uint16_t* KvCache::key(SeqId seq, int32_t il, int32_t head, int32_t cell) {
   return const_cast<uint16_t*>(static_cast<const KvCache*>(this)->key(seq, il, head, cell));
@@ -150,33 +398,136 @@ uint16_t* KvCache::value(SeqId seq, int32_t il, int32_t head, int32_t cell) {
 }
 
 const uint16_t* KvCache::key(SeqId seq, int32_t il, int32_t head, int32_t cell) const {
-  const LayerCells& layer = sequence(seq).layers[static_cast<size_t>(il)];
-  const int32_t pt = options_.page_tokens;
-  const uint16_t* page = layer.pages[static_cast<size_t>(cell / pt)].data.get();
-  return page + (static_cast<int64_t>(head) * pt + cell % pt) * shape_.head_dim_k;
+  const LayerCells& l = layer(seq, il);
+  const auto [page, slot] = locate(l, cell);
+  const Page& p = l.pages[static_cast<size_t>(page)];
+  LH_CHECK_MSG(p.f16 != nullptr, "KvCache::key: the cell is quantized (use read_keys / head_rows)");
+  return f16_key(p, head, slot);
 }
 
 const uint16_t* KvCache::value(SeqId seq, int32_t il, int32_t head, int32_t cell) const {
-  const LayerCells& layer = sequence(seq).layers[static_cast<size_t>(il)];
-  const int32_t pt = options_.page_tokens;
-  const uint16_t* page = layer.pages[static_cast<size_t>(cell / pt)].data.get();
-  const int64_t v_base = static_cast<int64_t>(shape_.n_head_kv) * pt * shape_.head_dim_k;
-  return page + v_base + (static_cast<int64_t>(head) * pt + cell % pt) * shape_.head_dim_v;
+  const LayerCells& l = layer(seq, il);
+  const auto [page, slot] = locate(l, cell);
+  const Page& p = l.pages[static_cast<size_t>(page)];
+  LH_CHECK_MSG(p.f16 != nullptr, "KvCache::value: the cell is quantized (use read_values / head_rows)");
+  return f16_value(p, head, slot);
 }
 
+bool KvCache::is_f16(SeqId seq, int32_t il, int32_t cell) const {
+  const LayerCells& l = layer(seq, il);
+  return l.pages[static_cast<size_t>(locate(l, cell).first)].f16 != nullptr;
+}
+
+int32_t KvCache::n_pages(SeqId seq, int32_t il) const { return static_cast<int32_t>(layer(seq, il).pages.size()); }
+
+KvCache::PageSpan KvCache::page_span(SeqId seq, int32_t il, int32_t i_page) const {
+  const LayerCells& l = layer(seq, il);
+  const auto i = static_cast<size_t>(i_page);
+  return {l.page_first[i], l.pages[i].n_cells, l.pages[i].quantized != nullptr};
+}
+
+KvCache::HeadRows KvCache::head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page, Scratch& scratch,
+                                     bool want_keys, bool want_values) const {
+  const Page& page = layer(seq, il).pages[static_cast<size_t>(i_page)];
+  HeadRows rows;
+  if (page.f16 != nullptr) {
+    if (want_keys) rows.keys = f16_key(page, head, 0);
+    if (want_values) rows.values = f16_value(page, head, 0);
+    return rows;
+  }
+  if (want_keys) scratch.keys.resize(static_cast<size_t>(page.n_cells) * shape_.head_dim_k);
+  if (want_values) scratch.values.resize(static_cast<size_t>(page.n_cells) * shape_.head_dim_v);
+  page.quantized->dequantize_head(head, want_keys ? scratch.keys.data() : nullptr,
+                                  want_values ? scratch.values.data() : nullptr);
+  if (want_keys) rows.keys = scratch.keys.data();
+  if (want_values) rows.values = scratch.values.data();
+  return rows;
+}
+
+namespace {
+// Calls fn(page, slot, count, done) for the runs of cells [first, first + count) that share a page.
+template <typename Layer, typename Locate, typename Fn>
+void for_each_run(Layer& layer, int32_t first, int32_t count, Locate&& locate, Fn&& fn) {
+  LH_CHECK_MSG(first >= 0 && count >= 0 && first + count <= layer.page_first.back(), "KV cache: cells out of range");
+  for (int32_t c = first; c < first + count;) {
+    const auto [page, slot] = locate(layer, c);
+    const int32_t t = std::min(first + count - c, layer.pages[static_cast<size_t>(page)].n_cells - slot);
+    fn(layer.pages[static_cast<size_t>(page)], slot, t, c - first);
+    c += t;
+  }
+}
+}  // namespace
+
+void KvCache::read_keys(SeqId seq, int32_t il, int32_t first, int32_t count, float* out) const {
+  const int32_t n_head = shape_.n_head_kv, dk = shape_.head_dim_k;
+  for_each_run(layer(seq, il), first, count, locate, [&](const Page& page, int32_t slot, int32_t t, int32_t done) {
+    float* o = out + static_cast<int64_t>(done) * n_head * dk;
+    if (page.quantized != nullptr) {
+      page.quantized->read(slot, t, o, nullptr);
+      return;
+    }
+    for (int32_t i = 0; i < t; ++i)
+      for (int32_t h = 0; h < n_head; ++h) {
+        const uint16_t* k = f16_key(page, h, slot + i);
+        for (int32_t d = 0; d < dk; ++d) o[(static_cast<int64_t>(i) * n_head + h) * dk + d] = tensor::f16_to_f32(k[d]);
+      }
+  });
+}
+
+void KvCache::read_values(SeqId seq, int32_t il, int32_t first, int32_t count, float* out) const {
+  const int32_t n_head = shape_.n_head_kv, dv = shape_.head_dim_v;
+  for_each_run(layer(seq, il), first, count, locate, [&](const Page& page, int32_t slot, int32_t t, int32_t done) {
+    float* o = out + static_cast<int64_t>(done) * n_head * dv;
+    if (page.quantized != nullptr) {
+      page.quantized->read(slot, t, nullptr, o);
+      return;
+    }
+    for (int32_t i = 0; i < t; ++i)
+      for (int32_t h = 0; h < n_head; ++h) {
+        const uint16_t* v = f16_value(page, h, slot + i);
+        for (int32_t d = 0; d < dv; ++d) o[(static_cast<int64_t>(i) * n_head + h) * dv + d] = tensor::f16_to_f32(v[d]);
+      }
+  });
+}
+
+void KvCache::write_keys(SeqId seq, int32_t il, int32_t first, int32_t count, const float* keys) {
+  const int32_t n_head = shape_.n_head_kv, dk = shape_.head_dim_k;
+  LayerCells& l = sequence(seq).layers[static_cast<size_t>(il)];
+  for_each_run(l, first, count, locate, [&](Page& page, int32_t slot, int32_t t, int32_t done) {
+    const float* k = keys + static_cast<int64_t>(done) * n_head * dk;
+    if (page.quantized != nullptr) {
+      std::vector<uint16_t> rows(static_cast<size_t>(t) * n_head * dk);  // [t, n_head, dk] f16
+      kernels::f32_to_f16_row(k, rows.data(), static_cast<int64_t>(rows.size()));
+      page.quantized->write_keys(slot, t, rows.data());
+      return;
+    }
+    for (int32_t i = 0; i < t; ++i)
+      for (int32_t h = 0; h < n_head; ++h)
+        kernels::f32_to_f16_row(k + (static_cast<int64_t>(i) * n_head + h) * dk, f16_key(page, h, slot + i), dk);
+  });
+}
+
+// ---- memory ----
+
 int64_t KvCache::used_bytes() const {
-  int64_t cells = 0;
+  int64_t bytes = 0;
   for (const auto& s : sequences_)
     if (s.live)
-      for (const auto& layer : s.layers) cells += static_cast<int64_t>(layer.positions.size());
-  return cells * shape_.n_head_kv * (shape_.head_dim_k + shape_.head_dim_v) * 2;
+      for (const auto& layer : s.layers)
+        for (const Page& page : layer.pages)
+          bytes += page.quantized != nullptr ? page.quantized->used_bytes() : page.n_cells * f16_cell_bytes();
+  return bytes;
 }
 
 int64_t KvCache::allocated_bytes() const {
-  int64_t pages = 0;
+  int64_t bytes = 0;
   for (const auto& s : sequences_)
-    for (const auto& layer : s.layers) pages += static_cast<int64_t>(layer.pages.size());
-  return pages * page_elements() * 2;
+    for (const auto& layer : s.layers) {
+      for (const Page& page : layer.pages)
+        bytes += page.quantized != nullptr ? page.quantized->allocated_bytes() : page.capacity * f16_cell_bytes();
+      for (const Page& page : layer.spare) bytes += page.capacity * f16_cell_bytes();
+    }
+  return bytes;
 }
 
 }  // namespace longhaul::kv

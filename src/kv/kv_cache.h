@@ -1,13 +1,29 @@
 // Paged key/value storage for attention, built so that KV policies (eviction,
 // sinks, per-head retention, quantization) can be added without touching the model.
 //
-// Storage. Each sequence owns, per layer, a list of pages of `page_tokens` cells.
-// A cell holds one token's keys and values for every KV head, in f16 (as
-// llama.cpp's default cache type, which halves memory against f32). Inside a page
-// the layout is head-major so that decode attention streams one head's keys contiguously:
-//   keys   [n_head_kv, page_tokens, head_dim_k]  f16
-//   values [n_head_kv, page_tokens, head_dim_v]  f16
+// Storage. Each sequence owns, per layer, a list of pages in cell order; page i holds
+// cells [first_cell, first_cell + n_cells) (page_span). A cell holds one token's keys and
+// values for every KV head. A page is either
+//   f16 (llama.cpp's default cache type, which halves memory against f32), head-major so
+//   that decode attention streams one head's keys contiguously, with room for `capacity` cells:
+//     keys   [n_head_kv, capacity, head_dim_k]  f16
+//     values [n_head_kv, capacity, head_dim_v]  f16
+//   or quantized (KvQuantOptions::bits 8 or 4): KIVI's int8 / int4 cells, laid out and
+//   sized as kv/quantized_page.h says.
+// With bits = 16 (the default) every page is f16 with capacity page_tokens and every page
+// but the last is full, so cell c is slot c % page_tokens of page c / page_tokens.
 // Memory grows one page at a time, never by re-allocating what is stored.
+//
+// Quantized storage (KIVI, Liu et al., 2024). Cells are always written f16; when cells are
+// appended, the cells older than the `residual` most recent are frozen in whole groups of
+// `group` cells: quantized into the quantized page before the f16 ones (up to
+// page_tokens cells per quantized page, rounded down to whole groups) and dropped from the
+// f16 pages. So a layer is laid out as
+//   [f16 prefix page (the first f16_prefix cells)] [quantized pages...] [f16 pages...]
+// and at most residual + group - 1 + (the last step's tokens) cells are f16 besides the prefix.
+// Eviction (retain_cells) compacts each page in place instead of moving cells across pages:
+// a quantized cell never moves to another key group, so eviction never re-quantizes (the
+// groups just lose members), and only the pages that lose cells are touched.
 //
 // Positions are kept separately from cells: cell i of a layer holds the token at
 // position positions(seq, il)[i]. Under the full policy positions are 0, 1, 2, ...;
@@ -15,17 +31,20 @@
 // what a StreamingLLM-style policy needs to re-assign positions inside the cache.
 //
 // Thread-safety: one step at a time. During a step, distinct (sequence, layer, head)
-// triples may be written and read from different threads; the cell bookkeeping
-// (append_cells / retain_cells) runs on the step's owning thread only.
+// triples may be written and read from different threads (key()/value() of the step's
+// new cells, head_rows with a scratch per thread); the cell bookkeeping (append_cells,
+// retain_cells, truncate, write_keys) runs on the step's owning thread only.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
+#include "kv/quantized_page.h"
 
 namespace longhaul::kv {
 
@@ -34,6 +53,18 @@ struct KvShape {
   int32_t n_head_kv = 0;
   int32_t head_dim_k = 0;
   int32_t head_dim_v = 0;
+};
+
+// How cells are stored. KIVI's paper (Liu et al., 2024) runs 2 and 4 bits with G = 32 and R = 128; we keep its
+// G and R and offer 8 and 4 bits.
+struct KvQuantOptions {
+  int32_t bits = 16;       // cells older than the residual: 16 = f16 (no quantization), 8 = int8, 4 = int4
+  int32_t group = 32;      // G: keys of G consecutive cells share a scale and zero point per channel (KIVI: 32)
+  int32_t residual = 128;  // R: the R most recent cells stay f16 (KIVI: 128); older ones wait for a whole group
+  // The first cells of a sequence are never quantized: they are the attention sinks (Xiao et al., 2023) that take
+  // a large share of every query's attention, and KVQuant (Hooper et al., 2024) shows that keeping the first token
+  // in full precision matters; a policy that re-writes them (streaming) keeps f16 pointers to them. 0 = none.
+  int32_t f16_prefix = 4;
 };
 
 struct KvCacheOptions {
@@ -46,7 +77,9 @@ using SeqId = int32_t;
 
 class KvCache {
  public:
-  KvCache(const KvShape& shape, const KvCacheOptions& options);
+  // `quant` is a separate argument, not a KvCacheOptions field, so that the brace-initialised options of existing
+  // callers stay complete (-Wmissing-field-initializers).
+  KvCache(const KvShape& shape, const KvCacheOptions& options, const KvQuantOptions& quant = {});
   KvCache(KvCache&&) noexcept = default;
   KvCache& operator=(KvCache&&) noexcept = default;
   KvCache(const KvCache&) = delete;
@@ -54,6 +87,7 @@ class KvCache {
 
   const KvShape& shape() const { return shape_; }
   const KvCacheOptions& options() const { return options_; }
+  const KvQuantOptions& quant_options() const { return quant_; }
 
   // Creates an empty sequence; fails when max_sequences are live.
   Result<SeqId> add_sequence();
@@ -68,8 +102,10 @@ class KvCache {
   // sequence would exceed max_cells, naming both numbers.
   Result<int32_t> append_cells(SeqId seq, std::span<const int32_t> positions);
 
-  // Keeps only the cells whose indices are listed (ascending) in layer il, moving
-  // them to the front; used by eviction policies. Pages past the end are kept for reuse.
+  // Keeps only the cells whose indices are listed (ascending) in layer il, in order, so
+  // that kept cell keep[i] becomes cell i; used by eviction policies. f16 storage moves the
+  // cells to the front across pages; quantized storage compacts each page in place. Empty
+  // f16 pages are kept for reuse.
   void retain_cells(SeqId seq, int32_t il, std::span<const int32_t> keep);
 
   // Keeps the first n_keep cells of every layer and rewinds next_position to
@@ -82,26 +118,70 @@ class KvCache {
   // Next position a new token of the sequence gets (1 + the largest position appended).
   int32_t next_position(SeqId seq) const;
 
-  // Pointers to one head's keys / values of `cell` (f16 bits). Cells of a head are
-  // contiguous within a page: cells [page_begin, page_begin + page_tokens).
+  // Pointers to one head's keys / values of `cell` (f16 bits), for the cells of f16 pages only (CHECK): every cell
+  // when bits == 16; otherwise the f16 prefix, the residual and the cells a step appends (always f16 until the
+  // next append_cells). Cells of a head are contiguous within a page.
   uint16_t* key(SeqId seq, int32_t il, int32_t head, int32_t cell);
   uint16_t* value(SeqId seq, int32_t il, int32_t head, int32_t cell);
   const uint16_t* key(SeqId seq, int32_t il, int32_t head, int32_t cell) const;
   const uint16_t* value(SeqId seq, int32_t il, int32_t head, int32_t cell) const;
+  bool is_f16(SeqId seq, int32_t il, int32_t cell) const;
   int32_t page_tokens() const { return options_.page_tokens; }
+  bool quantized() const { return quant_.bits < 16; }
 
-  // Bytes of K/V data held by live cells, and bytes of pages allocated.
+  // Pages of layer il in cell order (attention walks them one at a time).
+  struct PageSpan {
+    int32_t first_cell = 0;
+    int32_t n_cells = 0;
+    bool quantized = false;
+  };
+  int32_t n_pages(SeqId seq, int32_t il) const;
+  PageSpan page_span(SeqId seq, int32_t il, int32_t i_page) const;
+
+  // One head's rows of a page as f16, the attention kernels' input: keys [n_cells, head_dim_k], values
+  // [n_cells, head_dim_v], row stride = head dim. An f16 page is read in place (zero copy); a quantized page is
+  // dequantized into `scratch` (one per thread). Rows not wanted are left null.
+  struct HeadRows {
+    const uint16_t* keys = nullptr;
+    const uint16_t* values = nullptr;
+  };
+  struct Scratch {
+    std::vector<uint16_t> keys, values;
+  };
+  HeadRows head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page, Scratch& scratch, bool want_keys = true,
+                     bool want_values = true) const;
+
+  // Keys / values of cells [first, first + count) of every head as f32, dequantized where quantized:
+  //   out [count, n_head_kv, head_dim]
+  void read_keys(SeqId seq, int32_t il, int32_t first, int32_t count, float* out) const;
+  void read_values(SeqId seq, int32_t il, int32_t first, int32_t count, float* out) const;
+  // Overwrites the keys of cells [first, first + count), every head: keys [count, n_head_kv, head_dim_k] f32,
+  // rounded to f16 as the model's stores are. Quantized cells become one key group of their own, quantized from
+  // these keys; the other cells of their groups are left as they are.
+  void write_keys(SeqId seq, int32_t il, int32_t first, int32_t count, const float* keys);
+
+  // Bytes of K/V data held by live cells (quantized cells at their quantized size, with their scales and zero
+  // points), and bytes of pages allocated (including empty pages kept for reuse).
   int64_t used_bytes() const;
   int64_t allocated_bytes() const;
-  int64_t bytes_per_cell() const;  // all layers and heads, K + V
+  // Bytes of one cell, all layers and heads, K + V, in the storage format: f16 for bits == 16, else a quantized
+  // cell in a full key group (rounded up to a whole byte):
+  //   n_layer * (n_head_kv * ((dk + dv) * bits / 8 + 4 * ceil(dv / 32)) + (4 * n_head_kv * dk + 4) / G)
+  int64_t bytes_per_cell() const;
 
  private:
   struct Page {
-    std::unique_ptr<uint16_t[]> data;  // keys [n_head_kv, page_tokens, dk] then values [n_head_kv, page_tokens, dv]
+    int32_t n_cells = 0;
+    int32_t capacity = 0;  // f16 pages: cells the buffer has room for
+    bool pinned = false;   // the f16 prefix page: never quantized, never receives appends
+    std::unique_ptr<uint16_t[]> f16;  // keys [n_head_kv, capacity, dk] then values [n_head_kv, capacity, dv]
+    std::unique_ptr<QuantizedPage> quantized;  // set instead of f16 for a quantized page
   };
   struct LayerCells {
-    std::vector<Page> pages;
-    std::vector<int32_t> positions;  // [n_cells]
+    std::vector<Page> pages;          // in cell order, none empty
+    std::vector<int32_t> page_first = {0};  // [pages.size() + 1]: first cell of each page, then n_cells
+    std::vector<Page> spare;          // empty f16 pages of page_tokens cells, reused before allocating
+    std::vector<int32_t> positions;   // [n_cells]
   };
   struct Sequence {
     bool live = false;
@@ -111,11 +191,30 @@ class KvCache {
 
   Sequence& sequence(SeqId seq);
   const Sequence& sequence(SeqId seq) const;
-  int64_t page_elements() const;
-  void copy_cell(LayerCells& layer, int32_t from, int32_t to);
+  const LayerCells& layer(SeqId seq, int32_t il) const;
+  int64_t f16_cell_bytes() const;  // one layer, all heads
+  KvQuantFormat quant_format() const;
+  Page new_f16_page(int32_t capacity) const;
+  Page take_spare(LayerCells& layer);
+  void release(LayerCells& layer, Page&& page);
+  static void reindex(LayerCells& layer);
+  // (page, slot) of `cell`.
+  static std::pair<int32_t, int32_t> locate(const LayerCells& layer, int32_t cell);
+  uint16_t* f16_key(const Page& page, int32_t head, int32_t slot) const;
+  uint16_t* f16_value(const Page& page, int32_t head, int32_t slot) const;
+  void copy_f16_slot(const Page& from, int32_t from_slot, const Page& to, int32_t to_slot) const;
+  // Removes the first n cells of the f16 pages starting at page index i_page, returning them cell-major:
+  //   keys [n, n_head_kv, dk], values [n, n_head_kv, dv] f16.
+  void pop_front_f16(LayerCells& layer, size_t i_page, int32_t n, std::vector<uint16_t>& keys,
+                     std::vector<uint16_t>& values);
+  // Quantizes the f16 cells that have left the residual (bits < 16), as the file comment says.
+  void freeze(LayerCells& layer);
+  void retain_f16(LayerCells& layer, std::span<const int32_t> keep);
+  void retain_per_page(LayerCells& layer, std::span<const int32_t> keep);
 
   KvShape shape_;
   KvCacheOptions options_;
+  KvQuantOptions quant_;
   std::vector<Sequence> sequences_;  // indexed by SeqId
 };
 

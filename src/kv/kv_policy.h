@@ -55,6 +55,10 @@ struct KvPolicyOptions {
   float forgetting_factor = 0.0f;   // a2sf: accumulated attention decays by this per token, in (0, 1] (0 = 0.9)
   int32_t observation_window = 32;  // snapkv: last prompt tokens whose attention votes (also always kept)
   int32_t pool_kernel = 7;          // snapkv: width of the average pooling over votes (1 = off)
+  // Cell storage, for every policy (kv/kv_cache.h KvQuantOptions; KIVI, Liu et al., 2024). The Session reads these.
+  int32_t kv_bits = 0;              // 16 = f16, 8 = int8, 4 = int4 past the residual (0 = default_kv_bits(): 16, kv-quant 8)
+  int32_t kv_group = 32;            // G: cells whose keys share a scale and zero point per channel (KIVI: 32)
+  int32_t kv_residual = 128;        // R: most recent cells kept f16 (KIVI: 128)
 };
 
 // Rotary embedding of one layer, for policies that move keys to new positions.
@@ -102,6 +106,8 @@ class KvPolicy {
   virtual int32_t max_step_tokens() const { return 0; }
   // True when the policy needs observe_scores during steps.
   virtual bool needs_scores() const { return false; }
+  // Bits per cell the Session stores when KvPolicyOptions::kv_bits is 0: 16 (f16) for every policy but kv-quant.
+  virtual int32_t default_kv_bits() const { return 16; }
 
   // Step 1: which cells to keep so that `next.n_tokens` more fit. Pure.
   virtual EvictionPlan plan_eviction(const KvCache& cache, SeqId seq, const StepInfo& next) const = 0;

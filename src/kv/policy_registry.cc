@@ -12,10 +12,12 @@ struct Entry {
 constexpr Entry kPolicies[] = {
     {"full", make_full_policy},
     {"streaming", make_streaming_policy},
+    {"lm-infinite", make_lm_infinite_policy},
     {"h2o", make_h2o_policy},
     {"a2sf", make_a2sf_policy},
     {"tova", make_tova_policy},
     {"snapkv", make_snapkv_policy},
+    {"kv-quant", make_kv_quant_policy},
 };
 
 }  // namespace

@@ -26,9 +26,12 @@ std::vector<std::string> kv_policy_names();
 Result<std::unique_ptr<KvPolicy>> make_full_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
 Result<std::unique_ptr<KvPolicy>> make_streaming_policy(const KvPolicyContext& context,
                                                         const KvPolicyOptions& options);
+Result<std::unique_ptr<KvPolicy>> make_lm_infinite_policy(const KvPolicyContext& context,
+                                                          const KvPolicyOptions& options);
 Result<std::unique_ptr<KvPolicy>> make_h2o_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
 Result<std::unique_ptr<KvPolicy>> make_a2sf_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
 Result<std::unique_ptr<KvPolicy>> make_tova_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
 Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
+Result<std::unique_ptr<KvPolicy>> make_kv_quant_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
 
 }  // namespace longhaul::kv

@@ -38,30 +38,38 @@ void attend_one(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_t kv_
                 int32_t window, const float* q, int32_t dk, int32_t dv, float* scores, float* out) {
   const int32_t n_cells = cache.n_cells(seq, il);
   const std::span<const int32_t> positions = cache.positions(seq, il);
-  const int32_t page = cache.page_tokens();
+  const int32_t n_pages = cache.n_pages(seq, il);
+  thread_local kv::KvCache::Scratch scratch;  // quantized pages are dequantized here, one page at a time
   auto visible = [&](int32_t c) {
     const int32_t p = positions[static_cast<size_t>(c)];
     return p <= query_pos && (window <= 0 || query_pos - p < window);
   };
-  // Calls fn(first, count) for each run of consecutive visible cells inside one page: the keys (values) of a
-  // head in a run are contiguous rows, so one kernel call serves the run.
-  auto for_each_visible_run = [&](auto&& fn) {
-    for (int32_t c = 0; c < n_cells;) {
-      if (!visible(c)) {
-        ++c;
-        continue;
+  // Calls fn(first, count, first_row) for each run of consecutive visible cells inside one page: the keys (values)
+  // of a head in a run are contiguous rows, so one kernel call serves the run. Row 0 of the page is cell
+  // page.first_cell.
+  auto for_each_visible_run = [&](bool keys, auto&& fn) {
+    for (int32_t ip = 0; ip < n_pages; ++ip) {
+      const kv::KvCache::PageSpan page = cache.page_span(seq, il, ip);
+      const int32_t page_end = page.first_cell + page.n_cells;
+      kv::KvCache::HeadRows rows;
+      for (int32_t c = page.first_cell; c < page_end;) {
+        if (!visible(c)) {
+          ++c;
+          continue;
+        }
+        int32_t e = c + 1;
+        while (e < page_end && visible(e)) ++e;
+        if (rows.keys == nullptr && rows.values == nullptr) rows = cache.head_rows(seq, il, kv_head, ip, scratch, keys, !keys);
+        const int64_t row = c - page.first_cell;
+        fn(c, e - c, keys ? rows.keys + row * dk : rows.values + row * dv);
+        c = e;
       }
-      const int32_t page_end = std::min(n_cells, (c / page + 1) * page);
-      int32_t e = c + 1;
-      while (e < page_end && visible(e)) ++e;
-      fn(c, e - c);
-      c = e;
     }
   };
   std::fill(scores, scores + n_cells, -INFINITY);
   int32_t end = 0;  // one past the last visible cell (causal prompts: the cells after the query are all masked)
-  for_each_visible_run([&](int32_t first, int32_t count) {
-    kernels::dot_f16_rows(q, cache.key(seq, il, kv_head, first), dk, count, dk, scores + first);
+  for_each_visible_run(true, [&](int32_t first, int32_t count, const uint16_t* k) {
+    kernels::dot_f16_rows(q, k, dk, count, dk, scores + first);
     end = first + count;
   });
   if (out != nullptr) std::fill(out, out + dv, 0.0f);
@@ -70,8 +78,8 @@ void attend_one(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_t kv_
   kernels::softmax(scores, end);
   std::fill(scores + end, scores + n_cells, 0.0f);
   if (out == nullptr) return;
-  for_each_visible_run([&](int32_t first, int32_t count) {
-    kernels::accumulate_f16_rows(scores + first, cache.value(seq, il, kv_head, first), dv, count, dv, out);
+  for_each_visible_run(false, [&](int32_t first, int32_t count, const uint16_t* v) {
+    kernels::accumulate_f16_rows(scores + first, v, dv, count, dv, out);
   });
 }
 
@@ -90,7 +98,6 @@ void attend_flash(StepContext& step, int32_t il, int32_t window) {
   const int32_t dk = cfg.head_dim_k, dv = cfg.head_dim_v;
   const int32_t n_head = cfg.n_head, n_head_kv = cfg.n_head_kv, group = n_head / n_head_kv;
   const int64_t q_row = static_cast<int64_t>(n_head) * dk;  // q: [n_tokens, n_head * dk]
-  const int32_t page = step.cache.page_tokens();
 
   // Token blocks: [block_start[b], block_start[b + 1]) share a sequence.
   thread_local std::vector<int32_t> block_start;
@@ -105,9 +112,12 @@ void attend_flash(StepContext& step, int32_t il, int32_t window) {
   // Worker threads have thread_local vectors of their own: the task lambda reads the caller's through a pointer.
   const int32_t* const starts = block_start.data();
 
-  int32_t max_cells = 0;
-  for (int32_t b = 0; b < n_blocks; ++b)
-    max_cells = std::max(max_cells, step.cache.n_cells(step.batch.seq_ids[static_cast<size_t>(block_start[b])], il));
+  int32_t max_cells = 0, max_pages = 0;
+  for (int32_t b = 0; b < n_blocks; ++b) {
+    const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(block_start[b])];
+    max_cells = std::max(max_cells, step.cache.n_cells(seq, il));
+    max_pages = std::max(max_pages, step.cache.n_pages(seq, il));
+  }
   // About kFlashTasksPerThread tasks per thread, so that threads finish together; a split keeps at least
   // kFlashMinCellsPerSplit cells, below which merging costs more than it saves.
   int32_t n_splits = 1;
@@ -116,7 +126,9 @@ void attend_flash(StepContext& step, int32_t il, int32_t window) {
   if (step.pool.n_threads() > 1 && n_units < want_tasks)
     n_splits = std::max(1, std::min<int32_t>(static_cast<int32_t>((want_tasks + n_units - 1) / n_units),
                                              max_cells / kFlashMinCellsPerSplit));
-  const int32_t cells_per_split = ((max_cells + n_splits - 1) / n_splits + page - 1) / page * page;
+  // Splits are whole pages. With f16 pages (all full but the last) this is ceil(max_cells / (n_splits * page))
+  // pages, the same boundaries as splitting the cells into page multiples.
+  const int32_t pages_per_split = (max_pages + n_splits - 1) / n_splits;
 
   // Per task: m, l and o of its queries ([n_q] + [n_q] + [n_q, dv]).
   const int32_t max_q = kFlashBlockTokens * group;
@@ -152,15 +164,16 @@ void attend_flash(StepContext& step, int32_t il, int32_t window) {
     std::fill(l, l + n_q, 0.0f);
     std::fill(o, o + static_cast<int64_t>(n_q) * dv, 0.0f);
     const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t0)];
-    const int32_t n_cells = step.cache.n_cells(seq, il);
     const int32_t* positions = step.cache.positions(seq, il).data();
-    const int32_t c_end = std::min(n_cells, (split + 1) * cells_per_split);
-    // Keys of a head are contiguous rows within a page: one update per page.
-    for (int32_t c0 = split * cells_per_split; c0 < c_end; c0 += page) {
-      const int32_t n = std::min(page, c_end - c0);
-      kernels::attention_update(q_buf.data(), dk, q_pos.data(), n_q, step.cache.key(seq, il, kv_head, c0), dk,
-                                step.cache.value(seq, il, kv_head, c0), dv, positions + c0, n, window, dk, dv, m, l,
-                                o, dv);
+    const int32_t p_end = std::min(step.cache.n_pages(seq, il), (split + 1) * pages_per_split);
+    // Keys of a head are contiguous rows within a page: one update per page. An f16 page is read in place; a
+    // quantized one (KIVI storage) is dequantized to f16 rows in `scratch` first, so the kernels stay the same.
+    thread_local kv::KvCache::Scratch scratch;
+    for (int32_t ip = split * pages_per_split; ip < p_end; ++ip) {
+      const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
+      const kv::KvCache::HeadRows rows = step.cache.head_rows(seq, il, kv_head, ip, scratch);
+      kernels::attention_update(q_buf.data(), dk, q_pos.data(), n_q, rows.keys, dk, rows.values, dv,
+                                positions + span.first_cell, span.n_cells, window, dk, dv, m, l, o, dv);
     }
   });
 

@@ -54,7 +54,7 @@ class PasskeyTask final : public Task {
     const int32_t max_len = *std::max_element(spec.lengths.begin(), spec.lengths.end());
     so.n_ctx = std::max(so.n_ctx, max_len + spec.max_new_tokens + 64);
     LH_ASSIGN_OR_RETURN(std::unique_ptr<generate::Session> session, generate::Session::create(ctx.model, so));
-    const std::string policy = session->policy().describe();
+    const std::string policy = session->describe_kv();
     const int32_t n_vocab = ctx.model.config().n_vocab;
     std::mt19937_64 rng(spec.seed);
     std::uniform_int_distribution<int> digits(10000, 99999);

@@ -92,7 +92,7 @@ class PplTask final : public Task {
     so.n_ctx = std::max(so.n_ctx, n_total);
     so.n_batch = std::max(1, spec.chunk);
     LH_ASSIGN_OR_RETURN(std::unique_ptr<generate::Session> session, generate::Session::create(ctx.model, so));
-    const std::string policy = session->policy().describe();
+    const std::string policy = session->describe_kv();
     const int32_t n_vocab = ctx.model.config().n_vocab;
 
     BucketedNll nll(ends);

@@ -20,7 +20,6 @@
 #include <algorithm>
 
 #include "kv/policy_registry.h"
-#include "tensor/half.h"
 
 namespace longhaul::kv {
 namespace {
@@ -63,13 +62,10 @@ class StreamingPolicy final : public KvPolicy {
   void truncate(KvCache& cache, SeqId seq, int32_t n_cells) override {
     if (n_cells >= n_sink_ || static_cast<size_t>(seq) >= sinks_.size()) return;
     auto& layers = sinks_[static_cast<size_t>(seq)];
-    const KvShape& shape = cache.shape();
     for (int32_t il = 0; il < static_cast<int32_t>(layers.size()); ++il) {
       const LayerSinks& sinks = layers[static_cast<size_t>(il)];
-      for (int32_t i = 0; i < n_cells && i < static_cast<int32_t>(sinks.positions.size()); ++i)
-        for (int32_t h = 0; h < shape.n_head_kv; ++h)
-          kernels::f32_to_f16_row(sinks.keys.data() + (static_cast<size_t>(i) * shape.n_head_kv + h) * shape.head_dim_k,
-                                  cache.key(seq, il, h, i), shape.head_dim_k);
+      const int32_t n = std::min(n_cells, static_cast<int32_t>(sinks.positions.size()));
+      if (n > 0) cache.write_keys(seq, il, 0, n, sinks.keys.data());
     }
     layers.clear();
   }
@@ -92,24 +88,22 @@ class StreamingPolicy final : public KvPolicy {
       // First eviction: the sinks still hold keys rotated at their own positions.
       sinks.positions.assign(pos.begin(), pos.begin() + n_sink);
       sinks.keys.resize(static_cast<size_t>(n_sink) * shape.n_head_kv * dk);
-      for (int32_t i = 0; i < n_sink; ++i)
-        for (int32_t h = 0; h < shape.n_head_kv; ++h) {
-          const uint16_t* k = cache.key(seq, il, h, i);
-          float* dst = sinks.keys.data() + (static_cast<size_t>(i) * shape.n_head_kv + h) * dk;
-          for (int32_t d = 0; d < dk; ++d) dst[d] = tensor::f16_to_f32(k[d]);
-        }
+      cache.read_keys(seq, il, 0, n_sink, sinks.keys.data());
     }
-    std::vector<float> rotated(static_cast<size_t>(shape.n_head_kv) * dk);  // [n_head_kv, dk]
-    for (int32_t i = 0; i < n_sink && i < static_cast<int32_t>(sinks.positions.size()); ++i) {
+    // Through read_keys / write_keys, which work for f16 and quantized cells alike (the cache keeps the first
+    // --sink cells f16 when it quantizes, so this is exact either way).
+    const int32_t n_rotate = std::min(n_sink, static_cast<int32_t>(sinks.positions.size()));
+    std::vector<float> rotated(static_cast<size_t>(n_rotate) * shape.n_head_kv * dk);  // [n_rotate, n_head_kv, dk]
+    std::copy_n(sinks.keys.data(), rotated.size(), rotated.data());
+    for (int32_t i = 0; i < n_rotate; ++i) {
       // Sink i belongs at cache index i, i.e. at position i + shift.
       const int32_t delta = i + shift - sinks.positions[static_cast<size_t>(i)];
       kernels::RopeAngles angles;
       angles.compute(&delta, 1, rope.n_rot, rope.freq_base, rope.freq_scale);
-      std::copy_n(sinks.keys.data() + static_cast<size_t>(i) * shape.n_head_kv * dk, rotated.size(), rotated.data());
-      kernels::rope(rotated.data(), shape.n_head_kv, dk, rope.n_rot, angles.cos_sin.data(), rope.style);
-      for (int32_t h = 0; h < shape.n_head_kv; ++h)
-        kernels::f32_to_f16_row(rotated.data() + static_cast<size_t>(h) * dk, cache.key(seq, il, h, i), dk);
+      kernels::rope(rotated.data() + static_cast<size_t>(i) * shape.n_head_kv * dk, shape.n_head_kv, dk, rope.n_rot,
+                    angles.cos_sin.data(), rope.style);
     }
+    if (n_rotate > 0) cache.write_keys(seq, il, 0, n_rotate, rotated.data());
   }
 
  private:

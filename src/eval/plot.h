@@ -1,0 +1,30 @@
+// Plots of eval results, drawn by gnuplot (Debian package gnuplot-nox, installed by scripts/setup.sh).
+//
+// Two panels side by side in one PNG:
+//   retrieval tasks (rows with accuracy: passkey, niah*): accuracy against the KV bytes each point held (one
+//     series per policy, a point per length and depth), and mean accuracy over depths against prompt length;
+//   ppl (rows with ppl): perplexity against position (one line per policy, log scale), and KV bytes against
+//     position, which shows whether a policy's memory stays flat.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "eval/task.h"
+
+namespace longhaul::eval {
+
+// The gnuplot input for `rows`: `data` holds one block per policy (separated by two blank lines, gnuplot's
+// `index`), `script` reads it from `data_path` and writes `png_path`.
+struct PlotInput {
+  std::string script;
+  std::string data;
+};
+PlotInput plot_input(const std::vector<EvalRow>& rows, const std::string& png_path, const std::string& data_path);
+
+// Writes the plot of `rows` to png_path. Fails, naming the problem, when there is nothing to plot, gnuplot is
+// not installed or it fails.
+Status write_plot(const std::vector<EvalRow>& rows, const std::string& png_path);
+
+}  // namespace longhaul::eval
