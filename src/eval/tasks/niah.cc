@@ -24,6 +24,7 @@
 #include <random>
 
 #include "base/sys_info.h"
+#include "eval/greedy_answer.h"
 #include "eval/niah.h"
 #include "eval/task.h"
 
@@ -211,14 +212,11 @@ class NiahTask final : public Task {
     so.n_ctx = std::max(so.n_ctx, max_len + max_new + 64);
     LH_ASSIGN_OR_RETURN(std::unique_ptr<generate::Session> session, generate::Session::create(ctx.model, so));
     const std::string policy = session->policy().describe();
-    const int32_t n_vocab = ctx.model.config().n_vocab;
     const int64_t n_points = static_cast<int64_t>(spec.lengths.size() * spec.depths.size()) * spec.samples;
     int64_t i_point = 0;
     for (int32_t length : spec.lengths) {
       for (double depth : spec.depths) {
-        double score = 0;
-        double prefill_s = 0, decode_s = 0;
-        int64_t n_prefill = 0, n_decode = 0, kv_bytes = 0;
+        RetrievalPoint point;
         for (int32_t s = 0; s < spec.samples; ++s, ++i_point) {
           // Every policy run sees the same samples: they depend on the seed and the point only.
           const NiahSample sample = make_niah_sample(config_, sample_seed(spec.seed, i_point));
@@ -230,37 +228,13 @@ class NiahTask final : public Task {
                           static_cast<long long>(n_points));
             ctx.progress(line);
           }
-          session->reset();
-          double t0 = now_seconds();
-          LH_RETURN_IF_ERROR(session->feed(prompt.tokens));
-          prefill_s += now_seconds() - t0;
-          n_prefill += static_cast<int64_t>(prompt.tokens.size());
-          // Greedy answer.
-          std::vector<int32_t> answer;
-          t0 = now_seconds();
-          for (int32_t i = 0; i < max_new; ++i) {
-            const float* logits = session->logits();
-            const int32_t next = static_cast<int32_t>(std::max_element(logits, logits + n_vocab) - logits);
-            if (ctx.tokenizer.is_end_of_generation(next)) break;
-            answer.push_back(next);
-            if (i + 1 == max_new || niah_score(ctx.tokenizer.decode(answer), sample.expected) == 1.0) break;
-            const int32_t one[1] = {next};
-            LH_RETURN_IF_ERROR(session->feed(one));
-            ++n_decode;
-          }
-          decode_s += now_seconds() - t0;
-          kv_bytes = std::max(kv_bytes, session->cache().used_bytes());
-          score += niah_score(ctx.tokenizer.decode(answer), sample.expected);
+          // Stops as soon as every expected value has appeared.
+          auto all_found = [&](const std::string& text) { return niah_score(text, sample.expected) == 1.0; };
+          LH_ASSIGN_OR_RETURN(std::string answer,
+                              answer_greedily(*session, ctx.tokenizer, prompt.tokens, max_new, all_found, point));
+          point.score += niah_score(answer, sample.expected);
         }
-        EvalRow row;
-        row.policy = policy;
-        row.length = length;
-        row.depth = depth;
-        row.accuracy = score / spec.samples;
-        row.kv_bytes = kv_bytes;
-        row.peak_rss_bytes = peak_rss_bytes();
-        if (prefill_s > 0) row.prefill_tps = static_cast<double>(n_prefill) / prefill_s;
-        if (decode_s > 0 && n_decode > 0) row.decode_tps = static_cast<double>(n_decode) / decode_s;
+        const EvalRow row = point.row(policy, length, depth, spec.samples);
         if (ctx.emit) ctx.emit(row);
       }
     }

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "base/sys_info.h"
+#include "eval/greedy_answer.h"
 #include "eval/passkey.h"
 #include "eval/task.h"
 
@@ -55,16 +56,13 @@ class PasskeyTask final : public Task {
     so.n_ctx = std::max(so.n_ctx, max_len + spec.max_new_tokens + 64);
     LH_ASSIGN_OR_RETURN(std::unique_ptr<generate::Session> session, generate::Session::create(ctx.model, so));
     const std::string policy = session->describe_kv();
-    const int32_t n_vocab = ctx.model.config().n_vocab;
     std::mt19937_64 rng(spec.seed);
     std::uniform_int_distribution<int> digits(10000, 99999);
     const int64_t n_points = static_cast<int64_t>(spec.lengths.size() * spec.depths.size()) * spec.samples;
     int64_t i_point = 0;
     for (int32_t length : spec.lengths) {
       for (double depth : spec.depths) {
-        int32_t correct = 0;
-        double prefill_s = 0, decode_s = 0;
-        int64_t n_prefill = 0, n_decode = 0, kv_bytes = 0;
+        RetrievalPoint point;
         for (int32_t s = 0; s < spec.samples; ++s, ++i_point) {
           const std::string key = std::to_string(digits(rng));
           const PasskeyPrompt prompt = build_passkey_prompt(ctx.tokenizer, length, depth, key);
@@ -75,37 +73,11 @@ class PasskeyTask final : public Task {
                           static_cast<long long>(n_points));
             ctx.progress(line);
           }
-          session->reset();
-          double t0 = now_seconds();
-          LH_RETURN_IF_ERROR(session->feed(prompt.tokens));
-          prefill_s += now_seconds() - t0;
-          n_prefill += static_cast<int64_t>(prompt.tokens.size());
-          // Greedy answer.
-          std::vector<int32_t> answer;
-          t0 = now_seconds();
-          for (int32_t i = 0; i < spec.max_new_tokens; ++i) {
-            const float* logits = session->logits();
-            const int32_t next = static_cast<int32_t>(std::max_element(logits, logits + n_vocab) - logits);
-            if (ctx.tokenizer.is_end_of_generation(next)) break;
-            answer.push_back(next);
-            if (i + 1 == spec.max_new_tokens) break;
-            const int32_t one[1] = {next};
-            LH_RETURN_IF_ERROR(session->feed(one));
-            ++n_decode;
-          }
-          decode_s += now_seconds() - t0;
-          kv_bytes = std::max(kv_bytes, session->cache().used_bytes());
-          if (passkey_correct(ctx.tokenizer.decode(answer), key)) ++correct;
+          LH_ASSIGN_OR_RETURN(std::string answer, answer_greedily(*session, ctx.tokenizer, prompt.tokens,
+                                                                  spec.max_new_tokens, nullptr, point));
+          if (passkey_correct(answer, key)) point.score += 1;
         }
-        EvalRow row;
-        row.policy = policy;
-        row.length = length;
-        row.depth = depth;
-        row.accuracy = static_cast<double>(correct) / spec.samples;
-        row.kv_bytes = kv_bytes;
-        row.peak_rss_bytes = peak_rss_bytes();
-        if (prefill_s > 0) row.prefill_tps = static_cast<double>(n_prefill) / prefill_s;
-        if (decode_s > 0 && n_decode > 0) row.decode_tps = static_cast<double>(n_decode) / decode_s;
+        const EvalRow row = point.row(policy, length, depth, spec.samples);
         if (ctx.emit) ctx.emit(row);
       }
     }
