@@ -116,8 +116,9 @@ struct Shape {
 };
 
 const Shape kShapes[] = {
-    // SmolLM2-135M
+    // SmolLM2-135M (Q4_1 file; the Q8_0 file has the same shapes in Q8_0)
     {DType::Q4_1, 576, 576}, {DType::Q4_1, 1536, 576}, {DType::Q4_1, 576, 1536}, {DType::Q8_0, 49152, 576},
+    {DType::Q8_0, 576, 576}, {DType::Q8_0, 1536, 576}, {DType::Q8_0, 576, 1536},
     // Gemma 3 270M
     {DType::Q5_0, 1024, 640}, {DType::Q5_0, 2048, 640}, {DType::Q8_0, 256, 640}, {DType::Q4_K, 640, 1024},
     {DType::Q4_K, 640, 2048}, {DType::Q6_K, 640, 2048}, {DType::Q8_0, 262144, 640},
@@ -136,11 +137,12 @@ void register_all() {
             ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, 1, n_threads})
             ->Unit(benchmark::kMicrosecond)
             ->UseRealTime();
-        // Prefill: 64- and 512-token batches (skipped for the vocabulary-sized output heads, which prefill runs on
-        // 1 row). 512 is a whole pp512 prompt step; on the amx ISA both take the AMX tile kernels.
+        // Prefill: 32-, 64- and 512-token batches (skipped for the vocabulary-sized output heads, which prefill runs
+        // on 1 row). 512 is a whole pp512 prompt step, 32 the smallest batch that takes the long-batch kernels
+        // (kLargeMinTokens): the AMX tiles on the amx ISA, the repacked 8-row tiles of gemm_avx2.cc on avx2.
         if (s.n_out < 10'000 && !huge) {
-          for (int64_t n_tokens : {64, 512}) {
-            benchmark::RegisterBenchmark(n_tokens == 64 ? "Gemm64" : "Gemm512", BM_Matmul)
+          for (int64_t n_tokens : {32, 64, 512}) {
+            benchmark::RegisterBenchmark(n_tokens == 32 ? "Gemm32" : n_tokens == 64 ? "Gemm64" : "Gemm512", BM_Matmul)
                 ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, n_tokens, n_threads})
                 ->Unit(benchmark::kMicrosecond)
                 ->UseRealTime();

@@ -91,6 +91,9 @@ int run(const BenchFlags& f) {
   Result<std::unique_ptr<model::Model>> loaded = model::Model::load(*path);
   if (!loaded) return report_error(loaded.message());
   const model::Model& m = **loaded;
+  kv::KvPolicyOptions kv_options = f.kv.options;
+  if (Status s = prepare_head_profile(m, f.kv.policy, kv_options, f.n_threads.empty() ? 0 : f.n_threads.back()); !s)
+    return report_error(s.message());
   const ModelSize size = model_size(m);
   const std::string label = model_label(*path);
   const generate::MachineInfo machine = generate::machine_info();
@@ -111,7 +114,7 @@ int run(const BenchFlags& f) {
       options.n_batch = f.n_batch;
       options.seed = f.seed;
       options.kv_policy = f.kv.policy;
-      options.kv_options = f.kv.options;
+      options.kv_options = kv_options;
       const std::string progress_label =
           "bench " + test.name() + " t=" + std::to_string(n_threads > 0 ? n_threads : machine.n_cores);
       Result<generate::BenchResult> r = generate::run_bench(m, test, options, make_progress(progress_label));

@@ -44,6 +44,7 @@ int run(const ChatFlags& f) {
   so.n_threads = f.n_threads;
   so.kv_policy = f.kv.policy;
   so.kv_options = f.kv.options;
+  if (Status s = prepare_head_profile(*loaded->model, so.kv_policy, so.kv_options, f.n_threads); !s) return report_error(s.message());
   Result<std::unique_ptr<generate::Session>> session = generate::Session::create(*loaded->model, so);
   if (!session) return report_error(session.message());
   Result<sampling::SamplerChain> sampler = sampling::SamplerChain::create(f.sampling.options);

@@ -2,6 +2,8 @@
 // Progress on stderr, a Markdown table on stdout, optionally a CSV file and a PNG plot.
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
@@ -36,8 +38,7 @@ struct EvalFlags {
 int run(const EvalFlags& f) {
   Result<std::unique_ptr<eval::Task>> task = eval::make_task(f.task);
   if (!task) return report_error(task.message());
-  Result<std::vector<eval::PolicySpec>> policies = eval::parse_policy_list(f.kv.policy, f.kv.options);
-  if (!policies) return report_error(policies.message());
+
   eval::EvalSpec spec;
   Result<std::vector<int32_t>> lengths = eval::parse_lengths(f.lengths);
   if (!lengths) return report_error(lengths.message());
@@ -55,6 +56,11 @@ int run(const EvalFlags& f) {
   }
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
+  kv::KvPolicyOptions kv_options = f.kv.options;
+  if (Status s = prepare_head_profile(*loaded->model, f.kv.policy, kv_options, f.n_threads); !s)
+    return report_error(s.message());
+  Result<std::vector<eval::PolicySpec>> policies = eval::parse_policy_list(f.kv.policy, kv_options);
+  if (!policies) return report_error(policies.message());
 
   std::FILE* csv = nullptr;
   if (!f.csv.empty()) {
@@ -64,11 +70,31 @@ int run(const EvalFlags& f) {
   }
   const bool tty = isatty(STDERR_FILENO);
   std::vector<eval::EvalRow> rows;
+  // A budget given as a share of the length (budget=25%) is one run per length, each with its own budget.
+  struct Run {
+    const eval::PolicySpec* policy;
+    eval::EvalSpec spec;
+    kv::KvPolicyOptions options;
+  };
+  std::vector<Run> runs;
   for (const eval::PolicySpec& p : *policies) {
-    eval::TaskContext ctx{*loaded->model, *loaded->tokenizer, {}, spec, nullptr, nullptr};
+    if (p.budget_fraction <= 0) {
+      runs.push_back({&p, spec, p.options});
+      continue;
+    }
+    for (int32_t length : spec.lengths) {
+      Run r{&p, spec, p.options};
+      r.spec.lengths = {length};
+      r.options.budget = std::max<int32_t>(1, static_cast<int32_t>(std::ceil(p.budget_fraction * length)));
+      runs.push_back(std::move(r));
+    }
+  }
+  for (const Run& run : runs) {
+    const eval::PolicySpec& p = *run.policy;
+    eval::TaskContext ctx{*loaded->model, *loaded->tokenizer, {}, run.spec, nullptr, nullptr};
     ctx.session.n_threads = f.n_threads;
     ctx.session.kv_policy = p.name;
-    ctx.session.kv_options = p.options;
+    ctx.session.kv_options = run.options;
     // One status line, rewritten in place on a terminal, one line per update otherwise.
     ctx.progress = [tty](const std::string& line) {
       std::fprintf(stderr, tty ? "\r\033[K%s" : "%s\n", line.c_str());
@@ -106,8 +132,9 @@ Runner add_eval_command(CLI::App& app) {
   add_kv_policy_flags(*cmd, flags->kv);
   cmd->get_option("--kv-policy")
       ->description("KV policies to compare, comma-separated; per-policy overrides as name:key=N:... "
-                    "(keys: budget, sink, window, recent, forget, obs, pool, bits, group, residual), "
-                    "e.g. full,streaming,streaming:sink=0,kv-quant:bits=4");
+                    "(keys: budget (cells, or P% of each length), sink, window, recent, forget, obs, pool, bits, "
+                    "group, residual, retrieval), e.g. full,streaming:sink=0,h2o:budget=25%,kv-quant:bits=4,"
+                    "duo:retrieval=0.25");
   std::string task_list;
   for (const std::string& name : eval::task_names()) task_list += (task_list.empty() ? "" : ", ") + name;
   cmd->add_option("--task", flags->task, "task: " + task_list)->capture_default_str();

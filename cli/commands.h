@@ -16,5 +16,6 @@ Runner add_tokenize_command(CLI::App& app);
 Runner add_inspect_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
 Runner add_eval_command(CLI::App& app);
+Runner add_calibrate_command(CLI::App& app);
 
 }  // namespace longhaul::cli

@@ -3,7 +3,12 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <unistd.h>
+
+#include <sys/stat.h>
+
 #include "base/mapped_file.h"
+#include "eval/head_calibration.h"
 #include "kv/policy_registry.h"
 
 namespace longhaul::cli {
@@ -88,10 +93,10 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
   app.add_option("--kv-budget", o.budget, "cells kept per layer by h2o, a2sf, tova, snapkv (0: 1024)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 24));
-  app.add_option("--sink", o.sink_tokens, "streaming: attention-sink tokens kept (0: none)")
+  app.add_option("--sink", o.sink_tokens, "streaming, duo: attention-sink tokens kept (0: none)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
-  app.add_option("--window", o.window, "streaming: recent tokens kept (0: 1020)")
+  app.add_option("--window", o.window, "streaming: recent tokens kept (0: 1020); duo: streaming heads' window (0: 256)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 24));
   app.add_option("--recent", o.recent, "h2o, a2sf: recent tokens always kept, within the budget (0: budget/2)")
@@ -106,6 +111,13 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
   app.add_option("--pool-kernel", o.pool_kernel, "snapkv: width of the vote pooling (1: off)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1025));
+  app.add_option("--head-profile", o.head_profile,
+                 "duo: head profile from `longhaul calibrate-heads` (default: the one saved beside the model, "
+                 "computed on first use)");
+  app.add_option("--retrieval-heads", o.retrieval_fraction,
+                 "duo: share of the global layers' KV heads that keep every token, in [0, 1]")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 1.0f));
   // KIVI (Liu et al., 2024) cell storage, for every policy; the paper's G = 32 and R = 128 are the defaults.
   app.add_option("--kv-bits", o.kv_bits,
                  "KV cells older than the residual: 16 (f16), 8 or 4 (KIVI int8/int4) (0: 16, kv-quant: 8)")
@@ -117,6 +129,57 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
   app.add_option("--kv-residual", o.kv_residual, "quantized KV: most recent tokens kept f16 (R)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 24));
+}
+
+namespace {
+bool file_exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+std::string dir_of(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+}  // namespace
+
+std::string default_head_profile_path(const std::string& model_path) {
+  const std::string beside = model_path + ".heads";
+  const char* home = std::getenv("HOME");
+  const size_t slash = model_path.find_last_of('/');
+  const std::string cache_dir = std::string(home != nullptr ? home : ".") + "/.cache/longhaul/heads";
+  const std::string cached = cache_dir + "/" + (slash == std::string::npos ? model_path : model_path.substr(slash + 1)) +
+                             ".heads";
+  if (file_exists(beside)) return beside;
+  if (file_exists(cached)) return cached;
+  if (::access(dir_of(model_path).c_str(), W_OK) == 0) return beside;
+  return cached;
+}
+
+Status prepare_head_profile(const model::Model& model, const std::string& policy_list, kv::KvPolicyOptions& options,
+                            int32_t n_threads) {
+  bool wants_duo = false;
+  for (size_t b = 0; b <= policy_list.size();) {
+    size_t e = policy_list.find(',', b);
+    if (e == std::string::npos) e = policy_list.size();
+    const std::string spec = policy_list.substr(b, e - b);
+    if (spec.substr(0, spec.find(':')) == "duo") wants_duo = true;
+    b = e + 1;
+  }
+  if (!wants_duo || !options.head_profile.empty()) return Status::ok();
+  const std::string path = default_head_profile_path(model.file().path());
+  options.head_profile = path;
+  if (file_exists(path)) return Status::ok();
+  std::fprintf(stderr, "duo: no head profile for this model yet; computing %s (once)\n", path.c_str());
+  LH_ASSIGN_OR_RETURN(tokenizer::Tokenizer tok, tokenizer::Tokenizer::from_gguf(model.file()));
+  eval::CalibrationOptions co;
+  co.n_threads = n_threads;
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  LH_ASSIGN_OR_RETURN(kv::HeadProfile profile,
+                      eval::calibrate_heads(model, tok, co, [tty](const std::string& line) {
+                        std::fprintf(stderr, tty ? "\r\033[K%s" : "%s\n", line.c_str());
+                        std::fflush(stderr);
+                      }));
+  if (tty) std::fprintf(stderr, "\r\033[K");
+  if (path.find("/.cache/longhaul/heads/") != std::string::npos) ::mkdir(dir_of(path).c_str(), 0755);
+  return kv::save_head_profile(profile, path);
 }
 
 Result<std::string> read_prompt(const std::string& prompt, const std::string& file, bool required) {

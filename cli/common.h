@@ -53,6 +53,15 @@ struct KvPolicyFlags {
 };
 void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags);
 
+// duo needs a head profile. When `policy_list` names duo and options.head_profile is empty, sets it to the profile
+// saved beside the model (MODEL.gguf.heads, or ~/.cache/longhaul/heads/ when the model's folder is read-only),
+// computing and saving it first when there is none, with a progress line on stderr.
+Status prepare_head_profile(const model::Model& model, const std::string& policy_list, kv::KvPolicyOptions& options,
+                            int32_t n_threads);
+// Where that profile lives for the model file at `model_path` (the first candidate that exists, else the first
+// writable one).
+std::string default_head_profile_path(const std::string& model_path);
+
 // Reads a prompt from -p or -f (exactly one must be given when `required`).
 Result<std::string> read_prompt(const std::string& prompt, const std::string& file, bool required);
 

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   runners["inspect"] = add_inspect_command(app);
   runners["bench"] = add_bench_command(app);
   runners["eval"] = add_eval_command(app);
+  runners["calibrate-heads"] = add_calibrate_command(app);
   // CLI11 reports an unknown first word only as "a subcommand is required"; name it.
   if (argc > 1 && argv[1][0] != '-' && runners.count(argv[1]) == 0) {
     std::string names;

@@ -96,6 +96,20 @@ Result<PolicySpec> parse_policy_spec(const std::string& spec, const kv::KvPolicy
     const size_t eq = parts[i].find('=');
     const std::string key = parts[i].substr(0, eq);
     char* end = nullptr;
+    if (key == "retrieval" && eq != std::string::npos) {
+      const float f = std::strtof(parts[i].c_str() + eq + 1, &end);
+      if (*end != '\0' || end == parts[i].c_str() + eq + 1 || !(f >= 0.0f && f <= 1.0f))
+        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not retrieval=F with F in [0, 1]");
+      out.options.retrieval_fraction = f;
+      continue;
+    }
+    if (key == "budget" && eq != std::string::npos && parts[i].back() == '%') {
+      const double pct = std::strtod(parts[i].c_str() + eq + 1, &end);
+      if (end != parts[i].c_str() + parts[i].size() - 1 || end == parts[i].c_str() + eq + 1 || !(pct > 0 && pct <= 100))
+        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not budget=P% with P in (0, 100]");
+      out.budget_fraction = pct / 100.0;
+      continue;
+    }
     if (key == "forget" && eq != std::string::npos) {
       const float f = std::strtof(parts[i].c_str() + eq + 1, &end);
       if (*end != '\0' || end == parts[i].c_str() + eq + 1 || !(f > 0.0f && f <= 1.0f))
@@ -119,7 +133,7 @@ Result<PolicySpec> parse_policy_spec(const std::string& spec, const kv::KvPolicy
     else if (key == "residual") out.options.kv_residual = n;
     else
       return Status::error("unknown KV policy parameter '" + key + "' in '" + spec +
-                           "' (known: budget, sink, window, recent, forget, obs, pool, bits, group, residual)");
+                           "' (known: budget, sink, window, recent, forget, obs, pool, bits, group, residual, retrieval)");
   }
   return out;
 }

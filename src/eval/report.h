@@ -24,12 +24,16 @@ Result<std::vector<int32_t>> parse_lengths(const std::string& list);
 // "0,0.25,1" -> {0, 0.25, 1}; each value in [0, 1].
 Result<std::vector<double>> parse_depths(const std::string& list);
 
-// A policy with per-policy overrides: "streaming:sink=0:window=1020". Keys: budget,
-// sink, window, recent, forget (a float), obs, pool, and the cell storage bits, group,
-// residual ("kv-quant:bits=4"); unset keys keep the values of `base`.
+// A policy with per-policy overrides: "streaming:sink=0:window=1020". Keys: budget (N
+// cells or P% of each length), sink, window, recent, forget (a float), obs, pool,
+// retrieval (a float), and the cell storage bits, group, residual ("kv-quant:bits=4");
+// unset keys keep the values of `base`.
+// budget=P% gives the budget as a share of each prompt length (budget_fraction); retrieval=F sets duo's share of
+// retrieval heads.
 struct PolicySpec {
   std::string name;
   kv::KvPolicyOptions options;
+  double budget_fraction = 0;  // > 0: options.budget = ceil(budget_fraction * length) for each length (budget=P%)
 };
 Result<PolicySpec> parse_policy_spec(const std::string& spec, const kv::KvPolicyOptions& base);
 // A comma-separated list of specs.

@@ -9,14 +9,24 @@
 namespace longhaul::generate {
 
 Result<std::unique_ptr<Session>> Session::create(const model::Model& model, const SessionOptions& options) {
+  LH_ASSIGN_OR_RETURN(std::unique_ptr<kv::KvPolicy> policy,
+                      kv::make_kv_policy(options.kv_policy, kv_policy_context(model), options.kv_options));
+  return create(model, options, std::move(policy));
+}
+
+Result<std::unique_ptr<Session>> Session::create(const model::Model& model, const SessionOptions& options,
+                                                 std::unique_ptr<kv::KvPolicy> policy) {
+  LH_CHECK(policy != nullptr);
   const int32_t n_ctx = options.n_ctx > 0 ? options.n_ctx : model.config().n_ctx_train;
   if (n_ctx < 1 || n_ctx > (1 << 24)) return Status::error("context size " + std::to_string(n_ctx) + " is outside [1, 16777216]");
   if (options.n_batch < 1) return Status::error("batch size " + std::to_string(options.n_batch) + " must be >= 1");
   if (options.n_threads < 0 || options.n_threads > 1024)
     return Status::error("thread count " + std::to_string(options.n_threads) + " is outside [0, 1024]");
-  LH_ASSIGN_OR_RETURN(std::unique_ptr<kv::KvPolicy> policy,
-                      kv::make_kv_policy(options.kv_policy, kv_policy_context(model), options.kv_options));
   kv::KvCacheOptions kv_options;
+  if (options.page_tokens < 0 || options.page_tokens > (1 << 20))
+    return Status::error("KV page size " + std::to_string(options.page_tokens) + " is outside [0, 1048576]");
+  if (policy->page_tokens() > 0) kv_options.page_tokens = policy->page_tokens();
+  if (options.page_tokens > 0) kv_options.page_tokens = options.page_tokens;
   // A policy that bounds memory sizes the cache itself; the others fill the context.
   kv_options.max_cells = policy->max_cells() > 0 ? policy->max_cells() : n_ctx;
   kv_options.max_sequences = 1;
@@ -81,6 +91,9 @@ kv::KvPolicyContext kv_policy_context(const model::Model& model) {
     r.freq_base = local ? cfg.rope_freq_base_local : cfg.rope_freq_base;
     r.freq_scale = local ? 1.0f : cfg.rope_freq_scale;
   }
+  context.layer_window.resize(static_cast<size_t>(cfg.n_layer));
+  for (int32_t il = 0; il < cfg.n_layer; ++il)
+    context.layer_window[static_cast<size_t>(il)] = cfg.is_local(il) ? cfg.sliding_window : 0;
   return context;
 }
 

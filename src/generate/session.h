@@ -25,6 +25,7 @@ struct SessionOptions {
                            // bound memory (streaming, h2o, tova) use their own budget instead
   int32_t n_batch = 512;   // prompt tokens per forward step (capped by the policy's max_step_tokens)
   int32_t n_threads = 0;   // worker threads including the caller (0 = all cores this process may use)
+  int32_t page_tokens = 0;  // KV cells per page (0 = the policy's choice, else 256)
   std::string kv_policy = "full";    // KV policy name, see kv/policy_registry.h ("full" = keep everything)
   kv::KvPolicyOptions kv_options;    // its parameters
 };
@@ -35,6 +36,10 @@ using ProgressFn = std::function<void(int64_t, int64_t)>;
 class Session {
  public:
   static Result<std::unique_ptr<Session>> create(const model::Model& model, const SessionOptions& options);
+  // With a policy object instead of options.kv_policy (a policy the registry does not list, e.g. the head
+  // calibration's scorer); options.kv_options still give the cell storage.
+  static Result<std::unique_ptr<Session>> create(const model::Model& model, const SessionOptions& options,
+                                                 std::unique_ptr<kv::KvPolicy> policy);
 
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;

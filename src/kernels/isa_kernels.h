@@ -24,7 +24,8 @@ using DequantizeFn = void (*)(const void* src, float* dst, int64_t n);
 constexpr int kMaxActs = 4;        // activation rows one weight-row visit serves
 constexpr int kNumTypeSlots = 31;  // DType values are GGUF ids, the largest we support is BF16 = 30
 
-// The fast path of matmul for a weight type (AVX-512 with VBMI, see gemm_avx512.cc): the activations are quantized
+// The fast path of matmul for a weight type (AVX-512 with VBMI, see gemm_avx512.cc; AVX2 for long batches, see
+// gemm_avx2.cc): the activations are quantized
 // once per call into a layout of the kernel's own ("packed"), which the tile function reads with whole-vector loads.
 // The packed values are those of the paired vec_dot_type (same quants, same scales), so results match the
 // dot_rows path up to float rounding order.
@@ -68,6 +69,9 @@ const IsaKernels& amx_kernels();     // gemm_amx.cc: avx512_kernels() plus gemm_
 // gemm_avx512.cc: fills `k.gemm` for the types it covers when this CPU has the extra AVX-512 features those kernels
 // use (VBMI byte permutes, BITALG bit shuffles); leaves it untouched otherwise.
 void add_avx512_gemm_kernels(IsaKernels& k);
+// gemm_avx2.cc: fills `k.gemm_large` (calls of at least kLargeMinTokens tokens) for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+// Q4_K and Q6_K with kernels that need AVX2 + FMA + F16C only; decode and short batches keep dot_rows.
+void add_avx2_gemm_kernels(IsaKernels& k);
 const IsaKernels& kernels_for(Isa isa);
 
 }  // namespace longhaul::kernels::detail

@@ -1,5 +1,6 @@
 // AVX2 kernel table (built with -mavx2 -mfma -mf16c -mbmi2): SIMD dot products for every weight type and SIMD
 // activation quantizers for Q8_0 / Q8_1 / Q8_K / F16; dequantization stays scalar (it runs for embedding rows only).
+// Long batches (prompt processing) of the common weight types take the matrix kernels of gemm_avx2.cc.
 #include "kernels/isa_kernels.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -34,6 +35,7 @@ IsaKernels make_avx2() {
   k.quantize[slot(DType::Q8_1)] = quantize_q8_1_x86;
   k.quantize[slot(DType::Q8_K)] = quantize_q8_k_x86;
   k.quantize[slot(DType::F16)] = quantize_f16_x86;
+  add_avx2_gemm_kernels(k);
   return k;
 }
 }  // namespace

@@ -22,8 +22,10 @@ KvCache::KvCache(const KvShape& shape, const KvCacheOptions& options, const KvQu
                "KV cache: int4 cells need even head dims");
 }
 
-int64_t KvCache::f16_cell_bytes() const {
-  return static_cast<int64_t>(shape_.n_head_kv) * (shape_.head_dim_k + shape_.head_dim_v) * 2;
+int64_t KvCache::f16_cell_bytes() const { return shape_.n_head_kv * f16_head_cell_bytes(); }
+
+int64_t KvCache::f16_head_cell_bytes() const {
+  return static_cast<int64_t>(shape_.head_dim_k + shape_.head_dim_v) * 2;
 }
 
 KvQuantFormat KvCache::quant_format() const {
@@ -104,8 +106,9 @@ void KvCache::clear_sequence(SeqId seq) {
 KvCache::Page KvCache::new_f16_page(int32_t capacity) const {
   Page page;
   page.capacity = capacity;
-  page.f16 = std::make_unique<uint16_t[]>(static_cast<size_t>(capacity) * shape_.n_head_kv *
-                                          (shape_.head_dim_k + shape_.head_dim_v));
+  page.f16.resize(static_cast<size_t>(shape_.n_head_kv));
+  for (auto& head : page.f16)
+    head = std::make_unique<uint16_t[]>(static_cast<size_t>(capacity) * (shape_.head_dim_k + shape_.head_dim_v));
   return page;
 }
 
@@ -118,7 +121,10 @@ KvCache::Page KvCache::take_spare(LayerCells& layer) {
 
 void KvCache::release(LayerCells& layer, Page&& page) {
   // Only whole f16 pages are worth keeping: a quantized page is sized to its cells, the prefix page to the prefix.
-  if (page.f16 == nullptr || page.pinned || page.capacity != options_.page_tokens) return;
+  if (!page.is_f16() || page.pinned || page.capacity != options_.page_tokens) return;
+  // A page that lost head rows (release_head_rows) is freed rather than completed again.
+  for (const auto& head : page.f16)
+    if (head == nullptr) return;
   // Quantized storage empties f16 pages all the time (freezing): keep two for the residual to grow into and free
   // the rest, so that the memory saved is returned. f16 storage keeps every page (a bounded policy reuses them).
   if (quantized() && layer.spare.size() >= kQuantizedSparePages) return;
@@ -140,16 +146,27 @@ std::pair<int32_t, int32_t> KvCache::locate(const LayerCells& layer, int32_t cel
 }
 
 uint16_t* KvCache::f16_key(const Page& page, int32_t head, int32_t slot) const {
-  return page.f16.get() + (static_cast<int64_t>(head) * page.capacity + slot) * shape_.head_dim_k;
+  uint16_t* rows = page.f16[static_cast<size_t>(head)].get();
+  LH_CHECK_MSG(rows != nullptr, "KV cache: the head's rows of this page were released");
+  return rows + static_cast<int64_t>(slot) * shape_.head_dim_k;
 }
 
 uint16_t* KvCache::f16_value(const Page& page, int32_t head, int32_t slot) const {
-  const int64_t v_base = static_cast<int64_t>(shape_.n_head_kv) * page.capacity * shape_.head_dim_k;
-  return page.f16.get() + v_base + (static_cast<int64_t>(head) * page.capacity + slot) * shape_.head_dim_v;
+  uint16_t* rows = page.f16[static_cast<size_t>(head)].get();
+  LH_CHECK_MSG(rows != nullptr, "KV cache: the head's rows of this page were released");
+  return rows + static_cast<int64_t>(page.capacity) * shape_.head_dim_k + static_cast<int64_t>(slot) * shape_.head_dim_v;
+}
+
+int32_t KvCache::Page::n_heads_present() const {
+  int32_t n = 0;
+  for (const auto& head : f16) n += head != nullptr;
+  return n;
 }
 
 void KvCache::copy_f16_slot(const Page& from, int32_t from_slot, const Page& to, int32_t to_slot) const {
   for (int32_t h = 0; h < shape_.n_head_kv; ++h) {
+    // A released head has no rows to move: no query of that head sees these cells any more.
+    if (from.f16[static_cast<size_t>(h)] == nullptr || to.f16[static_cast<size_t>(h)] == nullptr) continue;
     std::memcpy(f16_key(to, h, to_slot), f16_key(from, h, from_slot), shape_.head_dim_k * sizeof(uint16_t));
     std::memcpy(f16_value(to, h, to_slot), f16_value(from, h, from_slot), shape_.head_dim_v * sizeof(uint16_t));
   }
@@ -161,7 +178,7 @@ void KvCache::pop_front_f16(LayerCells& layer, size_t i_page, int32_t n, std::ve
   keys.resize(static_cast<size_t>(n) * n_head * dk);
   values.resize(static_cast<size_t>(n) * n_head * dv);
   for (int32_t done = 0; done < n;) {
-    LH_CHECK(i_page < layer.pages.size() && layer.pages[i_page].f16 != nullptr && !layer.pages[i_page].pinned);
+    LH_CHECK(i_page < layer.pages.size() && layer.pages[i_page].is_f16() && !layer.pages[i_page].pinned);
     Page& page = layer.pages[i_page];
     const int32_t t = std::min(n - done, page.n_cells);
     for (int32_t c = 0; c < t; ++c)
@@ -270,8 +287,9 @@ Result<int32_t> KvCache::append_cells(SeqId seq, std::span<const int32_t> positi
     // Every cell already appended has been written by its step, so the ones that left the residual can be frozen.
     if (quantized()) freeze(layer);
     for (int32_t remaining = n_new; remaining > 0;) {
-      const bool room = !layer.pages.empty() && layer.pages.back().f16 != nullptr && !layer.pages.back().pinned &&
-                        layer.pages.back().n_cells < layer.pages.back().capacity;
+      const Page* back = layer.pages.empty() ? nullptr : &layer.pages.back();
+      const bool room = back != nullptr && back->is_f16() && !back->pinned && back->n_cells < back->capacity &&
+                        back->n_heads_present() == shape_.n_head_kv;
       if (!room) layer.pages.push_back(take_spare(layer));
       Page& last = layer.pages.back();
       const int32_t t = std::min(remaining, last.capacity - last.n_cells);
@@ -401,7 +419,7 @@ const uint16_t* KvCache::key(SeqId seq, int32_t il, int32_t head, int32_t cell) 
   const LayerCells& l = layer(seq, il);
   const auto [page, slot] = locate(l, cell);
   const Page& p = l.pages[static_cast<size_t>(page)];
-  LH_CHECK_MSG(p.f16 != nullptr, "KvCache::key: the cell is quantized (use read_keys / head_rows)");
+  LH_CHECK_MSG(p.is_f16(), "KvCache::key: the cell is quantized (use read_keys / head_rows)");
   return f16_key(p, head, slot);
 }
 
@@ -409,13 +427,13 @@ const uint16_t* KvCache::value(SeqId seq, int32_t il, int32_t head, int32_t cell
   const LayerCells& l = layer(seq, il);
   const auto [page, slot] = locate(l, cell);
   const Page& p = l.pages[static_cast<size_t>(page)];
-  LH_CHECK_MSG(p.f16 != nullptr, "KvCache::value: the cell is quantized (use read_values / head_rows)");
+  LH_CHECK_MSG(p.is_f16(), "KvCache::value: the cell is quantized (use read_values / head_rows)");
   return f16_value(p, head, slot);
 }
 
 bool KvCache::is_f16(SeqId seq, int32_t il, int32_t cell) const {
   const LayerCells& l = layer(seq, il);
-  return l.pages[static_cast<size_t>(locate(l, cell).first)].f16 != nullptr;
+  return l.pages[static_cast<size_t>(locate(l, cell).first)].is_f16();
 }
 
 int32_t KvCache::n_pages(SeqId seq, int32_t il) const { return static_cast<int32_t>(layer(seq, il).pages.size()); }
@@ -430,7 +448,8 @@ KvCache::HeadRows KvCache::head_rows(SeqId seq, int32_t il, int32_t head, int32_
                                      bool want_keys, bool want_values) const {
   const Page& page = layer(seq, il).pages[static_cast<size_t>(i_page)];
   HeadRows rows;
-  if (page.f16 != nullptr) {
+  if (page.is_f16()) {
+    if (page.f16[static_cast<size_t>(head)] == nullptr) return rows;  // released: nothing to attend to
     if (want_keys) rows.keys = f16_key(page, head, 0);
     if (want_values) rows.values = f16_value(page, head, 0);
     return rows;
@@ -442,6 +461,21 @@ KvCache::HeadRows KvCache::head_rows(SeqId seq, int32_t il, int32_t head, int32_
   if (want_keys) rows.keys = scratch.keys.data();
   if (want_values) rows.values = scratch.values.data();
   return rows;
+}
+
+void KvCache::release_head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page) {
+  LH_CHECK_MSG(head >= 0 && head < shape_.n_head_kv, "release_head_rows: head out of range");
+  LayerCells& l = sequence(seq).layers[static_cast<size_t>(il)];
+  LH_CHECK_MSG(i_page >= 0 && static_cast<size_t>(i_page) < l.pages.size(), "release_head_rows: page out of range");
+  Page& page = l.pages[static_cast<size_t>(i_page)];
+  LH_CHECK_MSG(page.is_f16(), "release_head_rows: only f16 pages hold per-head rows");
+  LH_CHECK_MSG(!quantized(), "release_head_rows: per-head retention needs f16 storage (--kv-bits 16)");
+  page.f16[static_cast<size_t>(head)].reset();
+}
+
+bool KvCache::head_rows_present(SeqId seq, int32_t il, int32_t head, int32_t i_page) const {
+  const Page& page = layer(seq, il).pages[static_cast<size_t>(i_page)];
+  return !page.is_f16() || page.f16[static_cast<size_t>(head)] != nullptr;
 }
 
 namespace {
@@ -468,6 +502,10 @@ void KvCache::read_keys(SeqId seq, int32_t il, int32_t first, int32_t count, flo
     }
     for (int32_t i = 0; i < t; ++i)
       for (int32_t h = 0; h < n_head; ++h) {
+        if (page.f16[static_cast<size_t>(h)] == nullptr) {  // released rows read as zeros
+          std::fill_n(o + (static_cast<int64_t>(i) * n_head + h) * dk, dk, 0.0f);
+          continue;
+        }
         const uint16_t* k = f16_key(page, h, slot + i);
         for (int32_t d = 0; d < dk; ++d) o[(static_cast<int64_t>(i) * n_head + h) * dk + d] = tensor::f16_to_f32(k[d]);
       }
@@ -484,6 +522,10 @@ void KvCache::read_values(SeqId seq, int32_t il, int32_t first, int32_t count, f
     }
     for (int32_t i = 0; i < t; ++i)
       for (int32_t h = 0; h < n_head; ++h) {
+        if (page.f16[static_cast<size_t>(h)] == nullptr) {  // released rows read as zeros
+          std::fill_n(o + (static_cast<int64_t>(i) * n_head + h) * dv, dv, 0.0f);
+          continue;
+        }
         const uint16_t* v = f16_value(page, h, slot + i);
         for (int32_t d = 0; d < dv; ++d) o[(static_cast<int64_t>(i) * n_head + h) * dv + d] = tensor::f16_to_f32(v[d]);
       }
@@ -503,7 +545,8 @@ void KvCache::write_keys(SeqId seq, int32_t il, int32_t first, int32_t count, co
     }
     for (int32_t i = 0; i < t; ++i)
       for (int32_t h = 0; h < n_head; ++h)
-        kernels::f32_to_f16_row(k + (static_cast<int64_t>(i) * n_head + h) * dk, f16_key(page, h, slot + i), dk);
+        if (page.f16[static_cast<size_t>(h)] != nullptr)
+          kernels::f32_to_f16_row(k + (static_cast<int64_t>(i) * n_head + h) * dk, f16_key(page, h, slot + i), dk);
   });
 }
 
@@ -515,7 +558,8 @@ int64_t KvCache::used_bytes() const {
     if (s.live)
       for (const auto& layer : s.layers)
         for (const Page& page : layer.pages)
-          bytes += page.quantized != nullptr ? page.quantized->used_bytes() : page.n_cells * f16_cell_bytes();
+          bytes += page.quantized != nullptr ? page.quantized->used_bytes()
+                                             : page.n_cells * f16_head_cell_bytes() * page.n_heads_present();
   return bytes;
 }
 
@@ -524,7 +568,8 @@ int64_t KvCache::allocated_bytes() const {
   for (const auto& s : sequences_)
     for (const auto& layer : s.layers) {
       for (const Page& page : layer.pages)
-        bytes += page.quantized != nullptr ? page.quantized->allocated_bytes() : page.capacity * f16_cell_bytes();
+        bytes += page.quantized != nullptr ? page.quantized->allocated_bytes()
+                                           : page.capacity * f16_head_cell_bytes() * page.n_heads_present();
       for (const Page& page : layer.spare) bytes += page.capacity * f16_cell_bytes();
     }
   return bytes;

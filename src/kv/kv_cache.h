@@ -4,10 +4,11 @@
 // Storage. Each sequence owns, per layer, a list of pages in cell order; page i holds
 // cells [first_cell, first_cell + n_cells) (page_span). A cell holds one token's keys and
 // values for every KV head. A page is either
-//   f16 (llama.cpp's default cache type, which halves memory against f32), head-major so
-//   that decode attention streams one head's keys contiguously, with room for `capacity` cells:
-//     keys   [n_head_kv, capacity, head_dim_k]  f16
-//     values [n_head_kv, capacity, head_dim_v]  f16
+//   f16 (llama.cpp's default cache type, which halves memory against f32), one buffer per
+//   head so that decode attention streams one head's keys contiguously and a per-head policy
+//   can free one head's rows, with room for `capacity` cells:
+//     keys   [n_head_kv][capacity, head_dim_k]  f16
+//     values [n_head_kv][capacity, head_dim_v]  f16
 //   or quantized (KvQuantOptions::bits 8 or 4): KIVI's int8 / int4 cells, laid out and
 //   sized as kv/quantized_page.h says.
 // With bits = 16 (the default) every page is f16 with capacity page_tokens and every page
@@ -148,8 +149,19 @@ class KvCache {
   struct Scratch {
     std::vector<uint16_t> keys, values;
   };
+  // A head whose rows of an f16 page were released gets null rows: attention skips the page for that head.
   HeadRows head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page, Scratch& scratch, bool want_keys = true,
                      bool want_values = true) const;
+
+  // Per-head retention (DuoAttention, Xiao et al., 2024): frees one head's keys and values of an f16 page, for a
+  // policy that knows no future query of that head attends to those cells (a streaming head's cells behind its
+  // window). The cells stay (every head shares the cell index and position); the head reads nothing there:
+  // head_rows gives null rows, read_keys / read_values give zeros, key() / value() CHECK, write_keys skips it,
+  // and used_bytes / allocated_bytes stop counting it. A page that lost rows is not reused, and a page whose last
+  // head is released keeps its cells (the other layers' cell indices must not shift). f16 pages only (CHECK).
+  void release_head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page);
+  // False once release_head_rows freed that head's rows of the page; quantized pages are always present.
+  bool head_rows_present(SeqId seq, int32_t il, int32_t head, int32_t i_page) const;
 
   // Keys / values of cells [first, first + count) of every head as f32, dequantized where quantized:
   //   out [count, n_head_kv, head_dim]
@@ -174,8 +186,12 @@ class KvCache {
     int32_t n_cells = 0;
     int32_t capacity = 0;  // f16 pages: cells the buffer has room for
     bool pinned = false;   // the f16 prefix page: never quantized, never receives appends
-    std::unique_ptr<uint16_t[]> f16;  // keys [n_head_kv, capacity, dk] then values [n_head_kv, capacity, dv]
+    // f16 page: one buffer per KV head, keys [capacity, dk] then values [capacity, dv], so that a head's rows can
+    // be freed alone (release_head_rows; null = released). Empty for a quantized page.
+    std::vector<std::unique_ptr<uint16_t[]>> f16;  // [n_head_kv]
     std::unique_ptr<QuantizedPage> quantized;  // set instead of f16 for a quantized page
+    bool is_f16() const { return !f16.empty(); }
+    int32_t n_heads_present() const;
   };
   struct LayerCells {
     std::vector<Page> pages;          // in cell order, none empty
@@ -192,7 +208,8 @@ class KvCache {
   Sequence& sequence(SeqId seq);
   const Sequence& sequence(SeqId seq) const;
   const LayerCells& layer(SeqId seq, int32_t il) const;
-  int64_t f16_cell_bytes() const;  // one layer, all heads
+  int64_t f16_cell_bytes() const;       // one layer, all heads
+  int64_t f16_head_cell_bytes() const;  // one layer, one head: K + V
   KvQuantFormat quant_format() const;
   Page new_f16_page(int32_t capacity) const;
   Page take_spare(LayerCells& layer);

@@ -6,7 +6,11 @@
 namespace longhaul::kv {
 
 void KvPolicy::apply_eviction(const EvictionPlan& plan, KvCache& cache, SeqId seq) {
-  if (!plan.evict) return;
+  if (plan.evict) retain(plan, cache, seq);
+  for (const HeadRelease& r : plan.release) cache.release_head_rows(seq, r.il, r.kv_head, r.i_page);
+}
+
+void KvPolicy::retain(const EvictionPlan& plan, KvCache& cache, SeqId seq) {
   LH_CHECK_MSG(static_cast<int32_t>(plan.keep.size()) == cache.shape().n_layer, "eviction plan needs one list per layer");
   for (int32_t il = 0; il < cache.shape().n_layer; ++il) {
     const std::vector<int32_t>& keep = plan.keep[static_cast<size_t>(il)];

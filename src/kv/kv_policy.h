@@ -16,7 +16,7 @@
 //                                        policies that only listen to some queries).
 //   4. Model::forward(...)               appends the step's cells; during it,
 //                                        observe_scores(...) is called from worker threads.
-// Steps 1-2 are skipped when the plan keeps everything (plan.evict == false).
+// Step 2 is skipped when the plan changes nothing (plan.changes() == false).
 // When the Session rewinds (reset, chat truncation) the cache is cut first, then
 // truncate(cache, seq, n_cells) lets the policy drop its state past the cut.
 //
@@ -49,12 +49,15 @@ namespace longhaul::kv {
 // Parameters of every policy; each policy reads the fields it documents.
 struct KvPolicyOptions {
   int32_t budget = 0;               // cells per sequence and layer kept by h2o, a2sf, tova, snapkv (0 = 1024)
-  int32_t sink_tokens = 4;          // streaming: first tokens always kept as attention sinks (0 = none)
-  int32_t window = 0;               // streaming: most recent tokens kept (0 = 1020)
+  int32_t sink_tokens = 4;          // streaming, duo: first tokens always kept as attention sinks (0 = none)
+  int32_t window = 0;               // streaming: most recent tokens kept (0 = 1020); duo: streaming heads' window (0 = 256)
   int32_t recent = 0;               // h2o, a2sf: most recent tokens always kept, part of the budget (0 = budget / 2)
   float forgetting_factor = 0.0f;   // a2sf: accumulated attention decays by this per token, in (0, 1] (0 = 0.9)
   int32_t observation_window = 32;  // snapkv: last prompt tokens whose attention votes (also always kept)
   int32_t pool_kernel = 7;          // snapkv: width of the average pooling over votes (1 = off)
+  std::string head_profile;         // duo: head profile file (kv/head_profile.h); "" = none given (the CLI then
+                                    // uses, or computes, the one saved beside the model)
+  float retrieval_fraction = 0.5f;  // duo: share of the global layers' KV heads that keep every cell, in [0, 1]
   // Cell storage, for every policy (kv/kv_cache.h KvQuantOptions; KIVI, Liu et al., 2024). The Session reads these.
   int32_t kv_bits = 0;              // 16 = f16, 8 = int8, 4 = int4 past the residual (0 = default_kv_bits(): 16, kv-quant 8)
   int32_t kv_group = 32;            // G: cells whose keys share a scale and zero point per channel (KIVI: 32)
@@ -72,7 +75,23 @@ struct RopeSpec {
 // What a policy knows about the model whose cache it manages.
 struct KvPolicyContext {
   KvShape shape;
-  std::vector<RopeSpec> rope;  // [n_layer]
+  std::vector<RopeSpec> rope;           // [n_layer]
+  std::vector<int32_t> layer_window;    // [n_layer] the model's sliding window of each layer (0 = global attention)
+};
+
+// The cells one KV head attends to, beyond causality and the layer's own sliding window: those at positions
+// < n_sink (attention sinks) and those within `window` positions of the query (query - position < window).
+// window = 0: every cell. DuoAttention (Xiao et al., 2024) gives its streaming heads such a span.
+struct HeadSpan {
+  int32_t n_sink = 0;
+  int32_t window = 0;
+};
+
+// One head's rows of one page that a plan frees (KvCache::release_head_rows).
+struct HeadRelease {
+  int32_t il = 0;
+  int32_t kv_head = 0;
+  int32_t i_page = 0;
 };
 
 // The tokens the next step appends to one sequence.
@@ -82,10 +101,13 @@ struct StepInfo {
   bool starts_feed = false;    // true when this step begins a new feed() (the previous feed is complete)
 };
 
-// Cells each layer keeps; indices ascending, the same count in every layer.
+// Cells each layer keeps; indices ascending, the same count in every layer. And head rows to free, for policies
+// that retain per head (duo): those pages are released after the cells are retained.
 struct EvictionPlan {
-  bool evict = false;                     // false: keep everything, apply_eviction is a no-op
-  std::vector<std::vector<int32_t>> keep;  // [n_layer][n_keep]
+  bool evict = false;                     // false: keep every cell
+  std::vector<std::vector<int32_t>> keep;  // [n_layer][n_keep] when evict
+  std::vector<HeadRelease> release;       // head rows to free (indices of pages after the retention)
+  bool changes() const { return evict || !release.empty(); }
 };
 
 class KvPolicy {
@@ -106,14 +128,34 @@ class KvPolicy {
   virtual int32_t max_step_tokens() const { return 0; }
   // True when the policy needs observe_scores during steps.
   virtual bool needs_scores() const { return false; }
+  // With needs_scores: whether the query at `query_position` of the current step is observed at all. The
+  // attention skips the probabilities of the others, which for a policy that listens to a few queries (SnapKV's
+  // observation window) saves the quadratic second pass over a long prompt. Called from the attention threads
+  // after begin_step; must not depend on anything observe_scores changes.
+  virtual bool wants_scores(int32_t query_position) const {
+    (void)query_position;
+    return true;
+  }
   // Bits per cell the Session stores when KvPolicyOptions::kv_bits is 0: 16 (f16) for every policy but kv-quant.
   virtual int32_t default_kv_bits() const { return 16; }
+  // Cells per page the cache should use (0 = the cache's default). A per-head policy frees memory a page at a
+  // time, so smaller pages track its windows more closely.
+  virtual int32_t page_tokens() const { return 0; }
+  // True when some heads attend to less than every cell (head_span); attention asks head_span per (layer, head).
+  virtual bool has_head_spans() const { return false; }
+  // The span of KV head kv_head of layer il. Constant for the policy's lifetime.
+  virtual HeadSpan head_span(int32_t il, int32_t kv_head) const {
+    (void)il;
+    (void)kv_head;
+    return {};
+  }
 
   // Step 1: which cells to keep so that `next.n_tokens` more fit. Pure.
   virtual EvictionPlan plan_eviction(const KvCache& cache, SeqId seq, const StepInfo& next) const = 0;
 
   // Step 2: the single mutating call. Retains plan.keep in every layer of the cache
-  // and of the policy's per-cell statistics, then lets the policy fix up the survivors.
+  // and of the policy's per-cell statistics, then lets the policy fix up the survivors,
+  // then frees plan.release.
   void apply_eviction(const EvictionPlan& plan, KvCache& cache, SeqId seq);
 
   // Step 3: the step's query positions are [next.first_position, + next.n_tokens).
@@ -154,6 +196,9 @@ class KvPolicy {
   }
 
   KvPolicyContext context_;
+
+ private:
+  void retain(const EvictionPlan& plan, KvCache& cache, SeqId seq);
 };
 
 // Per-cell attention statistics shared by the score-based policies: one float per

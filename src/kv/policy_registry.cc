@@ -18,6 +18,7 @@ constexpr Entry kPolicies[] = {
     {"tova", make_tova_policy},
     {"snapkv", make_snapkv_policy},
     {"kv-quant", make_kv_quant_policy},
+    {"duo", make_duo_policy},
 };
 
 }  // namespace

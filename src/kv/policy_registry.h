@@ -33,5 +33,12 @@ Result<std::unique_ptr<KvPolicy>> make_a2sf_policy(const KvPolicyContext& contex
 Result<std::unique_ptr<KvPolicy>> make_tova_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
 Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
 Result<std::unique_ptr<KvPolicy>> make_kv_quant_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
+Result<std::unique_ptr<KvPolicy>> make_duo_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
+
+struct HeadProfile;
+// duo: which KV heads keep every cell, [n_layer * n_head_kv]: the round(fraction * n) best-scored heads of the n
+// heads of global layers (layer_window[il] == 0); sliding-window layers' heads are never chosen.
+std::vector<bool> choose_retrieval_heads(const HeadProfile& profile, const std::vector<int32_t>& layer_window,
+                                         float fraction);
 
 }  // namespace longhaul::kv

@@ -32,17 +32,20 @@ kernels::MatmulTarget matmul_target(const Weight& w, float* out) { return {w.typ
 
 // Attention of one query head of one token over the cells of its sequence.
 //   q:      [head_dim_k] (already scaled)
+//   head:   the policy's span of this KV head (sinks + window), on top of the layer's window
 //   out:    [head_dim_v], or null: probabilities only
 //   scores: [n_cells] scratch; on return the attention probabilities (0 for masked cells)
 void attend_one(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_t kv_head, int32_t query_pos,
-                int32_t window, const float* q, int32_t dk, int32_t dv, float* scores, float* out) {
+                int32_t window, const kv::HeadSpan& head, const float* q, int32_t dk, int32_t dv, float* scores,
+                float* out) {
   const int32_t n_cells = cache.n_cells(seq, il);
   const std::span<const int32_t> positions = cache.positions(seq, il);
   const int32_t n_pages = cache.n_pages(seq, il);
   thread_local kv::KvCache::Scratch scratch;  // quantized pages are dequantized here, one page at a time
   auto visible = [&](int32_t c) {
     const int32_t p = positions[static_cast<size_t>(c)];
-    return p <= query_pos && (window <= 0 || query_pos - p < window);
+    return p <= query_pos && (window <= 0 || query_pos - p < window) &&
+           (head.window <= 0 || p < head.n_sink || query_pos - p < head.window);
   };
   // Calls fn(first, count, first_row) for each run of consecutive visible cells inside one page: the keys (values)
   // of a head in a run are contiguous rows, so one kernel call serves the run. Row 0 of the page is cell
@@ -52,6 +55,7 @@ void attend_one(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_t kv_
       const kv::KvCache::PageSpan page = cache.page_span(seq, il, ip);
       const int32_t page_end = page.first_cell + page.n_cells;
       kv::KvCache::HeadRows rows;
+      if (!cache.head_rows_present(seq, il, kv_head, ip)) continue;  // freed rows: invisible to this head
       for (int32_t c = page.first_cell; c < page_end;) {
         if (!visible(c)) {
           ++c;
@@ -169,11 +173,31 @@ void attend_flash(StepContext& step, int32_t il, int32_t window) {
     // Keys of a head are contiguous rows within a page: one update per page. An f16 page is read in place; a
     // quantized one (KIVI storage) is dequantized to f16 rows in `scratch` first, so the kernels stay the same.
     thread_local kv::KvCache::Scratch scratch;
+    // A policy may narrow this head to sinks + a window (DuoAttention's streaming heads) on a global layer.
+    const kv::HeadSpan head = window == 0 && step.policy != nullptr && step.policy->has_head_spans()
+                                  ? step.policy->head_span(il, kv_head)
+                                  : kv::HeadSpan{};
     for (int32_t ip = split * pages_per_split; ip < p_end; ++ip) {
       const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
       const kv::KvCache::HeadRows rows = step.cache.head_rows(seq, il, kv_head, ip, scratch);
-      kernels::attention_update(q_buf.data(), dk, q_pos.data(), n_q, rows.keys, dk, rows.values, dv,
-                                positions + span.first_cell, span.n_cells, window, dk, dv, m, l, o, dv);
+      if (rows.keys == nullptr) continue;  // this head's rows were freed: no query of it sees these cells
+      const int32_t* page_pos = positions + span.first_cell;
+      if (head.window == 0) {
+        kernels::attention_update(q_buf.data(), dk, q_pos.data(), n_q, rows.keys, dk, rows.values, dv, page_pos,
+                                  span.n_cells, window, dk, dv, m, l, o, dv);
+        continue;
+      }
+      // Positions ascend within a page: the leading cells at positions < n_sink are sinks (causal mask only),
+      // the others are seen within the head's window.
+      const auto n_sink_cells = static_cast<int32_t>(
+          std::lower_bound(page_pos, page_pos + span.n_cells, head.n_sink) - page_pos);
+      if (n_sink_cells > 0)
+        kernels::attention_update(q_buf.data(), dk, q_pos.data(), n_q, rows.keys, dk, rows.values, dv, page_pos,
+                                  n_sink_cells, 0, dk, dv, m, l, o, dv);
+      if (n_sink_cells < span.n_cells)
+        kernels::attention_update(q_buf.data(), dk, q_pos.data(), n_q, rows.keys + static_cast<int64_t>(n_sink_cells) * dk,
+                                  dk, rows.values + static_cast<int64_t>(n_sink_cells) * dv, dv, page_pos + n_sink_cells,
+                                  span.n_cells - n_sink_cells, head.window, dk, dv, m, l, o, dv);
     }
   });
 
@@ -268,7 +292,10 @@ void self_attention(StepContext& step, int32_t il) {
       const int32_t h = static_cast<int32_t>(task % n_head);
       const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t)];
       const int32_t query_pos = step.batch.positions[static_cast<size_t>(t)];
-      attend_one(step.cache, seq, il, h / group, query_pos, window,
+      if (!step.policy->wants_scores(query_pos)) return;
+      const kv::HeadSpan head = window == 0 && step.policy->has_head_spans() ? step.policy->head_span(il, h / group)
+                                                                             : kv::HeadSpan{};
+      attend_one(step.cache, seq, il, h / group, query_pos, window, head,
                  st.q.data() + t * q_row + static_cast<int64_t>(h) * dk, dk, dv, scores, nullptr);
       // Score-based KV policies (H2O, TOVA, SnapKV) accumulate this row; no [n_query, n_key] matrix is kept.
       step.policy->observe_scores(seq, il, h / group, query_pos,

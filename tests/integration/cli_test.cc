@@ -129,8 +129,25 @@ TEST(CliErrors, BadValuesAreNamed) {
   EXPECT_NE(full.err.find("stop: context"), std::string::npos) << full.err;
 }
 
+TEST(CliErrors, DuoHeadProfileProblemsAreNamed) {
+  expect_error(run_cli("calibrate-heads -m /nonexistent/model.gguf"), 1, "/nonexistent/model.gguf");
+  expect_error(run_cli("run -m smollm2-135m -p hi --kv-policy duo --retrieval-heads 1.5"), 2, "retrieval-heads");
+  if (!testing::file_exists(testing::smollm2_path())) GTEST_SKIP();
+  expect_error(run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy duo --head-profile /nonexistent/p.heads"), 1,
+               "/nonexistent/p.heads");
+  const std::string bad = temp_path("bad.heads");
+  std::ofstream(bad) << "longhaul-head-profile 1\nn_layer 2\nn_head_kv 3\n0 0 1 1 0 0\n";
+  expect_error(run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy duo --head-profile " + bad), 1, "1 of 6 heads");
+  const std::string other = temp_path("other.heads");
+  std::ofstream(other) << "longhaul-head-profile 1\nmodel gemma.gguf\nn_layer 1\nn_head_kv 1\n0 0 1 1 0 0\n";
+  expect_error(run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy duo --head-profile " + other), 1,
+               "is for 1 layers x 1 KV heads, the model has 30 x 3");
+  expect_error(run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy duo --kv-bits 8 --head-profile " + other), 1,
+               "--kv-bits 8");
+}
+
 TEST(CliHelp, EverySubcommandHasHelp) {
-  for (const char* sub : {"", "run", "chat", "tokenize", "inspect"}) {
+  for (const char* sub : {"", "run", "chat", "tokenize", "inspect", "bench", "eval", "calibrate-heads"}) {
     const CliRun r = run_cli(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub << ": " << r.out;

@@ -32,6 +32,7 @@ class SnapKvPolicy final : public KvPolicy {
   }
   int32_t max_cells() const override { return 0; }
   bool needs_scores() const override { return true; }
+  bool wants_scores(int32_t query_position) const override { return query_position >= first_voter_; }
 
   EvictionPlan plan_eviction(const KvCache& cache, SeqId seq, const StepInfo& next) const override {
     EvictionPlan plan;

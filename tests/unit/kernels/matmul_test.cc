@@ -25,11 +25,13 @@ TEST_P(Matmul, OddShapesMatchNaiveLoop) {
   const DType act_type = vec_dot_type(type);
   const double tol = (type == DType::F32 || type == DType::F16 || type == DType::BF16) ? 1e-4 : 1e-5;
   const int64_t block = tensor::info(type).block_size == 256 || tensor::info(act_type).block_size == 256 ? 256 : 32;
-  // Batches of 32 tokens or more take the kernels for long batches (AMX tiles on the amx ISA): odd row counts,
-  // token counts off the 16-token tile, and odd block counts exercise their edges.
-  const Shape shapes[] = {{37, 2 * block, 1}, {37, 3 * block, 3},  {13, 2 * block, 17},
-                          {1, block, 5},      {64, block, 4},      {37, 3 * block, 40},
-                          {70, 5 * block, 33}, {16, 2 * block, 64}};
+  // Batches of 32 tokens or more take the kernels for long batches (AMX tiles on the amx ISA, the repacked 8-row
+  // tiles of gemm_avx2.cc on avx2): odd row counts, token counts off the 16-token (AMX) and 4-token (AVX2) groups,
+  // and odd block counts exercise their edges. 35 and 130 tokens leave 3 and 2 after the AVX2 groups (130 also
+  // spans two 128-token chunks); n_in = 2304 is longer than one AVX2 repack segment (2048) for every block size.
+  const Shape shapes[] = {{37, 2 * block, 1},  {37, 3 * block, 3},  {13, 2 * block, 17}, {1, block, 5},
+                          {64, block, 4},      {37, 3 * block, 40}, {70, 5 * block, 33}, {16, 2 * block, 64},
+                          {29, 4 * block, 35}, {75, 3 * block, 130}, {19, 2304, 36}};
   ThreadPool pool1(1), pool2(2);
   MatmulScratch scratch;
   for (const Shape& s : shapes) {

@@ -1,0 +1,88 @@
+// longhaul calibrate-heads: scores every KV head for the duo policy (eval/head_calibration.h) and writes the head
+// profile, by default beside the model, where `--kv-policy duo` finds it.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <numeric>
+
+#include "commands.h"
+#include "common.h"
+#include "eval/head_calibration.h"
+
+namespace longhaul::cli {
+namespace {
+
+struct CalibrateFlags {
+  ModelFlags model;
+  std::string output;
+  eval::CalibrationOptions options;
+  int32_t top = 10;
+};
+
+int run(const CalibrateFlags& f) {
+  Result<std::string> path = resolve_model_path(f.model.model);
+  if (!path) return report_error(path.message());
+  Result<LoadedModel> loaded = load_model(*path);
+  if (!loaded) return report_error(loaded.message());
+  const std::string out = f.output.empty() ? default_head_profile_path(*path) : f.output;
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  Result<kv::HeadProfile> profile =
+      eval::calibrate_heads(*loaded->model, *loaded->tokenizer, f.options, [tty](const std::string& line) {
+        std::fprintf(stderr, tty ? "\r\033[K%s" : "%s\n", line.c_str());
+        std::fflush(stderr);
+      });
+  if (tty) std::fprintf(stderr, "\r\033[K");
+  if (!profile) return report_error(profile.message());
+  if (Status s = kv::save_head_profile(*profile, out); !s) return report_error(s.message());
+
+  // The best-scored heads, so the user sees what duo will keep.
+  const kv::HeadProfile& p = *profile;
+  std::vector<int32_t> order(p.heads.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return p.heads[static_cast<size_t>(a)].score > p.heads[static_cast<size_t>(b)].score;
+  });
+  std::printf("| rank | layer | kv head | score | needle | induction | echo |\n");
+  std::printf("| ---: | ----: | ------: | ----: | -----: | --------: | ---: |\n");
+  for (int32_t i = 0; i < std::min<int32_t>(f.top, static_cast<int32_t>(order.size())); ++i) {
+    const int32_t flat = order[static_cast<size_t>(i)];
+    const kv::HeadScore& s = p.heads[static_cast<size_t>(flat)];
+    std::printf("| %d | %d | %d | %.4f | %.4f | %.4f | %.4f |\n", i + 1, flat / p.n_head_kv, flat % p.n_head_kv,
+                s.score, s.needle, s.induction, s.echo);
+  }
+  std::fprintf(stderr, "head profile of %d layers x %d KV heads written to %s\n", p.n_layer, p.n_head_kv, out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Runner add_calibrate_command(CLI::App& app) {
+  auto flags = std::make_shared<CalibrateFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "calibrate-heads", "Score every KV head for the duo policy (needle, induction and echo attention mass)");
+  add_model_flags(*cmd, flags->model);
+  cmd->add_option("-o,--output", flags->output, "profile file (default: MODEL.gguf.heads beside the model)");
+  auto& o = flags->options;
+  cmd->add_option("--passkey-samples", o.passkey_samples, "passkey prompts")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
+  cmd->add_option("--passkey-length", o.passkey_length, "tokens per passkey prompt")
+      ->capture_default_str()
+      ->check(CLI::Range(64, 1 << 20));
+  cmd->add_option("--repeat-samples", o.repeat_samples, "repeated random sequences")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
+  cmd->add_option("--repeat-tokens", o.repeat_tokens, "tokens of the sequence that is repeated")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 1 << 16));
+  cmd->add_option("--seed", o.seed, "seed of the keys and random tokens")->capture_default_str();
+  cmd->add_option("--top", flags->top, "heads listed in the table")->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("-t,--threads", o.n_threads, "threads (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  return [flags]() { return run(*flags); };
+}
+
+}  // namespace longhaul::cli

@@ -1,0 +1,18 @@
+// libFuzzer driver for the head profile parser (kv/head_profile.h): any text must parse or fail with a Status,
+// never crash, and a profile that parses must survive formatting and parsing again with the same heads.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "kv/head_profile.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace longhaul::kv;
+  longhaul::Result<HeadProfile> p = parse_head_profile(std::string_view(reinterpret_cast<const char*>(data), size));
+  if (!p.is_ok()) return 0;
+  longhaul::Result<HeadProfile> q = parse_head_profile(format_head_profile(*p));
+  if (!q.is_ok() || q->n_layer != p->n_layer || q->n_head_kv != p->n_head_kv || q->heads.size() != p->heads.size())
+    std::abort();
+  return 0;
+}

@@ -1,0 +1,175 @@
+// duo (DuoAttention): the head profile file, the choice of retrieval heads, and the pages each head frees.
+// Expected values follow the paper's rule written out in the test: a streaming head keeps its sinks and the last
+// `window` positions, a retrieval head keeps everything, a sliding-window layer keeps its window.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "kv/head_profile.h"
+#include "policy_test_util.h"
+
+namespace longhaul::kv {
+namespace {
+
+using testing::tiny_context;
+using testing::tiny_shape;
+
+HeadProfile profile_with(int32_t n_layer, int32_t n_head, const std::vector<float>& scores) {
+  HeadProfile p;
+  p.model = "tiny.gguf";
+  p.n_layer = n_layer;
+  p.n_head_kv = n_head;
+  for (float s : scores) p.heads.push_back({s, s, 0.0f, 0.0f});
+  return p;
+}
+
+TEST(HeadProfile, RoundTripsThroughText) {
+  const HeadProfile p = profile_with(2, 2, {0.5f, 0.25f, 0.125f, 1e-3f});
+  Result<HeadProfile> q = parse_head_profile(format_head_profile(p));
+  ASSERT_TRUE(q.is_ok()) << q.message();
+  EXPECT_EQ(q->model, "tiny.gguf");
+  ASSERT_EQ(q->n_layer, 2);
+  ASSERT_EQ(q->n_head_kv, 2);
+  for (int32_t il = 0; il < 2; ++il)
+    for (int32_t h = 0; h < 2; ++h) EXPECT_FLOAT_EQ(q->at(il, h).score, p.at(il, h).score);
+}
+
+TEST(HeadProfile, RejectsMalformedFiles) {
+  const std::string head = "longhaul-head-profile 1\nn_layer 1\nn_head_kv 2\n";
+  struct Case {
+    std::string text;
+    std::string needle;  // part of the expected message
+  };
+  const Case cases[] = {
+      {"", "empty"},
+      {"GGUF\n", "not a head profile"},
+      {"longhaul-head-profile 2\n", "newer version"},
+      {head + "0 0 0.5 0.5 0 0\n", "1 of 2 heads"},
+      {head + "0 0 0.5 0.5 0 0\n0 0 0.5 0.5 0 0\n", "listed twice"},
+      {head + "0 2 0.5 0.5 0 0\n", "head is not"},
+      {head + "1 0 0.5 0.5 0 0\n", "layer is not"},
+      {head + "0 0 nan 0.5 0 0\n0 1 1 1 0 0\n", "finite"},
+      {head + "0 0 -1 0.5 0 0\n0 1 1 1 0 0\n", "finite"},
+      {head + "0 0 0.5 0.5 0\n", "expected 'layer head"},
+      {"longhaul-head-profile 1\n0 0 1 1 1 1\n", "before n_layer"},
+      {"longhaul-head-profile 1\nn_layer 5000\n", "n_layer must be"},
+      {"longhaul-head-profile 1\nn_layer 4096\nn_head_kv 4096\n0 0 1 1 1 1\n", "exceeds"},
+  };
+  for (const Case& c : cases) {
+    Result<HeadProfile> p = parse_head_profile(c.text);
+    ASSERT_FALSE(p.is_ok()) << c.text;
+    EXPECT_NE(p.message().find(c.needle), std::string::npos) << p.message();
+  }
+}
+
+TEST(DuoPolicy, ChoosesTheBestScoredHeadsOfGlobalLayers) {
+  // 3 layers x 2 heads; layer 1 is a sliding-window layer, so its heads (scored highest) are never chosen.
+  const HeadProfile p = profile_with(3, 2, {0.1f, 0.4f, 0.9f, 0.8f, 0.3f, 0.2f});
+  const std::vector<int32_t> windows = {0, 512, 0};
+  // 4 global heads, scores 0.1 0.4 | 0.3 0.2: half of them are (0,1) and (2,0).
+  EXPECT_EQ(choose_retrieval_heads(p, windows, 0.5f), (std::vector<bool>{false, true, false, false, true, false}));
+  EXPECT_EQ(choose_retrieval_heads(p, windows, 0.0f), std::vector<bool>(6, false));
+  EXPECT_EQ(choose_retrieval_heads(p, windows, 1.0f), (std::vector<bool>{true, true, false, false, true, true}));
+}
+
+class DuoCache : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = ::testing::TempDir() + "duo_profile_" + std::to_string(::getpid()) + ".heads";
+    // Layer 0 global: head 0 retrieves, head 1 streams. Layer 1: sliding window of 100.
+    ASSERT_TRUE(save_head_profile(profile_with(2, 2, {0.9f, 0.1f, 0.0f, 0.0f}), path_).is_ok());
+    context_ = tiny_context(tiny_shape(2));
+    context_.layer_window = {0, 100};
+    options_.head_profile = path_;
+    options_.retrieval_fraction = 0.5f;
+    options_.sink_tokens = 4;
+    options_.window = 70;
+  }
+  void TearDown() override { std::remove(path_.c_str()); }
+
+  std::string path_;
+  KvPolicyContext context_;
+  KvPolicyOptions options_;
+};
+
+TEST_F(DuoCache, StreamingHeadsKeepSinksAndWindowAndRetrievalHeadsKeepEverything) {
+  std::unique_ptr<KvPolicy> duo = testing::make("duo", context_, options_);
+  EXPECT_TRUE(duo->has_head_spans());
+  EXPECT_EQ(duo->head_span(0, 0).window, 0);  // retrieval
+  EXPECT_EQ(duo->head_span(0, 1).window, 70);
+  EXPECT_EQ(duo->head_span(0, 1).n_sink, 4);
+  EXPECT_EQ(duo->head_span(1, 0).window, 0);  // the layer's own window applies
+  ASSERT_EQ(duo->page_tokens(), 64);
+
+  KvCacheOptions co;
+  co.page_tokens = duo->page_tokens();
+  co.max_cells = 4096;
+  KvCache cache(context_.shape, co);
+  const SeqId seq = *cache.add_sequence();
+  const int64_t head_cell_bytes = 2 * (context_.shape.head_dim_k + context_.shape.head_dim_v);
+  for (int32_t step_tokens : {50, 50, 1, 100, 37, 1, 1, 200, 1}) {
+    testing::step(*duo, cache, seq, step_tokens);
+    // What the next query (at next_position) may still see decides what a plan frees; check the state left by
+    // the plan of the step just taken, whose first query was at q0.
+    const int32_t q0 = cache.next_position(seq) - step_tokens;
+    int64_t expected_bytes = 0;
+    for (int32_t il = 0; il < 2; ++il) {
+      const int32_t n_pages = cache.n_pages(seq, il);
+      for (int32_t h = 0; h < 2; ++h) {
+        const bool retrieval = il == 0 && h == 0;
+        const int32_t n_sink = il == 0 ? 4 : 0, window = il == 0 ? 70 : 100;
+        for (int32_t ip = 0; ip < n_pages; ++ip) {
+          const KvCache::PageSpan span = cache.page_span(seq, il, ip);
+          const int32_t first = span.first_cell, last = span.first_cell + span.n_cells - 1;  // cell == position
+          // The plan before this step saw the pages holding cells < q0, the last of which (the one holding cell
+          // q0 - 1) takes appends and is kept; frees are never undone, and later plans only see later queries.
+          const bool before_last = last < q0 - 1;
+          const bool holds_last_cell = first <= q0 - 1 && q0 - 1 <= last;
+          const bool expect_freed =
+              !retrieval && before_last && !holds_last_cell && first >= n_sink && q0 - last >= window;
+          EXPECT_EQ(cache.head_rows_present(seq, il, h, ip), !expect_freed)
+              << "layer " << il << " head " << h << " page " << ip << " q0 " << q0;
+          if (cache.head_rows_present(seq, il, h, ip)) expected_bytes += span.n_cells * head_cell_bytes;
+        }
+      }
+    }
+    EXPECT_EQ(cache.used_bytes(), expected_bytes);
+  }
+  // After 441 tokens the streaming head of layer 0 holds its sink page and the pages of the last 70 positions.
+  EXPECT_FALSE(cache.head_rows_present(seq, 0, 1, 1));
+  EXPECT_TRUE(cache.head_rows_present(seq, 0, 1, 0));
+  EXPECT_TRUE(cache.head_rows_present(seq, 0, 0, 1));
+  KvCache::Scratch scratch;
+  EXPECT_EQ(cache.head_rows(seq, 0, 1, 1, scratch).keys, nullptr);
+}
+
+TEST_F(DuoCache, RejectsMissingOrMismatchedProfilesAndQuantizedCells) {
+  KvPolicyOptions o = options_;
+  o.head_profile.clear();
+  Result<std::unique_ptr<KvPolicy>> p = make_kv_policy("duo", context_, o);
+  ASSERT_FALSE(p.is_ok());
+  EXPECT_NE(p.message().find("no head profile"), std::string::npos);
+
+  o.head_profile = path_ + ".missing";
+  p = make_kv_policy("duo", context_, o);
+  ASSERT_FALSE(p.is_ok());
+  EXPECT_NE(p.message().find(".missing"), std::string::npos);
+
+  KvPolicyContext three = tiny_context(tiny_shape(3));
+  three.layer_window = {0, 0, 0};
+  p = make_kv_policy("duo", three, options_);
+  ASSERT_FALSE(p.is_ok());
+  EXPECT_NE(p.message().find("is for 2 layers x 2 KV heads, the model has 3 x 2"), std::string::npos) << p.message();
+
+  o = options_;
+  o.kv_bits = 8;
+  p = make_kv_policy("duo", context_, o);
+  ASSERT_FALSE(p.is_ok());
+  EXPECT_NE(p.message().find("--kv-bits 8"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace longhaul::kv
