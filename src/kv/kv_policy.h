@@ -57,7 +57,7 @@ struct KvPolicyOptions {
   int32_t pool_kernel = 7;          // snapkv: width of the average pooling over votes (1 = off)
   std::string head_profile;         // duo: head profile file (kv/head_profile.h); "" = none given (the CLI then
                                     // uses, or computes, the one saved beside the model)
-  float retrieval_fraction = 0.5f;  // duo: share of the global layers' KV heads that keep every cell, in [0, 1]
+  float retrieval_fraction = 0.4f;  // duo: share of the global layers' KV heads that keep every cell, in [0, 1]
   // Cell storage, for every policy (kv/kv_cache.h KvQuantOptions; KIVI, Liu et al., 2024). The Session reads these.
   int32_t kv_bits = 0;              // 16 = f16, 8 = int8, 4 = int4 past the residual (0 = default_kv_bits(): 16, kv-quant 8)
   int32_t kv_group = 32;            // G: cells whose keys share a scale and zero point per channel (KIVI: 32)

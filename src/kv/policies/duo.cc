@@ -147,9 +147,12 @@ Result<std::unique_ptr<KvPolicy>> make_duo_policy(const KvPolicyContext& context
                          std::to_string(context.shape.n_layer) + " x " + std::to_string(context.shape.n_head_kv) +
                          " (made for " + (profile.model.empty() ? "another model" : profile.model) + ")");
   const int32_t window = options.window > 0 ? options.window : kDefaultWindow;
+  // A page that holds a sink is kept whole, so the head may as well see all of it: the sinks are the first
+  // --sink positions rounded up to whole pages (64 with the default 4), at no extra memory.
+  const int32_t n_sink = (options.sink_tokens + kPageTokens - 1) / kPageTokens * kPageTokens;
   std::vector<bool> retrieval = choose_retrieval_heads(profile, context.layer_window, options.retrieval_fraction);
   return std::unique_ptr<KvPolicy>(new DuoPolicy(context, options.head_profile, std::move(retrieval),
-                                                 options.retrieval_fraction, options.sink_tokens, window));
+                                                 options.retrieval_fraction, n_sink, window));
 }
 
 }  // namespace longhaul::kv

@@ -100,7 +100,7 @@ TEST_F(DuoCache, StreamingHeadsKeepSinksAndWindowAndRetrievalHeadsKeepEverything
   EXPECT_TRUE(duo->has_head_spans());
   EXPECT_EQ(duo->head_span(0, 0).window, 0);  // retrieval
   EXPECT_EQ(duo->head_span(0, 1).window, 70);
-  EXPECT_EQ(duo->head_span(0, 1).n_sink, 4);
+  EXPECT_EQ(duo->head_span(0, 1).n_sink, 64);  // --sink 4 rounded up to the page that holds it
   EXPECT_EQ(duo->head_span(1, 0).window, 0);  // the layer's own window applies
   ASSERT_EQ(duo->page_tokens(), 64);
 
@@ -120,7 +120,7 @@ TEST_F(DuoCache, StreamingHeadsKeepSinksAndWindowAndRetrievalHeadsKeepEverything
       const int32_t n_pages = cache.n_pages(seq, il);
       for (int32_t h = 0; h < 2; ++h) {
         const bool retrieval = il == 0 && h == 0;
-        const int32_t n_sink = il == 0 ? 4 : 0, window = il == 0 ? 70 : 100;
+        const int32_t n_sink = il == 0 ? 64 : 0, window = il == 0 ? 70 : 100;
         for (int32_t ip = 0; ip < n_pages; ++ip) {
           const KvCache::PageSpan span = cache.page_span(seq, il, ip);
           const int32_t first = span.first_cell, last = span.first_cell + span.n_cells - 1;  // cell == position
