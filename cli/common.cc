@@ -96,7 +96,7 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
   app.add_option("--sink", o.sink_tokens, "streaming, duo: attention-sink tokens kept (0: none)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
-  app.add_option("--window", o.window, "streaming: recent tokens kept (0: 1020); duo: streaming heads' window (0: 256)")
+  app.add_option("--window", o.window, "streaming: recent tokens kept (0: 1020); duo: streaming heads' window (0: 512)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 24));
   app.add_option("--recent", o.recent, "h2o, a2sf: recent tokens always kept, within the budget (0: budget/2)")

@@ -50,14 +50,14 @@ namespace longhaul::kv {
 struct KvPolicyOptions {
   int32_t budget = 0;               // cells per sequence and layer kept by h2o, a2sf, tova, snapkv (0 = 1024)
   int32_t sink_tokens = 4;          // streaming, duo: first tokens always kept as attention sinks (0 = none)
-  int32_t window = 0;               // streaming: most recent tokens kept (0 = 1020); duo: streaming heads' window (0 = 256)
+  int32_t window = 0;               // streaming: most recent tokens kept (0 = 1020); duo: streaming heads' window (0 = 512)
   int32_t recent = 0;               // h2o, a2sf: most recent tokens always kept, part of the budget (0 = budget / 2)
   float forgetting_factor = 0.0f;   // a2sf: accumulated attention decays by this per token, in (0, 1] (0 = 0.9)
   int32_t observation_window = 32;  // snapkv: last prompt tokens whose attention votes (also always kept)
   int32_t pool_kernel = 7;          // snapkv: width of the average pooling over votes (1 = off)
   std::string head_profile;         // duo: head profile file (kv/head_profile.h); "" = none given (the CLI then
                                     // uses, or computes, the one saved beside the model)
-  float retrieval_fraction = 0.4f;  // duo: share of the global layers' KV heads that keep every cell, in [0, 1]
+  float retrieval_fraction = 0.25f;  // duo: share of the global layers' KV heads that keep every cell, in [0, 1]
   // Cell storage, for every policy (kv/kv_cache.h KvQuantOptions; KIVI, Liu et al., 2024). The Session reads these.
   int32_t kv_bits = 0;              // 16 = f16, 8 = int8, 4 = int4 past the residual (0 = default_kv_bits(): 16, kv-quant 8)
   int32_t kv_group = 32;            // G: cells whose keys share a scale and zero point per channel (KIVI: 32)

@@ -30,7 +30,7 @@
 namespace longhaul::kv {
 namespace {
 
-constexpr int32_t kDefaultWindow = 256;  // streaming heads' window when --window is 0
+constexpr int32_t kDefaultWindow = 512;  // streaming heads' window when --window is 0 (measured in docs/long-context.md)
 constexpr int32_t kPageTokens = 64;      // smaller than the default 256: memory follows the windows more closely
 
 class DuoPolicy final : public KvPolicy {
