@@ -1,7 +1,5 @@
 // longhaul calibrate-heads: scores every KV head for the duo policy (eval/head_calibration.h) and writes the head
 // profile, by default beside the model, where `--kv-policy duo` finds it.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -27,13 +25,9 @@ int run(const CalibrateFlags& f) {
   Result<LoadedModel> loaded = load_model(*path);
   if (!loaded) return report_error(loaded.message());
   const std::string out = f.output.empty() ? default_head_profile_path(*path) : f.output;
-  const bool tty = isatty(STDERR_FILENO) != 0;
   Result<kv::HeadProfile> profile =
-      eval::calibrate_heads(*loaded->model, *loaded->tokenizer, f.options, [tty](const std::string& line) {
-        std::fprintf(stderr, tty ? "\r\033[K%s" : "%s\n", line.c_str());
-        std::fflush(stderr);
-      });
-  if (tty) std::fprintf(stderr, "\r\033[K");
+      eval::calibrate_heads(*loaded->model, *loaded->tokenizer, f.options, status_line_printer());
+  clear_status_line();
   if (!profile) return report_error(profile.message());
   if (Status s = kv::save_head_profile(*profile, out); !s) return report_error(s.message());
 

@@ -1,6 +1,5 @@
 // longhaul eval: long-context tasks (passkey, niah*, ppl) through one or more KV policies.
 // Progress on stderr, a Markdown table on stdout, optionally a CSV file and a PNG plot.
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -68,7 +67,6 @@ int run(const EvalFlags& f) {
     if (csv == nullptr) return report_error("cannot write CSV file '" + f.csv + "'");
     std::fprintf(csv, "%s\n", eval::csv_header().c_str());
   }
-  const bool tty = isatty(STDERR_FILENO);
   std::vector<eval::EvalRow> rows;
   // A budget given as a share of the length (budget=25%) is one run per length, each with its own budget.
   struct Run {
@@ -95,11 +93,7 @@ int run(const EvalFlags& f) {
     ctx.session.n_threads = f.n_threads;
     ctx.session.kv_policy = p.name;
     ctx.session.kv_options = run.options;
-    // One status line, rewritten in place on a terminal, one line per update otherwise.
-    ctx.progress = [tty](const std::string& line) {
-      std::fprintf(stderr, tty ? "\r\033[K%s" : "%s\n", line.c_str());
-      std::fflush(stderr);
-    };
+    ctx.progress = status_line_printer();
     ctx.emit = [&](const eval::EvalRow& row) {
       rows.push_back(row);
       if (csv != nullptr) {
@@ -108,7 +102,7 @@ int run(const EvalFlags& f) {
       }
     };
     Status s = (*task)->run(ctx);
-    if (tty) std::fprintf(stderr, "\r\033[K");
+    clear_status_line();
     if (!s) {
       if (csv != nullptr) std::fclose(csv);
       return report_error(p.name + ": " + s.message());

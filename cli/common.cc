@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -9,6 +10,7 @@
 
 #include "base/mapped_file.h"
 #include "eval/head_calibration.h"
+#include "eval/report.h"
 #include "kv/policy_registry.h"
 
 namespace longhaul::cli {
@@ -153,17 +155,25 @@ std::string default_head_profile_path(const std::string& model_path) {
   return cached;
 }
 
+std::function<void(const std::string&)> status_line_printer() {
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  return [tty](const std::string& line) {
+    std::fprintf(stderr, tty ? "\r\033[K%s" : "%s\n", line.c_str());
+    std::fflush(stderr);
+  };
+}
+
+void clear_status_line() {
+  if (isatty(STDERR_FILENO) != 0) std::fprintf(stderr, "\r\033[K");
+}
+
 Status prepare_head_profile(const model::Model& model, const std::string& policy_list, kv::KvPolicyOptions& options,
                             int32_t n_threads) {
-  bool wants_duo = false;
-  for (size_t b = 0; b <= policy_list.size();) {
-    size_t e = policy_list.find(',', b);
-    if (e == std::string::npos) e = policy_list.size();
-    const std::string spec = policy_list.substr(b, e - b);
-    if (spec.substr(0, spec.find(':')) == "duo") wants_duo = true;
-    b = e + 1;
-  }
-  if (!wants_duo || !options.head_profile.empty()) return Status::ok();
+  if (!options.head_profile.empty()) return Status::ok();
+  // A list that does not parse is reported by the command that uses it.
+  Result<std::vector<eval::PolicySpec>> specs = eval::parse_policy_list(policy_list, options);
+  if (!specs || std::none_of(specs->begin(), specs->end(), [](const eval::PolicySpec& p) { return p.name == "duo"; }))
+    return Status::ok();
   const std::string path = default_head_profile_path(model.file().path());
   options.head_profile = path;
   if (file_exists(path)) return Status::ok();
@@ -171,13 +181,8 @@ Status prepare_head_profile(const model::Model& model, const std::string& policy
   LH_ASSIGN_OR_RETURN(tokenizer::Tokenizer tok, tokenizer::Tokenizer::from_gguf(model.file()));
   eval::CalibrationOptions co;
   co.n_threads = n_threads;
-  const bool tty = isatty(STDERR_FILENO) != 0;
-  LH_ASSIGN_OR_RETURN(kv::HeadProfile profile,
-                      eval::calibrate_heads(model, tok, co, [tty](const std::string& line) {
-                        std::fprintf(stderr, tty ? "\r\033[K%s" : "%s\n", line.c_str());
-                        std::fflush(stderr);
-                      }));
-  if (tty) std::fprintf(stderr, "\r\033[K");
+  LH_ASSIGN_OR_RETURN(kv::HeadProfile profile, eval::calibrate_heads(model, tok, co, status_line_printer()));
+  clear_status_line();
   if (path.find("/.cache/longhaul/heads/") != std::string::npos) ::mkdir(dir_of(path).c_str(), 0755);
   return kv::save_head_profile(profile, path);
 }

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -52,6 +53,11 @@ struct KvPolicyFlags {
   kv::KvPolicyOptions options;
 };
 void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags);
+
+// A one-line status on stderr for long work: rewritten in place on a terminal, one line per update otherwise.
+// clear_status_line() erases it (on a terminal) once the work is done.
+std::function<void(const std::string&)> status_line_printer();
+void clear_status_line();
 
 // duo needs a head profile. When `policy_list` names duo and options.head_profile is empty, sets it to the profile
 // saved beside the model (MODEL.gguf.heads, or ~/.cache/longhaul/heads/ when the model's folder is read-only),
