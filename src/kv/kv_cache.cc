@@ -492,44 +492,33 @@ void for_each_run(Layer& layer, int32_t first, int32_t count, Locate&& locate, F
 }
 }  // namespace
 
-void KvCache::read_keys(SeqId seq, int32_t il, int32_t first, int32_t count, float* out) const {
-  const int32_t n_head = shape_.n_head_kv, dk = shape_.head_dim_k;
+void KvCache::read_rows(SeqId seq, int32_t il, int32_t first, int32_t count, bool keys, float* out) const {
+  const int32_t n_head = shape_.n_head_kv, dim = keys ? shape_.head_dim_k : shape_.head_dim_v;
   for_each_run(layer(seq, il), first, count, locate, [&](const Page& page, int32_t slot, int32_t t, int32_t done) {
-    float* o = out + static_cast<int64_t>(done) * n_head * dk;
+    float* o = out + static_cast<int64_t>(done) * n_head * dim;
     if (page.quantized != nullptr) {
-      page.quantized->read(slot, t, o, nullptr);
+      page.quantized->read(slot, t, keys ? o : nullptr, keys ? nullptr : o);
       return;
     }
     for (int32_t i = 0; i < t; ++i)
       for (int32_t h = 0; h < n_head; ++h) {
+        float* row = o + (static_cast<int64_t>(i) * n_head + h) * dim;
         if (page.f16[static_cast<size_t>(h)] == nullptr) {  // released rows read as zeros
-          std::fill_n(o + (static_cast<int64_t>(i) * n_head + h) * dk, dk, 0.0f);
+          std::fill_n(row, dim, 0.0f);
           continue;
         }
-        const uint16_t* k = f16_key(page, h, slot + i);
-        for (int32_t d = 0; d < dk; ++d) o[(static_cast<int64_t>(i) * n_head + h) * dk + d] = tensor::f16_to_f32(k[d]);
+        const uint16_t* src = keys ? f16_key(page, h, slot + i) : f16_value(page, h, slot + i);
+        for (int32_t d = 0; d < dim; ++d) row[d] = tensor::f16_to_f32(src[d]);
       }
   });
 }
 
+void KvCache::read_keys(SeqId seq, int32_t il, int32_t first, int32_t count, float* out) const {
+  read_rows(seq, il, first, count, true, out);
+}
+
 void KvCache::read_values(SeqId seq, int32_t il, int32_t first, int32_t count, float* out) const {
-  const int32_t n_head = shape_.n_head_kv, dv = shape_.head_dim_v;
-  for_each_run(layer(seq, il), first, count, locate, [&](const Page& page, int32_t slot, int32_t t, int32_t done) {
-    float* o = out + static_cast<int64_t>(done) * n_head * dv;
-    if (page.quantized != nullptr) {
-      page.quantized->read(slot, t, nullptr, o);
-      return;
-    }
-    for (int32_t i = 0; i < t; ++i)
-      for (int32_t h = 0; h < n_head; ++h) {
-        if (page.f16[static_cast<size_t>(h)] == nullptr) {  // released rows read as zeros
-          std::fill_n(o + (static_cast<int64_t>(i) * n_head + h) * dv, dv, 0.0f);
-          continue;
-        }
-        const uint16_t* v = f16_value(page, h, slot + i);
-        for (int32_t d = 0; d < dv; ++d) o[(static_cast<int64_t>(i) * n_head + h) * dv + d] = tensor::f16_to_f32(v[d]);
-      }
-  });
+  read_rows(seq, il, first, count, false, out);
 }
 
 void KvCache::write_keys(SeqId seq, int32_t il, int32_t first, int32_t count, const float* keys) {

@@ -228,6 +228,8 @@ class KvCache {
   void freeze(LayerCells& layer);
   void retain_f16(LayerCells& layer, std::span<const int32_t> keep);
   void retain_per_page(LayerCells& layer, std::span<const int32_t> keep);
+  // read_keys (keys = true) or read_values.
+  void read_rows(SeqId seq, int32_t il, int32_t first, int32_t count, bool keys, float* out) const;
 
   KvShape shape_;
   KvCacheOptions options_;
