@@ -251,7 +251,9 @@ void KvCache::freeze(LayerCells& layer) {
   const int32_t page_cells = std::max(1, options_.page_tokens / q.group) * q.group;
   for (int32_t done = 0; done < n_freeze;) {
     Page* target = nullptr;
-    if (i_hot > 0 && layer.pages[i_hot - 1].quantized != nullptr && layer.pages[i_hot - 1].n_cells + q.group <= page_cells)
+    // A page that lost a head's rows (release_head_rows) takes no more cells: that head would have none of them.
+    if (i_hot > 0 && layer.pages[i_hot - 1].quantized != nullptr && layer.pages[i_hot - 1].n_cells + q.group <= page_cells &&
+        layer.pages[i_hot - 1].quantized->all_heads_present())
       target = &layer.pages[i_hot - 1];
     if (target == nullptr) {
       Page page;
@@ -314,7 +316,11 @@ void KvCache::retain_f16(LayerCells& layer, std::span<const int32_t> keep) {
     }
     ++out;
   }
-  int32_t remaining = out;
+  trim_f16_pages(layer, out);
+}
+
+void KvCache::trim_f16_pages(LayerCells& layer, int32_t n_kept) {
+  int32_t remaining = n_kept;
   for (Page& page : layer.pages) {
     page.n_cells = std::min(page.capacity, remaining);
     remaining -= page.n_cells;
@@ -370,6 +376,47 @@ void KvCache::retain_cells(SeqId seq, int32_t il, std::span<const int32_t> keep)
   }
   for (size_t i = 0; i < keep.size(); ++i) layer.positions[i] = layer.positions[static_cast<size_t>(keep[i])];
   layer.positions.resize(keep.size());
+  reindex(layer);
+}
+
+void KvCache::retain_cells_per_head(SeqId seq, int32_t il, std::span<const std::vector<int32_t>> keep) {
+  LH_CHECK_MSG(!quantized(), "retain_cells_per_head: per-head retention needs f16 storage (--kv-bits 16)");
+  LH_CHECK_MSG(static_cast<int32_t>(keep.size()) == shape_.n_head_kv, "retain_cells_per_head: one list per KV head");
+  LayerCells& layer = sequence(seq).layers[static_cast<size_t>(il)];
+  const auto n = static_cast<int32_t>(layer.positions.size());
+  const size_t n_keep = keep[0].size();
+  for (const std::vector<int32_t>& head : keep) {
+    LH_CHECK_MSG(head.size() == n_keep, "retain_cells_per_head: every head keeps the same count");
+    int32_t prev = -1;
+    for (int32_t cell : head) {
+      LH_CHECK_MSG(cell > prev && cell < n, "retain_cells_per_head: indices must be ascending and < n_cells");
+      prev = cell;
+    }
+  }
+  const int32_t dk = shape_.head_dim_k, dv = shape_.head_dim_v;
+  for (int32_t h = 0; h < shape_.n_head_kv; ++h) {
+    // Row keep[h][i] >= i moves to row i, in ascending i: a row is overwritten only after it was read.
+    const std::vector<int32_t>& cells = keep[static_cast<size_t>(h)];
+    for (size_t i = 0; i < n_keep; ++i) {
+      const auto to = static_cast<int32_t>(i);
+      if (cells[i] == to) continue;
+      const auto [fp, fs] = locate(layer, cells[i]);
+      const auto [tp, ts] = locate(layer, to);
+      const Page& from = layer.pages[static_cast<size_t>(fp)];
+      const Page& dest = layer.pages[static_cast<size_t>(tp)];
+      if (from.f16[static_cast<size_t>(h)] == nullptr || dest.f16[static_cast<size_t>(h)] == nullptr) continue;
+      std::memcpy(f16_key(dest, h, ts), f16_key(from, h, fs), dk * sizeof(uint16_t));
+      std::memcpy(f16_value(dest, h, ts), f16_value(from, h, fs), dv * sizeof(uint16_t));
+    }
+  }
+  std::vector<int32_t> positions(n_keep, 0);
+  for (size_t i = 0; i < n_keep; ++i) {
+    int32_t latest = layer.positions[static_cast<size_t>(keep[0][i])];
+    for (const std::vector<int32_t>& head : keep) latest = std::max(latest, layer.positions[static_cast<size_t>(head[i])]);
+    positions[i] = latest;
+  }
+  layer.positions = std::move(positions);
+  trim_f16_pages(layer, static_cast<int32_t>(n_keep));
   reindex(layer);
 }
 
@@ -454,6 +501,7 @@ KvCache::HeadRows KvCache::head_rows(SeqId seq, int32_t il, int32_t head, int32_
     if (want_values) rows.values = f16_value(page, head, 0);
     return rows;
   }
+  if (!page.quantized->head_present(head)) return rows;  // released
   if (want_keys) scratch.keys.resize(static_cast<size_t>(page.n_cells) * shape_.head_dim_k);
   if (want_values) scratch.values.resize(static_cast<size_t>(page.n_cells) * shape_.head_dim_v);
   page.quantized->dequantize_head(head, want_keys ? scratch.keys.data() : nullptr,
@@ -468,14 +516,19 @@ void KvCache::release_head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_p
   LayerCells& l = sequence(seq).layers[static_cast<size_t>(il)];
   LH_CHECK_MSG(i_page >= 0 && static_cast<size_t>(i_page) < l.pages.size(), "release_head_rows: page out of range");
   Page& page = l.pages[static_cast<size_t>(i_page)];
-  LH_CHECK_MSG(page.is_f16(), "release_head_rows: only f16 pages hold per-head rows");
-  LH_CHECK_MSG(!quantized(), "release_head_rows: per-head retention needs f16 storage (--kv-bits 16)");
+  if (page.quantized != nullptr) {
+    page.quantized->release_head(head);
+    return;
+  }
+  // The f16 pages of quantized storage are the prefix and the residual that freezing moves into key groups.
+  LH_CHECK_MSG(!quantized(), "release_head_rows: with quantized storage only quantized pages release head rows");
   page.f16[static_cast<size_t>(head)].reset();
 }
 
 bool KvCache::head_rows_present(SeqId seq, int32_t il, int32_t head, int32_t i_page) const {
   const Page& page = layer(seq, il).pages[static_cast<size_t>(i_page)];
-  return !page.is_f16() || page.f16[static_cast<size_t>(head)] != nullptr;
+  if (page.quantized != nullptr) return page.quantized->head_present(head);
+  return page.f16[static_cast<size_t>(head)] != nullptr;
 }
 
 namespace {

@@ -108,6 +108,14 @@ class KvCache {
   // cells to the front across pages; quantized storage compacts each page in place. Empty
   // f16 pages are kept for reuse.
   void retain_cells(SeqId seq, int32_t il, std::span<const int32_t> keep);
+  // Per-head retention (SnapKV, Li et al., 2024, selects positions per head): head h keeps the cells keep[h]
+  // (ascending, the same count for every head) and its row keep[h][i] becomes its row i. Cell i then holds
+  // different tokens for different heads; its position becomes the latest of them, max_h positions[keep[h][i]],
+  // which keeps positions ascending and keeps every cell visible to every later query (keys carry their rotary
+  // phase, so attention needs a cell's position only for causality). Hence only for layers without a sliding
+  // window, whose masks need exact positions, and f16 storage only (CHECK): a quantized cell would leave its key
+  // group. keep.size() == n_head_kv.
+  void retain_cells_per_head(SeqId seq, int32_t il, std::span<const std::vector<int32_t>> keep);
 
   // Keeps the first n_keep cells of every layer and rewinds next_position to
   // n_keep (positions 0 .. n_keep-1 under the full policy): undoes the tail of a
@@ -157,10 +165,12 @@ class KvCache {
   // policy that knows no future query of that head attends to those cells (a streaming head's cells behind its
   // window). The cells stay (every head shares the cell index and position); the head reads nothing there:
   // head_rows gives null rows, read_keys / read_values give zeros, key() / value() CHECK, write_keys skips it,
-  // and used_bytes / allocated_bytes stop counting it. A page that lost rows is not reused, and a page whose last
-  // head is released keeps its cells (the other layers' cell indices must not shift). f16 pages only (CHECK).
+  // and used_bytes / allocated_bytes stop counting it. A page that lost rows is not reused (nor appended to, when
+  // quantized), and a page whose last head is released keeps its cells (the other layers' cell indices must not
+  // shift). With quantized storage, only quantized pages (CHECK): its f16 pages are the prefix and the residual,
+  // whose cells freezing moves into new key groups.
   void release_head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page);
-  // False once release_head_rows freed that head's rows of the page; quantized pages are always present.
+  // False once release_head_rows freed that head's rows of the page.
   bool head_rows_present(SeqId seq, int32_t il, int32_t head, int32_t i_page) const;
 
   // Keys / values of cells [first, first + count) of every head as f32, dequantized where quantized:
@@ -227,6 +237,8 @@ class KvCache {
   // Quantizes the f16 cells that have left the residual (bits < 16), as the file comment says.
   void freeze(LayerCells& layer);
   void retain_f16(LayerCells& layer, std::span<const int32_t> keep);
+  // Pages hold the first n_kept cells (every page full but the last); empty pages go back to the spares.
+  void trim_f16_pages(LayerCells& layer, int32_t n_kept);
   void retain_per_page(LayerCells& layer, std::span<const int32_t> keep);
   // read_keys (keys = true) or read_values.
   void read_rows(SeqId seq, int32_t il, int32_t first, int32_t count, bool keys, float* out) const;

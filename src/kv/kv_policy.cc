@@ -12,11 +12,22 @@ void KvPolicy::apply_eviction(const EvictionPlan& plan, KvCache& cache, SeqId se
 
 void KvPolicy::retain(const EvictionPlan& plan, KvCache& cache, SeqId seq) {
   LH_CHECK_MSG(static_cast<int32_t>(plan.keep.size()) == cache.shape().n_layer, "eviction plan needs one list per layer");
+  LH_CHECK_MSG(plan.head_keep.empty() || static_cast<int32_t>(plan.head_keep.size()) == cache.shape().n_layer,
+               "eviction plan needs no per-head lists or one entry per layer");
+  size_t n_keep = 0;
   for (int32_t il = 0; il < cache.shape().n_layer; ++il) {
-    const std::vector<int32_t>& keep = plan.keep[static_cast<size_t>(il)];
-    LH_CHECK_MSG(keep.size() == plan.keep[0].size(), "eviction plan keeps different counts per layer");
-    cache.retain_cells(seq, il, keep);
-    after_retain(cache, seq, il, keep);
+    const auto l = static_cast<size_t>(il);
+    const bool per_head = !plan.head_keep.empty() && !plan.head_keep[l].empty();
+    const size_t count = per_head ? plan.head_keep[l][0].size() : plan.keep[l].size();
+    if (il == 0) n_keep = count;
+    LH_CHECK_MSG(count == n_keep, "eviction plan keeps different counts per layer");
+    if (per_head) {
+      cache.retain_cells_per_head(seq, il, plan.head_keep[l]);
+      after_retain_per_head(cache, seq, il, plan.head_keep[l]);
+    } else {
+      cache.retain_cells(seq, il, plan.keep[l]);
+      after_retain(cache, seq, il, plan.keep[l]);
+    }
   }
 }
 
@@ -62,6 +73,16 @@ std::vector<float> CellScores::get(int32_t il, int32_t n_cells) const {
   std::lock_guard<std::mutex> lock(layer.mutex);
   std::vector<float> out(static_cast<size_t>(n_cells), 0.0f);
   for (size_t c = 0; c < out.size() && c < layer.sum.size(); ++c) out[c] = static_cast<float>(layer.sum[c]);
+  return out;
+}
+
+std::vector<float> CellScores::get_sum(int32_t first, int32_t count, int32_t n_cells) const {
+  std::vector<float> out(static_cast<size_t>(n_cells), 0.0f);
+  for (int32_t i = first; i < first + count; ++i) {
+    const Layer& layer = layers_[static_cast<size_t>(i)];
+    std::lock_guard<std::mutex> lock(layer.mutex);
+    for (size_t c = 0; c < out.size() && c < layer.sum.size(); ++c) out[c] += static_cast<float>(layer.sum[c]);
+  }
   return out;
 }
 

@@ -101,11 +101,14 @@ struct StepInfo {
   bool starts_feed = false;    // true when this step begins a new feed() (the previous feed is complete)
 };
 
-// Cells each layer keeps; indices ascending, the same count in every layer. And head rows to free, for policies
-// that retain per head (duo): those pages are released after the cells are retained.
+// Cells each layer keeps; indices ascending, the same count in every layer. A layer may instead keep a different
+// set of cells per KV head (head_keep, KvCache::retain_cells_per_head; SnapKV). And head rows to free, for
+// policies that retain per head (duo): those pages are released after the cells are retained.
 struct EvictionPlan {
   bool evict = false;                     // false: keep every cell
-  std::vector<std::vector<int32_t>> keep;  // [n_layer][n_keep] when evict
+  std::vector<std::vector<int32_t>> keep;  // [n_layer][n_keep] when evict (ignored for a layer with head_keep)
+  // Empty, or [n_layer] with, per layer, nothing (the layer keeps `keep`) or [n_head_kv][n_keep] cells per head.
+  std::vector<std::vector<std::vector<int32_t>>> head_keep;
   std::vector<HeadRelease> release;       // head rows to free (indices of pages after the retention)
   bool changes() const { return evict || !release.empty(); }
 };
@@ -187,8 +190,26 @@ class KvPolicy {
   const KvPolicyContext& context() const { return context_; }
 
  protected:
+  // The model's sliding window of layer il (0 = global attention).
+  int32_t layer_window(int32_t il) const {
+    const auto& w = context_.layer_window;
+    return static_cast<size_t>(il) < w.size() ? w[static_cast<size_t>(il)] : 0;
+  }
+  // Whether layer il may keep its own cells per KV head (KvCache::retain_cells_per_head): f16 storage and no
+  // sliding window, whose mask needs every cell's exact position.
+  bool can_retain_per_head(const KvCache& cache, int32_t il) const {
+    return !cache.quantized() && layer_window(il) == 0;
+  }
+
   // Called by apply_eviction after the cache retained `keep` in layer il.
   virtual void after_retain(KvCache& cache, SeqId seq, int32_t il, std::span<const int32_t> keep) {
+    (void)cache;
+    (void)seq;
+    (void)il;
+    (void)keep;
+  }
+  // Called instead when layer il kept cells per head (plan.head_keep): keep [n_head_kv][n_keep].
+  virtual void after_retain_per_head(KvCache& cache, SeqId seq, int32_t il, std::span<const std::vector<int32_t>> keep) {
     (void)cache;
     (void)seq;
     (void)il;
@@ -202,7 +223,7 @@ class KvPolicy {
 };
 
 // Per-cell attention statistics shared by the score-based policies: one float per
-// (sequence, layer, cell), summed over the query heads that observe it. Thread-safe
+// (sequence, row, cell), where a row is a layer or a (layer, KV head), summed over the query heads that observe it. Thread-safe
 // accumulation (one mutex per layer); compaction follows retain_cells.
 class CellScores {
  public:
@@ -219,6 +240,8 @@ class CellScores {
   void truncate(int32_t n_cells);
   // Scores of layer il padded with zeros to n_cells.
   std::vector<float> get(int32_t il, int32_t n_cells) const;
+  // Sum of get(i, n_cells) over i in [first, first + count): e.g. a layer's KV heads when scores are kept per head.
+  std::vector<float> get_sum(int32_t first, int32_t count, int32_t n_cells) const;
 
  private:
   struct Layer {

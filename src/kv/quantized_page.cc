@@ -146,49 +146,73 @@ void dequantize_value_row(const uint8_t* codes, int32_t d, int32_t bits, const u
   dequantize_value_row_f32(codes, d, bits, p.data(), out);
 }
 
+QuantizedPage::QuantizedPage(const KvQuantFormat& format)
+    : format_(format), heads_(static_cast<size_t>(std::max(0, format.n_head))) {}
+
+bool QuantizedPage::head_present(int32_t head) const {
+  LH_CHECK(head >= 0 && head < format_.n_head);
+  return heads_[static_cast<size_t>(head)].present;
+}
+
+bool QuantizedPage::all_heads_present() const {
+  for (const HeadCells& h : heads_)
+    if (!h.present) return false;
+  return true;
+}
+
+int32_t QuantizedPage::n_heads_present() const {
+  int32_t n = 0;
+  for (const HeadCells& h : heads_) n += h.present;
+  return n;
+}
+
+void QuantizedPage::release_head(int32_t head) {
+  LH_CHECK(head >= 0 && head < format_.n_head);
+  HeadCells& h = heads_[static_cast<size_t>(head)];
+  h = HeadCells{};  // frees the vectors
+  h.present = false;
+}
+
 void QuantizedPage::append(const uint16_t* keys, const uint16_t* values, int32_t n) {
   if (n <= 0) return;
+  LH_CHECK_MSG(all_heads_present(), "QuantizedPage::append: a head's rows were released (the page takes no cells)");
   const KvQuantFormat& f = format_;
   const int64_t krb = f.key_row_bytes(), vrb = f.value_row_bytes(), nvg = f.n_value_groups();
   const int64_t key_cell = static_cast<int64_t>(f.n_head) * f.dk, value_cell = static_cast<int64_t>(f.n_head) * f.dv;
   const int32_t n_new_groups = (n + f.group - 1) / f.group;
   const size_t old_groups = group_end_.size();
   grow(group_end_, static_cast<size_t>(n_new_groups));
-  grow(key_params_, static_cast<size_t>(n_new_groups) * f.n_head * 2 * f.dk);
-  grow(key_codes_, static_cast<size_t>(n) * f.n_head * krb);
-  grow(value_params_, static_cast<size_t>(n) * f.n_head * nvg * 2);
-  grow(value_codes_, static_cast<size_t>(n) * f.n_head * vrb);
-  for (int32_t g = 0; g < n_new_groups; ++g) {
-    const int32_t c0 = g * f.group, cn = std::min(f.group, n - c0);
-    group_end_[old_groups + static_cast<size_t>(g)] = n_cells_ + c0 + cn;
-    for (int32_t h = 0; h < f.n_head; ++h) {
-      uint16_t* params = key_params_.data() + ((old_groups + static_cast<size_t>(g)) * f.n_head + h) * 2 * f.dk;
-      uint8_t* codes = key_codes_.data() + (static_cast<int64_t>(n_cells_ + c0) * f.n_head + h) * krb;
-      quantize_key_group(keys + c0 * key_cell + h * f.dk, key_cell, cn, f.dk, f.bits, codes, f.n_head * krb, params,
-                         params + f.dk);
+  for (int32_t g = 0; g < n_new_groups; ++g)
+    group_end_[old_groups + static_cast<size_t>(g)] = n_cells_ + g * f.group + std::min(f.group, n - g * f.group);
+  for (int32_t h = 0; h < f.n_head; ++h) {
+    HeadCells& head = heads_[static_cast<size_t>(h)];
+    grow(head.key_params, static_cast<size_t>(n_new_groups) * 2 * f.dk);
+    grow(head.key_codes, static_cast<size_t>(n) * krb);
+    grow(head.value_params, static_cast<size_t>(n) * nvg * 2);
+    grow(head.value_codes, static_cast<size_t>(n) * vrb);
+    for (int32_t g = 0; g < n_new_groups; ++g) {
+      const int32_t c0 = g * f.group, cn = std::min(f.group, n - c0);
+      uint16_t* params = head.key_params.data() + (old_groups + static_cast<size_t>(g)) * 2 * f.dk;
+      quantize_key_group(keys + c0 * key_cell + h * f.dk, key_cell, cn, f.dk, f.bits,
+                         head.key_codes.data() + static_cast<int64_t>(n_cells_ + c0) * krb, krb, params, params + f.dk);
+    }
+    for (int32_t c = 0; c < n; ++c) {
+      const int64_t i = n_cells_ + c;
+      quantize_value_row(values + c * value_cell + h * f.dv, f.dv, f.bits, head.value_codes.data() + i * vrb,
+                         head.value_params.data() + i * nvg * 2);
     }
   }
-  for (int32_t c = 0; c < n; ++c)
-    for (int32_t h = 0; h < f.n_head; ++h) {
-      const int64_t i = static_cast<int64_t>(n_cells_ + c) * f.n_head + h;
-      quantize_value_row(values + c * value_cell + h * f.dv, f.dv, f.bits, value_codes_.data() + i * vrb,
-                         value_params_.data() + i * nvg * 2);
-    }
   n_cells_ += n;
 }
 
 void QuantizedPage::retain(std::span<const int32_t> keep) {
   const KvQuantFormat& f = format_;
-  const int64_t kcell = static_cast<int64_t>(f.n_head) * f.key_row_bytes();
-  const int64_t vcell = static_cast<int64_t>(f.n_head) * f.value_row_bytes();
-  const int64_t pcell = static_cast<int64_t>(f.n_head) * f.n_value_groups() * 2;
-  const int64_t gparams = static_cast<int64_t>(f.n_head) * 2 * f.dk;
-  const auto n_keep = static_cast<int64_t>(keep.size());
-  std::vector<uint8_t> key_codes(static_cast<size_t>(n_keep * kcell)), value_codes(static_cast<size_t>(n_keep * vcell));
-  std::vector<uint16_t> value_params(static_cast<size_t>(n_keep * pcell));
+  const int64_t krb = f.key_row_bytes(), vrb = f.value_row_bytes(), vpr = f.n_value_groups() * 2;
+  const int64_t gparams = 2 * static_cast<int64_t>(f.dk);
+  // Which groups survive, and each kept cell's group.
   std::vector<int32_t> group_end;
-  std::vector<uint16_t> key_params;
-  size_t i = 0;  // next entry of keep
+  std::vector<size_t> kept_groups;  // old indices of the groups that keep cells
+  size_t i = 0;                     // next entry of keep
   int32_t begin = 0, prev = -1;
   for (size_t g = 0; g < group_end_.size(); ++g) {
     const int32_t end = group_end_[g];
@@ -197,25 +221,36 @@ void QuantizedPage::retain(std::span<const int32_t> keep) {
       const int32_t c = keep[i];
       LH_CHECK_MSG(c > prev && c >= begin && c < n_cells_, "QuantizedPage::retain: indices must be ascending and < n_cells");
       prev = c;
-      std::copy_n(key_codes_.data() + c * kcell, kcell, key_codes.data() + static_cast<int64_t>(i) * kcell);
-      std::copy_n(value_codes_.data() + c * vcell, vcell, value_codes.data() + static_cast<int64_t>(i) * vcell);
-      std::copy_n(value_params_.data() + c * pcell, pcell, value_params.data() + static_cast<int64_t>(i) * pcell);
     }
     if (i > first) {
       group_end.push_back(static_cast<int32_t>(i));
-      key_params.insert(key_params.end(), key_params_.begin() + static_cast<int64_t>(g) * gparams,
-                        key_params_.begin() + static_cast<int64_t>(g + 1) * gparams);
+      kept_groups.push_back(g);
     }
     begin = end;
   }
   LH_CHECK_MSG(i == keep.size(), "QuantizedPage::retain: index past n_cells");
+  const auto n_keep = static_cast<int64_t>(keep.size());
+  for (HeadCells& head : heads_) {
+    if (!head.present) continue;
+    std::vector<uint8_t> key_codes(static_cast<size_t>(n_keep * krb)), value_codes(static_cast<size_t>(n_keep * vrb));
+    std::vector<uint16_t> value_params(static_cast<size_t>(n_keep * vpr));
+    std::vector<uint16_t> key_params(kept_groups.size() * static_cast<size_t>(gparams));
+    for (int64_t k = 0; k < n_keep; ++k) {
+      const int64_t c = keep[static_cast<size_t>(k)];
+      std::copy_n(head.key_codes.data() + c * krb, krb, key_codes.data() + k * krb);
+      std::copy_n(head.value_codes.data() + c * vrb, vrb, value_codes.data() + k * vrb);
+      std::copy_n(head.value_params.data() + c * vpr, vpr, value_params.data() + k * vpr);
+    }
+    for (size_t g = 0; g < kept_groups.size(); ++g)
+      std::copy_n(head.key_params.data() + static_cast<int64_t>(kept_groups[g]) * gparams, gparams,
+                  key_params.data() + static_cast<int64_t>(g) * gparams);
+    head.key_codes = std::move(key_codes);
+    head.value_codes = std::move(value_codes);
+    head.value_params = std::move(value_params);
+    head.key_params = std::move(key_params);
+  }
   group_end.shrink_to_fit();
-  key_params.shrink_to_fit();
   group_end_ = std::move(group_end);
-  key_params_ = std::move(key_params);
-  key_codes_ = std::move(key_codes);
-  value_codes_ = std::move(value_codes);
-  value_params_ = std::move(value_params);
   n_cells_ = static_cast<int32_t>(n_keep);
 }
 
@@ -229,16 +264,16 @@ void QuantizedPage::truncate(int32_t n) {
 void QuantizedPage::write_keys(int32_t first, int32_t count, const uint16_t* keys) {
   LH_CHECK(first >= 0 && count > 0 && first + count <= n_cells_);
   const KvQuantFormat& f = format_;
-  const int64_t gparams = static_cast<int64_t>(f.n_head) * 2 * f.dk;
+  const int64_t gparams = 2 * static_cast<int64_t>(f.dk);
   const int32_t last = first + count;
+  // The new group list: `source[i]` is the old group whose parameters group i keeps, or -1 for the new group.
   std::vector<int32_t> group_end;
-  std::vector<uint16_t> key_params;
-  size_t new_group = 0;
+  std::vector<int64_t> source;
   auto emit_old = [&](size_t g, int32_t end) {
     group_end.push_back(end);
-    key_params.insert(key_params.end(), key_params_.begin() + static_cast<int64_t>(g) * gparams,
-                      key_params_.begin() + static_cast<int64_t>(g + 1) * gparams);
+    source.push_back(static_cast<int64_t>(g));
   };
+  bool placed = false;
   int32_t begin = 0;
   for (size_t g = 0; g < group_end_.size(); ++g) {
     const int32_t end = group_end_[g];
@@ -246,10 +281,10 @@ void QuantizedPage::write_keys(int32_t first, int32_t count, const uint16_t* key
       emit_old(g, end);
     } else {  // the first group that meets [first, last) places the new one (groups cover every cell)
       if (begin < first) emit_old(g, first);
-      if (new_group == 0) {
-        new_group = group_end.size() + 1;  // 1-based: 0 = not placed yet
+      if (!placed) {
+        placed = true;
         group_end.push_back(last);
-        key_params.resize(key_params.size() + static_cast<size_t>(gparams));
+        source.push_back(-1);
       }
       if (end > last) emit_old(g, end);
     }
@@ -257,44 +292,51 @@ void QuantizedPage::write_keys(int32_t first, int32_t count, const uint16_t* key
   }
   const int64_t krb = f.key_row_bytes();
   for (int32_t h = 0; h < f.n_head; ++h) {
-    uint16_t* params = key_params.data() + (new_group - 1) * gparams + h * 2 * f.dk;
-    quantize_key_group(keys + h * f.dk, static_cast<int64_t>(f.n_head) * f.dk, count, f.dk, f.bits,
-                       key_codes_.data() + (static_cast<int64_t>(first) * f.n_head + h) * krb, f.n_head * krb, params,
-                       params + f.dk);
+    HeadCells& head = heads_[static_cast<size_t>(h)];
+    if (!head.present) continue;
+    std::vector<uint16_t> key_params(source.size() * static_cast<size_t>(gparams));
+    for (size_t g = 0; g < source.size(); ++g) {
+      uint16_t* params = key_params.data() + static_cast<int64_t>(g) * gparams;
+      if (source[g] >= 0) {
+        std::copy_n(head.key_params.data() + source[g] * gparams, gparams, params);
+      } else {
+        quantize_key_group(keys + h * f.dk, static_cast<int64_t>(f.n_head) * f.dk, count, f.dk, f.bits,
+                           head.key_codes.data() + static_cast<int64_t>(first) * krb, krb, params, params + f.dk);
+      }
+    }
+    head.key_params = std::move(key_params);
   }
   group_end.shrink_to_fit();
-  key_params.shrink_to_fit();
   group_end_ = std::move(group_end);
-  key_params_ = std::move(key_params);
 }
 
 void QuantizedPage::dequantize_head(int32_t head, uint16_t* keys, uint16_t* values) const {
   const KvQuantFormat& f = format_;
-  thread_local std::vector<float> rows;  // [group or 1, dk or dv]
+  const HeadCells& cells = heads_[static_cast<size_t>(head)];
+  LH_CHECK_MSG(cells.present, "QuantizedPage::dequantize_head: the head's rows were released");
+  thread_local std::vector<float> rows;  // [group or n_cells, dk or dv]
   if (keys != nullptr) {
     const int64_t krb = f.key_row_bytes();
     int32_t begin = 0;
     for (size_t g = 0; g < group_end_.size(); ++g) {
       const int32_t end = group_end_[g], n = end - begin;
       rows.resize(static_cast<size_t>(n) * f.dk);
-      const uint16_t* params = key_params_.data() + (g * f.n_head + head) * 2 * f.dk;
-      dequantize_key_rows(key_codes_.data() + (static_cast<int64_t>(begin) * f.n_head + head) * krb, f.n_head * krb, n,
-                          f.dk, f.bits, params, params + f.dk, rows.data(), f.dk);
+      const uint16_t* params = cells.key_params.data() + g * 2 * f.dk;
+      dequantize_key_rows(cells.key_codes.data() + static_cast<int64_t>(begin) * krb, krb, n, f.dk, f.bits, params,
+                          params + f.dk, rows.data(), f.dk);
       kernels::f32_to_f16_row(rows.data(), keys + static_cast<int64_t>(begin) * f.dk, static_cast<int64_t>(n) * f.dk);
       begin = end;
     }
   }
   if (values != nullptr) {
     const int64_t vrb = f.value_row_bytes(), nvg = f.n_value_groups();
-    thread_local std::vector<float> params;  // the page's value scales and zeros, every head, as f32
-    params.resize(value_params_.size());
-    f16_to_f32_row(value_params_.data(), params.data(), static_cast<int64_t>(params.size()));
+    thread_local std::vector<float> params;  // the head's value scales and zeros as f32
+    params.resize(cells.value_params.size());
+    f16_to_f32_row(cells.value_params.data(), params.data(), static_cast<int64_t>(params.size()));
     rows.resize(static_cast<size_t>(n_cells_) * f.dv);
-    for (int32_t c = 0; c < n_cells_; ++c) {
-      const int64_t i = static_cast<int64_t>(c) * f.n_head + head;
-      dequantize_value_row_f32(value_codes_.data() + i * vrb, f.dv, f.bits, params.data() + i * nvg * 2,
+    for (int32_t c = 0; c < n_cells_; ++c)
+      dequantize_value_row_f32(cells.value_codes.data() + c * vrb, f.dv, f.bits, params.data() + c * nvg * 2,
                                rows.data() + static_cast<int64_t>(c) * f.dv);
-    }
     kernels::f32_to_f16_row(rows.data(), values, static_cast<int64_t>(n_cells_) * f.dv);
   }
 }
@@ -307,28 +349,38 @@ void QuantizedPage::read(int32_t first, int32_t count, float* keys, float* value
   for (int32_t c = first; c < first + count; ++c) {
     while (group_end_[g] <= c) ++g;
     for (int32_t h = 0; h < f.n_head; ++h) {
-      const int64_t i = static_cast<int64_t>(c) * f.n_head + h;
-      const int64_t o = (static_cast<int64_t>(c - first) * f.n_head + h);
+      const HeadCells& cells = heads_[static_cast<size_t>(h)];
+      const int64_t o = static_cast<int64_t>(c - first) * f.n_head + h;
+      if (!cells.present) {  // released rows read as zeros
+        if (keys != nullptr) std::fill_n(keys + o * f.dk, f.dk, 0.0f);
+        if (values != nullptr) std::fill_n(values + o * f.dv, f.dv, 0.0f);
+        continue;
+      }
       if (keys != nullptr) {
-        const uint16_t* params = key_params_.data() + (g * f.n_head + h) * 2 * f.dk;
-        dequantize_key_rows(key_codes_.data() + i * krb, krb, 1, f.dk, f.bits, params, params + f.dk, keys + o * f.dk,
-                            f.dk);
+        const uint16_t* params = cells.key_params.data() + g * 2 * f.dk;
+        dequantize_key_rows(cells.key_codes.data() + c * krb, krb, 1, f.dk, f.bits, params, params + f.dk,
+                            keys + o * f.dk, f.dk);
       }
       if (values != nullptr)
-        dequantize_value_row(value_codes_.data() + i * vrb, f.dv, f.bits, value_params_.data() + i * nvg * 2,
+        dequantize_value_row(cells.value_codes.data() + c * vrb, f.dv, f.bits, cells.value_params.data() + c * nvg * 2,
                              values + o * f.dv);
     }
   }
 }
 
 int64_t QuantizedPage::used_bytes() const {
-  return static_cast<int64_t>(n_cells_) * format_.cell_bytes() + n_groups() * format_.group_bytes();
+  const KvQuantFormat& f = format_;
+  const int64_t head_cell = f.key_row_bytes() + f.value_row_bytes() + 4 * f.n_value_groups();
+  const int64_t head_group = 4 * static_cast<int64_t>(f.dk);
+  return n_heads_present() * (static_cast<int64_t>(n_cells_) * head_cell + n_groups() * head_group) + 4 * n_groups();
 }
 
 int64_t QuantizedPage::allocated_bytes() const {
-  return static_cast<int64_t>(group_end_.capacity() * sizeof(int32_t) + key_params_.capacity() * sizeof(uint16_t) +
-                              key_codes_.capacity() + value_params_.capacity() * sizeof(uint16_t) +
-                              value_codes_.capacity());
+  int64_t bytes = static_cast<int64_t>(group_end_.capacity() * sizeof(int32_t));
+  for (const HeadCells& h : heads_)
+    bytes += static_cast<int64_t>(h.key_params.capacity() * sizeof(uint16_t) + h.key_codes.capacity() +
+                                  h.value_params.capacity() * sizeof(uint16_t) + h.value_codes.capacity());
+  return bytes;
 }
 
 }  // namespace longhaul::kv

@@ -13,17 +13,18 @@
 // Codes of 4 bits are packed two channels per byte, planar: byte j holds channel j (low nibble) and channel
 // j + d/2 (high nibble), so unpacking is two contiguous loops; head dims must be even.
 //
-// QuantizedPage holds the quantized cells of one layer's page, every KV head, cell-major so that cells can be
+// QuantizedPage holds the quantized cells of one layer's page, one block per KV head so that a per-head policy
+// (DuoAttention's streaming heads) can free one head's rows alone, each block cell-major so that cells can be
 // appended and dropped without re-laying the page:
-//   key_codes    [n_cells, n_head, dk * bits / 8]        u8
-//   key_params   [n_groups, n_head, 2, dk]               f16: scale row, then zero row
-//   group_end    [n_groups]                              i32: key group g holds cells [group_end[g-1], group_end[g])
-//   value_codes  [n_cells, n_head, dv * bits / 8]        u8
-//   value_params [n_cells, n_head, ceil(dv / 32), 2]     f16: scale, zero per group of 32 channels
+//   key_codes    [n_cells, dk * bits / 8]        u8
+//   key_params   [n_groups, 2, dk]               f16: scale row, then zero row
+//   value_codes  [n_cells, dv * bits / 8]        u8
+//   value_params [n_cells, ceil(dv / 32), 2]     f16: scale, zero per group of 32 channels
+// and, shared by the heads, group_end [n_groups] i32: key group g holds cells [group_end[g-1], group_end[g]).
 // A key group only ever loses cells (eviction) or is split (write_keys): its members keep the scale and zero they
 // were quantized with, so dropping or keeping cells never re-quantizes anything.
-// Bytes of a page of n cells in g key groups, exactly (used_bytes()):
-//   n * n_head * ((dk + dv) * bits / 8 + 4 * ceil(dv / 32))  +  g * (4 * n_head * dk + 4)
+// Bytes of a page of n cells in g key groups with h heads present, exactly (used_bytes()):
+//   h * (n * ((dk + dv) * bits / 8 + 4 * ceil(dv / 32))  +  g * 4 * dk)  +  4 * g
 //
 // Thread-safety: const methods may run concurrently; mutation needs exclusive access.
 #pragma once
@@ -71,7 +72,7 @@ void dequantize_value_row(const uint8_t* codes, int32_t d, int32_t bits, const u
 
 class QuantizedPage {
  public:
-  explicit QuantizedPage(const KvQuantFormat& format) : format_(format) {}
+  explicit QuantizedPage(const KvQuantFormat& format);
 
   int32_t n_cells() const { return n_cells_; }
   int32_t n_groups() const { return static_cast<int32_t>(group_end_.size()); }
@@ -80,7 +81,14 @@ class QuantizedPage {
 
   // Appends n cells in key groups of format.group cells (the last one shorter when n is not a multiple of it).
   //   keys: [n, n_head, dk] f16, values: [n, n_head, dv] f16
+  // Every head must be present (CHECK): a page that lost a head's rows takes no more cells.
   void append(const uint16_t* keys, const uint16_t* values, int32_t n);
+  // Frees head `head`'s rows (codes and parameters) for good: dequantize_head CHECKs, read gives zeros, retain,
+  // truncate and write_keys leave it out, and the byte counts stop counting it.
+  void release_head(int32_t head);
+  bool head_present(int32_t head) const;
+  bool all_heads_present() const;
+  int32_t n_heads_present() const;
   // Keeps the cells listed (ascending page-local indices), in order; groups left empty disappear.
   void retain(std::span<const int32_t> keep);
   // Keeps the first n cells.
@@ -100,13 +108,17 @@ class QuantizedPage {
   int64_t allocated_bytes() const;  // what the vectors hold (>= used_bytes)
 
  private:
+  struct HeadCells {
+    bool present = true;
+    std::vector<uint16_t> key_params;    // [n_groups, 2, dk]
+    std::vector<uint8_t> key_codes;      // [n_cells, key_row_bytes]
+    std::vector<uint16_t> value_params;  // [n_cells, n_value_groups, 2]
+    std::vector<uint8_t> value_codes;    // [n_cells, value_row_bytes]
+  };
   KvQuantFormat format_;
   int32_t n_cells_ = 0;
-  std::vector<int32_t> group_end_;      // [n_groups]
-  std::vector<uint16_t> key_params_;    // [n_groups, n_head, 2, dk]
-  std::vector<uint8_t> key_codes_;      // [n_cells, n_head, key_row_bytes]
-  std::vector<uint16_t> value_params_;  // [n_cells, n_head, n_value_groups, 2]
-  std::vector<uint8_t> value_codes_;    // [n_cells, n_head, value_row_bytes]
+  std::vector<int32_t> group_end_;  // [n_groups]
+  std::vector<HeadCells> heads_;    // [n_head]
 };
 
 }  // namespace longhaul::kv

@@ -211,7 +211,7 @@ class NiahTask final : public Task {
     const int32_t max_len = *std::max_element(spec.lengths.begin(), spec.lengths.end());
     so.n_ctx = std::max(so.n_ctx, max_len + max_new + 64);
     LH_ASSIGN_OR_RETURN(std::unique_ptr<generate::Session> session, generate::Session::create(ctx.model, so));
-    const std::string policy = session->policy().describe();
+    const std::string policy = session->describe_kv();  // the policy and its cell storage
     const int64_t n_points = static_cast<int64_t>(spec.lengths.size() * spec.depths.size()) * spec.samples;
     int64_t i_point = 0;
     for (int32_t length : spec.lengths) {

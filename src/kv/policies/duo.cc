@@ -20,6 +20,9 @@
 // Memory: retrieval heads hold every cell; a streaming head holds at most the pages that cover its sinks and its
 // window (window / page + 2 pages of 64 cells). KV bytes = (r + (1 - r) * (sink + window + 2 * 64) / n) of full
 // attention for a share r of retrieval heads in an n-token context, before the local layers' savings.
+// Combined with KIVI storage (--kv-bits 8|4) each kept cell is quantized as well: a streaming head frees its rows
+// of quantized pages (kv/quantized_page.h keeps one block per head), and also keeps the f16 residual (at most
+// R + G - 1 cells plus the last step's), which the next append quantizes.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -80,6 +83,9 @@ class DuoPolicy final : public KvPolicy {
         for (int32_t ip = 0; ip + 1 < n_pages; ++ip) {
           const KvCache::PageSpan span = cache.page_span(seq, il, ip);
           if (span.n_cells == 0) continue;
+          // With KIVI storage the f16 pages are the prefix (sinks) and the residual, whose cells the next append
+          // freezes into key groups: a head's rows are freed once they are quantized.
+          if (cache.quantized() && !span.quantized) continue;
           const int32_t first = pos[static_cast<size_t>(span.first_cell)];
           const int32_t last = pos[static_cast<size_t>(span.first_cell + span.n_cells - 1)];
           if (next.first_position - last < window) break;  // this page and the later ones are still visible
@@ -92,10 +98,6 @@ class DuoPolicy final : public KvPolicy {
   }
 
  private:
-  int32_t layer_window(int32_t il) const {
-    const auto& w = context_.layer_window;
-    return static_cast<size_t>(il) < w.size() ? w[static_cast<size_t>(il)] : 0;
-  }
   bool is_retrieval(int32_t il, int32_t kv_head) const {
     return retrieval_[static_cast<size_t>(il) * static_cast<size_t>(context_.shape.n_head_kv) +
                       static_cast<size_t>(kv_head)];
@@ -137,9 +139,6 @@ Result<std::unique_ptr<KvPolicy>> make_duo_policy(const KvPolicyContext& context
   if (options.sink_tokens < 0 || options.sink_tokens > 1024)
     return Status::error("duo: --sink " + std::to_string(options.sink_tokens) + " is outside [0, 1024]");
   if (options.window < 0) return Status::error("duo: --window " + std::to_string(options.window) + " must be >= 0");
-  if (options.kv_bits != 0 && options.kv_bits != 16)
-    return Status::error("duo: --kv-bits " + std::to_string(options.kv_bits) +
-                         " is not supported yet (duo frees f16 rows per head; use --kv-bits 16)");
   LH_ASSIGN_OR_RETURN(HeadProfile profile, load_head_profile(options.head_profile));
   if (profile.n_layer != context.shape.n_layer || profile.n_head_kv != context.shape.n_head_kv)
     return Status::error("duo: head profile '" + options.head_profile + "' is for " + std::to_string(profile.n_layer) +

@@ -3,11 +3,14 @@
 // cells: the R most recent tokens plus the B - R "heavy hitters" with the largest
 // attention accumulated over every query so far.
 //
-// Deviations from the paper, both forced by the cache layout (a cell holds every
-// head of a token): scores are summed over all query heads of a layer, so a layer
-// keeps one set of tokens for all its heads (the paper ranks per head); and a step
-// of n tokens evicts n at once, ranked by the scores accumulated before the step
-// (the paper evicts one token per generated token, which is what decode does here).
+// As in the paper, each KV head ranks and keeps its own heavy hitters (scores summed
+// over the query heads that share it; KvCache::retain_cells_per_head); the recent
+// window is the same tokens for every head, so it stays the last R cells.
+// Deviations: a layer with a sliding window (whose mask needs exact positions) and
+// quantized storage (whose cells cannot leave their key groups) keep one set per
+// layer, ranked by the scores summed over its heads; and a step of n tokens evicts n
+// at once, ranked by the scores accumulated before the step (the paper evicts one
+// token per generated token, which is what decode does here).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -29,7 +32,7 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
         budget_(budget),
         recent_(recent),
         forget_(forgetting_factor),
-        scores_(context.shape.n_layer) {}
+        scores_(context.shape.n_layer * context.shape.n_head_kv) {}
 
   std::string name() const override { return name_; }
   std::string describe() const override {
@@ -53,13 +56,22 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
     const int32_t n_keep = budget_ - next.n_tokens;
     LH_CHECK_MSG(n_keep >= 0, "h2o: a step brings more tokens than the budget");
     const int32_t n_recent = std::min(recent_, n_keep);
+    const int32_t n_layer = cache.shape().n_layer, n_head = cache.shape().n_head_kv;
     plan.evict = true;
-    plan.keep.resize(static_cast<size_t>(cache.shape().n_layer));
-    for (int32_t il = 0; il < cache.shape().n_layer; ++il) {
-      const std::vector<float> score = scores_.get(il, n);
+    plan.keep.resize(static_cast<size_t>(n_layer));
+    plan.head_keep.resize(static_cast<size_t>(n_layer));
+    auto choose = [&](const std::vector<float>& score) {
       std::vector<int32_t> keep = top_cells(score, 0, n - n_recent, n_keep - n_recent);
       for (int32_t c = n - n_recent; c < n; ++c) keep.push_back(c);
-      plan.keep[static_cast<size_t>(il)] = std::move(keep);
+      return keep;
+    };
+    for (int32_t il = 0; il < n_layer; ++il) {
+      const auto l = static_cast<size_t>(il);
+      if (can_retain_per_head(cache, il)) {
+        for (int32_t h = 0; h < n_head; ++h) plan.head_keep[l].push_back(choose(scores_.get(il * n_head + h, n)));
+        continue;
+      }
+      plan.keep[l] = choose(scores_.get_sum(il * n_head, n_head, n));
     }
     return plan;
   }
@@ -70,20 +82,27 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
     last_query_ = next.first_position + next.n_tokens - 1;
     if (forget_ == 1.0f) return;
     const auto decay = static_cast<float>(std::pow(static_cast<double>(forget_), next.n_tokens));
-    for (int32_t il = 0; il < context_.shape.n_layer; ++il) scores_.scale(il, decay);
+    for (int32_t i = 0; i < context_.shape.n_layer * context_.shape.n_head_kv; ++i) scores_.scale(i, decay);
   }
 
-  void observe_scores(SeqId, int32_t il, int32_t, int32_t query_position, std::span<const float> probs) override {
+  void observe_scores(SeqId, int32_t il, int32_t kv_head, int32_t query_position,
+                      std::span<const float> probs) override {
     const float weight =
         forget_ == 1.0f ? 1.0f
                         : static_cast<float>(std::pow(static_cast<double>(forget_), last_query_ - query_position));
-    scores_.accumulate(il, probs, weight);
+    scores_.accumulate(il * context_.shape.n_head_kv + kv_head, probs, weight);
   }
 
   void truncate(KvCache&, SeqId, int32_t n_cells) override { scores_.truncate(n_cells); }
 
  protected:
-  void after_retain(KvCache&, SeqId, int32_t il, std::span<const int32_t> keep) override { scores_.retain(il, keep); }
+  void after_retain(KvCache&, SeqId, int32_t il, std::span<const int32_t> keep) override {
+    for (int32_t h = 0; h < context_.shape.n_head_kv; ++h) scores_.retain(il * context_.shape.n_head_kv + h, keep);
+  }
+  void after_retain_per_head(KvCache&, SeqId, int32_t il, std::span<const std::vector<int32_t>> keep) override {
+    for (int32_t h = 0; h < context_.shape.n_head_kv; ++h)
+      scores_.retain(il * context_.shape.n_head_kv + h, keep[static_cast<size_t>(h)]);
+  }
 
  private:
   std::string name_;
@@ -91,7 +110,7 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
   int32_t recent_;
   float forget_;            // 1 = H2O's plain sum
   int32_t last_query_ = 0;  // position of the step's last token
-  CellScores scores_;       // accumulated attention per cell (one sequence per Session)
+  CellScores scores_;       // [n_layer * n_head_kv][n_cells] accumulated attention (one sequence per Session)
 };
 
 }  // namespace

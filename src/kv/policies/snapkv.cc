@@ -7,10 +7,14 @@
 // then appended without eviction, so memory is B + generated tokens.
 //
 // A "prompt" is a feed() of more than one token; compression happens before the first
-// step of the next feed, when the cache holds more than B cells. Deviations forced by
-// the cache layout: votes are summed over all heads of a layer (the paper selects per
-// head), and only the attention rows of the prompt's last step are seen, so with a
-// last step shorter than w the window is that step.
+// step of the next feed, when the cache holds more than B cells. As in the paper, each
+// KV head keeps its own positions (votes summed over the query heads that share it;
+// KvCache::retain_cells_per_head). Deviations forced by the cache layout: a layer with a
+// sliding window (Gemma 3's local layers), whose mask needs each cell's exact position,
+// and quantized storage (--kv-bits 8|4), whose cells cannot leave their key groups, keep
+// one set per layer chosen by the votes summed over its heads; and only the attention
+// rows of the prompt's last step are seen, so with a last step shorter than w the
+// window is that step.
 #include <algorithm>
 
 #include "kv/policy_registry.h"
@@ -23,7 +27,11 @@ constexpr int32_t kDefaultBudget = 1024;
 class SnapKvPolicy final : public KvPolicy {
  public:
   SnapKvPolicy(const KvPolicyContext& context, int32_t budget, int32_t window, int32_t kernel)
-      : KvPolicy(context), budget_(budget), window_(window), kernel_(kernel), votes_(context.shape.n_layer) {}
+      : KvPolicy(context),
+        budget_(budget),
+        window_(window),
+        kernel_(kernel),
+        votes_(context.shape.n_layer * context.shape.n_head_kv) {}
 
   std::string name() const override { return "snapkv"; }
   std::string describe() const override {
@@ -41,13 +49,22 @@ class SnapKvPolicy final : public KvPolicy {
     // The observation window: the cells of the last step's voting queries (always kept).
     const int32_t n_window = std::min({window_, n_observed_, budget_});
     const int32_t n_prefix = n - n_window;
+    const int32_t n_layer = cache.shape().n_layer, n_head = cache.shape().n_head_kv;
     plan.evict = true;
-    plan.keep.resize(static_cast<size_t>(cache.shape().n_layer));
-    for (int32_t il = 0; il < cache.shape().n_layer; ++il) {
-      const std::vector<float> pooled = pool(votes_.get(il, n), n_prefix);
-      std::vector<int32_t> keep = top_cells(pooled, 0, n_prefix, budget_ - n_window);
+    plan.keep.resize(static_cast<size_t>(n_layer));
+    plan.head_keep.resize(static_cast<size_t>(n_layer));
+    auto choose = [&](const std::vector<float>& votes) {
+      std::vector<int32_t> keep = top_cells(pool(votes, n_prefix), 0, n_prefix, budget_ - n_window);
       for (int32_t c = n_prefix; c < n; ++c) keep.push_back(c);
-      plan.keep[static_cast<size_t>(il)] = std::move(keep);
+      return keep;
+    };
+    for (int32_t il = 0; il < n_layer; ++il) {
+      const auto l = static_cast<size_t>(il);
+      if (can_retain_per_head(cache, il)) {
+        for (int32_t h = 0; h < n_head; ++h) plan.head_keep[l].push_back(choose(votes_.get(il * n_head + h, n)));
+        continue;
+      }
+      plan.keep[l] = choose(votes_.get_sum(il * n_head, n_head, n));
     }
     return plan;
   }
@@ -58,19 +75,27 @@ class SnapKvPolicy final : public KvPolicy {
     const int32_t end = next.first_position + next.n_tokens;
     first_voter_ = end - std::min(window_, next.n_tokens);
     n_observed_ = end - first_voter_;
-    for (int32_t il = 0; il < context_.shape.n_layer; ++il) votes_.zero(il);
+    for (int32_t i = 0; i < context_.shape.n_layer * context_.shape.n_head_kv; ++i) votes_.zero(i);
   }
 
-  void observe_scores(SeqId, int32_t il, int32_t, int32_t query_position, std::span<const float> probs) override {
-    if (query_position >= first_voter_) votes_.accumulate(il, probs);
+  void observe_scores(SeqId, int32_t il, int32_t kv_head, int32_t query_position,
+                      std::span<const float> probs) override {
+    if (query_position >= first_voter_) votes_.accumulate(il * context_.shape.n_head_kv + kv_head, probs);
   }
 
   void truncate(KvCache&, SeqId, int32_t n_cells) override { votes_.truncate(n_cells); }
 
  protected:
-  void after_retain(KvCache&, SeqId, int32_t il, std::span<const int32_t> keep) override { votes_.retain(il, keep); }
+  void after_retain(KvCache&, SeqId, int32_t il, std::span<const int32_t> keep) override {
+    for (int32_t h = 0; h < context_.shape.n_head_kv; ++h) votes_.retain(il * context_.shape.n_head_kv + h, keep);
+  }
+  void after_retain_per_head(KvCache&, SeqId, int32_t il, std::span<const std::vector<int32_t>> keep) override {
+    for (int32_t h = 0; h < context_.shape.n_head_kv; ++h)
+      votes_.retain(il * context_.shape.n_head_kv + h, keep[static_cast<size_t>(h)]);
+  }
 
  private:
+
   // Average pooling over the first n_prefix votes (the window's own cells do not vote for each other).
   std::vector<float> pool(const std::vector<float>& votes, int32_t n_prefix) const {
     std::vector<float> out(static_cast<size_t>(n_prefix), 0.0f);
@@ -90,7 +115,7 @@ class SnapKvPolicy final : public KvPolicy {
   int32_t feed_tokens_ = 0;   // tokens of the current (or last) feed
   int32_t first_voter_ = 0;   // position of the first voting query of the step
   int32_t n_observed_ = 0;    // voting queries of the step
-  CellScores votes_;          // [n_layer][n_cells] summed attention of the voters
+  CellScores votes_;          // [n_layer * n_head_kv][n_cells] attention of the voters, summed per KV head
 };
 
 }  // namespace

@@ -40,6 +40,7 @@ std::string write_flat_profile(const model::Model& model) {
 struct RunResult {
   std::vector<float> logits;  // [n_vocab] after the prompt and each decoded token, concatenated
   int64_t kv_bytes = 0;
+  int64_t bytes_per_cell = 0;  // all layers and heads, in the cache's storage format
 };
 
 RunResult run(const model::Model& model, const std::string& policy, const kv::KvPolicyOptions& options, int32_t n_prompt,
@@ -66,6 +67,7 @@ RunResult run(const model::Model& model, const std::string& policy, const kv::Kv
     r.logits.insert(r.logits.end(), s.logits(), s.logits() + n_vocab);
   }
   r.kv_bytes = s.cache().used_bytes();
+  r.bytes_per_cell = s.cache().bytes_per_cell();
   return r;
 }
 
@@ -133,6 +135,37 @@ TEST(DuoSession, StreamingHeadsMatchFullAttentionUntilTheirWindowAndThenHoldOnly
   EXPECT_GT(max_abs_diff(full_long.logits, duo_long.logits), 0.1f);
   const int64_t cell_bytes = full_long.kv_bytes / 904;  // all layers and heads
   EXPECT_LE(duo_long.kv_bytes, cell_bytes * (64 + 256 + 2 * 64));
+}
+
+// duo combines with KIVI storage: the streaming heads free their quantized rows, so the bytes follow the same
+// bound at int8 size (plus the f16 residual the next append quantizes), and the logits stay within int8's
+// tolerance of duo's with f16 cells (the bound kv_quant_session_test holds full attention to).
+TEST(DuoSession, QuantizedCellsHoldTheSameBoundAtTheirOwnSize) {
+  std::unique_ptr<model::Model> m = load(longhaul::testing::smollm2_path());
+  if (m == nullptr) GTEST_SKIP() << "SmolLM2 not installed";
+  const std::string profile = write_flat_profile(*m);
+  kv::KvPolicyOptions o;
+  o.head_profile = profile;
+  o.retrieval_fraction = 0.0f;  // every head streams
+  o.window = 256;
+  const RunResult f16 = run(*m, "duo", o, 900, 4);
+  o.kv_bits = 8;
+  const RunResult q8 = run(*m, "duo", o, 900, 4);
+  std::remove(profile.c_str());
+  ASSERT_EQ(q8.logits.size(), f16.logits.size());
+  double sum = 0;
+  for (size_t i = 0; i < q8.logits.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(q8.logits[i]));
+    sum += std::fabs(q8.logits[i] - f16.logits[i]);
+  }
+  EXPECT_LT(max_abs_diff(q8.logits, f16.logits), 3.0f);
+  EXPECT_LT(sum / static_cast<double>(q8.logits.size()), 0.3);
+  // Streaming heads: sink page + window / 64 + 2 pages at int8 size, and at most R + G - 1 + 1 residual cells
+  // (+ the 4 prefix cells) in f16.
+  const int64_t f16_cell_bytes = f16.bytes_per_cell;
+  EXPECT_LE(q8.kv_bytes, q8.bytes_per_cell * (64 + 256 + 2 * 64) + f16_cell_bytes * (128 + 32 + 4));
+  // With a 256-token window the f16 residual is a large part of what a head holds: smaller, not by half.
+  EXPECT_LT(q8.kv_bytes, f16.kv_bytes);
 }
 
 }  // namespace

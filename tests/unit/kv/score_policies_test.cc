@@ -53,6 +53,56 @@ TEST(H2oPolicy, KeepsRecentWindowPlusHeaviestAccumulated) {
   EXPECT_EQ(positions_of(cache, seq, 1), (std::vector<int32_t>{0, 2, 4, 5, 6, 7}));
 }
 
+// Tags every row of the first n cells with its head and cell index (keys and values), to see which token each
+// head's row holds after a per-head retention.
+void tag_rows(KvCache& cache, SeqId seq, int32_t n) {
+  for (int32_t il = 0; il < cache.shape().n_layer; ++il)
+    for (int32_t h = 0; h < cache.shape().n_head_kv; ++h)
+      for (int32_t c = 0; c < n; ++c) {
+        cache.key(seq, il, h, c)[0] = static_cast<uint16_t>(100 * h + c);
+        cache.value(seq, il, h, c)[1] = static_cast<uint16_t>(100 * h + c);
+      }
+}
+
+// The tags of head h's first n rows of layer il (keys and values must agree).
+std::vector<int32_t> row_tags(const KvCache& cache, SeqId seq, int32_t il, int32_t h, int32_t n) {
+  std::vector<int32_t> out;
+  for (int32_t c = 0; c < n; ++c) {
+    EXPECT_EQ(cache.key(seq, il, h, c)[0], cache.value(seq, il, h, c)[1]) << "keys and values move together";
+    out.push_back(cache.key(seq, il, h, c)[0] - 100 * h);
+  }
+  return out;
+}
+
+// H2O ranks per KV head: each head keeps its own heavy hitters, and every head the same recent window.
+TEST(H2oPolicy, EachHeadKeepsItsOwnHeavyHitters) {
+  const KvShape shape = testing::tiny_shape(1);
+  KvPolicyOptions o;
+  o.budget = 6;
+  o.recent = 2;
+  auto p = testing::make("h2o", testing::tiny_context(shape), o);
+  KvCache cache(shape, {4, 6, 1});
+  const SeqId seq = *cache.add_sequence();
+  for (int i = 0; i < 6; ++i) step(*p, cache, seq, 1);
+  tag_rows(cache, seq, 6);
+  p->observe_scores(seq, 0, 0, 5, std::vector<float>{0.5f, 0.1f, 0.3f, 0.05f, 0.02f, 0.03f});
+  p->observe_scores(seq, 0, 1, 5, std::vector<float>{0.0f, 0.2f, 0.1f, 0.6f, 0.05f, 0.05f});
+  // Next token: 5 kept = recent {4, 5} + each head's 3 heaviest of cells 0..3.
+  step(*p, cache, seq, 1);
+  EXPECT_EQ(row_tags(cache, seq, 0, 0, 5), (std::vector<int32_t>{0, 1, 2, 4, 5}));
+  EXPECT_EQ(row_tags(cache, seq, 0, 1, 5), (std::vector<int32_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(positions_of(cache, seq, 0), (std::vector<int32_t>{1, 2, 3, 4, 5, 6}));
+  // Scores travel with each head's rows: head 1's cell 2 (token 3, 0.6) stays its heaviest.
+  p->observe_scores(seq, 0, 0, 6, std::vector<float>{0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 1.0f});
+  p->observe_scores(seq, 0, 1, 6, std::vector<float>{0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 1.0f});
+  step(*p, cache, seq, 1);
+  // Head 0: recent = tokens 5, 6; heaviest 3 of tokens 0, 1, 2, 4 (0.5, 0.1, 0.3, 0.02): 0, 2, 1.
+  EXPECT_EQ(row_tags(cache, seq, 0, 0, 3), (std::vector<int32_t>{0, 1, 2}));
+  // Head 1: of tokens 1, 2, 3, 4 (0.2, 0.1, 0.6, 0.05): 3, 1, 2.
+  EXPECT_EQ(row_tags(cache, seq, 0, 1, 3), (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(cache.n_cells(seq, 0), 6);
+}
+
 TEST(H2oPolicy, RandomScoresNeverExceedBudgetAndKeepRecent) {
   const KvShape shape = testing::tiny_shape();
   KvPolicyOptions o;
@@ -123,12 +173,17 @@ TEST(TovaPolicy, DropsWhatTheLastQueryIgnores) {
   EXPECT_EQ(positions_of(cache, seq, 1), (std::vector<int32_t>{2, 3, 4, 5}));
 }
 
+KvPolicyOptions snapkv_options(int32_t budget, int32_t observation_window, int32_t pool_kernel) {
+  KvPolicyOptions o;
+  o.budget = budget;
+  o.observation_window = observation_window;
+  o.pool_kernel = pool_kernel;
+  return o;
+}
+
 TEST(SnapKvPolicy, WindowVotesOnceAfterThePrompt) {
   const KvShape shape = testing::tiny_shape();
-  KvPolicyOptions o;
-  o.budget = 6;
-  o.observation_window = 2;
-  o.pool_kernel = 1;
+  const KvPolicyOptions o = snapkv_options(6, 2, 1);
   auto p = testing::make("snapkv", testing::tiny_context(shape), o);
   KvCache cache(shape, {4, 64, 1});
   const SeqId seq = *cache.add_sequence();
@@ -150,10 +205,7 @@ TEST(SnapKvPolicy, WindowVotesOnceAfterThePrompt) {
 
 TEST(SnapKvPolicy, PoolingKeepsNeighboursOfStrongVotes) {
   const KvShape shape = testing::tiny_shape(1);
-  KvPolicyOptions o;
-  o.budget = 4;
-  o.observation_window = 1;
-  o.pool_kernel = 3;
+  const KvPolicyOptions o = snapkv_options(4, 1, 3);
   auto p = testing::make("snapkv", testing::tiny_context(shape), o);
   KvCache cache(shape, {4, 64, 1});
   const SeqId seq = *cache.add_sequence();
@@ -163,6 +215,60 @@ TEST(SnapKvPolicy, PoolingKeepsNeighboursOfStrongVotes) {
   // Best 3: 4, 2, 3 (2 and 3 tie, both kept). Without pooling 5 would beat 2 and 4.
   step(*p, cache, seq, 1);
   EXPECT_EQ(positions_of(cache, seq, 0), (std::vector<int32_t>{2, 3, 4, 7, 8}));
+}
+
+// Each KV head keeps the positions its own queries vote for (SnapKV's per-head selection); a sliding-window layer,
+// whose mask needs exact positions, keeps one set chosen by the votes summed over its heads.
+TEST(SnapKvPolicy, EachHeadKeepsItsOwnVotedPositions) {
+  const KvShape shape = testing::tiny_shape();  // 2 layers, 2 KV heads
+  const KvPolicyOptions o = snapkv_options(4, 1, 1);
+  KvPolicyContext context = testing::tiny_context(shape);
+  context.layer_window = {0, 16};  // layer 1 slides
+  auto p = testing::make("snapkv", context, o);
+  KvCache cache(shape, {4, 64, 1});
+  const SeqId seq = *cache.add_sequence();
+  step(*p, cache, seq, 6);  // positions 0..5; the voter is 5
+  tag_rows(cache, seq, 6);
+  const std::vector<float> head0 = {0.4f, 0.3f, 0.2f, 0.0f, 0.1f, 0.0f};
+  const std::vector<float> head1 = {0.0f, 0.1f, 0.0f, 0.5f, 0.4f, 0.0f};
+  for (int32_t il = 0; il < shape.n_layer; ++il) {
+    p->observe_scores(seq, il, 0, 5, head0);
+    p->observe_scores(seq, il, 1, 5, head1);
+  }
+  step(*p, cache, seq, 1);  // compresses to 3 voted + the window (position 5), then appends position 6
+  auto rows = [&](int32_t il, int32_t h) { return row_tags(cache, seq, il, h, 4); };
+  // Layer 0: head 0's best three of 0..4 are 0, 1, 2; head 1's are 3, 4, 1.
+  EXPECT_EQ(rows(0, 0), (std::vector<int32_t>{0, 1, 2, 5}));
+  EXPECT_EQ(rows(0, 1), (std::vector<int32_t>{1, 3, 4, 5}));
+  // A cell's position is the latest of its heads' tokens: still ascending, still behind every later query.
+  EXPECT_EQ(positions_of(cache, seq, 0), (std::vector<int32_t>{1, 3, 4, 5, 6}));
+  // Layer 1 (sliding): summed votes 0.4, 0.4, 0.2, 0.5, 0.5 -> 3, 4, then 0 (ties go to the older cell).
+  EXPECT_EQ(rows(1, 0), (std::vector<int32_t>{0, 3, 4, 5}));
+  EXPECT_EQ(rows(1, 1), (std::vector<int32_t>{0, 3, 4, 5}));
+  EXPECT_EQ(positions_of(cache, seq, 1), (std::vector<int32_t>{0, 3, 4, 5, 6}));
+  EXPECT_EQ(cache.n_cells(seq, 0), 5);
+}
+
+// Quantized storage cannot move one head's cell out of its key group: every layer keeps one set.
+TEST(SnapKvPolicy, QuantizedStorageKeepsOneSetPerLayer) {
+  const KvShape shape = testing::tiny_shape(1);
+  const KvPolicyOptions o = snapkv_options(4, 1, 1);
+  auto p = testing::make("snapkv", testing::tiny_context(shape), o);
+  KvQuantOptions q;
+  q.bits = 8;
+  q.group = 2;
+  q.residual = 2;
+  q.f16_prefix = 0;
+  KvCache cache(shape, {4, 64, 1}, q);
+  const SeqId seq = *cache.add_sequence();
+  step(*p, cache, seq, 6);
+  p->observe_scores(seq, 0, 0, 5, std::vector<float>{0.4f, 0.3f, 0.2f, 0.0f, 0.1f, 0.0f});
+  p->observe_scores(seq, 0, 1, 5, std::vector<float>{0.0f, 0.1f, 0.0f, 0.5f, 0.4f, 0.0f});
+  const EvictionPlan plan = p->plan_eviction(cache, seq, one_token(cache, seq));
+  ASSERT_TRUE(plan.evict);
+  EXPECT_TRUE(plan.head_keep.empty() || plan.head_keep[0].empty());
+  // Summed: 0.4, 0.4, 0.2, 0.5, 0.5 -> 3, 4, 0, + the window 5.
+  EXPECT_EQ(plan.keep[0], (std::vector<int32_t>{0, 3, 4, 5}));
 }
 
 TEST(ScorePolicies, RejectBadParameters) {
