@@ -126,9 +126,9 @@ Runner add_eval_command(CLI::App& app) {
   add_kv_policy_flags(*cmd, flags->kv);
   cmd->get_option("--kv-policy")
       ->description("KV policies to compare, comma-separated; per-policy overrides as name:key=N:... "
-                    "(keys: budget (cells, or P% of each length), sink, window, recent, forget, obs, pool, bits, "
-                    "group, residual, retrieval), e.g. full,streaming:sink=0,h2o:budget=25%,kv-quant:bits=4,"
-                    "duo:retrieval=0.25");
+                    "(keys: budget (cells, or P% of each length), sink, window, recent, forget, obs, pool, "
+                    "select (head or layer), bits, group, residual, retrieval), e.g. "
+                    "full,streaming:sink=0,h2o:budget=25%,snapkv:select=layer,kv-quant:bits=4,duo:retrieval=0.25");
   std::string task_list;
   for (const std::string& name : eval::task_names()) task_list += (task_list.empty() ? "" : ", ") + name;
   cmd->add_option("--task", flags->task, "task: " + task_list)->capture_default_str();

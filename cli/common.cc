@@ -113,6 +113,13 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
   app.add_option("--pool-kernel", o.pool_kernel, "snapkv: width of the vote pooling (1: off)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1025));
+  app.add_option_function<std::string>(
+         "--kv-select",
+         [&o](const std::string& v) { o.select_per_head = v == "head"; },
+         "snapkv, h2o, a2sf: each KV head keeps its own cells (head, the papers' rule) or every head of a layer the "
+         "same ones (layer)")
+      ->default_str("head")
+      ->check(CLI::IsMember({"head", "layer"}));
   app.add_option("--head-profile", o.head_profile,
                  "duo: head profile from `longhaul calibrate-heads` (default: the one saved beside the model, "
                  "computed on first use)");

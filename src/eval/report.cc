@@ -110,6 +110,13 @@ Result<PolicySpec> parse_policy_spec(const std::string& spec, const kv::KvPolicy
       out.budget_fraction = pct / 100.0;
       continue;
     }
+    if (key == "select" && eq != std::string::npos) {
+      const std::string v = parts[i].substr(eq + 1);
+      if (v != "head" && v != "layer")
+        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not select=head or select=layer");
+      out.options.select_per_head = v == "head";
+      continue;
+    }
     if (key == "forget" && eq != std::string::npos) {
       const float f = std::strtof(parts[i].c_str() + eq + 1, &end);
       if (*end != '\0' || end == parts[i].c_str() + eq + 1 || !(f > 0.0f && f <= 1.0f))
@@ -133,7 +140,7 @@ Result<PolicySpec> parse_policy_spec(const std::string& spec, const kv::KvPolicy
     else if (key == "residual") out.options.kv_residual = n;
     else
       return Status::error("unknown KV policy parameter '" + key + "' in '" + spec +
-                           "' (known: budget, sink, window, recent, forget, obs, pool, bits, group, residual, retrieval)");
+                           "' (known: budget, sink, window, recent, forget, obs, pool, select, bits, group, residual, retrieval)");
   }
   return out;
 }

@@ -55,6 +55,10 @@ struct KvPolicyOptions {
   float forgetting_factor = 0.0f;   // a2sf: accumulated attention decays by this per token, in (0, 1] (0 = 0.9)
   int32_t observation_window = 32;  // snapkv: last prompt tokens whose attention votes (also always kept)
   int32_t pool_kernel = 7;          // snapkv: width of the average pooling over votes (1 = off)
+  // snapkv, h2o, a2sf: each KV head ranks and keeps its own cells (true, the papers' rule), or every head of a layer
+  // keeps the cells ranked by their summed scores (false). Sliding-window layers and quantized storage always
+  // rank per layer (can_retain_per_head).
+  bool select_per_head = true;
   std::string head_profile;         // duo: head profile file (kv/head_profile.h); "" = none given (the CLI then
                                     // uses, or computes, the one saved beside the model)
   float retrieval_fraction = 0.25f;  // duo: share of the global layers' KV heads that keep every cell, in [0, 1]
@@ -200,6 +204,8 @@ class KvPolicy {
   bool can_retain_per_head(const KvCache& cache, int32_t il) const {
     return !cache.quantized() && layer_window(il) == 0;
   }
+  // ", select=layer" when a policy that can rank per head was asked to rank per layer, else "" (for describe()).
+  static std::string describe_select(bool per_head) { return per_head ? "" : ", select=layer"; }
 
   // Called by apply_eviction after the cache retained `keep` in layer il.
   virtual void after_retain(KvCache& cache, SeqId seq, int32_t il, std::span<const int32_t> keep) {

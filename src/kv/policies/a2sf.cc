@@ -19,7 +19,7 @@ Result<std::unique_ptr<KvPolicy>> make_a2sf_policy(const KvPolicyContext& contex
                          std::to_string(budget));
   if (!(forget > 0.0f && forget <= 1.0f))
     return Status::error("a2sf: --forgetting " + std::to_string(forget) + " is outside (0, 1]");
-  return make_accumulated_attention_policy(context, "a2sf", budget, recent, forget);
+  return make_accumulated_attention_policy(context, "a2sf", budget, recent, forget, options.select_per_head);
 }
 
 }  // namespace longhaul::kv

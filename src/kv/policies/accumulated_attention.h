@@ -11,6 +11,7 @@
 namespace longhaul::kv {
 
 std::unique_ptr<KvPolicy> make_accumulated_attention_policy(const KvPolicyContext& context, std::string name,
-                                                            int32_t budget, int32_t recent, float forgetting_factor);
+                                                            int32_t budget, int32_t recent, float forgetting_factor,
+                                                            bool per_head);
 
 }  // namespace longhaul::kv

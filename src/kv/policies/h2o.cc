@@ -26,12 +26,13 @@ constexpr int32_t kDefaultBudget = 1024;
 class AccumulatedAttentionPolicy final : public KvPolicy {
  public:
   AccumulatedAttentionPolicy(const KvPolicyContext& context, std::string name, int32_t budget, int32_t recent,
-                             float forgetting_factor)
+                             float forgetting_factor, bool per_head)
       : KvPolicy(context),
         name_(std::move(name)),
         budget_(budget),
         recent_(recent),
         forget_(forgetting_factor),
+        per_head_(per_head),
         scores_(context.shape.n_layer * context.shape.n_head_kv) {}
 
   std::string name() const override { return name_; }
@@ -42,7 +43,7 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
       std::snprintf(buf, sizeof buf, ", forget=%g", static_cast<double>(forget_));
       d += buf;
     }
-    return d + ")";
+    return d + describe_select(per_head_) + ")";
   }
   int32_t max_cells() const override { return budget_; }
   // Large steps would evict much of the cache on stale scores; a quarter of the budget bounds that.
@@ -67,7 +68,7 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
     };
     for (int32_t il = 0; il < n_layer; ++il) {
       const auto l = static_cast<size_t>(il);
-      if (can_retain_per_head(cache, il)) {
+      if (per_head_ && can_retain_per_head(cache, il)) {
         for (int32_t h = 0; h < n_head; ++h) plan.head_keep[l].push_back(choose(scores_.get(il * n_head + h, n)));
         continue;
       }
@@ -109,6 +110,7 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
   int32_t budget_;
   int32_t recent_;
   float forget_;            // 1 = H2O's plain sum
+  bool per_head_;           // each KV head keeps its own heavy hitters where the layer allows it
   int32_t last_query_ = 0;  // position of the step's last token
   CellScores scores_;       // [n_layer * n_head_kv][n_cells] accumulated attention (one sequence per Session)
 };
@@ -116,8 +118,10 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
 }  // namespace
 
 std::unique_ptr<KvPolicy> make_accumulated_attention_policy(const KvPolicyContext& context, std::string name,
-                                                            int32_t budget, int32_t recent, float forgetting_factor) {
-  return std::make_unique<AccumulatedAttentionPolicy>(context, std::move(name), budget, recent, forgetting_factor);
+                                                            int32_t budget, int32_t recent, float forgetting_factor,
+                                                            bool per_head) {
+  return std::make_unique<AccumulatedAttentionPolicy>(context, std::move(name), budget, recent, forgetting_factor,
+                                                      per_head);
 }
 
 Result<std::unique_ptr<KvPolicy>> make_h2o_policy(const KvPolicyContext& context, const KvPolicyOptions& options) {
@@ -128,7 +132,7 @@ Result<std::unique_ptr<KvPolicy>> make_h2o_policy(const KvPolicyContext& context
   if (recent >= budget)
     return Status::error("h2o: --recent " + std::to_string(recent) + " must be below the budget " +
                          std::to_string(budget));
-  return make_accumulated_attention_policy(context, "h2o", budget, recent, 1.0f);
+  return make_accumulated_attention_policy(context, "h2o", budget, recent, 1.0f, options.select_per_head);
 }
 
 }  // namespace longhaul::kv

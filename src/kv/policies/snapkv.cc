@@ -26,17 +26,18 @@ constexpr int32_t kDefaultBudget = 1024;
 
 class SnapKvPolicy final : public KvPolicy {
  public:
-  SnapKvPolicy(const KvPolicyContext& context, int32_t budget, int32_t window, int32_t kernel)
+  SnapKvPolicy(const KvPolicyContext& context, int32_t budget, int32_t window, int32_t kernel, bool per_head)
       : KvPolicy(context),
         budget_(budget),
         window_(window),
         kernel_(kernel),
+        per_head_(per_head),
         votes_(context.shape.n_layer * context.shape.n_head_kv) {}
 
   std::string name() const override { return "snapkv"; }
   std::string describe() const override {
     return "snapkv(budget=" + std::to_string(budget_) + ", obs=" + std::to_string(window_) +
-           ", pool=" + std::to_string(kernel_) + ")";
+           ", pool=" + std::to_string(kernel_) + describe_select(per_head_) + ")";
   }
   int32_t max_cells() const override { return 0; }
   bool needs_scores() const override { return true; }
@@ -60,7 +61,7 @@ class SnapKvPolicy final : public KvPolicy {
     };
     for (int32_t il = 0; il < n_layer; ++il) {
       const auto l = static_cast<size_t>(il);
-      if (can_retain_per_head(cache, il)) {
+      if (per_head_ && can_retain_per_head(cache, il)) {
         for (int32_t h = 0; h < n_head; ++h) plan.head_keep[l].push_back(choose(votes_.get(il * n_head + h, n)));
         continue;
       }
@@ -112,6 +113,7 @@ class SnapKvPolicy final : public KvPolicy {
   int32_t budget_;
   int32_t window_;
   int32_t kernel_;
+  bool per_head_;             // each KV head keeps its own positions where the layer allows it
   int32_t feed_tokens_ = 0;   // tokens of the current (or last) feed
   int32_t first_voter_ = 0;   // position of the first voting query of the step
   int32_t n_observed_ = 0;    // voting queries of the step
@@ -127,7 +129,8 @@ Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& cont
                          " must be in [1, budget " + std::to_string(budget) + ")");
   if (options.pool_kernel < 1 || options.pool_kernel % 2 == 0)
     return Status::error("snapkv: --pool-kernel " + std::to_string(options.pool_kernel) + " must be odd and >= 1");
-  return std::unique_ptr<KvPolicy>(new SnapKvPolicy(context, budget, options.observation_window, options.pool_kernel));
+  return std::unique_ptr<KvPolicy>(new SnapKvPolicy(context, budget, options.observation_window, options.pool_kernel,
+                                                    options.select_per_head));
 }
 
 }  // namespace longhaul::kv

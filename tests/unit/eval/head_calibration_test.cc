@@ -59,6 +59,15 @@ TEST(HeadCalibration, PolicySpecsTakeRetrievalSharesAndPercentBudgets) {
   EXPECT_FALSE(parse_policy_spec("h2o:budget=0%", {}).is_ok());
   EXPECT_FALSE(parse_policy_spec("h2o:budget=x%", {}).is_ok());
   EXPECT_FALSE(parse_policy_spec("h2o:budget=150%", {}).is_ok());
+  s = parse_policy_spec("snapkv:select=layer", {});
+  ASSERT_TRUE(s.is_ok()) << s.message();
+  EXPECT_FALSE(s->options.select_per_head);
+  s = parse_policy_spec("snapkv:select=head", {});
+  ASSERT_TRUE(s.is_ok()) << s.message();
+  EXPECT_TRUE(s->options.select_per_head);
+  const Result<PolicySpec> bad = parse_policy_spec("snapkv:select=token", {});
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.message().find("select=head or select=layer"), std::string::npos) << bad.message();
 }
 
 }  // namespace

@@ -249,6 +249,24 @@ TEST(SnapKvPolicy, EachHeadKeepsItsOwnVotedPositions) {
   EXPECT_EQ(cache.n_cells(seq, 0), 5);
 }
 
+// select_per_head = false: every head of a layer keeps the cells its summed votes choose (describe says so).
+TEST(SnapKvPolicy, LayerSelectionKeepsOneSetPerLayer) {
+  const KvShape shape = testing::tiny_shape(1);
+  KvPolicyOptions o = snapkv_options(4, 1, 1);
+  o.select_per_head = false;
+  auto p = testing::make("snapkv", testing::tiny_context(shape), o);
+  EXPECT_NE(p->describe().find("select=layer"), std::string::npos) << p->describe();
+  KvCache cache(shape, {4, 64, 1});
+  const SeqId seq = *cache.add_sequence();
+  step(*p, cache, seq, 6);
+  p->observe_scores(seq, 0, 0, 5, std::vector<float>{0.4f, 0.3f, 0.2f, 0.0f, 0.1f, 0.0f});
+  p->observe_scores(seq, 0, 1, 5, std::vector<float>{0.0f, 0.1f, 0.0f, 0.5f, 0.4f, 0.0f});
+  const EvictionPlan plan = p->plan_eviction(cache, seq, one_token(cache, seq));
+  ASSERT_TRUE(plan.evict);
+  EXPECT_TRUE(plan.head_keep.empty() || plan.head_keep[0].empty());
+  EXPECT_EQ(plan.keep[0], (std::vector<int32_t>{0, 3, 4, 5}));
+}
+
 // Quantized storage cannot move one head's cell out of its key group: every layer keeps one set.
 TEST(SnapKvPolicy, QuantizedStorageKeepsOneSetPerLayer) {
   const KvShape shape = testing::tiny_shape(1);
