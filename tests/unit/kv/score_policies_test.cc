@@ -2,6 +2,8 @@
 // by hand from each paper's rule.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <numeric>
 #include <random>
 
 #include "policy_test_util.h"
@@ -287,6 +289,24 @@ TEST(SnapKvPolicy, QuantizedStorageKeepsOneSetPerLayer) {
   EXPECT_TRUE(plan.head_keep.empty() || plan.head_keep[0].empty());
   // Summed: 0.4, 0.4, 0.2, 0.5, 0.5 -> 3, 4, 0, + the window 5.
   EXPECT_EQ(plan.keep[0], (std::vector<int32_t>{0, 3, 4, 5}));
+}
+
+// top_cells keeps the n largest scores of [begin, end), ties to the older cell: checked against a full stable sort
+// on random scores drawn from a few values (many ties).
+TEST(ScorePolicies, TopCellsMatchesAStableSortWithTiesToTheOlderCell) {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> value(0, 5);
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<float> score(40);
+    for (float& v : score) v = 0.25f * static_cast<float>(value(rng));
+    const int32_t begin = trial % 7, end = 40 - trial % 5, n_keep = trial % 30;
+    std::vector<int32_t> want(static_cast<size_t>(end - begin));
+    std::iota(want.begin(), want.end(), begin);
+    std::stable_sort(want.begin(), want.end(), [&](int32_t a, int32_t b) { return score[a] > score[b]; });
+    want.resize(static_cast<size_t>(std::min(n_keep, end - begin)));
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(top_cells(score, begin, end, n_keep), want) << "trial " << trial;
+  }
 }
 
 TEST(ScorePolicies, RejectBadParameters) {
