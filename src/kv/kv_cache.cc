@@ -164,12 +164,15 @@ int32_t KvCache::Page::n_heads_present() const {
 }
 
 void KvCache::copy_f16_slot(const Page& from, int32_t from_slot, const Page& to, int32_t to_slot) const {
-  for (int32_t h = 0; h < shape_.n_head_kv; ++h) {
-    // A released head has no rows to move: no query of that head sees these cells any more.
-    if (from.f16[static_cast<size_t>(h)] == nullptr || to.f16[static_cast<size_t>(h)] == nullptr) continue;
-    std::memcpy(f16_key(to, h, to_slot), f16_key(from, h, from_slot), shape_.head_dim_k * sizeof(uint16_t));
-    std::memcpy(f16_value(to, h, to_slot), f16_value(from, h, from_slot), shape_.head_dim_v * sizeof(uint16_t));
-  }
+  for (int32_t h = 0; h < shape_.n_head_kv; ++h) copy_f16_head_slot(from, from_slot, to, to_slot, h);
+}
+
+void KvCache::copy_f16_head_slot(const Page& from, int32_t from_slot, const Page& to, int32_t to_slot,
+                                 int32_t head) const {
+  // A released head has no rows to move: no query of that head sees these cells any more.
+  if (from.f16[static_cast<size_t>(head)] == nullptr || to.f16[static_cast<size_t>(head)] == nullptr) return;
+  std::memcpy(f16_key(to, head, to_slot), f16_key(from, head, from_slot), shape_.head_dim_k * sizeof(uint16_t));
+  std::memcpy(f16_value(to, head, to_slot), f16_value(from, head, from_slot), shape_.head_dim_v * sizeof(uint16_t));
 }
 
 void KvCache::pop_front_f16(LayerCells& layer, size_t i_page, int32_t n, std::vector<uint16_t>& keys,
@@ -393,7 +396,6 @@ void KvCache::retain_cells_per_head(SeqId seq, int32_t il, std::span<const std::
       prev = cell;
     }
   }
-  const int32_t dk = shape_.head_dim_k, dv = shape_.head_dim_v;
   for (int32_t h = 0; h < shape_.n_head_kv; ++h) {
     // Row keep[h][i] >= i moves to row i, in ascending i: a row is overwritten only after it was read.
     const std::vector<int32_t>& cells = keep[static_cast<size_t>(h)];
@@ -402,11 +404,7 @@ void KvCache::retain_cells_per_head(SeqId seq, int32_t il, std::span<const std::
       if (cells[i] == to) continue;
       const auto [fp, fs] = locate(layer, cells[i]);
       const auto [tp, ts] = locate(layer, to);
-      const Page& from = layer.pages[static_cast<size_t>(fp)];
-      const Page& dest = layer.pages[static_cast<size_t>(tp)];
-      if (from.f16[static_cast<size_t>(h)] == nullptr || dest.f16[static_cast<size_t>(h)] == nullptr) continue;
-      std::memcpy(f16_key(dest, h, ts), f16_key(from, h, fs), dk * sizeof(uint16_t));
-      std::memcpy(f16_value(dest, h, ts), f16_value(from, h, fs), dv * sizeof(uint16_t));
+      copy_f16_head_slot(layer.pages[static_cast<size_t>(fp)], fs, layer.pages[static_cast<size_t>(tp)], ts, h);
     }
   }
   std::vector<int32_t> positions(n_keep, 0);

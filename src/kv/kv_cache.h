@@ -230,6 +230,8 @@ class KvCache {
   uint16_t* f16_key(const Page& page, int32_t head, int32_t slot) const;
   uint16_t* f16_value(const Page& page, int32_t head, int32_t slot) const;
   void copy_f16_slot(const Page& from, int32_t from_slot, const Page& to, int32_t to_slot) const;
+  // One head's key and value rows; nothing when either page released that head's rows.
+  void copy_f16_head_slot(const Page& from, int32_t from_slot, const Page& to, int32_t to_slot, int32_t head) const;
   // Removes the first n cells of the f16 pages starting at page index i_page, returning them cell-major:
   //   keys [n, n_head_kv, dk], values [n, n_head_kv, dv] f16.
   void pop_front_f16(LayerCells& layer, size_t i_page, int32_t n, std::vector<uint16_t>& keys,

@@ -31,6 +31,33 @@ void KvPolicy::retain(const EvictionPlan& plan, KvCache& cache, SeqId seq) {
   }
 }
 
+EvictionPlan KvPolicy::plan_from_head_scores(
+    const KvCache& cache, const CellScores& scores, int32_t n_cells, bool per_head,
+    const std::function<std::vector<int32_t>(const std::vector<float>&)>& choose) const {
+  const int32_t n_layer = cache.shape().n_layer, n_head = cache.shape().n_head_kv;
+  EvictionPlan plan;
+  plan.evict = true;
+  plan.keep.resize(static_cast<size_t>(n_layer));
+  plan.head_keep.resize(static_cast<size_t>(n_layer));
+  for (int32_t il = 0; il < n_layer; ++il) {
+    const auto l = static_cast<size_t>(il);
+    if (per_head && can_retain_per_head(cache, il)) {
+      for (int32_t h = 0; h < n_head; ++h) plan.head_keep[l].push_back(choose(scores.get(il * n_head + h, n_cells)));
+    } else {
+      plan.keep[l] = choose(scores.get_sum(il * n_head, n_head, n_cells));
+    }
+  }
+  return plan;
+}
+
+void CellScores::retain_rows(int32_t first, int32_t count, std::span<const int32_t> keep) {
+  for (int32_t i = first; i < first + count; ++i) retain(i, keep);
+}
+
+void CellScores::retain_rows(int32_t first, std::span<const std::vector<int32_t>> keep) {
+  for (size_t h = 0; h < keep.size(); ++h) retain(first + static_cast<int32_t>(h), keep[h]);
+}
+
 void CellScores::accumulate(int32_t il, std::span<const float> probs, float weight) {
   Layer& layer = layers_[static_cast<size_t>(il)];
   std::lock_guard<std::mutex> lock(layer.mutex);

@@ -34,6 +34,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -116,6 +117,8 @@ struct EvictionPlan {
   std::vector<HeadRelease> release;       // head rows to free (indices of pages after the retention)
   bool changes() const { return evict || !release.empty(); }
 };
+
+class CellScores;
 
 class KvPolicy {
  public:
@@ -204,6 +207,11 @@ class KvPolicy {
   bool can_retain_per_head(const KvCache& cache, int32_t il) const {
     return !cache.quantized() && layer_window(il) == 0;
   }
+  // An eviction plan for every layer from scores kept per (layer, KV head), row il * n_head_kv + h of `scores`:
+  // each head keeps choose(its scores) where per_head and can_retain_per_head allow it, else every head of the
+  // layer keeps choose(the layer's summed scores). choose maps a score row [n_cells] to ascending cells to keep.
+  EvictionPlan plan_from_head_scores(const KvCache& cache, const CellScores& scores, int32_t n_cells, bool per_head,
+                                     const std::function<std::vector<int32_t>(const std::vector<float>&)>& choose) const;
   // ", select=layer" when a policy that can rank per head was asked to rank per layer, else "" (for describe()).
   static std::string describe_select(bool per_head) { return per_head ? "" : ", select=layer"; }
 
@@ -242,6 +250,9 @@ class CellScores {
   // Multiplies every stored score of layer il by factor.
   void scale(int32_t il, float factor);
   void retain(int32_t il, std::span<const int32_t> keep);
+  // Rows [first, first + count) keep the same cells, or row first + h keeps keep[h] (a per-head retention).
+  void retain_rows(int32_t first, int32_t count, std::span<const int32_t> keep);
+  void retain_rows(int32_t first, std::span<const std::vector<int32_t>> keep);
   // Drops the scores of cells >= n_cells in every layer.
   void truncate(int32_t n_cells);
   // Scores of layer il padded with zeros to n_cells.

@@ -57,24 +57,11 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
     const int32_t n_keep = budget_ - next.n_tokens;
     LH_CHECK_MSG(n_keep >= 0, "h2o: a step brings more tokens than the budget");
     const int32_t n_recent = std::min(recent_, n_keep);
-    const int32_t n_layer = cache.shape().n_layer, n_head = cache.shape().n_head_kv;
-    plan.evict = true;
-    plan.keep.resize(static_cast<size_t>(n_layer));
-    plan.head_keep.resize(static_cast<size_t>(n_layer));
-    auto choose = [&](const std::vector<float>& score) {
+    return plan_from_head_scores(cache, scores_, n, per_head_, [&](const std::vector<float>& score) {
       std::vector<int32_t> keep = top_cells(score, 0, n - n_recent, n_keep - n_recent);
       for (int32_t c = n - n_recent; c < n; ++c) keep.push_back(c);
       return keep;
-    };
-    for (int32_t il = 0; il < n_layer; ++il) {
-      const auto l = static_cast<size_t>(il);
-      if (per_head_ && can_retain_per_head(cache, il)) {
-        for (int32_t h = 0; h < n_head; ++h) plan.head_keep[l].push_back(choose(scores_.get(il * n_head + h, n)));
-        continue;
-      }
-      plan.keep[l] = choose(scores_.get_sum(il * n_head, n_head, n));
-    }
-    return plan;
+    });
   }
 
   // With forgetting, the step's n tokens age the past by forget^n, and a query q of the
@@ -98,11 +85,10 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
 
  protected:
   void after_retain(KvCache&, SeqId, int32_t il, std::span<const int32_t> keep) override {
-    for (int32_t h = 0; h < context_.shape.n_head_kv; ++h) scores_.retain(il * context_.shape.n_head_kv + h, keep);
+    scores_.retain_rows(il * context_.shape.n_head_kv, context_.shape.n_head_kv, keep);
   }
   void after_retain_per_head(KvCache&, SeqId, int32_t il, std::span<const std::vector<int32_t>> keep) override {
-    for (int32_t h = 0; h < context_.shape.n_head_kv; ++h)
-      scores_.retain(il * context_.shape.n_head_kv + h, keep[static_cast<size_t>(h)]);
+    scores_.retain_rows(il * context_.shape.n_head_kv, keep);
   }
 
  private:

@@ -50,24 +50,11 @@ class SnapKvPolicy final : public KvPolicy {
     // The observation window: the cells of the last step's voting queries (always kept).
     const int32_t n_window = std::min({window_, n_observed_, budget_});
     const int32_t n_prefix = n - n_window;
-    const int32_t n_layer = cache.shape().n_layer, n_head = cache.shape().n_head_kv;
-    plan.evict = true;
-    plan.keep.resize(static_cast<size_t>(n_layer));
-    plan.head_keep.resize(static_cast<size_t>(n_layer));
-    auto choose = [&](const std::vector<float>& votes) {
+    return plan_from_head_scores(cache, votes_, n, per_head_, [&](const std::vector<float>& votes) {
       std::vector<int32_t> keep = top_cells(pool(votes, n_prefix), 0, n_prefix, budget_ - n_window);
       for (int32_t c = n_prefix; c < n; ++c) keep.push_back(c);
       return keep;
-    };
-    for (int32_t il = 0; il < n_layer; ++il) {
-      const auto l = static_cast<size_t>(il);
-      if (per_head_ && can_retain_per_head(cache, il)) {
-        for (int32_t h = 0; h < n_head; ++h) plan.head_keep[l].push_back(choose(votes_.get(il * n_head + h, n)));
-        continue;
-      }
-      plan.keep[l] = choose(votes_.get_sum(il * n_head, n_head, n));
-    }
-    return plan;
+    });
   }
 
   void begin_step(SeqId, const StepInfo& next) override {
@@ -88,11 +75,10 @@ class SnapKvPolicy final : public KvPolicy {
 
  protected:
   void after_retain(KvCache&, SeqId, int32_t il, std::span<const int32_t> keep) override {
-    for (int32_t h = 0; h < context_.shape.n_head_kv; ++h) votes_.retain(il * context_.shape.n_head_kv + h, keep);
+    votes_.retain_rows(il * context_.shape.n_head_kv, context_.shape.n_head_kv, keep);
   }
   void after_retain_per_head(KvCache&, SeqId, int32_t il, std::span<const std::vector<int32_t>> keep) override {
-    for (int32_t h = 0; h < context_.shape.n_head_kv; ++h)
-      votes_.retain(il * context_.shape.n_head_kv + h, keep[static_cast<size_t>(h)]);
+    votes_.retain_rows(il * context_.shape.n_head_kv, keep);
   }
 
  private:

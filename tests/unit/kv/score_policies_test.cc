@@ -251,6 +251,15 @@ TEST(SnapKvPolicy, EachHeadKeepsItsOwnVotedPositions) {
   EXPECT_EQ(cache.n_cells(seq, 0), 5);
 }
 
+// A 6-token prompt whose voter (position 5) votes differently per KV head of layer 0, then the plan before the
+// next token. Summed over the heads the votes are 0.4, 0.4, 0.2, 0.5, 0.5.
+EvictionPlan plan_after_two_head_votes(KvPolicy& p, KvCache& cache, SeqId seq) {
+  step(p, cache, seq, 6);
+  p.observe_scores(seq, 0, 0, 5, std::vector<float>{0.4f, 0.3f, 0.2f, 0.0f, 0.1f, 0.0f});
+  p.observe_scores(seq, 0, 1, 5, std::vector<float>{0.0f, 0.1f, 0.0f, 0.5f, 0.4f, 0.0f});
+  return p.plan_eviction(cache, seq, one_token(cache, seq));
+}
+
 // select_per_head = false: every head of a layer keeps the cells its summed votes choose (describe says so).
 TEST(SnapKvPolicy, LayerSelectionKeepsOneSetPerLayer) {
   const KvShape shape = testing::tiny_shape(1);
@@ -260,10 +269,7 @@ TEST(SnapKvPolicy, LayerSelectionKeepsOneSetPerLayer) {
   EXPECT_NE(p->describe().find("select=layer"), std::string::npos) << p->describe();
   KvCache cache(shape, {4, 64, 1});
   const SeqId seq = *cache.add_sequence();
-  step(*p, cache, seq, 6);
-  p->observe_scores(seq, 0, 0, 5, std::vector<float>{0.4f, 0.3f, 0.2f, 0.0f, 0.1f, 0.0f});
-  p->observe_scores(seq, 0, 1, 5, std::vector<float>{0.0f, 0.1f, 0.0f, 0.5f, 0.4f, 0.0f});
-  const EvictionPlan plan = p->plan_eviction(cache, seq, one_token(cache, seq));
+  const EvictionPlan plan = plan_after_two_head_votes(*p, cache, seq);
   ASSERT_TRUE(plan.evict);
   EXPECT_TRUE(plan.head_keep.empty() || plan.head_keep[0].empty());
   EXPECT_EQ(plan.keep[0], (std::vector<int32_t>{0, 3, 4, 5}));
@@ -281,10 +287,7 @@ TEST(SnapKvPolicy, QuantizedStorageKeepsOneSetPerLayer) {
   q.f16_prefix = 0;
   KvCache cache(shape, {4, 64, 1}, q);
   const SeqId seq = *cache.add_sequence();
-  step(*p, cache, seq, 6);
-  p->observe_scores(seq, 0, 0, 5, std::vector<float>{0.4f, 0.3f, 0.2f, 0.0f, 0.1f, 0.0f});
-  p->observe_scores(seq, 0, 1, 5, std::vector<float>{0.0f, 0.1f, 0.0f, 0.5f, 0.4f, 0.0f});
-  const EvictionPlan plan = p->plan_eviction(cache, seq, one_token(cache, seq));
+  const EvictionPlan plan = plan_after_two_head_votes(*p, cache, seq);
   ASSERT_TRUE(plan.evict);
   EXPECT_TRUE(plan.head_keep.empty() || plan.head_keep[0].empty());
   // Summed: 0.4, 0.4, 0.2, 0.5, 0.5 -> 3, 4, 0, + the window 5.
