@@ -18,6 +18,8 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "base/thread_pool.h"
@@ -190,30 +192,52 @@ void BM_PoolDispatch(benchmark::State& state) {
   state.SetLabel("threads=" + std::to_string(state.range(0)) + " chunks=" + std::to_string(n_chunks));
 }
 
-// Flash attention of a 16-token block of queries (all heads of one KV head) over a 512-cell page of keys, at the
-// head sizes of SmolLM2 (64, 3 query heads per KV head) and Gemma 3 270M (256, 4). args: isa, head_dim, group
+// Flash attention: one attention_update call for the queries of one KV head over a run of n_k cached keys at
+// positions 0 .. n_k-1, at the head sizes of SmolLM2 (64, 3 query heads per KV head) and Gemma 3 270M (256, 4).
+//   decode:  one token's `group` queries at position n_k over 4096 keys (every key visible).
+//   prefill: a 16-token block's 16 * group queries at position n_k over a 512-cell page (every key visible).
+//   diag:    the prefill block on the causal diagonal: tokens at n_k-16 .. n_k-1, so the last key block is mixed.
+//   window:  decode on a sliding-window layer (Gemma 3 local layers: 512), most key blocks skipped unconverted.
+//   span:    decode on a head narrowed to 4 sinks + a 512 window (DuoAttention's streaming heads): the same plus the
+//            sink block.
+// args: isa, head_dim, n_q, n_k, window, diagonal (0/1), n_sink
 void BM_FlashAttention(benchmark::State& state) {
   const auto isa = static_cast<Isa>(state.range(0));
   const auto d = static_cast<int32_t>(state.range(1));
-  const int32_t n_q = 16 * static_cast<int32_t>(state.range(2)), n_k = 512;
-  const std::vector<float> q = random_activations(static_cast<int64_t>(n_q) * d);
-  std::vector<uint16_t> kv(static_cast<size_t>(n_k) * d);
+  const auto n_q = static_cast<int32_t>(state.range(2)), n_k = static_cast<int32_t>(state.range(3));
+  const auto window = static_cast<int32_t>(state.range(4));
+  const bool diagonal = state.range(5) != 0;
+  const auto n_sink = static_cast<int32_t>(state.range(6));
+  const std::vector<float> q = random_activations(static_cast<int64_t>(n_q) * d);  // [n_q, d]
+  std::vector<uint16_t> kv(static_cast<size_t>(n_k) * d);                          // [n_k, d] keys, also the values
   const std::vector<float> kvf = random_activations(static_cast<int64_t>(n_k) * d);
   for (size_t i = 0; i < kv.size(); ++i) kv[i] = tensor::f32_to_f16(kvf[i]);
-  std::vector<int32_t> q_pos(static_cast<size_t>(n_q), n_k), k_pos(static_cast<size_t>(n_k));
+  std::vector<int32_t> q_pos(static_cast<size_t>(n_q), n_k), k_pos(static_cast<size_t>(n_k));  // [n_q], [n_k]
+  // Prefill queries are token-major: 16 tokens of n_q / 16 heads each.
+  if (diagonal) {
+    for (int32_t i = 0; i < n_q; ++i) q_pos[static_cast<size_t>(i)] = n_k - 16 + i / (n_q / 16);
+  }
   for (int32_t j = 0; j < n_k; ++j) k_pos[static_cast<size_t>(j)] = j;
   std::vector<float> m(static_cast<size_t>(n_q)), l(static_cast<size_t>(n_q)), o(static_cast<size_t>(n_q) * d);
+  AttentionMask mask;
+  mask.q_pos = q_pos.data();
+  mask.k_pos = k_pos.data();
+  mask.window = window;
+  mask.n_sink = n_sink;
   const FloatOps& ops = float_ops(isa);
   for (auto _ : state) {
     std::fill(m.begin(), m.end(), -INFINITY);
     std::fill(l.begin(), l.end(), 0.0f);
     std::fill(o.begin(), o.end(), 0.0f);
-    ops.attention_update(q.data(), d, q_pos.data(), n_q, kv.data(), d, kv.data(), d, k_pos.data(), n_k, 0, d, d,
-                         m.data(), l.data(), o.data(), d);
+    ops.attention_update(q.data(), d, n_q, kv.data(), d, kv.data(), d, n_k, mask, d, d, m.data(), l.data(), o.data(),
+                         d);
     benchmark::DoNotOptimize(o.data());
   }
   state.counters["MAC/s"] = benchmark::Counter(2.0 * n_q * n_k * d, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(isa_name(isa)) + " d=" + std::to_string(d) + " queries=" + std::to_string(n_q));
+  state.SetLabel(std::string(isa_name(isa)) + " d=" + std::to_string(d) + " queries=" + std::to_string(n_q) +
+                 " keys=" + std::to_string(n_k) + (window > 0 ? " window=" + std::to_string(window) : "") +
+                 (n_sink > 0 ? " sinks=" + std::to_string(n_sink) : "") +
+                 (diagonal ? " diagonal" : ""));
 }
 
 void register_threads_and_attention() {
@@ -222,8 +246,24 @@ void register_threads_and_attention() {
       benchmark::RegisterBenchmark("PoolDispatch", BM_PoolDispatch)->Args({n_threads, n_chunks});
   }
   for (Isa isa : supported_isas()) {
-    benchmark::RegisterBenchmark("FlashAttention", BM_FlashAttention)->Args({static_cast<int64_t>(isa), 64, 3});
-    benchmark::RegisterBenchmark("FlashAttention", BM_FlashAttention)->Args({static_cast<int64_t>(isa), 256, 4});
+    const auto i = static_cast<int64_t>(isa);
+    for (const auto& [d, group] : {std::pair<int64_t, int64_t>{64, 3}, {256, 4}}) {
+      benchmark::RegisterBenchmark("FlashAttentionDecode", BM_FlashAttention)
+          ->Args({i, d, group, 4096, 0, 0, 0})
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark("FlashAttentionPrefill", BM_FlashAttention)
+          ->Args({i, d, 16 * group, 512, 0, 0, 0})
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark("FlashAttentionPrefillDiagonal", BM_FlashAttention)
+          ->Args({i, d, 16 * group, 512, 0, 1, 0})
+          ->Unit(benchmark::kMicrosecond);
+    }
+    benchmark::RegisterBenchmark("FlashAttentionDecodeWindow", BM_FlashAttention)
+        ->Args({i, 256, 4, 4096, 512, 0, 0})
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark("FlashAttentionDecodeHeadSpan", BM_FlashAttention)
+        ->Args({i, 256, 4, 4096, 512, 0, 4})
+        ->Unit(benchmark::kMicrosecond);
   }
 }
 

@@ -6,12 +6,16 @@
 // sum l, output rescaled by e^(m_old - m_new)), and its output row takes the 16 value rows with up to 8
 // accumulators in registers. Conversion is the cost that a decode step (few queries per key) pays per key; the
 // multiply-adds per key and query are dk / 8 for the score and dv / 8 for the output, the minimum for 8 lanes.
+// Which keys a query sees comes only from kernels/attention_mask.h: block_maybe_visible skips a block before it is
+// converted, and block_visibility gives a query's 16 bits (whole blocks decided from their position bounds), which
+// become the lane masks of the scores.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <climits>
 #include <cmath>
 
+#include "kernels/attention_mask.h"
 #include "kernels/ops_isa.h"
 #include "kernels/x86/avx2_math.h"
 
@@ -23,50 +27,37 @@ namespace {
 constexpr int kBlock = 16;  // keys per block
 
 template <int KV, int VV>  // dk = 8 KV, dv = 8 VV
-void attention_update_sized(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                            int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                            int32_t window, float* m, float* l, float* o, int64_t o_stride) {
+void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                            const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m,
+                            float* l, float* o, int64_t o_stride) {
   constexpr int kDk = 8 * KV, kDv = 8 * VV;
   alignas(32) float kf[kBlock * kDk];  // [16][dk] keys of the block
   alignas(32) float vf[kBlock * kDv];  // [16][dv] values of the block
   alignas(32) float sbuf[kBlock];      // one query's scores, then its probabilities
-  alignas(32) int32_t kp[kBlock];      // key positions; INT32_MAX past the block's end (never visible)
   const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
-  const __m256i all_ones = _mm256_set1_epi32(-1);
-  int32_t min_qp = INT32_MAX, max_qp = INT32_MIN;
-  for (int32_t i = 0; i < n_q; ++i) {
-    min_qp = std::min(min_qp, q_pos[i]);
-    max_qp = std::max(max_qp, q_pos[i]);
-  }
+  // Lane j of the low / high half of a block holds bit j / j + 8 of the block's visibility bits.
+  const __m256i lane_bit0 = _mm256_setr_epi32(1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7);
+  const __m256i lane_bit1 = _mm256_slli_epi32(lane_bit0, 8);
+  const QueryBounds qb = query_bounds(mask, n_q);
   for (int32_t kb = 0; kb < n_k; kb += kBlock) {
     const int32_t nk = std::min(kBlock, n_k - kb);
     int32_t min_kp = INT32_MAX, max_kp = INT32_MIN;
-    for (int32_t j = 0; j < kBlock; ++j) {
-      kp[j] = j < nk ? k_pos[kb + j] : INT32_MAX;
-      if (j < nk) {
-        min_kp = std::min(min_kp, kp[j]);
-        max_kp = std::max(max_kp, kp[j]);
-      }
+    for (int32_t j = 0; j < nk; ++j) {
+      min_kp = std::min(min_kp, mask.k_pos[kb + j]);
+      max_kp = std::max(max_kp, mask.k_pos[kb + j]);
     }
     // A block no query sees (all in the future, or all behind every query's window) is not even converted: long
     // sliding-window layers skip most of the cache this way.
-    if (min_kp > max_qp || (window > 0 && static_cast<int64_t>(min_qp) - max_kp >= window)) continue;
-    const __m256i kp0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(kp));
-    const __m256i kp1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(kp + 8));
+    if (!block_maybe_visible(mask, qb, kb, nk, min_kp, max_kp)) continue;
     bool converted = false;
     for (int32_t i = 0; i < n_q; ++i) {
-      const int32_t qp = q_pos[i];
-      if (qp < min_kp || (window > 0 && static_cast<int64_t>(qp) - max_kp >= window)) continue;
-      const __m256i qpv = _mm256_set1_epi32(qp);
-      // Visible: key position <= query position (and, with a window, query - key < window).
-      __m256i vis0 = _mm256_andnot_si256(_mm256_cmpgt_epi32(kp0, qpv), all_ones);
-      __m256i vis1 = _mm256_andnot_si256(_mm256_cmpgt_epi32(kp1, qpv), all_ones);
-      if (window > 0) {
-        const __m256i w = _mm256_set1_epi32(window);
-        vis0 = _mm256_and_si256(vis0, _mm256_cmpgt_epi32(w, _mm256_sub_epi32(qpv, kp0)));
-        vis1 = _mm256_and_si256(vis1, _mm256_cmpgt_epi32(w, _mm256_sub_epi32(qpv, kp1)));
-      }
-      if (_mm256_testz_si256(_mm256_or_si256(vis0, vis1), all_ones)) continue;
+      // Bits of the keys this query sees (decided for the whole block from its position bounds unless it is mixed),
+      // spread into lane masks; missing keys past nk have no bit, so they are masked too.
+      const uint32_t bits = block_visibility(mask, i, kb, nk, min_kp, max_kp);
+      if (bits == 0) continue;
+      const __m256i bitv = _mm256_set1_epi32(static_cast<int32_t>(bits));
+      const __m256i vis0 = _mm256_cmpeq_epi32(_mm256_and_si256(bitv, lane_bit0), lane_bit0);
+      const __m256i vis1 = _mm256_cmpeq_epi32(_mm256_and_si256(bitv, lane_bit1), lane_bit1);
       if (!converted) {
         // Rows of missing keys are zero (their scores are masked, their probabilities 0).
         for (int32_t j = 0; j < kBlock; ++j) {
@@ -104,20 +95,20 @@ void attention_update_sized(const float* q, int64_t q_stride, const int32_t* q_p
       m[i] = m_new;
       _mm256_store_ps(sbuf, p0);
       _mm256_store_ps(sbuf + 8, p1);
-      // o = o * alpha + sum_j p_j v_j, 64 dimensions at a time.
+      // o = o * alpha + sum_j p_j v_j, 64 dimensions at a time. dv is a multiple of 64 in every instantiation, so
+      // every pass uses all 8 accumulators with constant indices: with a variable count GCC 12 kept the array on the
+      // stack (a store of all 8 per key) and copied it to o with rep movs.
+      static_assert(VV % 8 == 0, "dv must be a multiple of 64");
       float* oi = o + i * o_stride;
       const __m256 av = _mm256_set1_ps(alpha);
       for (int cb = 0; cb < VV; cb += 8) {
-        const int nv = VV - cb < 8 ? VV - cb : 8;
         __m256 acc[8];
-        for (int c = 0; c < 8; ++c) acc[c] = c < nv ? _mm256_mul_ps(_mm256_loadu_ps(oi + 8 * (cb + c)), av) : _mm256_setzero_ps();
+        for (int c = 0; c < 8; ++c) acc[c] = _mm256_mul_ps(_mm256_loadu_ps(oi + 8 * (cb + c)), av);
         for (int32_t j = 0; j < nk; ++j) {
           const __m256 pj = _mm256_set1_ps(sbuf[j]);
-          for (int c = 0; c < 8; ++c) {
-            if (c < nv) acc[c] = _mm256_fmadd_ps(pj, _mm256_load_ps(vf + j * kDv + 8 * (cb + c)), acc[c]);
-          }
+          for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(pj, _mm256_load_ps(vf + j * kDv + 8 * (cb + c)), acc[c]);
         }
-        for (int c = 0; c < nv; ++c) _mm256_storeu_ps(oi + 8 * (cb + c), acc[c]);
+        for (int c = 0; c < 8; ++c) _mm256_storeu_ps(oi + 8 * (cb + c), acc[c]);
       }
     }
   }
@@ -125,28 +116,23 @@ void attention_update_sized(const float* q, int64_t q_stride, const int32_t* q_p
 
 }  // namespace
 
-void attention_update_avx2(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                           int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                           int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
+void attention_update_avx2(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                           const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
+                           int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
   if (dk == 64 && dv == 64)
-    return attention_update_sized<8, 8>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l, o,
-                                        o_stride);
+    return attention_update_sized<8, 8>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
   if (dk == 128 && dv == 128)
-    return attention_update_sized<16, 16>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l,
-                                          o, o_stride);
+    return attention_update_sized<16, 16>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
   if (dk == 256 && dv == 256)
-    return attention_update_sized<32, 32>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l,
-                                          o, o_stride);
-  ref::attention_update(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, dk, dv, m, l, o,
-                        o_stride);
+    return attention_update_sized<32, 32>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+  ref::attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 
 #else
-void attention_update_avx2(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                           int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                           int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
-  ref::attention_update(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, dk, dv, m, l, o,
-                        o_stride);
+void attention_update_avx2(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                           const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
+                           int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
+  ref::attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 #endif
 

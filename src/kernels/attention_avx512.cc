@@ -1,4 +1,6 @@
 // AVX-512 flash attention (kernels::attention_update), built with the flags of ops_avx512.cc.
+// Which keys a query sees comes only from kernels/attention_mask.h: block_maybe_visible skips a block before it is
+// converted, and block_visibility's 16 bits are the __mmask16 of the query's scores.
 
 // GCC 12 reports the _mm512_undefined_* operands inside its own AVX-512 intrinsics as (maybe) uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -11,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/attention_mask.h"
 #include "kernels/ops_isa.h"
 #include "kernels/x86/avx512_math.h"
 
@@ -55,9 +58,9 @@ inline void transpose16(__m512* r) {
 constexpr int kQueriesPerPass = 4;
 
 template <int KV, int VV>  // dk = 16 KV, dv = 16 VV
-void attention_update_n(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                        int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                        int32_t window, float* m, float* l, float* o, int64_t o_stride) {
+void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                        const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m, float* l,
+                        float* o, int64_t o_stride) {
   constexpr int kDk = 16 * KV, kDv = 16 * VV;
   constexpr int kQb = kQueriesPerPass;
   alignas(64) float kt[kDk * 16];     // [dk][16]
@@ -65,20 +68,16 @@ void attention_update_n(const float* q, int64_t q_stride, const int32_t* q_pos, 
   alignas(64) float pbuf[kQb][16];    // probabilities of the pass's queries
   alignas(64) float o_dummy[kDv];     // output row of a query slot past n_q
   const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
-  int32_t min_qp = INT32_MAX, max_qp = INT32_MIN;
-  for (int32_t i = 0; i < n_q; ++i) {
-    min_qp = std::min(min_qp, q_pos[i]);
-    max_qp = std::max(max_qp, q_pos[i]);
-  }
+  const QueryBounds qb = query_bounds(mask, n_q);
   for (int32_t kb = 0; kb < n_k; kb += 16) {
     const int32_t nk = n_k - kb < 16 ? n_k - kb : 16;
     const __mmask16 kmask = first_lanes(nk);
-    const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, k_pos + kb);
+    const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, mask.k_pos + kb);
     const int32_t min_kp = _mm512_reduce_min_epi32(kp);
     const int32_t max_kp = _mm512_mask_reduce_max_epi32(kmask, kp);
     // A block no query sees (all in the future, or all behind every query's window) is not even converted: long
     // sliding-window layers skip most of the cache this way.
-    if (min_kp > max_qp || (window > 0 && static_cast<int64_t>(min_qp) - max_kp >= window)) continue;
+    if (!block_maybe_visible(mask, qb, kb, nk, min_kp, max_kp)) continue;
     // Keys: 16 x 16 blocks converted and transposed; rows of missing keys are zero (their scores are masked).
     for (int c = 0; c < KV; ++c) {
       __m512 rows[16];
@@ -103,12 +102,8 @@ void attention_update_n(const float* q, int64_t q_stride, const int32_t* q_pos, 
         qr[i] = q + (i0 < n_q ? i0 : 0) * q_stride;
         if (i0 + i >= n_q) continue;
         qr[i] = q + (i0 + i) * q_stride;
-        const int32_t qp = q_pos[i0 + i];
-        if (qp < min_kp) continue;  // every key of the block is in this query's future
-        const __m512i qpv = _mm512_set1_epi32(qp);
-        vis[i] = _mm512_mask_cmple_epi32_mask(kmask, kp, qpv);
-        if (window > 0)
-          vis[i] = _mm512_mask_cmplt_epi32_mask(vis[i], _mm512_sub_epi32(qpv, kp), _mm512_set1_epi32(window));
+        // The block's visibility bits are the lane mask (no bits past nk).
+        vis[i] = static_cast<__mmask16>(block_visibility(mask, i0 + i, kb, nk, min_kp, max_kp));
         any = any || vis[i] != 0;
       }
       if (!any) continue;
@@ -170,24 +165,20 @@ void attention_update_n(const float* q, int64_t q_stride, const int32_t* q_pos, 
 // costs more than the scores it serves, so keys stay rows. Four keys are converted at a time and dotted with
 // each query (one accumulator per key, reduced together), and values are converted as they are accumulated.
 template <int KV, int VV>  // dk = 16 KV, dv = 16 VV
-void attention_update_few(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                          int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                          int32_t window, float* m, float* l, float* o, int64_t o_stride) {
+void attention_update_few(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                          const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m,
+                          float* l, float* o, int64_t o_stride) {
   constexpr int kQb = kQueriesPerPass;
   alignas(64) float sbuf[kQb][16];  // scores of the block, then probabilities
   const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
-  int32_t min_qp = INT32_MAX, max_qp = INT32_MIN;
-  for (int32_t i = 0; i < n_q; ++i) {
-    min_qp = std::min(min_qp, q_pos[i]);
-    max_qp = std::max(max_qp, q_pos[i]);
-  }
+  const QueryBounds qb = query_bounds(mask, n_q);
   for (int32_t kb = 0; kb < n_k; kb += 16) {
     const int32_t nk = n_k - kb < 16 ? n_k - kb : 16;
     const __mmask16 kmask = first_lanes(nk);
-    const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, k_pos + kb);
+    const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, mask.k_pos + kb);
     const int32_t min_kp = _mm512_reduce_min_epi32(kp);
     const int32_t max_kp = _mm512_mask_reduce_max_epi32(kmask, kp);
-    if (min_kp > max_qp || (window > 0 && static_cast<int64_t>(min_qp) - max_kp >= window)) continue;
+    if (!block_maybe_visible(mask, qb, kb, nk, min_kp, max_kp)) continue;
     // Scores, four keys at a time; keys past nk are zero rows (masked below).
     for (int32_t j4 = 0; j4 < 16; j4 += 4) {
       if (j4 >= nk) {
@@ -218,9 +209,7 @@ void attention_update_few(const float* q, int64_t q_stride, const int32_t* q_pos
         _mm512_store_ps(sbuf[i], _mm512_setzero_ps());
         continue;
       }
-      const __m512i qpv = _mm512_set1_epi32(q_pos[i]);
-      __mmask16 vis = _mm512_mask_cmple_epi32_mask(kmask, kp, qpv);
-      if (window > 0) vis = _mm512_mask_cmplt_epi32_mask(vis, _mm512_sub_epi32(qpv, kp), _mm512_set1_epi32(window));
+      const auto vis = static_cast<__mmask16>(block_visibility(mask, i, kb, nk, min_kp, max_kp));
       if (vis == 0) {
         _mm512_store_ps(sbuf[i], _mm512_setzero_ps());
         continue;
@@ -259,45 +248,35 @@ void attention_update_few(const float* q, int64_t q_stride, const int32_t* q_pos
 }
 
 template <int KV, int VV>
-void attention_update_sized(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                            int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                            int32_t window, float* m, float* l, float* o, int64_t o_stride) {
+void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                            const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m,
+                            float* l, float* o, int64_t o_stride) {
   if (n_q <= kQueriesPerPass) {
-    attention_update_few<KV, VV>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l, o,
-                                 o_stride);
+    attention_update_few<KV, VV>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
   } else {
-    attention_update_n<KV, VV>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l, o,
-                               o_stride);
+    attention_update_n<KV, VV>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
   }
 }
 
 }  // namespace
 
-void attention_update_avx512(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                             int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                             int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
-  if (dk == 64 && dv == 64) {
-    return attention_update_sized<4, 4>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l, o,
-                                        o_stride);
-  }
-  if (dk == 128 && dv == 128) {
-    return attention_update_sized<8, 8>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l, o,
-                                    o_stride);
-  }
-  if (dk == 256 && dv == 256) {
-    return attention_update_sized<16, 16>(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, m, l, o,
-                                      o_stride);
-  }
-  ref::attention_update(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, dk, dv, m, l, o,
-                        o_stride);
+void attention_update_avx512(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                             const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
+                             int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
+  if (dk == 64 && dv == 64)
+    return attention_update_sized<4, 4>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+  if (dk == 128 && dv == 128)
+    return attention_update_sized<8, 8>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+  if (dk == 256 && dv == 256)
+    return attention_update_sized<16, 16>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+  ref::attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 
 #else
-void attention_update_avx512(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                             int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                             int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
-  ref::attention_update(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, dk, dv, m, l, o,
-                        o_stride);
+void attention_update_avx512(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                             const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
+                             int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
+  ref::attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 #endif
 

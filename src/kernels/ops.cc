@@ -49,11 +49,24 @@ void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int6
   active_ops().accumulate_f16_rows(p, v, stride, n_rows, d, out);
 }
 
+void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                      const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
+                      int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
+  // Once per call, not per key: a tree mask without its query side would read q_node / ancestors through null.
+  LH_CHECK_MSG(mask.k_node == nullptr || (mask.q_node != nullptr && mask.ancestors != nullptr &&
+                                          mask.n_ancestor_words > 0),
+               "attention_update: a mask with k_node needs q_node, ancestors and n_ancestor_words > 0");
+  active_ops().attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
+}
+
 void attention_update(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
                       int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
                       int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
-  active_ops().attention_update(q, q_stride, q_pos, n_q, k, k_stride, v, v_stride, k_pos, n_k, window, dk, dv, m, l,
-                                o, o_stride);
+  AttentionMask mask;
+  mask.q_pos = q_pos;
+  mask.k_pos = k_pos;
+  mask.window = window;
+  attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 
 void RopeAngles::compute(const int32_t* positions, int64_t n_positions, int32_t n_rot, float freq_base,

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/attention_mask.h"
 #include "kernels/isa.h"
 
 namespace longhaul::kernels {
@@ -64,11 +65,19 @@ void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int6
 // [simd] One step of flash attention (Dao et al., 2022: softmax computed online, key block by key block) for n_q
 // queries over a run of n_k keys and values, updating each query's running maximum m, running sum of
 // exponentials l and unnormalised output o; the attention output of a query is o / l once every key has been
-// seen. Start with m = -infinity, l = 0, o = 0.
-//   q: [n_q, q_stride] f32 (already scaled), q_pos: [n_q] query positions
-//   k: [n_k, k_stride] f16, v: [n_k, v_stride] f16, k_pos: [n_k] key positions
+// seen. Start with m = -infinity, l = 0, o = 0; a query that has seen no visible key keeps m = -infinity, l = 0.
+//   q: [n_q, q_stride] f32 (already scaled)
+//   k: [n_k, k_stride] f16, v: [n_k, v_stride] f16
+//   mask: which key each query sees (kernels/attention_mask.h: positions, window, sinks, speculative tree);
+//         its arrays are indexed by the call's queries [0, n_q) and keys [0, n_k). This function aborts on a tree
+//         mask without its query side (k_node set, q_node or ancestors missing); the FloatOps entries do not check.
 //   m, l: [n_q]; o: [n_q, o_stride] f32, dv used
-// Query i sees key j iff k_pos[j] <= q_pos[i] and (window <= 0 or q_pos[i] - k_pos[j] < window).
+void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                      const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
+                      int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+// Deprecated: the positional mask as separate arguments (q_pos: [n_q], k_pos: [n_k], window > 0: sliding window).
+// Builds an AttentionMask and calls the function above; kept only until its callers (src/model/blocks.cc,
+// tests/unit/kv/kv_quant_test.cc) switch over, then removed.
 void attention_update(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
                       int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
                       int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride);
@@ -85,9 +94,9 @@ struct FloatOps {
   void (*dot_f16_rows)(const float* q, const uint16_t* k, int64_t stride, int64_t n_rows, int32_t d, float* scores);
   void (*accumulate_f16_rows)(const float* p, const uint16_t* v, int64_t stride, int64_t n_rows, int32_t d,
                               float* out);
-  void (*attention_update)(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                           int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                           int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+  void (*attention_update)(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                           const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
+                           int32_t dv, float* m, float* l, float* o, int64_t o_stride);
 };
 // The table of `isa` (which this CPU must support).
 const FloatOps& float_ops(Isa isa);
@@ -103,9 +112,9 @@ void axpy_f16(float alpha, const uint16_t* x, float* y, int64_t n);
 void f32_to_f16_row(const float* x, uint16_t* y, int64_t n);
 void dot_f16_rows(const float* q, const uint16_t* k, int64_t stride, int64_t n_rows, int32_t d, float* scores);
 void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int64_t n_rows, int32_t d, float* out);
-void attention_update(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                      int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                      int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                      const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
+                      int32_t dv, float* m, float* l, float* o, int64_t o_stride);
 }  // namespace ref
 
 }  // namespace longhaul::kernels

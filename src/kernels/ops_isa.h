@@ -10,11 +10,11 @@ const FloatOps& avx2_float_ops(const FloatOps& generic);    // ops_avx2.cc
 const FloatOps& avx512_float_ops(const FloatOps& generic);  // ops_avx512.cc
 
 // attention_avx2.cc / attention_avx512.cc: FloatOps::attention_update of the avx2 / avx512 tables.
-void attention_update_avx2(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                           int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                           int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride);
-void attention_update_avx512(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                             int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                             int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+void attention_update_avx2(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                           const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
+                           int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+void attention_update_avx512(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                             const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
+                             int32_t dv, float* m, float* l, float* o, int64_t o_stride);
 
 }  // namespace longhaul::kernels::detail

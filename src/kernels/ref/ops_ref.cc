@@ -73,16 +73,17 @@ void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int6
   for (int64_t r = 0; r < n_rows; ++r) axpy_f16(p[r], v + r * stride, out, d);
 }
 
-void attention_update(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                      int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                      int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
-  std::vector<float> s(static_cast<size_t>(n_k));
+void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                      const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
+                      int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
+  std::vector<float> s(static_cast<size_t>(n_k));  // [n_k] one query's scores
   for (int32_t i = 0; i < n_q; ++i) {
-    // Scores of the visible keys; -infinity for the others.
+    // Scores of the visible keys; -infinity for the others. The twin asks key_visible for every key, so the block
+    // fast paths of the SIMD kernels (block_visibility, block_maybe_visible) are tested against the rule itself.
     float block_max = -INFINITY;
     for (int32_t j = 0; j < n_k; ++j) {
-      const bool visible = k_pos[j] <= q_pos[i] && (window <= 0 || q_pos[i] - k_pos[j] < window);
-      s[static_cast<size_t>(j)] = visible ? dot_f16_f32(k + j * k_stride, q + i * q_stride, dk) : -INFINITY;
+      s[static_cast<size_t>(j)] =
+          key_visible(mask, i, j) ? dot_f16_f32(k + j * k_stride, q + i * q_stride, dk) : -INFINITY;
       block_max = std::max(block_max, s[static_cast<size_t>(j)]);
     }
     if (block_max == -INFINITY) continue;  // nothing visible in this run

@@ -5,7 +5,6 @@
 // (dot products, softmax) 1e-6 of the sum of magnitudes; f32 -> f16 rounding is exact.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -189,78 +188,7 @@ TEST(FloatOps, AttentionRowsHandWorked) {
   }
 }
 
-// Flash attention over a KV sequence fed in runs (as pages are): every ISA against the scalar twin, and the twin
-// against a direct softmax(q k^T) v computed in double. Queries sit at positions 20..27 over keys 0..39, so some
-// keys are in a query's future (masked), and a window of 8 masks old keys as well. Tolerance 1e-5 absolute on
-// outputs of magnitude ~1 for both comparisons: scores are float sums of up to 256 products, in other orders.
-struct FlashCase {
-  int32_t dk, dv, n_q, n_k, window;
-};
-
-void run_flash(const FloatOps* ops, const FlashCase& c, const std::vector<float>& q, const std::vector<int32_t>& q_pos,
-               const std::vector<uint16_t>& k, const std::vector<uint16_t>& v, const std::vector<int32_t>& k_pos,
-               std::vector<float>& out) {
-  std::vector<float> m(static_cast<size_t>(c.n_q), -INFINITY), l(static_cast<size_t>(c.n_q), 0.0f);
-  std::vector<float> o(static_cast<size_t>(c.n_q * c.dv), 0.0f);
-  // Runs of 7, 16 and the rest: partial blocks and block-aligned ones.
-  for (int32_t first = 0, run = 7; first < c.n_k; first += run, run = run == 7 ? 16 : 64) {
-    const int32_t n = std::min(run, c.n_k - first);
-    auto fn = ops != nullptr ? ops->attention_update : ref::attention_update;
-    fn(q.data(), c.dk, q_pos.data(), c.n_q, k.data() + first * c.dk, c.dk, v.data() + first * c.dv, c.dv,
-       k_pos.data() + first, n, c.window, c.dk, c.dv, m.data(), l.data(), o.data(), c.dv);
-  }
-  out.assign(static_cast<size_t>(c.n_q * c.dv), 0.0f);
-  for (int32_t i = 0; i < c.n_q; ++i) {
-    for (int32_t d = 0; d < c.dv; ++d) out[i * c.dv + d] = l[i] > 0 ? o[i * c.dv + d] / l[i] : 0.0f;
-  }
-}
-
-TEST(FloatOps, FlashAttentionMatchesTwinAndDirectSoftmax) {
-  // Up to 4 queries take the decode kernel (keys as rows), more the prompt kernel (transposed key blocks).
-  for (const FlashCase& c : {FlashCase{64, 64, 8, 40, 0}, FlashCase{256, 256, 5, 40, 8}, FlashCase{40, 40, 3, 40, 0},
-                             FlashCase{64, 64, 8, 40, 8}, FlashCase{64, 64, 3, 40, 0}, FlashCase{256, 256, 4, 40, 8},
-                             FlashCase{64, 64, 1, 40, 8}, FlashCase{128, 128, 6, 40, 0}, FlashCase{128, 128, 2, 40, 8}}) {
-    const std::vector<float> q = random_floats(c.n_q * c.dk, 12, 0.5f);
-    const std::vector<uint16_t> k = to_f16(random_floats(c.n_k * c.dk, 13, 1.0f));
-    const std::vector<uint16_t> v = to_f16(random_floats(c.n_k * c.dv, 14, 1.0f));
-    std::vector<int32_t> q_pos(static_cast<size_t>(c.n_q)), k_pos(static_cast<size_t>(c.n_k));
-    for (int32_t i = 0; i < c.n_q; ++i) q_pos[i] = 20 + i;
-    for (int32_t j = 0; j < c.n_k; ++j) k_pos[j] = j;
-    // Direct: softmax over the visible keys in double.
-    std::vector<double> direct(static_cast<size_t>(c.n_q * c.dv), 0.0);
-    for (int32_t i = 0; i < c.n_q; ++i) {
-      std::vector<double> w(static_cast<size_t>(c.n_k), 0.0);
-      double mx = -INFINITY, sum = 0;
-      for (int32_t j = 0; j < c.n_k; ++j) {
-        const bool visible = k_pos[j] <= q_pos[i] && (c.window <= 0 || q_pos[i] - k_pos[j] < c.window);
-        if (!visible) continue;
-        double s = 0;
-        for (int32_t d = 0; d < c.dk; ++d)
-          s += static_cast<double>(q[i * c.dk + d]) * tensor::f16_to_f32(k[j * c.dk + d]);
-        w[j] = s;
-        mx = std::max(mx, s);
-      }
-      for (int32_t j = 0; j < c.n_k; ++j) {
-        const bool visible = k_pos[j] <= q_pos[i] && (c.window <= 0 || q_pos[i] - k_pos[j] < c.window);
-        w[j] = visible ? std::exp(w[j] - mx) : 0.0;
-        sum += w[j];
-      }
-      for (int32_t j = 0; j < c.n_k; ++j) {
-        for (int32_t d = 0; d < c.dv; ++d) direct[i * c.dv + d] += w[j] / sum * tensor::f16_to_f32(v[j * c.dv + d]);
-      }
-    }
-    std::vector<float> twin;
-    run_flash(nullptr, c, q, q_pos, k, v, k_pos, twin);
-    for (size_t i = 0; i < twin.size(); ++i) ASSERT_NEAR(twin[i], direct[i], 1e-5) << "twin dk=" << c.dk << " i=" << i;
-    for (Isa isa : supported_isas()) {
-      std::vector<float> got;
-      run_flash(&float_ops(isa), c, q, q_pos, k, v, k_pos, got);
-      for (size_t i = 0; i < got.size(); ++i) {
-        ASSERT_NEAR(got[i], twin[i], 1e-5) << isa_name(isa) << " dk=" << c.dk << " window=" << c.window << " i=" << i;
-      }
-    }
-  }
-}
+// Flash attention (attention_update) and its masks: attention_test.cc and attention_mask_test.cc.
 
 }  // namespace
 }  // namespace longhaul::kernels
