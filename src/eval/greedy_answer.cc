@@ -4,6 +4,8 @@
 #include <vector>
 
 #include "base/sys_info.h"
+#include "generate/generator.h"
+#include "sampling/sampler_chain.h"
 
 namespace longhaul::eval {
 
@@ -24,26 +26,22 @@ Result<std::string> answer_greedily(generate::Session& session, const tokenizer:
                                     std::span<const int32_t> prompt, int32_t max_new,
                                     const std::function<bool(const std::string&)>& done, RetrievalPoint& point) {
   session.reset();
-  double t0 = now_seconds();
-  LH_RETURN_IF_ERROR(session.feed(prompt));
-  point.prefill_s += now_seconds() - t0;
-  point.n_prefill += static_cast<int64_t>(prompt.size());
-  const int32_t n_vocab = session.model().config().n_vocab;
-  std::vector<int32_t> answer;
-  t0 = now_seconds();
-  for (int32_t i = 0; i < max_new; ++i) {
-    const float* logits = session.logits();
-    const int32_t next = static_cast<int32_t>(std::max_element(logits, logits + n_vocab) - logits);
-    if (tokenizer.is_end_of_generation(next)) break;
-    answer.push_back(next);
-    if (i + 1 == max_new || (done && done(tokenizer.decode(answer)))) break;
-    const int32_t one[1] = {next};
-    LH_RETURN_IF_ERROR(session.feed(one));
-    ++point.n_decode;
-  }
-  point.decode_s += now_seconds() - t0;
+  sampling::SamplingOptions greedy;
+  greedy.temperature = 0.0f;  // argmax, first index on ties
+  LH_ASSIGN_OR_RETURN(sampling::SamplerChain sampler, sampling::SamplerChain::create(greedy));
+  generate::GenerateOptions options;
+  options.n_predict = max_new;
+  options.done = done;
+  LH_ASSIGN_OR_RETURN(const generate::GenerateResult answer,
+                      generate::generate(session, tokenizer, sampler, prompt, options));
+  const generate::Timings& t = answer.timings;
+  point.prefill_s += t.prompt_seconds;
+  point.n_prefill += t.n_prompt;
+  point.decode_s += t.generate_seconds;
+  point.n_decode += std::max(0, t.n_generated - 1);  // tokens fed back: every one but the last
   point.kv_bytes = std::max(point.kv_bytes, session.cache().used_bytes());
-  return tokenizer.decode(answer);
+  // The answer's text without an end-of-generation token (the loop never renders it).
+  return answer.text;
 }
 
 }  // namespace longhaul::eval

@@ -106,7 +106,10 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
   if (test.n_depth > 0) {
     const std::vector<int32_t> depth_ids = random_tokens(rng, config.n_vocab, test.n_depth);
     ProgressFn depth_progress = nullptr;
-    if (progress) depth_progress = [&progress](int64_t done, int64_t total) { progress("depth prefill", done, total); };
+    if (progress) depth_progress = [&progress](int64_t done, int64_t total) {
+      progress("depth prefill", done, total);
+      return true;
+    };
     LH_RETURN_IF_ERROR(session->feed(depth_ids, depth_progress));
   }
 

@@ -1,7 +1,9 @@
 #include "kv/kv_cache.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
+#include <unordered_map>
 
 #include "kernels/ops.h"
 #include "tensor/half.h"
@@ -28,28 +30,43 @@ int64_t KvCache::f16_head_cell_bytes() const {
   return static_cast<int64_t>(shape_.head_dim_k + shape_.head_dim_v) * 2;
 }
 
-KvQuantFormat KvCache::quant_format() const {
+KvQuantFormat KvCache::quant_format(const KvQuantOptions& quant) const {
   KvQuantFormat f;
-  f.bits = quant_.bits;
-  f.group = quant_.group;
+  f.bits = quant.bits;
+  f.group = quant.group;
   f.n_head = shape_.n_head_kv;
   f.dk = shape_.head_dim_k;
   f.dv = shape_.head_dim_v;
   return f;
 }
 
-int64_t KvCache::bytes_per_cell() const {
-  if (!quantized()) return shape_.n_layer * f16_cell_bytes();
-  const KvQuantFormat f = quant_format();
+int64_t KvCache::bytes_per_cell(const KvQuantOptions& quant) const {
+  if (quant.bits >= 16) return shape_.n_layer * f16_cell_bytes();
+  const KvQuantFormat f = quant_format(quant);
   const int64_t per_group = shape_.n_layer * (f.cell_bytes() * f.group + f.group_bytes());  // G cells, all layers
   return (per_group + f.group - 1) / f.group;
 }
 
-Result<SeqId> KvCache::add_sequence() {
+KvSequenceOptions KvCache::default_sequence_options() const {
+  KvSequenceOptions o;
+  o.max_cells = options_.max_cells;
+  o.page_tokens = options_.page_tokens;
+  o.quant = quant_;
+  return o;
+}
+
+Result<SeqId> KvCache::claim_sequence_slot() {
   for (size_t i = 0; i < sequences_.size(); ++i) {
     if (!sequences_[i].live) {
-      sequences_[i].live = true;
-      clear_sequence(static_cast<SeqId>(i));
+      Sequence& s = sequences_[i];
+      s.live = true;
+      s.next_position = 0;
+      for (auto& layer : s.layers) {
+        layer.pages.clear();
+        layer.spare.clear();
+        layer.positions.clear();
+        reindex(layer);
+      }
       return static_cast<SeqId>(i);
     }
   }
@@ -61,6 +78,43 @@ Result<SeqId> KvCache::add_sequence() {
   sequences_.push_back(std::move(s));
   return static_cast<SeqId>(sequences_.size() - 1);
 }
+
+Result<SeqId> KvCache::add_sequence() { return add_sequence(default_sequence_options()); }
+
+Result<SeqId> KvCache::add_sequence(const KvSequenceOptions& options) {
+  const KvQuantOptions& q = options.quant;
+  if (options.max_cells < 0 || options.page_tokens < 1)
+    return Status::error("KV cache: sequence max_cells " + std::to_string(options.max_cells) + " must be >= 0 and page size " +
+                         std::to_string(options.page_tokens) + " >= 1");
+  if ((q.bits != 16 && q.bits != 8 && q.bits != 4) || q.group < 1 || q.residual < 0 || q.f16_prefix < 0)
+    return Status::error("KV cache: sequence storage bits " + std::to_string(q.bits) +
+                         " must be 16, 8 or 4, with group >= 1 and residual, prefix >= 0");
+  if (q.bits == 4 && (shape_.head_dim_k % 2 != 0 || shape_.head_dim_v % 2 != 0))
+    return Status::error("KV cache: int4 cells need even head dims");
+  LH_ASSIGN_OR_RETURN(const SeqId seq, claim_sequence_slot());
+  sequences_[static_cast<size_t>(seq)].options = options;
+  return seq;
+}
+
+Result<SeqId> KvCache::fork_sequence(SeqId parent) {
+  sequence(parent);  // CHECKs that it is live
+  LH_ASSIGN_OR_RETURN(const SeqId child, claim_sequence_slot());
+  // claim_sequence_slot may have grown sequences_: take both references after it.
+  const Sequence& from = sequences_[static_cast<size_t>(parent)];
+  Sequence& to = sequences_[static_cast<size_t>(child)];
+  to.options = from.options;
+  to.next_position = from.next_position;
+  for (size_t il = 0; il < from.layers.size(); ++il) {
+    const LayerCells& a = from.layers[il];
+    LayerCells& b = to.layers[il];
+    b.pages = a.pages;  // Page copies share their buffers (shared_ptr)
+    b.page_first = a.page_first;
+    b.positions = a.positions;
+  }
+  return child;
+}
+
+const KvSequenceOptions& KvCache::sequence_options(SeqId seq) const { return sequence(seq).options; }
 
 KvCache::Sequence& KvCache::sequence(SeqId seq) {
   LH_CHECK(seq >= 0 && static_cast<size_t>(seq) < sequences_.size() && sequences_[seq].live);
@@ -94,7 +148,7 @@ void KvCache::clear_sequence(SeqId seq) {
   Sequence& s = sequence(seq);
   s.next_position = 0;
   for (auto& layer : s.layers) {
-    for (Page& page : layer.pages) release(layer, std::move(page));
+    for (Page& page : layer.pages) release(s, layer, std::move(page));
     layer.pages.clear();
     layer.positions.clear();
     reindex(layer);
@@ -108,26 +162,53 @@ KvCache::Page KvCache::new_f16_page(int32_t capacity) const {
   page.capacity = capacity;
   page.f16.resize(static_cast<size_t>(shape_.n_head_kv));
   for (auto& head : page.f16)
-    head = std::make_unique<uint16_t[]>(static_cast<size_t>(capacity) * (shape_.head_dim_k + shape_.head_dim_v));
+    head = std::make_shared<uint16_t[]>(static_cast<size_t>(capacity) * (shape_.head_dim_k + shape_.head_dim_v));
   return page;
 }
 
-KvCache::Page KvCache::take_spare(LayerCells& layer) {
-  if (layer.spare.empty()) return new_f16_page(options_.page_tokens);
+void KvCache::make_writable(Page& page) const {
+  const size_t n = static_cast<size_t>(page.capacity) * (shape_.head_dim_k + shape_.head_dim_v);
+  for (auto& head : page.f16) {
+    if (head == nullptr || head.use_count() == 1) continue;
+    std::shared_ptr<uint16_t[]> copy(new uint16_t[n]);
+    std::memcpy(copy.get(), head.get(), n * sizeof(uint16_t));
+    head = std::move(copy);
+  }
+  if (page.quantized != nullptr && page.quantized.use_count() > 1)
+    page.quantized = std::make_shared<QuantizedPage>(*page.quantized);
+}
+
+void KvCache::make_writable_from(LayerCells& layer, int32_t cell) const {
+  if (cell >= layer.page_first.back()) return;
+  for (size_t i = static_cast<size_t>(locate(layer, cell).first); i < layer.pages.size(); ++i)
+    make_writable(layer.pages[i]);
+}
+
+bool KvCache::page_shared(SeqId seq, int32_t il, int32_t i_page) const {
+  const Page& page = layer(seq, il).pages[static_cast<size_t>(i_page)];
+  if (page.quantized != nullptr) return page.quantized.use_count() > 1;
+  for (const auto& head : page.f16)
+    if (head != nullptr && head.use_count() > 1) return true;
+  return false;
+}
+
+KvCache::Page KvCache::take_spare(const Sequence& s, LayerCells& layer) {
+  if (layer.spare.empty()) return new_f16_page(s.options.page_tokens);
   Page page = std::move(layer.spare.back());
   layer.spare.pop_back();
   return page;
 }
 
-void KvCache::release(LayerCells& layer, Page&& page) {
+void KvCache::release(const Sequence& s, LayerCells& layer, Page&& page) {
   // Only whole f16 pages are worth keeping: a quantized page is sized to its cells, the prefix page to the prefix.
-  if (!page.is_f16() || page.pinned || page.capacity != options_.page_tokens) return;
-  // A page that lost head rows (release_head_rows) is freed rather than completed again.
+  if (!page.is_f16() || page.pinned || page.capacity != s.options.page_tokens) return;
+  // A page that lost head rows (release_head_rows) is freed rather than completed again, and one that another
+  // sequence still reads is only let go.
   for (const auto& head : page.f16)
-    if (head == nullptr) return;
+    if (head == nullptr || head.use_count() > 1) return;
   // Quantized storage empties f16 pages all the time (freezing): keep two for the residual to grow into and free
   // the rest, so that the memory saved is returned. f16 storage keeps every page (a bounded policy reuses them).
-  if (quantized() && layer.spare.size() >= kQuantizedSparePages) return;
+  if (s.options.quant.bits < 16 && layer.spare.size() >= kQuantizedSparePages) return;
   page.n_cells = 0;
   layer.spare.push_back(std::move(page));
 }
@@ -175,14 +256,15 @@ void KvCache::copy_f16_head_slot(const Page& from, int32_t from_slot, const Page
   std::memcpy(f16_value(to, head, to_slot), f16_value(from, head, from_slot), shape_.head_dim_v * sizeof(uint16_t));
 }
 
-void KvCache::pop_front_f16(LayerCells& layer, size_t i_page, int32_t n, std::vector<uint16_t>& keys,
-                            std::vector<uint16_t>& values) {
+void KvCache::pop_front_f16(const Sequence& s, LayerCells& layer, size_t i_page, int32_t n,
+                            std::vector<uint16_t>& keys, std::vector<uint16_t>& values) {
   const int32_t n_head = shape_.n_head_kv, dk = shape_.head_dim_k, dv = shape_.head_dim_v;
   keys.resize(static_cast<size_t>(n) * n_head * dk);
   values.resize(static_cast<size_t>(n) * n_head * dv);
   for (int32_t done = 0; done < n;) {
     LH_CHECK(i_page < layer.pages.size() && layer.pages[i_page].is_f16() && !layer.pages[i_page].pinned);
     Page& page = layer.pages[i_page];
+    make_writable(page);
     const int32_t t = std::min(n - done, page.n_cells);
     for (int32_t c = 0; c < t; ++c)
       for (int32_t h = 0; h < n_head; ++h) {
@@ -200,13 +282,13 @@ void KvCache::pop_front_f16(LayerCells& layer, size_t i_page, int32_t n, std::ve
     if (rest == 0) {
       Page empty = std::move(page);
       layer.pages.erase(layer.pages.begin() + static_cast<int64_t>(i_page));
-      release(layer, std::move(empty));
+      release(s, layer, std::move(empty));
     }
   }
 }
 
-void KvCache::freeze(LayerCells& layer) {
-  const KvQuantOptions& q = quant_;
+void KvCache::freeze(const Sequence& s, LayerCells& layer) {
+  const KvQuantOptions& q = s.options.quant;
   const auto n = static_cast<int32_t>(layer.positions.size());
   auto first_f16 = [&] {
     size_t i = 0;
@@ -229,13 +311,14 @@ void KvCache::freeze(LayerCells& layer) {
   std::vector<uint16_t> keys, values;  // [cells, n_head, dk], [cells, n_head, dv]
   if (start > hot_begin) {
     const int32_t m = start - hot_begin;
-    pop_front_f16(layer, i_hot, m, keys, values);
+    pop_front_f16(s, layer, i_hot, m, keys, values);
     if (!has_prefix) {
       Page prefix = new_f16_page(std::max(q.f16_prefix, 1));
       prefix.pinned = true;
       layer.pages.insert(layer.pages.begin(), std::move(prefix));
     }
     Page& prefix = layer.pages[0];
+    make_writable(prefix);
     LH_CHECK(prefix.n_cells + m <= prefix.capacity);
     for (int32_t c = 0; c < m; ++c)
       for (int32_t h = 0; h < n_head; ++h) {
@@ -248,10 +331,10 @@ void KvCache::freeze(LayerCells& layer) {
   }
 
   const int32_t n_freeze = n_groups * q.group;
-  pop_front_f16(layer, i_hot, n_freeze, keys, values);
+  pop_front_f16(s, layer, i_hot, n_freeze, keys, values);
   // Whole groups go into the quantized page just before the f16 ones while it has room for page_tokens cells
   // (rounded down to whole groups), then into new quantized pages.
-  const int32_t page_cells = std::max(1, options_.page_tokens / q.group) * q.group;
+  const int32_t page_cells = std::max(1, s.options.page_tokens / q.group) * q.group;
   for (int32_t done = 0; done < n_freeze;) {
     Page* target = nullptr;
     // A page that lost a head's rows (release_head_rows) takes no more cells: that head would have none of them.
@@ -260,12 +343,13 @@ void KvCache::freeze(LayerCells& layer) {
       target = &layer.pages[i_hot - 1];
     if (target == nullptr) {
       Page page;
-      page.quantized = std::make_unique<QuantizedPage>(quant_format());
+      page.quantized = std::make_shared<QuantizedPage>(quant_format(q));
       layer.pages.insert(layer.pages.begin() + static_cast<int64_t>(i_hot), std::move(page));
       target = &layer.pages[i_hot];
       ++i_hot;
     }
     const int32_t t = std::min((page_cells - target->n_cells) / q.group * q.group, n_freeze - done);
+    make_writable(*target);
     target->quantized->append(keys.data() + static_cast<int64_t>(done) * n_head * dk,
                               values.data() + static_cast<int64_t>(done) * n_head * dv, t);
     target->n_cells += t;
@@ -279,24 +363,18 @@ void KvCache::freeze(LayerCells& layer) {
 Result<int32_t> KvCache::append_cells(SeqId seq, std::span<const int32_t> positions) {
   Sequence& s = sequence(seq);
   const auto n_new = static_cast<int32_t>(positions.size());
-  for (const LayerCells& layer : s.layers) {
-    const auto n_old = static_cast<int32_t>(layer.positions.size());
-    if (options_.max_cells > 0 && n_old + n_new > options_.max_cells) {
-      return Status::error("context full: " + std::to_string(n_old) + " cached + " + std::to_string(n_new) +
-                           " new tokens exceed the context size of " + std::to_string(options_.max_cells) +
-                           " (raise -c/--ctx-size)");
-    }
-  }
+  LH_RETURN_IF_ERROR(check_room(seq, n_new));
   const auto first = static_cast<int32_t>(s.layers[0].positions.size());
   for (LayerCells& layer : s.layers) {
     // Every cell already appended has been written by its step, so the ones that left the residual can be frozen.
-    if (quantized()) freeze(layer);
+    if (s.options.quant.bits < 16) freeze(s, layer);
     for (int32_t remaining = n_new; remaining > 0;) {
       const Page* back = layer.pages.empty() ? nullptr : &layer.pages.back();
       const bool room = back != nullptr && back->is_f16() && !back->pinned && back->n_cells < back->capacity &&
                         back->n_heads_present() == shape_.n_head_kv;
-      if (!room) layer.pages.push_back(take_spare(layer));
+      if (!room) layer.pages.push_back(take_spare(s, layer));
       Page& last = layer.pages.back();
+      make_writable(last);  // a forked sequence's partially filled page: the new cells go into its own copy
       const int32_t t = std::min(remaining, last.capacity - last.n_cells);
       last.n_cells += t;
       remaining -= t;
@@ -308,8 +386,13 @@ Result<int32_t> KvCache::append_cells(SeqId seq, std::span<const int32_t> positi
   return first;
 }
 
-void KvCache::retain_f16(LayerCells& layer, std::span<const int32_t> keep) {
-  // Every page is full but the last: moving cells to the front keeps it so.
+void KvCache::retain_f16(const Sequence& s, LayerCells& layer, std::span<const int32_t> keep) {
+  // Every page is full but the last: moving cells to the front keeps it so. Pages from the first cell that
+  // changes on are written.
+  int32_t first_moved = 0;
+  while (first_moved < static_cast<int32_t>(keep.size()) && keep[static_cast<size_t>(first_moved)] == first_moved)
+    ++first_moved;
+  make_writable_from(layer, first_moved);
   int32_t out = 0;
   for (int32_t cell : keep) {
     if (cell != out) {
@@ -319,10 +402,10 @@ void KvCache::retain_f16(LayerCells& layer, std::span<const int32_t> keep) {
     }
     ++out;
   }
-  trim_f16_pages(layer, out);
+  trim_f16_pages(s, layer, out);
 }
 
-void KvCache::trim_f16_pages(LayerCells& layer, int32_t n_kept) {
+void KvCache::trim_f16_pages(const Sequence& s, LayerCells& layer, int32_t n_kept) {
   int32_t remaining = n_kept;
   for (Page& page : layer.pages) {
     page.n_cells = std::min(page.capacity, remaining);
@@ -331,11 +414,11 @@ void KvCache::trim_f16_pages(LayerCells& layer, int32_t n_kept) {
   while (!layer.pages.empty() && layer.pages.back().n_cells == 0) {
     Page empty = std::move(layer.pages.back());
     layer.pages.pop_back();
-    release(layer, std::move(empty));
+    release(s, layer, std::move(empty));
   }
 }
 
-void KvCache::retain_per_page(LayerCells& layer, std::span<const int32_t> keep) {
+void KvCache::retain_per_page(const Sequence& s, LayerCells& layer, std::span<const int32_t> keep) {
   std::vector<Page> kept;
   std::vector<int32_t> local;  // kept slots of one page
   size_t k = 0;
@@ -349,9 +432,10 @@ void KvCache::retain_per_page(LayerCells& layer, std::span<const int32_t> keep) 
       continue;
     }
     if (local.empty()) {
-      release(layer, std::move(page));
+      release(s, layer, std::move(page));
       continue;
     }
+    make_writable(page);
     if (page.quantized != nullptr) {
       page.quantized->retain(local);
     } else {
@@ -365,17 +449,18 @@ void KvCache::retain_per_page(LayerCells& layer, std::span<const int32_t> keep) 
 }
 
 void KvCache::retain_cells(SeqId seq, int32_t il, std::span<const int32_t> keep) {
-  LayerCells& layer = sequence(seq).layers[static_cast<size_t>(il)];
+  Sequence& s = sequence(seq);
+  LayerCells& layer = s.layers[static_cast<size_t>(il)];
   const auto n = static_cast<int32_t>(layer.positions.size());
   int32_t prev = -1;
   for (int32_t cell : keep) {
     LH_CHECK_MSG(cell > prev && cell < n, "retain_cells: indices must be ascending and < n_cells");
     prev = cell;
   }
-  if (quantized()) {
-    retain_per_page(layer, keep);
+  if (s.options.quant.bits < 16) {
+    retain_per_page(s, layer, keep);
   } else {
-    retain_f16(layer, keep);
+    retain_f16(s, layer, keep);
   }
   for (size_t i = 0; i < keep.size(); ++i) layer.positions[i] = layer.positions[static_cast<size_t>(keep[i])];
   layer.positions.resize(keep.size());
@@ -383,9 +468,10 @@ void KvCache::retain_cells(SeqId seq, int32_t il, std::span<const int32_t> keep)
 }
 
 void KvCache::retain_cells_per_head(SeqId seq, int32_t il, std::span<const std::vector<int32_t>> keep) {
-  LH_CHECK_MSG(!quantized(), "retain_cells_per_head: per-head retention needs f16 storage (--kv-bits 16)");
+  Sequence& s = sequence(seq);
+  LH_CHECK_MSG(s.options.quant.bits >= 16, "retain_cells_per_head: per-head retention needs f16 storage (--kv-bits 16)");
   LH_CHECK_MSG(static_cast<int32_t>(keep.size()) == shape_.n_head_kv, "retain_cells_per_head: one list per KV head");
-  LayerCells& layer = sequence(seq).layers[static_cast<size_t>(il)];
+  LayerCells& layer = s.layers[static_cast<size_t>(il)];
   const auto n = static_cast<int32_t>(layer.positions.size());
   const size_t n_keep = keep[0].size();
   for (const std::vector<int32_t>& head : keep) {
@@ -396,6 +482,14 @@ void KvCache::retain_cells_per_head(SeqId seq, int32_t il, std::span<const std::
       prev = cell;
     }
   }
+  int32_t first_moved = static_cast<int32_t>(n_keep);
+  for (const std::vector<int32_t>& head : keep)
+    for (size_t i = 0; i < n_keep; ++i)
+      if (head[i] != static_cast<int32_t>(i)) {
+        first_moved = std::min(first_moved, static_cast<int32_t>(i));
+        break;
+      }
+  make_writable_from(layer, first_moved);
   for (int32_t h = 0; h < shape_.n_head_kv; ++h) {
     // Row keep[h][i] >= i moves to row i, in ascending i: a row is overwritten only after it was read.
     const std::vector<int32_t>& cells = keep[static_cast<size_t>(h)];
@@ -414,7 +508,7 @@ void KvCache::retain_cells_per_head(SeqId seq, int32_t il, std::span<const std::
     positions[i] = latest;
   }
   layer.positions = std::move(positions);
-  trim_f16_pages(layer, static_cast<int32_t>(n_keep));
+  trim_f16_pages(s, layer, static_cast<int32_t>(n_keep));
   reindex(layer);
 }
 
@@ -429,11 +523,14 @@ void KvCache::truncate(SeqId seq, int32_t n_keep) {
         Page& page = layer.pages[i];
         const int32_t begin = layer.page_first[i];
         if (begin >= n_keep) {
-          release(layer, std::move(page));
+          release(s, layer, std::move(page));
           continue;
         }
         const int32_t n_page = std::min(page.n_cells, n_keep - begin);
-        if (page.quantized != nullptr) page.quantized->truncate(n_page);
+        if (page.quantized != nullptr && n_page < page.n_cells) {
+          make_writable(page);
+          page.quantized->truncate(n_page);
+        }
         page.n_cells = n_page;
         kept.push_back(std::move(page));
       }
@@ -445,6 +542,22 @@ void KvCache::truncate(SeqId seq, int32_t n_keep) {
   s.next_position = next;
 }
 
+int32_t KvCache::free_cells(SeqId seq) const {
+  const Sequence& s = sequence(seq);
+  if (s.options.max_cells <= 0) return INT32_MAX;
+  int32_t most = 0;  // layers hold the same count under every policy; take the fullest to be safe
+  for (const LayerCells& layer : s.layers) most = std::max(most, static_cast<int32_t>(layer.positions.size()));
+  return std::max(0, s.options.max_cells - most);
+}
+
+Status KvCache::check_room(SeqId seq, int32_t n_new) const {
+  if (n_new <= free_cells(seq)) return Status::ok();
+  const int32_t max_cells = sequence(seq).options.max_cells;
+  return Status::error("context full: " + std::to_string(max_cells - free_cells(seq)) + " cached + " +
+                       std::to_string(n_new) + " new tokens exceed the context size of " + std::to_string(max_cells) +
+                       " (raise -c/--ctx-size)");
+}
+
 int32_t KvCache::n_cells(SeqId seq, int32_t il) const { return static_cast<int32_t>(layer(seq, il).positions.size()); }
 
 std::span<const int32_t> KvCache::positions(SeqId seq, int32_t il) const { return layer(seq, il).positions; }
@@ -453,10 +566,18 @@ int32_t KvCache::next_position(SeqId seq) const { return sequence(seq).next_posi
 
 // ---- reading and writing ----
 
+// The writing accessors serve the step's new cells, whose pages append_cells made writable; a shared page here
+// would be a write into another sequence's cells.
 uint16_t* KvCache::key(SeqId seq, int32_t il, int32_t head, int32_t cell) {
+  const LayerCells& l = layer(seq, il);
+  LH_CHECK_MSG(l.pages[static_cast<size_t>(locate(l, cell).first)].f16[static_cast<size_t>(head)].use_count() <= 1,
+               "KvCache::key: the cell's page is shared with another sequence");
   return const_cast<uint16_t*>(static_cast<const KvCache*>(this)->key(seq, il, head, cell));
 }
 uint16_t* KvCache::value(SeqId seq, int32_t il, int32_t head, int32_t cell) {
+  const LayerCells& l = layer(seq, il);
+  LH_CHECK_MSG(l.pages[static_cast<size_t>(locate(l, cell).first)].f16[static_cast<size_t>(head)].use_count() <= 1,
+               "KvCache::value: the cell's page is shared with another sequence");
   return const_cast<uint16_t*>(static_cast<const KvCache*>(this)->value(seq, il, head, cell));
 }
 
@@ -511,16 +632,19 @@ KvCache::HeadRows KvCache::head_rows(SeqId seq, int32_t il, int32_t head, int32_
 
 void KvCache::release_head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page) {
   LH_CHECK_MSG(head >= 0 && head < shape_.n_head_kv, "release_head_rows: head out of range");
-  LayerCells& l = sequence(seq).layers[static_cast<size_t>(il)];
+  Sequence& s = sequence(seq);
+  LayerCells& l = s.layers[static_cast<size_t>(il)];
   LH_CHECK_MSG(i_page >= 0 && static_cast<size_t>(i_page) < l.pages.size(), "release_head_rows: page out of range");
   Page& page = l.pages[static_cast<size_t>(i_page)];
   if (page.quantized != nullptr) {
+    make_writable(page);
     page.quantized->release_head(head);
     return;
   }
   // The f16 pages of quantized storage are the prefix and the residual that freezing moves into key groups.
-  LH_CHECK_MSG(!quantized(), "release_head_rows: with quantized storage only quantized pages release head rows");
-  page.f16[static_cast<size_t>(head)].reset();
+  LH_CHECK_MSG(s.options.quant.bits >= 16,
+               "release_head_rows: with quantized storage only quantized pages release head rows");
+  page.f16[static_cast<size_t>(head)].reset();  // drops this sequence's reference only
 }
 
 bool KvCache::head_rows_present(SeqId seq, int32_t il, int32_t head, int32_t i_page) const {
@@ -576,6 +700,7 @@ void KvCache::write_keys(SeqId seq, int32_t il, int32_t first, int32_t count, co
   const int32_t n_head = shape_.n_head_kv, dk = shape_.head_dim_k;
   LayerCells& l = sequence(seq).layers[static_cast<size_t>(il)];
   for_each_run(l, first, count, locate, [&](Page& page, int32_t slot, int32_t t, int32_t done) {
+    make_writable(page);
     const float* k = keys + static_cast<int64_t>(done) * n_head * dk;
     if (page.quantized != nullptr) {
       std::vector<uint16_t> rows(static_cast<size_t>(t) * n_head * dk);  // [t, n_head, dk] f16
@@ -592,27 +717,65 @@ void KvCache::write_keys(SeqId seq, int32_t il, int32_t first, int32_t count, co
 
 // ---- memory ----
 
+namespace {
+// Adds each distinct buffer once: a buffer shared by forked sequences is one allocation. For used bytes, the most
+// cells any sharer holds in it.
+struct BufferTally {
+  std::unordered_map<const void*, int64_t> bytes;
+  void add(const void* buffer, int64_t n) {
+    int64_t& b = bytes[buffer];
+    b = std::max(b, n);
+  }
+  int64_t total() const {
+    int64_t t = 0;
+    for (const auto& [buffer, n] : bytes) t += n;
+    return t;
+  }
+};
+}  // namespace
+
 int64_t KvCache::used_bytes() const {
-  int64_t bytes = 0;
+  BufferTally tally;
   for (const auto& s : sequences_)
     if (s.live)
       for (const auto& layer : s.layers)
-        for (const Page& page : layer.pages)
-          bytes += page.quantized != nullptr ? page.quantized->used_bytes()
-                                             : page.n_cells * f16_head_cell_bytes() * page.n_heads_present();
+        for (const Page& page : layer.pages) {
+          if (page.quantized != nullptr) {
+            tally.add(page.quantized.get(), page.quantized->used_bytes());
+            continue;
+          }
+          for (const auto& head : page.f16)
+            if (head != nullptr) tally.add(head.get(), page.n_cells * f16_head_cell_bytes());
+        }
+  return tally.total();
+}
+
+int64_t KvCache::used_bytes(SeqId seq) const {
+  int64_t bytes = 0;
+  for (const auto& layer : sequence(seq).layers)
+    for (const Page& page : layer.pages)
+      bytes += page.quantized != nullptr ? page.quantized->used_bytes()
+                                         : page.n_cells * f16_head_cell_bytes() * page.n_heads_present();
   return bytes;
 }
 
 int64_t KvCache::allocated_bytes() const {
-  int64_t bytes = 0;
+  BufferTally tally;
   for (const auto& s : sequences_)
     for (const auto& layer : s.layers) {
-      for (const Page& page : layer.pages)
-        bytes += page.quantized != nullptr ? page.quantized->allocated_bytes()
-                                           : page.capacity * f16_head_cell_bytes() * page.n_heads_present();
-      for (const Page& page : layer.spare) bytes += page.capacity * f16_cell_bytes();
+      for (const Page& page : layer.pages) {
+        if (page.quantized != nullptr) {
+          tally.add(page.quantized.get(), page.quantized->allocated_bytes());
+          continue;
+        }
+        for (const auto& head : page.f16)
+          if (head != nullptr) tally.add(head.get(), page.capacity * f16_head_cell_bytes());
+      }
+      for (const Page& page : layer.spare)
+        for (const auto& head : page.f16)
+          if (head != nullptr) tally.add(head.get(), page.capacity * f16_head_cell_bytes());
     }
-  return bytes;
+  return tally.total();
 }
 
 }  // namespace longhaul::kv

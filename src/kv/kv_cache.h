@@ -31,6 +31,16 @@
 // an eviction policy removes cells and positions stay with their tokens, which is
 // what a StreamingLLM-style policy needs to re-assign positions inside the cache.
 //
+// Shared prefix pages. Page buffers are reference-counted: fork_sequence gives a new sequence the parent's pages
+// without copying them (a server's prefix cache, parallel sampling), and memory accounting counts a shared buffer
+// once. A shared buffer is copied before anything would modify it (copy on write): appending to a partially filled
+// page, eviction, re-positioning (write_keys), KIVI freezing, truncating a quantized page, releasing a quantized
+// head. Releasing an f16 head's rows only drops this sequence's reference. So one sequence's changes never show
+// in another.
+//
+// Per-sequence storage. Each sequence has its own context size, page size and cell storage (KvSequenceOptions), so
+// that one cache can hold an f16 sequence next to a KIVI one; the cache's options are the defaults.
+//
 // Thread-safety: one step at a time. During a step, distinct (sequence, layer, head)
 // triples may be written and read from different threads (key()/value() of the step's
 // new cells, head_rows with a scratch per thread); the cell bookkeeping (append_cells,
@@ -76,6 +86,13 @@ struct KvCacheOptions {
 
 using SeqId = int32_t;
 
+// Storage of one sequence (defaults: the cache's options).
+struct KvSequenceOptions {
+  int32_t max_cells = 0;    // per layer (the sequence's context size); 0 = unbounded
+  int32_t page_tokens = 256;  // cells per f16 page
+  KvQuantOptions quant;     // cell storage
+};
+
 class KvCache {
  public:
   // `quant` is a separate argument, not a KvCacheOptions field, so that the brace-initialised options of existing
@@ -90,12 +107,24 @@ class KvCache {
   const KvCacheOptions& options() const { return options_; }
   const KvQuantOptions& quant_options() const { return quant_; }
 
-  // Creates an empty sequence; fails when max_sequences are live.
+  // Creates an empty sequence with the cache's options, or with its own; fails when max_sequences are live.
   Result<SeqId> add_sequence();
+  Result<SeqId> add_sequence(const KvSequenceOptions& options);
+  // A new sequence holding the parent's cells, positions and storage options. Their pages are shared, not copied
+  // (copy on write, see above). Fails when max_sequences are live.
+  Result<SeqId> fork_sequence(SeqId parent);
+  const KvSequenceOptions& sequence_options(SeqId seq) const;
+  // The options add_sequence() uses.
+  KvSequenceOptions default_sequence_options() const;
   void remove_sequence(SeqId seq);
   // Drops every cell of the sequence, keeping its pages for reuse.
   void clear_sequence(SeqId seq);
   bool has_sequence(SeqId seq) const;
+
+  // Cells the sequence may still take before its max_cells (INT32_MAX when unbounded), and the check that n_new
+  // more fit, failing with the one "context full" message (naming both numbers) that every caller reports.
+  int32_t free_cells(SeqId seq) const;
+  Status check_room(SeqId seq, int32_t n_new) const;
 
   // Appends one cell per entry of `positions` to every layer of `seq`, growing
   // pages as needed, and returns the index of the first new cell (the same in
@@ -136,7 +165,9 @@ class KvCache {
   const uint16_t* value(SeqId seq, int32_t il, int32_t head, int32_t cell) const;
   bool is_f16(SeqId seq, int32_t il, int32_t cell) const;
   int32_t page_tokens() const { return options_.page_tokens; }
+  // Whether the cache's default storage / the sequence's storage is KIVI-quantized.
   bool quantized() const { return quant_.bits < 16; }
+  bool quantized(SeqId seq) const { return sequence_options(seq).quant.bits < 16; }
 
   // Pages of layer il in cell order (attention walks them one at a time).
   struct PageSpan {
@@ -183,13 +214,20 @@ class KvCache {
   void write_keys(SeqId seq, int32_t il, int32_t first, int32_t count, const float* keys);
 
   // Bytes of K/V data held by live cells (quantized cells at their quantized size, with their scales and zero
-  // points), and bytes of pages allocated (including empty pages kept for reuse).
+  // points), and bytes of pages allocated (including empty pages kept for reuse). A buffer shared by several
+  // sequences counts once.
   int64_t used_bytes() const;
   int64_t allocated_bytes() const;
+  // Bytes of K/V data one sequence's cells hold, its shared pages included.
+  int64_t used_bytes(SeqId seq) const;
+  // Whether a buffer of page i_page of layer il is shared with another sequence.
+  bool page_shared(SeqId seq, int32_t il, int32_t i_page) const;
   // Bytes of one cell, all layers and heads, K + V, in the storage format: f16 for bits == 16, else a quantized
   // cell in a full key group (rounded up to a whole byte):
   //   n_layer * (n_head_kv * ((dk + dv) * bits / 8 + 4 * ceil(dv / 32)) + (4 * n_head_kv * dk + 4) / G)
-  int64_t bytes_per_cell() const;
+  // for the cache's default storage, or for one sequence's.
+  int64_t bytes_per_cell() const { return bytes_per_cell(quant_); }
+  int64_t bytes_per_cell(SeqId seq) const { return bytes_per_cell(sequence_options(seq).quant); }
 
  private:
   struct Page {
@@ -197,9 +235,10 @@ class KvCache {
     int32_t capacity = 0;  // f16 pages: cells the buffer has room for
     bool pinned = false;   // the f16 prefix page: never quantized, never receives appends
     // f16 page: one buffer per KV head, keys [capacity, dk] then values [capacity, dv], so that a head's rows can
-    // be freed alone (release_head_rows; null = released). Empty for a quantized page.
-    std::vector<std::unique_ptr<uint16_t[]>> f16;  // [n_head_kv]
-    std::unique_ptr<QuantizedPage> quantized;  // set instead of f16 for a quantized page
+    // be freed alone (release_head_rows; null = released). Empty for a quantized page. Buffers are shared between
+    // forked sequences until one of them writes (make_writable).
+    std::vector<std::shared_ptr<uint16_t[]>> f16;  // [n_head_kv]
+    std::shared_ptr<QuantizedPage> quantized;  // set instead of f16 for a quantized page
     bool is_f16() const { return !f16.empty(); }
     int32_t n_heads_present() const;
   };
@@ -212,6 +251,7 @@ class KvCache {
   struct Sequence {
     bool live = false;
     int32_t next_position = 0;
+    KvSequenceOptions options;
     std::vector<LayerCells> layers;  // [n_layer]
   };
 
@@ -220,10 +260,16 @@ class KvCache {
   const LayerCells& layer(SeqId seq, int32_t il) const;
   int64_t f16_cell_bytes() const;       // one layer, all heads
   int64_t f16_head_cell_bytes() const;  // one layer, one head: K + V
-  KvQuantFormat quant_format() const;
+  KvQuantFormat quant_format(const KvQuantOptions& quant) const;
+  int64_t bytes_per_cell(const KvQuantOptions& quant) const;
+  Result<SeqId> claim_sequence_slot();
   Page new_f16_page(int32_t capacity) const;
-  Page take_spare(LayerCells& layer);
-  void release(LayerCells& layer, Page&& page);
+  Page take_spare(const Sequence& s, LayerCells& layer);
+  void release(const Sequence& s, LayerCells& layer, Page&& page);
+  // Copies the page's buffers that another sequence shares, so that this sequence may write them.
+  void make_writable(Page& page) const;
+  // make_writable for every page of the layer from the one holding `cell` on.
+  void make_writable_from(LayerCells& layer, int32_t cell) const;
   static void reindex(LayerCells& layer);
   // (page, slot) of `cell`.
   static std::pair<int32_t, int32_t> locate(const LayerCells& layer, int32_t cell);
@@ -234,14 +280,14 @@ class KvCache {
   void copy_f16_head_slot(const Page& from, int32_t from_slot, const Page& to, int32_t to_slot, int32_t head) const;
   // Removes the first n cells of the f16 pages starting at page index i_page, returning them cell-major:
   //   keys [n, n_head_kv, dk], values [n, n_head_kv, dv] f16.
-  void pop_front_f16(LayerCells& layer, size_t i_page, int32_t n, std::vector<uint16_t>& keys,
+  void pop_front_f16(const Sequence& s, LayerCells& layer, size_t i_page, int32_t n, std::vector<uint16_t>& keys,
                      std::vector<uint16_t>& values);
   // Quantizes the f16 cells that have left the residual (bits < 16), as the file comment says.
-  void freeze(LayerCells& layer);
-  void retain_f16(LayerCells& layer, std::span<const int32_t> keep);
+  void freeze(const Sequence& s, LayerCells& layer);
+  void retain_f16(const Sequence& s, LayerCells& layer, std::span<const int32_t> keep);
   // Pages hold the first n_kept cells (every page full but the last); empty pages go back to the spares.
-  void trim_f16_pages(LayerCells& layer, int32_t n_kept);
-  void retain_per_page(LayerCells& layer, std::span<const int32_t> keep);
+  void trim_f16_pages(const Sequence& s, LayerCells& layer, int32_t n_kept);
+  void retain_per_page(const Sequence& s, LayerCells& layer, std::span<const int32_t> keep);
   // read_keys (keys = true) or read_values.
   void read_rows(SeqId seq, int32_t il, int32_t first, int32_t count, bool keys, float* out) const;
 

@@ -32,7 +32,7 @@ void KvPolicy::retain(const EvictionPlan& plan, KvCache& cache, SeqId seq) {
 }
 
 EvictionPlan KvPolicy::plan_from_head_scores(
-    const KvCache& cache, const CellScores& scores, int32_t n_cells, bool per_head,
+    const KvCache& cache, SeqId seq, const CellScores& scores, int32_t n_cells, bool per_head,
     const std::function<std::vector<int32_t>(const std::vector<float>&)>& choose) const {
   const int32_t n_layer = cache.shape().n_layer, n_head = cache.shape().n_head_kv;
   EvictionPlan plan;
@@ -41,7 +41,7 @@ EvictionPlan KvPolicy::plan_from_head_scores(
   plan.head_keep.resize(static_cast<size_t>(n_layer));
   for (int32_t il = 0; il < n_layer; ++il) {
     const auto l = static_cast<size_t>(il);
-    if (per_head && can_retain_per_head(cache, il)) {
+    if (per_head && can_retain_per_head(cache, seq, il)) {
       for (int32_t h = 0; h < n_head; ++h) plan.head_keep[l].push_back(choose(scores.get(il * n_head + h, n_cells)));
     } else {
       plan.keep[l] = choose(scores.get_sum(il * n_head, n_head, n_cells));
@@ -63,6 +63,23 @@ void CellScores::accumulate(int32_t il, std::span<const float> probs, float weig
   std::lock_guard<std::mutex> lock(layer.mutex);
   if (layer.sum.size() < probs.size()) layer.sum.resize(probs.size(), 0.0);
   for (size_t c = 0; c < probs.size(); ++c) layer.sum[c] += static_cast<double>(weight) * probs[c];
+}
+
+CellScores::CellScores(const CellScores& other) : layers_(other.layers_.size()) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    std::lock_guard<std::mutex> lock(other.layers_[i].mutex);
+    layers_[i].sum = other.layers_[i].sum;
+  }
+}
+
+std::vector<double> CellScores::values() const {
+  std::vector<double> out;
+  for (const Layer& layer : layers_) {
+    std::lock_guard<std::mutex> lock(layer.mutex);
+    out.push_back(static_cast<double>(layer.sum.size()));
+    out.insert(out.end(), layer.sum.begin(), layer.sum.end());
+  }
+  return out;
 }
 
 void CellScores::zero(int32_t il) {

@@ -1,6 +1,7 @@
 // KvPolicy: what the KV cache keeps when a conversation outgrows its budget.
 //
-// A policy is one object per Session (one per cache) and decides, between
+// A policy is one object per sequence (each sequence of an engine has its own, with its own statistics and
+// parameters) and decides, between
 // forward steps, which cells of each layer survive. It never runs inside a step
 // except to observe attention probabilities (observe_scores), which policies
 // ranking cells by attention (H2O, A2SF, TOVA, SnapKV) accumulate.
@@ -124,8 +125,16 @@ class KvPolicy {
  public:
   explicit KvPolicy(KvPolicyContext context) : context_(std::move(context)) {}
   virtual ~KvPolicy() = default;
-  KvPolicy(const KvPolicy&) = delete;
   KvPolicy& operator=(const KvPolicy&) = delete;
+
+  // The policy of sequence `to`, forked from sequence `from` (KvCache::fork_sequence gave `to` from's cells): the
+  // same parameters and a copy of from's state, so both go on as from would have alone. Null: this policy cannot
+  // fork (the engine then refuses the fork).
+  virtual std::unique_ptr<KvPolicy> fork(SeqId from, SeqId to) const {
+    (void)from;
+    (void)to;
+    return nullptr;
+  }
 
   virtual std::string name() const = 0;
   // One line naming the policy and its effective parameters, e.g. "streaming(sink=4, window=1020)".
@@ -159,6 +168,31 @@ class KvPolicy {
     (void)kv_head;
     return {};
   }
+
+  // Query-aware sparse attention: true when the policy picks, per step, the pages each KV head reads
+  // (select_pages). Attention then reads only those (plus the pages of the step's own cells).
+  virtual bool selects_pages() const { return false; }
+  // The pages (ascending indices into the layer's pages) that KV head query.kv_head of layer query.il reads for
+  // the queries of one block of the step. Called from the attention threads during a step, for any (layer, head):
+  // must be thread-safe and must not change what observe_scores reads.
+  struct PageQuery {
+    const KvCache& cache;
+    SeqId seq;
+    int32_t il;
+    int32_t kv_head;
+    const float* q;        // [n_q, dk] the queries (after RoPE and the attention scale)
+    const int32_t* q_pos;  // [n_q]
+    int32_t n_q;
+    int32_t dk;
+  };
+  virtual void select_pages(const PageQuery& query, std::vector<int32_t>& pages) const {
+    (void)query;
+    pages.clear();
+  }
+
+  // The policy's statistics (per-cell scores and the like), flattened, for tests and introspection: two policies
+  // that would make the same future decisions have equal statistics. Empty for a policy without state.
+  virtual std::vector<double> statistics() const { return {}; }
 
   // Step 1: which cells to keep so that `next.n_tokens` more fit. Pure.
   virtual EvictionPlan plan_eviction(const KvCache& cache, SeqId seq, const StepInfo& next) const = 0;
@@ -197,6 +231,9 @@ class KvPolicy {
   const KvPolicyContext& context() const { return context_; }
 
  protected:
+  // Copies are made only by fork().
+  KvPolicy(const KvPolicy&) = default;
+
   // The model's sliding window of layer il (0 = global attention).
   int32_t layer_window(int32_t il) const {
     const auto& w = context_.layer_window;
@@ -204,13 +241,14 @@ class KvPolicy {
   }
   // Whether layer il may keep its own cells per KV head (KvCache::retain_cells_per_head): f16 storage and no
   // sliding window, whose mask needs every cell's exact position.
-  bool can_retain_per_head(const KvCache& cache, int32_t il) const {
-    return !cache.quantized() && layer_window(il) == 0;
+  bool can_retain_per_head(const KvCache& cache, SeqId seq, int32_t il) const {
+    return !cache.quantized(seq) && layer_window(il) == 0;
   }
   // An eviction plan for every layer from scores kept per (layer, KV head), row il * n_head_kv + h of `scores`:
   // each head keeps choose(its scores) where per_head and can_retain_per_head allow it, else every head of the
   // layer keeps choose(the layer's summed scores). choose maps a score row [n_cells] to ascending cells to keep.
-  EvictionPlan plan_from_head_scores(const KvCache& cache, const CellScores& scores, int32_t n_cells, bool per_head,
+  EvictionPlan plan_from_head_scores(const KvCache& cache, SeqId seq, const CellScores& scores, int32_t n_cells,
+                                     bool per_head,
                                      const std::function<std::vector<int32_t>(const std::vector<float>&)>& choose) const;
   // ", select=layer" when a policy that can rank per head was asked to rank per layer, else "" (for describe()).
   static std::string describe_select(bool per_head) { return per_head ? "" : ", select=layer"; }
@@ -242,6 +280,8 @@ class KvPolicy {
 class CellScores {
  public:
   explicit CellScores(int32_t n_layer) : layers_(static_cast<size_t>(n_layer)) {}
+  CellScores(const CellScores& other);
+  CellScores& operator=(const CellScores&) = delete;
 
   // scores[c] += weight * probs[c] for c < probs.size(); cells past the stored ones start at 0.
   void accumulate(int32_t il, std::span<const float> probs, float weight = 1.0f);
@@ -259,6 +299,8 @@ class CellScores {
   std::vector<float> get(int32_t il, int32_t n_cells) const;
   // Sum of get(i, n_cells) over i in [first, first + count): e.g. a layer's KV heads when scores are kept per head.
   std::vector<float> get_sum(int32_t first, int32_t count, int32_t n_cells) const;
+  // Every row's stored scores, row after row, each preceded by its length (KvPolicy::statistics).
+  std::vector<double> values() const;
 
  private:
   struct Layer {

@@ -1,5 +1,5 @@
-// Building blocks shared by the architecture files: normalisation, projections,
-// self-attention over the paged KV cache, and the gated feed-forward network.
+// Building blocks shared by the architecture files: normalisation, projections and the gated feed-forward
+// network; self-attention over the paged KV cache is model/attention.h.
 // Each works on all tokens of a step at once (matrix-matrix for prefill).
 #pragma once
 
@@ -11,7 +11,7 @@
 #include "base/thread_pool.h"
 #include "gguf/gguf_file.h"
 #include "kv/kv_cache.h"
-#include "kv/kv_policy.h"
+#include "kernels/quant.h"
 #include "model/batch.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -29,7 +29,6 @@ struct StepContext {
   ForwardState& state;
   ThreadPool& pool;
   int32_t n_tokens;
-  kv::KvPolicy* policy = nullptr;  // receives attention probabilities when it needs_scores(); null = none
 };
 
 // out[r, :] = rms_norm(in[r, :]) * w   for r < n_rows; rows of length n.
@@ -38,11 +37,8 @@ void norm_rows(StepContext& step, const float* in, const Weight& w, float* out, 
 // out[r, :] = W in[r, :]   in: [n_rows, w.n_in], out: [n_rows, w.n_out]
 void project(StepContext& step, const Weight& w, const float* in, int64_t n_rows, float* out);
 
-// Self-attention of layer il: reads state.xn [n_tokens, n_embd], stores the
-// step's keys and values in the cache, and writes W_o(attention) to state.proj.
-// Causal over positions; sliding-window layers see the last `sliding_window`
-// positions (the token itself included).
-void self_attention(StepContext& step, int32_t il);
+// W as one output of a fused product writing [n_tokens, W.n_out] rows to `out`.
+kernels::MatmulTarget matmul_target(const Weight& w, float* out);
 
 // Gated FFN: reads state.xn, writes down(act(gate(xn)) * up(xn)) to state.proj.
 void feed_forward(StepContext& step, int32_t il);

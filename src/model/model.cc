@@ -54,7 +54,7 @@ int64_t Model::weight_bytes_per_token() const {
 
 namespace {
 
-void resize_state(ForwardState& st, const ModelConfig& cfg, int32_t n_tokens, int32_t max_cells, int n_threads) {
+void resize_state(ForwardState& st, const ModelConfig& cfg, int32_t n_tokens, int n_threads) {
   auto grow = [](std::vector<float>& v, int64_t n) {
     if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
   };
@@ -68,22 +68,28 @@ void resize_state(ForwardState& st, const ModelConfig& cfg, int32_t n_tokens, in
   grow(st.proj, t * cfg.n_embd);
   grow(st.gate, t * cfg.n_ff);
   grow(st.up, t * cfg.n_ff);
-  // One scores row per thread, each at least max_cells long.
-  const auto want = static_cast<size_t>(n_threads) * static_cast<size_t>(std::max(max_cells, 1));
-  if (st.scores.size() < want) st.scores.assign(want, 0.0f);
+  if (st.attention_threads.size() < static_cast<size_t>(n_threads)) st.attention_threads.resize(static_cast<size_t>(n_threads));
   if (st.matmul.empty()) st.matmul.resize(1);
 }
 
 }  // namespace
 
-Status Model::forward(const Batch& batch, kv::KvCache& cache, ForwardState& st, ThreadPool& pool,
-                      std::vector<float>& logits, kv::KvPolicy* policy) const {
+Status Model::forward(const Batch& batch, kv::KvCache& cache, ForwardState& st, ThreadPool& pool, Outputs& out,
+                      std::span<const StepPolicy> policies) const {
   const ModelConfig& cfg = config_;
   const int32_t n_tokens = batch.size();
   if (n_tokens == 0) return Status::error("empty batch");
   if (batch.positions.size() != batch.tokens.size() || batch.seq_ids.size() != batch.tokens.size() ||
-      batch.logits.size() != batch.tokens.size())
+      batch.outputs.size() != batch.tokens.size() || (!batch.parents.empty() && batch.parents.size() != batch.tokens.size()))
     return Status::error("batch arrays have different lengths");
+  for (int32_t i = 0; i < static_cast<int32_t>(batch.parents.size()); ++i) {
+    const int32_t parent = batch.parents[static_cast<size_t>(i)];
+    if (parent == kStepRoot) continue;
+    if (parent < 0 || parent >= i || batch.seq_ids[static_cast<size_t>(parent)] != batch.seq_ids[static_cast<size_t>(i)] ||
+        batch.positions[static_cast<size_t>(parent)] + 1 != batch.positions[static_cast<size_t>(i)])
+      return Status::error("batch token " + std::to_string(i) + " names parent " + std::to_string(parent) +
+                           ", which is not an earlier token of its sequence at the position before it");
+  }
   for (int32_t i = 0; i < n_tokens; ++i) {
     const int32_t tok = batch.tokens[static_cast<size_t>(i)];
     if (tok < 0 || tok >= cfg.n_vocab)
@@ -105,11 +111,7 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, ForwardState& st, 
     // Check every sequence fits before appending to any, so a failure leaves the cache unchanged.
     for (kv::SeqId s : seqs) {
       const int32_t n_new = static_cast<int32_t>(std::count(batch.seq_ids.begin(), batch.seq_ids.end(), s));
-      const int32_t max_cells = cache.options().max_cells;
-      if (max_cells > 0 && cache.n_cells(s, 0) + n_new > max_cells)
-        return Status::error("context full: " + std::to_string(cache.n_cells(s, 0)) + " cached + " +
-                             std::to_string(n_new) + " new tokens exceed the context size of " +
-                             std::to_string(max_cells) + " (raise -c/--ctx-size)");
+      LH_RETURN_IF_ERROR(cache.check_room(s, n_new));
     }
     std::vector<int32_t> positions;
     for (kv::SeqId s : seqs) {
@@ -122,10 +124,8 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, ForwardState& st, 
     }
   }
 
-  int32_t max_cells = 0;
-  for (int32_t i = 0; i < n_tokens; ++i)
-    max_cells = std::max(max_cells, cache.n_cells(batch.seq_ids[static_cast<size_t>(i)], 0));
-  resize_state(st, cfg, n_tokens, max_cells, pool.n_threads());
+  resize_state(st, cfg, n_tokens, pool.n_threads());
+  st.plan.build(batch, st.cells, cache, policies);
 
   st.rope_global.compute(batch.positions.data(), n_tokens, cfg.n_rot, cfg.rope_freq_base, cfg.rope_freq_scale);
   if (cfg.sliding_window > 0)
@@ -137,24 +137,32 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, ForwardState& st, 
                     st.x.data());
   if (cfg.embedding_scale != 1.0f) kernels::scale(st.x.data(), cfg.embedding_scale, int64_t{n_tokens} * cfg.n_embd);
 
-  StepContext step{cfg, weights_, batch, cache, st, pool, n_tokens, policy};
+  StepContext step{cfg, weights_, batch, cache, st, pool, n_tokens};
   for (int32_t il = 0; il < cfg.n_layer; ++il) arch_->forward_layer(step, il);
+
+  // Embeddings: the final norm of the rows that ask for them.   embeddings: [n_embeddings, n_embd]
+  const int32_t n_embeddings = batch.n_outputs(TokenOutput::kEmbedding);
+  out.embeddings.resize(static_cast<size_t>(n_embeddings) * cfg.n_embd);
+  for (int32_t i = 0, r = 0; i < n_tokens; ++i)
+    if (batch.outputs[static_cast<size_t>(i)] == TokenOutput::kEmbedding)
+      kernels::rms_norm(st.x.data() + int64_t{i} * cfg.n_embd, weights_.output_norm.f32(),
+                        out.embeddings.data() + int64_t{r++} * cfg.n_embd, cfg.n_embd, cfg.rms_eps);
 
   // Final norm and output projection, only for the rows whose logits are wanted.
   st.out_rows.clear();
   for (int32_t i = 0; i < n_tokens; ++i)
-    if (batch.logits[static_cast<size_t>(i)]) st.out_rows.push_back(i);
+    if (batch.outputs[static_cast<size_t>(i)] == TokenOutput::kLogits) st.out_rows.push_back(i);
   const auto n_out = static_cast<int64_t>(st.out_rows.size());
-  logits.resize(static_cast<size_t>(n_out * cfg.n_vocab));
+  out.logits.resize(static_cast<size_t>(n_out * cfg.n_vocab));
   if (n_out == 0) return Status::ok();
   for (int64_t r = 0; r < n_out; ++r)
     kernels::rms_norm(st.x.data() + int64_t{st.out_rows[static_cast<size_t>(r)]} * cfg.n_embd,
                       weights_.output_norm.f32(), st.xn.data() + r * cfg.n_embd, cfg.n_embd, cfg.rms_eps);
   kernels::matmul(weights_.output.type, weights_.output.data, cfg.n_vocab, cfg.n_embd, st.xn.data(), n_out,
-                  logits.data(), cfg.n_vocab, pool, st.matmul[0]);
+                  out.logits.data(), cfg.n_vocab, pool, st.matmul[0]);
   if (cfg.final_logit_softcap > 0.0f) {
     const float cap = cfg.final_logit_softcap;
-    for (float& l : logits) l = cap * std::tanh(l / cap);
+    for (float& l : out.logits) l = cap * std::tanh(l / cap);
   }
   return Status::ok();
 }

@@ -13,6 +13,7 @@
 #include "kernels/quant.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_policy.h"
+#include "model/attention.h"
 #include "model/batch.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -21,8 +22,9 @@ namespace longhaul::model {
 
 class Architecture;
 
-// Buffers reused across steps so that a decode step allocates nothing.
-// One per session; grown to the largest step seen.
+// Buffers reused across steps so that a decode step allocates nothing: every scratch buffer of the forward pass,
+// per-thread ones included, lives here (no thread_local), so one thread pool can serve several engines.
+// One per engine; grown to the largest step seen.
 struct ForwardState {
   std::vector<float> x;         // [n_tokens, n_embd] residual stream
   std::vector<float> xn;        // [n_tokens, n_embd] normalised input of a block
@@ -33,9 +35,11 @@ struct ForwardState {
   std::vector<float> proj;      // [n_tokens, n_embd] output of W_o / W_down
   std::vector<float> gate;      // [n_tokens, n_ff]
   std::vector<float> up;        // [n_tokens, n_ff]
-  std::vector<float> scores;    // [n_threads, max cells] attention scores, one row per thread
   std::vector<int32_t> cells;   // [n_tokens] KV cell of each token (in every layer)
-  std::vector<int32_t> out_rows;  // [n_logits] batch index of each token whose logits are returned
+  std::vector<int32_t> out_rows;  // [n_outputs] batch index of each token whose logits / embedding is returned
+  AttentionPlan plan;                              // which cells each query of the step sees
+  std::vector<AttentionScratch> attention_threads;  // [n_threads] scratch of the attention passes
+  std::vector<float> attention_partials;            // [tasks, max queries * (dv + 2)] flash partial results
   kernels::RopeAngles rope_global;  // angles for the step's positions at the global base
   kernels::RopeAngles rope_local;   // ... at the local (sliding-window) base
   std::vector<kernels::MatmulScratch> matmul;  // [1] scratch of the matrix products
@@ -58,14 +62,19 @@ class Model {
   // The KV layout this model needs.
   kv::KvShape kv_shape() const;
 
-  // Runs one step. Appends the batch's tokens to their sequences in `cache`,
-  // and writes the logits of the tokens marked in batch.logits, in batch order,
-  // to `logits`: [batch.n_logits(), n_vocab] (resized). Fails, leaving the cache
-  // unchanged, for token ids outside the vocabulary, unknown sequences or a full context.
-  // `policy` (may be null) observes attention probabilities during the step; eviction
-  // is the caller's business and happens between steps.
-  Status forward(const Batch& batch, kv::KvCache& cache, ForwardState& state, ThreadPool& pool,
-                 std::vector<float>& logits, kv::KvPolicy* policy = nullptr) const;
+  // Runs one step. Appends the batch's tokens to their sequences in `cache` and writes the outputs the batch asks
+  // for, in batch order, to `out` (resized): logits of the kLogits tokens, final normalised hidden states of the
+  // kEmbedding tokens. Fails, leaving the cache unchanged, for token ids outside the vocabulary, unknown
+  // sequences, bad tree parents or a full context.
+  // policies[seq] (indexed by SeqId; missing or null = none) gives each sequence's head spans and page selection
+  // and, when observe is set, hears its attention probabilities; eviction is the caller's business and happens
+  // between steps.
+  struct Outputs {
+    std::vector<float> logits;      // [n_logits, n_vocab]
+    std::vector<float> embeddings;  // [n_embeddings, n_embd]
+  };
+  Status forward(const Batch& batch, kv::KvCache& cache, ForwardState& state, ThreadPool& pool, Outputs& out,
+                 std::span<const StepPolicy> policies = {}) const;
 
   // Bytes of weights one decode step reads (all matrices; the embedding row is negligible).
   int64_t weight_bytes_per_token() const;

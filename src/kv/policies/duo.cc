@@ -47,6 +47,8 @@ class DuoPolicy final : public KvPolicy {
         n_sink_(n_sink),
         window_(window) {}
 
+  // No state indexed by sequence: a copy carries on for the forked sequence.
+  std::unique_ptr<KvPolicy> fork(SeqId, SeqId) const override { return std::unique_ptr<KvPolicy>(new DuoPolicy(*this)); }
   std::string name() const override { return "duo"; }
   std::string describe() const override {
     char buf[64];
@@ -85,7 +87,7 @@ class DuoPolicy final : public KvPolicy {
           if (span.n_cells == 0) continue;
           // With KIVI storage the f16 pages are the prefix (sinks) and the residual, whose cells the next append
           // freezes into key groups: a head's rows are freed once they are quantized.
-          if (cache.quantized() && !span.quantized) continue;
+          if (cache.quantized(seq) && !span.quantized) continue;
           const int32_t first = pos[static_cast<size_t>(span.first_cell)];
           const int32_t last = pos[static_cast<size_t>(span.first_cell + span.n_cells - 1)];
           if (next.first_position - last < window) break;  // this page and the later ones are still visible

@@ -8,6 +8,8 @@ namespace {
 class FullPolicy final : public KvPolicy {
  public:
   using KvPolicy::KvPolicy;
+  // No state indexed by sequence: a copy carries on for the forked sequence.
+  std::unique_ptr<KvPolicy> fork(SeqId, SeqId) const override { return std::unique_ptr<KvPolicy>(new FullPolicy(*this)); }
   std::string name() const override { return "full"; }
   std::string describe() const override { return "full"; }
   int32_t max_cells() const override { return 0; }

@@ -35,6 +35,8 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
         per_head_(per_head),
         scores_(context.shape.n_layer * context.shape.n_head_kv) {}
 
+  // No state indexed by sequence: a copy carries on for the forked sequence.
+  std::unique_ptr<KvPolicy> fork(SeqId, SeqId) const override { return std::unique_ptr<KvPolicy>(new AccumulatedAttentionPolicy(*this)); }
   std::string name() const override { return name_; }
   std::string describe() const override {
     std::string d = name_ + "(budget=" + std::to_string(budget_) + ", recent=" + std::to_string(recent_);
@@ -57,7 +59,7 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
     const int32_t n_keep = budget_ - next.n_tokens;
     LH_CHECK_MSG(n_keep >= 0, "h2o: a step brings more tokens than the budget");
     const int32_t n_recent = std::min(recent_, n_keep);
-    return plan_from_head_scores(cache, scores_, n, per_head_, [&](const std::vector<float>& score) {
+    return plan_from_head_scores(cache, seq, scores_, n, per_head_, [&](const std::vector<float>& score) {
       std::vector<int32_t> keep = top_cells(score, 0, n - n_recent, n_keep - n_recent);
       for (int32_t c = n - n_recent; c < n; ++c) keep.push_back(c);
       return keep;
@@ -89,6 +91,13 @@ class AccumulatedAttentionPolicy final : public KvPolicy {
   }
   void after_retain_per_head(KvCache&, SeqId, int32_t il, std::span<const std::vector<int32_t>> keep) override {
     scores_.retain_rows(il * context_.shape.n_head_kv, keep);
+  }
+
+ public:
+  std::vector<double> statistics() const override {
+    std::vector<double> s = scores_.values();
+    s.push_back(last_query_);
+    return s;
   }
 
  private:

@@ -17,6 +17,8 @@ constexpr int32_t kDefaultBits = 8;
 class KvQuantPolicy final : public KvPolicy {
  public:
   using KvPolicy::KvPolicy;
+  // No state indexed by sequence: a copy carries on for the forked sequence.
+  std::unique_ptr<KvPolicy> fork(SeqId, SeqId) const override { return std::unique_ptr<KvPolicy>(new KvQuantPolicy(*this)); }
   std::string name() const override { return "kv-quant"; }
   // The storage (bits, group, residual) is appended by the Session, which owns it (Session::describe_kv).
   std::string describe() const override { return "kv-quant"; }

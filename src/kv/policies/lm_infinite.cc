@@ -62,6 +62,15 @@ class LmInfinitePolicy final : public KvPolicy {
   LmInfinitePolicy(const KvPolicyContext& context, int32_t n_global, int32_t window)
       : KvPolicy(context), n_global_(n_global), window_(window) {}
 
+  std::unique_ptr<KvPolicy> fork(SeqId from, SeqId to) const override {
+    auto copy = std::unique_ptr<LmInfinitePolicy>(new LmInfinitePolicy(*this));
+    copy->seqs_.clear();
+    if (const SeqState* s = state(from)) {
+      copy->seqs_.resize(static_cast<size_t>(to) + 1);
+      copy->seqs_[static_cast<size_t>(to)] = *s;
+    }
+    return copy;
+  }
   std::string name() const override { return "lm-infinite"; }
   std::string describe() const override {
     return "lm-infinite(sink=" + std::to_string(n_global_) + ", window=" + std::to_string(window_) +

@@ -34,6 +34,8 @@ class SnapKvPolicy final : public KvPolicy {
         per_head_(per_head),
         votes_(context.shape.n_layer * context.shape.n_head_kv) {}
 
+  // No state indexed by sequence: a copy carries on for the forked sequence.
+  std::unique_ptr<KvPolicy> fork(SeqId, SeqId) const override { return std::unique_ptr<KvPolicy>(new SnapKvPolicy(*this)); }
   std::string name() const override { return "snapkv"; }
   std::string describe() const override {
     return "snapkv(budget=" + std::to_string(budget_) + ", obs=" + std::to_string(window_) +
@@ -50,7 +52,7 @@ class SnapKvPolicy final : public KvPolicy {
     // The observation window: the cells of the last step's voting queries (always kept).
     const int32_t n_window = std::min({window_, n_observed_, budget_});
     const int32_t n_prefix = n - n_window;
-    return plan_from_head_scores(cache, votes_, n, per_head_, [&](const std::vector<float>& votes) {
+    return plan_from_head_scores(cache, seq, votes_, n, per_head_, [&](const std::vector<float>& votes) {
       std::vector<int32_t> keep = top_cells(pool(votes, n_prefix), 0, n_prefix, budget_ - n_window);
       for (int32_t c = n_prefix; c < n; ++c) keep.push_back(c);
       return keep;
@@ -96,6 +98,15 @@ class SnapKvPolicy final : public KvPolicy {
     return out;
   }
 
+ public:
+  std::vector<double> statistics() const override {
+    std::vector<double> s = votes_.values();
+    s.insert(s.end(), {static_cast<double>(feed_tokens_), static_cast<double>(first_voter_),
+                       static_cast<double>(n_observed_)});
+    return s;
+  }
+
+ private:
   int32_t budget_;
   int32_t window_;
   int32_t kernel_;

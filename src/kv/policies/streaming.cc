@@ -31,6 +31,15 @@ class StreamingPolicy final : public KvPolicy {
   StreamingPolicy(const KvPolicyContext& context, int32_t n_sink, int32_t window)
       : KvPolicy(context), n_sink_(n_sink), window_(window) {}
 
+  std::unique_ptr<KvPolicy> fork(SeqId from, SeqId to) const override {
+    auto copy = std::unique_ptr<StreamingPolicy>(new StreamingPolicy(*this));
+    copy->sinks_.clear();
+    if (static_cast<size_t>(from) < sinks_.size()) {
+      copy->sinks_.resize(static_cast<size_t>(to) + 1);
+      copy->sinks_[static_cast<size_t>(to)] = sinks_[static_cast<size_t>(from)];
+    }
+    return copy;
+  }
   std::string name() const override { return "streaming"; }
   std::string describe() const override {
     return "streaming(sink=" + std::to_string(n_sink_) + ", window=" + std::to_string(window_) + ")";

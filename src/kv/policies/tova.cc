@@ -21,6 +21,8 @@ class TovaPolicy final : public KvPolicy {
   TovaPolicy(const KvPolicyContext& context, int32_t budget)
       : KvPolicy(context), budget_(budget), scores_(context.shape.n_layer) {}
 
+  // No state indexed by sequence: a copy carries on for the forked sequence.
+  std::unique_ptr<KvPolicy> fork(SeqId, SeqId) const override { return std::unique_ptr<KvPolicy>(new TovaPolicy(*this)); }
   std::string name() const override { return "tova"; }
   std::string describe() const override { return "tova(budget=" + std::to_string(budget_) + ")"; }
   int32_t max_cells() const override { return budget_; }
@@ -54,6 +56,13 @@ class TovaPolicy final : public KvPolicy {
 
  protected:
   void after_retain(KvCache&, SeqId, int32_t il, std::span<const int32_t> keep) override { scores_.retain(il, keep); }
+
+ public:
+  std::vector<double> statistics() const override {
+    std::vector<double> s = scores_.values();
+    s.push_back(last_query_);
+    return s;
+  }
 
  private:
   int32_t budget_;

@@ -6,6 +6,7 @@
 
 #include "base/status.h"
 #include "gguf/gguf_file.h"
+#include "model/attention.h"
 #include "model/blocks.h"
 #include "model/config.h"
 #include "model/weights.h"

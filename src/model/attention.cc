@@ -1,0 +1,427 @@
+#include "model/attention.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/ops.h"
+#include "model/blocks.h"
+#include "model/model.h"
+
+namespace longhaul::model {
+
+// ---- the plan ----
+
+const StepPolicy& AttentionPlan::policy_of(kv::SeqId seq) const {
+  static const StepPolicy kNone{};
+  return static_cast<size_t>(seq) < policies_.size() ? policies_[static_cast<size_t>(seq)] : kNone;
+}
+
+const AttentionPlan::SequenceTree* AttentionPlan::tree_of(kv::SeqId seq) const {
+  for (const SequenceTree& t : trees_)
+    if (t.seq == seq) return &t;
+  return nullptr;
+}
+
+void AttentionPlan::build(const Batch& batch, std::span<const int32_t> cells, const kv::KvCache& cache,
+                          std::span<const StepPolicy> policies) {
+  const int32_t n_tokens = batch.size();
+  policies_ = policies;
+  selected_begin_.clear();
+
+  // Blocks: runs of up to kBlockTokens consecutive tokens of one sequence.
+  block_start_.clear();
+  block_seq_.clear();
+  token_block_.resize(static_cast<size_t>(n_tokens));
+  for (int32_t t = 0; t < n_tokens; ++t) {
+    const kv::SeqId seq = batch.seq_ids[static_cast<size_t>(t)];
+    const bool new_block = block_start_.empty() || t - block_start_.back() == kBlockTokens || seq != block_seq_.back();
+    if (new_block) {
+      block_start_.push_back(t);
+      block_seq_.push_back(seq);
+    }
+    token_block_[static_cast<size_t>(t)] = static_cast<int32_t>(block_start_.size()) - 1;
+  }
+  block_start_.push_back(n_tokens);
+
+  // Trees: a sequence whose step tokens are not one chain (each token's parent the one before it) gets ancestor
+  // rows over its new tokens; the others are masked by position alone.
+  trees_.clear();
+  token_node_.assign(static_cast<size_t>(n_tokens), -1);
+  if (batch.parents.empty()) return;
+  std::vector<kv::SeqId> seqs(batch.seq_ids.begin(), batch.seq_ids.end());
+  std::sort(seqs.begin(), seqs.end());
+  seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
+  std::vector<int32_t> members;  // batch indices of the sequence's tokens
+  for (kv::SeqId seq : seqs) {
+    members.clear();
+    for (int32_t t = 0; t < n_tokens; ++t)
+      if (batch.seq_ids[static_cast<size_t>(t)] == seq) members.push_back(t);
+    bool chain = batch.parents[static_cast<size_t>(members[0])] == kStepRoot;
+    for (size_t i = 1; i < members.size() && chain; ++i) chain = batch.parents[static_cast<size_t>(members[i])] == members[i - 1];
+    if (chain) continue;
+    SequenceTree tree;
+    tree.seq = seq;
+    const auto n_nodes = static_cast<int32_t>(members.size());
+    tree.n_words = (n_nodes + 63) / 64;
+    tree.ancestors.assign(static_cast<size_t>(n_nodes) * tree.n_words, 0);
+    tree.cell_node.assign(static_cast<size_t>(cache.n_cells(seq, 0)), -1);
+    for (int32_t i = 0; i < n_nodes; ++i) {
+      const int32_t t = members[static_cast<size_t>(i)];
+      token_node_[static_cast<size_t>(t)] = i;
+      tree.cell_node[static_cast<size_t>(cells[static_cast<size_t>(t)])] = i;
+      uint64_t* row = tree.ancestors.data() + static_cast<int64_t>(i) * tree.n_words;
+      const int32_t parent = batch.parents[static_cast<size_t>(t)];
+      if (parent != kStepRoot) {
+        // Parents come earlier in the batch (checked by Model::forward), so the parent's row is complete.
+        const uint64_t* up = tree.ancestors.data() + static_cast<int64_t>(token_node_[static_cast<size_t>(parent)]) * tree.n_words;
+        std::copy(up, up + tree.n_words, row);
+      }
+      row[i / 64] |= uint64_t{1} << (i % 64);
+    }
+    trees_.push_back(std::move(tree));
+  }
+}
+
+AttentionPlan::HeadMask AttentionPlan::head_mask(int32_t il, kv::SeqId seq, int32_t kv_head, int32_t layer_window) const {
+  if (layer_window > 0) return {layer_window, 0};
+  const kv::KvPolicy* policy = policy_of(seq).policy;
+  if (policy == nullptr || !policy->has_head_spans()) return {};
+  const kv::HeadSpan span = policy->head_span(il, kv_head);
+  return {span.window, span.window > 0 ? span.n_sink : 0};
+}
+
+kernels::AttentionMask AttentionPlan::page_mask(const HeadMask& head, kv::SeqId seq, const kv::KvCache::PageSpan& page,
+                                                std::span<const int32_t> positions, const int32_t* q_pos,
+                                                const int32_t* q_node) const {
+  kernels::AttentionMask mask;
+  mask.q_pos = q_pos;
+  mask.k_pos = positions.data() + page.first_cell;
+  mask.window = head.window;
+  mask.n_sink = head.n_sink;
+  const SequenceTree* tree = trees_.empty() ? nullptr : tree_of(seq);
+  // Only pages that hold some of the step's cells need the tree: the cached cells before them follow positions.
+  if (tree != nullptr && page.first_cell + page.n_cells > 0 &&
+      static_cast<size_t>(page.first_cell + page.n_cells) <= tree->cell_node.size() &&
+      tree->cell_node[static_cast<size_t>(page.first_cell + page.n_cells - 1)] >= 0) {
+    mask.k_node = tree->cell_node.data() + page.first_cell;
+    mask.q_node = q_node;
+    mask.ancestors = tree->ancestors.data();
+    mask.n_ancestor_words = tree->n_words;
+  }
+  return mask;
+}
+
+void AttentionPlan::select_pages(StepContext& step, int32_t il, const float* q, int32_t n_head, int32_t dk) {
+  selected_begin_.clear();
+  bool any = false;
+  for (int32_t b = 0; b < n_blocks() && !any; ++b) {
+    const kv::KvPolicy* p = policy_of(block_seq_[static_cast<size_t>(b)]).policy;
+    any = p != nullptr && p->selects_pages();
+  }
+  if (!any) return;
+  const int32_t n_head_kv = step.config.n_head_kv, group = n_head / n_head_kv;
+  const int64_t n_units = static_cast<int64_t>(n_blocks()) * n_head_kv;
+  unit_pages_.resize(static_cast<size_t>(n_units));
+  selected_all_.assign(static_cast<size_t>(n_units), 1);
+  step.pool.for_each_chunk(n_units, [&](int64_t unit, int i_thread) {
+    const auto b = static_cast<int32_t>(unit / n_head_kv);
+    const auto kv_head = static_cast<int32_t>(unit % n_head_kv);
+    const kv::SeqId seq = block_seq_[static_cast<size_t>(b)];
+    const kv::KvPolicy* policy = policy_of(seq).policy;
+    if (policy == nullptr || !policy->selects_pages()) return;
+    AttentionScratch& scratch = step.state.attention_threads[static_cast<size_t>(i_thread)];
+    const int32_t t0 = block_begin(b), t1 = block_end(b);
+    const int32_t n_q = (t1 - t0) * group;
+    scratch.q.resize(static_cast<size_t>(n_q) * dk);
+    scratch.q_pos.resize(static_cast<size_t>(n_q));
+    for (int32_t t = t0; t < t1; ++t)
+      for (int32_t g = 0; g < group; ++g) {
+        const int32_t i = (t - t0) * group + g;
+        const float* src = q + static_cast<int64_t>(t) * n_head * dk + static_cast<int64_t>(kv_head * group + g) * dk;
+        std::copy(src, src + dk, scratch.q.data() + static_cast<int64_t>(i) * dk);
+        scratch.q_pos[static_cast<size_t>(i)] = step.batch.positions[static_cast<size_t>(t)];
+      }
+    std::vector<int32_t>& pages = unit_pages_[static_cast<size_t>(unit)];
+    policy->select_pages({step.cache, seq, il, kv_head, scratch.q.data(), scratch.q_pos.data(), n_q, dk}, pages);
+    // The step's own cells are always read: a query must see itself, and its new neighbours.
+    const int32_t first_new = step.state.cells[static_cast<size_t>(t0)];
+    const int32_t n_pages = step.cache.n_pages(seq, il);
+    for (int32_t ip = 0; ip < n_pages; ++ip) {
+      const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
+      if (span.first_cell + span.n_cells > first_new) pages.push_back(ip);
+    }
+    std::sort(pages.begin(), pages.end());
+    pages.erase(std::unique(pages.begin(), pages.end()), pages.end());
+    pages.erase(std::remove_if(pages.begin(), pages.end(), [&](int32_t ip) { return ip < 0 || ip >= n_pages; }),
+                pages.end());
+    selected_all_[static_cast<size_t>(unit)] = 0;
+  });
+  selected_begin_.assign(static_cast<size_t>(n_units) + 1, 0);
+  selected_.clear();
+  for (int64_t u = 0; u < n_units; ++u) {
+    if (!selected_all_[static_cast<size_t>(u)]) {
+      const std::vector<int32_t>& pages = unit_pages_[static_cast<size_t>(u)];
+      selected_.insert(selected_.end(), pages.begin(), pages.end());
+    }
+    selected_begin_[static_cast<size_t>(u) + 1] = static_cast<int32_t>(selected_.size());
+  }
+}
+
+int32_t AttentionPlan::n_unit_pages(const kv::KvCache& cache, int32_t il, int64_t unit, int32_t n_head_kv) const {
+  if (selected_begin_.empty() || selected_all_[static_cast<size_t>(unit)])
+    return cache.n_pages(block_seq_[static_cast<size_t>(unit / n_head_kv)], il);
+  return selected_begin_[static_cast<size_t>(unit) + 1] - selected_begin_[static_cast<size_t>(unit)];
+}
+
+int32_t AttentionPlan::unit_page(int64_t unit, int32_t i) const {
+  if (selected_begin_.empty() || selected_all_[static_cast<size_t>(unit)]) return i;
+  return selected_[static_cast<size_t>(selected_begin_[static_cast<size_t>(unit)] + i)];
+}
+
+// ---- the passes ----
+
+namespace {
+
+// Probabilities of one query head of token t over the cells of its sequence, for a policy that observes them.
+//   q:      [head_dim_k] (already scaled)
+//   scores: [n_cells] on return the attention probabilities (0 for cells the plan hides from this query)
+// The same cells and the same rule as the flash pass (the plan's page list and masks).
+void attend_one(StepContext& step, int32_t il, int32_t t, int32_t kv_head, int32_t layer_window, const float* q,
+                AttentionScratch& scratch) {
+  const AttentionPlan& plan = step.state.plan;
+  const kv::KvCache& cache = step.cache;
+  const int32_t dk = step.config.head_dim_k;
+  const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t)];
+  const int32_t n_cells = cache.n_cells(seq, il);
+  const std::span<const int32_t> positions = cache.positions(seq, il);
+  const int32_t query_pos = step.batch.positions[static_cast<size_t>(t)];
+  const int32_t query_node = plan.token_node(t);
+  const AttentionPlan::HeadMask head = plan.head_mask(il, seq, kv_head, layer_window);
+  const int64_t unit = static_cast<int64_t>(plan.block_of_token(t)) * step.config.n_head_kv + kv_head;
+  scratch.scores.resize(static_cast<size_t>(n_cells));
+  float* scores = scratch.scores.data();
+  std::fill(scores, scores + n_cells, -INFINITY);
+  int32_t end = 0;  // one past the last visible cell
+  const int32_t n_pages = plan.n_unit_pages(cache, il, unit, step.config.n_head_kv);
+  for (int32_t i = 0; i < n_pages; ++i) {
+    const int32_t ip = plan.unit_page(unit, i);
+    if (!cache.head_rows_present(seq, il, kv_head, ip)) continue;  // freed rows: invisible to this head
+    const kv::KvCache::PageSpan page = cache.page_span(seq, il, ip);
+    const kernels::AttentionMask mask = plan.page_mask(head, seq, page, positions, &query_pos, &query_node);
+    const kv::KvCache::HeadRows rows = cache.head_rows(seq, il, kv_head, ip, scratch.kv, true, false);
+    // Runs of visible cells are contiguous key rows: one kernel call per run.
+    for (int32_t j = 0; j < page.n_cells;) {
+      if (!kernels::key_visible(mask, 0, j)) {
+        ++j;
+        continue;
+      }
+      int32_t e = j + 1;
+      while (e < page.n_cells && kernels::key_visible(mask, 0, e)) ++e;
+      kernels::dot_f16_rows(q, rows.keys + static_cast<int64_t>(j) * dk, dk, e - j, dk, scores + page.first_cell + j);
+      end = std::max(end, page.first_cell + e);
+      j = e;
+    }
+  }
+  if (end == 0) {  // nothing visible: cannot happen for a token that sees itself
+    std::fill(scores, scores + n_cells, 0.0f);
+    return;
+  }
+  // Masked cells get probability 0 (exp(-inf)); KV policies that rank cells by attention read the rest.
+  kernels::softmax(scores, end);
+  std::fill(scores + end, scores + n_cells, 0.0f);
+}
+
+// Flash attention (Dao et al., 2022) for every query of the step. A unit is a block of the plan (up to
+// kBlockTokens consecutive tokens of one sequence) and one KV head: its queries (every query head of the KV
+// head's group, for each token) pass over the unit's pages, so each key and value is converted once for all of
+// them. When there are fewer units than threads (decode), a unit's pages are also split into ranges whose partial
+// results are merged at the end.
+constexpr int32_t kFlashMinCellsPerSplit = 256;
+constexpr int32_t kFlashTasksPerThread = 4;
+
+void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
+  const ModelConfig& cfg = step.config;
+  ForwardState& st = step.state;
+  const AttentionPlan& plan = st.plan;
+  const int32_t dk = cfg.head_dim_k, dv = cfg.head_dim_v;
+  const int32_t n_head = cfg.n_head, n_head_kv = cfg.n_head_kv, group = n_head / n_head_kv;
+  const int64_t q_row = static_cast<int64_t>(n_head) * dk;  // q: [n_tokens, n_head * dk]
+  const int32_t n_blocks = plan.n_blocks();
+  const int64_t n_units = static_cast<int64_t>(n_blocks) * n_head_kv;
+
+  int32_t max_cells = 0, max_pages = 0;
+  for (int64_t u = 0; u < n_units; ++u) {
+    const kv::SeqId seq = plan.block_sequence(static_cast<int32_t>(u / n_head_kv));
+    max_cells = std::max(max_cells, step.cache.n_cells(seq, il));
+    max_pages = std::max(max_pages, plan.n_unit_pages(step.cache, il, u, n_head_kv));
+  }
+  // About kFlashTasksPerThread tasks per thread, so that threads finish together; a split keeps at least
+  // kFlashMinCellsPerSplit cells, below which merging costs more than it saves.
+  int32_t n_splits = 1;
+  const int64_t want_tasks = static_cast<int64_t>(kFlashTasksPerThread) * step.pool.n_threads();
+  if (step.pool.n_threads() > 1 && n_units < want_tasks)
+    n_splits = std::max(1, std::min<int32_t>(static_cast<int32_t>((want_tasks + n_units - 1) / n_units),
+                                             max_cells / kFlashMinCellsPerSplit));
+  n_splits = std::max(1, std::min(n_splits, max_pages));
+  // Splits are whole pages of the unit's list. With f16 pages (all full but the last) and no selection this is
+  // ceil(max_cells / (n_splits * page)) pages, the same boundaries as splitting the cells into page multiples.
+  const int32_t pages_per_split = (max_pages + n_splits - 1) / n_splits;
+
+  // Per task: m, l and o of its queries ([n_q] + [n_q] + [n_q, dv]).
+  const int32_t max_q = AttentionPlan::kBlockTokens * group;
+  const int64_t task_floats = static_cast<int64_t>(max_q) * (dv + 2);
+  const int64_t n_tasks = n_units * n_splits;
+  if (static_cast<int64_t>(st.attention_partials.size()) < n_tasks * task_floats)
+    st.attention_partials.resize(static_cast<size_t>(n_tasks * task_floats));
+  float* const partials = st.attention_partials.data();
+
+  step.pool.for_each_chunk(n_tasks, [&](int64_t task, int i_thread) {
+    AttentionScratch& scratch = st.attention_threads[static_cast<size_t>(i_thread)];
+    const int32_t split = static_cast<int32_t>(task % n_splits);
+    const int64_t unit = task / n_splits;
+    const int32_t b = static_cast<int32_t>(unit / n_head_kv), kv_head = static_cast<int32_t>(unit % n_head_kv);
+    const int32_t t0 = plan.block_begin(b), t1 = plan.block_end(b);
+    const int32_t n_q = (t1 - t0) * group;
+    scratch.q.resize(static_cast<size_t>(max_q) * dk);
+    scratch.q_pos.resize(static_cast<size_t>(max_q));
+    scratch.q_node.resize(static_cast<size_t>(max_q));
+    for (int32_t t = t0; t < t1; ++t) {
+      for (int32_t g = 0; g < group; ++g) {
+        const int32_t i = (t - t0) * group + g;
+        const float* src = st.q.data() + t * q_row + static_cast<int64_t>(kv_head * group + g) * dk;
+        std::copy(src, src + dk, scratch.q.data() + static_cast<int64_t>(i) * dk);
+        scratch.q_pos[static_cast<size_t>(i)] = step.batch.positions[static_cast<size_t>(t)];
+        scratch.q_node[static_cast<size_t>(i)] = plan.token_node(t);
+      }
+    }
+    float* m = partials + task * task_floats;
+    float* l = m + max_q;
+    float* o = l + max_q;
+    std::fill(m, m + n_q, -INFINITY);
+    std::fill(l, l + n_q, 0.0f);
+    std::fill(o, o + static_cast<int64_t>(n_q) * dv, 0.0f);
+    const kv::SeqId seq = plan.block_sequence(b);
+    const std::span<const int32_t> positions = step.cache.positions(seq, il);
+    const AttentionPlan::HeadMask head = plan.head_mask(il, seq, kv_head, layer_window);
+    const int32_t i_end = std::min(plan.n_unit_pages(step.cache, il, unit, n_head_kv), (split + 1) * pages_per_split);
+    // Keys of a head are contiguous rows within a page: one update per page. An f16 page is read in place; a
+    // quantized one (KIVI storage) is dequantized to f16 rows in the thread's scratch first.
+    for (int32_t i = split * pages_per_split; i < i_end; ++i) {
+      const int32_t ip = plan.unit_page(unit, i);
+      const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
+      const kv::KvCache::HeadRows rows = step.cache.head_rows(seq, il, kv_head, ip, scratch.kv);
+      if (rows.keys == nullptr) continue;  // this head's rows were freed: no query of it sees these cells
+      const kernels::AttentionMask mask =
+          plan.page_mask(head, seq, span, positions, scratch.q_pos.data(), scratch.q_node.data());
+      kernels::attention_update(scratch.q.data(), dk, n_q, rows.keys, dk, rows.values, dv, span.n_cells, mask, dk, dv,
+                                m, l, o, dv);
+    }
+  });
+
+  // Merge the splits of each unit (rescaling each to the common maximum) and normalise into st.attn.
+  for (int64_t unit = 0; unit < n_units; ++unit) {
+    const int32_t b = static_cast<int32_t>(unit / n_head_kv), kv_head = static_cast<int32_t>(unit % n_head_kv);
+    const int32_t t0 = plan.block_begin(b), t1 = plan.block_end(b);
+    for (int32_t i = 0; i < (t1 - t0) * group; ++i) {
+      const int32_t t = t0 + i / group, h = kv_head * group + i % group;
+      float* out = st.attn.data() + static_cast<int64_t>(t) * n_head * dv + static_cast<int64_t>(h) * dv;
+      float m_all = -INFINITY;
+      for (int32_t s = 0; s < n_splits; ++s) m_all = std::max(m_all, partials[(unit * n_splits + s) * task_floats + i]);
+      std::fill(out, out + dv, 0.0f);
+      if (m_all == -INFINITY) continue;  // nothing visible: cannot happen for a token that sees itself
+      float l_all = 0.0f;
+      for (int32_t s = 0; s < n_splits; ++s) {
+        const float* m = partials + (unit * n_splits + s) * task_floats;
+        if (m[i] == -INFINITY) continue;
+        const float w = std::exp(m[i] - m_all);
+        l_all += w * m[max_q + i];
+        const float* o = m + 2 * max_q + static_cast<int64_t>(i) * dv;
+        for (int32_t c = 0; c < dv; ++c) out[c] += w * o[c];
+      }
+      const float inv = 1.0f / l_all;
+      for (int32_t c = 0; c < dv; ++c) out[c] *= inv;
+    }
+  }
+}
+
+}  // namespace
+
+void self_attention(StepContext& step, int32_t il) {
+  const ModelConfig& cfg = step.config;
+  const LayerWeights& lw = step.weights.layers[static_cast<size_t>(il)];
+  ForwardState& st = step.state;
+  const int32_t n_tokens = step.n_tokens;
+  const int32_t dk = cfg.head_dim_k, dv = cfg.head_dim_v;
+  const int32_t n_head = cfg.n_head, n_head_kv = cfg.n_head_kv;
+  const int64_t q_row = static_cast<int64_t>(n_head) * dk;     // q: [n_tokens, n_head * dk]
+  const int64_t k_row = static_cast<int64_t>(n_head_kv) * dk;  // k: [n_tokens, n_head_kv * dk]
+  const int64_t v_row = static_cast<int64_t>(n_head_kv) * dv;  // v: [n_tokens, n_head_kv * dv]
+
+  // Q, K and V read the same input: one fused product quantizes it once and waits for the threads once.
+  const kernels::MatmulTarget qkv[] = {matmul_target(lw.attn_q, st.q.data()), matmul_target(lw.attn_k, st.k.data()),
+                                       matmul_target(lw.attn_v, st.v.data())};
+  kernels::matmul_fused(qkv, 3, lw.attn_q.n_in, st.xn.data(), n_tokens, step.pool, st.matmul[0]);
+
+  const bool local = cfg.is_local(il);
+  const kernels::RopeAngles& angles = local ? st.rope_local : st.rope_global;
+  const int32_t half_rot = cfg.n_rot / 2;
+  const float scale = cfg.attention_scale > 0.0f ? cfg.attention_scale : 1.0f / std::sqrt(static_cast<float>(dk));
+
+  // Per token: optional QK-norm (per head), RoPE, and the store of K/V into the cache (f16).
+  step.pool.parallel_for(n_tokens, 1, [&](int64_t t_begin, int64_t t_end) {
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      float* q = st.q.data() + t * q_row;
+      float* k = st.k.data() + t * k_row;
+      const float* v = st.v.data() + t * v_row;
+      if (cfg.qk_norm) {
+        for (int32_t h = 0; h < n_head; ++h) kernels::rms_norm(q + h * dk, lw.attn_q_norm.f32(), q + h * dk, dk, cfg.rms_eps);
+        for (int32_t h = 0; h < n_head_kv; ++h)
+          kernels::rms_norm(k + h * dk, lw.attn_k_norm.f32(), k + h * dk, dk, cfg.rms_eps);
+      }
+      const float* a = angles.cos_sin.data() + t * half_rot * 2;
+      kernels::rope(q, n_head, dk, cfg.n_rot, a, cfg.rope_style);
+      kernels::rope(k, n_head_kv, dk, cfg.n_rot, a, cfg.rope_style);
+      kernels::scale(q, scale, q_row);
+      const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t)];
+      const int32_t cell = st.cells[static_cast<size_t>(t)];
+      for (int32_t h = 0; h < n_head_kv; ++h) {
+        kernels::f32_to_f16_row(k + h * dk, step.cache.key(seq, il, h, cell), dk);
+        kernels::f32_to_f16_row(v + h * dv, step.cache.value(seq, il, h, cell), dv);
+      }
+    }
+  });
+
+  // Attention. GQA maps query head h to KV head h / (n_head / n_head_kv).
+  const int32_t window = local ? cfg.sliding_window : 0;
+  const int32_t group = n_head / n_head_kv;
+  st.plan.select_pages(step, il, st.q.data(), n_head, dk);
+  attend_flash(step, il, window);
+  // A KV policy that reads the probabilities gets every observed query's row from a second pass (one task per
+  // token and query head); the output above stays the same with or without it, bit for bit.
+  bool observe = false;
+  for (int32_t b = 0; b < st.plan.n_blocks() && !observe; ++b) {
+    const StepPolicy& p = st.plan.policy_of(st.plan.block_sequence(b));
+    observe = p.observe && p.policy != nullptr && p.policy->needs_scores();
+  }
+  if (observe) {
+    const int64_t n_tasks = static_cast<int64_t>(n_tokens) * n_head;
+    // Tasks are claimed one at a time (later tokens of a prompt see more keys); scores are per running thread.
+    step.pool.for_each_chunk(n_tasks, [&](int64_t task, int i_thread) {
+      const auto t = static_cast<int32_t>(task / n_head);
+      const int32_t h = static_cast<int32_t>(task % n_head);
+      const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t)];
+      const StepPolicy& p = st.plan.policy_of(seq);
+      if (!p.observe || p.policy == nullptr || !p.policy->needs_scores()) return;
+      const int32_t query_pos = step.batch.positions[static_cast<size_t>(t)];
+      if (!p.policy->wants_scores(query_pos)) return;
+      AttentionScratch& scratch = st.attention_threads[static_cast<size_t>(i_thread)];
+      attend_one(step, il, t, h / group, window, st.q.data() + t * q_row + static_cast<int64_t>(h) * dk, scratch);
+      // Score-based KV policies (H2O, TOVA, SnapKV) accumulate this row; no [n_query, n_key] matrix is kept.
+      p.policy->observe_scores(seq, il, h / group, query_pos, scratch.scores);
+    });
+  }
+
+  project(step, lw.attn_output, st.attn.data(), n_tokens, st.proj.data());
+}
+
+}  // namespace longhaul::model

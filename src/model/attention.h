@@ -1,0 +1,110 @@
+// Self-attention over the paged KV cache, and the attention plan: the one place that decides which cells each
+// query of a step may see. The plan combines
+//   - causality by position and the layer's sliding window,
+//   - the KV policy's head spans (sinks + window; DuoAttention's streaming heads),
+//   - an ancestor mask among a sequence's new tokens when the step carries a tree (speculative decoding), and
+//   - the pages a policy selects per (sequence, layer, KV head) for the step's queries (query-aware sparse
+//     attention: Quest, Tang et al., 2024, and its successors),
+// into kernels::AttentionMask values and page lists. The flash pass, the probability pass that policies observe,
+// and every ISA's kernel read them; the visibility rule itself is kernels/attention_mask.h.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kernels/attention_mask.h"
+#include "kv/kv_cache.h"
+#include "kv/kv_policy.h"
+#include "model/batch.h"
+
+namespace longhaul::model {
+
+struct StepContext;
+
+// A sequence's KV policy as one step uses it: `policy` gives head spans and page selections; `observe` says
+// whether it also hears the step's attention probabilities (false for a tentative step, which the policy must not
+// learn from).
+struct StepPolicy {
+  kv::KvPolicy* policy = nullptr;
+  bool observe = true;
+};
+
+class AttentionPlan {
+ public:
+  // Tokens of one sequence that attention handles together (they share the key pass): at most this many.
+  static constexpr int32_t kBlockTokens = 16;
+
+  // Once per step, after the step's cells were appended: token blocks, and each sequence's tree when the batch
+  // has one. cells: [n_tokens] the cell of each token (the same in every layer). policies: indexed by SeqId (may be
+  // shorter: no policy).
+  void build(const Batch& batch, std::span<const int32_t> cells, const kv::KvCache& cache,
+             std::span<const StepPolicy> policies);
+
+  int32_t n_blocks() const { return static_cast<int32_t>(block_start_.size()) - 1; }
+  int32_t block_begin(int32_t b) const { return block_start_[static_cast<size_t>(b)]; }
+  int32_t block_end(int32_t b) const { return block_start_[static_cast<size_t>(b) + 1]; }
+  int32_t block_of_token(int32_t t) const { return token_block_[static_cast<size_t>(t)]; }
+  kv::SeqId block_sequence(int32_t b) const { return block_seq_[static_cast<size_t>(b)]; }
+  // The node of token t in its sequence's tree, or -1 when the sequence's step is a chain.
+  int32_t token_node(int32_t t) const { return token_node_[static_cast<size_t>(t)]; }
+  const StepPolicy& policy_of(kv::SeqId seq) const;
+
+  // The window and sinks that apply to KV head kv_head of layer il for `seq`: the layer's sliding window, or on a
+  // global layer the policy's head span.
+  struct HeadMask {
+    int32_t window = 0;
+    int32_t n_sink = 0;
+  };
+  HeadMask head_mask(int32_t il, kv::SeqId seq, int32_t kv_head, int32_t layer_window) const;
+
+  // The mask of queries (positions q_pos, tree nodes q_node or null) of `seq` over one page of layer il.
+  kernels::AttentionMask page_mask(const HeadMask& head, kv::SeqId seq, const kv::KvCache::PageSpan& page,
+                                   std::span<const int32_t> positions, const int32_t* q_pos,
+                                   const int32_t* q_node) const;
+
+  // For layer il: asks each policy that selects pages for the pages of every (block, KV head) unit; the
+  // selection always includes the pages holding the step's own cells. q: [n_tokens, n_head * dk] (after RoPE,
+  // scaled).
+  void select_pages(StepContext& step, int32_t il, const float* q, int32_t n_head, int32_t dk);
+  // Pages unit (block * n_head_kv + kv_head) reads in layer il, after select_pages: a list, or every page.
+  int32_t n_unit_pages(const kv::KvCache& cache, int32_t il, int64_t unit, int32_t n_head_kv) const;
+  int32_t unit_page(int64_t unit, int32_t i) const;
+
+ private:
+  struct SequenceTree {
+    kv::SeqId seq = -1;
+    int32_t n_words = 0;              // 64-bit words per ancestor row
+    std::vector<uint64_t> ancestors;  // [n_nodes, n_words]: bit j of row i = node j is node i or an ancestor of it
+    std::vector<int32_t> cell_node;   // [n_cells of the sequence]: node of each cell, -1 for cached cells
+  };
+  const SequenceTree* tree_of(kv::SeqId seq) const;
+
+  std::span<const StepPolicy> policies_;
+  std::vector<int32_t> block_start_;  // [n_blocks + 1]
+  std::vector<kv::SeqId> block_seq_;  // [n_blocks]
+  std::vector<int32_t> token_block_;  // [n_tokens]
+  std::vector<int32_t> token_node_;   // [n_tokens]
+  std::vector<SequenceTree> trees_;   // one per sequence of the step whose tokens are not a chain
+  // Page selections of the current layer: unit u reads selected_[selected_begin_[u] .. selected_begin_[u + 1]),
+  // or every page when selected_begin_ is empty or selected_all_[u].
+  std::vector<int32_t> selected_begin_;
+  std::vector<uint8_t> selected_all_;
+  std::vector<int32_t> selected_;
+  std::vector<std::vector<int32_t>> unit_pages_;  // [n_units] scratch of select_pages
+};
+
+// Per-thread scratch of the attention passes (ForwardState::attention_threads).
+struct AttentionScratch {
+  kv::KvCache::Scratch kv;    // dequantized rows of a quantized page
+  std::vector<float> q;       // [n_q, dk] queries of one task
+  std::vector<int32_t> q_pos;   // [n_q]
+  std::vector<int32_t> q_node;  // [n_q]
+  std::vector<float> scores;  // [n_cells] probabilities of one query (the observed pass)
+};
+
+// Self-attention of layer il: reads state.xn [n_tokens, n_embd], stores the step's keys and values in the cache,
+// and writes W_o(attention) to state.proj.
+void self_attention(StepContext& step, int32_t il);
+
+}  // namespace longhaul::model
