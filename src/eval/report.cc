@@ -1,5 +1,7 @@
 #include "eval/report.h"
 
+#include "kv/policy_registry.h"
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -89,60 +91,24 @@ Result<std::vector<double>> parse_depths(const std::string& list) {
 }
 
 Result<PolicySpec> parse_policy_spec(const std::string& spec, const kv::KvPolicyOptions& base) {
+  // budget=P% is eval's own (a budget per length); the rest is the KV policy syntax every command reads.
   std::vector<std::string> parts = split(spec, ':');
-  if (parts.empty() || parts[0].empty()) return Status::error("empty KV policy in '" + spec + "'");
-  PolicySpec out{parts[0], base};
+  std::string rest = parts.empty() ? spec : parts[0];
+  double budget_fraction = 0;
   for (size_t i = 1; i < parts.size(); ++i) {
     const size_t eq = parts[i].find('=');
-    const std::string key = parts[i].substr(0, eq);
-    char* end = nullptr;
-    if (key == "retrieval" && eq != std::string::npos) {
-      const float f = std::strtof(parts[i].c_str() + eq + 1, &end);
-      if (*end != '\0' || end == parts[i].c_str() + eq + 1 || !(f >= 0.0f && f <= 1.0f))
-        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not retrieval=F with F in [0, 1]");
-      out.options.retrieval_fraction = f;
-      continue;
-    }
-    if (key == "budget" && eq != std::string::npos && parts[i].back() == '%') {
+    if (parts[i].compare(0, eq, "budget") == 0 && eq != std::string::npos && parts[i].back() == '%') {
+      char* end = nullptr;
       const double pct = std::strtod(parts[i].c_str() + eq + 1, &end);
       if (end != parts[i].c_str() + parts[i].size() - 1 || end == parts[i].c_str() + eq + 1 || !(pct > 0 && pct <= 100))
         return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not budget=P% with P in (0, 100]");
-      out.budget_fraction = pct / 100.0;
+      budget_fraction = pct / 100.0;
       continue;
     }
-    if (key == "select" && eq != std::string::npos) {
-      const std::string v = parts[i].substr(eq + 1);
-      if (v != "head" && v != "layer")
-        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not select=head or select=layer");
-      out.options.select_per_head = v == "head";
-      continue;
-    }
-    if (key == "forget" && eq != std::string::npos) {
-      const float f = std::strtof(parts[i].c_str() + eq + 1, &end);
-      if (*end != '\0' || end == parts[i].c_str() + eq + 1 || !(f > 0.0f && f <= 1.0f))
-        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not forget=F with F in (0, 1]");
-      out.options.forgetting_factor = f;
-      continue;
-    }
-    const long v = eq == std::string::npos ? -1 : std::strtol(parts[i].c_str() + eq + 1, &end, 10);
-    if (eq == std::string::npos || *end != '\0' || v < 0 || v > (1 << 24))
-      return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec +
-                           "' is not key=N with N in [0, 16777216]");
-    const auto n = static_cast<int32_t>(v);
-    if (key == "budget") out.options.budget = n;
-    else if (key == "sink") out.options.sink_tokens = n;
-    else if (key == "window") out.options.window = n;
-    else if (key == "recent") out.options.recent = n;
-    else if (key == "obs") out.options.observation_window = n;
-    else if (key == "pool") out.options.pool_kernel = n;
-    else if (key == "bits") out.options.kv_bits = n;
-    else if (key == "group") out.options.kv_group = n;
-    else if (key == "residual") out.options.kv_residual = n;
-    else
-      return Status::error("unknown KV policy parameter '" + key + "' in '" + spec +
-                           "' (known: budget, sink, window, recent, forget, obs, pool, select, bits, group, residual, retrieval)");
+    rest += ":" + parts[i];
   }
-  return out;
+  LH_ASSIGN_OR_RETURN(kv::KvPolicyChoice choice, kv::parse_kv_policy(rest, base));
+  return PolicySpec{choice.name, choice.options, budget_fraction};
 }
 
 Result<std::vector<PolicySpec>> parse_policy_list(const std::string& list, const kv::KvPolicyOptions& base) {

@@ -35,6 +35,8 @@ struct Generator::Live {
 Generator::Generator(Engine& engine, const tokenizer::Tokenizer& tokenizer, int32_t max_parallel)
     : engine_(engine), tokenizer_(tokenizer), max_parallel_(std::max(1, max_parallel)) {}
 
+Generator::~Generator() = default;
+
 size_t Generator::submit(Request request) {
   requests_.push_back(std::move(request));
   results_.emplace_back(Status::error("not run"));

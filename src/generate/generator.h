@@ -80,6 +80,9 @@ class Generator {
  public:
   // max_parallel: requests live at once (at most the engine's max_sequences).
   Generator(Engine& engine, const tokenizer::Tokenizer& tokenizer, int32_t max_parallel);
+  ~Generator();
+  Generator(const Generator&) = delete;
+  Generator& operator=(const Generator&) = delete;
 
   // Queues a request; results come back in submission order (the returned index).
   size_t submit(Request request);

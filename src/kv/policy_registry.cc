@@ -1,5 +1,8 @@
 #include "kv/policy_registry.h"
 
+#include <cstdlib>
+#include <sstream>
+
 namespace longhaul::kv {
 namespace {
 
@@ -21,6 +24,15 @@ constexpr Entry kPolicies[] = {
     {"duo", make_duo_policy},
 };
 
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  std::istringstream in(s);
+  while (std::getline(in, cur, sep)) out.push_back(cur);
+  if (!s.empty() && s.back() == sep) out.emplace_back();
+  return out;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<KvPolicy>> make_kv_policy(const std::string& name, const KvPolicyContext& context,
@@ -30,6 +42,57 @@ Result<std::unique_ptr<KvPolicy>> make_kv_policy(const std::string& name, const 
   std::string known;
   for (const Entry& e : kPolicies) known += (known.empty() ? "" : ", ") + std::string(e.name);
   return Status::error("unknown KV policy '" + name + "' (known: " + known + ")");
+}
+
+Result<KvPolicyChoice> parse_kv_policy(std::string_view spec_view, const KvPolicyOptions& base) {
+  const std::string spec(spec_view);
+  std::vector<std::string> parts = split(spec, ':');
+  if (parts.empty() || parts[0].empty()) return Status::error("empty KV policy in '" + spec + "'");
+  KvPolicyChoice out{parts[0], base};
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const size_t eq = parts[i].find('=');
+    const std::string key = parts[i].substr(0, eq);
+    char* end = nullptr;
+    if (key == "retrieval" && eq != std::string::npos) {
+      const float f = std::strtof(parts[i].c_str() + eq + 1, &end);
+      if (*end != '\0' || end == parts[i].c_str() + eq + 1 || !(f >= 0.0f && f <= 1.0f))
+        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not retrieval=F with F in [0, 1]");
+      out.options.retrieval_fraction = f;
+      continue;
+    }
+    if (key == "select" && eq != std::string::npos) {
+      const std::string v = parts[i].substr(eq + 1);
+      if (v != "head" && v != "layer")
+        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not select=head or select=layer");
+      out.options.select_per_head = v == "head";
+      continue;
+    }
+    if (key == "forget" && eq != std::string::npos) {
+      const float f = std::strtof(parts[i].c_str() + eq + 1, &end);
+      if (*end != '\0' || end == parts[i].c_str() + eq + 1 || !(f > 0.0f && f <= 1.0f))
+        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not forget=F with F in (0, 1]");
+      out.options.forgetting_factor = f;
+      continue;
+    }
+    const long v = eq == std::string::npos ? -1 : std::strtol(parts[i].c_str() + eq + 1, &end, 10);
+    if (eq == std::string::npos || *end != '\0' || v < 0 || v > (1 << 24))
+      return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec +
+                           "' is not key=N with N in [0, 16777216]");
+    const auto n = static_cast<int32_t>(v);
+    if (key == "budget") out.options.budget = n;
+    else if (key == "sink") out.options.sink_tokens = n;
+    else if (key == "window") out.options.window = n;
+    else if (key == "recent") out.options.recent = n;
+    else if (key == "obs") out.options.observation_window = n;
+    else if (key == "pool") out.options.pool_kernel = n;
+    else if (key == "bits") out.options.kv_bits = n;
+    else if (key == "group") out.options.kv_group = n;
+    else if (key == "residual") out.options.kv_residual = n;
+    else
+      return Status::error("unknown KV policy parameter '" + key + "' in '" + spec +
+                           "' (known: budget, sink, window, recent, forget, obs, pool, select, bits, group, residual, retrieval)");
+  }
+  return out;
 }
 
 std::vector<std::string> kv_policy_names() {

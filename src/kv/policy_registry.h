@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -18,6 +19,15 @@ using KvPolicyFactory = Result<std::unique_ptr<KvPolicy>> (*)(const KvPolicyCont
 // and for parameters the policy rejects (naming the value and the limit).
 Result<std::unique_ptr<KvPolicy>> make_kv_policy(const std::string& name, const KvPolicyContext& context,
                                                  const KvPolicyOptions& options);
+
+// A KV policy as written on a command line or in a request: "name" or "name:key=value:key=value..."
+// (e.g. "h2o:budget=512:recent=128", "kv-quant:bits=4", "duo:retrieval=0.25"), over the defaults `base`.
+struct KvPolicyChoice {
+  std::string name;
+  KvPolicyOptions options;
+};
+// Fails naming the parameter, the spec and the accepted form; the name is checked by make_kv_policy.
+Result<KvPolicyChoice> parse_kv_policy(std::string_view spec, const KvPolicyOptions& base);
 
 // Registered policy names, in registry order.
 std::vector<std::string> kv_policy_names();

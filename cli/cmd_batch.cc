@@ -1,0 +1,139 @@
+// longhaul batch: offline batch inference over a JSONL file of prompts (src/generate/batch.h says the format).
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "base/sys_info.h"
+#include "commands.h"
+#include "common.h"
+#include "generate/batch.h"
+#include "tokenizer/chat_format.h"
+
+namespace longhaul::cli {
+namespace {
+
+struct BatchFlags {
+  ModelFlags model;
+  SamplingFlags sampling;
+  KvPolicyFlags kv;
+  std::string input;            // -f
+  std::string output = "-";     // -o ("-" = stdout)
+  int32_t parallel = 8;         // sequences at once
+  int32_t n_predict = 128;      // -1 = until end of generation
+  int32_t n_ctx = 4096;         // per sequence; 0 = the model's training context
+  int32_t n_batch = 512;        // tokens per step
+  int32_t n_threads = 0;        // 0 = all cores
+};
+
+int run(const BatchFlags& f) {
+  // Command-line errors first, before the model loads.
+  require_valid(sampling::validate(f.sampling.options));
+  if (f.output != "-") require_writable_path(f.output, "-o/--output");
+  const int32_t n_threads = cap_threads(f.n_threads);
+  Result<std::string> text = read_input_file(f.input);
+  if (!text) return report_error(text.message());
+  Result<std::vector<generate::BatchLine>> lines = generate::parse_batch_lines(*text);
+  if (!lines) return report_error(f.input + ": " + lines.message());
+
+  Result<LoadedModel> loaded = load_model(f.model.model);
+  if (!loaded) return report_error(loaded.message());
+  const model::Model& model = *loaded->model;
+  require_valid(check_kv_policies(model, f.kv.policy, f.kv.options));
+  const int32_t n_ctx = f.n_ctx > 0 ? f.n_ctx : model.config().n_ctx_train;
+  warn_past_training_context(model, n_ctx, "-c/--ctx-size");
+
+  generate::BatchDefaults defaults;
+  defaults.sampling = f.sampling.options;
+  defaults.n_predict = f.n_predict;
+  defaults.kv_policy = f.kv.policy;
+  defaults.kv_options = f.kv.options;
+  defaults.n_ctx = n_ctx;
+  // duo's head profile (the one beside the model, computed on first use) when the flag or any line names duo.
+  bool any_duo = false;
+  for (const generate::BatchLine& l : *lines)
+    any_duo = any_duo || (l.kv_policy && l.kv_policy->compare(0, 3, "duo") == 0);
+  if (Status s = prepare_head_profile(model, any_duo ? "duo" : f.kv.policy, defaults.kv_options, n_threads); !s)
+    return report_error(s.message());
+  Result<std::vector<generate::BatchJob>> jobs = generate::prepare_batch(
+      *lines, model, *loaded->tokenizer, tokenizer::detect_chat_format(model.file()), defaults);
+  if (!jobs) return report_error(f.input + ": " + jobs.message());
+
+  generate::EngineOptions eo;
+  eo.n_ctx = n_ctx;
+  eo.n_batch = f.n_batch;
+  eo.n_threads = n_threads;
+  eo.max_sequences = f.parallel;
+  Result<std::unique_ptr<generate::Engine>> engine = generate::Engine::create(model, eo);
+  if (!engine) return report_error(engine.message());
+
+  // Output: nothing is written before the whole file was validated (above).
+  FILE* out = stdout;
+  if (f.output != "-") {
+    out = std::fopen(f.output.c_str(), "w");
+    if (out == nullptr) return report_error("cannot write " + f.output + ": " + std::strerror(errno));
+  }
+  auto write = [&](const std::string& line) -> Status {
+    if (std::fprintf(out, "%s\n", line.c_str()) < 0 || std::fflush(out) != 0)
+      return Status::error("cannot write " + (f.output == "-" ? std::string("standard output") : f.output) + ": " +
+                           std::strerror(errno));
+    return Status::ok();
+  };
+  const bool terminal = isatty(STDERR_FILENO);
+  double last_print = -1.0;
+  auto progress = [&](size_t done, size_t total, int64_t generated, double seconds) {
+    // One updating line on a terminal; in a log a line every 10 s and the last one.
+    if (!terminal && done < total && seconds - last_print < 10.0) return;
+    last_print = seconds;
+    std::fprintf(stderr, "%sbatch: %zu/%zu done, %lld tokens generated, %.1f tokens/s%s", terminal ? "\r\033[K" : "",
+                 done, total, static_cast<long long>(generated), seconds > 0 ? static_cast<double>(generated) / seconds : 0.0,
+                 terminal ? "" : "\n");
+    std::fflush(stderr);
+  };
+  const double t0 = now_seconds();
+  Status st = generate::run_batch(**engine, *loaded->tokenizer, *jobs, f.parallel, write, progress);
+  if (out != stdout && std::fclose(out) != 0 && st)
+    st = Status::error("cannot write " + f.output + ": " + std::strerror(errno));
+  if (terminal) std::fprintf(stderr, "\n");
+  if (!st) return report_error(st.message());
+  const double seconds = now_seconds() - t0;
+  std::fprintf(stderr, "batch: %zu requests in %.2f s, parallel %d, %d threads | peak RSS %.1f MiB\n", jobs->size(),
+               seconds, f.parallel, (*engine)->n_threads(), static_cast<double>(peak_rss_bytes()) / (1 << 20));
+  return 0;
+}
+
+}  // namespace
+
+Runner add_batch_command(CLI::App& app) {
+  auto flags = std::make_shared<BatchFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "batch", "Offline batch inference: one JSON request per line in, one JSON result per line out, in input order");
+  add_model_flags(*cmd, flags->model);
+  cmd->add_option("-f,--file", flags->input,
+                  "JSONL requests: {\"prompt\": ...} or {\"messages\": [...]}, optional max_tokens, temperature, top_p, "
+                  "seed, stop, kv_policy (- = standard input)")
+      ->required();
+  cmd->add_option("-o,--output", flags->output, "where results go (-: standard output)")->capture_default_str();
+  cmd->add_option("--parallel", flags->parallel, "requests run at once (continuous batching)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("-n,--n-predict", flags->n_predict, "tokens to generate per request unless it sets max_tokens (-1: until end of generation)")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 1 << 24));
+  cmd->add_option("-c,--ctx-size", flags->n_ctx, "context size of each sequence in tokens (0: the model's training context)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("-b,--batch-size", flags->n_batch, "tokens per forward step (decode tokens and prefill chunks)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("-t,--threads", flags->n_threads, "threads (0: all cores; capped at the cores available)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  add_sampling_flags(*cmd, flags->sampling);
+  add_kv_policy_flags(*cmd, flags->kv);
+  return [flags]() { return run(*flags); };
+}
+
+}  // namespace longhaul::cli

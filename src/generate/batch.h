@@ -1,0 +1,86 @@
+// Offline batch inference (`longhaul batch`), what vLLM's LLM.generate(prompts) gives Python users: a JSONL file of
+// requests, validated whole before anything runs, then run through the generation loop with continuous batching,
+// one JSON line out per request, in input order.
+//
+// Input: one JSON object per line (blank lines are skipped):
+//   {"prompt": "..."} or {"messages": [{"role": "...", "content": "..."}, ...]} (the model's chat format),
+//   optional "max_tokens" (>= 1), "temperature" (>= 0; 0 = greedy), "top_p" (in (0, 1]), "seed" (>= 0),
+//   "stop" (a string or a list of strings), "kv_policy" (as --kv-policy: name[:key=value,...]).
+// Unknown fields and wrong types are errors naming the line.
+// Output per request: {"id": line number, "text", "tokens": [ids], "finish_reason": "stop" | "length",
+//   "prompt_tokens", "completion_tokens", "time_to_first_token_s", "tokens_per_s"} ("stop" for an end-of-generation
+//   token or a stop string, "length" for max_tokens or a full context), or {"id", "error"} for a request that failed
+//   while running (a validated file has none but for cancelled or out-of-memory runs).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "generate/engine.h"
+#include "generate/generator.h"
+#include "kv/kv_policy.h"
+#include "model/model.h"
+#include "sampling/sampling_options.h"
+#include "tokenizer/chat_format.h"
+#include "tokenizer/tokenizer.h"
+
+namespace longhaul::generate {
+
+// One line of the input, as written.
+struct BatchLine {
+  int32_t line = 0;                                // 1-based line number in the file
+  std::optional<std::string> prompt;               // "prompt"
+  std::vector<tokenizer::ChatMessage> messages;    // "messages" (when prompt is unset)
+  std::optional<int32_t> max_tokens;
+  std::optional<float> temperature;
+  std::optional<float> top_p;
+  std::optional<uint32_t> seed;
+  std::vector<std::string> stop;
+  std::optional<std::string> kv_policy;
+};
+
+// Parses the whole file; the first problem fails the call with "line N: <problem>".
+Result<std::vector<BatchLine>> parse_batch_lines(std::string_view text);
+
+// What the command line sets for every request (a line's fields override them).
+struct BatchDefaults {
+  sampling::SamplingOptions sampling;
+  int32_t n_predict = 128;           // --n-predict (-1 = until end of generation or a full context)
+  std::string kv_policy = "full";    // --kv-policy
+  kv::KvPolicyOptions kv_options;    // its parameters and the cell storage
+  int32_t n_ctx = 4096;              // context size of each sequence
+};
+
+// A validated request, ready to run.
+struct BatchJob {
+  int32_t line = 0;
+  std::vector<int32_t> prompt_ids;
+  sampling::SamplingOptions sampling;
+  GenerateOptions options;
+  SequenceOptions sequence;
+};
+
+// Checks and prepares every line before anything runs: tokenizes each prompt (chat messages through the model's
+// chat format, whose markers alone become control tokens), builds each line's KV policy once for `model` (an
+// unknown policy or a rejected parameter names the line), checks the sampling values, and refuses a prompt that
+// does not fit its context (prompt tokens must leave room for one generated token under a policy that does not
+// evict). Fails with "line N: <problem>".
+Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines, const model::Model& model,
+                                            const tokenizer::Tokenizer& tokenizer, tokenizer::ChatFormat chat_format,
+                                            const BatchDefaults& defaults);
+
+// Progress of a batch run: requests done, requests in all, generated tokens so far, seconds since the start.
+using BatchProgressFn = std::function<void(size_t done, size_t total, int64_t generated, double seconds)>;
+
+// Runs the jobs with up to `parallel` sequences at once on `engine` (whose max_sequences must allow them) and
+// writes one JSON line per job to `write`, in job order, each as soon as it and every earlier one are done.
+Status run_batch(Engine& engine, const tokenizer::Tokenizer& tokenizer, const std::vector<BatchJob>& jobs,
+                 int32_t parallel, const std::function<Status(const std::string&)>& write,
+                 const BatchProgressFn& progress = nullptr);
+
+}  // namespace longhaul::generate
