@@ -59,16 +59,6 @@ void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint1
   active_ops().attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 
-void attention_update(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                      int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                      int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
-  AttentionMask mask;
-  mask.q_pos = q_pos;
-  mask.k_pos = k_pos;
-  mask.window = window;
-  attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
-}
-
 void RopeAngles::compute(const int32_t* positions, int64_t n_positions, int32_t n_rot, float freq_base,
                          float freq_scale) {
   const int32_t half = n_rot / 2;

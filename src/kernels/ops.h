@@ -75,13 +75,6 @@ void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int6
 void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
                       const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                       int32_t dv, float* m, float* l, float* o, int64_t o_stride);
-// Deprecated: the positional mask as separate arguments (q_pos: [n_q], k_pos: [n_k], window > 0: sliding window).
-// Builds an AttentionMask and calls the function above; kept only until its callers (src/model/blocks.cc,
-// tests/unit/kv/kv_quant_test.cc) switch over, then removed.
-void attention_update(const float* q, int64_t q_stride, const int32_t* q_pos, int32_t n_q, const uint16_t* k,
-                      int64_t k_stride, const uint16_t* v, int64_t v_stride, const int32_t* k_pos, int32_t n_k,
-                      int32_t window, int32_t dk, int32_t dv, float* m, float* l, float* o, int64_t o_stride);
-
 // The [simd] functions of one ISA. Tests compare every supported ISA's table with namespace ref.
 struct FloatOps {
   void (*rms_norm)(const float* x, const float* w, float* y, int64_t n, float eps);

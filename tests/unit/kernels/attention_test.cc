@@ -327,25 +327,6 @@ TEST(FlashAttention, TreeBranchEqualsDecodeOfThatBranchAlone) {
   }
 }
 
-// The deprecated positional overload builds the same mask: the same kernel gives bit-identical results.
-TEST(FlashAttention, DeprecatedOverloadMatchesMaskApi) {
-  const Problem p = positional("window", 64, {20, 21, 22, 23, 24, 25}, 40, 0, 8, 0);
-  Flash a, b;
-  for (Flash* f : {&a, &b}) {
-    f->m.assign(static_cast<size_t>(p.n_q()), -INFINITY);
-    f->l.assign(static_cast<size_t>(p.n_q()), 0.0f);
-    f->o.assign(static_cast<size_t>(p.n_q()) * p.dv, 0.0f);
-  }
-  attention_update(p.q.data(), p.dk, p.n_q(), p.k.data(), p.dk, p.v.data(), p.dv, p.n_k(), p.mask(0), p.dk, p.dv,
-                   a.m.data(), a.l.data(), a.o.data(), p.dv);
-  attention_update(p.q.data(), p.dk, p.q_pos.data(), p.n_q(), p.k.data(), p.dk, p.v.data(), p.dv, p.k_pos.data(),
-                   p.n_k(), p.window, p.dk, p.dv, b.m.data(), b.l.data(), b.o.data(), p.dv);
-  EXPECT_EQ(a.m, b.m);
-  EXPECT_EQ(a.l, b.l);
-  EXPECT_EQ(a.o, b.o);
-  EXPECT_GT(a.l[0], 0.0f);
-}
-
 TEST(FlashAttentionDeathTest, TreeMaskWithoutQueryNodesAborts) {
   Problem p = tree("tree", 64, {0, 1}, 0, 0);
   AttentionMask mask = p.mask(0);

@@ -3,6 +3,8 @@
 // values come from the definition (min/max, (max - min) / levels) worked out here in double, not from the codec.
 #include <gtest/gtest.h>
 
+#include "kernels/attention_mask.h"
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -245,8 +247,10 @@ std::vector<float> attention(const KvCache& cache, SeqId seq, int32_t il, int32_
   for (int32_t ip = 0; ip < cache.n_pages(seq, il); ++ip) {
     const KvCache::PageSpan span = cache.page_span(seq, il, ip);
     const KvCache::HeadRows rows = cache.head_rows(seq, il, head, ip, scratch);
-    kernels::attention_update(q.data(), dk, q_pos.data(), n_q, rows.keys, dk, rows.values, dv,
-                              cache.positions(seq, il).data() + span.first_cell, span.n_cells, 0, dk, dv, m.data(),
+    kernels::AttentionMask mask;
+    mask.q_pos = q_pos.data();
+    mask.k_pos = cache.positions(seq, il).data() + span.first_cell;
+    kernels::attention_update(q.data(), dk, n_q, rows.keys, dk, rows.values, dv, span.n_cells, mask, dk, dv, m.data(),
                               l.data(), o.data(), dv);
   }
   for (int32_t i = 0; i < n_q; ++i)
