@@ -26,6 +26,7 @@ struct BatchFlags {
   int32_t n_ctx = 4096;         // per sequence; 0 = the model's training context
   int32_t n_batch = 512;        // tokens per step
   int32_t n_threads = 0;        // 0 = all cores
+  bool ignore_eos = false;
 };
 
 int run(const BatchFlags& f) {
@@ -48,6 +49,7 @@ int run(const BatchFlags& f) {
   generate::BatchDefaults defaults;
   defaults.sampling = f.sampling.options;
   defaults.n_predict = f.n_predict;
+  defaults.ignore_eos = f.ignore_eos;
   defaults.kv_policy = f.kv.policy;
   defaults.kv_options = f.kv.options;
   defaults.n_ctx = n_ctx;
@@ -93,14 +95,22 @@ int run(const BatchFlags& f) {
     std::fflush(stderr);
   };
   const double t0 = now_seconds();
-  Status st = generate::run_batch(**engine, *loaded->tokenizer, *jobs, f.parallel, write, progress);
+  int64_t n_generated = 0;
+  auto counting_progress = [&](size_t done, size_t total, int64_t generated, double seconds) {
+    n_generated = generated;
+    progress(done, total, generated, seconds);
+  };
+  Status st = generate::run_batch(**engine, *loaded->tokenizer, *jobs, f.parallel, write, counting_progress);
   if (out != stdout && std::fclose(out) != 0 && st)
     st = Status::error("cannot write " + f.output + ": " + std::strerror(errno));
   if (terminal) std::fprintf(stderr, "\n");
   if (!st) return report_error(st.message());
   const double seconds = now_seconds() - t0;
-  std::fprintf(stderr, "batch: %zu requests in %.2f s, parallel %d, %d threads | peak RSS %.1f MiB\n", jobs->size(),
-               seconds, f.parallel, (*engine)->n_threads(), static_cast<double>(peak_rss_bytes()) / (1 << 20));
+  std::fprintf(stderr,
+               "batch: %zu requests, %lld tokens generated in %.2f s (%.1f tokens/s), parallel %d, %d threads | "
+               "peak RSS %.1f MiB\n",
+               jobs->size(), static_cast<long long>(n_generated), seconds, seconds > 0 ? n_generated / seconds : 0.0,
+               f.parallel, (*engine)->n_threads(), static_cast<double>(peak_rss_bytes()) / (1 << 20));
   return 0;
 }
 
@@ -131,6 +141,7 @@ Runner add_batch_command(CLI::App& app) {
   cmd->add_option("-t,--threads", flags->n_threads, "threads (0: all cores; capped at the cores available)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
+  cmd->add_flag("--ignore-eos", flags->ignore_eos, "keep generating past end-of-generation tokens (throughput runs)");
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
   return [flags]() { return run(*flags); };

@@ -131,6 +131,7 @@ Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines,
     if (l.seed) job.sampling.seed = *l.seed;
     if (Status st = sampling::validate(job.sampling); !st.is_ok()) return line_error(l.line, st.message());
     job.options.n_predict = l.max_tokens ? *l.max_tokens : defaults.n_predict;
+    job.options.ignore_eos = defaults.ignore_eos;
     job.options.stop = l.stop;
     // KV policy.
     const std::string spec = l.kv_policy ? *l.kv_policy : defaults.kv_policy;

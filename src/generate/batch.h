@@ -51,6 +51,7 @@ Result<std::vector<BatchLine>> parse_batch_lines(std::string_view text);
 struct BatchDefaults {
   sampling::SamplingOptions sampling;
   int32_t n_predict = 128;           // --n-predict (-1 = until end of generation or a full context)
+  bool ignore_eos = false;           // --ignore-eos: generate max_tokens even past end-of-generation tokens
   std::string kv_policy = "full";    // --kv-policy
   kv::KvPolicyOptions kv_options;    // its parameters and the cell storage
   int32_t n_ctx = 4096;              // context size of each sequence
