@@ -61,7 +61,12 @@ struct Batch {
           }
     }
     add(token, position, seq, output);
-    parents.back() = parent;
+    // add() extends `parents` only when it was already in use: not for the batch's first token.
+    if (parents.size() < tokens.size()) {
+      parents.push_back(parent);
+    } else {
+      parents.back() = parent;
+    }
   }
   int32_t n_outputs(TokenOutput kind) const {
     int32_t n = 0;

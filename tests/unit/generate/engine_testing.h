@@ -1,0 +1,163 @@
+// Helpers shared by the Engine tests (engine_test.cc, engine_fork_test.cc, engine_rollback_test.cc): the default
+// models loaded once per test binary, token sequences, a duo head profile, and one-step / comparison shorthands.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "generate/engine.h"
+#include "kv/head_profile.h"
+#include "testing/model_paths.h"
+
+namespace longhaul::generate::engine_testing {
+
+// The model at `path`, loaded once for the whole binary; null when it is not installed.
+inline const model::Model* shared_model(const std::string& path) {
+  static std::map<std::string, std::unique_ptr<model::Model>> models;
+  auto it = models.find(path);
+  if (it == models.end()) {
+    std::unique_ptr<model::Model> m;
+    if (longhaul::testing::file_exists(path)) {
+      Result<std::unique_ptr<model::Model>> loaded = model::Model::load(path);
+      EXPECT_TRUE(loaded.is_ok()) << loaded.message();
+      if (loaded.is_ok()) m = std::move(loaded).value();
+    }
+    it = models.emplace(path, std::move(m)).first;
+  }
+  return it->second.get();
+}
+
+// n ordinary token ids (inside both models' vocabularies); `seed` gives different sequences.
+inline std::vector<int32_t> some_tokens(int32_t n, int32_t seed = 0) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i)
+    t[static_cast<size_t>(i)] = 100 + static_cast<int32_t>((int64_t{i} * 7919 + int64_t{seed} * 104729) % 20000);
+  return t;
+}
+
+inline std::span<const int32_t> slice(const std::vector<int32_t>& v, size_t begin, size_t n) {
+  return std::span<const int32_t>(v).subspan(begin, n);
+}
+
+inline std::vector<int32_t> concat(const std::vector<int32_t>& a, std::span<const int32_t> b) {
+  std::vector<int32_t> out = a;
+  out.insert(out.end(), b.begin(), b.end());
+  return out;
+}
+
+// A head profile of equal scores for `model` (which heads retrieve then depends only on the fraction: the first
+// ones, in layer-major order), as duo_session_test writes it. The duo policy reads the file when it is made.
+inline std::string write_flat_profile(const model::Model& model, const std::string& tag) {
+  kv::HeadProfile p;
+  p.n_layer = model.kv_shape().n_layer;
+  p.n_head_kv = model.kv_shape().n_head_kv;
+  p.heads.assign(static_cast<size_t>(p.n_layer * p.n_head_kv), kv::HeadScore{0.5f, 0.5f, 0.0f, 0.0f});
+  const std::string path = ::testing::TempDir() + "engine_" + tag + "_" + std::to_string(::getpid()) + ".heads";
+  EXPECT_TRUE(kv::save_head_profile(p, path).is_ok());
+  return path;
+}
+
+inline std::unique_ptr<Engine> make_engine(const model::Model& model, ThreadPool& pool, int32_t n_ctx = 1024,
+                                           int32_t n_batch = 256, int32_t page_tokens = 0) {
+  EngineOptions o;
+  o.n_ctx = n_ctx;
+  o.n_batch = n_batch;
+  o.n_threads = 2;
+  o.page_tokens = page_tokens;
+  Result<std::unique_ptr<Engine>> e = Engine::create(model, o, &pool);
+  EXPECT_TRUE(e.is_ok()) << e.message();
+  return e.is_ok() ? std::move(e).value() : nullptr;
+}
+
+inline kv::SeqId add_sequence(Engine& engine, const std::string& policy, const kv::KvPolicyOptions& options,
+                              int32_t n_ctx = 0) {
+  SequenceOptions so;
+  so.kv_policy = policy;
+  so.kv_options = options;
+  so.n_ctx = n_ctx;
+  Result<kv::SeqId> seq = engine.add_sequence(so);
+  EXPECT_TRUE(seq.is_ok()) << policy << ": " << seq.message();
+  return seq.is_ok() ? *seq : -1;
+}
+
+// One ordinary (or tentative) step of one sequence; returns the last token's logits (empty on failure, which is
+// reported).
+inline std::vector<float> step_one(Engine& engine, kv::SeqId seq, std::span<const int32_t> tokens,
+                                   bool tentative = false) {
+  SequenceStep s;
+  s.seq = seq;
+  s.tokens = tokens;
+  s.tentative = tentative;
+  StepResult r;
+  const Status st = engine.step({&s, 1}, r);
+  EXPECT_TRUE(st.is_ok()) << st.message();
+  if (!st.is_ok()) return {};
+  const float* l = r.logits(0);
+  return std::vector<float>(l, l + r.n_vocab);
+}
+
+// feed() in the sequence's own chunks; returns the last logits.
+inline std::vector<float> feed(Engine& engine, kv::SeqId seq, std::span<const int32_t> tokens) {
+  std::vector<float> logits;
+  const Status st = engine.feed(seq, tokens, &logits);
+  EXPECT_TRUE(st.is_ok()) << st.message();
+  return logits;
+}
+
+inline float max_abs_diff(std::span<const float> a, std::span<const float> b) {
+  EXPECT_EQ(a.size(), b.size());
+  if (a.size() != b.size()) return INFINITY;
+  float m = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const float d = std::fabs(a[i] - b[i]);
+    if (!(d <= m)) m = d;  // NaN propagates as the maximum
+  }
+  return m;
+}
+
+inline bool bit_identical(std::span<const float> a, std::span<const float> b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+}
+
+inline int32_t argmax(std::span<const float> logits) {
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+// Difference between the largest and the second largest logit.
+inline float top2_gap(std::span<const float> logits) {
+  float first = -INFINITY, second = -INFINITY;
+  for (float v : logits) {
+    if (v > first) {
+      second = first;
+      first = v;
+    } else if (v > second) {
+      second = v;
+    }
+  }
+  return first - second;
+}
+
+// Largest |a - b| / max(1, |b|) over two policies' statistics (which must have the same length).
+inline double statistics_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  if (a.size() != b.size()) return INFINITY;
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::fabs(a[i] - b[i]) / std::max(1.0, std::fabs(b[i]));
+    if (!(d <= m)) m = d;
+  }
+  return m;
+}
+
+}  // namespace longhaul::generate::engine_testing
