@@ -624,7 +624,7 @@ KvCache::HeadRows KvCache::head_rows(SeqId seq, int32_t il, int32_t head, int32_
   if (want_keys) scratch.keys.resize(static_cast<size_t>(page.n_cells) * shape_.head_dim_k);
   if (want_values) scratch.values.resize(static_cast<size_t>(page.n_cells) * shape_.head_dim_v);
   page.quantized->dequantize_head(head, want_keys ? scratch.keys.data() : nullptr,
-                                  want_values ? scratch.values.data() : nullptr);
+                                  want_values ? scratch.values.data() : nullptr, scratch.dequantize);
   if (want_keys) rows.keys = scratch.keys.data();
   if (want_values) rows.values = scratch.values.data();
   return rows;

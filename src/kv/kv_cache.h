@@ -187,6 +187,7 @@ class KvCache {
   };
   struct Scratch {
     std::vector<uint16_t> keys, values;
+    QuantizedPage::Scratch dequantize;
   };
   // A head whose rows of an f16 page were released gets null rows: attention skips the page for that head.
   HeadRows head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page, Scratch& scratch, bool want_keys = true,

@@ -107,13 +107,20 @@ void quantize_key_group(const uint16_t* rows, int64_t stride, int32_t n, int32_t
 
 void dequantize_key_rows(const uint8_t* codes, int64_t code_stride, int32_t n, int32_t d, int32_t bits,
                          const uint16_t* scale, const uint16_t* zero, float* out, int64_t out_stride) {
-  thread_local std::vector<float> s, z;
-  s.resize(static_cast<size_t>(d));
-  z.resize(static_cast<size_t>(d));
-  f16_to_f32_row(scale, s.data(), d);
-  f16_to_f32_row(zero, z.data(), d);
-  const float* sp = s.data();
-  const float* zp = z.data();
+  // Scales and zeros as f32, on the stack for every head dim in use (a heap buffer past 512).
+  constexpr int32_t kStackDims = 512;
+  float s_stack[kStackDims], z_stack[kStackDims];
+  std::vector<float> s_heap, z_heap;
+  float* sp = s_stack;
+  float* zp = z_stack;
+  if (d > kStackDims) {
+    s_heap.resize(static_cast<size_t>(d));
+    z_heap.resize(static_cast<size_t>(d));
+    sp = s_heap.data();
+    zp = z_heap.data();
+  }
+  f16_to_f32_row(scale, sp, d);
+  f16_to_f32_row(zero, zp, d);
   for (int32_t r = 0; r < n; ++r) {
     float* o = out + r * out_stride;
     unpack_codes(codes + r * code_stride, d, bits, o);
@@ -310,11 +317,11 @@ void QuantizedPage::write_keys(int32_t first, int32_t count, const uint16_t* key
   group_end_ = std::move(group_end);
 }
 
-void QuantizedPage::dequantize_head(int32_t head, uint16_t* keys, uint16_t* values) const {
+void QuantizedPage::dequantize_head(int32_t head, uint16_t* keys, uint16_t* values, Scratch& scratch) const {
   const KvQuantFormat& f = format_;
   const HeadCells& cells = heads_[static_cast<size_t>(head)];
   LH_CHECK_MSG(cells.present, "QuantizedPage::dequantize_head: the head's rows were released");
-  thread_local std::vector<float> rows;  // [group or n_cells, dk or dv]
+  std::vector<float>& rows = scratch.rows;
   if (keys != nullptr) {
     const int64_t krb = f.key_row_bytes();
     int32_t begin = 0;
@@ -330,7 +337,7 @@ void QuantizedPage::dequantize_head(int32_t head, uint16_t* keys, uint16_t* valu
   }
   if (values != nullptr) {
     const int64_t vrb = f.value_row_bytes(), nvg = f.n_value_groups();
-    thread_local std::vector<float> params;  // the head's value scales and zeros as f32
+    std::vector<float>& params = scratch.params;
     params.resize(cells.value_params.size());
     f16_to_f32_row(cells.value_params.data(), params.data(), static_cast<int64_t>(params.size()));
     rows.resize(static_cast<size_t>(n_cells_) * f.dv);

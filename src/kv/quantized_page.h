@@ -97,9 +97,14 @@ class QuantizedPage {
   // quantized from `keys` ([count, n_head, dk] f16); the groups they leave keep their scales for the other cells.
   void write_keys(int32_t first, int32_t count, const uint16_t* keys);
 
+  // Working memory of dequantize_head, one per thread (kept in the caller's per-thread scratch).
+  struct Scratch {
+    std::vector<float> rows;    // [group or n_cells, dk or dv]
+    std::vector<float> params;  // the head's value scales and zeros as f32
+  };
   // Head `head`'s rows of every cell, dequantized and rounded to f16 (the attention kernels' input):
   //   keys [n_cells, dk], values [n_cells, dv]; either may be null.
-  void dequantize_head(int32_t head, uint16_t* keys, uint16_t* values) const;
+  void dequantize_head(int32_t head, uint16_t* keys, uint16_t* values, Scratch& scratch) const;
   // Cells [first, first + count), every head, f32: keys [count, n_head, dk], values [count, n_head, dv]; either
   // may be null.
   void read(int32_t first, int32_t count, float* keys, float* values) const;
