@@ -197,11 +197,12 @@ Status Engine::check_step(const SequenceStep& s) const {
   if (n_past(s.seq) > kMaxPosition - n)
     return Status::error("position " + std::to_string(int64_t{n_past(s.seq)} + n) + " of " + name +
                          " exceeds the limit of " + std::to_string(kMaxPosition));
-  if (s.tentative) {
-    if (sl.policy->max_cells() > 0 && n > options_.max_tentative_tokens)
-      return Status::error("a tentative step of " + std::to_string(n) + " tokens exceeds the limit of " +
-                           std::to_string(options_.max_tentative_tokens) + " for " + name);
-  } else if (n > max_chunk(s.seq)) {
+  if (s.tentative && sl.policy->max_cells() > 0 && n > options_.max_tentative_tokens)
+    return Status::error("a tentative step of " + std::to_string(n) + " tokens exceeds the limit of " +
+                         std::to_string(options_.max_tentative_tokens) + " for " + name);
+  // A tentative step is planned too (step() asks the policy whether it would evict), and accept() may feed it
+  // again as an ordinary step: the policy's step limit holds for it as well.
+  if (n > max_chunk(s.seq)) {
     return Status::error("a step of " + std::to_string(n) + " tokens for " + name + " exceeds its chunk limit of " +
                          std::to_string(max_chunk(s.seq)));
   }

@@ -107,43 +107,65 @@ void EngineRollback::check_policy(const std::string& policy, int32_t n_first, in
     EXPECT_FALSE(evicts);
   }
 
-  // Reject: as if B never came.
+  // B as a tentative step of both sequences of T (the references see only ordinary steps).
   {
-    const std::vector<float> b_logits = step_one(*t, rejected, draft, /*tentative=*/true);
-    ASSERT_FALSE(b_logits.empty());
+    SequenceStep steps[2];
+    for (int i = 0; i < 2; ++i) {
+      steps[i].seq = i == 0 ? rejected : accepted;
+      steps[i].tokens = draft;
+      steps[i].tentative = true;
+    }
+    StepResult out;
+    const Status st = t->step(steps, out);
+    ASSERT_TRUE(st.is_ok()) << st.message();
     EXPECT_TRUE(t->has_tentative(rejected));
     EXPECT_EQ(t->n_past(rejected), n_text + 6);
-    t->reject(rejected);
-    EXPECT_FALSE(t->has_tentative(rejected));
-    EXPECT_EQ(t->n_past(rejected), n_text);
-    EXPECT_EQ(t->n_cells(rejected), n_cells_text);
-    // With KIVI storage (kv-quant) the tentative step's append froze the cells that had left the f16 residual
-    // (the cache freezes on every append), and reject cannot un-quantize them: until the next append, which freezes
-    // the same cells from the same values in the reference, the rejected sequence holds fewer bytes. Checked equal
-    // after that step below.
-    if (!t->cache().quantized(rejected)) {
-      EXPECT_EQ(t->cache().used_bytes(rejected), r->cache().used_bytes(text_only));
-    }
-    EXPECT_LE(statistics_diff(t->policy(rejected).statistics(), r->policy(text_only).statistics()),
-              kStatisticsTolerance);
   }
+
+  // Reject: as if B never came.
+  t->reject(rejected);
+  EXPECT_FALSE(t->has_tentative(rejected));
+  EXPECT_EQ(t->n_past(rejected), n_text);
+  EXPECT_EQ(t->n_cells(rejected), n_cells_text);
+  // With KIVI storage (kv-quant) the tentative step's append froze the cells that had left the f16 residual (the
+  // cache freezes on every append), and reject cannot un-quantize them: until the next append, which freezes the
+  // same cells from the same values in the reference, the rejected sequence holds fewer bytes. Checked equal after
+  // that step below.
+  if (!t->cache().quantized(rejected)) {
+    EXPECT_EQ(t->cache().used_bytes(rejected), r->cache().used_bytes(text_only));
+  }
+  EXPECT_LE(statistics_diff(t->policy(rejected).statistics(), r->policy(text_only).statistics()),
+            kStatisticsTolerance);
 
   // Accept the first 3: as if they had been fed by an ordinary step.
-  {
-    step_one(*t, accepted, draft, /*tentative=*/true);
-    ASSERT_TRUE(t->accept_first(accepted, kAccepted).is_ok());
-    EXPECT_FALSE(t->has_tentative(accepted));
-    step_one(*r, text_and_kept, slice(draft, 0, kAccepted));
-    EXPECT_EQ(t->n_past(accepted), n_text + kAccepted);
-    EXPECT_EQ(t->n_cells(accepted), r->n_cells(text_and_kept));
-    EXPECT_EQ(t->cache().used_bytes(accepted), r->cache().used_bytes(text_and_kept));
-    EXPECT_LE(statistics_diff(t->policy(accepted).statistics(), r->policy(text_and_kept).statistics()),
-              kStatisticsTolerance);
-  }
+  ASSERT_TRUE(t->accept_first(accepted, kAccepted).is_ok());
+  EXPECT_FALSE(t->has_tentative(accepted));
+  step_one(*r, text_and_kept, slice(draft, 0, kAccepted));
+  EXPECT_EQ(t->n_past(accepted), n_text + kAccepted);
+  EXPECT_EQ(t->n_cells(accepted), r->n_cells(text_and_kept));
+  EXPECT_EQ(t->cache().used_bytes(accepted), r->cache().used_bytes(text_and_kept));
+  EXPECT_LE(statistics_diff(t->policy(accepted).statistics(), r->policy(text_and_kept).statistics()),
+            kStatisticsTolerance);
 
-  // One more token: the same predictions (this step also runs each policy's next eviction).
-  EXPECT_TRUE(bit_identical(step_one(*t, rejected, {&next, 1}), step_one(*r, text_only, {&next, 1})));
-  EXPECT_TRUE(bit_identical(step_one(*t, accepted, {&next, 1}), step_one(*r, text_and_kept, {&next, 1})));
+  // One more token for each: the same predictions (this step also runs each policy's next eviction).
+  auto next_logits = [&](Engine& engine, kv::SeqId s0, kv::SeqId s1) {
+    SequenceStep steps[2];
+    for (int i = 0; i < 2; ++i) {
+      steps[i].seq = i == 0 ? s0 : s1;
+      steps[i].tokens = {&next, 1};
+    }
+    StepResult out;
+    const Status st = engine.step(steps, out);
+    EXPECT_TRUE(st.is_ok()) << st.message();
+    return out.data.logits;  // [2, n_vocab]
+  };
+  const std::vector<float> got = next_logits(*t, rejected, accepted);
+  const std::vector<float> want = next_logits(*r, text_only, text_and_kept);
+  const auto n_vocab = static_cast<size_t>(model_->config().n_vocab);
+  ASSERT_EQ(got.size(), 2 * n_vocab);
+  ASSERT_EQ(want.size(), 2 * n_vocab);
+  EXPECT_TRUE(bit_identical(std::span(got).first(n_vocab), std::span(want).first(n_vocab))) << "rejected";
+  EXPECT_TRUE(bit_identical(std::span(got).last(n_vocab), std::span(want).last(n_vocab))) << "accepted";
   EXPECT_LE(statistics_diff(t->policy(rejected).statistics(), r->policy(text_only).statistics()), kStatisticsTolerance);
   EXPECT_LE(statistics_diff(t->policy(accepted).statistics(), r->policy(text_and_kept).statistics()),
             kStatisticsTolerance);

@@ -146,7 +146,6 @@ void batched_equals_alone(const model::Model& model, const char* model_name, flo
         EXPECT_EQ(argmax(got[i][k]), alone[i].generated[k]) << k;
       }
     }
-    std::printf("%s %s: max |batched - alone| = %g\n", model_name, lanes[i].policy.c_str(), worst);
     EXPECT_LE(worst, logit_tolerance);
     EXPECT_EQ(engine->n_cells(seqs[i]), alone[i].n_cells);
     EXPECT_EQ(engine->n_past(seqs[i]), lanes[i].n_prompt + kDecode);
@@ -313,6 +312,18 @@ TEST(EngineBadInput, StepFailsNamingTheValueAndChangesNothing) {
   EXPECT_EQ(engine->n_past(a), 17);
   s.tokens = slice(tokens, 0, 3);
   EXPECT_FALSE(step_one(*engine, a, s.tokens).empty());
+
+  // A tentative step longer than a policy's step limit (streaming: its window) fails like an ordinary one.
+  kv::KvPolicyOptions small;
+  small.window = 8;
+  const kv::SeqId c = add_sequence(*engine, "streaming", small);
+  feed(*engine, c, slice(tokens, 0, 8));
+  s.seq = c;
+  s.tokens = slice(tokens, 0, 10);
+  s.tentative = true;
+  EXPECT_THAT(step_error(*engine, {&s, 1}), HasSubstr("10 tokens for sequence " + std::to_string(c) + " exceeds its chunk limit of 8"));
+  EXPECT_FALSE(engine->has_tentative(c));
+  EXPECT_EQ(engine->n_past(c), 8);
 }
 
 }  // namespace
