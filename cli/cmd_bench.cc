@@ -11,6 +11,7 @@
 #include "base/sys_info.h"
 #include "commands.h"
 #include "common.h"
+#include "eval/report.h"
 #include "generate/bench.h"
 
 namespace longhaul::cli {
@@ -58,41 +59,37 @@ std::string fmt(const char* format, double a, double b = 0) {
   return buf;
 }
 
-// Progress of the slow parts on stderr: a live counter on a terminal, and a
-// start line for the depth prefill otherwise (logs of long runs show where they are).
+// Progress of the slow parts on stderr (status_line_printer: a live line on a terminal, a line every few seconds
+// in a log), and in a log the end of each depth prefill, so that a long depth is never silent.
 generate::BenchProgressFn make_progress(const std::string& label) {
   const bool tty = isatty(STDERR_FILENO) != 0;
-  return [tty, label](std::string_view stage, int64_t done, int64_t total) {
-    if (tty) {
-      std::fprintf(stderr, "\r\033[K%s: %.*s %lld/%lld", label.c_str(), static_cast<int>(stage.size()), stage.data(),
-                   static_cast<long long>(done), static_cast<long long>(total));
-      std::fflush(stderr);
-    } else if (stage == "depth prefill" && done == total) {
+  auto print = status_line_printer();
+  return [tty, label, print](std::string_view stage, int64_t done, int64_t total) {
+    print(label + ": " + std::string(stage) + " " + std::to_string(done) + "/" + std::to_string(total));
+    if (!tty && stage == "depth prefill" && done == total)
       std::fprintf(stderr, "%s: depth prefill of %lld tokens done\n", label.c_str(), static_cast<long long>(total));
-    }
   };
 }
 
 int run(const BenchFlags& f) {
-  for (const auto* list : {&f.n_prompt, &f.n_gen, &f.n_depth, &f.n_threads})
-    for (int32_t v : *list)
-      if (v < 0) {
-        report_error("bench sizes and thread counts must be >= 0, got " + std::to_string(v));
-        return kExitUsage;
-      }
+  // Sizes and thread counts are range-checked while parsing (exit 2 before any test runs).
   const std::vector<generate::BenchTest> tests = generate::expand_bench_tests(f.n_prompt, f.n_gen, f.n_depth);
-  if (tests.empty()) {
-    report_error("no tests: -p and -n are both 0");
-    return kExitUsage;
-  }
+  if (tests.empty()) throw UsageError("no tests: -p and -n are both 0");
+  std::vector<int32_t> thread_counts;
+  for (int32_t t : f.n_threads) thread_counts.push_back(cap_threads(t));
 
   Result<std::string> path = resolve_model_path(f.model.model);
   if (!path) return report_error(path.message());
   Result<std::unique_ptr<model::Model>> loaded = model::Model::load(*path);
   if (!loaded) return report_error(loaded.message());
   const model::Model& m = **loaded;
+  if (Result<std::vector<eval::PolicySpec>> p = check_kv_policies(m, f.kv.policy, f.kv.options); !p)
+    return report_error(p.message());
+  for (const generate::BenchTest& test : tests)
+    warn_past_training_context(m, static_cast<int64_t>(test.n_depth) + test.n_prompt + test.n_gen,
+                               "test " + test.name() + " (depth + prompt + generated)");
   kv::KvPolicyOptions kv_options = f.kv.options;
-  if (Status s = prepare_head_profile(m, f.kv.policy, kv_options, f.n_threads.empty() ? 0 : f.n_threads.back()); !s)
+  if (Status s = prepare_head_profile(m, f.kv.policy, kv_options, thread_counts.back()); !s)
     return report_error(s.message());
   const ModelSize size = model_size(m);
   const std::string label = model_label(*path);
@@ -105,7 +102,7 @@ int run(const BenchFlags& f) {
   }
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
   const bool tty = isatty(STDERR_FILENO) != 0;
-  for (int32_t n_threads : f.n_threads) {
+  for (int32_t n_threads : thread_counts) {
     for (const generate::BenchTest& test : tests) {
       generate::BenchOptions options;
       options.n_threads = n_threads;
@@ -168,18 +165,25 @@ Runner add_bench_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "bench", "Measure prompt-processing (ppP) and generation (tgN, tgN@dD) throughput like llama-bench");
   add_model_flags(*cmd, flags->model);
+  // Each list element is range-checked (CLI11 applies a check to every value), so `-t 1,5000` fails before the
+  // t=1 tests run.
   cmd->add_option("-p,--n-prompt", flags->n_prompt, "prompt tokens per pp test, comma list (0: no pp tests)")
       ->delimiter(',')
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
   cmd->add_option("-n,--n-gen", flags->n_gen, "generated tokens per tg test, comma list (0: no tg tests)")
       ->delimiter(',')
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
   cmd->add_option("-d,--n-depth", flags->n_depth, "tokens already in the cache before each test, comma list")
       ->delimiter(',')
-      ->capture_default_str();
-  cmd->add_option("-t,--threads", flags->n_threads, "threads, comma list (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("-t,--threads", flags->n_threads,
+                  "threads, comma list (0: all cores; capped at the cores available, at most 1024)")
       ->delimiter(',')
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
   cmd->add_option("-r,--repetitions", flags->n_reps, "measured repetitions per test")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));

@@ -1,14 +1,17 @@
 // longhaul chat: an interactive conversation with the model's chat format.
 // Each turn re-formats the whole conversation and feeds only the tokens the KV
 // cache does not already hold, so a turn costs its own tokens, not the history.
+#include <signal.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 
 #include "commands.h"
 #include "common.h"
+#include "eval/report.h"
 #include "generate/generator.h"
 #include "sampling/sampler_chain.h"
 
@@ -23,7 +26,27 @@ struct ChatFlags {
   int32_t n_predict = 512;  // per reply; -1 = until end of turn
   int32_t n_ctx = 4096;
   int32_t n_threads = 0;
+  int32_t n_threads_batch = -1;  // llama.cpp's -tb: the thread count when -t is not given (-1 = not given)
+  bool context_shift = false;    // drop the oldest turns when the context is full (else: say so, offer /reset)
 };
+
+constexpr const char* kHelp =
+    "commands: /help this list, /reset start a new conversation (keeps the system message), /exit or /quit leave "
+    "(Ctrl-D too); Ctrl-C stops a reply, a second Ctrl-C leaves";
+
+// Ctrl-C stops the reply being generated and returns to the prompt; a Ctrl-C while no reply runs, or a second one
+// during a reply, leaves. The handler only touches these flags (and _exit), which is all a signal handler may do.
+volatile sig_atomic_t g_generating = 0;
+volatile sig_atomic_t g_interrupted = 0;
+
+void on_sigint(int) {
+  if (g_generating == 0 || g_interrupted != 0) {
+    const char newline = '\n';
+    (void)!::write(STDERR_FILENO, &newline, 1);
+    ::_exit(130);  // 128 + SIGINT, as a shell reports a process that Ctrl-C ended
+  }
+  g_interrupted = 1;
+}
 
 // Length of the common prefix of two token sequences.
 size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
@@ -33,45 +56,90 @@ size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& 
 }
 
 int run(const ChatFlags& f) {
-  if (Status s = sampling::validate(f.sampling.options); !s) return report_error(s.message());
+  require_valid(sampling::validate(f.sampling.options));
+  const int32_t n_threads = cap_threads(f.n_threads > 0 || f.n_threads_batch < 0 ? f.n_threads : f.n_threads_batch);
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
   const tokenizer::ChatFormat format = tokenizer::detect_chat_format(loaded->model->file());
+  Result<std::vector<eval::PolicySpec>> policies = check_kv_policies(*loaded->model, f.kv.policy, f.kv.options);
+  if (!policies) return report_error(policies.message());
+  // Under a policy that keeps every cell the conversation must fit in the context; an evicting one makes room.
+  const std::string& policy_name = policies->front().name;
+  const bool keeps_every_cell = policy_name == "full" || policy_name == "kv-quant" || policy_name == "duo";
+  warn_past_training_context(*loaded->model, f.n_ctx, "the context (-c)");
 
   generate::SessionOptions so;
   so.n_ctx = f.n_ctx;
-  so.n_threads = f.n_threads;
+  so.n_threads = n_threads;
   so.kv_policy = f.kv.policy;
   so.kv_options = f.kv.options;
-  if (Status s = prepare_head_profile(*loaded->model, so.kv_policy, so.kv_options, f.n_threads); !s) return report_error(s.message());
+  if (Status s = prepare_head_profile(*loaded->model, so.kv_policy, so.kv_options, n_threads); !s)
+    return report_error(s.message());
   Result<std::unique_ptr<generate::Session>> session = generate::Session::create(*loaded->model, so);
   if (!session) return report_error(session.message());
   Result<sampling::SamplerChain> sampler = sampling::SamplerChain::create(f.sampling.options);
   if (!sampler) return report_error(sampler.message());
+  const int32_t n_ctx = (*session)->n_ctx();
 
-  const bool interactive = isatty(STDIN_FILENO);
-  if (interactive)
-    std::fprintf(stderr, "longhaul chat with %s (%s format). Type /exit to leave, /reset to start over.\n",
-                 loaded->model->config().name.c_str(), format == tokenizer::ChatFormat::kGemma ? "gemma" : "chatml");
+  const bool interactive = isatty(STDIN_FILENO) != 0;
+  if (interactive) {
+    std::fprintf(stderr, "longhaul chat with %s (%s format). /help lists the commands.\n",
+                 loaded->model->config().name.c_str(), tokenizer::chat_format_name(format));
+  }
+  note_if_not_instruction_tuned(*loaded->model);
+  struct sigaction action {};
+  action.sa_handler = on_sigint;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
 
   std::vector<tokenizer::ChatMessage> messages;
   if (!f.system.empty()) messages.push_back({"system", f.system});
+  const size_t n_fixed = messages.size();  // messages a shift or /reset keeps
   std::vector<int32_t> cached;  // tokens the session's KV cache holds, in order
   std::string line;
+  bool first_reply = true;
   for (;;) {
     if (interactive) std::fprintf(stderr, "\n> ");
-    if (!std::getline(std::cin, line)) break;
+    if (!std::getline(std::cin, line)) {
+      if (interactive) std::fprintf(stderr, "\n");  // Ctrl-D: leave the shell's prompt on a line of its own
+      break;
+    }
     if (line == "/exit" || line == "/quit") break;
+    if (line == "/help" || line == "/?") {
+      std::fprintf(stderr, "%s\n", kHelp);
+      continue;
+    }
     if (line == "/reset") {
-      messages.resize(f.system.empty() ? 0 : 1);
+      messages.resize(n_fixed);
       (*session)->reset();
       cached.clear();
+      std::fprintf(stderr, "(conversation reset%s)\n", n_fixed > 0 ? "; the system message is kept" : "");
       continue;
     }
     if (line.empty()) continue;
     messages.push_back({"user", line});
-    const std::vector<int32_t> all = tok.encode(tokenizer::format_chat(format, messages, true), true, true);
+    // The user's line is user text: encode_chat never turns "<|im_end|>" in it into the control token.
+    std::vector<int32_t> all = tokenizer::encode_chat(tok, format, messages, true);
+    if (f.context_shift && keeps_every_cell) {
+      // llama.cpp's context shift, by whole turns: keep the system message, drop the oldest exchanges until the
+      // conversation leaves room for a reply.
+      const int32_t reply_room = std::min(f.n_predict > 0 ? f.n_predict : n_ctx / 4, n_ctx / 2);
+      size_t n_dropped = 0;
+      while (static_cast<int64_t>(all.size()) + reply_room > n_ctx && messages.size() > n_fixed + 1) {
+        messages.erase(messages.begin() + static_cast<std::ptrdiff_t>(n_fixed));
+        ++n_dropped;
+        all = tokenizer::encode_chat(tok, format, messages, true);
+      }
+      if (n_dropped > 0) std::fprintf(stderr, "(context shift: dropped the %zu oldest messages)\n", n_dropped);
+    }
+    if (keeps_every_cell && static_cast<int64_t>(all.size()) >= n_ctx) {
+      messages.pop_back();
+      std::fprintf(stderr,
+                   "(context full: this turn needs %zu tokens of the %d the context holds; /reset to start over%s)\n",
+                   all.size(), n_ctx, f.context_shift ? "" : ", or run with --context-shift to drop old turns");
+      continue;
+    }
     const size_t keep = common_prefix(cached, all);
     // Always feed at least one token so the logits belong to the end of the prompt.
     const size_t feed_from = keep == all.size() ? all.size() - 1 : keep;
@@ -81,22 +149,36 @@ int run(const ChatFlags& f) {
     generate::GenerateOptions go;
     go.n_predict = f.n_predict;
     sampler->reset();
-    Result<generate::GenerateResult> reply = generate::generate(
-        **session, tok, *sampler, fresh, go, [](std::string_view piece) {
+    if (!interactive && !first_reply) std::printf("\n");  // piped: a blank line between replies
+    first_reply = false;
+    g_interrupted = 0;
+    g_generating = 1;
+    Result<generate::GenerateResult> reply =
+        generate::generate(**session, tok, *sampler, fresh, go, [](std::string_view piece) {
           std::fwrite(piece.data(), 1, piece.size(), stdout);
           std::fflush(stdout);
-          return true;
+          return g_interrupted == 0;
         });
-    if (!reply) return report_error(reply.message());
+    g_generating = 0;
+    if (!reply) {
+      // The cache may hold part of this turn: start the next one from a clean cache, and stay in the session.
+      messages.pop_back();
+      (*session)->reset();
+      cached.clear();
+      report_error(reply.message());
+      continue;
+    }
     std::printf("\n");
     std::fflush(stdout);
+    if (g_interrupted != 0) std::fprintf(stderr, "(reply stopped)\n");
     cached.assign(all.begin(), all.end());
     // The cache also holds the reply's tokens except the last one sampled (never fed).
     cached.insert(cached.end(), reply->tokens.begin(), reply->tokens.end());
     if (!cached.empty()) cached.pop_back();
     messages.push_back({"assistant", reply->text});
     if (reply->stop == generate::StopReason::kContextFull) {
-      std::fprintf(stderr, "(context full: /reset to start a new conversation)\n");
+      std::fprintf(stderr, "(context full: %s)\n",
+                   f.context_shift ? "the next turn drops the oldest messages" : "/reset to start a new conversation");
     }
   }
   return 0;
@@ -106,7 +188,7 @@ int run(const ChatFlags& f) {
 
 Runner add_chat_command(CLI::App& app) {
   auto flags = std::make_shared<ChatFlags>();
-  CLI::App* cmd = app.add_subcommand("chat", "Interactive chat using the model's chat format (/exit leaves)");
+  CLI::App* cmd = app.add_subcommand("chat", "Interactive chat using the model's chat format (/help lists the commands)");
   add_model_flags(*cmd, flags->model);
   cmd->add_option("--system", flags->system, "system message");
   cmd->add_option("-n,--n-predict", flags->n_predict, "maximum tokens per reply (-1: until end of turn)")
@@ -115,9 +197,15 @@ Runner add_chat_command(CLI::App& app) {
   cmd->add_option("-c,--ctx-size", flags->n_ctx, "context size in tokens")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 24));
-  cmd->add_option("-t,--threads", flags->n_threads, "threads (0: all cores)")
+  cmd->add_option("-t,--threads", flags->n_threads, "threads (0: all cores; capped at the cores available)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
+  cmd->add_option("--threads-batch", flags->n_threads_batch,
+                  "(-tb) llama.cpp's prompt-processing threads: longhaul uses one thread count, this one when -t is not "
+                  "given")
+      ->check(CLI::Range(0, 1024));
+  cmd->add_flag("--context-shift", flags->context_shift,
+                "when the context is full, drop the oldest turns (the system message stays) instead of stopping");
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
   return [flags]() { return run(*flags); };

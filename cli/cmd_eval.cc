@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "base/mapped_file.h"
+#include "base/sys_info.h"
 #include "commands.h"
 #include "common.h"
 #include "eval/plot.h"
@@ -35,29 +36,37 @@ struct EvalFlags {
 };
 
 int run(const EvalFlags& f) {
-  Result<std::unique_ptr<eval::Task>> task = eval::make_task(f.task);
-  if (!task) return report_error(task.message());
-
+  // Every flag is checked before the model loads, and everything that needs the model before the first point:
+  // a sweep never runs to its end only to fail on an argument.
+  std::unique_ptr<eval::Task> task = require_valid(eval::make_task(f.task));
   eval::EvalSpec spec;
-  Result<std::vector<int32_t>> lengths = eval::parse_lengths(f.lengths);
-  if (!lengths) return report_error(lengths.message());
-  spec.lengths = *lengths;
-  Result<std::vector<double>> depths = eval::parse_depths(f.depths);
-  if (!depths) return report_error(depths.message());
-  spec.depths = *depths;
+  spec.lengths = require_valid(eval::parse_lengths(f.lengths));
+  spec.depths = require_valid(eval::parse_depths(f.depths));
   spec.seed = f.seed;
   spec.samples = f.samples;
   spec.chunk = f.chunk;
+  if (!f.csv.empty()) require_writable_path(f.csv, "--csv");
+  if (!f.plot.empty()) {
+    require_writable_path(f.plot, "--plot");
+    if (Status s = eval::check_plotting(); !s) return report_error(s.message());
+  }
+  const int32_t n_threads = cap_threads(f.n_threads);
   if (f.task == "ppl") {
-    Result<std::string> text = f.text.empty() ? eval::default_eval_text() : read_text_file(f.text);
+    Result<std::string> text = f.text.empty() ? eval::default_eval_text() : read_input_file(f.text);
     if (!text) return report_error(text.message());
     spec.text = std::move(text).value();
   }
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
+  Result<std::vector<eval::PolicySpec>> checked = check_kv_policies(*loaded->model, f.kv.policy, f.kv.options, spec.lengths);
+  if (!checked) return report_error(checked.message());
+  require_valid(task->check(*loaded->tokenizer, spec));
+  warn_past_training_context(*loaded->model, *std::max_element(spec.lengths.begin(), spec.lengths.end()),
+                             "the eval length");
   kv::KvPolicyOptions kv_options = f.kv.options;
-  if (Status s = prepare_head_profile(*loaded->model, f.kv.policy, kv_options, f.n_threads); !s)
+  if (Status s = prepare_head_profile(*loaded->model, f.kv.policy, kv_options, n_threads); !s)
     return report_error(s.message());
+  // Parsed again: prepare_head_profile may have set the head profile every duo spec inherits.
   Result<std::vector<eval::PolicySpec>> policies = eval::parse_policy_list(f.kv.policy, kv_options);
   if (!policies) return report_error(policies.message());
 
@@ -68,6 +77,8 @@ int run(const EvalFlags& f) {
     std::fprintf(csv, "%s\n", eval::csv_header().c_str());
   }
   std::vector<eval::EvalRow> rows;
+  // Each row's peak RSS is its own point's: the meter restarts after every row.
+  PeakRssMeter point_peak;
   // A budget given as a share of the length (budget=25%) is one run per length, each with its own budget.
   struct Run {
     const eval::PolicySpec* policy;
@@ -90,18 +101,22 @@ int run(const EvalFlags& f) {
   for (const Run& run : runs) {
     const eval::PolicySpec& p = *run.policy;
     eval::TaskContext ctx{*loaded->model, *loaded->tokenizer, {}, run.spec, nullptr, nullptr};
-    ctx.session.n_threads = f.n_threads;
+    ctx.session.n_threads = n_threads;
     ctx.session.kv_policy = p.name;
     ctx.session.kv_options = run.options;
     ctx.progress = status_line_printer();
-    ctx.emit = [&](const eval::EvalRow& row) {
+    ctx.emit = [&](const eval::EvalRow& emitted) {
+      eval::EvalRow row = emitted;
+      row.peak_rss_bytes = point_peak.peak_bytes();
       rows.push_back(row);
       if (csv != nullptr) {
         std::fprintf(csv, "%s\n", eval::csv_line(row).c_str());
         std::fflush(csv);
       }
+      point_peak.restart();
     };
-    Status s = (*task)->run(ctx);
+    point_peak.restart();
+    Status s = task->run(ctx);
     clear_status_line();
     if (!s) {
       if (csv != nullptr) std::fclose(csv);

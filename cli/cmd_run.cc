@@ -8,6 +8,7 @@
 #include "base/sys_info.h"
 #include "commands.h"
 #include "common.h"
+#include "eval/report.h"
 #include "generate/generator.h"
 #include "sampling/sampler_chain.h"
 
@@ -25,6 +26,7 @@ struct RunFlags {
   int32_t n_ctx = 4096;     // 0 = the model's training context
   int32_t n_batch = 512;
   int32_t n_threads = 0;    // 0 = all cores
+  int32_t n_threads_batch = -1;  // llama.cpp's -tb: the thread count when -t is not given (-1 = not given)
   bool chat = false;
   bool json = false;
   bool special = false;
@@ -39,23 +41,31 @@ generate::ProgressFn make_progress(bool enabled) {
     std::fprintf(stderr, "\rprefill %lld/%lld tokens", static_cast<long long>(done), static_cast<long long>(total));
     if (done == total) std::fprintf(stderr, "\r\033[K");
     std::fflush(stderr);
+    return true;
   };
 }
 
 int run(const RunFlags& f) {
+  // Command-line errors first, before the model loads.
+  if (!f.system.empty() && !f.chat)
+    throw UsageError("--system needs --chat: a system message is part of the chat format");
+  require_valid(sampling::validate(f.sampling.options));
+  const int32_t n_threads = cap_threads(f.n_threads > 0 || f.n_threads_batch < 0 ? f.n_threads : f.n_threads_batch);
   Result<std::string> prompt = read_prompt(f.prompt, f.prompt_file, true);
   if (!prompt) return report_error(prompt.message());
-  if (Status s = sampling::validate(f.sampling.options); !s) return report_error(s.message());
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
+  if (Result<std::vector<eval::PolicySpec>> p = check_kv_policies(*loaded->model, f.kv.policy, f.kv.options); !p)
+    return report_error(p.message());
+  warn_past_training_context(*loaded->model, f.n_ctx, "the context (-c)");
 
-  // Chat mode wraps the prompt in the model's chat format; its control tokens are
-  // real tokens. Plain prompts are user text: control-token lookalikes stay text
-  // unless --special is given.
+  // Chat mode wraps the prompt in the model's chat format: the format's markers are control tokens, the prompt and
+  // system message stay user text. Plain prompts are user text too. --special lets control-token texts through.
   std::vector<int32_t> prompt_ids;
   if (f.chat) {
-    prompt_ids = tok.encode(format_single_turn(*loaded, f.system, *prompt), true, true);
+    note_if_not_instruction_tuned(*loaded->model);
+    prompt_ids = encode_single_turn(*loaded, f.system, *prompt, f.special);
   } else {
     prompt_ids = tok.encode(*prompt, true, f.special);
   }
@@ -64,10 +74,10 @@ int run(const RunFlags& f) {
   generate::SessionOptions so;
   so.n_ctx = f.n_ctx;
   so.n_batch = f.n_batch;
-  so.n_threads = f.n_threads;
+  so.n_threads = n_threads;
   so.kv_policy = f.kv.policy;
   so.kv_options = f.kv.options;
-  if (Status s = prepare_head_profile(*loaded->model, so.kv_policy, so.kv_options, f.n_threads); !s) return report_error(s.message());
+  if (Status s = prepare_head_profile(*loaded->model, so.kv_policy, so.kv_options, n_threads); !s) return report_error(s.message());
   Result<std::unique_ptr<generate::Session>> session = generate::Session::create(*loaded->model, so);
   if (!session) return report_error(session.message());
   Result<sampling::SamplerChain> sampler = sampling::SamplerChain::create(f.sampling.options);
@@ -83,10 +93,9 @@ int run(const RunFlags& f) {
   go.ignore_eos = f.ignore_eos;
   generate::TextFn stream = nullptr;
   if (!f.json) {
+    // A failed write (a full disk, a closed pipe) stops generating; main() reports it and exits 1.
     stream = [](std::string_view piece) {
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-      return true;
+      return std::fwrite(piece.data(), 1, piece.size(), stdout) == piece.size() && std::fflush(stdout) == 0;
     };
   }
   const bool show_progress = isatty(STDERR_FILENO) && static_cast<int32_t>(prompt_ids.size()) > f.n_batch;
@@ -114,8 +123,10 @@ int run(const RunFlags& f) {
                     {"peak_rss_bytes", peak_rss_bytes()}};
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
-    std::printf("\n");
+    std::printf("\n");  // the completion ends with a newline, so the statistics never continue its last line
   }
+  // The output is complete before the statistics start: with stdout and stderr on one file or pipe, they follow it.
+  std::fflush(stdout);
   std::fprintf(stderr,
                "prompt: %d tokens in %.3f s (%.1f tokens/s) | generation: %d tokens in %.3f s (%.1f tokens/s) | "
                "stop: %s | KV %.1f MiB | peak RSS %.1f MiB\n",
@@ -143,13 +154,16 @@ Runner add_run_command(CLI::App& app) {
   cmd->add_option("-b,--batch-size", flags->n_batch, "prompt tokens per forward step")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("-t,--threads", flags->n_threads, "threads (0: all cores)")
+  cmd->add_option("-t,--threads", flags->n_threads, "threads (0: all cores; capped at the cores available)")
       ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("--threads-batch", flags->n_threads_batch,
+                  "(-tb) llama.cpp's prompt-processing threads: longhaul uses one thread count, this one when -t is not given")
       ->check(CLI::Range(0, 1024));
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
   cmd->add_flag("--chat", flags->chat, "wrap the prompt in the model's chat format");
-  cmd->add_option("--system", flags->system, "system message (with --chat)");
+  cmd->add_option("--system", flags->system, "system message (needs --chat)");
   cmd->add_flag("--json", flags->json, "print one JSON object instead of streaming text");
   cmd->add_flag("--special", flags->special, "parse control-token text in the prompt as control tokens");
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "keep generating past end-of-generation tokens");

@@ -1,23 +1,41 @@
 #include "common.h"
 
-#include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-
+#include <sched.h>
 #include <unistd.h>
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <iterator>
+
 #include "base/mapped_file.h"
+#include "base/sys_info.h"
 #include "eval/head_calibration.h"
 #include "eval/report.h"
+#include "generate/session.h"
 #include "kv/policy_registry.h"
 
 namespace longhaul::cli {
 
 int report_error(const std::string& message) {
+  std::fflush(stdout);
   std::fprintf(stderr, "longhaul: error: %s\n", message.c_str());
   return kExitError;
+}
+
+void warn(const std::string& message) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "longhaul: warning: %s\n", message.c_str());
+}
+
+void require_valid(const Status& status) {
+  if (!status) throw UsageError(status.message());
 }
 
 void add_model_flags(CLI::App& app, ModelFlags& flags) {
@@ -145,7 +163,8 @@ bool file_exists(const std::string& path) { return ::access(path.c_str(), F_OK) 
 
 std::string dir_of(const std::string& path) {
   const size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
 }
 }  // namespace
 
@@ -164,8 +183,19 @@ std::string default_head_profile_path(const std::string& model_path) {
 
 std::function<void(const std::string&)> status_line_printer() {
   const bool tty = isatty(STDERR_FILENO) != 0;
-  return [tty](const std::string& line) {
-    std::fprintf(stderr, tty ? "\r\033[K%s" : "%s\n", line.c_str());
+  // In a log, one line per update would be dozens of lines for a 2K perplexity run: print the first update and
+  // then at most one line per kLogInterval seconds.
+  constexpr double kLogInterval = 10.0;
+  auto last_printed = std::make_shared<double>(-kLogInterval);
+  return [tty, last_printed](const std::string& line) {
+    if (tty) {
+      std::fprintf(stderr, "\r\033[K%s", line.c_str());
+    } else {
+      const double now = now_seconds();
+      if (now - *last_printed < kLogInterval) return;
+      *last_printed = now;
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
     std::fflush(stderr);
   };
 }
@@ -194,19 +224,114 @@ Status prepare_head_profile(const model::Model& model, const std::string& policy
   return kv::save_head_profile(profile, path);
 }
 
+Result<std::string> read_stdin() {
+  std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  if (std::cin.bad()) return Status::error(std::string("cannot read standard input: ") + std::strerror(errno));
+  return text;
+}
+
+Result<std::string> read_input_file(const std::string& path) {
+  if (path == "-") return read_stdin();
+  return read_text_file(path);
+}
+
 Result<std::string> read_prompt(const std::string& prompt, const std::string& file, bool required) {
-  if (!prompt.empty() && !file.empty()) return Status::error("give the prompt with -p or -f, not both");
-  if (!file.empty()) return read_text_file(file);
-  if (prompt.empty() && required) return Status::error("no prompt: give one with -p TEXT or -f FILE");
+  if (!prompt.empty() && !file.empty()) throw UsageError("give the prompt with -p or -f, not both");
+  if (!file.empty()) return read_input_file(file);
+  if (prompt.empty() && required) throw UsageError("no prompt: give one with -p TEXT or -f FILE (-f - reads standard input)");
   return prompt;
 }
 
-std::string format_single_turn(const LoadedModel& loaded, const std::string& system, const std::string& user) {
+int32_t available_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1, static_cast<int32_t>(sysconf(_SC_NPROCESSORS_ONLN)));
+}
+
+int32_t cap_threads(int32_t requested) {
+  const int32_t n_cores = available_cores();
+  if (requested <= n_cores) return requested;
+  warn("-t " + std::to_string(requested) + " is more threads than the " + std::to_string(n_cores) +
+       " cores this process may use; using " + std::to_string(n_cores));
+  return n_cores;
+}
+
+void require_writable_path(const std::string& path, const std::string& flag) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) throw UsageError(flag + " '" + path + "' is a directory; give a file name");
+    if (::access(path.c_str(), W_OK) != 0)
+      throw UsageError(flag + " '" + path + "' cannot be written: " + std::strerror(errno));
+    return;
+  }
+  const std::string dir = dir_of(path);
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw UsageError(flag + " '" + path + "': the directory '" + dir + "' does not exist");
+  if (::access(dir.c_str(), W_OK) != 0)
+    throw UsageError(flag + " '" + path + "': the directory '" + dir + "' is not writable");
+}
+
+void warn_past_training_context(const model::Model& model, int64_t n_tokens, const std::string& what) {
+  const int64_t n_train = model.config().n_ctx_train;
+  if (n_train > 0 && n_tokens > n_train)
+    warn(what + " of " + std::to_string(n_tokens) + " tokens is past the model's training context of " +
+         std::to_string(n_train) + " tokens; expect quality to fall");
+}
+
+Result<std::vector<eval::PolicySpec>> check_kv_policies(const model::Model& model, const std::string& policy_list,
+                                                        const kv::KvPolicyOptions& options,
+                                                        const std::vector<int32_t>& lengths) {
+  std::vector<eval::PolicySpec> specs = require_valid(eval::parse_policy_list(policy_list, options));
+  const kv::KvPolicyContext context = generate::kv_policy_context(model);
+  for (const eval::PolicySpec& spec : specs) {
+    const std::vector<std::string> names = kv::kv_policy_names();
+    if (std::find(names.begin(), names.end(), spec.name) == names.end()) {
+      std::string known;
+      for (const std::string& n : names) known += (known.empty() ? "" : ", ") + n;
+      throw UsageError("unknown KV policy '" + spec.name + "' (known: " + known + ")");
+    }
+    // duo without a head profile yet: prepare_head_profile computes one, and the session reads it.
+    if (spec.name == "duo" && spec.options.head_profile.empty()) continue;
+    // A budget given as a share of each length (eval's budget=P%) is built once per length, as eval runs it.
+    std::vector<kv::KvPolicyOptions> variants;
+    if (spec.budget_fraction > 0) {
+      for (int32_t length : lengths) {
+        kv::KvPolicyOptions o = spec.options;
+        o.budget = std::max<int32_t>(1, static_cast<int32_t>(std::ceil(spec.budget_fraction * length)));
+        variants.push_back(o);
+      }
+    } else {
+      variants.push_back(spec.options);
+    }
+    for (const kv::KvPolicyOptions& built : variants) {
+      Result<std::unique_ptr<kv::KvPolicy>> policy = kv::make_kv_policy(spec.name, context, built);
+      if (policy) continue;
+      // duo's factory reads and checks its head-profile file: a file's problems are runtime errors. Its parameters
+      // were checked by the parse above.
+      if (spec.name == "duo") return Status::error(policy.message());
+      throw UsageError(policy.message());
+    }
+  }
+  return specs;
+}
+
+void note_if_not_instruction_tuned(const model::Model& model) {
+  if (model.file().get_string("tokenizer.chat_template")) return;
+  std::fflush(stdout);
+  std::fprintf(stderr,
+               "longhaul: note: %s has no chat template in its file: it is likely a base model, not instruction-tuned, "
+               "and may only echo or continue the conversation (smollm2-135m, the default, is instruction-tuned)\n",
+               model.config().name.c_str());
+}
+
+std::vector<int32_t> encode_single_turn(const LoadedModel& loaded, const std::string& system, const std::string& user,
+                                        bool parse_special) {
   std::vector<tokenizer::ChatMessage> messages;
   if (!system.empty()) messages.push_back({"system", system});
   messages.push_back({"user", user});
   const tokenizer::ChatFormat format = tokenizer::detect_chat_format(loaded.model->file());
-  return tokenizer::format_chat(format, messages, true);
+  return tokenizer::encode_chat(*loaded.tokenizer, format, messages, true, parse_special);
 }
 
 }  // namespace longhaul::cli

@@ -6,9 +6,12 @@
 
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
+#include "eval/report.h"
 #include "kv/kv_policy.h"
 #include "model/model.h"
 #include "sampling/sampling_options.h"
@@ -20,8 +23,34 @@ namespace longhaul::cli {
 inline constexpr int kExitError = 1;
 inline constexpr int kExitUsage = 2;
 
-// Prints "longhaul: error: <message>" to stderr and returns kExitError.
+// Prints "longhaul: error: <message>" to stderr and returns kExitError. For runtime errors: a Runner returns it.
 int report_error(const std::string& message);
+// Prints "longhaul: warning: <message>" to stderr (after flushing stdout, so it never lands inside output).
+void warn(const std::string& message);
+
+// A command-line error: a flag value out of range, a flag that needs another, a KV policy that does not exist, an
+// output path that cannot be written. main() is the one place that turns errors into exit codes: CLI11's parse
+// errors and UsageError exit 2, whatever a Runner returns is its code (report_error: 1). A check throws rather than
+// returns so that it can sit anywhere in a command -- before the model loads, or after when it needs the model's
+// shape -- without every caller threading the kind of error back up.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+// Throws UsageError with the status's message when it is an error.
+void require_valid(const Status& status);
+template <class T>
+T require_valid(Result<T> result) {
+  if (!result) throw UsageError(result.message());
+  return std::move(result).value();
+}
+
+// argv translated from llama.cpp habits (llama_cpp_flags.cc): -ngl and -fa accepted with a note, -tb, -ctk/-ctv
+// and --seed -1 mapped to longhaul's flags, -x=value split; -cnv refused (UsageError).
+std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string>& args);
+
+// "longhaul <version>", for --version.
+inline constexpr const char* kVersion = "longhaul 0.1.0";
 
 struct ModelFlags {
   std::string model = "smollm2-135m";  // path or short name
@@ -54,7 +83,8 @@ struct KvPolicyFlags {
 };
 void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags);
 
-// A one-line status on stderr for long work: rewritten in place on a terminal, one line per update otherwise.
+// A one-line status on stderr for long work: rewritten in place on a terminal; in a log (not a terminal), the first
+// update and then one line every 10 seconds.
 // clear_status_line() erases it (on a terminal) once the work is done.
 std::function<void(const std::string&)> status_line_printer();
 void clear_status_line();
@@ -68,11 +98,49 @@ Status prepare_head_profile(const model::Model& model, const std::string& policy
 // writable one).
 std::string default_head_profile_path(const std::string& model_path);
 
-// Reads a prompt from -p or -f (exactly one must be given when `required`).
+// Reads a prompt from -p or -f (exactly one must be given when `required`; -f - reads standard input). Giving both,
+// or neither when required, is a UsageError; a file that cannot be read is an error result.
 Result<std::string> read_prompt(const std::string& prompt, const std::string& file, bool required);
+// A text file's contents (read_text_file: directories are refused), or standard input's for "-".
+Result<std::string> read_input_file(const std::string& path);
+// Standard input to its end.
+Result<std::string> read_stdin();
 
-// Tokenizes a chat made of an optional system message and one user message with
-// the model's chat format, adding the generation prompt; control tokens parsed.
-std::string format_single_turn(const LoadedModel& loaded, const std::string& system, const std::string& user);
+// The thread count to use for -t `requested` (0 = all cores): a count above the cores this process may run on
+// (sched_getaffinity) oversubscribes them -- every step waits for the slowest thread, which waits for a core -- so
+// it is capped there with a one-line warning.
+int32_t cap_threads(int32_t requested);
+// Cores this process may run on.
+int32_t available_cores();
+
+// Throws UsageError unless `path` can be created or overwritten as a file: its directory exists and is writable,
+// and the path is not a directory. `flag` names the option in the message. Called before any work, so that a typo
+// in an output path does not cost the whole run.
+void require_writable_path(const std::string& path, const std::string& flag);
+
+// One-line warning when `n_tokens` (a context size, a depth, an eval length) exceeds the model's training context:
+// position encodings past it were never trained, so quality usually falls apart, but it is allowed (a KV policy
+// may be exactly what makes it work).
+void warn_past_training_context(const model::Model& model, int64_t n_tokens, const std::string& what);
+
+// The KV policies a command will build, checked once before any work: the list parsed as eval reads it
+// (eval::parse_policy_list), and each policy built once for this model through the registry the sessions use, so
+// an unknown name or a value the policy rejects is a UsageError before the model runs. Problems with duo's head
+// profile file are runtime errors (the result), like any file's. A budget given as a share of each length (eval's
+// budget=P%) is checked for each of `lengths`.
+Result<std::vector<eval::PolicySpec>> check_kv_policies(const model::Model& model, const std::string& policy_list,
+                                                        const kv::KvPolicyOptions& options,
+                                                        const std::vector<int32_t>& lengths = {});
+
+// A one-line note on stderr when the model's file carries no chat template. Instruction-tuned GGUF conversions carry
+// the template the model was tuned with; a base checkpoint (the default Gemma 3 270M file is one) has none, and in
+// a chat it only echoes or continues the text, however well the format is applied.
+void note_if_not_instruction_tuned(const model::Model& model);
+
+// The prompt ids of a chat made of an optional system message and one user message in the model's chat format,
+// with the generation prompt. Only the template's own markers become control tokens: the messages are user text
+// (control-token lookalikes in them stay text) unless `parse_special`.
+std::vector<int32_t> encode_single_turn(const LoadedModel& loaded, const std::string& system, const std::string& user,
+                                        bool parse_special);
 
 }  // namespace longhaul::cli

@@ -64,10 +64,15 @@ void MappedFile::release() {
 }
 
 Result<std::string> read_text_file(const std::string& path) {
+  // A directory opens as a stream and reads as nothing: name it instead of returning "".
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    return Status::error("'" + path + "' is a directory, not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::error("cannot open '" + path + "': " + std::strerror(errno));
   std::ostringstream ss;
   ss << in.rdbuf();
+  if (in.bad()) return Status::error("cannot read '" + path + "': " + std::strerror(errno));
   return ss.str();
 }
 

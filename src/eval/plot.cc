@@ -83,25 +83,31 @@ PlotInput plot_input(const std::vector<EvalRow>& rows, const std::string& png_pa
       }
     }
   }
-  script << "set terminal pngcairo size 1400,560 noenhanced font \"sans,10\"\n"
+  // The legend sits right of the data, outside both panels, so it never covers points or the x-axis labels.
+  // Series whose points coincide (two policies that keep everything at a short length) would hide each other, so
+  // each series draws open rings that grow with its index, one inside another where they coincide, and its own
+  // dash pattern.
+  script << "set terminal pngcairo size 1400,900 noenhanced font \"sans,10\"\n"
          << "set output " << quoted(png_path) << "\n"
          << "set datafile missing \"NaN\"\n"
-         << "set key outside bottom center horizontal maxrows 3\n"
-         << "set bmargin 7\n"
+         << "set key outside right top vertical Left reverse spacing 1.3 width 2\n"
          << "set grid\n"
-         << "set multiplot layout 1,2\n";
+         << "set multiplot layout 2,1\n";
+  const size_t n_series = groups.size();
   auto plot_all = [&](int x_col, int y_col, const char* style) {
     script << "plot ";
-    for (size_t g = 0; g < groups.size(); ++g) {
+    for (size_t g = 0; g < n_series; ++g) {
+      const double point_size = 1.0 + 0.7 * static_cast<double>(n_series - 1 - g);
       script << (g ? ", \\\n     " : "") << quoted(data_path) << " index " << g << " using " << x_col << ':' << y_col
-             << " with " << style << " title " << quoted(groups[g].first);
+             << " with " << style << " pointtype 6 pointsize " << point_size << " dashtype " << (g % 5) + 1
+             << " linewidth 1.5 title " << quoted(groups[g].first);
     }
     script << "\n";
   };
   if (has_accuracy) {
     script << "set title \"accuracy against KV memory (one point per length and depth)\"\n"
            << "set xlabel \"KV cache MiB\"\nset ylabel \"accuracy\"\nset yrange [-0.05:1.05]\n";
-    plot_all(1, 2, "points pointsize 1.5");
+    plot_all(1, 2, "points");
     script << "set title \"mean accuracy over depths against prompt length\"\n"
            << "set xlabel \"prompt tokens\"\nset logscale x 2\n";
     plot_all(3, 4, "linespoints");
@@ -117,10 +123,15 @@ PlotInput plot_input(const std::vector<EvalRow>& rows, const std::string& png_pa
   return {script.str(), data.str()};
 }
 
-Status write_plot(const std::vector<EvalRow>& rows, const std::string& png_path) {
-  if (rows.empty()) return Status::error("nothing to plot: the evaluation produced no rows");
+Status check_plotting() {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0)
     return Status::error("--plot needs gnuplot, which is not installed (apt-get install gnuplot-nox)");
+  return Status::ok();
+}
+
+Status write_plot(const std::vector<EvalRow>& rows, const std::string& png_path) {
+  if (rows.empty()) return Status::error("nothing to plot: the evaluation produced no rows");
+  LH_RETURN_IF_ERROR(check_plotting());
   char data_path[] = "/tmp/longhaul_plot_XXXXXX";
   const int fd = mkstemp(data_path);
   if (fd < 0) return Status::error("cannot create a temporary file for the plot data");
@@ -139,7 +150,13 @@ Status write_plot(const std::vector<EvalRow>& rows, const std::string& png_path)
     const int rc = pclose(p);
     std::remove(data_path);
     std::remove(script_path.c_str());
-    if (rc != 0) return Status::error("gnuplot failed writing '" + png_path + "': " + output);
+    // gnuplot's message spans lines (the script line, a caret, the error): keep its last non-empty line.
+    if (rc != 0) {
+      while (!output.empty() && output.back() == '\n') output.pop_back();
+      const size_t last = output.find_last_of('\n');
+      return Status::error("gnuplot failed writing '" + png_path + "': " +
+                           (last == std::string::npos ? output : output.substr(last + 1)));
+    }
   } else {
     return Status::error("cannot run gnuplot");
   }

@@ -1,6 +1,6 @@
 // Plots of eval results, drawn by gnuplot (Debian package gnuplot-nox, installed by scripts/setup.sh).
 //
-// Two panels side by side in one PNG:
+// Two panels, one above the other, in one PNG, with one legend to the right of the data:
 //   retrieval tasks (rows with accuracy: passkey, niah*): accuracy against the KV bytes each point held (one
 //     series per policy, a point per length and depth), and mean accuracy over depths against prompt length;
 //   ppl (rows with ppl): perplexity against position (one line per policy, log scale), and KV bytes against
@@ -22,6 +22,9 @@ struct PlotInput {
   std::string data;
 };
 PlotInput plot_input(const std::vector<EvalRow>& rows, const std::string& png_path, const std::string& data_path);
+
+// Whether write_plot can work here (gnuplot installed); the CLI asks before a sweep, not after it.
+Status check_plotting();
 
 // Writes the plot of `rows` to png_path. Fails, naming the problem, when there is nothing to plot, gnuplot is
 // not installed or it fails.

@@ -29,7 +29,7 @@ std::vector<std::string> split(const std::string& s, char sep) {
 
 }  // namespace
 
-std::string csv_header() { return "policy,length,depth,accuracy,ppl,kv_bytes,peak_rss_bytes,prefill_tps,decode_tps"; }
+std::string csv_header() { return "policy,length,depth,accuracy,ppl,kv_bytes,point_peak_rss_bytes,prefill_tps,decode_tps"; }
 
 std::string csv_line(const EvalRow& r) {
   std::string policy = r.policy;
@@ -45,7 +45,7 @@ std::string csv_line(const EvalRow& r) {
 
 std::string markdown_table(const std::vector<EvalRow>& rows) {
   std::string out =
-      "| policy | length | depth | accuracy | ppl | KV MiB | peak RSS MiB | prefill tok/s | decode tok/s |\n"
+      "| policy | length | depth | accuracy | ppl | KV MiB | point peak RSS MiB | prefill tok/s | decode tok/s |\n"
       "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const EvalRow& r : rows) {
     out += "| " + r.policy + " | " + std::to_string(r.length) + " | " + opt(r.depth, "%g") + " | " +

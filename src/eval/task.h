@@ -29,7 +29,7 @@ struct EvalRow {
   std::optional<double> accuracy;     // passkey: fraction answered correctly; niah: mean fraction of values recalled
   std::optional<double> ppl;          // ppl: perplexity of the bucket's tokens
   int64_t kv_bytes = 0;               // KV bytes in use at the end of the point
-  int64_t peak_rss_bytes = 0;         // process peak resident set so far
+  int64_t peak_rss_bytes = 0;         // peak resident set while this point ran (the CLI's PeakRssMeter; else the process's so far)
   std::optional<double> prefill_tps;  // tokens/s of multi-token steps
   std::optional<double> decode_tps;   // tokens/s of one-token steps
 };
@@ -59,6 +59,14 @@ class Task {
  public:
   virtual ~Task() = default;
   virtual std::string name() const = 0;
+  // Whether the task can build every point of `spec` as it says: an error naming the first length (or other
+  // value) it cannot honour, such as a prompt length shorter than the task's fixed text. Called once before any
+  // run, so that a sweep never reports a length it did not use; cheap (tokenizes, runs no model).
+  virtual Status check(const tokenizer::Tokenizer& tokenizer, const EvalSpec& spec) {
+    (void)tokenizer;
+    (void)spec;
+    return Status::ok();
+  }
   // Runs the spec's grid for the context's policy, emitting one row per point.
   virtual Status run(const TaskContext& context) = 0;
 };

@@ -5,6 +5,8 @@
 #include <optional>
 #include <string_view>
 
+#include "tokenizer/tokenizer.h"
+
 namespace longhaul::tokenizer {
 namespace {
 
@@ -61,12 +63,21 @@ ChatFormat detect_chat_format(const gguf::GgufFile& file) {
   return arch.rfind("gemma", 0) == 0 ? ChatFormat::kGemma : ChatFormat::kChatMl;
 }
 
-std::string format_chat(ChatFormat format, std::span<const ChatMessage> messages, bool add_generation_prompt) {
-  std::string out;
+std::vector<ChatSegment> format_chat_segments(ChatFormat format, std::span<const ChatMessage> messages,
+                                              bool add_generation_prompt) {
+  std::vector<ChatSegment> out;
+  auto markup = [&](std::string text) { out.push_back({std::move(text), true}); };
+  auto content = [&](std::string text) {
+    if (!text.empty()) out.push_back({std::move(text), false});
+  };
   switch (format) {
     case ChatFormat::kChatMl:
-      for (const ChatMessage& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
-      if (add_generation_prompt) out += "<|im_start|>assistant\n";
+      for (const ChatMessage& m : messages) {
+        markup("<|im_start|>" + m.role + "\n");
+        content(m.content);
+        markup("<|im_end|>\n");
+      }
+      if (add_generation_prompt) markup("<|im_start|>assistant\n");
       break;
     case ChatFormat::kGemma: {
       // Gemma has no system role: system text waits for the next turn that is not the model's.
@@ -77,18 +88,35 @@ std::string format_chat(ChatFormat format, std::span<const ChatMessage> messages
           continue;
         }
         const std::string role = m.role == "assistant" ? "model" : m.role;
-        out += "<start_of_turn>" + role + "\n";
+        markup("<start_of_turn>" + role + "\n");
         if (!system_prompt.empty() && role != "model") {
-          out += system_prompt + "\n\n";
+          content(system_prompt);
+          markup("\n\n");
           system_prompt.clear();
         }
-        out += trim(m.content) + "<end_of_turn>\n";
+        content(trim(m.content));
+        markup("<end_of_turn>\n");
       }
-      if (add_generation_prompt) out += "<start_of_turn>model\n";
+      if (add_generation_prompt) markup("<start_of_turn>model\n");
       break;
     }
   }
   return out;
+}
+
+std::string format_chat(ChatFormat format, std::span<const ChatMessage> messages, bool add_generation_prompt) {
+  std::string out;
+  for (const ChatSegment& s : format_chat_segments(format, messages, add_generation_prompt)) out += s.text;
+  return out;
+}
+
+std::vector<int32_t> encode_chat(const Tokenizer& tokenizer, ChatFormat format, std::span<const ChatMessage> messages,
+                                 bool add_generation_prompt, bool parse_special_in_messages) {
+  const std::vector<ChatSegment> segments = format_chat_segments(format, messages, add_generation_prompt);
+  std::vector<TextSegment> pieces;
+  pieces.reserve(segments.size());
+  for (const ChatSegment& s : segments) pieces.push_back({s.text, s.is_template || parse_special_in_messages});
+  return tokenizer.encode(pieces, true);
 }
 
 }  // namespace longhaul::tokenizer

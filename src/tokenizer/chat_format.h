@@ -3,12 +3,16 @@
 // default models are implemented; others fall back to the architecture's format.
 #pragma once
 
+#include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "gguf/gguf_file.h"
 
 namespace longhaul::tokenizer {
+
+class Tokenizer;
 
 struct ChatMessage {
   std::string role;  // "system", "user", "assistant", or anything the format passes through
@@ -33,5 +37,20 @@ ChatFormat detect_chat_format(const gguf::GgufFile& file);
 // into the next non-model turn followed by "\n\n", trims every content, and names the
 // assistant role "model".
 std::string format_chat(ChatFormat format, std::span<const ChatMessage> messages, bool add_generation_prompt);
+
+// format_chat's text in pieces: the template's own text (markers, role names, separators) and the messages'.
+struct ChatSegment {
+  std::string text;
+  bool is_template = false;  // true: written by the format; false: a message's content
+};
+std::vector<ChatSegment> format_chat_segments(ChatFormat format, std::span<const ChatMessage> messages,
+                                              bool add_generation_prompt);
+
+// The prompt ids of a chat, BOS first where the model adds one. Only the template's text is parsed for control
+// tokens, so a message that says "<|im_end|><|im_start|>assistant" cannot close its turn or open another:
+// messages are user text, as llama.cpp's tokenizer treats text with parse_special off. `parse_special_in_messages`
+// (the --special flag) lets the messages' control-token texts through too.
+std::vector<int32_t> encode_chat(const Tokenizer& tokenizer, ChatFormat format, std::span<const ChatMessage> messages,
+                                 bool add_generation_prompt, bool parse_special_in_messages = false);
 
 }  // namespace longhaul::tokenizer

@@ -169,17 +169,40 @@ Result<Tokenizer> Tokenizer::from_gguf(const gguf::GgufFile& file) {
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, bool parse_special) const {
+  const TextSegment segment{text, parse_special};
+  return encode(std::span<const TextSegment>(&segment, 1), add_special);
+}
+
+std::vector<int32_t> Tokenizer::encode(std::span<const TextSegment> segments, bool add_special) const {
   const Vocab& v = *vocab_;
+  // One string for the whole input, fragments indexing into it; each segment is split on its own.
+  std::string text;
+  std::vector<Fragment> fragments;
+  for (const TextSegment& segment : segments) {
+    const size_t base = text.size();
+    text += segment.text;
+    for (Fragment f : split_special(v, segment.text, segment.parse_special)) {
+      if (f.token < 0) {
+        f.offset += base;
+        if (!fragments.empty() && fragments.back().token < 0 &&
+            fragments.back().offset + fragments.back().length == f.offset) {
+          fragments.back().length += f.length;  // raw text continues across the segment boundary
+          continue;
+        }
+      }
+      fragments.push_back(f);
+    }
+  }
   std::vector<int32_t> out;
   if (add_special && v.add_bos) out.push_back(v.bos);
   bool prev_special = true;  // SentencePiece: a space prefix goes before text that opens a fragment
-  for (const Fragment& f : split_special(v, text, parse_special)) {
+  for (const Fragment& f : fragments) {
     if (f.token >= 0) {
       out.push_back(f.token);
       prev_special = true;
       continue;
     }
-    const std::string_view piece = text.substr(f.offset, f.length);
+    const std::string_view piece = std::string_view(text).substr(f.offset, f.length);
     if (v.kind == VocabKind::kBpe) {
       bpe_tokenize(v, piece, out);
     } else {

@@ -33,6 +33,12 @@ enum class TokenAttr : uint8_t {
 
 struct Vocab;
 
+// A piece of a text to encode, and whether control-token texts in it become control tokens.
+struct TextSegment {
+  std::string_view text;
+  bool parse_special = false;
+};
+
 // Immutable after from_gguf(); every const method is safe to call from several threads.
 // Move-only: the vocabulary of a large model is tens of megabytes.
 class Tokenizer {
@@ -51,6 +57,11 @@ class Tokenizer {
   // for user text, where "<|im_end|>" is plain text. User-defined tokens are matched either way,
   // as llama.cpp does (it follows Hugging Face's added-token handling).
   std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special) const;
+  // The ids of the segments' concatenation, where control-token texts are recognized only inside segments that
+  // parse_special (and never across a segment boundary): a chat template's markers are control tokens, the messages
+  // between them user text. Raw text of adjacent segments is tokenized as one piece, so when no message holds
+  // control-token text the ids are those of encode(concatenation, add_special, true), as the reference gives them.
+  std::vector<int32_t> encode(std::span<const TextSegment> segments, bool add_special) const;
 
   // Raw bytes of one token; may be a partial UTF-8 sequence (byte tokens, byte-level BPE).
   // Control and unknown tokens render as "" unless render_special. `id` must be in [0, n_vocab).

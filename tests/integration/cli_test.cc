@@ -119,8 +119,8 @@ TEST(CliErrors, BadFlagsExitWithUsageCode) {
 
 TEST(CliErrors, BadValuesAreNamed) {
   if (!testing::file_exists(testing::smollm2_path())) GTEST_SKIP();
-  expect_error(run_cli("run -m smollm2-135m -p hi --top-p 1.5"), 1, "top_p");
-  expect_error(run_cli("run -m smollm2-135m"), 1, "no prompt");
+  expect_error(run_cli("run -m smollm2-135m -p hi --top-p 1.5"), 2, "top_p");
+  expect_error(run_cli("run -m smollm2-135m"), 2, "no prompt");
   expect_error(run_cli("run -m smollm2-135m -f /nonexistent/prompt.txt"), 1, "/nonexistent/prompt.txt");
   expect_error(run_cli("run -m smollm2-135m -p 'a prompt longer than the context' -c 4"), 1, "context");
   // A context that fills during generation ends the run normally, saying why.

@@ -204,6 +204,24 @@ class NiahTask final : public Task {
   NiahTask(std::string name, NiahConfig config) : name_(std::move(name)), config_(config) {}
   std::string name() const override { return name_; }
 
+  // The samples differ in their keys and values, so every point's samples are built as run() builds them.
+  Status check(const tokenizer::Tokenizer& tokenizer, const EvalSpec& spec) override {
+    int64_t i_point = 0;
+    for (int32_t length : spec.lengths) {
+      for (double depth : spec.depths) {
+        for (int32_t s = 0; s < spec.samples; ++s, ++i_point) {
+          const NiahSample sample = make_niah_sample(config_, sample_seed(spec.seed, i_point));
+          const size_t n = build_niah_prompt(tokenizer, length, depth, config_, sample).tokens.size();
+          if (n > static_cast<size_t>(length))
+            return Status::error(name_ + ": length " + std::to_string(length) + " is shorter than the task's fixed text (" +
+                                 std::to_string(build_niah_prompt(tokenizer, 1, depth, config_, sample).tokens.size()) +
+                                 " tokens for sample " + std::to_string(s + 1) + "); give longer lengths");
+        }
+      }
+    }
+    return Status::ok();
+  }
+
   Status run(const TaskContext& ctx) override {
     const EvalSpec& spec = ctx.spec;
     const int32_t max_new = std::max(spec.max_new_tokens, niah_answer_tokens(config_));

@@ -49,6 +49,20 @@ class PasskeyTask final : public Task {
  public:
   std::string name() const override { return "passkey"; }
 
+  // Every key has five digits, so one prompt per length tells whether the fixed text fits.
+  Status check(const tokenizer::Tokenizer& tokenizer, const EvalSpec& spec) override {
+    for (int32_t length : spec.lengths) {
+      const size_t n = build_passkey_prompt(tokenizer, length, 0.5, "12345").tokens.size();
+      if (n > static_cast<size_t>(length)) {
+        const size_t shortest = build_passkey_prompt(tokenizer, 1, 0.5, "12345").tokens.size();
+        return Status::error("passkey: length " + std::to_string(length) + " is shorter than the task's fixed text (" +
+                             std::to_string(shortest) + " tokens with this tokenizer); give lengths of at least " +
+                             std::to_string(shortest));
+      }
+    }
+    return Status::ok();
+  }
+
   Status run(const TaskContext& ctx) override {
     const EvalSpec& spec = ctx.spec;
     generate::SessionOptions so = ctx.session;

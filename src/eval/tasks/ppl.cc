@@ -75,16 +75,28 @@ class PplTask final : public Task {
  public:
   std::string name() const override { return "ppl"; }
 
+  // A bucket ending at length L scores the tokens before L that have a predecessor, so L = 1 scores none; and
+  // the text must hold the longest length.
+  Status check(const tokenizer::Tokenizer& tokenizer, const EvalSpec& spec) override {
+    for (int32_t length : spec.lengths)
+      if (length < 2)
+        return Status::error("ppl: length " + std::to_string(length) +
+                             " holds no scored token (the first token has no prediction); give lengths of at least 2");
+    tokenize_text(tokenizer, spec.text);
+    const int32_t longest = *std::max_element(spec.lengths.begin(), spec.lengths.end());
+    if (static_cast<int64_t>(tokens_.size()) < longest)
+      return Status::error("ppl: the text has " + std::to_string(tokens_.size()) + " tokens, fewer than the length " +
+                           std::to_string(longest) + "; give a longer one with --text FILE or shorter --lengths");
+    return Status::ok();
+  }
+
   Status run(const TaskContext& ctx) override {
     const EvalSpec& spec = ctx.spec;
     std::vector<int32_t> ends = spec.lengths;
     std::sort(ends.begin(), ends.end());
     ends.erase(std::unique(ends.begin(), ends.end()), ends.end());
     const int32_t n_total = ends.back();
-    if (tokens_.empty() || text_ != spec.text) {
-      text_ = spec.text;
-      tokens_ = ctx.tokenizer.encode(spec.text, true, false);
-    }
+    tokenize_text(ctx.tokenizer, spec.text);
     if (static_cast<int32_t>(tokens_.size()) < n_total)
       return Status::error("ppl: the text has " + std::to_string(tokens_.size()) + " tokens, fewer than the length " +
                            std::to_string(n_total) + "; give a longer one with --text FILE");
@@ -142,6 +154,12 @@ class PplTask final : public Task {
   }
 
  private:
+  void tokenize_text(const tokenizer::Tokenizer& tokenizer, const std::string& text) {
+    if (!tokens_.empty() && text_ == text) return;
+    text_ = text;
+    tokens_ = tokenizer.encode(text, true, false);
+  }
+
   std::string text_;
   std::vector<int32_t> tokens_;  // tokens of text_, cached across policies
 };

@@ -38,6 +38,13 @@ TEST(EvalPlot, RetrievalRowsGiveOneBlockPerPolicyWithTheirValues) {
   EXPECT_NE(in.script.find("set output \"out.png\""), std::string::npos);
   EXPECT_EQ(count(in.script, "title \"h2o(budget=128)\""), 2u);  // in both panels
   EXPECT_NE(in.script.find("accuracy against KV memory"), std::string::npos);
+  // The legend sits outside the data, and coinciding series stay visible: open rings of different sizes.
+  EXPECT_NE(in.script.find("set key outside right"), std::string::npos) << in.script;
+  EXPECT_NE(in.script.find("pointtype 6 pointsize 1.7 dashtype 1 linewidth 1.5 title \"full\""), std::string::npos)
+      << in.script;
+  EXPECT_NE(in.script.find("pointtype 6 pointsize 1 dashtype 2 linewidth 1.5 title \"h2o(budget=128)\""),
+            std::string::npos)
+      << in.script;
 }
 
 TEST(EvalPlot, PerplexityRowsPlotAgainstPosition) {

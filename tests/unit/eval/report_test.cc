@@ -6,7 +6,7 @@ namespace longhaul::eval {
 namespace {
 
 TEST(Report, CsvHeaderIsTheAgreedColumns) {
-  EXPECT_EQ(csv_header(), "policy,length,depth,accuracy,ppl,kv_bytes,peak_rss_bytes,prefill_tps,decode_tps");
+  EXPECT_EQ(csv_header(), "policy,length,depth,accuracy,ppl,kv_bytes,point_peak_rss_bytes,prefill_tps,decode_tps");
 }
 
 TEST(Report, CsvLeavesMissingFiguresEmptyAndQuotesCommas) {
