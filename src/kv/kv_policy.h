@@ -48,9 +48,12 @@
 
 namespace longhaul::kv {
 
+// The budget of h2o, a2sf, tova and snapkv when none is given: the 1024 cells of the papers' own runs.
+constexpr int32_t kDefaultKvBudget = 1024;
+
 // Parameters of every policy; each policy reads the fields it documents.
 struct KvPolicyOptions {
-  int32_t budget = 0;               // cells per sequence and layer kept by h2o, a2sf, tova, snapkv (0 = 1024)
+  int32_t budget = 0;               // cells per sequence and layer kept by h2o, a2sf, tova, snapkv (0 = kDefaultKvBudget)
   int32_t sink_tokens = 4;          // streaming, duo: first tokens always kept as attention sinks (0 = none)
   int32_t window = 0;               // streaming: most recent tokens kept (0 = 1020); duo: streaming heads' window (0 = 512)
   int32_t recent = 0;               // h2o, a2sf: most recent tokens always kept, part of the budget (0 = budget / 2)

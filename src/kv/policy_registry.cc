@@ -9,20 +9,51 @@ namespace {
 struct Entry {
   const char* name;
   KvPolicyFactory make;
+  const char* params;  // the name:key=value parameters the policy reads, besides the cell storage's
 };
 
 // One line per policy.
 constexpr Entry kPolicies[] = {
-    {"full", make_full_policy},
-    {"streaming", make_streaming_policy},
-    {"lm-infinite", make_lm_infinite_policy},
-    {"h2o", make_h2o_policy},
-    {"a2sf", make_a2sf_policy},
-    {"tova", make_tova_policy},
-    {"snapkv", make_snapkv_policy},
-    {"kv-quant", make_kv_quant_policy},
-    {"duo", make_duo_policy},
+    {"full", make_full_policy, ""},
+    {"streaming", make_streaming_policy, "sink window"},
+    {"lm-infinite", make_lm_infinite_policy, "sink window"},
+    {"h2o", make_h2o_policy, "budget recent select"},
+    {"a2sf", make_a2sf_policy, "budget recent forget select"},
+    {"tova", make_tova_policy, "budget"},
+    {"snapkv", make_snapkv_policy, "budget obs pool select"},
+    {"kv-quant", make_kv_quant_policy, ""},
+    {"duo", make_duo_policy, "retrieval sink window"},
 };
+
+// Every policy stores its cells as these say (KIVI, kv/kv_cache.h KvQuantOptions).
+constexpr const char* kStorageParams = "bits group residual";
+
+const Entry* find_entry(std::string_view name) {
+  for (const Entry& e : kPolicies)
+    if (name == e.name) return &e;
+  return nullptr;
+}
+
+std::string known_names() {
+  std::string known;
+  for (const Entry& e : kPolicies) known += (known.empty() ? "" : ", ") + std::string(e.name);
+  return known;
+}
+
+bool lists(const char* words, const std::string& key) {
+  std::istringstream in(words);
+  std::string w;
+  while (in >> w)
+    if (w == key) return true;
+  return false;
+}
+
+std::string comma_list(const std::string& words) {
+  std::istringstream in(words);
+  std::string w, out;
+  while (in >> w) out += (out.empty() ? "" : ", ") + w;
+  return out;
+}
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -37,11 +68,8 @@ std::vector<std::string> split(const std::string& s, char sep) {
 
 Result<std::unique_ptr<KvPolicy>> make_kv_policy(const std::string& name, const KvPolicyContext& context,
                                                  const KvPolicyOptions& options) {
-  for (const Entry& e : kPolicies)
-    if (name == e.name) return e.make(context, options);
-  std::string known;
-  for (const Entry& e : kPolicies) known += (known.empty() ? "" : ", ") + std::string(e.name);
-  return Status::error("unknown KV policy '" + name + "' (known: " + known + ")");
+  if (const Entry* e = find_entry(name)) return e->make(context, options);
+  return Status::error("unknown KV policy '" + name + "' (known: " + known_names() + ")");
 }
 
 Result<KvPolicyChoice> parse_kv_policy(std::string_view spec_view, const KvPolicyOptions& base) {
@@ -49,9 +77,16 @@ Result<KvPolicyChoice> parse_kv_policy(std::string_view spec_view, const KvPolic
   std::vector<std::string> parts = split(spec, ':');
   if (parts.empty() || parts[0].empty()) return Status::error("empty KV policy in '" + spec + "'");
   KvPolicyChoice out{parts[0], base};
+  const Entry* entry = find_entry(parts[0]);
+  if (entry == nullptr) return Status::error("unknown KV policy '" + parts[0] + "' (known: " + known_names() + ")");
   for (size_t i = 1; i < parts.size(); ++i) {
     const size_t eq = parts[i].find('=');
     const std::string key = parts[i].substr(0, eq);
+    // A parameter the policy does not read is refused, not ignored: full:budget=10 would otherwise look like a
+    // bounded cache.
+    if (!lists(entry->params, key) && !lists(kStorageParams, key))
+      return Status::error("KV policy " + parts[0] + " has no parameter '" + key + "' (in '" + spec + "'; its parameters: " +
+                           comma_list(std::string(entry->params) + " " + kStorageParams) + ")");
     char* end = nullptr;
     if (key == "retrieval" && eq != std::string::npos) {
       const float f = std::strtof(parts[i].c_str() + eq + 1, &end);
@@ -79,6 +114,20 @@ Result<KvPolicyChoice> parse_kv_policy(std::string_view spec_view, const KvPolic
       return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec +
                            "' is not key=N with N in [0, 16777216]");
     const auto n = static_cast<int32_t>(v);
+    // A value given is used as given: 0 is not "the default" here (that is what leaving the key out means).
+    struct Range {
+      const char* key;
+      int32_t lo;
+      const char* why;
+    };
+    static constexpr Range kMinimum[] = {{"budget", 2, "cells"},       {"window", 1, "tokens"},
+                                         {"recent", 1, "tokens"},      {"obs", 1, "queries"},
+                                         {"pool", 1, "cells"},         {"group", 1, "cells"},
+                                         {"bits", 4, "bits: 16, 8 or 4"}};
+    for (const Range& r : kMinimum)
+      if (key == r.key && n < r.lo)
+        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' must be >= " + std::to_string(r.lo) +
+                             " " + r.why);
     if (key == "budget") out.options.budget = n;
     else if (key == "sink") out.options.sink_tokens = n;
     else if (key == "window") out.options.window = n;

@@ -10,7 +10,7 @@
 namespace longhaul::kv {
 
 Result<std::unique_ptr<KvPolicy>> make_a2sf_policy(const KvPolicyContext& context, const KvPolicyOptions& options) {
-  const int32_t budget = options.budget > 0 ? options.budget : 1024;
+  const int32_t budget = options.budget > 0 ? options.budget : kDefaultKvBudget;
   const int32_t recent = options.recent > 0 ? options.recent : budget / 2;
   const float forget = options.forgetting_factor > 0.0f ? options.forgetting_factor : 0.9f;
   if (budget < 2) return Status::error("a2sf: --kv-budget " + std::to_string(budget) + " must be >= 2");

@@ -21,7 +21,6 @@
 namespace longhaul::kv {
 namespace {
 
-constexpr int32_t kDefaultBudget = 1024;
 
 class AccumulatedAttentionPolicy final : public KvPolicy {
  public:
@@ -120,7 +119,7 @@ std::unique_ptr<KvPolicy> make_accumulated_attention_policy(const KvPolicyContex
 }
 
 Result<std::unique_ptr<KvPolicy>> make_h2o_policy(const KvPolicyContext& context, const KvPolicyOptions& options) {
-  const int32_t budget = options.budget > 0 ? options.budget : kDefaultBudget;
+  const int32_t budget = options.budget > 0 ? options.budget : kDefaultKvBudget;
   // The paper's default splits the budget evenly between heavy hitters and recent tokens.
   const int32_t recent = options.recent > 0 ? options.recent : budget / 2;
   if (budget < 2) return Status::error("h2o: --kv-budget " + std::to_string(budget) + " must be >= 2");

@@ -22,7 +22,6 @@
 namespace longhaul::kv {
 namespace {
 
-constexpr int32_t kDefaultBudget = 1024;
 
 class SnapKvPolicy final : public KvPolicy {
  public:
@@ -120,7 +119,7 @@ class SnapKvPolicy final : public KvPolicy {
 }  // namespace
 
 Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& context, const KvPolicyOptions& options) {
-  const int32_t budget = options.budget > 0 ? options.budget : kDefaultBudget;
+  const int32_t budget = options.budget > 0 ? options.budget : kDefaultKvBudget;
   if (options.observation_window < 1 || options.observation_window >= budget)
     return Status::error("snapkv: --obs-window " + std::to_string(options.observation_window) +
                          " must be in [1, budget " + std::to_string(budget) + ")");

@@ -14,7 +14,6 @@
 namespace longhaul::kv {
 namespace {
 
-constexpr int32_t kDefaultBudget = 1024;
 
 class TovaPolicy final : public KvPolicy {
  public:
@@ -73,7 +72,7 @@ class TovaPolicy final : public KvPolicy {
 }  // namespace
 
 Result<std::unique_ptr<KvPolicy>> make_tova_policy(const KvPolicyContext& context, const KvPolicyOptions& options) {
-  const int32_t budget = options.budget > 0 ? options.budget : kDefaultBudget;
+  const int32_t budget = options.budget > 0 ? options.budget : kDefaultKvBudget;
   if (budget < 2) return Status::error("tova: --kv-budget " + std::to_string(budget) + " must be >= 2");
   return std::unique_ptr<KvPolicy>(new TovaPolicy(context, budget));
 }
