@@ -139,15 +139,15 @@ std::string Engine::describe_kv(kv::SeqId seq) const {
 }
 
 void Engine::clear(kv::SeqId seq) {
+  reject(seq);  // an undecided tentative step goes first, so that its tokens never count as fed
   Slot& s = slot(seq);
-  s.tentative = Tentative{};
   cache_.clear_sequence(seq);
   s.policy->truncate(cache_, seq, 0);
 }
 
 void Engine::truncate(kv::SeqId seq, int32_t n_keep) {
+  reject(seq);  // an undecided tentative step goes first, so that its tokens never count as fed
   Slot& s = slot(seq);
-  s.tentative = Tentative{};
   // Cells are in position order in every layer; keep those before n_keep. Layers may have evicted different
   // tokens, and every layer must hold the same number of cells, so the smallest count applies (under the full
   // policy: min(n_keep, n_cells)).
