@@ -58,15 +58,7 @@ KvSequenceOptions KvCache::default_sequence_options() const {
 Result<SeqId> KvCache::claim_sequence_slot() {
   for (size_t i = 0; i < sequences_.size(); ++i) {
     if (!sequences_[i].live) {
-      Sequence& s = sequences_[i];
-      s.live = true;
-      s.next_position = 0;
-      for (auto& layer : s.layers) {
-        layer.pages.clear();
-        layer.spare.clear();
-        layer.positions.clear();
-        reindex(layer);
-      }
+      sequences_[i].live = true;  // remove_sequence left it empty
       return static_cast<SeqId>(i);
     }
   }
