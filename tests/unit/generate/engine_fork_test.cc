@@ -69,7 +69,7 @@ TEST_F(EngineFork, SharesPagesCopiesOnWriteAndLeavesTheParentAlone) {
     feed(*fresh, f, prefix);
     EXPECT_TRUE(bit_identical(b_logits, step_one(*fresh, f, suffix)));
     // Fed prefix + suffix in one step, the suffix's rows go through the prompt kernel (>= 32 rows), which sums in
-    // another order: the logits move by up to about 1 (as between a batched and a lone Gemma 3 row).
+    // another order, and the int8 rounding of later activations amplifies that: measured 0.84 at most.
     const std::vector<float> whole = feed(*fresh, fresh->add_sequence({"streaming", o, 0}).value(), concat(prefix, suffix));
     EXPECT_LT(max_abs_diff(b_logits, whole), 1.5f);
   }

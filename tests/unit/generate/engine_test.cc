@@ -18,7 +18,7 @@ using namespace engine_testing;
 // ---- batched equals alone ----
 
 // One sequence of the batched run: its KV policy, its prompt (fed in chunks of `chunk`, the first at step
-// `first_step`), then n_decode greedy tokens, one per step.
+// `first_step`), then kDecode greedy tokens, one per step.
 struct Lane {
   std::string policy;
   kv::KvPolicyOptions options;
@@ -29,15 +29,17 @@ struct Lane {
 
 struct LaneRun {
   std::vector<int32_t> prompt;
-  std::vector<std::vector<float>> logits;  // [n_decode + 1][n_vocab]: after the prompt, then after each token
-  std::vector<int32_t> generated;          // [n_decode] greedy tokens of the alone run (argmax of logits[i])
+  std::vector<std::vector<float>> logits;  // [kDecode + 1][n_vocab]: after the prompt, then after each token
+  std::vector<int32_t> generated;          // [kDecode] greedy tokens of the alone run (argmax of logits[i])
   std::vector<double> statistics;          // the policy's, at the end
   int32_t n_cells = 0;
 };
 
 constexpr int32_t kDecode = 12;
-// Steps of fewer tokens than this use the same matrix kernel for any row count (one activation row at a time);
-// from it on, prompt-sized steps use a tiled kernel that sums in another order (kernels/isa_kernels.h).
+// Steps of fewer tokens than this use the row-by-row dot kernels; from it on, prompt-sized steps use a tiled kernel
+// that sums in another order (kernels/isa_kernels.h). Keeping every step below it leaves one difference between a
+// sequence batched and alone: a decode row alone is a product of one activation row, batched one of several (no
+// difference for SmolLM2's kernels; see the Gemma 3 test).
 constexpr auto kSameKernelTokens = static_cast<int32_t>(kernels::detail::kLargeMinTokens);
 
 // The lane alone in an engine of its own, with the same chunks as in the batched run.
