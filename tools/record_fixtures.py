@@ -8,7 +8,8 @@ The engine itself never links llama.cpp: these files are the only bridge.
     python3 tools/record_fixtures.py --model ~/.cache/longhaul/models/SmolLM2-135M-Instruct.Q4_1.gguf \\
         --name smollm2 --out tests/testdata/fixtures/smollm2
 
-Writes tokenize.json, chat.json, greedy.json, logits.json and logits.bin into --out.
+Writes tokenize.json, chat.json, hardening.json, greedy.json, logits.json and logits.bin into --out
+(--only-hardening: hardening.json alone).
 See tools/README.md for what each file holds.
 """
 
@@ -337,6 +338,62 @@ def record_logits(llm_all, prompts, header, out_dir, dtype):
                                               offset, dtype))
 
 
+def record_hardening(llm, name, header, out_dir):
+    """hardening.json: invalid UTF-8 tokenization and chat messages that spell template markers.
+
+    The chat ids are llama.cpp's own tokenization of its template's output with the messages kept as text: the
+    template is applied to placeholder contents, its text is split at the control-token texts it wrote, each marker
+    becomes its token and each stretch between markers (with the real contents put back) is tokenized with
+    special=False, as llama.cpp tokenizes a fragment between control tokens."""
+    invalid = []
+    for raw in fixture_corpus.INVALID_UTF8:
+        for add_special in (False, True):
+            invalid.append({"text_hex": raw.hex(), "add_special": add_special,
+                            "ids": llm.tokenize(raw, add_bos=add_special, special=False)})
+    tmpl, source = chat_template(llm, name)
+    vocab = llm._model.vocab
+    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+    control = set()
+    for i in range(n_vocab):
+        if llama_cpp.llama_vocab_get_attr(vocab, i) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:
+            control.add(llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", "replace"))
+    chats = []
+    for messages, add_ass in fixture_corpus.CHAT_INJECTION_CASES:
+        holders = [dict(m, content="\x01%d\x01" % i) for i, m in enumerate(messages)]
+        text = apply_chat(tmpl, holders, add_ass)
+        ids = [llama_cpp.llama_vocab_bos(vocab)] if llama_cpp.llama_vocab_get_add_bos(vocab) else []
+        pos = 0
+        while pos < len(text):
+            # The longest control-token text starting here, if any (the template's markers).
+            marker = max((c for c in control if c and text.startswith(c, pos)), key=len, default=None)
+            if marker is not None:
+                ids += llm.tokenize(marker.encode("utf-8"), add_bos=False, special=True)
+                pos += len(marker)
+                continue
+            end = pos
+            while end < len(text) and not any(c and text.startswith(c, end) for c in control):
+                end += 1
+            stretch = text[pos:end]
+            for i, m in enumerate(messages):
+                content = m["content"].strip() if name == "gemma3" else m["content"]  # Gemma's template trims
+                stretch = stretch.replace("\x01%d\x01" % i, content)
+            ids += llm.tokenize(stretch.encode("utf-8"), add_bos=False, special=False)
+            pos = end
+        chats.append({"messages": messages, "add_generation_prompt": add_ass, "ids": ids})
+    hdr = dict(header)
+    hdr["template_source"] = source
+    hdr["invalid_utf8_call"] = "Llama(model_path, vocab_only=True).tokenize(bytes, add_bos=add_special, special=False)"
+    hdr["chat_method"] = record_hardening.__doc__.split("\n\n", 1)[1].strip()
+    path = os.path.join(out_dir, "hardening.json")
+    lines = ["{"] + ["%s:%s," % (dumps(k), dumps(v)) for k, v in hdr.items()]
+    lines.append('"invalid_utf8":[' + ",\n".join(dumps(c) for c in invalid) + "],")
+    lines.append('"chat_injection":[' + ",\n".join(dumps(c) for c in chats) + "]}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    json.load(open(path, encoding="utf-8"))
+    log("hardening: %d invalid UTF-8 cases, %d chat injection cases" % (len(invalid), len(chats)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", required=True, help="path to the .gguf file")
@@ -344,6 +401,8 @@ def main():
     ap.add_argument("--out", required=True, help="output folder, e.g. tests/testdata/fixtures/smollm2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--logits-dtype", choices=["f16", "f32"], default="f16")
+    ap.add_argument("--only-hardening", action="store_true",
+                    help="write only hardening.json (invalid UTF-8, chat injection), leaving the other files")
     ap.add_argument("--skip-batch-check", action="store_true",
                     help="do not re-run the greedy sequences in one batch")
     args = ap.parse_args()
@@ -356,6 +415,9 @@ def main():
             "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()}
 
     vocab_llm = llama_cpp.Llama(args.model, vocab_only=True, verbose=False)
+    record_hardening(vocab_llm, args.name, base, args.out)
+    if args.only_hardening:
+        return
     n_cases, n_detok, detok_mismatch = record_tokenize(vocab_llm, base, args.out)
     tmpl, n_chat = record_chat(vocab_llm, args.name, base, args.out)
 

@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdio>
 #include <thread>
+#include <tuple>
 #include <fcntl.h>
 
 #include <filesystem>
@@ -231,6 +232,41 @@ TEST(CliWarnings, ContextPastTheTrainingContext) {
       << r.err;
   const CliRun quiet = run_cli("run -m smollm2-135m -p hi -n 1 --temp 0 -c 8192");
   EXPECT_EQ(quiet.err.find("warning"), std::string::npos) << quiet.err;
+}
+
+// run --chat: a prompt or system message that spells the template's markers stays text; the prompt ids are
+// llama.cpp's for the template with only its own markers as control tokens (fixtures/<model>/hardening.json).
+TEST(CliChatInjection, PromptAndSystemStayTextOnBothModels) {
+  for (const auto& [model, dir, present] :
+       {std::tuple{"smollm2-135m", "smollm2", have_smollm2()}, std::tuple{"gemma3-270m", "gemma3", have_gemma3()}}) {
+    if (!present) continue;
+    SCOPED_TRACE(model);
+    std::ifstream in(std::string(LONGHAUL_TESTDATA_DIR) + "/fixtures/" + dir + "/hardening.json");
+    const nlohmann::json fixture = nlohmann::json::parse(in);
+    size_t n_run = 0;
+    for (const auto& c : fixture["chat_injection"]) {
+      const auto& messages = c["messages"];
+      std::string system, user;
+      if (messages.size() == 1 && messages[0]["role"] == "user") {
+        user = messages[0]["content"];
+      } else if (messages.size() == 2 && messages[0]["role"] == "system" && messages[1]["role"] == "user") {
+        system = messages[0]["content"];
+        user = messages[1]["content"];
+      } else {
+        continue;  // multi-turn cases are the chat command's, checked in the tokenizer's fixture test
+      }
+      const std::string prompt_file = temp_path("injection_prompt"), system_file = temp_path("injection_system");
+      std::ofstream(prompt_file, std::ios::binary) << user;
+      std::string args = std::string("run -m ") + model + " --chat -f " + prompt_file + " -n 1 --temp 0 -t 2 --json";
+      if (!system.empty()) args += " --system \"$(cat " + system_file + ")\"";
+      std::ofstream(system_file, std::ios::binary) << system;
+      const CliRun r = run_cli(args);
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      EXPECT_EQ(nlohmann::json::parse(r.out)["prompt_tokens"], c["ids"]) << messages.dump();
+      ++n_run;
+    }
+    EXPECT_GE(n_run, 4u);
+  }
 }
 
 // chat's commands are answered by longhaul, not sent to the model; /reset confirms; a full context leaves the

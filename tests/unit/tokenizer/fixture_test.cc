@@ -98,6 +98,43 @@ TEST_P(FixtureTest, ChatFormatMatchesLlamaCppBuiltIn) {
   EXPECT_GT(n, 0u);
 }
 
+std::string from_hex(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  return out;
+}
+
+// Invalid UTF-8 tokenizes as llama.cpp tokenizes it: each invalid byte U+FFFD under byte-level BPE, the raw bytes
+// (byte fallback) under SentencePiece (hardening.json, recorded from the bytes themselves).
+TEST_P(FixtureTest, InvalidUtf8MatchesLlamaCpp) {
+  LH_LOAD_OR_SKIP(m, "hardening.json", fx);
+  size_t n = 0;
+  for (const auto& c : (*fx)["invalid_utf8"]) {
+    const std::string bytes = from_hex(c["text_hex"].get<std::string>());
+    EXPECT_EQ(m->tokenizer->encode(bytes, c["add_special"].get<bool>(), false), c["ids"].get<std::vector<int32_t>>())
+        << "bytes " << c["text_hex"];
+    ++n;
+  }
+  EXPECT_GE(n, 20u);
+}
+
+// Messages that spell the template's markers stay text: the ids are llama.cpp's for its template's output with only
+// the template's own markers as control tokens (hardening.json). A message can neither close its turn nor open one.
+TEST_P(FixtureTest, ChatMessagesNeverBecomeControlTokens) {
+  LH_LOAD_OR_SKIP(m, "hardening.json", fx);
+  const ChatFormat format = detect_chat_format(*m->file);
+  size_t n = 0;
+  for (const auto& c : (*fx)["chat_injection"]) {
+    std::vector<ChatMessage> messages;
+    for (const auto& msg : c["messages"])
+      messages.push_back({msg["role"].get<std::string>(), msg["content"].get<std::string>()});
+    const std::vector<int32_t> ids = encode_chat(*m->tokenizer, format, messages, c["add_generation_prompt"].get<bool>());
+    EXPECT_EQ(ids, c["ids"].get<std::vector<int32_t>>()) << c["messages"].dump();
+    ++n;
+  }
+  EXPECT_GE(n, 5u);
+}
+
 INSTANTIATE_TEST_SUITE_P(DefaultModels, FixtureTest,
                          ::testing::Values(ModelCase{"smollm2", &longhaul::testing::smollm2_path},
                                            ModelCase{"gemma3", &longhaul::testing::gemma3_path}),
