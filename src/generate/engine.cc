@@ -63,9 +63,14 @@ Engine::Engine(const model::Model& model, const EngineOptions& options, kv::KvCa
 Engine::~Engine() = default;
 
 Result<kv::SeqId> Engine::add_sequence(const SequenceOptions& options) {
+  // The policy as written ("h2o:budget=512"), its parameters over options.kv_options.
+  LH_ASSIGN_OR_RETURN(kv::KvPolicyChoice choice, kv::parse_kv_policy(options.kv_policy, options.kv_options));
   LH_ASSIGN_OR_RETURN(std::unique_ptr<kv::KvPolicy> policy,
-                      kv::make_kv_policy(options.kv_policy, kv_policy_context(model_), options.kv_options));
-  return add_sequence(options, std::move(policy));
+                      kv::make_kv_policy(choice.name, kv_policy_context(model_), choice.options));
+  SequenceOptions resolved = options;
+  resolved.kv_policy = choice.name;
+  resolved.kv_options = choice.options;
+  return add_sequence(resolved, std::move(policy));
 }
 
 Result<kv::SeqId> Engine::add_sequence(const SequenceOptions& options, std::unique_ptr<kv::KvPolicy> policy) {

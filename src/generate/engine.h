@@ -46,8 +46,8 @@ struct EngineOptions {
 
 // How a sequence stores and evicts its KV cells.
 struct SequenceOptions {
-  std::string kv_policy = "full";  // KV policy name (kv/policy_registry.h)
-  kv::KvPolicyOptions kv_options;  // its parameters and the cell storage
+  std::string kv_policy = "full";  // KV policy as written: "name" or "name:key=value:..." (kv/policy_registry.h)
+  kv::KvPolicyOptions kv_options;  // its parameters and the cell storage, under what kv_policy sets
   int32_t n_ctx = 0;               // context size in tokens (0 = the engine's)
 };
 
