@@ -162,6 +162,17 @@ TEST(CliChecksBeforeWork, OutputPathsPoliciesAndLengths) {
   EXPECT_EQ(r.out, "");
 }
 
+// eval in a log: a few progress lines, not one per chunk; each row's peak RSS is its point's own (named so).
+TEST(CliEval, ProgressInALogAndPointPeakRss) {
+  if (!have_smollm2()) GTEST_SKIP();
+  const CliRun r = run_cli("eval -m smollm2-135m --task ppl --lengths 64,128 --chunk 8 -t 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  size_t n_progress = 0;
+  for (size_t at = r.err.find("ppl "); at != std::string::npos; at = r.err.find("ppl ", at + 1)) ++n_progress;
+  EXPECT_LE(n_progress, 5u) << r.err;  // 16 chunks: one line, plus one per 10 s on a slow (sanitizer) build
+  EXPECT_NE(r.out.find("| point peak RSS MiB |"), std::string::npos) << r.out;
+}
+
 // -t above the cores this process may use is capped with a warning; above 1024 it is refused.
 TEST(CliThreads, CappedAtTheAvailableCoresWithAWarning) {
   if (!have_smollm2()) GTEST_SKIP();
@@ -263,6 +274,9 @@ TEST(CliChatInjection, PromptAndSystemStayTextOnBothModels) {
       const CliRun r = run_cli(args);
       ASSERT_EQ(r.exit_code, 0) << r.err;
       EXPECT_EQ(nlohmann::json::parse(r.out)["prompt_tokens"], c["ids"]) << messages.dump();
+      // The Gemma 3 file is a base checkpoint (no chat template): --chat says so in one line; SmolLM2 has one.
+      EXPECT_EQ(r.err.find("has no chat template in its file") != std::string::npos, std::string(dir) == "gemma3")
+          << r.err;
       ++n_run;
     }
     EXPECT_GE(n_run, 4u);
