@@ -139,14 +139,6 @@ void register_all() {
             ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, 1, n_threads})
             ->Unit(benchmark::kMicrosecond)
             ->UseRealTime();
-        // Decode of 8 and 16 sequences in one step: the dot_rows kernels, kMaxActs activation rows per visit of a
-        // weight row.
-        for (int64_t n_tokens : {8, 16}) {
-          benchmark::RegisterBenchmark(n_tokens == 8 ? "Batch8" : "Batch16", BM_Matmul)
-              ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, n_tokens, n_threads})
-              ->Unit(benchmark::kMicrosecond)
-              ->UseRealTime();
-        }
         // Prefill: 32-, 64- and 512-token batches (skipped for the vocabulary-sized output heads, which prefill runs
         // on 1 row). 512 is a whole pp512 prompt step, 32 the smallest batch that takes the long-batch kernels
         // (kLargeMinTokens): the AMX tiles on the amx ISA, the repacked 8-row tiles of gemm_avx2.cc on avx2.

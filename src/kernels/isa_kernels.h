@@ -21,7 +21,7 @@ using DotRowsFn = void (*)(int64_t n, const uint8_t* w, int64_t w_stride_bytes, 
 using QuantizeFn = void (*)(const float* x, void* dst, int64_t n);
 using DequantizeFn = void (*)(const void* src, float* dst, int64_t n);
 
-constexpr int kMaxActs = 8;        // activation rows one weight-row visit serves (decode of up to 8 sequences)
+constexpr int kMaxActs = 4;        // activation rows one weight-row visit serves
 constexpr int kNumTypeSlots = 31;  // DType values are GGUF ids, the largest we support is BF16 = 30
 
 // The fast path of matmul for a weight type (AVX-512 with VBMI, see gemm_avx512.cc; AVX2 for long batches, see

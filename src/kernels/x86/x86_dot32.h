@@ -3,10 +3,9 @@
 //
 // Each weight type is a small struct whose unpack() turns a block into 32 quant bytes and its f32 scales;
 // dot_weights() multiplies those with one activation block. dot_rows_32 unpacks each weight block once and uses it
-// for up to kMaxActs (8) activation rows, so a prefill tile pays for the weight loads and the unpacking once.
+// for up to 4 activation rows, so a prefill tile pays for the weight loads and the unpacking once.
 #pragma once
 
-#include "kernels/isa_kernels.h"
 #include "kernels/x86/x86_common.h"
 #include "tensor/quant_blocks.h"
 
@@ -106,43 +105,38 @@ inline float act_s(const tensor::BlockQ8_0& a) {
 
 // Lane `a` of p in all 8 lanes.
 template <int a>
-inline __m256 lane_broadcast(__m256 p) {
-  if constexpr (a == 0) return _mm256_broadcastss_ps(_mm256_castps256_ps128(p));
-  return _mm256_permutevar8x32_ps(p, _mm256_set1_epi32(a));
+inline __m256 lane_broadcast(__m128 p) {
+  if constexpr (a == 0) return _mm256_broadcastss_ps(p);
+  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(p), _mm256_set1_epi32(a));
 }
 
 // Activation blocks whose scales are converted up front per call (n up to 8192); longer rows run in segments.
 constexpr int64_t kScaleSegmentBlocks = 256;
-// Lanes of one block's row in the activation scale arrays: one per activation row, kMaxActs at most.
-constexpr int kScaleLanes = 8;
-static_assert(kMaxActs <= kScaleLanes, "one __m256 of activation scales per block");
 
 template <class K, int NA>
 struct Tile32 {
-  const typename K::ABlock* acts[NA];   // [NA][nb]
-  const float (*ad)[kScaleLanes];       // [segment][8] activation d per block, one lane per activation row
-  const float (*as)[kScaleLanes];       // [segment][8] activation s (Q8_1)
+  const typename K::ABlock* acts[NA];  // [NA][nb]
+  const float (*ad)[4];                // [segment][4] activation d per block, one lane per activation row
+  const float (*as)[4];                // [segment][4] activation s (Q8_1)
 
   // Adds block ib (index ib - seg into the scale arrays) of the weight row to every activation row's sums.
   template <int a>
-  void add_act(const typename K::W& u, int64_t ib, __m256 prod, __m256* acc) const {
+  void add_act(const typename K::W& u, int64_t ib, __m128 prod, __m256* acc) const {
     if constexpr (a < NA) {
       acc[a] = _mm256_fmadd_ps(lane_broadcast<a>(prod), _mm256_cvtepi32_ps(dot_weights(u, acts[a][ib])), acc[a]);
       add_act<a + 1>(u, ib, prod, acc);
     }
   }
-  void add_block(const typename K::W& u, int64_t ib, int64_t is, __m256* acc, __m256& extra) const {
+  void add_block(const typename K::W& u, int64_t ib, int64_t is, __m256* acc, __m128& extra) const {
     if constexpr (NA == 1) {
       // Decode: scalar scale products are cheaper than a vector product and a lane broadcast.
       const __m256 sums = _mm256_cvtepi32_ps(dot_weights(u, acts[0][ib]));
       acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(u.d * ad[is][0]), sums, acc[0]);
-      if constexpr (K::kHasOffset) {
-        extra = _mm256_castps128_ps256(_mm_add_ss(_mm256_castps256_ps128(extra), _mm_set_ss(u.m * as[is][0])));
-      }
+      if constexpr (K::kHasOffset) extra = _mm_add_ss(extra, _mm_set_ss(u.m * as[is][0]));
     } else {
       // d_w d_a for all activation rows at once; the offset term m_w s_a likewise.
-      const __m256 prod = _mm256_mul_ps(_mm256_set1_ps(u.d), _mm256_load_ps(ad[is]));
-      if constexpr (K::kHasOffset) extra = _mm256_fmadd_ps(_mm256_set1_ps(u.m), _mm256_load_ps(as[is]), extra);
+      const __m128 prod = _mm_mul_ps(_mm_set1_ps(u.d), _mm_load_ps(ad[is]));
+      if constexpr (K::kHasOffset) extra = _mm_fmadd_ps(_mm_set1_ps(u.m), _mm_load_ps(as[is]), extra);
       add_act<0>(u, ib, prod, acc);
     }
   }
@@ -153,13 +147,9 @@ void dot_rows_32_n(int64_t n, const uint8_t* w, int64_t w_stride, int64_t n_rows
                    int64_t act_stride, float* y, int64_t ldy) {
   using WBlock = typename K::WBlock;
   using ABlock = typename K::ABlock;
-  // Up to 4 activation rows, two sets of accumulators (even and odd blocks): one block's work is about as long as
-  // the latency of the FMA that adds it, so a single chain would stall on every block. From 5 rows on, the rows'
-  // own chains are independent enough, and two sets of 5-8 would not fit in 16 ymm registers beside the weights.
-  constexpr int kSets = NA <= 4 ? 2 : 1;
   const int64_t nb = n / tensor::kQk32;
-  alignas(32) float ad[kScaleSegmentBlocks][kScaleLanes];
-  alignas(32) float as[kScaleSegmentBlocks][kScaleLanes];
+  alignas(16) float ad[kScaleSegmentBlocks][4];
+  alignas(16) float as[kScaleSegmentBlocks][4];
   Tile32<K, NA> tile;
   for (int a = 0; a < NA; ++a) tile.acts[a] = reinterpret_cast<const ABlock*>(act + a * act_stride);
   tile.ad = ad;
@@ -167,29 +157,28 @@ void dot_rows_32_n(int64_t n, const uint8_t* w, int64_t w_stride, int64_t n_rows
   for (int64_t seg = 0; seg < nb; seg += kScaleSegmentBlocks) {
     const int64_t seg_end = nb < seg + kScaleSegmentBlocks ? nb : seg + kScaleSegmentBlocks;
     for (int64_t ib = seg; ib < seg_end; ++ib) {
-      for (int a = 0; a < kScaleLanes; ++a) {
+      for (int a = 0; a < 4; ++a) {
         ad[ib - seg][a] = a < NA ? f16_scalar(tile.acts[a][ib].d) : 0.0f;
         as[ib - seg][a] = K::kHasOffset && a < NA ? act_s(tile.acts[a][ib]) : 0.0f;
       }
     }
     for (int64_t r = 0; r < n_rows; ++r) {
       const auto* wb = reinterpret_cast<const WBlock*>(w + r * w_stride);  // [nb]
-      __m256 acc[kSets][NA];
-      for (int i = 0; i < kSets; ++i) {
-        for (int a = 0; a < NA; ++a) acc[i][a] = _mm256_setzero_ps();
-      }
-      __m256 extra[kSets];
-      for (int i = 0; i < kSets; ++i) extra[i] = _mm256_setzero_ps();
+      // Two sets of accumulators (even and odd blocks): one block's work is about as long as the latency of the
+      // FMA that adds it, so a single chain would stall on every block.
+      __m256 acc0[NA], acc1[NA];
+      for (int a = 0; a < NA; ++a) acc0[a] = acc1[a] = _mm256_setzero_ps();
+      __m128 extra0 = _mm_setzero_ps(), extra1 = _mm_setzero_ps();
       int64_t ib = seg;
       for (; ib + 2 <= seg_end; ib += 2) {
-        tile.add_block(K::unpack(wb[ib]), ib, ib - seg, acc[0], extra[0]);
-        tile.add_block(K::unpack(wb[ib + 1]), ib + 1, ib + 1 - seg, acc[kSets - 1], extra[kSets - 1]);
+        tile.add_block(K::unpack(wb[ib]), ib, ib - seg, acc0, extra0);
+        tile.add_block(K::unpack(wb[ib + 1]), ib + 1, ib + 1 - seg, acc1, extra1);
       }
-      if (ib < seg_end) tile.add_block(K::unpack(wb[ib]), ib, ib - seg, acc[0], extra[0]);
-      alignas(32) float extra_sum[kScaleLanes];
-      _mm256_store_ps(extra_sum, kSets == 2 ? _mm256_add_ps(extra[0], extra[kSets - 1]) : extra[0]);
+      if (ib < seg_end) tile.add_block(K::unpack(wb[ib]), ib, ib - seg, acc0, extra0);
+      alignas(16) float extra[4];
+      _mm_store_ps(extra, _mm_add_ps(extra0, extra1));
       for (int a = 0; a < NA; ++a) {
-        const float sum = hsum_ps(kSets == 2 ? _mm256_add_ps(acc[0][a], acc[kSets - 1][a]) : acc[0][a]) + extra_sum[a];
+        const float sum = hsum_ps(_mm256_add_ps(acc0[a], acc1[a])) + extra[a];
         y[a * ldy + r] = seg == 0 ? sum : y[a * ldy + r] + sum;
       }
     }
@@ -199,16 +188,11 @@ void dot_rows_32_n(int64_t n, const uint8_t* w, int64_t w_stride, int64_t n_rows
 template <class K>
 void dot_rows_32(int64_t n, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
                  int64_t act_stride, int n_act, float* y, int64_t ldy) {
-  static_assert(kMaxActs == 8, "one case per activation count");
   switch (n_act) {
     case 1: return dot_rows_32_n<K, 1>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
     case 2: return dot_rows_32_n<K, 2>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
     case 3: return dot_rows_32_n<K, 3>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    case 4: return dot_rows_32_n<K, 4>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    case 5: return dot_rows_32_n<K, 5>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    case 6: return dot_rows_32_n<K, 6>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    case 7: return dot_rows_32_n<K, 7>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    default: return dot_rows_32_n<K, 8>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
+    default: return dot_rows_32_n<K, 4>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
   }
 }
 

@@ -8,7 +8,6 @@
 //   dot = d_w d_a sum_k sum(scale * q * a) - c_w d_a sum_g coef_g * bsums_g.
 #pragma once
 
-#include "kernels/isa_kernels.h"
 #include "kernels/x86/x86_common.h"
 #include "tensor/quant_blocks.h"
 
@@ -235,16 +234,11 @@ void dot_rows_k_n(int64_t n, const uint8_t* w, int64_t w_stride, int64_t n_rows,
 template <class K>
 void dot_rows_k(int64_t n, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act, int64_t act_stride,
                 int n_act, float* y, int64_t ldy) {
-  static_assert(kMaxActs == 8, "one case per activation count");
   switch (n_act) {
     case 1: return dot_rows_k_n<K, 1>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
     case 2: return dot_rows_k_n<K, 2>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
     case 3: return dot_rows_k_n<K, 3>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    case 4: return dot_rows_k_n<K, 4>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    case 5: return dot_rows_k_n<K, 5>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    case 6: return dot_rows_k_n<K, 6>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    case 7: return dot_rows_k_n<K, 7>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    default: return dot_rows_k_n<K, 8>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
+    default: return dot_rows_k_n<K, 4>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
   }
 }
 

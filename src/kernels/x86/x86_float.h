@@ -2,7 +2,6 @@
 // quantizers (bit-identical to the scalar twins). Included by the per-ISA translation units after x86_common.h.
 #pragma once
 
-#include "kernels/isa_kernels.h"
 #include "kernels/x86/x86_common.h"
 #include "kernels/x86/x86_quantize.h"
 #include "tensor/quant_blocks.h"
@@ -65,16 +64,11 @@ void dot_rows_float_n(int64_t n, const uint8_t* w, int64_t w_stride, int64_t n_r
 template <class L>
 void dot_rows_float(int64_t n, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
                     int64_t act_stride, int n_act, float* y, int64_t ldy) {
-  static_assert(kMaxActs == 8, "one case per activation count");
   switch (n_act) {
     case 1: return dot_rows_float_n<L, 1>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
     case 2: return dot_rows_float_n<L, 2>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
     case 3: return dot_rows_float_n<L, 3>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    case 4: return dot_rows_float_n<L, 4>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    case 5: return dot_rows_float_n<L, 5>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    case 6: return dot_rows_float_n<L, 6>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    case 7: return dot_rows_float_n<L, 7>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
-    default: return dot_rows_float_n<L, 8>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
+    default: return dot_rows_float_n<L, 4>(n, w, w_stride, n_rows, act, act_stride, y, ldy);
   }
 }
 

@@ -11,7 +11,6 @@
 
 #include <cmath>
 
-#include "kernels/isa_kernels.h"
 #include "kernels/quant.h"
 #include "quant_test_util.h"
 
@@ -78,51 +77,6 @@ TEST_P(VecDot, ScalarTwinMatchesDequantizedFloatDot) {
     ASSERT_GT(c.magnitude, 0.0);
     const float got = ref::vec_dot(type, n, c.w.data(), c.act.data());
     EXPECT_NEAR(got, c.float_dot, tol * c.magnitude) << tensor::dtype_name(type) << " seed=" << seed;
-  }
-}
-
-// The multi-row kernel behind matmul's short batches (decode of several sequences): every activation count up to
-// kMaxActs, a row count that is no multiple of any row tile, and rows longer than one activation scale segment.
-TEST_P(VecDot, DotRowsEveryActCountMatchesScalarTwin) {
-  const DType type = GetParam();
-  const DType act_type = vec_dot_type(type);
-  const double tol = is_float_type(type) ? 1e-4 : 1e-5;
-  const int64_t n_rows = 7;
-  for (int64_t n : {512, 9216}) {
-    std::vector<DotCase> rows, acts;  // rows[r].w, acts[a].act
-    for (int64_t r = 0; r < n_rows; ++r) rows.push_back(make_case(type, n, static_cast<uint32_t>(100 + r)));
-    for (int a = 0; a < detail::kMaxActs; ++a) acts.push_back(make_case(type, n, static_cast<uint32_t>(200 + a)));
-    const int64_t w_row_bytes = tensor::row_size_bytes(type, n);
-    const int64_t act_row_bytes = tensor::row_size_bytes(act_type, n);
-    std::vector<uint8_t> w, act;  // [n_rows, w_row_bytes], [kMaxActs, act_row_bytes]
-    for (const DotCase& c : rows) w.insert(w.end(), c.w.begin(), c.w.end());
-    for (const DotCase& c : acts) act.insert(act.end(), c.act.begin(), c.act.end());
-    std::vector<float> wf(n), af(n);
-    for (Isa isa : supported_isas()) {
-      for (int n_act = 1; n_act <= detail::kMaxActs; ++n_act) {
-        const int64_t ldy = n_rows + 2;  // the padding columns must stay untouched
-        std::vector<float> y(detail::kMaxActs * ldy, -7.0f);
-        detail::kernels_for(isa).dot_rows[detail::slot(type)](n, w.data(), w_row_bytes, n_rows, act.data(),
-                                                              act_row_bytes, n_act, y.data(), ldy);
-        for (int a = 0; a < detail::kMaxActs; ++a) {
-          ref::dequantize_row(act_type, acts[a].act.data(), af.data(), n);
-          for (int64_t r = 0; r < ldy; ++r) {
-            const float got = y[a * ldy + r];
-            if (a >= n_act || r >= n_rows) {
-              ASSERT_EQ(got, -7.0f) << "written outside the tile: a=" << a << " r=" << r;
-              continue;
-            }
-            const float expected = ref::vec_dot(type, n, rows[r].w.data(), acts[a].act.data());
-            ref::dequantize_row(type, rows[r].w.data(), wf.data(), n);
-            double magnitude = 0;
-            for (int64_t i = 0; i < n; ++i) magnitude += std::fabs(static_cast<double>(wf[i]) * af[i]);
-            ASSERT_NEAR(got, expected, tol * magnitude) << tensor::dtype_name(type) << " " << isa_name(isa)
-                                                        << " n=" << n << " n_act=" << n_act << " a=" << a
-                                                        << " r=" << r;
-          }
-        }
-      }
-    }
   }
 }
 
