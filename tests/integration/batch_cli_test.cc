@@ -169,3 +169,24 @@ TEST_F(BatchCli, BadFilesAreRefusedWholeNamingTheLine) {
 
 }  // namespace
 }  // namespace longhaul
+
+namespace longhaul {
+namespace {
+
+// Every command reads the one KV policy syntax: what it validates is what it runs.
+TEST_F(BatchCli, PolicyParametersWorkOnEveryCommand) {
+  const CliRun bench = run_cli("bench -m smollm2-135m -t 1 -p 16 -n 4 -r 1 --kv-policy h2o:budget=128");
+  ASSERT_EQ(bench.exit_code, 0) << bench.err;
+  EXPECT_NE(bench.out.find("h2o(budget=128, recent=64)"), std::string::npos) << bench.out;
+  const CliRun run = run_cli("run -m smollm2-135m -t 1 -p hello -n 3 --temp 0 --kv-policy streaming:sink=2:window=8");
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  const CliRun wrong = run_cli("run -m smollm2-135m -t 1 -p hello -n 3 --kv-policy full:budget=10");
+  EXPECT_EQ(wrong.exit_code, 2);
+  EXPECT_NE(wrong.err.find("KV policy full has no parameter 'budget'"), std::string::npos) << wrong.err;
+  const CliRun zero = run_cli("run -m smollm2-135m -t 1 -p hello -n 3 --kv-policy h2o:budget=0");
+  EXPECT_EQ(zero.exit_code, 2);
+  EXPECT_NE(zero.err.find("'budget=0' in 'h2o:budget=0' must be >= 2"), std::string::npos) << zero.err;
+}
+
+}  // namespace
+}  // namespace longhaul
