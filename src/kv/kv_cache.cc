@@ -4,7 +4,6 @@
 #include <climits>
 #include <cstring>
 
-
 namespace longhaul::kv {
 namespace {
 constexpr size_t kQuantizedSparePages = 2;  // empty f16 pages a quantized layer keeps for reuse
