@@ -2,6 +2,7 @@
 // input, and end-to-end agreement with the llama.cpp fixtures.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -22,7 +23,9 @@ struct CliRun {
 };
 
 std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("longhaul_cli_test_" + name)).string();
+  // The process id keeps tests that ctest runs in parallel from sharing a file.
+  return (std::filesystem::temp_directory_path() / ("longhaul_cli_test_" + std::to_string(::getpid()) + "_" + name))
+      .string();
 }
 
 std::string read_all(const std::string& path) {
