@@ -113,7 +113,9 @@ bool Generator::take_token(Live& live, const float* logits) {
   Request& req = requests_[live.index];
   GenerateResult& r = live.result;
   const int32_t n_vocab = engine_.model().config().n_vocab;
-  final_logits_[live.index].assign(logits, logits + n_vocab);
+  // Only a request on a caller's sequence (a Session) hands its last logits back: copying n_vocab floats per token
+  // for every batch request would be work nobody reads.
+  if (req.seq >= 0) final_logits_[live.index].assign(logits, logits + n_vocab);
   const int32_t token = req.sampler->sample(logits, n_vocab);
   req.sampler->accept(token);
   r.tokens.push_back(token);

@@ -94,7 +94,8 @@ class Generator {
              const std::function<void(size_t, int64_t)>& on_step = nullptr);
   Result<GenerateResult>& result(size_t i) { return results_[i]; }
   size_t size() const { return results_.size(); }
-  // The logits [n_vocab] the last token of request i was sampled from (for a Session to keep).
+  // The logits [n_vocab] the last token of request i was sampled from, for a request on an existing sequence (a
+  // Session keeps them); empty for the others.
   const std::vector<float>& final_logits(size_t i) const { return final_logits_[i]; }
 
  private:
