@@ -155,11 +155,9 @@ Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines,
       built = max_cells_of.emplace(spec, std::move(bound)).first;
     }
     if (!built->second.is_ok()) return line_error(l.line, "KV policy '" + spec + "': " + built->second.message());
-    {
-      Result<kv::KvPolicyChoice> choice = kv::parse_kv_policy(spec, defaults.kv_options);
-      job.sequence.kv_policy = choice->name;
-      job.sequence.kv_options = choice->options;
-    }
+    // The engine parses the spec itself when it adds the sequence.
+    job.sequence.kv_policy = spec;
+    job.sequence.kv_options = defaults.kv_options;
     job.sequence.n_ctx = defaults.n_ctx;
     // Prompt ids: user text is never parsed for control tokens; chat messages go through the model's format.
     if (l.prompt) {
