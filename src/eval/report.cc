@@ -1,5 +1,7 @@
 #include "eval/report.h"
 
+#include "base/strings.h"
+
 #include "kv/policy_registry.h"
 
 #include <cerrno>
@@ -17,15 +19,6 @@ std::string format(double v, const char* fmt) {
   return buf;
 }
 std::string opt(const std::optional<double>& v, const char* fmt) { return v ? format(*v, fmt) : std::string(); }
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  std::istringstream in(s);
-  while (std::getline(in, cur, sep)) out.push_back(cur);
-  if (!s.empty() && s.back() == sep) out.emplace_back();
-  return out;
-}
 
 }  // namespace
 

@@ -1,5 +1,7 @@
 #include "kv/policy_registry.h"
 
+#include "base/strings.h"
+
 #include <cstdlib>
 #include <sstream>
 
@@ -52,15 +54,6 @@ std::string comma_list(const std::string& words) {
   std::istringstream in(words);
   std::string w, out;
   while (in >> w) out += (out.empty() ? "" : ", ") + w;
-  return out;
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  std::istringstream in(s);
-  while (std::getline(in, cur, sep)) out.push_back(cur);
-  if (!s.empty() && s.back() == sep) out.emplace_back();
   return out;
 }
 
