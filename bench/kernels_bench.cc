@@ -139,12 +139,13 @@ void register_all() {
             ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, 1, n_threads})
             ->Unit(benchmark::kMicrosecond)
             ->UseRealTime();
-        // Prefill: 32-, 64- and 512-token batches (skipped for the vocabulary-sized output heads, which prefill runs
+        // Batched decode (8 sequences, one token each) and prefill: 32-, 64- and 512-token batches (skipped for the vocabulary-sized output heads, which prefill runs
         // on 1 row). 512 is a whole pp512 prompt step, 32 the smallest batch that takes the long-batch kernels
         // (kLargeMinTokens): the AMX tiles on the amx ISA, the repacked 8-row tiles of gemm_avx2.cc on avx2.
         if (s.n_out < 10'000 && !huge) {
-          for (int64_t n_tokens : {32, 64, 512}) {
-            benchmark::RegisterBenchmark(n_tokens == 32 ? "Gemm32" : n_tokens == 64 ? "Gemm64" : "Gemm512", BM_Matmul)
+          for (int64_t n_tokens : {8, 32, 64, 512}) {
+            const std::string name = "Gemm" + std::to_string(n_tokens);
+            benchmark::RegisterBenchmark(name.c_str(), BM_Matmul)
                 ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, n_tokens, n_threads})
                 ->Unit(benchmark::kMicrosecond)
                 ->UseRealTime();

@@ -213,58 +213,83 @@ inline void prefetch_start(const uint8_t* w, int64_t n_bytes) {
   for (int64_t off = 0; off < end; off += 64) _mm_prefetch(reinterpret_cast<const char*>(w + off), _MM_HINT_T0);
 }
 
-template <class G, int NT>
+// R weight rows against NT activation rows. Each group of activations is loaded once and serves the R rows, and
+// the offset term (Q4_1 / Q5_1: m_w * s_a) goes into the same accumulator as the block sums, so R = 2 rows of
+// NT = 8 tokens keep their 16 accumulators, the 2 unpacked groups and the activations in the 32 registers:
+// -23% time per 8-token call on 576x1536 Q4_1 (batched decode) against one row at a time with a second
+// accumulator per token.
+template <class G, int NT, int R>
 struct Tile32 {
-  // Adds group g (at activation byte offset a_off of every row) of the weight row to the NT accumulators.
-  static inline void add_group(const WGroup& w, const uint8_t* act, int64_t act_stride, int64_t a_off, __m512* acc,
-                               __m512* acc_m) {
+  // Adds group w[r] (at activation byte offset a_off of every row) of the R weight rows to acc[r][t].
+  static inline void add_group(const WGroup (&w)[R], const uint8_t* act, int64_t act_stride, int64_t a_off,
+                               __m512 (&acc)[R][NT]) {
+#pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
       const uint8_t* a = act + t * act_stride + a_off;
-      __m512i isum = G::kHasM ? _mm512_setzero_si512() : _mm512_load_si512(a + 192);
-      isum = _mm512_dpbusd_epi32(isum, w.lo, _mm512_load_si512(a));
-      isum = _mm512_dpbusd_epi32(isum, w.hi, _mm512_load_si512(a + 64));
-      const __m512 scale = _mm512_mul_ps(w.d, _mm512_load_ps(a + 128));
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[t]);
-      if constexpr (G::kHasM) acc_m[t] = _mm512_fmadd_ps(w.m, _mm512_load_ps(a + 192), acc_m[t]);
+      const __m512i a_lo = _mm512_load_si512(a);
+      const __m512i a_hi = _mm512_load_si512(a + 64);
+      const __m512 a_d = _mm512_load_ps(a + 128);
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        __m512i isum = G::kHasM ? _mm512_setzero_si512() : _mm512_load_si512(a + 192);
+        isum = _mm512_dpbusd_epi32(isum, w[r].lo, a_lo);
+        isum = _mm512_dpbusd_epi32(isum, w[r].hi, a_hi);
+        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(w[r].d, a_d), acc[r][t]);
+        if constexpr (G::kHasM) acc[r][t] = _mm512_fmadd_ps(w[r].m, _mm512_load_ps(a + 192), acc[r][t]);
+      }
     }
   }
 
-  // Dot products of one weight row with NT packed activation rows; writes y[t * ldy].
-  static inline void row(int64_t n_in, const uint8_t* w_row, const uint8_t* act, int64_t act_stride, float* y,
-                         int64_t ldy) {
+  // Dot products of R weight rows (w_stride apart) with NT packed activation rows; writes y[t * ldy + r].
+  static inline void rows(int64_t n_in, const uint8_t* w_row, int64_t w_stride, const uint8_t* act,
+                          int64_t act_stride, float* y, int64_t ldy) {
     const int64_t nb = n_in / tensor::kQk32;
     const int64_t n_full = nb / kGroupBlocks;
     const int64_t rest = nb % kGroupBlocks;
-    __m512 acc[NT], acc_m[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = acc_m[t] = _mm512_setzero_ps();
+    __m512 acc[R][NT];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+    }
+    WGroup w[R];
     for (int64_t g = 0; g < n_full; ++g) {
       const uint8_t* p = w_row + g * kGroupBlocks * G::kBlockBytes;
-      if constexpr (NT == 1) {
+      if constexpr (NT == 1 && R == 1) {
         for (int off = 0; off < kGroupBlocks * G::kBlockBytes; off += 64)
           _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + off), _MM_HINT_T0);
       }
-      const WGroup w = G::template unpack<false>(p, 0);
-      add_group(w, act, act_stride, g * kGroupActBytes, acc, acc_m);
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) w[r] = G::template unpack<false>(p + r * w_stride, 0);
+      add_group(w, act, act_stride, g * kGroupActBytes, acc);
     }
     if (rest != 0) {
-      const WGroup w = G::template unpack<true>(w_row + n_full * kGroupBlocks * G::kBlockBytes, rest * G::kBlockBytes);
-      add_group(w, act, act_stride, n_full * kGroupActBytes, acc, acc_m);
+      const int64_t off = n_full * kGroupBlocks * G::kBlockBytes;
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) w[r] = G::template unpack<true>(w_row + r * w_stride + off, rest * G::kBlockBytes);
+      add_group(w, act, act_stride, n_full * kGroupActBytes, acc);
     }
-    for (int t = 0; t < NT; ++t) {
-      if constexpr (G::kHasM) acc[t] = _mm512_add_ps(acc[t], acc_m[t]);
-      y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
     }
   }
 };
 
-// Tokens per tile: accumulators for 8 rows (16 registers with the offset sums) plus the unpacked group fit in the
-// 32 vector registers.
+// Tokens per tile: accumulators for 2 rows of 8 tokens plus the 2 unpacked groups fit in the 32 vector registers.
 constexpr int kTileTokens = 8;
 
+// One token streams the weights from memory: one row at a time, with prefetches. Several tokens are compute
+// bound: rows go in pairs, sharing each activation load.
 template <class G, int NT>
 void tile_rows(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
                int64_t act_stride, float* y, int64_t ldy) {
-  for (int64_t r = 0; r < n_rows; ++r) Tile32<G, NT>::row(n_in, w + r * w_stride, act, act_stride, y + r, ldy);
+  constexpr int kRows = NT == 1 ? 1 : 2;
+  int64_t r = 0;
+  for (; r + kRows <= n_rows; r += kRows)
+    Tile32<G, NT, kRows>::rows(n_in, w + r * w_stride, w_stride, act, act_stride, y + r, ldy);
+  for (; r < n_rows; ++r) Tile32<G, NT, 1>::rows(n_in, w + r * w_stride, w_stride, act, act_stride, y + r, ldy);
 }
 
 template <class G>

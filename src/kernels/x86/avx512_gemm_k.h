@@ -136,6 +136,7 @@ inline void k_row(int64_t n_in, const uint8_t* w_row, const uint8_t* act, int64_
   const int64_t nb = n_in / tensor::kQkK;
   const auto* wb = reinterpret_cast<const WBlock*>(w_row);  // [nb]
   __m512 acc[NT];
+#pragma GCC unroll 8
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t ib = 0; ib < nb; ++ib) {
     if constexpr (NT == 1) {
@@ -145,6 +146,7 @@ inline void k_row(int64_t n_in, const uint8_t* w_row, const uint8_t* act, int64_
         _mm_prefetch(p + kPrefetchBytes + off, _MM_HINT_T0);
     }
     const KGroup4 g = U::unpack(wb[ib]);
+#pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
       const uint8_t* a = act + t * act_stride + ib * kKActBytes;
       __m512i s = _mm512_setzero_si512();
@@ -161,10 +163,12 @@ inline void k_row(int64_t n_in, const uint8_t* w_row, const uint8_t* act, int64_
       acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_mul_ps(g.c, da), acc[t]);
     }
   }
+#pragma GCC unroll 8
   for (int t = 0; t < NT; ++t) y[t * ldy] = _mm512_reduce_add_ps(acc[t]);
 }
 
-constexpr int kKTileTokens = 4;
+// Tokens per pass over a row: the unpacked superblock (11 registers) is reused by every token of the pass.
+constexpr int kKTileTokens = 8;
 
 template <class U, int NT>
 void k_tile_rows(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
@@ -185,7 +189,11 @@ void gemm_k_tile(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_row
     case 0: break;
     case 1: k_tile_rows<U, 1>(n_in, w, w_stride, n_rows, a, act_stride, yt, ldy); break;
     case 2: k_tile_rows<U, 2>(n_in, w, w_stride, n_rows, a, act_stride, yt, ldy); break;
-    default: k_tile_rows<U, 3>(n_in, w, w_stride, n_rows, a, act_stride, yt, ldy); break;
+    case 3: k_tile_rows<U, 3>(n_in, w, w_stride, n_rows, a, act_stride, yt, ldy); break;
+    case 4: k_tile_rows<U, 4>(n_in, w, w_stride, n_rows, a, act_stride, yt, ldy); break;
+    case 5: k_tile_rows<U, 5>(n_in, w, w_stride, n_rows, a, act_stride, yt, ldy); break;
+    case 6: k_tile_rows<U, 6>(n_in, w, w_stride, n_rows, a, act_stride, yt, ldy); break;
+    default: k_tile_rows<U, 7>(n_in, w, w_stride, n_rows, a, act_stride, yt, ldy); break;
   }
 }
 
