@@ -19,6 +19,7 @@ struct BatchFlags {
   ModelFlags model;
   SamplingFlags sampling;
   KvPolicyFlags kv;
+  SpeculativeFlags speculative;
   std::string input;            // -f
   std::string output = "-";     // -o ("-" = stdout)
   int32_t parallel = 8;         // sequences at once
@@ -32,6 +33,7 @@ struct BatchFlags {
 int run(const BatchFlags& f) {
   // Command-line errors first, before the model loads.
   require_valid(sampling::validate(f.sampling.options));
+  require_valid(generate::speculative::validate(f.speculative.options));
   if (f.output != "-") require_writable_path(f.output, "-o/--output");
   const int32_t n_threads = cap_threads(f.n_threads);
   Result<std::string> text = read_input_file(f.input);
@@ -53,6 +55,7 @@ int run(const BatchFlags& f) {
   defaults.kv_policy = f.kv.policy;
   defaults.kv_options = f.kv.options;
   defaults.n_ctx = n_ctx;
+  defaults.speculative = f.speculative.options;
   // duo's head profile (the one beside the model, computed on first use) when the flag or any line names duo.
   bool any_duo = false;
   for (const generate::BatchLine& l : *lines)
@@ -144,6 +147,7 @@ Runner add_batch_command(CLI::App& app) {
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "keep generating past end-of-generation tokens (throughput runs)");
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
+  add_speculative_flags(*cmd, flags->speculative);
   return [flags]() { return run(*flags); };
 }
 

@@ -22,6 +22,7 @@ struct ChatFlags {
   ModelFlags model;
   SamplingFlags sampling;
   KvPolicyFlags kv;
+  SpeculativeFlags speculative;
   std::string system;
   int32_t n_predict = 512;  // per reply; -1 = until end of turn
   int32_t n_ctx = 4096;
@@ -57,6 +58,7 @@ size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& 
 
 int run(const ChatFlags& f) {
   require_valid(sampling::validate(f.sampling.options));
+  require_valid(generate::speculative::validate(f.speculative.options));
   const int32_t n_threads = cap_threads(f.n_threads > 0 || f.n_threads_batch < 0 ? f.n_threads : f.n_threads_batch);
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
@@ -81,6 +83,10 @@ int run(const ChatFlags& f) {
   Result<sampling::SamplerChain> sampler = sampling::SamplerChain::create(f.sampling.options);
   if (!sampler) return report_error(sampler.message());
   const int32_t n_ctx = (*session)->n_ctx();
+  // One draft source for the whole conversation: Token Recycling's matrix keeps learning across replies.
+  generate::GenerateOptions reply_options;
+  reply_options.n_predict = f.n_predict;
+  set_draft_source(f.speculative, *loaded->model, reply_options);
 
   const bool interactive = isatty(STDIN_FILENO) != 0;
   if (interactive) {
@@ -146,8 +152,8 @@ int run(const ChatFlags& f) {
     (*session)->truncate(static_cast<int32_t>(feed_from));
     std::vector<int32_t> fresh(all.begin() + static_cast<std::ptrdiff_t>(feed_from), all.end());
 
-    generate::GenerateOptions go;
-    go.n_predict = f.n_predict;
+    generate::GenerateOptions go = reply_options;
+    go.draft_context.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(feed_from));  // prompt lookup reads earlier turns
     sampler->reset();
     if (!interactive && !first_reply) std::printf("\n");  // piped: a blank line between replies
     first_reply = false;
@@ -208,6 +214,7 @@ Runner add_chat_command(CLI::App& app) {
                 "when the context is full, drop the oldest turns (the system message stays) instead of stopping");
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
+  add_speculative_flags(*cmd, flags->speculative);
   return [flags]() { return run(*flags); };
 }
 

@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "common.h"
 #include "eval/report.h"
+#include "generate/batch.h"
 #include "generate/generator.h"
 #include "sampling/sampler_chain.h"
 
@@ -19,6 +20,7 @@ struct RunFlags {
   ModelFlags model;
   SamplingFlags sampling;
   KvPolicyFlags kv;
+  SpeculativeFlags speculative;
   std::string prompt;
   std::string prompt_file;
   std::string system;
@@ -50,6 +52,7 @@ int run(const RunFlags& f) {
   if (!f.system.empty() && !f.chat)
     throw UsageError("--system needs --chat: a system message is part of the chat format");
   require_valid(sampling::validate(f.sampling.options));
+  require_valid(generate::speculative::validate(f.speculative.options));
   const int32_t n_threads = cap_threads(f.n_threads > 0 || f.n_threads_batch < 0 ? f.n_threads : f.n_threads_batch);
   Result<std::string> prompt = read_prompt(f.prompt, f.prompt_file, true);
   if (!prompt) return report_error(prompt.message());
@@ -91,6 +94,7 @@ int run(const RunFlags& f) {
   generate::GenerateOptions go;
   go.n_predict = f.n_predict;
   go.ignore_eos = f.ignore_eos;
+  set_draft_source(f.speculative, *loaded->model, go);
   generate::TextFn stream = nullptr;
   if (!f.json) {
     // A failed write (a full disk, a closed pipe) stops generating; main() reports it and exits 1.
@@ -121,6 +125,8 @@ int run(const RunFlags& f) {
                     {"threads", (*session)->n_threads()},
                     {"kv_bytes", (*session)->cache().used_bytes()},
                     {"peak_rss_bytes", peak_rss_bytes()}};
+    if (go.draft)
+      j["speculative"] = nlohmann::json::parse(generate::speculative_stats_json(f.speculative.options.type, result->speculative));
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("\n");  // the completion ends with a newline, so the statistics never continue its last line
@@ -129,11 +135,12 @@ int run(const RunFlags& f) {
   std::fflush(stdout);
   std::fprintf(stderr,
                "prompt: %d tokens in %.3f s (%.1f tokens/s) | generation: %d tokens in %.3f s (%.1f tokens/s) | "
-               "stop: %s | KV %.1f MiB | peak RSS %.1f MiB\n",
+               "stop: %s | KV %.1f MiB | peak RSS %.1f MiB%s\n",
                t.n_prompt, t.prompt_seconds, t.prompt_tokens_per_s(), t.n_generated, t.generate_seconds,
                t.generate_tokens_per_s(), generate::stop_reason_name(result->stop),
                static_cast<double>((*session)->cache().used_bytes()) / (1 << 20),
-               static_cast<double>(peak_rss_bytes()) / (1 << 20));
+               static_cast<double>(peak_rss_bytes()) / (1 << 20),
+               go.draft ? speculative_summary(f.speculative.options.type, result->speculative).c_str() : "");
   return 0;
 }
 
@@ -162,6 +169,7 @@ Runner add_run_command(CLI::App& app) {
       ->check(CLI::Range(0, 1024));
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
+  add_speculative_flags(*cmd, flags->speculative);
   cmd->add_flag("--chat", flags->chat, "wrap the prompt in the model's chat format");
   cmd->add_option("--system", flags->system, "system message (needs --chat)");
   cmd->add_flag("--json", flags->json, "print one JSON object instead of streaming text");

@@ -158,6 +158,38 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
       ->check(CLI::Range(0, 1 << 24));
 }
 
+void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags) {
+  auto& o = flags.options;
+  std::string names;
+  for (const std::string& n : generate::speculative::draft_source_names()) names += (names.empty() ? "" : ", ") + n;
+  app.add_option("--spec-type", o.type,
+                 "speculative decoding's draft source: " + names +
+                     " (ngram: prompt lookup; recycle: Token Recycling); output is unchanged")
+      ->capture_default_str()
+      ->check(CLI::IsMember(generate::speculative::draft_source_names()));
+  app.add_option("--draft-max", o.draft_max, "most draft tokens (tree nodes) verified per step")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  app.add_option("--draft-min", o.draft_min, "shorter drafts are not verified (0: any)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 256));
+}
+
+void set_draft_source(const SpeculativeFlags& flags, const model::Model& model, generate::GenerateOptions& options) {
+  options.draft =
+      require_valid(generate::speculative::make_draft_source(flags.options, model.config().n_vocab));
+  options.draft_max = flags.options.draft_max;
+  options.draft_min = flags.options.draft_min;
+}
+
+std::string speculative_summary(const std::string& type, const generate::SpeculativeStats& stats) {
+  char line[160];
+  std::snprintf(line, sizeof line, " | spec %s: %lld/%lld drafted tokens accepted, %.2f tokens/step", type.c_str(),
+                static_cast<long long>(stats.n_accepted), static_cast<long long>(stats.n_drafted),
+                stats.mean_accepted_length());
+  return line;
+}
+
 namespace {
 bool file_exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 

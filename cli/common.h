@@ -12,6 +12,8 @@
 
 #include "base/status.h"
 #include "eval/report.h"
+#include "generate/generator.h"
+#include "generate/speculative/registry.h"
 #include "kv/kv_policy.h"
 #include "model/model.h"
 #include "sampling/sampling_options.h"
@@ -82,6 +84,17 @@ struct KvPolicyFlags {
   kv::KvPolicyOptions options;
 };
 void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags);
+
+// Speculative decoding flags shared by run, chat and batch: --spec-type NAME, --draft-max N, --draft-min N.
+struct SpeculativeFlags {
+  generate::speculative::SpeculativeOptions options;
+};
+void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags);
+// Sets options.draft (and its limits) to the source the flags name for `model` (null for none). Called after
+// require_valid(validate(flags.options)).
+void set_draft_source(const SpeculativeFlags& flags, const model::Model& model, generate::GenerateOptions& options);
+// The same for the stderr statistics line: " | spec ngram: 40/64 drafted tokens accepted, 2.25 tokens/step".
+std::string speculative_summary(const std::string& type, const generate::SpeculativeStats& stats);
 
 // A one-line status on stderr for long work: rewritten in place on a terminal; in a log (not a terminal), the first
 // update and then one line every 10 seconds.

@@ -64,9 +64,13 @@ Status read_field(BatchLine& out, const std::string& key, const json& v) {
   } else if (key == "kv_policy") {
     LH_RETURN_IF_ERROR(want(v.is_string(), "a string such as \"h2o:budget=512\""));
     out.kv_policy = v.get<std::string>();
+  } else if (key == "spec_type") {
+    LH_RETURN_IF_ERROR(want(v.is_string(), "a string such as \"ngram\""));
+    out.spec_type = v.get<std::string>();
   } else {
     return Status::error("unknown field \"" + key +
-                         "\" (known: prompt, messages, max_tokens, temperature, top_p, seed, stop, kv_policy)");
+                         "\" (known: prompt, messages, max_tokens, temperature, top_p, seed, stop, kv_policy, "
+                         "spec_type)");
   }
   return Status::ok();
 }
@@ -119,6 +123,9 @@ Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines,
   const kv::KvPolicyContext context = kv_policy_context(model);
   // Each distinct policy spec is built once: that checks the name and its parameters for this model.
   std::map<std::string, Result<int32_t>> max_cells_of;  // spec -> the policy's memory bound (0 = none), or its error
+  // One draft source per type, shared by the jobs that name it (a source reads each request's text when it
+  // proposes; Token Recycling's matrix learns from all of them).
+  std::map<std::string, std::shared_ptr<speculative::DraftSource>> draft_of;
   std::vector<BatchJob> jobs;
   jobs.reserve(lines.size());
   for (const BatchLine& l : lines) {
@@ -133,6 +140,20 @@ Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines,
     job.options.n_predict = l.max_tokens ? *l.max_tokens : defaults.n_predict;
     job.options.ignore_eos = defaults.ignore_eos;
     job.options.stop = l.stop;
+    // Speculative decoding.
+    speculative::SpeculativeOptions spec_options = defaults.speculative;
+    if (l.spec_type) spec_options.type = *l.spec_type;
+    if (Status st = speculative::validate(spec_options); !st.is_ok()) return line_error(l.line, st.message());
+    auto source = draft_of.find(spec_options.type);
+    if (source == draft_of.end()) {
+      LH_ASSIGN_OR_RETURN(std::unique_ptr<speculative::DraftSource> made,
+                          speculative::make_draft_source(spec_options, model.config().n_vocab));
+      source = draft_of.emplace(spec_options.type, std::move(made)).first;
+    }
+    job.spec_type = spec_options.type;
+    job.options.draft = source->second;
+    job.options.draft_max = spec_options.draft_max;
+    job.options.draft_min = spec_options.draft_min;
     // KV policy.
     const std::string spec = l.kv_policy ? *l.kv_policy : defaults.kv_policy;
     auto built = max_cells_of.find(spec);
@@ -176,6 +197,16 @@ Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines,
   return jobs;
 }
 
+std::string speculative_stats_json(const std::string& type, const SpeculativeStats& stats) {
+  const json j = {{"type", type},
+                  {"steps", stats.n_steps},
+                  {"drafted", stats.n_drafted},
+                  {"accepted", stats.n_accepted},
+                  {"mean_accepted_length", std::round(stats.mean_accepted_length() * 1000) / 1000},
+                  {"acceptance_rate", std::round(stats.acceptance_rate() * 1000) / 1000}};
+  return j.dump();
+}
+
 Status run_batch(Engine& engine, const tokenizer::Tokenizer& tokenizer, const std::vector<BatchJob>& jobs,
                  int32_t parallel, const std::function<Status(const std::string&)>& write,
                  const BatchProgressFn& progress) {
@@ -207,6 +238,7 @@ Status run_batch(Engine& engine, const tokenizer::Tokenizer& tokenizer, const st
       out["completion_tokens"] = g.timings.n_generated;
       out["time_to_first_token_s"] = std::round((g.queued_seconds + g.timings.prompt_seconds) * 1e4) / 1e4;
       out["tokens_per_s"] = std::round(g.timings.generate_tokens_per_s() * 100) / 100;
+      if (jobs[i].options.draft) out["speculative"] = json::parse(speculative_stats_json(jobs[i].spec_type, g.speculative));
     } else {
       out["error"] = r.message();
     }

@@ -5,11 +5,14 @@
 // Input: one JSON object per line (blank lines are skipped):
 //   {"prompt": "..."} or {"messages": [{"role": "...", "content": "..."}, ...]} (the model's chat format),
 //   optional "max_tokens" (>= 1), "temperature" (>= 0; 0 = greedy), "top_p" (in (0, 1]), "seed" (>= 0),
-//   "stop" (a string or a list of strings), "kv_policy" (as --kv-policy: name[:key=value,...]).
+//   "stop" (a string or a list of strings), "kv_policy" (as --kv-policy: name[:key=value,...]), "spec_type" (as
+//   --spec-type: none, ngram, recycle).
 // Unknown fields and wrong types are errors naming the line.
 // Output per request: {"id": line number, "text", "tokens": [ids], "finish_reason": "stop" | "length",
 //   "prompt_tokens", "completion_tokens", "time_to_first_token_s", "tokens_per_s"} ("stop" for an end-of-generation
-//   token or a stop string, "length" for max_tokens or a full context), or {"id", "error"} for a request that failed
+//   token or a stop string, "length" for max_tokens or a full context), with speculative decoding also
+//   "speculative": {"type", "steps", "drafted", "accepted", "mean_accepted_length", "acceptance_rate"}; or {"id",
+//   "error"} for a request that failed
 //   while running (a validated file has none but for cancelled or out-of-memory runs).
 #pragma once
 
@@ -23,6 +26,7 @@
 #include "base/status.h"
 #include "generate/engine.h"
 #include "generate/generator.h"
+#include "generate/speculative/registry.h"
 #include "kv/kv_policy.h"
 #include "model/model.h"
 #include "sampling/sampling_options.h"
@@ -42,6 +46,7 @@ struct BatchLine {
   std::optional<uint32_t> seed;
   std::vector<std::string> stop;
   std::optional<std::string> kv_policy;
+  std::optional<std::string> spec_type;
 };
 
 // Parses the whole file; the first problem fails the call with "line N: <problem>".
@@ -55,11 +60,13 @@ struct BatchDefaults {
   std::string kv_policy = "full";    // --kv-policy
   kv::KvPolicyOptions kv_options;    // its parameters and the cell storage
   int32_t n_ctx = 4096;              // context size of each sequence
+  speculative::SpeculativeOptions speculative;  // --spec-type, --draft-max, --draft-min
 };
 
 // A validated request, ready to run.
 struct BatchJob {
   int32_t line = 0;
+  std::string spec_type = "none";  // the draft source options.draft is (shared by the jobs of one type)
   std::vector<int32_t> prompt_ids;
   sampling::SamplingOptions sampling;
   GenerateOptions options;
@@ -74,6 +81,10 @@ struct BatchJob {
 Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines, const model::Model& model,
                                             const tokenizer::Tokenizer& tokenizer, tokenizer::ChatFormat chat_format,
                                             const BatchDefaults& defaults);
+
+// The statistics of a request that ran with a draft source as a JSON object (the batch output's "speculative",
+// run --json's): {"type", "steps", "drafted", "accepted", "mean_accepted_length", "acceptance_rate"}.
+std::string speculative_stats_json(const std::string& type, const SpeculativeStats& stats);
 
 // Progress of a batch run: requests done, requests in all, generated tokens so far, seconds since the start.
 using BatchProgressFn = std::function<void(size_t done, size_t total, int64_t generated, double seconds)>;

@@ -176,6 +176,14 @@ int32_t Engine::max_chunk(kv::SeqId seq) const {
   return policy_max > 0 ? std::min(options_.n_batch, policy_max) : options_.n_batch;
 }
 
+int32_t Engine::tentative_room(kv::SeqId seq) const {
+  const Slot& sl = slot(seq);
+  if (sl.tentative.pending) return 0;
+  int32_t room = std::min({max_chunk(seq), cache_.free_cells(seq), kMaxPosition - n_past(seq)});
+  if (sl.policy->max_cells() > 0) room = std::min(room, options_.max_tentative_tokens);
+  return std::max(0, room);
+}
+
 bool Engine::has_tentative(kv::SeqId seq) const { return slot(seq).tentative.pending; }
 
 // ---- steps ----

@@ -143,6 +143,10 @@ class Engine {
   bool context_full(kv::SeqId seq, int32_t n_tokens = 1) const;
   // Most tokens one step may bring to `seq` (n_batch, or less when its policy needs smaller chunks).
   int32_t max_chunk(kv::SeqId seq) const;
+  // Most tokens a tentative step of `seq` may carry now (the limits step() checks: its chunk limit, the free cells
+  // a step without eviction needs, max_tentative_tokens for a bounded policy); 0 while a tentative step is
+  // undecided.
+  int32_t tentative_room(kv::SeqId seq) const;
 
   // Tokens fed to the sequence so far (its next position); cells it holds per layer; its context size.
   int32_t n_past(kv::SeqId seq) const { return cache_.next_position(seq); }

@@ -1,8 +1,10 @@
 #include "generate/generator.h"
 
 #include <algorithm>
+#include <random>
 
 #include "base/sys_info.h"
+#include "generate/speculative/verify.h"
 
 namespace longhaul::generate {
 
@@ -29,6 +31,13 @@ struct Generator::Live {
   double first_token_at = 0.0;
   GenerateResult result;
   tokenizer::StreamingDecoder decoder;
+  // Speculative decoding (a request with a draft source).
+  std::vector<int32_t> text;     // the prompt, then the generated tokens: what the source reads
+  speculative::Draft draft;      // the source's proposal
+  std::vector<int32_t> fed;      // [1 + draft] this step's tokens: the pending token, then the draft
+  std::vector<int32_t> parents;  // [1 + draft] each one's parent within `fed` (-1 for the pending token)
+  bool tree = false;             // the draft branches (the engine gets `parents`)
+  std::mt19937_64 rng;           // verification's draws, seeded from the sampler's seed
   Live(const tokenizer::Tokenizer& tokenizer) : decoder(tokenizer) {}
 };
 
@@ -47,18 +56,19 @@ size_t Generator::submit(Request request) {
 }
 
 void Generator::finish(Live& live, Result<GenerateResult> result) {
+  const Request& req = requests_[live.index];
   if (result.is_ok()) {
     GenerateResult& r = *result;
     // Bytes of an incomplete character at the end come out as they are (unless a stop string cut the text).
     if (r.stop != StopReason::kStopString) {
       const std::string rest = live.decoder.flush();
       r.text += rest;
-      const Request& req = requests_[live.index];
       if (req.on_text && !rest.empty()) req.on_text(rest);
     }
     r.timings.n_generated = static_cast<int32_t>(r.tokens.size());
     r.timings.generate_seconds = live.first_token_at > 0 ? now_seconds() - live.first_token_at : 0.0;
   }
+  if (req.options.draft) req.options.draft->end(live.index);
   if (live.own_sequence && engine_.has_sequence(live.seq)) engine_.remove(live.seq);
   results_[live.index] = std::move(result);
   ++n_done_;
@@ -97,6 +107,12 @@ Status Generator::start(size_t index) {
                               engine_.cache().check_room(live->seq, static_cast<int32_t>(req.prompt.size())).message()));
   }
   for (int32_t t : req.prompt) req.sampler->accept(t);
+  if (req.options.draft) {
+    live->text = req.options.draft_context;
+    live->text.insert(live->text.end(), req.prompt.begin(), req.prompt.end());
+    // A stream of its own, fixed by the sampler's seed, so a seeded run with speculation reproduces too.
+    live->rng.seed(req.sampler->seed() ^ 0x5bd1e995u);
+  }
   Live& l = *live;
   live_.push_back(std::move(live));
   if (req.prompt.empty()) {
@@ -111,14 +127,26 @@ Status Generator::start(size_t index) {
 
 bool Generator::take_token(Live& live, const float* logits) {
   Request& req = requests_[live.index];
-  GenerateResult& r = live.result;
   const int32_t n_vocab = engine_.model().config().n_vocab;
   // Only a request on a caller's sequence (a Session) hands its last logits back: copying n_vocab floats per token
   // for every batch request would be work nobody reads.
   if (req.seq >= 0) final_logits_[live.index].assign(logits, logits + n_vocab);
   const int32_t token = req.sampler->sample(logits, n_vocab);
   req.sampler->accept(token);
+  if (emit(live, token)) return true;
+  if (engine_.context_full(live.seq)) {
+    live.result.stop = StopReason::kContextFull;
+    return true;
+  }
+  live.pending = token;
+  return false;
+}
+
+bool Generator::emit(Live& live, int32_t token) {
+  Request& req = requests_[live.index];
+  GenerateResult& r = live.result;
   r.tokens.push_back(token);
+  if (req.options.draft) live.text.push_back(token);
   ++n_generated_;
   const GenerateOptions& o = req.options;
   if (!o.ignore_eos && tokenizer_.is_end_of_generation(token)) {
@@ -154,12 +182,74 @@ bool Generator::take_token(Live& live, const float* logits) {
     r.stop = StopReason::kLength;
     return true;
   }
-  if (engine_.context_full(live.seq)) {
-    r.stop = StopReason::kContextFull;
-    return true;
-  }
-  live.pending = token;
   return false;
+}
+
+bool Generator::plan_draft(Live& live, int32_t budget) {
+  const GenerateOptions& o = requests_[live.index].options;
+  if (!o.draft) return false;
+  // The step carries the pending token and the draft; drafting past the tokens still to generate is wasted work
+  // (the step emits at most draft + 1).
+  int32_t n_max = std::min({o.draft_max, budget - 1, engine_.tentative_room(live.seq) - 1});
+  if (o.n_predict >= 0) n_max = std::min(n_max, o.n_predict - static_cast<int32_t>(live.result.tokens.size()) - 1);
+  const int32_t n_min = std::max(1, o.draft_min);
+  if (n_max < n_min) return false;
+  live.draft.clear();
+  o.draft->propose({live.index, live.text}, n_max, live.draft);
+  const auto n = static_cast<int32_t>(live.draft.size());
+  LH_CHECK_MSG(n <= n_max && (live.draft.parents.empty() || live.draft.parents.size() == live.draft.tokens.size()),
+               "draft source " + o.draft->name() + " broke its contract: " + std::to_string(n) + " tokens for at most " +
+                   std::to_string(n_max));
+  if (n < n_min) return false;
+  live.tree = !live.draft.parents.empty();
+  live.fed.assign(1, live.pending);
+  live.fed.insert(live.fed.end(), live.draft.tokens.begin(), live.draft.tokens.end());
+  live.parents.assign(1, model::kStepRoot);
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t p = live.tree ? live.draft.parents[static_cast<size_t>(i)] : i - 1;
+    LH_CHECK_MSG(p >= speculative::kDraftRoot && p < i, "draft source " + o.draft->name() + ": token " +
+                                                            std::to_string(i) + " names parent " + std::to_string(p));
+    live.parents.push_back(p + 1);  // the draft's root follows the pending token, node 0
+  }
+  return true;
+}
+
+void Generator::observe(Live& live, std::span<const int32_t> tokens, std::span<const int32_t> parents,
+                        const float* logits, int32_t n_accepted) {
+  speculative::VerifiedStep step;
+  step.tokens = tokens;
+  step.parents = parents;
+  step.logits = logits;
+  step.n_vocab = engine_.model().config().n_vocab;
+  step.n_accepted = n_accepted;
+  requests_[live.index].options.draft->observe({live.index, live.text}, step);
+}
+
+Status Generator::take_verified(Live& live, const StepResult& out, size_t i, bool& finished) {
+  Request& req = requests_[live.index];
+  const int32_t n_vocab = engine_.model().config().n_vocab;
+  finished = false;
+  const speculative::Verification v = speculative::verify_tree(
+      live.fed, live.parents, [&](int32_t node) { return out.logits(i, node); }, n_vocab, *req.sampler, live.rng,
+      [&](int32_t token) {
+        finished = emit(live, token);
+        return !finished;
+      });
+  SpeculativeStats& stats = live.result.speculative;
+  stats.n_drafted += static_cast<int64_t>(live.fed.size()) - 1;
+  stats.n_accepted += v.n_accepted;
+  // The cache keeps the pending token and the accepted draft tokens the walk went on from.
+  LH_RETURN_IF_ERROR(engine_.accept(live.seq, v.path));
+  observe(live, live.fed, live.parents, out.logits(i, 0), v.n_accepted);
+  if (req.seq >= 0) final_logits_[live.index].assign(out.logits(i, v.last_node), out.logits(i, v.last_node) + n_vocab);
+  // As take_token, once the cache holds what plain decoding would: the step fitted, so only the last token's
+  // successor can lack room.
+  if (!finished && engine_.context_full(live.seq)) {
+    live.result.stop = StopReason::kContextFull;
+    finished = true;
+  }
+  if (!finished) live.pending = live.result.tokens.back();
+  return Status::ok();
 }
 
 Status Generator::run(const std::function<void(size_t, const Result<GenerateResult>&)>& on_done,
@@ -187,9 +277,15 @@ Status Generator::run(const std::function<void(size_t, const Result<GenerateResu
       SequenceStep s;
       s.seq = l->seq;
       s.tokens = std::span<const int32_t>(&l->pending, 1);
+      if (plan_draft(*l, budget)) {
+        s.tokens = l->fed;
+        if (l->tree) s.parents = l->parents;
+        s.tentative = true;
+        s.output = StepOutput::kAllLogits;
+      }
       steps.push_back(s);
       step_live.push_back(l.get());
-      --budget;
+      budget -= static_cast<int32_t>(s.tokens.size());
     }
     for (auto& l : live_) {
       if (l->pending >= 0 || budget == 0) continue;
@@ -212,6 +308,16 @@ Status Generator::run(const std::function<void(size_t, const Result<GenerateResu
     for (size_t i = 0; i < steps.size(); ++i) {
       Live& l = *step_live[i];
       if (l.pending >= 0) {
+        const Request& req = requests_[l.index];
+        if (req.options.draft) ++l.result.speculative.n_steps;
+        if (steps[i].tentative) {
+          l.pending = -1;
+          bool done = false;
+          LH_RETURN_IF_ERROR(take_verified(l, out, i, done));
+          if (done) finished.push_back(&l);
+          continue;
+        }
+        if (req.options.draft) observe(l, steps[i].tokens, {}, out.logits(i), 0);
         l.pending = -1;
         if (take_token(l, out.logits(i))) finished.push_back(&l);
         continue;
@@ -228,6 +334,7 @@ Status Generator::run(const std::function<void(size_t, const Result<GenerateResu
       if (l.n_fed < n_prompt) continue;
       l.first_token_at = now_seconds();
       l.result.timings.prompt_seconds = l.first_token_at - l.started_at;
+      if (req.options.draft) observe(l, l.prompt.last(1), {}, out.logits(i), 0);
       if (take_token(l, out.logits(i))) finished.push_back(&l);
     }
     for (Live* l : finished) {

@@ -18,6 +18,7 @@
 #include "base/status.h"
 #include "generate/engine.h"
 #include "generate/session.h"
+#include "generate/speculative/draft_source.h"
 #include "sampling/sampler_chain.h"
 #include "tokenizer/tokenizer.h"
 
@@ -31,6 +32,15 @@ struct GenerateOptions {
   std::vector<std::string> stop;
   // Generation ends as soon as done(text so far) holds (null = never early): e.g. an eval answer is complete.
   std::function<bool(const std::string&)> done;
+  // Speculative decoding (generate/speculative/): each decode step also feeds the tokens `draft` proposes,
+  // tentatively, and keeps what the target accepts (speculative/verify.h) — the same output as plain decoding, in
+  // fewer steps when the guesses are good. Null = plain decoding.
+  std::shared_ptr<speculative::DraftSource> draft;
+  int32_t draft_max = 16;  // most draft tokens (tree nodes) per step; also capped by the step's room
+  int32_t draft_min = 0;   // a shorter draft is not verified: the step decodes one token (0 = any draft)
+  // Tokens the sequence holds before the prompt that the draft source may read too (a chat's earlier turns, which
+  // prompt lookup quotes from); empty = the prompt alone.
+  std::vector<int32_t> draft_context;
 };
 
 struct Timings {
@@ -45,6 +55,17 @@ struct Timings {
   }
 };
 
+// What speculative decoding did for a request.
+struct SpeculativeStats {
+  int64_t n_steps = 0;     // decode steps (each feeds one token, or one token and a draft)
+  int64_t n_drafted = 0;   // draft tokens fed for verification
+  int64_t n_accepted = 0;  // of them, accepted by the target
+  // Tokens a decode step yields on average, 1 + accepted per step: the "mean accepted length" of the speculative
+  // decoding papers (1 = no gain).
+  double mean_accepted_length() const { return n_steps > 0 ? 1.0 + static_cast<double>(n_accepted) / n_steps : 0.0; }
+  double acceptance_rate() const { return n_drafted > 0 ? static_cast<double>(n_accepted) / n_drafted : 0.0; }
+};
+
 enum class StopReason { kEndOfGeneration, kLength, kContextFull, kCallback, kStopString };
 const char* stop_reason_name(StopReason reason);
 
@@ -54,6 +75,7 @@ struct GenerateResult {
   StopReason stop = StopReason::kLength;
   Timings timings;
   double queued_seconds = 0.0;  // waiting for a free sequence before the request started
+  SpeculativeStats speculative;  // zeros without a draft source
 };
 
 // Called with each newly completed piece of UTF-8 text; returning false stops generation.
@@ -103,6 +125,16 @@ class Generator {
   Status start(size_t index);
   // Samples from `logits`; true when the request is finished.
   bool take_token(Live& live, const float* logits);
+  // Records a token the sampler has accepted; true when it ends the request (all but a full context).
+  bool emit(Live& live, int32_t token);
+  // Speculative decoding: asks the request's draft source for a draft that fits `budget` step tokens and, when it
+  // proposes one, sets live's step tokens (the pending token, then the draft); false: a plain decode step.
+  bool plan_draft(Live& live, int32_t budget);
+  // After a draft step: the verification walk, the kept path, the source's lesson. `finished` when it ended.
+  Status take_verified(Live& live, const StepResult& out, size_t i, bool& finished);
+  // Hands the source the logits a step produced for the request's tokens [n] (parents: chain when empty).
+  void observe(Live& live, std::span<const int32_t> tokens, std::span<const int32_t> parents, const float* logits,
+               int32_t n_accepted);
   void finish(Live& live, Result<GenerateResult> result);
 
   Engine& engine_;

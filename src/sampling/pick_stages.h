@@ -16,6 +16,7 @@ class GreedyStage final : public SamplerStage {
  public:
   std::string name() const override { return "greedy"; }
   void apply(TokenCandidates& candidates) override;
+  bool selection_distribution(TokenCandidates& candidates) override;  // the argmax alone, probability 1
   std::unique_ptr<SamplerStage> clone() const override { return std::make_unique<GreedyStage>(); }
 };
 
@@ -33,6 +34,7 @@ class DistStage final : public SamplerStage {
   std::string name() const override { return "dist"; }
   std::string describe() const override;
   void apply(TokenCandidates& candidates) override;
+  bool selection_distribution(TokenCandidates& candidates) override;  // the softmax of the candidates
   void reset() override { rng_.seed(seed_); }
   std::unique_ptr<SamplerStage> clone() const override { return std::make_unique<DistStage>(*this); }
 

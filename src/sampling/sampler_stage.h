@@ -33,6 +33,11 @@ class SamplerStage {
   // without accept() sees the same history.
   virtual void apply(TokenCandidates& candidates) = 0;
 
+  // For the stage that picks (the last of a chain): leaves in `prob` the probability with which apply() would
+  // select each candidate, without drawing (candidates it can never select may be dropped), and returns true.
+  // Speculative decoding verifies draft tokens against this distribution. Other stages return false.
+  virtual bool selection_distribution(TokenCandidates& /*candidates*/) { return false; }
+
   // Records that `token` became part of the sequence: the chain's own pick, a prompt token, or
   // a token forced by speculative decoding. The only call that changes a stage's history.
   virtual void accept(int32_t /*token*/) {}

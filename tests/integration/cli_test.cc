@@ -184,6 +184,34 @@ TEST(CliEndToEnd, GreedyRunMatchesLlamaCpp) {
   FAIL() << "fixture prompt list_planets not found";
 }
 
+// Speculative decoding through the CLI: the same greedy tokens as without it (under the AVX2 kernels, whose rows
+// have the same bits in any step: tests/unit/generate/speculative/greedy_test.cc), with its statistics in --json
+// and on the stderr line; bad values are usage errors.
+TEST(CliEndToEnd, SpeculativeRunKeepsTheGreedyOutput) {
+  expect_error(run_cli("run -m smollm2-135m -p hi --spec-type eagle"), 2, "eagle");
+  expect_error(run_cli("run -m smollm2-135m -p hi --spec-type ngram --draft-min 20"), 2, "--draft-min 20");
+  if (!testing::file_exists(testing::smollm2_path()) || !__builtin_cpu_supports("avx2")) GTEST_SKIP();
+  ::setenv("LONGHAUL_ISA", "avx2", 1);
+  const std::string args = "run -m smollm2-135m -p 'one two three four, one two three four, one two' -n 16 --temp 0 "
+                           "--json -t 2 --ignore-eos";
+  const CliRun plain = run_cli(args);
+  const CliRun ngram = run_cli(args + " --spec-type ngram --draft-max 6");
+  ::unsetenv("LONGHAUL_ISA");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  ASSERT_EQ(ngram.exit_code, 0) << ngram.err;
+  const nlohmann::json p = nlohmann::json::parse(plain.out), n = nlohmann::json::parse(ngram.out);
+  EXPECT_EQ(n["tokens"], p["tokens"]);
+  EXPECT_FALSE(p.contains("speculative"));
+  const nlohmann::json& s = n["speculative"];
+  EXPECT_EQ(s["type"], "ngram");
+  EXPECT_GT(s["drafted"].get<int64_t>(), 0);
+  EXPECT_GE(s["steps"].get<int64_t>(), 1);
+  EXPECT_LE(s["steps"].get<int64_t>(), 15);  // 16 tokens: the first from the prefill, at most one per step after
+  EXPECT_NEAR(s["mean_accepted_length"].get<double>(),
+              1.0 + s["accepted"].get<double>() / s["steps"].get<double>(), 1e-3);
+  EXPECT_NE(ngram.err.find("spec ngram: "), std::string::npos) << ngram.err;
+}
+
 // Every task names each row by its policy and its cell storage, so that the rows of one sweep stay apart.
 TEST(CliEndToEnd, EvalRowsNameThePolicyAndItsStorage) {
   if (!testing::file_exists(testing::smollm2_path())) GTEST_SKIP();

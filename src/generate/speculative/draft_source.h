@@ -1,0 +1,75 @@
+// Draft sources for speculative decoding: cheap guesses of the tokens that follow a request's text, which the
+// generation loop (generate/generator.h) verifies in one forward step of the target model. Verification keeps only
+// what the target itself would have produced (speculative/verify.h), so a source changes the speed, never the
+// output: a bad guess costs the extra tokens of one step, a good one saves whole steps.
+//
+// Adding a source is one file beside this one (ngram.cc, recycle.cc) plus one line in registry.cc.
+//
+// Thread-safety: a source is called from the thread that drives its Generator, one call at a time.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace longhaul::generate::speculative {
+
+// Parent of a draft token that follows the request's last token directly.
+inline constexpr int32_t kDraftRoot = -1;
+
+// Tokens proposed to follow a request's last token: a chain, or a tree of alternatives.
+struct Draft {
+  std::vector<int32_t> tokens;  // [n] proposed token ids
+  // Empty: a chain (tokens[0] follows the last token, tokens[i] follows tokens[i - 1]). Otherwise [n]: the index
+  // in `tokens` of each token's parent (an earlier one), or kDraftRoot. Verification tries the children of a node
+  // in their order here, so a source lists the likelier alternative first.
+  std::vector<int32_t> parents;
+
+  size_t size() const { return tokens.size(); }
+  bool empty() const { return tokens.empty(); }
+  void clear() {
+    tokens.clear();
+    parents.clear();
+  }
+};
+
+// A request as a source sees it.
+struct DraftContext {
+  // The request's id within its generation loop; a source that keeps per-request state (a draft model's own
+  // sequence) keys it on this and drops it in end().
+  uint64_t request = 0;
+  // The request's text so far: its prompt, then the generated tokens. The draft follows tokens.back().
+  std::span<const int32_t> tokens;
+};
+
+// What the target made of one step of a request: the tokens it was fed whose logits the step returned (the last
+// prompt token after a prefill; the last generated token and the draft after a verification step), and the logits.
+struct VerifiedStep {
+  std::span<const int32_t> tokens;   // [n]
+  std::span<const int32_t> parents;  // [n] parent of each token within `tokens` (kDraftRoot for a root); empty: a chain
+  const float* logits = nullptr;     // [n, n_vocab] the target's raw logits after each token
+  int32_t n_vocab = 0;
+  int32_t n_accepted = 0;            // draft tokens of the step the target accepted
+};
+
+class DraftSource {
+ public:
+  virtual ~DraftSource() = default;
+
+  // Short stable name, as --spec-type takes it ("ngram").
+  virtual std::string name() const = 0;
+
+  // Writes at most `max_tokens` (>= 1) tokens to follow context.tokens.back() into `draft`, which the caller has
+  // cleared; proposing nothing is fine (the step then decodes one token). May update the source's own state.
+  virtual void propose(const DraftContext& context, int32_t max_tokens, Draft& draft) = 0;
+
+  // Learns from the target's logits of a step of this request (Token Recycling's candidate matrix, a draft model's
+  // rollback). Called after the prefill's last chunk and after every decode step, before the next propose().
+  virtual void observe(const DraftContext& /*context*/, const VerifiedStep& /*step*/) {}
+
+  // The request ended (finished, failed or cancelled).
+  virtual void end(uint64_t /*request*/) {}
+};
+
+}  // namespace longhaul::generate::speculative

@@ -1,0 +1,35 @@
+// Prompt lookup decoding (Saxena, 2023; llama.cpp's --spec-type ngram family, llama-cpp-python's
+// LlamaPromptLookupDecoding): the text a model writes often repeats its input (a quoted document, code under edit,
+// names), so the tokens that followed an earlier occurrence of the text's last few tokens are a good guess of what
+// comes next. No model, no training, no state: each propose() searches the request's whole text again.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "generate/speculative/draft_source.h"
+
+namespace longhaul::generate::speculative {
+
+class NgramSource final : public DraftSource {
+ public:
+  // n_min..n_max: lengths of the text's tail that are looked up, longest first (a longer match predicts better; a
+  // shorter one finds something more often).
+  explicit NgramSource(int32_t n_min = 1, int32_t n_max = 4);
+
+  std::string name() const override { return "ngram"; }
+  // The continuation (up to max_tokens, never past the text's end) of the latest earlier occurrence of the
+  // longest tail of n_max..n_min tokens that occurs earlier; nothing when none does.
+  void propose(const DraftContext& context, int32_t max_tokens, Draft& draft) override;
+
+ private:
+  int32_t n_min_;
+  int32_t n_max_;
+};
+
+// Where the latest earlier occurrence of the last n tokens of `text` starts (an index < text.size() - n), or -1.
+// An occurrence may overlap the tail itself (periodic text).
+int64_t find_latest_earlier(std::span<const int32_t> text, int32_t n);
+
+}  // namespace longhaul::generate::speculative

@@ -1,0 +1,31 @@
+// The draft sources --spec-type names, one line each in registry.cc.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "generate/speculative/draft_source.h"
+
+namespace longhaul::generate::speculative {
+
+// What the user asks of speculative decoding (run, chat, batch flags).
+struct SpeculativeOptions {
+  std::string type = "none";  // draft source, one of draft_source_names() ("none" = plain decoding)
+  int32_t draft_max = 16;     // most draft tokens verified per step (tree nodes for a tree source), >= 1
+  int32_t draft_min = 0;      // a shorter draft is not verified: the step decodes one token (0 = any draft)
+};
+
+// "none" and every registered source, in registry order.
+std::vector<std::string> draft_source_names();
+
+// Checks the options: an unknown type lists the known ones; draft_max in [1, 256], draft_min in [0, draft_max].
+Status validate(const SpeculativeOptions& options);
+
+// The source options.type names for a model of `n_vocab` tokens, or null for "none". One source may serve every
+// request of a generation loop: it receives each request's whole text in propose().
+Result<std::unique_ptr<DraftSource>> make_draft_source(const SpeculativeOptions& options, int32_t n_vocab);
+
+}  // namespace longhaul::generate::speculative

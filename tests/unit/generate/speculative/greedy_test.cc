@@ -1,0 +1,240 @@
+// Greedy speculative decoding on both default models gives plain greedy decoding's output: for prompt lookup,
+// Token Recycling, and test sources whose drafts are always right, always wrong, or a tree with the right token as
+// the second child. The reference is plain greedy decoding by ordinary one-token engine steps (the argmax of each
+// step's logits), outside the generation loop.
+//
+// Exactness depends on the kernels. Where a row's logits have the same bits in a one-token step and in a step of
+// several tokens (SmolLM2 with the AVX2 or generic kernels), the outputs must be identical token for token, and
+// the always-right and always-wrong drafts must be accepted entirely and never. Where they do not (Gemma 3's Q5_0
+// products, the AVX-512 attention for several queries: measured in engine_test.cc), a verification step may see
+// logits that differ from plain decoding's in the last bits, amplified through the layers; the outputs may then
+// part at a near tie, and the test checks that they are equal up to the first difference and that there the
+// reference's own logits put the two tokens within kTieTolerance of each other.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine_testing.h"
+#include "generate/generator.h"
+#include "generate/speculative/ngram.h"
+#include "generate/speculative/recycle.h"
+#include "sampling/sampler_chain.h"
+#include "tokenizer/tokenizer.h"
+
+namespace longhaul::generate {
+namespace {
+
+using namespace engine_testing;
+
+// Largest logit gap at which a lone and a batched row may order two tokens differently (engine_test.cc's bound
+// between a lone and a batched Gemma 3 row).
+constexpr float kTieTolerance = 2.5f;
+constexpr size_t kDraftMax = 8;
+
+struct Prompt {
+  const char* kind;
+  const char* text;
+};
+
+const Prompt kPrompts[] = {
+    {"input-grounded",
+     "The report says: the bridge was closed on Monday because of ice, and it will reopen on Friday after repairs. "
+     "Question: when will the bridge reopen, and why was it closed? Quote the report.\nAnswer: The report says: the"},
+    {"code",
+     "def add(a, b):\n    return a + b\n\n\ndef subtract(a, b):\n    return a - b\n\n\ndef multiply(a, b):\n"},
+    {"open-ended", "Once upon a time, in a small village by the sea, there lived"},
+};
+
+// Test drafts made from the reference output: always right, always wrong, or a tree whose first child at each
+// depth is wrong and whose second is right (the right one's subtree goes on).
+class OracleSource final : public speculative::DraftSource {
+ public:
+  enum class Mode { kRight, kWrong, kTree };
+  OracleSource(std::vector<int32_t> reference, size_t n_prompt, Mode mode, int32_t n_vocab)
+      : reference_(std::move(reference)), n_prompt_(n_prompt), mode_(mode), n_vocab_(n_vocab) {}
+  std::string name() const override { return "oracle"; }
+  void propose(const speculative::DraftContext& context, int32_t max_tokens, speculative::Draft& draft) override {
+    const size_t from = context.tokens.size() - n_prompt_;  // tokens generated so far
+    int32_t right_parent = speculative::kDraftRoot;
+    for (size_t i = from; i < reference_.size() && static_cast<int32_t>(draft.size()) < max_tokens; ++i) {
+      const int32_t right = reference_[i], wrong = (right + 1) % n_vocab_;
+      if (mode_ == Mode::kRight) {
+        draft.tokens.push_back(right);
+      } else if (mode_ == Mode::kWrong) {
+        draft.tokens.push_back(wrong);
+      } else {
+        draft.tokens.push_back(wrong);
+        draft.parents.push_back(right_parent);
+        if (static_cast<int32_t>(draft.size()) == max_tokens) break;
+        draft.tokens.push_back(right);
+        draft.parents.push_back(right_parent);
+        right_parent = static_cast<int32_t>(draft.size()) - 1;
+        ++n_right_;
+      }
+    }
+    if (mode_ == Mode::kRight) n_right_ += static_cast<int64_t>(draft.size());
+  }
+  int64_t n_right() const { return n_right_; }  // right tokens proposed
+
+ private:
+  std::vector<int32_t> reference_;
+  size_t n_prompt_;
+  Mode mode_;
+  int32_t n_vocab_;
+  int64_t n_right_ = 0;
+};
+
+struct Reference {
+  std::vector<int32_t> tokens;
+  std::vector<std::vector<float>> logits;  // [n][n_vocab] the logits each token was chosen from
+};
+
+class SpeculativeGreedy : public ::testing::Test {
+ protected:
+  void run_model(const std::string& path, const char* name, int32_t n_generate);
+
+  Reference reference(const std::vector<int32_t>& prompt, int32_t n) {
+    Reference r;
+    const kv::SeqId seq = add_sequence(*engine_, "full", {});
+    std::vector<float> logits = feed(*engine_, seq, prompt);
+    for (int32_t i = 0; i < n; ++i) {
+      const int32_t t = argmax(logits);
+      r.tokens.push_back(t);
+      r.logits.push_back(logits);
+      if (i + 1 < n) logits = step_one(*engine_, seq, {&t, 1});
+    }
+    engine_->remove(seq);
+    return r;
+  }
+
+  // Whether each row of a step of 1 + draft_max tokens gets the same bits as plain decoding's one-token steps:
+  // the steps verification runs, on the reference's own tokens.
+  bool kernels_exact(const std::vector<int32_t>& prompt, const Reference& ref) {
+    const kv::SeqId seq = add_sequence(*engine_, "full", {});
+    feed(*engine_, seq, prompt);
+    SequenceStep s;
+    s.seq = seq;
+    s.tokens = std::span<const int32_t>(ref.tokens).first(std::min<size_t>(ref.tokens.size() - 1, kDraftMax + 1));
+    s.output = StepOutput::kAllLogits;
+    StepResult out;
+    EXPECT_TRUE(engine_->step({&s, 1}, out).is_ok());
+    const auto n_vocab = static_cast<size_t>(out.n_vocab);
+    bool exact = true;
+    for (size_t k = 0; k < s.tokens.size(); ++k)
+      exact = exact && bit_identical(std::span<const float>(out.logits(0, static_cast<int32_t>(k)), n_vocab), ref.logits[k + 1]);
+    engine_->remove(seq);
+    return exact;
+  }
+
+  GenerateResult speculate(const std::vector<int32_t>& prompt, int32_t n, std::shared_ptr<speculative::DraftSource> source) {
+    Generator generator(*engine_, *tokenizer_, 1);
+    Request req;
+    req.prompt = prompt;
+    sampling::SamplingOptions so;
+    so.temperature = 0.0f;
+    req.sampler = std::make_shared<sampling::SamplerChain>(std::move(sampling::SamplerChain::create(so)).value());
+    req.options.n_predict = n;
+    req.options.ignore_eos = true;
+    req.options.draft = std::move(source);
+    req.options.draft_max = static_cast<int32_t>(kDraftMax);
+    const kv::SeqId seq = add_sequence(*engine_, "full", {});
+    req.seq = seq;
+    generator.submit(std::move(req));
+    EXPECT_TRUE(generator.run().is_ok());
+    EXPECT_TRUE(generator.result(0).is_ok()) << generator.result(0).message();
+    GenerateResult r = generator.result(0).is_ok() ? std::move(generator.result(0)).value() : GenerateResult{};
+    // The cache holds what plain decoding's would: the prompt and every generated token but the last.
+    EXPECT_EQ(engine_->n_past(seq), static_cast<int32_t>(prompt.size() + r.tokens.size()) - 1);
+    EXPECT_FALSE(engine_->has_tentative(seq));
+    engine_->remove(seq);
+    return r;
+  }
+
+  // Equal to the reference, or equal up to a near tie of the reference's logits when the kernels are not exact.
+  void expect_same(const Reference& ref, const GenerateResult& got, bool exact, const std::string& what) {
+    ASSERT_EQ(got.tokens.size(), ref.tokens.size()) << what;
+    if (exact) {
+      EXPECT_EQ(got.tokens, ref.tokens) << what;
+      return;
+    }
+    for (size_t i = 0; i < ref.tokens.size(); ++i) {
+      if (got.tokens[i] == ref.tokens[i]) continue;
+      const std::vector<float>& l = ref.logits[i];
+      const float gap = l[static_cast<size_t>(ref.tokens[i])] - l[static_cast<size_t>(got.tokens[i])];
+      EXPECT_LE(gap, kTieTolerance) << what << ": token " << i << " is " << got.tokens[i] << ", plain decoding's "
+                                    << ref.tokens[i] << " leads it by " << gap << " logits";
+      return;  // the texts differ from here on
+    }
+  }
+
+  ThreadPool pool_{2};
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+};
+
+void SpeculativeGreedy::run_model(const std::string& path, const char* name, int32_t n_generate) {
+  const model::Model* m = shared_model(path);
+  if (m == nullptr) GTEST_SKIP() << name << " not installed";
+  engine_ = make_engine(*m, pool_, 512, 256);
+  ASSERT_NE(engine_, nullptr);
+  tokenizer_ = std::make_unique<tokenizer::Tokenizer>(std::move(tokenizer::Tokenizer::from_gguf(m->file())).value());
+  const int32_t n_vocab = m->config().n_vocab;
+  // One Token Recycling matrix for all prompts (the paper's hot start): a fresh one drafts only once a token recurs.
+  auto recycle_source = std::make_shared<speculative::RecycleSource>(n_vocab);
+  int64_t n_recycled = 0;
+  for (const Prompt& p : kPrompts) {
+    const std::vector<int32_t> prompt = tokenizer_->encode(p.text, true, false);
+    const Reference ref = reference(prompt, n_generate);
+    const bool exact = kernels_exact(prompt, ref);
+    // SmolLM2's rows have the same bits in any step under the AVX2 kernels (engine_test.cc): the ctest variant
+    // speculative_greedy_avx2 runs this test there, so the exact comparison runs wherever the suite does.
+    const char* isa = std::getenv("LONGHAUL_ISA");
+    if (isa != nullptr && std::string(isa) == "avx2" && std::string(name) == "SmolLM2") {
+      EXPECT_TRUE(exact) << p.kind;
+    }
+    const std::string where = std::string(name) + ", " + p.kind + (exact ? " (exact kernels)" : " (rounding kernels)");
+
+    const GenerateResult ngram = speculate(prompt, n_generate, std::make_shared<speculative::NgramSource>());
+    expect_same(ref, ngram, exact, where + ", ngram");
+    const GenerateResult recycle = speculate(prompt, n_generate, recycle_source);
+    expect_same(ref, recycle, exact, where + ", recycle");
+    n_recycled += recycle.speculative.n_drafted;
+
+    if (p.kind != std::string("code")) continue;  // the test sources on one prompt: they test the loop, not the text
+    using Mode = OracleSource::Mode;
+    auto right = std::make_shared<OracleSource>(ref.tokens, prompt.size(), Mode::kRight, n_vocab);
+    const GenerateResult r = speculate(prompt, n_generate, right);
+    expect_same(ref, r, exact, where + ", always right");
+    auto wrong = std::make_shared<OracleSource>(ref.tokens, prompt.size(), Mode::kWrong, n_vocab);
+    const GenerateResult w = speculate(prompt, n_generate, wrong);
+    expect_same(ref, w, exact, where + ", always wrong");
+    auto tree = std::make_shared<OracleSource>(ref.tokens, prompt.size(), Mode::kTree, n_vocab);
+    const GenerateResult t = speculate(prompt, n_generate, tree);
+    expect_same(ref, t, exact, where + ", tree");
+    EXPECT_GT(r.speculative.n_drafted, 0);
+    EXPECT_GT(w.speculative.n_drafted, 0);
+    EXPECT_GT(t.speculative.n_drafted, 0);
+    if (exact) {
+      // Right drafts are all accepted: 1 + draft_max tokens per step but where fewer remain.
+      EXPECT_EQ(r.speculative.n_accepted, r.speculative.n_drafted) << where;
+      EXPECT_LE(r.speculative.n_steps, (n_generate - 1 + 8) / 9 + 1) << where;
+      EXPECT_EQ(w.speculative.n_accepted, 0) << where;
+      EXPECT_EQ(w.speculative.n_steps, n_generate - 1) << where;
+      EXPECT_EQ(t.speculative.n_accepted, tree->n_right()) << where;
+    } else {
+      EXPECT_GT(r.speculative.n_accepted, r.speculative.n_drafted / 2) << where;
+      EXPECT_GT(t.speculative.n_accepted, 0) << where;
+    }
+  }
+  EXPECT_GT(n_recycled, 0) << name << ": Token Recycling never drafted";
+}
+
+TEST_F(SpeculativeGreedy, SmolLM2SameAsPlainDecoding) { run_model(longhaul::testing::smollm2_path(), "SmolLM2", 20); }
+
+TEST_F(SpeculativeGreedy, Gemma3SameAsPlainDecoding) { run_model(longhaul::testing::gemma3_path(), "Gemma 3", 12); }
+
+}  // namespace
+}  // namespace longhaul::generate
