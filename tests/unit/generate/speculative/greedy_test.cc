@@ -129,15 +129,23 @@ class SpeculativeGreedy : public ::testing::Test {
     return exact;
   }
 
-  GenerateResult speculate(const std::vector<int32_t>& prompt, int32_t n, std::shared_ptr<speculative::DraftSource> source) {
+  static sampling::SamplingOptions greedy() {
+    sampling::SamplingOptions so;
+    so.temperature = 0.0f;
+    return so;
+  }
+
+  // Generates n tokens (or up to a stop string) through the loop on a sequence of the test's engine; null source:
+  // plain decoding.
+  GenerateResult speculate(const std::vector<int32_t>& prompt, int32_t n, std::shared_ptr<speculative::DraftSource> source,
+                           const sampling::SamplingOptions& so = greedy(), const std::vector<std::string>& stop = {}) {
     Generator generator(*engine_, *tokenizer_, 1);
     Request req;
     req.prompt = prompt;
-    sampling::SamplingOptions so;
-    so.temperature = 0.0f;
     req.sampler = std::make_shared<sampling::SamplerChain>(std::move(sampling::SamplerChain::create(so)).value());
     req.options.n_predict = n;
     req.options.ignore_eos = true;
+    req.options.stop = stop;
     req.options.draft = std::move(source);
     req.options.draft_max = static_cast<int32_t>(kDraftMax);
     const kv::SeqId seq = add_sequence(*engine_, "full", {});
@@ -170,18 +178,22 @@ class SpeculativeGreedy : public ::testing::Test {
     }
   }
 
+  bool load(const std::string& path) {
+    const model::Model* m = shared_model(path);
+    if (m == nullptr) return false;
+    engine_ = make_engine(*m, pool_, 512, 256);
+    tokenizer_ = std::make_unique<tokenizer::Tokenizer>(std::move(tokenizer::Tokenizer::from_gguf(m->file())).value());
+    return engine_ != nullptr;
+  }
+
   ThreadPool pool_{2};
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
 };
 
 void SpeculativeGreedy::run_model(const std::string& path, const char* name, int32_t n_generate) {
-  const model::Model* m = shared_model(path);
-  if (m == nullptr) GTEST_SKIP() << name << " not installed";
-  engine_ = make_engine(*m, pool_, 512, 256);
-  ASSERT_NE(engine_, nullptr);
-  tokenizer_ = std::make_unique<tokenizer::Tokenizer>(std::move(tokenizer::Tokenizer::from_gguf(m->file())).value());
-  const int32_t n_vocab = m->config().n_vocab;
+  if (!load(path)) GTEST_SKIP() << name << " not installed";
+  const int32_t n_vocab = engine_->model().config().n_vocab;
   // One Token Recycling matrix for all prompts (the paper's hot start): a fresh one drafts only once a token recurs.
   auto recycle_source = std::make_shared<speculative::RecycleSource>(n_vocab);
   int64_t n_recycled = 0;
@@ -235,6 +247,50 @@ void SpeculativeGreedy::run_model(const std::string& path, const char* name, int
 TEST_F(SpeculativeGreedy, SmolLM2SameAsPlainDecoding) { run_model(longhaul::testing::smollm2_path(), "SmolLM2", 20); }
 
 TEST_F(SpeculativeGreedy, Gemma3SameAsPlainDecoding) { run_model(longhaul::testing::gemma3_path(), "Gemma 3", 12); }
+
+// The loop's other paths with drafts: sampling (seeded, so reproducible), and a stop string met inside an accepted
+// draft, where the request ends at the stop and the cache holds exactly what plain decoding's would.
+using SpeculativeLoop = SpeculativeGreedy;
+
+TEST_F(SpeculativeLoop, SampledRunsAreReproducibleAndKeepTheCacheConsistent) {
+  if (!load(longhaul::testing::smollm2_path())) GTEST_SKIP() << "SmolLM2 not installed";
+  const std::vector<int32_t> prompt = tokenizer_->encode(kPrompts[1].text, true, false);
+  sampling::SamplingOptions so;
+  so.temperature = 0.8f;
+  so.repeat_penalty = 1.1f;
+  so.seed = 42;
+  const GenerateResult a = speculate(prompt, 16, std::make_shared<speculative::NgramSource>(), so);
+  const GenerateResult b = speculate(prompt, 16, std::make_shared<speculative::NgramSource>(), so);
+  ASSERT_EQ(a.tokens.size(), 16u);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_GT(a.speculative.n_steps, 0);
+  EXPECT_LE(a.speculative.n_steps, 15);
+  EXPECT_LE(a.speculative.n_accepted, a.speculative.n_drafted);
+  so.seed = 43;
+  const GenerateResult c = speculate(prompt, 16, std::make_shared<speculative::RecycleSource>(engine_->model().config().n_vocab), so);
+  EXPECT_EQ(c.tokens.size(), 16u);
+}
+
+TEST_F(SpeculativeLoop, AStopStringInsideAnAcceptedDraftEndsTheRequestThere) {
+  if (!load(longhaul::testing::smollm2_path())) GTEST_SKIP() << "SmolLM2 not installed";
+  const std::vector<int32_t> prompt = tokenizer_->encode(kPrompts[1].text, true, false);
+  const Reference ref = reference(prompt, 20);
+  // Stop at the text of reference tokens 6..7: always-right drafts of 8 run past it.
+  const std::string stop = tokenizer_->decode(std::vector<int32_t>(ref.tokens.begin() + 6, ref.tokens.begin() + 8));
+  ASSERT_FALSE(stop.empty());
+  const GenerateResult plain = speculate(prompt, 20, nullptr, greedy(), {stop});
+  auto right = std::make_shared<OracleSource>(ref.tokens, prompt.size(), OracleSource::Mode::kRight,
+                                              engine_->model().config().n_vocab);
+  const GenerateResult fast = speculate(prompt, 20, right, greedy(), {stop});  // checks the cache, too
+  EXPECT_EQ(plain.stop, StopReason::kStopString);
+  EXPECT_EQ(fast.stop, StopReason::kStopString);
+  EXPECT_EQ(fast.text.find(stop), std::string::npos);
+  if (kernels_exact(prompt, ref)) {
+    EXPECT_EQ(fast.tokens, plain.tokens);
+    EXPECT_EQ(fast.text, plain.text);
+  }
+  EXPECT_LT(fast.tokens.size(), 20u);
+}
 
 }  // namespace
 }  // namespace longhaul::generate
