@@ -44,7 +44,7 @@ int run(const BatchFlags& f) {
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
   const model::Model& model = *loaded->model;
-  require_valid(check_kv_policies(model, f.kv.policy, f.kv.options));
+  check_kv_policies(model, f.kv.policy);
   const int32_t n_ctx = f.n_ctx > 0 ? f.n_ctx : model.config().n_ctx_train;
   warn_past_training_context(model, n_ctx, "-c/--ctx-size");
 
@@ -53,15 +53,16 @@ int run(const BatchFlags& f) {
   defaults.n_predict = f.n_predict;
   defaults.ignore_eos = f.ignore_eos;
   defaults.kv_policy = f.kv.policy;
-  defaults.kv_options = f.kv.options;
   defaults.n_ctx = n_ctx;
   defaults.speculative = f.speculative.options;
   // duo's head profile (the one beside the model, computed on first use) when the flag or any line names duo.
   bool any_duo = false;
   for (const generate::BatchLine& l : *lines)
     any_duo = any_duo || (l.kv_policy && l.kv_policy->compare(0, 3, "duo") == 0);
-  if (Status s = prepare_head_profile(model, any_duo ? "duo" : f.kv.policy, defaults.kv_options, n_threads); !s)
-    return report_error(s.message());
+  Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
+      prepare_head_profile(model, any_duo ? "duo" : f.kv.policy, f.kv.head_profile, n_threads);
+  if (!head_profile) return report_error(head_profile.message());
+  defaults.head_profile = *head_profile;
   Result<std::vector<generate::BatchJob>> jobs = generate::prepare_batch(
       *lines, model, *loaded->tokenizer, tokenizer::detect_chat_format(model.file()), defaults);
   if (!jobs) return report_error(f.input + ": " + jobs.message());

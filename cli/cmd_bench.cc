@@ -83,14 +83,13 @@ int run(const BenchFlags& f) {
   Result<std::unique_ptr<model::Model>> loaded = model::Model::load(*path);
   if (!loaded) return report_error(loaded.message());
   const model::Model& m = **loaded;
-  if (Result<std::vector<eval::PolicySpec>> p = check_kv_policies(m, f.kv.policy, f.kv.options); !p)
-    return report_error(p.message());
+  check_kv_policies(m, f.kv.policy);
   for (const generate::BenchTest& test : tests)
     warn_past_training_context(m, static_cast<int64_t>(test.n_depth) + test.n_prompt + test.n_gen,
                                "test " + test.name() + " (depth + prompt + generated)");
-  kv::KvPolicyOptions kv_options = f.kv.options;
-  if (Status s = prepare_head_profile(m, f.kv.policy, kv_options, thread_counts.back()); !s)
-    return report_error(s.message());
+  Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
+      prepare_head_profile(m, f.kv.policy, f.kv.head_profile, thread_counts.back());
+  if (!head_profile) return report_error(head_profile.message());
   const ModelSize size = model_size(m);
   const std::string label = model_label(*path);
   const generate::MachineInfo machine = generate::machine_info();
@@ -111,7 +110,7 @@ int run(const BenchFlags& f) {
       options.n_batch = f.n_batch;
       options.seed = f.seed;
       options.kv_policy = f.kv.policy;
-      options.kv_options = kv_options;
+      options.head_profile = *head_profile;
       const std::string progress_label =
           "bench " + test.name() + " t=" + std::to_string(n_threads > 0 ? n_threads : machine.n_cores);
       Result<generate::BenchResult> r = generate::run_bench(m, test, options, make_progress(progress_label));

@@ -64,10 +64,9 @@ int run(const ChatFlags& f) {
   if (!loaded) return report_error(loaded.message());
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
   const tokenizer::ChatFormat format = tokenizer::detect_chat_format(loaded->model->file());
-  Result<std::vector<eval::PolicySpec>> policies = check_kv_policies(*loaded->model, f.kv.policy, f.kv.options);
-  if (!policies) return report_error(policies.message());
+  const std::vector<eval::PolicySpec> policies = check_kv_policies(*loaded->model, f.kv.policy);
   // Under a policy that keeps every cell the conversation must fit in the context; an evicting one makes room.
-  const std::string& policy_name = policies->front().name;
+  const std::string& policy_name = policies.front().name;
   const bool keeps_every_cell = policy_name == "full" || policy_name == "kv-quant" || policy_name == "duo";
   warn_past_training_context(*loaded->model, f.n_ctx, "the context (-c)");
 
@@ -75,9 +74,10 @@ int run(const ChatFlags& f) {
   so.n_ctx = f.n_ctx;
   so.n_threads = n_threads;
   so.kv_policy = f.kv.policy;
-  so.kv_options = f.kv.options;
-  if (Status s = prepare_head_profile(*loaded->model, so.kv_policy, so.kv_options, n_threads); !s)
-    return report_error(s.message());
+  Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
+      prepare_head_profile(*loaded->model, f.kv.policy, f.kv.head_profile, n_threads);
+  if (!head_profile) return report_error(head_profile.message());
+  so.head_profile = *head_profile;
   Result<std::unique_ptr<generate::Session>> session = generate::Session::create(*loaded->model, so);
   if (!session) return report_error(session.message());
   Result<sampling::SamplerChain> sampler = sampling::SamplerChain::create(f.sampling.options);

@@ -2,7 +2,6 @@
 // Progress on stderr, a Markdown table on stdout, optionally a CSV file and a PNG plot.
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
@@ -58,17 +57,13 @@ int run(const EvalFlags& f) {
   }
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
-  Result<std::vector<eval::PolicySpec>> checked = check_kv_policies(*loaded->model, f.kv.policy, f.kv.options, spec.lengths);
-  if (!checked) return report_error(checked.message());
+  const std::vector<eval::PolicySpec> policies = check_kv_policies(*loaded->model, f.kv.policy, spec.lengths);
   require_valid(task->check(*loaded->tokenizer, spec));
   warn_past_training_context(*loaded->model, *std::max_element(spec.lengths.begin(), spec.lengths.end()),
                              "the eval length");
-  kv::KvPolicyOptions kv_options = f.kv.options;
-  if (Status s = prepare_head_profile(*loaded->model, f.kv.policy, kv_options, n_threads); !s)
-    return report_error(s.message());
-  // Parsed again: prepare_head_profile may have set the head profile every duo spec inherits.
-  Result<std::vector<eval::PolicySpec>> policies = eval::parse_policy_list(f.kv.policy, kv_options);
-  if (!policies) return report_error(policies.message());
+  Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
+      prepare_head_profile(*loaded->model, f.kv.policy, f.kv.head_profile, n_threads);
+  if (!head_profile) return report_error(head_profile.message());
 
   std::FILE* csv = nullptr;
   if (!f.csv.empty()) {
@@ -83,18 +78,17 @@ int run(const EvalFlags& f) {
   struct Run {
     const eval::PolicySpec* policy;
     eval::EvalSpec spec;
-    kv::KvPolicyOptions options;
+    std::string kv_policy;  // the spec this run's sessions build
   };
   std::vector<Run> runs;
-  for (const eval::PolicySpec& p : *policies) {
+  for (const eval::PolicySpec& p : policies) {
     if (p.budget_fraction <= 0) {
-      runs.push_back({&p, spec, p.options});
+      runs.push_back({&p, spec, p.spec});
       continue;
     }
     for (int32_t length : spec.lengths) {
-      Run r{&p, spec, p.options};
+      Run r{&p, spec, p.spec_for(length)};
       r.spec.lengths = {length};
-      r.options.budget = std::max<int32_t>(1, static_cast<int32_t>(std::ceil(p.budget_fraction * length)));
       runs.push_back(std::move(r));
     }
   }
@@ -102,8 +96,8 @@ int run(const EvalFlags& f) {
     const eval::PolicySpec& p = *run.policy;
     eval::TaskContext ctx{*loaded->model, *loaded->tokenizer, {}, run.spec, nullptr, nullptr};
     ctx.session.n_threads = n_threads;
-    ctx.session.kv_policy = p.name;
-    ctx.session.kv_options = run.options;
+    ctx.session.kv_policy = run.kv_policy;
+    ctx.session.head_profile = *head_profile;
     ctx.progress = status_line_printer();
     ctx.emit = [&](const eval::EvalRow& emitted) {
       eval::EvalRow row = emitted;
@@ -140,9 +134,8 @@ Runner add_eval_command(CLI::App& app) {
   add_model_flags(*cmd, flags->model);
   add_kv_policy_flags(*cmd, flags->kv);
   cmd->get_option("--kv-policy")
-      ->description("KV policies to compare, comma-separated; per-policy overrides as name:key=N:... "
-                    "(keys: budget (cells, or P% of each length), sink, window, recent, forget, obs, pool, "
-                    "select (head or layer), bits, group, residual, retrieval), e.g. "
+      ->description("KV policies to compare, comma-separated, each NAME:KEY=VALUE:... as listed below; eval also "
+                    "takes budget=P% (a share of each length), e.g. "
                     "full,streaming:sink=0,h2o:budget=25%,snapkv:select=layer,kv-quant:bits=4,duo:retrieval=0.25");
   std::string task_list;
   for (const std::string& name : eval::task_names()) task_list += (task_list.empty() ? "" : ", ") + name;

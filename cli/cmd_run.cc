@@ -59,8 +59,7 @@ int run(const RunFlags& f) {
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
-  if (Result<std::vector<eval::PolicySpec>> p = check_kv_policies(*loaded->model, f.kv.policy, f.kv.options); !p)
-    return report_error(p.message());
+  check_kv_policies(*loaded->model, f.kv.policy);
   warn_past_training_context(*loaded->model, f.n_ctx, "the context (-c)");
 
   // Chat mode wraps the prompt in the model's chat format: the format's markers are control tokens, the prompt and
@@ -79,8 +78,10 @@ int run(const RunFlags& f) {
   so.n_batch = f.n_batch;
   so.n_threads = n_threads;
   so.kv_policy = f.kv.policy;
-  so.kv_options = f.kv.options;
-  if (Status s = prepare_head_profile(*loaded->model, so.kv_policy, so.kv_options, n_threads); !s) return report_error(s.message());
+  Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
+      prepare_head_profile(*loaded->model, f.kv.policy, f.kv.head_profile, n_threads);
+  if (!head_profile) return report_error(head_profile.message());
+  so.head_profile = *head_profile;
   Result<std::unique_ptr<generate::Session>> session = generate::Session::create(*loaded->model, so);
   if (!session) return report_error(session.message());
   Result<sampling::SamplerChain> sampler = sampling::SamplerChain::create(f.sampling.options);

@@ -105,57 +105,13 @@ void add_sampling_flags(CLI::App& app, SamplingFlags& flags) {
 }
 
 void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
-  auto& o = flags.options;
-  std::string names;
-  for (const std::string& n : kv::kv_policy_names()) names += (names.empty() ? "" : ", ") + n;
-  app.add_option("--kv-policy", flags.policy, "KV-cache policy: " + names)
+  app.add_option("--kv-policy", flags.policy,
+                 "KV-cache policy with its parameters, NAME or NAME:KEY=VALUE:... (see the list below)")
       ->capture_default_str();
-  app.add_option("--kv-budget", o.budget, "cells kept per layer by h2o, a2sf, tova, snapkv (0: 1024)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1 << 24));
-  app.add_option("--sink", o.sink_tokens, "streaming, duo: attention-sink tokens kept (0: none)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
-  app.add_option("--window", o.window, "streaming: recent tokens kept (0: 1020); duo: streaming heads' window (0: 512)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1 << 24));
-  app.add_option("--recent", o.recent, "h2o, a2sf: recent tokens always kept, within the budget (0: budget/2)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1 << 24));
-  app.add_option("--forgetting", o.forgetting_factor, "a2sf: decay of accumulated attention per token (0: 0.9)")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0f, 1.0f));
-  app.add_option("--obs-window", o.observation_window, "snapkv: last prompt tokens whose attention votes")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1 << 16));
-  app.add_option("--pool-kernel", o.pool_kernel, "snapkv: width of the vote pooling (1: off)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1025));
-  app.add_option_function<std::string>(
-         "--kv-select",
-         [&o](const std::string& v) { o.select_per_head = v == "head"; },
-         "snapkv, h2o, a2sf: each KV head keeps its own cells (head, the papers' rule) or every head of a layer the "
-         "same ones (layer)")
-      ->default_str("head")
-      ->check(CLI::IsMember({"head", "layer"}));
-  app.add_option("--head-profile", o.head_profile,
+  app.add_option("--head-profile", flags.head_profile,
                  "duo: head profile from `longhaul calibrate-heads` (default: the one saved beside the model, "
                  "computed on first use)");
-  app.add_option("--retrieval-heads", o.retrieval_fraction,
-                 "duo: share of the global layers' KV heads that keep every token, in [0, 1]")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0f, 1.0f));
-  // KIVI (Liu et al., 2024) cell storage, for every policy; the paper's G = 32 and R = 128 are the defaults.
-  app.add_option("--kv-bits", o.kv_bits,
-                 "KV cells older than the residual: 16 (f16), 8 or 4 (KIVI int8/int4) (0: 16, kv-quant: 8)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({0, 16, 8, 4}));
-  app.add_option("--kv-group", o.kv_group, "quantized KV: tokens whose keys share a scale per channel (G)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 4096));
-  app.add_option("--kv-residual", o.kv_residual, "quantized KV: most recent tokens kept f16 (R)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1 << 24));
+  app.footer(kv::kv_policy_help());
 }
 
 void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags) {
@@ -236,24 +192,26 @@ void clear_status_line() {
   if (isatty(STDERR_FILENO) != 0) std::fprintf(stderr, "\r\033[K");
 }
 
-Status prepare_head_profile(const model::Model& model, const std::string& policy_list, kv::KvPolicyOptions& options,
-                            int32_t n_threads) {
-  if (!options.head_profile.empty()) return Status::ok();
+Result<std::shared_ptr<const kv::HeadProfile>> prepare_head_profile(const model::Model& model,
+                                                                    const std::string& policy_list,
+                                                                    const std::string& path, int32_t n_threads) {
   // A list that does not parse is reported by the command that uses it.
-  Result<std::vector<eval::PolicySpec>> specs = eval::parse_policy_list(policy_list, options);
+  Result<std::vector<eval::PolicySpec>> specs = eval::parse_policy_list(policy_list);
   if (!specs || std::none_of(specs->begin(), specs->end(), [](const eval::PolicySpec& p) { return p.name == "duo"; }))
-    return Status::ok();
-  const std::string path = default_head_profile_path(model.file().path());
-  options.head_profile = path;
-  if (file_exists(path)) return Status::ok();
-  std::fprintf(stderr, "duo: no head profile for this model yet; computing %s (once)\n", path.c_str());
-  LH_ASSIGN_OR_RETURN(tokenizer::Tokenizer tok, tokenizer::Tokenizer::from_gguf(model.file()));
-  eval::CalibrationOptions co;
-  co.n_threads = n_threads;
-  LH_ASSIGN_OR_RETURN(kv::HeadProfile profile, eval::calibrate_heads(model, tok, co, status_line_printer()));
-  clear_status_line();
-  if (path.find("/.cache/longhaul/heads/") != std::string::npos) ::mkdir(dir_of(path).c_str(), 0755);
-  return kv::save_head_profile(profile, path);
+    return std::shared_ptr<const kv::HeadProfile>();
+  const std::string file = path.empty() ? default_head_profile_path(model.file().path()) : path;
+  if (path.empty() && !file_exists(file)) {
+    std::fprintf(stderr, "duo: no head profile for this model yet; computing %s (once)\n", file.c_str());
+    LH_ASSIGN_OR_RETURN(tokenizer::Tokenizer tok, tokenizer::Tokenizer::from_gguf(model.file()));
+    eval::CalibrationOptions co;
+    co.n_threads = n_threads;
+    LH_ASSIGN_OR_RETURN(kv::HeadProfile profile, eval::calibrate_heads(model, tok, co, status_line_printer()));
+    clear_status_line();
+    if (file.find("/.cache/longhaul/heads/") != std::string::npos) ::mkdir(dir_of(file).c_str(), 0755);
+    LH_RETURN_IF_ERROR(kv::save_head_profile(profile, file));
+  }
+  LH_ASSIGN_OR_RETURN(kv::HeadProfile profile, kv::load_head_profile(file));
+  return std::shared_ptr<const kv::HeadProfile>(std::make_shared<kv::HeadProfile>(std::move(profile)));
 }
 
 Result<std::string> read_stdin() {
@@ -311,39 +269,22 @@ void warn_past_training_context(const model::Model& model, int64_t n_tokens, con
          std::to_string(n_train) + " tokens; expect quality to fall");
 }
 
-Result<std::vector<eval::PolicySpec>> check_kv_policies(const model::Model& model, const std::string& policy_list,
-                                                        const kv::KvPolicyOptions& options,
-                                                        const std::vector<int32_t>& lengths) {
-  std::vector<eval::PolicySpec> specs = require_valid(eval::parse_policy_list(policy_list, options));
-  const kv::KvPolicyContext context = generate::kv_policy_context(model);
+std::vector<eval::PolicySpec> check_kv_policies(const model::Model& model, const std::string& policy_list,
+                                                const std::vector<int32_t>& lengths) {
+  std::vector<eval::PolicySpec> specs = require_valid(eval::parse_policy_list(policy_list));
+  const kv::KvPolicyContext context = generate::kv_policy_context(
+      model, std::make_shared<kv::HeadProfile>(kv::blank_head_profile(model.kv_shape().n_layer, model.kv_shape().n_head_kv)));
   for (const eval::PolicySpec& spec : specs) {
-    const std::vector<std::string> names = kv::kv_policy_names();
-    if (std::find(names.begin(), names.end(), spec.name) == names.end()) {
-      std::string known;
-      for (const std::string& n : names) known += (known.empty() ? "" : ", ") + n;
-      throw UsageError("unknown KV policy '" + spec.name + "' (known: " + known + ")");
-    }
-    // duo without a head profile yet: prepare_head_profile computes one, and the session reads it.
-    if (spec.name == "duo" && spec.options.head_profile.empty()) continue;
     // A budget given as a share of each length (eval's budget=P%) is built once per length, as eval runs it.
-    std::vector<kv::KvPolicyOptions> variants;
+    std::vector<std::string> variants;
+    if (spec.budget_fraction > 0 && lengths.empty())
+      throw UsageError("budget=P% (in '" + policy_list + "') is a share of each eval length; this command takes budget=N cells");
     if (spec.budget_fraction > 0) {
-      for (int32_t length : lengths) {
-        kv::KvPolicyOptions o = spec.options;
-        o.budget = std::max<int32_t>(1, static_cast<int32_t>(std::ceil(spec.budget_fraction * length)));
-        variants.push_back(o);
-      }
+      for (int32_t length : lengths) variants.push_back(spec.spec_for(length));
     } else {
-      variants.push_back(spec.options);
+      variants.push_back(spec.spec);
     }
-    for (const kv::KvPolicyOptions& built : variants) {
-      Result<std::unique_ptr<kv::KvPolicy>> policy = kv::make_kv_policy(spec.name, context, built);
-      if (policy) continue;
-      // duo's factory reads and checks its head-profile file: a file's problems are runtime errors. Its parameters
-      // were checked by the parse above.
-      if (spec.name == "duo") return Status::error(policy.message());
-      throw UsageError(policy.message());
-    }
+    for (const std::string& built : variants) require_valid(kv::make_kv_policy(built, context));
   }
   return specs;
 }

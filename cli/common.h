@@ -48,7 +48,7 @@ T require_valid(Result<T> result) {
 }
 
 // argv translated from llama.cpp habits (llama_cpp_flags.cc): -ngl and -fa accepted with a note, -tb, -ctk/-ctv
-// and --seed -1 mapped to longhaul's flags, -x=value split; -cnv refused (UsageError).
+// (as the KV policy's bits=) and --seed -1 mapped to longhaul's flags, -x=value split; -cnv refused (UsageError).
 std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string>& args);
 
 // "longhaul <version>", for --version.
@@ -77,11 +77,13 @@ struct SamplingFlags {
 };
 void add_sampling_flags(CLI::App& app, SamplingFlags& flags);
 
-// KV-cache policy flags shared by run, chat, bench and eval: --kv-policy NAME plus its
-// parameters. `policy` may hold a comma list where a command compares policies (eval).
+// KV-cache policy flags shared by run, chat, bench, batch and eval: --kv-policy NAME:KEY=VALUE:... (each policy
+// reads its own parameters, kv/policy_params.h) and --head-profile, a model-level input of duo. `policy` may hold
+// a comma list where a command compares policies (eval). The command's --help lists the policies and their
+// parameters, from the registry.
 struct KvPolicyFlags {
   std::string policy = "full";
-  kv::KvPolicyOptions options;
+  std::string head_profile;  // "" = the one saved beside the model (prepare_head_profile)
 };
 void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags);
 
@@ -102,11 +104,12 @@ std::string speculative_summary(const std::string& type, const generate::Specula
 std::function<void(const std::string&)> status_line_printer();
 void clear_status_line();
 
-// duo needs a head profile. When `policy_list` names duo and options.head_profile is empty, sets it to the profile
-// saved beside the model (MODEL.gguf.heads, or ~/.cache/longhaul/heads/ when the model's folder is read-only),
-// computing and saving it first when there is none, with a progress line on stderr.
-Status prepare_head_profile(const model::Model& model, const std::string& policy_list, kv::KvPolicyOptions& options,
-                            int32_t n_threads);
+// duo needs a head profile. When `policy_list` names duo: the profile at `path`, or when it is empty the one saved
+// beside the model (MODEL.gguf.heads, or ~/.cache/longhaul/heads/ when the model's folder is read-only), computed
+// and saved first when there is none, with a progress line on stderr. Null when no policy of the list needs one.
+Result<std::shared_ptr<const kv::HeadProfile>> prepare_head_profile(const model::Model& model,
+                                                                    const std::string& policy_list,
+                                                                    const std::string& path, int32_t n_threads);
 // Where that profile lives for the model file at `model_path` (the first candidate that exists, else the first
 // writable one).
 std::string default_head_profile_path(const std::string& model_path);
@@ -138,12 +141,12 @@ void warn_past_training_context(const model::Model& model, int64_t n_tokens, con
 
 // The KV policies a command will build, checked once before any work: the list parsed as eval reads it
 // (eval::parse_policy_list), and each policy built once for this model through the registry the sessions use, so
-// an unknown name or a value the policy rejects is a UsageError before the model runs. Problems with duo's head
-// profile file are runtime errors (the result), like any file's. A budget given as a share of each length (eval's
-// budget=P%) is checked for each of `lengths`.
-Result<std::vector<eval::PolicySpec>> check_kv_policies(const model::Model& model, const std::string& policy_list,
-                                                        const kv::KvPolicyOptions& options,
-                                                        const std::vector<int32_t>& lengths = {});
+// an unknown name or a value the policy rejects is a UsageError before the model runs. The head profile is not
+// read here (duo's parameters are checked against a blank profile of the model's shape): its file's problems are
+// runtime errors, like any file's, found where prepare_head_profile loads it and the session builds duo. A budget
+// given as a share of each length (eval's budget=P%) is checked for each of `lengths`.
+std::vector<eval::PolicySpec> check_kv_policies(const model::Model& model, const std::string& policy_list,
+                                                const std::vector<int32_t>& lengths = {});
 
 // A one-line note on stderr when the model's file carries no chat template. Instruction-tuned GGUF conversions carry
 // the template the model was tuned with; a base checkpoint (the default Gemma 3 270M file is one) has none, and in

@@ -7,12 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "base/strings.h"
 #include "common.h"
 
 namespace longhaul::cli {
 namespace {
 
-// llama.cpp's KV cache types that longhaul's cell storage matches, as --kv-bits values. llama.cpp's q8_0/q4_0 store
+// llama.cpp's KV cache types that longhaul's cell storage matches, as the KV policy's bits= values. llama.cpp's q8_0/q4_0 store
 // blocks of 32 values with one scale; longhaul's 8/4-bit cells are KIVI's (per-channel keys, per-token values),
 // the closest it has.
 const std::map<std::string, std::string> kCacheTypeBits = {{"f16", "16"}, {"q8_0", "8"}, {"q4_0", "4"}};
@@ -93,8 +94,28 @@ std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string
     if (!cache_k.empty() && !cache_v.empty() && cache_k != cache_v)
       throw UsageError("-ctk " + cache_k + " -ctv " + cache_v +
                        ": longhaul stores keys and values with the same type; give one type");
-    out.push_back("--kv-bits");
-    out.push_back(kCacheTypeBits.at(cache_k.empty() ? cache_v : cache_k));
+    // The cell storage is a parameter of every KV policy: bits=N goes onto each policy given (eval's list has
+    // several), or onto the default policy.
+    const std::string bits = ":bits=" + kCacheTypeBits.at(cache_k.empty() ? cache_v : cache_k);
+    auto with_bits = [&bits](const std::string& list) {
+      std::string withb;
+      for (const std::string& spec : split(list, ',')) withb += (withb.empty() ? "" : ",") + spec + bits;
+      return withb;
+    };
+    bool has_policy = false;
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (out[i] == "--kv-policy" && i + 1 < out.size()) {
+        out[i + 1] = with_bits(out[i + 1]);
+        has_policy = true;
+      } else if (out[i].rfind("--kv-policy=", 0) == 0) {
+        out[i] = "--kv-policy=" + with_bits(out[i].substr(12));
+        has_policy = true;
+      }
+    }
+    if (!has_policy) {
+      out.push_back("--kv-policy");
+      out.push_back("full" + bits);
+    }
   }
   return out;
 }

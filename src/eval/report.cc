@@ -2,8 +2,9 @@
 
 #include "base/strings.h"
 
-#include "kv/policy_registry.h"
+#include "kv/policy_params.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -83,31 +84,40 @@ Result<std::vector<double>> parse_depths(const std::string& list) {
   return out;
 }
 
-Result<PolicySpec> parse_policy_spec(const std::string& spec, const kv::KvPolicyOptions& base) {
-  // budget=P% is eval's own (a budget per length); the rest is the KV policy syntax every command reads.
-  std::vector<std::string> parts = split(spec, ':');
-  std::string rest = parts.empty() ? spec : parts[0];
-  double budget_fraction = 0;
+Result<PolicySpec> parse_policy_spec(const std::string& spec) {
+  // budget=P% is eval's own (a budget per length); the rest is the KV policy syntax every command reads, split by
+  // the same reader (kv::PolicyParams) so that its form errors read the same.
+  LH_ASSIGN_OR_RETURN(const kv::PolicyParams params, kv::PolicyParams::parse(spec));
+  PolicySpec out;
+  out.name = params.name();
+  out.spec = params.name();
+  const std::vector<std::string> parts = split(spec, ':');
   for (size_t i = 1; i < parts.size(); ++i) {
-    const size_t eq = parts[i].find('=');
-    if (parts[i].compare(0, eq, "budget") == 0 && eq != std::string::npos && parts[i].back() == '%') {
+    const std::string& part = parts[i];  // key=value (PolicyParams::parse checked the form)
+    const size_t eq = part.find('=');
+    if (part.compare(0, eq, "budget") == 0 && part.back() == '%') {
       char* end = nullptr;
-      const double pct = std::strtod(parts[i].c_str() + eq + 1, &end);
-      if (end != parts[i].c_str() + parts[i].size() - 1 || end == parts[i].c_str() + eq + 1 || !(pct > 0 && pct <= 100))
-        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not budget=P% with P in (0, 100]");
-      budget_fraction = pct / 100.0;
+      const double pct = std::strtod(part.c_str() + eq + 1, &end);
+      if (end != part.c_str() + part.size() - 1 || end == part.c_str() + eq + 1 || !(pct > 0 && pct <= 100))
+        return Status::error("KV policy parameter '" + part + "' in '" + spec + "' is not budget=P% with P in (0, 100]");
+      out.budget_fraction = pct / 100.0;
       continue;
     }
-    rest += ":" + parts[i];
+    out.spec += ":" + part;
   }
-  LH_ASSIGN_OR_RETURN(kv::KvPolicyChoice choice, kv::parse_kv_policy(rest, base));
-  return PolicySpec{choice.name, choice.options, budget_fraction};
+  return out;
 }
 
-Result<std::vector<PolicySpec>> parse_policy_list(const std::string& list, const kv::KvPolicyOptions& base) {
+std::string PolicySpec::spec_for(int32_t length) const {
+  if (budget_fraction <= 0) return spec;
+  const auto budget = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(budget_fraction * length)));
+  return spec + ":budget=" + std::to_string(budget);
+}
+
+Result<std::vector<PolicySpec>> parse_policy_list(const std::string& list) {
   std::vector<PolicySpec> out;
   for (const std::string& item : split(list, ',')) {
-    LH_ASSIGN_OR_RETURN(PolicySpec p, parse_policy_spec(item, base));
+    LH_ASSIGN_OR_RETURN(PolicySpec p, parse_policy_spec(item));
     out.push_back(std::move(p));
   }
   if (out.empty()) return Status::error("no KV policy given");

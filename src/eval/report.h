@@ -8,7 +8,6 @@
 
 #include "base/status.h"
 #include "eval/task.h"
-#include "kv/kv_policy.h"
 
 namespace longhaul::eval {
 
@@ -25,19 +24,21 @@ Result<std::vector<int32_t>> parse_lengths(const std::string& list);
 // "0,0.25,1" -> {0, 0.25, 1}; each value in [0, 1].
 Result<std::vector<double>> parse_depths(const std::string& list);
 
-// A policy with per-policy overrides: "streaming:sink=0:window=1020". Keys: budget (N
-// cells or P% of each length), sink, window, recent, forget (a float), obs, pool,
-// retrieval (a float), and the cell storage bits, group, residual ("kv-quant:bits=4");
-// unset keys keep the values of `base`.
-// budget=P% gives the budget as a share of each prompt length (budget_fraction); retrieval=F sets duo's share of
-// retrieval heads.
+// One policy of eval's comparison: a KV policy as every command writes it, "name:key=value:..." (each policy
+// reads its own keys, kv/policy_registry.h), where the budget may also be a share of each prompt length,
+// budget=P% (e.g. "h2o:budget=25%:recent=64"): the sweep then builds "h2o:budget=N:recent=64" for each length.
+// Only the form is checked here; the policy checks its parameters when it is built (cli check_kv_policies).
 struct PolicySpec {
-  std::string name;
-  kv::KvPolicyOptions options;
-  double budget_fraction = 0;  // > 0: options.budget = ceil(budget_fraction * length) for each length (budget=P%)
+  std::string name;            // the policy's name, the spec's first part
+  std::string spec;            // the spec without budget=P%
+  double budget_fraction = 0;  // > 0: the budget is ceil(budget_fraction * length) cells (budget=P%)
+
+  // The spec a prompt of `length` tokens runs: `spec`, with budget=ceil(budget_fraction * length) when the budget
+  // is a share.
+  std::string spec_for(int32_t length) const;
 };
-Result<PolicySpec> parse_policy_spec(const std::string& spec, const kv::KvPolicyOptions& base);
+Result<PolicySpec> parse_policy_spec(const std::string& spec);
 // A comma-separated list of specs.
-Result<std::vector<PolicySpec>> parse_policy_list(const std::string& list, const kv::KvPolicyOptions& base);
+Result<std::vector<PolicySpec>> parse_policy_list(const std::string& list);
 
 }  // namespace longhaul::eval

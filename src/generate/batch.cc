@@ -120,7 +120,7 @@ Result<std::vector<BatchLine>> parse_batch_lines(std::string_view text) {
 Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines, const model::Model& model,
                                             const tokenizer::Tokenizer& tokenizer, tokenizer::ChatFormat chat_format,
                                             const BatchDefaults& defaults) {
-  const kv::KvPolicyContext context = kv_policy_context(model);
+  const kv::KvPolicyContext context = kv_policy_context(model, defaults.head_profile);
   // Each distinct policy spec is built once: that checks the name and its parameters for this model.
   std::map<std::string, Result<int32_t>> max_cells_of;  // spec -> the policy's memory bound (0 = none), or its error
   // One draft source per type, shared by the jobs that name it (a source reads each request's text when it
@@ -158,27 +158,14 @@ Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines,
     const std::string spec = l.kv_policy ? *l.kv_policy : defaults.kv_policy;
     auto built = max_cells_of.find(spec);
     if (built == max_cells_of.end()) {
-      Result<int32_t> bound = Status::error("unbuilt");
-      Result<kv::KvPolicyChoice> choice = kv::parse_kv_policy(spec, defaults.kv_options);
-      if (!choice.is_ok()) {
-        bound = choice.status();
-      } else {
-        Result<std::unique_ptr<kv::KvPolicy>> policy = kv::make_kv_policy(choice->name, context, choice->options);
-        if (!policy.is_ok()) {
-          bound = policy.status();
-        } else if (Result<kv::KvQuantOptions> storage = kv_storage(choice->options, **policy, model.kv_shape());
-                   !storage.is_ok()) {
-          bound = storage.status();
-        } else {
-          bound = (*policy)->max_cells();
-        }
-      }
+      Result<kv::BuiltKvPolicy> policy = kv::make_kv_policy(spec, context);
+      Result<int32_t> bound = policy.is_ok() ? Result<int32_t>(policy->policy->max_cells()) : policy.status();
       built = max_cells_of.emplace(spec, std::move(bound)).first;
     }
     if (!built->second.is_ok()) return line_error(l.line, "KV policy '" + spec + "': " + built->second.message());
     // The engine parses the spec itself when it adds the sequence.
     job.sequence.kv_policy = spec;
-    job.sequence.kv_options = defaults.kv_options;
+    job.sequence.head_profile = defaults.head_profile;
     job.sequence.n_ctx = defaults.n_ctx;
     // Prompt ids: user text is never parsed for control tokens; chat messages go through the model's format.
     if (l.prompt) {

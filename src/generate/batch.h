@@ -5,7 +5,7 @@
 // Input: one JSON object per line (blank lines are skipped):
 //   {"prompt": "..."} or {"messages": [{"role": "...", "content": "..."}, ...]} (the model's chat format),
 //   optional "max_tokens" (>= 1), "temperature" (>= 0; 0 = greedy), "top_p" (in (0, 1]), "seed" (>= 0),
-//   "stop" (a string or a list of strings), "kv_policy" (as --kv-policy: name[:key=value,...]), "spec_type" (as
+//   "stop" (a string or a list of strings), "kv_policy" (as --kv-policy: name[:key=value:...]), "spec_type" (as
 //   --spec-type: none, ngram, recycle).
 // Unknown fields and wrong types are errors naming the line.
 // Output per request: {"id": line number, "text", "tokens": [ids], "finish_reason": "stop" | "length",
@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -57,8 +58,8 @@ struct BatchDefaults {
   sampling::SamplingOptions sampling;
   int32_t n_predict = 128;           // --n-predict (-1 = until end of generation or a full context)
   bool ignore_eos = false;           // --ignore-eos: generate max_tokens even past end-of-generation tokens
-  std::string kv_policy = "full";    // --kv-policy
-  kv::KvPolicyOptions kv_options;    // its parameters and the cell storage
+  std::string kv_policy = "full";    // --kv-policy (a line's "kv_policy" replaces it whole)
+  std::shared_ptr<const kv::HeadProfile> head_profile;  // the model's, for duo (null = none)
   int32_t n_ctx = 4096;              // context size of each sequence
   speculative::SpeculativeOptions speculative;  // --spec-type, --draft-max, --draft-min
 };

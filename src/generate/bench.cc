@@ -93,7 +93,7 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
   so.n_batch = test.is_prompt() ? std::min(test.n_prompt, options.n_batch) : options.n_batch;
   so.n_threads = options.n_threads;
   so.kv_policy = options.kv_policy;
-  so.kv_options = options.kv_options;
+  so.head_profile = options.head_profile;
   LH_ASSIGN_OR_RETURN(std::unique_ptr<Session> session, Session::create(model, so));
 
   BenchResult result;

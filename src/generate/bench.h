@@ -51,7 +51,7 @@ struct BenchOptions {
   int32_t n_batch = 512;   // most prompt tokens per forward step; a pp test uses min(n_prompt, n_batch)
   uint32_t seed = 1234;    // seeds the random token ids (same seed, same ids)
   std::string kv_policy = "full";  // KV policy of every test's session (kv/policy_registry.h)
-  kv::KvPolicyOptions kv_options;  // its parameters, cell storage (kv_bits) included
+  std::shared_ptr<const kv::HeadProfile> head_profile;  // the model's, for duo (null = none given)
 };
 
 struct BenchResult {

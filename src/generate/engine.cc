@@ -63,18 +63,22 @@ Engine::Engine(const model::Model& model, const EngineOptions& options, kv::KvCa
 Engine::~Engine() = default;
 
 Result<kv::SeqId> Engine::add_sequence(const SequenceOptions& options) {
-  // The policy as written ("h2o:budget=512"), its parameters over options.kv_options.
-  LH_ASSIGN_OR_RETURN(kv::KvPolicyChoice choice, kv::parse_kv_policy(options.kv_policy, options.kv_options));
-  LH_ASSIGN_OR_RETURN(std::unique_ptr<kv::KvPolicy> policy,
-                      kv::make_kv_policy(choice.name, kv_policy_context(model_), choice.options));
-  SequenceOptions resolved = options;
-  resolved.kv_policy = choice.name;
-  resolved.kv_options = choice.options;
-  return add_sequence(resolved, std::move(policy));
+  // The policy as written ("h2o:budget=512:bits=8"): its parameters and the cell storage's.
+  LH_ASSIGN_OR_RETURN(kv::BuiltKvPolicy built,
+                      kv::make_kv_policy(options.kv_policy, kv_policy_context(model_, options.head_profile)));
+  return add_sequence(options, std::move(built.policy), built.storage);
 }
 
 Result<kv::SeqId> Engine::add_sequence(const SequenceOptions& options, std::unique_ptr<kv::KvPolicy> policy) {
   LH_CHECK(policy != nullptr);
+  // The storage the policy's defaults give: the spec of a policy the registry does not list has nothing to say.
+  LH_ASSIGN_OR_RETURN(kv::PolicyParams none, kv::PolicyParams::parse(policy->name()));
+  LH_ASSIGN_OR_RETURN(const kv::KvQuantOptions storage, kv::read_kv_storage(none, *policy, model_.kv_shape()));
+  return add_sequence(options, std::move(policy), storage);
+}
+
+Result<kv::SeqId> Engine::add_sequence(const SequenceOptions& options, std::unique_ptr<kv::KvPolicy> policy,
+                                       const kv::KvQuantOptions& storage) {
   const int32_t n_ctx = options.n_ctx > 0 ? options.n_ctx : options_.n_ctx;
   if (n_ctx < 1 || n_ctx > (1 << 24)) return Status::error("context size " + std::to_string(n_ctx) + " is outside [1, 16777216]");
   kv::KvSequenceOptions so;
@@ -84,7 +88,7 @@ Result<kv::SeqId> Engine::add_sequence(const SequenceOptions& options, std::uniq
   // A policy that bounds memory sizes the sequence itself (plus room for an undecided tentative step); the others
   // fill the context.
   so.max_cells = policy->max_cells() > 0 ? policy->max_cells() + options_.max_tentative_tokens : n_ctx;
-  LH_ASSIGN_OR_RETURN(so.quant, kv_storage(options.kv_options, *policy, model_.kv_shape()));
+  so.quant = storage;
   LH_ASSIGN_OR_RETURN(const kv::SeqId seq, cache_.add_sequence(so));
   if (slots_.size() <= static_cast<size_t>(seq)) slots_.resize(static_cast<size_t>(seq) + 1);
   Slot& s = slots_[static_cast<size_t>(seq)];
@@ -430,30 +434,11 @@ void Engine::reject(kv::SeqId seq) {
 
 // ---- policies ----
 
-Result<kv::KvQuantOptions> kv_storage(const kv::KvPolicyOptions& options, const kv::KvPolicy& policy,
-                                      const kv::KvShape& shape) {
-  kv::KvQuantOptions quant;
-  quant.bits = options.kv_bits > 0 ? options.kv_bits : policy.default_kv_bits();
-  if (quant.bits != 16 && quant.bits != 8 && quant.bits != 4)
-    return Status::error("--kv-bits " + std::to_string(quant.bits) + " is not one of 16, 8, 4");
-  if (options.kv_group < 1 || options.kv_group > 4096)
-    return Status::error("--kv-group " + std::to_string(options.kv_group) + " is outside [1, 4096]");
-  if (options.kv_residual < 0) return Status::error("--kv-residual " + std::to_string(options.kv_residual) + " must be >= 0");
-  if (quant.bits == 4 && (shape.head_dim_k % 2 != 0 || shape.head_dim_v % 2 != 0))
-    return Status::error("--kv-bits 4 needs even head dims; this model has " + std::to_string(shape.head_dim_k) + " and " +
-                         std::to_string(shape.head_dim_v));
-  quant.group = options.kv_group;
-  quant.residual = options.kv_residual;
-  // The attention sinks of streaming and lm-infinite stay f16 (those policies re-write them in place); the other
-  // policies keep the same few first tokens in f16, which costs --sink cells per layer.
-  quant.f16_prefix = std::clamp(options.sink_tokens, 0, 1024);
-  return quant;
-}
-
-kv::KvPolicyContext kv_policy_context(const model::Model& model) {
+kv::KvPolicyContext kv_policy_context(const model::Model& model, std::shared_ptr<const kv::HeadProfile> head_profile) {
   const model::ModelConfig& cfg = model.config();
   kv::KvPolicyContext context;
   context.shape = model.kv_shape();
+  context.head_profile = std::move(head_profile);
   context.rope.resize(static_cast<size_t>(cfg.n_layer));
   for (int32_t il = 0; il < cfg.n_layer; ++il) {
     kv::RopeSpec& r = context.rope[static_cast<size_t>(il)];

@@ -46,9 +46,13 @@ struct EngineOptions {
 
 // How a sequence stores and evicts its KV cells.
 struct SequenceOptions {
-  std::string kv_policy = "full";  // KV policy as written: "name" or "name:key=value:..." (kv/policy_registry.h)
-  kv::KvPolicyOptions kv_options;  // its parameters and the cell storage, under what kv_policy sets
-  int32_t n_ctx = 0;               // context size in tokens (0 = the engine's)
+  // KV policy as written: "name" or "name:key=value:...", its parameters and the cell storage's
+  // (kv/policy_params.h, kv/policy_registry.h), e.g. "h2o:budget=512:bits=8".
+  std::string kv_policy = "full";
+  int32_t n_ctx = 0;  // context size in tokens (0 = the engine's)
+  // The model's head profile, for the policies that read one (duo): a model-level input, not a key=value (a path
+  // may hold ':'). Null = none given.
+  std::shared_ptr<const kv::HeadProfile> head_profile;
 };
 
 // What a step returns for a sequence's tokens.
@@ -102,8 +106,8 @@ class Engine {
   // A new empty sequence with its own KV policy; fails for an unknown policy, bad parameters or when
   // max_sequences are live.
   Result<kv::SeqId> add_sequence(const SequenceOptions& options);
-  // With a policy object the registry does not list (e.g. the head calibration's scorer); options.kv_options
-  // still give the cell storage.
+  // With a policy object the registry does not list (e.g. the head calibration's scorer), stored as the
+  // policy's defaults say (options.kv_policy is not read).
   Result<kv::SeqId> add_sequence(const SequenceOptions& options, std::unique_ptr<kv::KvPolicy> policy);
   // A new sequence holding `parent`'s tokens: its pages are shared (copy on write), its policy a fork of the
   // parent's. Fails when the parent's policy cannot fork or has an undecided tentative step.
@@ -163,6 +167,8 @@ class Engine {
   int32_t n_threads() const { return pool_->n_threads(); }
 
  private:
+  Result<kv::SeqId> add_sequence(const SequenceOptions& options, std::unique_ptr<kv::KvPolicy> policy,
+                                 const kv::KvQuantOptions& storage);
   struct Tentative {
     bool pending = false;
     int32_t n_cells_before = 0;  // cells per layer before the step
@@ -198,12 +204,8 @@ class Engine {
   StepResult feed_result_;                        // outputs of feed()'s steps
 };
 
-// What a KV policy needs to know about `model` (cache shape, per-layer RoPE and window).
-kv::KvPolicyContext kv_policy_context(const model::Model& model);
-
-// The cache storage `options` ask for under `policy` (kv_bits 0 = the policy's default), checked: fails naming
-// the value and the limit.
-Result<kv::KvQuantOptions> kv_storage(const kv::KvPolicyOptions& options, const kv::KvPolicy& policy,
-                                      const kv::KvShape& shape);
+// What a KV policy needs to know about `model` (cache shape, per-layer RoPE and window), with its head profile.
+kv::KvPolicyContext kv_policy_context(const model::Model& model,
+                                      std::shared_ptr<const kv::HeadProfile> head_profile = nullptr);
 
 }  // namespace longhaul::generate

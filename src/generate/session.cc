@@ -16,7 +16,7 @@ EngineOptions engine_options(const SessionOptions& options) {
 SequenceOptions sequence_options(const SessionOptions& options) {
   SequenceOptions s;
   s.kv_policy = options.kv_policy;
-  s.kv_options = options.kv_options;
+  s.head_profile = options.head_profile;
   return s;
 }
 }  // namespace

@@ -27,15 +27,15 @@ struct SessionOptions {
   int32_t n_batch = 512;   // prompt tokens per forward step (capped by the policy's max_step_tokens)
   int32_t n_threads = 0;   // worker threads including the caller (0 = all cores this process may use)
   int32_t page_tokens = 0;  // KV cells per page (0 = the policy's choice, else 256)
-  std::string kv_policy = "full";    // KV policy name, see kv/policy_registry.h ("full" = keep everything)
-  kv::KvPolicyOptions kv_options;    // its parameters
+  std::string kv_policy = "full";  // KV policy with its parameters, "name:key=value:..." (SequenceOptions::kv_policy)
+  std::shared_ptr<const kv::HeadProfile> head_profile;  // the model's, for duo (null = none given)
 };
 
 class Session {
  public:
   static Result<std::unique_ptr<Session>> create(const model::Model& model, const SessionOptions& options);
   // With a policy object instead of options.kv_policy (a policy the registry does not list, e.g. the head
-  // calibration's scorer); options.kv_options still give the cell storage.
+  // calibration's scorer), stored as the policy's defaults say.
   static Result<std::unique_ptr<Session>> create(const model::Model& model, const SessionOptions& options,
                                                  std::unique_ptr<kv::KvPolicy> policy);
 

@@ -136,11 +136,20 @@ std::string format_head_profile(const HeadProfile& p) {
   return out;
 }
 
+HeadProfile blank_head_profile(int32_t n_layer, int32_t n_head_kv) {
+  HeadProfile p;
+  p.n_layer = n_layer;
+  p.n_head_kv = n_head_kv;
+  p.heads.resize(static_cast<size_t>(n_layer) * static_cast<size_t>(n_head_kv));
+  return p;
+}
+
 Result<HeadProfile> load_head_profile(const std::string& path) {
   Result<std::string> text = read_text_file(path);
   if (!text) return Status::error(text.message());
   Result<HeadProfile> p = parse_head_profile(*text);
   if (!p) return Status::error(path + ": " + p.message());
+  p->source = path;
   return p;
 }
 

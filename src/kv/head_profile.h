@@ -35,6 +35,7 @@ struct HeadProfile {
   int32_t n_layer = 0;
   int32_t n_head_kv = 0;
   std::vector<HeadScore> heads;  // [n_layer * n_head_kv], layer-major
+  std::string source;            // the file it was read from, for messages ("" = made in memory; not saved)
 
   const HeadScore& at(int32_t il, int32_t kv_head) const {
     return heads[static_cast<size_t>(il) * static_cast<size_t>(n_head_kv) + static_cast<size_t>(kv_head)];
@@ -46,12 +47,16 @@ inline constexpr int32_t kMaxProfileLayers = 4096;
 inline constexpr int32_t kMaxProfileHeads = 4096;
 inline constexpr int64_t kMaxProfileEntries = 1 << 20;
 
+// A profile of the given shape whose heads all score 0: stands in for a model's profile where only a policy's
+// parameters are checked (duo then keeps the earliest heads).
+HeadProfile blank_head_profile(int32_t n_layer, int32_t n_head_kv);
+
 // Parses the text format above; fails naming the line and what is wrong (unknown header, a value that is not a
 // finite number >= 0, a head out of range or listed twice, a head missing).
 Result<HeadProfile> parse_head_profile(std::string_view text);
 std::string format_head_profile(const HeadProfile& profile);
 
-// read_text_file + parse, errors prefixed with the path.
+// read_text_file + parse, errors prefixed with the path; source = path.
 Result<HeadProfile> load_head_profile(const std::string& path);
 // Writes the file through a temporary name and a rename, so that a reader never sees half a profile.
 Status save_head_profile(const HeadProfile& profile, const std::string& path);

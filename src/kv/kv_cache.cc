@@ -457,7 +457,7 @@ void KvCache::retain_cells(SeqId seq, int32_t il, std::span<const int32_t> keep)
 
 void KvCache::retain_cells_per_head(SeqId seq, int32_t il, std::span<const std::vector<int32_t>> keep) {
   Sequence& s = sequence(seq);
-  LH_CHECK_MSG(s.options.quant.bits >= 16, "retain_cells_per_head: per-head retention needs f16 storage (--kv-bits 16)");
+  LH_CHECK_MSG(s.options.quant.bits >= 16, "retain_cells_per_head: per-head retention needs f16 storage (bits=16)");
   LH_CHECK_MSG(static_cast<int32_t>(keep.size()) == shape_.n_head_kv, "retain_cells_per_head: one list per KV head");
   LayerCells& layer = s.layers[static_cast<size_t>(il)];
   const auto n = static_cast<int32_t>(layer.positions.size());

@@ -26,8 +26,8 @@
 // only on the cell count and the incoming tokens), because the model appends a
 // token at the same cell index in every layer.
 //
-// Adding a policy: one file in kv/policies/<name>.cc defining a factory, plus one
-// line in kv/policy_registry.cc.
+// Adding a policy: one file in kv/policies/<name>.cc defining its options struct and a factory that reads them
+// from a PolicyParams (kv/policy_params.h), plus one line in kv/policy_registry.cc.
 //
 // Thread-safety: plan/apply/begin_step/truncate run on the Session's thread between
 // steps. observe_scores may be called concurrently from the attention threads of a
@@ -48,30 +48,14 @@
 
 namespace longhaul::kv {
 
+struct HeadProfile;  // kv/head_profile.h
+
 // The budget of h2o, a2sf, tova and snapkv when none is given: the 1024 cells of the papers' own runs.
 constexpr int32_t kDefaultKvBudget = 1024;
 
-// Parameters of every policy; each policy reads the fields it documents.
-struct KvPolicyOptions {
-  int32_t budget = 0;               // cells per sequence and layer kept by h2o, a2sf, tova, snapkv (0 = kDefaultKvBudget)
-  int32_t sink_tokens = 4;          // streaming, duo: first tokens always kept as attention sinks (0 = none)
-  int32_t window = 0;               // streaming: most recent tokens kept (0 = 1020); duo: streaming heads' window (0 = 512)
-  int32_t recent = 0;               // h2o, a2sf: most recent tokens always kept, part of the budget (0 = budget / 2)
-  float forgetting_factor = 0.0f;   // a2sf: accumulated attention decays by this per token, in (0, 1] (0 = 0.9)
-  int32_t observation_window = 32;  // snapkv: last prompt tokens whose attention votes (also always kept)
-  int32_t pool_kernel = 7;          // snapkv: width of the average pooling over votes (1 = off)
-  // snapkv, h2o, a2sf: each KV head ranks and keeps its own cells (true, the papers' rule), or every head of a layer
-  // keeps the cells ranked by their summed scores (false). Sliding-window layers and quantized storage always
-  // rank per layer (can_retain_per_head).
-  bool select_per_head = true;
-  std::string head_profile;         // duo: head profile file (kv/head_profile.h); "" = none given (the CLI then
-                                    // uses, or computes, the one saved beside the model)
-  float retrieval_fraction = 0.25f;  // duo: share of the global layers' KV heads that keep every cell, in [0, 1]
-  // Cell storage, for every policy (kv/kv_cache.h KvQuantOptions; KIVI, Liu et al., 2024). The Session reads these.
-  int32_t kv_bits = 0;              // 16 = f16, 8 = int8, 4 = int4 past the residual (0 = default_kv_bits(): 16, kv-quant 8)
-  int32_t kv_group = 32;            // G: cells whose keys share a scale and zero point per channel (KIVI: 32)
-  int32_t kv_residual = 128;        // R: most recent cells kept f16 (KIVI: 128)
-};
+// Attention sinks kept by streaming, lm-infinite and duo when none are given, and the first cells every policy keeps
+// in f16 under quantized storage: StreamingLLM (Xiao et al., 2023) found 4 start tokens enough to hold the sink.
+constexpr int32_t kDefaultSinkTokens = 4;
 
 // Rotary embedding of one layer, for policies that move keys to new positions.
 struct RopeSpec {
@@ -82,10 +66,12 @@ struct RopeSpec {
 };
 
 // What a policy knows about the model whose cache it manages.
+// Model-level inputs live here, not in a policy's name:key=value parameters (a file path may hold ':').
 struct KvPolicyContext {
   KvShape shape;
   std::vector<RopeSpec> rope;           // [n_layer]
   std::vector<int32_t> layer_window;    // [n_layer] the model's sliding window of each layer (0 = global attention)
+  std::shared_ptr<const HeadProfile> head_profile;  // the model's head profile (duo reads it); null = none given
 };
 
 // The cells one KV head attends to, beyond causality and the layer's own sliding window: those at positions
@@ -158,8 +144,17 @@ class KvPolicy {
     (void)query_position;
     return true;
   }
-  // Bits per cell the Session stores when KvPolicyOptions::kv_bits is 0: 16 (f16) for every policy but kv-quant.
+  // Bits per cell when the spec gives no bits= (read_kv_storage): 16 (f16) for every policy but kv-quant.
   virtual int32_t default_kv_bits() const { return 16; }
+  // Refuses a cell storage the policy cannot use (kv-quant refuses f16, which would be the full policy).
+  virtual Status check_storage(const KvQuantOptions& storage) const {
+    (void)storage;
+    return Status::ok();
+  }
+  // First cells of a sequence that quantized storage keeps in f16 (KvQuantOptions::f16_prefix): the attention
+  // sinks, which streaming and lm-infinite re-write in place and so must stay f16, and which every other policy
+  // keeps in f16 too because they draw much of the attention.
+  virtual int32_t f16_prefix_tokens() const { return kDefaultSinkTokens; }
   // Cells per page the cache should use (0 = the cache's default). A per-head policy frees memory a page at a
   // time, so smaller pages track its windows more closely.
   virtual int32_t page_tokens() const { return 0; }

@@ -1,9 +1,8 @@
 #include "kv/policy_registry.h"
 
-#include "base/strings.h"
+#include <algorithm>
 
-#include <cstdlib>
-#include <sstream>
+#include "kv/head_profile.h"
 
 namespace longhaul::kv {
 namespace {
@@ -11,24 +10,21 @@ namespace {
 struct Entry {
   const char* name;
   KvPolicyFactory make;
-  const char* params;  // the name:key=value parameters the policy reads, besides the cell storage's
+  const char* description;  // one line, for --help
 };
 
 // One line per policy.
 constexpr Entry kPolicies[] = {
-    {"full", make_full_policy, ""},
-    {"streaming", make_streaming_policy, "sink window"},
-    {"lm-infinite", make_lm_infinite_policy, "sink window"},
-    {"h2o", make_h2o_policy, "budget recent select"},
-    {"a2sf", make_a2sf_policy, "budget recent forget select"},
-    {"tova", make_tova_policy, "budget"},
-    {"snapkv", make_snapkv_policy, "budget obs pool select"},
-    {"kv-quant", make_kv_quant_policy, ""},
-    {"duo", make_duo_policy, "retrieval sink window"},
+    {"full", make_full_policy, "keeps every token (the baseline; the context size bounds memory)"},
+    {"streaming", make_streaming_policy, "StreamingLLM: attention sinks plus a window of the last tokens"},
+    {"lm-infinite", make_lm_infinite_policy, "LM-Infinite: sinks plus a window, distances capped at the window"},
+    {"h2o", make_h2o_policy, "H2O: recent tokens plus the heaviest accumulated attention, in a budget"},
+    {"a2sf", make_a2sf_policy, "A2SF: h2o with past attention decayed by a forgetting factor"},
+    {"tova", make_tova_policy, "TOVA: drops the cell the last query attends to least, in a budget"},
+    {"snapkv", make_snapkv_policy, "SnapKV: compresses each prompt once, by the votes of its last queries"},
+    {"kv-quant", make_kv_quant_policy, "KIVI: keeps every token, stored int8 (or int4)"},
+    {"duo", make_duo_policy, "DuoAttention: retrieval heads keep every cell, streaming heads sinks and a window"},
 };
-
-// Every policy stores its cells as these say (KIVI, kv/kv_cache.h KvQuantOptions).
-constexpr const char* kStorageParams = "bits group residual";
 
 const Entry* find_entry(std::string_view name) {
   for (const Entry& e : kPolicies)
@@ -42,105 +38,112 @@ std::string known_names() {
   return known;
 }
 
-bool lists(const char* words, const std::string& key) {
-  std::istringstream in(words);
-  std::string w;
-  while (in >> w)
-    if (w == key) return true;
-  return false;
+// A model for asking factories which parameters they read: one global layer of one KV head, and a head profile of
+// that shape for the policies that need one.
+KvPolicyContext doc_context() {
+  KvPolicyContext c;
+  c.shape.n_layer = 1;
+  c.shape.n_head_kv = 1;
+  c.shape.head_dim_k = 2;
+  c.shape.head_dim_v = 2;
+  c.rope.resize(1);
+  c.layer_window = {0};
+  c.head_profile = std::make_shared<HeadProfile>(blank_head_profile(1, 1));
+  return c;
 }
 
-std::string comma_list(const std::string& words) {
-  std::istringstream in(words);
-  std::string w, out;
-  while (in >> w) out += (out.empty() ? "" : ", ") + w;
-  return out;
+// The parameters a factory reads, asked with an empty spec ("name"); the storage's too when `storage`.
+std::vector<ParamDoc> ask_parameters(const Entry& e, bool storage) {
+  const KvPolicyContext context = doc_context();
+  PolicyParams params = PolicyParams::parse(e.name).value();
+  Result<std::unique_ptr<KvPolicy>> policy = e.make(context, params);
+  LH_CHECK_MSG(policy.is_ok(), policy.message().c_str());  // every policy builds with its defaults
+  if (storage) LH_CHECK(read_kv_storage(params, **policy, context.shape).is_ok());
+  return params.asked();
 }
 
 }  // namespace
 
-Result<std::unique_ptr<KvPolicy>> make_kv_policy(const std::string& name, const KvPolicyContext& context,
-                                                 const KvPolicyOptions& options) {
-  if (const Entry* e = find_entry(name)) return e->make(context, options);
-  return Status::error("unknown KV policy '" + name + "' (known: " + known_names() + ")");
+Result<KvQuantOptions> read_kv_storage(PolicyParams& params, const KvPolicy& policy, const KvShape& shape) {
+  KvQuantOptions quant;
+  quant.bits = std::stoi(params.get_word("bits", std::to_string(policy.default_kv_bits()), {"16", "8", "4"},
+                                         "bits per KV cell past the residual (KIVI int8 / int4)"));
+  quant.group = params.get_int("group", quant.group, 1, 4096, "cells whose keys share a scale per channel (KIVI G)");
+  quant.residual =
+      params.get_int("residual", quant.residual, 0, kMaxParamCount, "most recent cells kept f16 (KIVI R)");
+  LH_RETURN_IF_ERROR(params.status());
+  if (quant.bits == 4 && (shape.head_dim_k % 2 != 0 || shape.head_dim_v % 2 != 0))
+    return Status::error("bits=4 (in '" + params.spec() + "') needs even head dims; this model has " +
+                         std::to_string(shape.head_dim_k) + " and " + std::to_string(shape.head_dim_v));
+  quant.f16_prefix = std::clamp(policy.f16_prefix_tokens(), 0, 1024);
+  LH_RETURN_IF_ERROR(policy.check_storage(quant));
+  return quant;
 }
 
-Result<KvPolicyChoice> parse_kv_policy(std::string_view spec_view, const KvPolicyOptions& base) {
-  const std::string spec(spec_view);
-  std::vector<std::string> parts = split(spec, ':');
-  if (parts.empty() || parts[0].empty()) return Status::error("empty KV policy in '" + spec + "'");
-  KvPolicyChoice out{parts[0], base};
-  const Entry* entry = find_entry(parts[0]);
-  if (entry == nullptr) return Status::error("unknown KV policy '" + parts[0] + "' (known: " + known_names() + ")");
-  for (size_t i = 1; i < parts.size(); ++i) {
-    const size_t eq = parts[i].find('=');
-    const std::string key = parts[i].substr(0, eq);
-    // A parameter the policy does not read is refused, not ignored: full:budget=10 would otherwise look like a
-    // bounded cache.
-    if (!lists(entry->params, key) && !lists(kStorageParams, key))
-      return Status::error("KV policy " + parts[0] + " has no parameter '" + key + "' (in '" + spec + "'; its parameters: " +
-                           comma_list(std::string(entry->params) + " " + kStorageParams) + ")");
-    char* end = nullptr;
-    if (key == "retrieval" && eq != std::string::npos) {
-      const float f = std::strtof(parts[i].c_str() + eq + 1, &end);
-      if (*end != '\0' || end == parts[i].c_str() + eq + 1 || !(f >= 0.0f && f <= 1.0f))
-        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not retrieval=F with F in [0, 1]");
-      out.options.retrieval_fraction = f;
-      continue;
-    }
-    if (key == "select" && eq != std::string::npos) {
-      const std::string v = parts[i].substr(eq + 1);
-      if (v != "head" && v != "layer")
-        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not select=head or select=layer");
-      out.options.select_per_head = v == "head";
-      continue;
-    }
-    if (key == "forget" && eq != std::string::npos) {
-      const float f = std::strtof(parts[i].c_str() + eq + 1, &end);
-      if (*end != '\0' || end == parts[i].c_str() + eq + 1 || !(f > 0.0f && f <= 1.0f))
-        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' is not forget=F with F in (0, 1]");
-      out.options.forgetting_factor = f;
-      continue;
-    }
-    const long v = eq == std::string::npos ? -1 : std::strtol(parts[i].c_str() + eq + 1, &end, 10);
-    if (eq == std::string::npos || *end != '\0' || v < 0 || v > (1 << 24))
-      return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec +
-                           "' is not key=N with N in [0, 16777216]");
-    const auto n = static_cast<int32_t>(v);
-    // A value given is used as given: 0 is not "the default" here (that is what leaving the key out means).
-    struct Range {
-      const char* key;
-      int32_t lo;
-      const char* why;
-    };
-    static constexpr Range kMinimum[] = {{"budget", 2, "cells"},       {"window", 1, "tokens"},
-                                         {"recent", 1, "tokens"},      {"obs", 1, "queries"},
-                                         {"pool", 1, "cells"},         {"group", 1, "cells"},
-                                         {"bits", 4, "bits: 16, 8 or 4"}};
-    for (const Range& r : kMinimum)
-      if (key == r.key && n < r.lo)
-        return Status::error("KV policy parameter '" + parts[i] + "' in '" + spec + "' must be >= " + std::to_string(r.lo) +
-                             " " + r.why);
-    if (key == "budget") out.options.budget = n;
-    else if (key == "sink") out.options.sink_tokens = n;
-    else if (key == "window") out.options.window = n;
-    else if (key == "recent") out.options.recent = n;
-    else if (key == "obs") out.options.observation_window = n;
-    else if (key == "pool") out.options.pool_kernel = n;
-    else if (key == "bits") out.options.kv_bits = n;
-    else if (key == "group") out.options.kv_group = n;
-    else if (key == "residual") out.options.kv_residual = n;
-    else
-      return Status::error("unknown KV policy parameter '" + key + "' in '" + spec +
-                           "' (known: budget, sink, window, recent, forget, obs, pool, select, bits, group, residual, retrieval)");
+Result<BuiltKvPolicy> make_kv_policy(std::string_view spec, const KvPolicyContext& context) {
+  LH_ASSIGN_OR_RETURN(PolicyParams params, PolicyParams::parse(spec));
+  const Entry* e = find_entry(params.name());
+  if (e == nullptr) return Status::error("unknown KV policy '" + params.name() + "' (known: " + known_names() + ")");
+  Result<std::unique_ptr<KvPolicy>> policy = e->make(context, params);
+  if (!policy) {
+    // A refused value is the first thing to fix (the factory's checks saw its default instead). Keys nobody read
+    // are checked once a policy builds: a factory may have stopped before asking for every key.
+    LH_RETURN_IF_ERROR(params.refusal());
+    return Status::error(policy.message());
   }
-  return out;
+  BuiltKvPolicy built;
+  built.policy = std::move(policy).value();
+  LH_ASSIGN_OR_RETURN(built.storage, read_kv_storage(params, *built.policy, context.shape));
+  return built;
 }
 
 std::vector<std::string> kv_policy_names() {
   std::vector<std::string> names;
   for (const Entry& e : kPolicies) names.emplace_back(e.name);
   return names;
+}
+
+std::vector<KvPolicyDoc> kv_policy_docs() {
+  std::vector<KvPolicyDoc> docs;
+  for (const Entry& e : kPolicies) docs.push_back({e.name, e.description, ask_parameters(e, false)});
+  return docs;
+}
+
+std::vector<ParamDoc> kv_storage_docs() {
+  // The storage's parameters are the keys read after the policy's own.
+  auto storage_of = [](const Entry& e) {
+    std::vector<ParamDoc> all = ask_parameters(e, true);
+    all.erase(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(ask_parameters(e, false).size()));
+    return all;
+  };
+  const std::vector<ParamDoc> first = storage_of(kPolicies[0]);
+  std::vector<ParamDoc> docs = first;
+  // A policy whose default storage differs says so beside the first's default (kv-quant: bits 8).
+  for (const Entry& e : kPolicies) {
+    const std::vector<ParamDoc> own = storage_of(e);
+    for (size_t i = 0; i < own.size() && i < first.size(); ++i)
+      if (own[i].fallback != first[i].fallback) docs[i].fallback += "; " + std::string(e.name) + ": " + own[i].fallback;
+  }
+  return docs;
+}
+
+std::string kv_policy_help() {
+  auto param_line = [](const ParamDoc& d) {
+    std::string key = d.key + "=" + d.form;
+    key.resize(std::max<size_t>(key.size() + 2, 18), ' ');
+    return "      " + key + d.meaning + " (default " + d.fallback + (d.range.empty() ? "" : ", in " + d.range) + ")\n";
+  };
+  std::string out =
+      "KV policies: --kv-policy NAME or NAME:KEY=VALUE:KEY=VALUE..., e.g. h2o:budget=512:recent=128:bits=8\n";
+  for (const KvPolicyDoc& p : kv_policy_docs()) {
+    std::string name = p.name;
+    name.resize(std::max<size_t>(name.size() + 2, 14), ' ');
+    out += "  " + name + p.description + "\n";
+    for (const ParamDoc& d : p.params) out += param_line(d);
+  }
+  out += "  every policy's cell storage:\n";
+  for (const ParamDoc& d : kv_storage_docs()) out += param_line(d);
+  return out;
 }
 
 }  // namespace longhaul::kv

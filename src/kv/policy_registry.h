@@ -1,5 +1,6 @@
-// Name -> KvPolicy factory. Each policy file in kv/policies/ defines one factory;
-// kv/policy_registry.cc lists them, one line per policy.
+// Name -> KvPolicy factory. Each policy file in kv/policies/ declares its options struct and defines one factory
+// that reads them from the spec's parameters (kv/policy_params.h); kv/policy_registry.cc lists the factories, one
+// line per policy.
 #pragma once
 
 #include <memory>
@@ -8,42 +9,57 @@
 #include <vector>
 
 #include "base/status.h"
+#include "kv/kv_cache.h"
 #include "kv/kv_policy.h"
+#include "kv/policy_params.h"
 
 namespace longhaul::kv {
 
-using KvPolicyFactory = Result<std::unique_ptr<KvPolicy>> (*)(const KvPolicyContext& context,
-                                                             const KvPolicyOptions& options);
+// Reads every parameter the policy has from `params` (all of them before failing on any, so that the registry can
+// name a key the policy does not have), checks them together, and builds the policy.
+using KvPolicyFactory = Result<std::unique_ptr<KvPolicy>> (*)(const KvPolicyContext& context, PolicyParams& params);
 
-// Builds the policy called `name`; fails for unknown names (listing the known ones)
-// and for parameters the policy rejects (naming the value and the limit).
-Result<std::unique_ptr<KvPolicy>> make_kv_policy(const std::string& name, const KvPolicyContext& context,
-                                                 const KvPolicyOptions& options);
-
-// A KV policy as written on a command line or in a request: "name" or "name:key=value:key=value..."
-// (e.g. "h2o:budget=512:recent=128", "kv-quant:bits=4", "duo:retrieval=0.25"), over the defaults `base`.
-struct KvPolicyChoice {
-  std::string name;
-  KvPolicyOptions options;
+// A policy built from a spec, with the cell storage the spec asks for.
+struct BuiltKvPolicy {
+  std::unique_ptr<KvPolicy> policy;
+  KvQuantOptions storage;
 };
-// Fails naming the parameter, the spec and the accepted form; the name is checked by make_kv_policy.
-Result<KvPolicyChoice> parse_kv_policy(std::string_view spec, const KvPolicyOptions& base);
+
+// Builds the policy a spec names ("h2o:budget=512:bits=8"): the policy reads its parameters, read_kv_storage the
+// cell storage's. Fails for an unknown name (listing the known ones), a value out of its range (naming the value
+// and the limit), a key neither reads (naming the policy's parameters), or parameters the policy rejects together.
+Result<BuiltKvPolicy> make_kv_policy(std::string_view spec, const KvPolicyContext& context);
+
+// The cell storage every policy shares (KIVI, Liu et al., 2024; kv/kv_cache.h KvQuantOptions), read from the
+// spec's bits, group and residual over the policy's defaults (default_kv_bits, f16_prefix_tokens), and checked
+// against the policy (check_storage) and the model's head dims.
+Result<KvQuantOptions> read_kv_storage(PolicyParams& params, const KvPolicy& policy, const KvShape& shape);
 
 // Registered policy names, in registry order.
 std::vector<std::string> kv_policy_names();
 
+// What --help and the README say about each policy: its description and the parameters its factory reads (asked
+// of it with an empty spec, so the list is the code's own), and the cell storage's parameters.
+struct KvPolicyDoc {
+  std::string name;
+  std::string description;
+  std::vector<ParamDoc> params;
+};
+std::vector<KvPolicyDoc> kv_policy_docs();
+std::vector<ParamDoc> kv_storage_docs();
+// The policies and their parameters as lines of text, for the commands' --help.
+std::string kv_policy_help();
+
 // The factories, one per file in kv/policies/.
-Result<std::unique_ptr<KvPolicy>> make_full_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
-Result<std::unique_ptr<KvPolicy>> make_streaming_policy(const KvPolicyContext& context,
-                                                        const KvPolicyOptions& options);
-Result<std::unique_ptr<KvPolicy>> make_lm_infinite_policy(const KvPolicyContext& context,
-                                                          const KvPolicyOptions& options);
-Result<std::unique_ptr<KvPolicy>> make_h2o_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
-Result<std::unique_ptr<KvPolicy>> make_a2sf_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
-Result<std::unique_ptr<KvPolicy>> make_tova_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
-Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
-Result<std::unique_ptr<KvPolicy>> make_kv_quant_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
-Result<std::unique_ptr<KvPolicy>> make_duo_policy(const KvPolicyContext& context, const KvPolicyOptions& options);
+Result<std::unique_ptr<KvPolicy>> make_full_policy(const KvPolicyContext& context, PolicyParams& params);
+Result<std::unique_ptr<KvPolicy>> make_streaming_policy(const KvPolicyContext& context, PolicyParams& params);
+Result<std::unique_ptr<KvPolicy>> make_lm_infinite_policy(const KvPolicyContext& context, PolicyParams& params);
+Result<std::unique_ptr<KvPolicy>> make_h2o_policy(const KvPolicyContext& context, PolicyParams& params);
+Result<std::unique_ptr<KvPolicy>> make_a2sf_policy(const KvPolicyContext& context, PolicyParams& params);
+Result<std::unique_ptr<KvPolicy>> make_tova_policy(const KvPolicyContext& context, PolicyParams& params);
+Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& context, PolicyParams& params);
+Result<std::unique_ptr<KvPolicy>> make_kv_quant_policy(const KvPolicyContext& context, PolicyParams& params);
+Result<std::unique_ptr<KvPolicy>> make_duo_policy(const KvPolicyContext& context, PolicyParams& params);
 
 struct HeadProfile;
 // duo: which KV heads keep every cell, [n_layer * n_head_kv]: the round(fraction * n) best-scored heads of the n

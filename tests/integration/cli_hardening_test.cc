@@ -228,6 +228,10 @@ TEST(CliFlags, LlamaCppHabits) {
   ASSERT_EQ(tb.exit_code, 0) << tb.err;
   EXPECT_NE(tb.err.find("threads: 1,"), std::string::npos) << tb.err;
   EXPECT_NE(tb.err.find("int8"), std::string::npos) << tb.err;
+  // -ctk gives the policy's bits= (any policy stores its cells so).
+  const CliRun ctk = run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy streaming:window=60 -ctk q4_0 --temp 0 -v");
+  ASSERT_EQ(ctk.exit_code, 0) << ctk.err;
+  EXPECT_NE(ctk.err.find("streaming(sink=4, window=60)+int4"), std::string::npos) << ctk.err;
   const CliRun v = run_cli("--version");
   EXPECT_EQ(v.exit_code, 0);
   EXPECT_EQ(v.out.rfind("longhaul ", 0), 0u) << v.out;

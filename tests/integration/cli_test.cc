@@ -134,8 +134,8 @@ TEST(CliErrors, BadValuesAreNamed) {
 
 TEST(CliErrors, DuoHeadProfileProblemsAreNamed) {
   expect_error(run_cli("calibrate-heads -m /nonexistent/model.gguf"), 1, "/nonexistent/model.gguf");
-  expect_error(run_cli("run -m smollm2-135m -p hi --kv-policy duo --retrieval-heads 1.5"), 2, "retrieval-heads");
   if (!testing::file_exists(testing::smollm2_path())) GTEST_SKIP();
+  expect_error(run_cli("run -m smollm2-135m -p hi --kv-policy duo:retrieval=1.5"), 2, "'retrieval=1.5' in 'duo:retrieval=1.5'");
   expect_error(run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy duo --head-profile /nonexistent/p.heads"), 1,
                "/nonexistent/p.heads");
   const std::string bad = temp_path("bad.heads");
@@ -145,6 +145,32 @@ TEST(CliErrors, DuoHeadProfileProblemsAreNamed) {
   std::ofstream(other) << "longhaul-head-profile 1\nmodel gemma.gguf\nn_layer 1\nn_head_kv 1\n0 0 1 1 0 0\n";
   expect_error(run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy duo --head-profile " + other), 1,
                "is for 1 layers x 1 KV heads, the model has 30 x 3");
+}
+
+// A KV policy's parameters are written in its spec (--kv-policy h2o:budget=512); the per-parameter flags of
+// earlier versions are unknown flags now, refused like any other.
+TEST(CliErrors, PolicyParametersAreNotFlags) {
+  for (const char* flag : {"--kv-budget 512", "--sink 4", "--window 8", "--recent 4", "--forgetting 0.5",
+                           "--obs-window 8", "--pool-kernel 3", "--kv-select layer", "--retrieval-heads 0.5",
+                           "--kv-bits 8", "--kv-group 32", "--kv-residual 64"}) {
+    for (const char* sub : {"run -p hi", "chat", "bench", "eval", "batch -f x.jsonl"}) {
+      const std::string args = std::string(sub) + " -m smollm2-135m --kv-policy h2o " + flag;
+      SCOPED_TRACE(args);
+      const std::string name = std::string(flag).substr(0, std::string(flag).find(' '));
+      expect_error(run_cli(args), 2, name);
+    }
+  }
+}
+
+// Every command that takes --kv-policy lists the policies and their parameters, generated from the registry.
+TEST(CliHelp, KvPolicyHelpListsEveryPolicysParameters) {
+  for (const char* sub : {"run", "chat", "bench", "eval", "batch"}) {
+    const CliRun r = run_cli(std::string(sub) + " --help");
+    ASSERT_EQ(r.exit_code, 0) << sub;
+    for (const char* needle : {"--head-profile", "KV policies: --kv-policy NAME or NAME:KEY=VALUE", "  snapkv ",
+                               "obs=N", "retrieval=F", "select=head|layer", "bits=16|8|4", "default 1024, in [2, 16777216]"})
+      EXPECT_NE(r.out.find(needle), std::string::npos) << sub << ": " << needle;
+  }
 }
 
 TEST(CliHelp, EverySubcommandHasHelp) {

@@ -20,7 +20,7 @@
 // Memory: retrieval heads hold every cell; a streaming head holds at most the pages that cover its sinks and its
 // window (window / page + 2 pages of 64 cells). KV bytes = (r + (1 - r) * (sink + window + 2 * 64) / n) of full
 // attention for a share r of retrieval heads in an n-token context, before the local layers' savings.
-// Combined with KIVI storage (--kv-bits 8|4) each kept cell is quantized as well: a streaming head frees its rows
+// Combined with KIVI storage (duo:bits=8 or 4) each kept cell is quantized as well: a streaming head frees its rows
 // of quantized pages (kv/quantized_page.h keeps one block per head), and also keeps the f16 residual (at most
 // R + G - 1 cells plus the last step's), which the next append quantizes.
 #include <algorithm>
@@ -28,22 +28,29 @@
 #include <numeric>
 
 #include "kv/head_profile.h"
+#include "kv/policies/shared_params.h"
 #include "kv/policy_registry.h"
 
 namespace longhaul::kv {
 namespace {
 
-constexpr int32_t kDefaultWindow = 512;  // streaming heads' window when --window is 0 (measured in docs/long-context.md)
-constexpr int32_t kPageTokens = 64;      // smaller than the default 256: memory follows the windows more closely
+constexpr int32_t kPageTokens = 64;  // smaller than the default 256: memory follows the windows more closely
+
+// The head profile is not a parameter: it is the model's (KvPolicyContext::head_profile), and a path may hold ':'.
+struct DuoOptions {
+  float retrieval_fraction = 0.25f;   // share of the global layers' KV heads that keep every cell, in [0, 1]
+  int32_t sink = kDefaultSinkTokens;  // streaming heads: first tokens kept as attention sinks (0 = none)
+  int32_t window = 512;               // streaming heads: most recent tokens kept (measured in docs/long-context.md)
+};
 
 class DuoPolicy final : public KvPolicy {
  public:
-  DuoPolicy(const KvPolicyContext& context, std::string profile_name, std::vector<bool> retrieval, float fraction,
+  DuoPolicy(const KvPolicyContext& context, std::vector<bool> retrieval, float fraction, int32_t n_sink_asked,
             int32_t n_sink, int32_t window)
       : KvPolicy(context),
-        profile_name_(std::move(profile_name)),
         retrieval_(std::move(retrieval)),
         fraction_(fraction),
+        n_sink_asked_(n_sink_asked),
         n_sink_(n_sink),
         window_(window) {}
 
@@ -58,6 +65,8 @@ class DuoPolicy final : public KvPolicy {
   }
   int32_t max_cells() const override { return 0; }  // retrieval heads keep every cell: the context size applies
   int32_t page_tokens() const override { return kPageTokens; }
+  // The sinks as asked, not rounded to pages: quantized storage keeps those first cells f16.
+  int32_t f16_prefix_tokens() const override { return n_sink_asked_; }
   bool has_head_spans() const override { return true; }
 
   HeadSpan head_span(int32_t il, int32_t kv_head) const override {
@@ -105,10 +114,10 @@ class DuoPolicy final : public KvPolicy {
                       static_cast<size_t>(kv_head)];
   }
 
-  std::string profile_name_;
   std::vector<bool> retrieval_;  // [n_layer * n_head_kv]
   float fraction_;
-  int32_t n_sink_;
+  int32_t n_sink_asked_;  // the sink parameter
+  int32_t n_sink_;        // the sinks streaming heads see: n_sink_asked_ rounded up to whole pages
   int32_t window_;
 };
 
@@ -133,27 +142,27 @@ std::vector<bool> choose_retrieval_heads(const HeadProfile& profile, const std::
   return retrieval;
 }
 
-Result<std::unique_ptr<KvPolicy>> make_duo_policy(const KvPolicyContext& context, const KvPolicyOptions& options) {
-  if (options.head_profile.empty())
+Result<std::unique_ptr<KvPolicy>> make_duo_policy(const KvPolicyContext& context, PolicyParams& params) {
+  DuoOptions o;
+  o.retrieval_fraction = params.get_float("retrieval", o.retrieval_fraction, 0.0f, 1.0f, /*lo_open=*/false,
+                                          "share of the global layers' KV heads that keep every token");
+  o.sink = read_sink_tokens(params);
+  o.window = params.get_int("window", o.window, 1, kMaxParamCount, "streaming heads' most recent tokens kept");
+  const HeadProfile* profile = context.head_profile.get();
+  if (profile == nullptr)
     return Status::error("duo: no head profile (give --head-profile FILE, made by `longhaul calibrate-heads`)");
-  if (!(options.retrieval_fraction >= 0.0f && options.retrieval_fraction <= 1.0f))
-    return Status::error("duo: --retrieval-heads " + std::to_string(options.retrieval_fraction) + " is outside [0, 1]");
-  if (options.sink_tokens < 0 || options.sink_tokens > 1024)
-    return Status::error("duo: --sink " + std::to_string(options.sink_tokens) + " is outside [0, 1024]");
-  if (options.window < 0) return Status::error("duo: --window " + std::to_string(options.window) + " must be >= 0");
-  LH_ASSIGN_OR_RETURN(HeadProfile profile, load_head_profile(options.head_profile));
-  if (profile.n_layer != context.shape.n_layer || profile.n_head_kv != context.shape.n_head_kv)
-    return Status::error("duo: head profile '" + options.head_profile + "' is for " + std::to_string(profile.n_layer) +
-                         " layers x " + std::to_string(profile.n_head_kv) + " KV heads, the model has " +
+  if (profile->n_layer != context.shape.n_layer || profile->n_head_kv != context.shape.n_head_kv)
+    return Status::error("duo: head profile" + (profile->source.empty() ? "" : " '" + profile->source + "'") +
+                         " is for " + std::to_string(profile->n_layer) + " layers x " +
+                         std::to_string(profile->n_head_kv) + " KV heads, the model has " +
                          std::to_string(context.shape.n_layer) + " x " + std::to_string(context.shape.n_head_kv) +
-                         " (made for " + (profile.model.empty() ? "another model" : profile.model) + ")");
-  const int32_t window = options.window > 0 ? options.window : kDefaultWindow;
+                         " (made for " + (profile->model.empty() ? "another model" : profile->model) + ")");
   // A page that holds a sink is kept whole, so the head may as well see all of it: the sinks are the first
-  // --sink positions rounded up to whole pages (64 with the default 4), at no extra memory.
-  const int32_t n_sink = (options.sink_tokens + kPageTokens - 1) / kPageTokens * kPageTokens;
-  std::vector<bool> retrieval = choose_retrieval_heads(profile, context.layer_window, options.retrieval_fraction);
-  return std::unique_ptr<KvPolicy>(new DuoPolicy(context, options.head_profile, std::move(retrieval),
-                                                 options.retrieval_fraction, n_sink, window));
+  // `sink` positions rounded up to whole pages (64 with the default 4), at no extra memory.
+  const int32_t n_sink = (o.sink + kPageTokens - 1) / kPageTokens * kPageTokens;
+  std::vector<bool> retrieval = choose_retrieval_heads(*profile, context.layer_window, o.retrieval_fraction);
+  return std::unique_ptr<KvPolicy>(
+      new DuoPolicy(context, std::move(retrieval), o.retrieval_fraction, o.sink, n_sink, o.window));
 }
 
 }  // namespace longhaul::kv

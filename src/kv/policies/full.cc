@@ -18,7 +18,8 @@ class FullPolicy final : public KvPolicy {
 
 }  // namespace
 
-Result<std::unique_ptr<KvPolicy>> make_full_policy(const KvPolicyContext& context, const KvPolicyOptions&) {
+// No parameters of its own.
+Result<std::unique_ptr<KvPolicy>> make_full_policy(const KvPolicyContext& context, PolicyParams&) {
   return std::unique_ptr<KvPolicy>(new FullPolicy(context));
 }
 

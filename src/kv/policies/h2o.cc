@@ -16,6 +16,7 @@
 #include <cstdio>
 
 #include "kv/policies/accumulated_attention.h"
+#include "kv/policies/shared_params.h"
 #include "kv/policy_registry.h"
 
 namespace longhaul::kv {
@@ -118,15 +119,30 @@ std::unique_ptr<KvPolicy> make_accumulated_attention_policy(const KvPolicyContex
                                                       per_head);
 }
 
-Result<std::unique_ptr<KvPolicy>> make_h2o_policy(const KvPolicyContext& context, const KvPolicyOptions& options) {
-  const int32_t budget = options.budget > 0 ? options.budget : kDefaultKvBudget;
+namespace {
+
+struct H2oOptions {
+  int32_t budget = kDefaultKvBudget;  // B: cells each layer keeps
+  int32_t recent = 0;                 // R: most recent tokens always kept, part of B (the paper's default: B / 2)
+  bool select_per_head = true;        // each KV head keeps its own heavy hitters (the paper's rule), or the layer's
+};
+
+}  // namespace
+
+Status check_recent_within_budget(const PolicyParams& params, int32_t recent, int32_t budget) {
+  if (recent < budget) return Status::ok();
+  return Status::error(params.name() + ": recent " + std::to_string(recent) + " must be below the budget " +
+                       std::to_string(budget) + " (in '" + params.spec() + "')");
+}
+
+Result<std::unique_ptr<KvPolicy>> make_h2o_policy(const KvPolicyContext& context, PolicyParams& params) {
+  H2oOptions o;
+  o.budget = read_budget(params);
   // The paper's default splits the budget evenly between heavy hitters and recent tokens.
-  const int32_t recent = options.recent > 0 ? options.recent : budget / 2;
-  if (budget < 2) return Status::error("h2o: --kv-budget " + std::to_string(budget) + " must be >= 2");
-  if (recent >= budget)
-    return Status::error("h2o: --recent " + std::to_string(recent) + " must be below the budget " +
-                         std::to_string(budget));
-  return make_accumulated_attention_policy(context, "h2o", budget, recent, 1.0f, options.select_per_head);
+  o.recent = read_recent(params, o.budget);
+  o.select_per_head = read_select_per_head(params);
+  LH_RETURN_IF_ERROR(check_recent_within_budget(params, o.recent, o.budget));
+  return make_accumulated_attention_policy(context, "h2o", o.budget, o.recent, 1.0f, o.select_per_head);
 }
 
 }  // namespace longhaul::kv

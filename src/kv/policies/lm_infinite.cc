@@ -23,9 +23,9 @@
 //     W + 1 tokens gets exactly full attention.
 //   - defaults: W = 2048, the pretraining length of LLaMA, GPT-J and MPT-7B in the paper
 //     (the paper's L); the policy context does not carry the model's own training length,
-//     so pass --window for other models (Llama-2: 4096). n_global = 4: the authors' drop-in
-//     default is 10 and they report 10-100 as "generally similar", but --sink defaults to 4
-//     for every policy and an explicit 4 cannot be told from the default; StreamingLLM
+//     so give lm-infinite:window=N for other models (Llama-2: 4096). n_global = 4: the
+//     authors' drop-in default is 10 and they report 10-100 as "generally similar"; sink
+//     defaults to 4 for every policy with sinks (kDefaultSinkTokens), as StreamingLLM
 //     (Xiao et al., 2023) found 4 start tokens enough to hold the attention sink. Use
 //     `lm-infinite:sink=10` for the authors' setting.
 //
@@ -49,13 +49,18 @@
 // the cache keeps is exactly the local branch.
 #include <algorithm>
 
+#include "kv/policies/shared_params.h"
 #include "kv/policy_registry.h"
 #include "tensor/half.h"
 
 namespace longhaul::kv {
 namespace {
 
-constexpr int32_t kDefaultWindow = 2048;  // the paper's L_pretrain for LLaMA, GPT-J and MPT-7B
+struct LmInfiniteOptions {
+  int32_t sink = kDefaultSinkTokens;  // n_global: start tokens every query sees (0 = none)
+  int32_t window = 2048;              // L: the local branch and the distance ceiling; the paper's L_pretrain for
+                                      // LLaMA, GPT-J and MPT-7B
+};
 
 class LmInfinitePolicy final : public KvPolicy {
  public:
@@ -77,6 +82,8 @@ class LmInfinitePolicy final : public KvPolicy {
            ", ceiling=" + std::to_string(window_) + ")";
   }
   int32_t max_cells() const override { return n_global_ + window_; }
+  // The start tokens are re-written in place (re-positioned): quantized storage must keep them f16.
+  int32_t f16_prefix_tokens() const override { return n_global_; }
   // A step of n tokens needs n free cells in the window.
   int32_t max_step_tokens() const override { return window_; }
 
@@ -199,14 +206,11 @@ class LmInfinitePolicy final : public KvPolicy {
 
 }  // namespace
 
-Result<std::unique_ptr<KvPolicy>> make_lm_infinite_policy(const KvPolicyContext& context,
-                                                          const KvPolicyOptions& options) {
-  if (options.sink_tokens < 0 || options.sink_tokens > 1024)
-    return Status::error("lm-infinite: --sink " + std::to_string(options.sink_tokens) + " is outside [0, 1024]");
-  if (options.window < 0)
-    return Status::error("lm-infinite: --window " + std::to_string(options.window) + " must be >= 0");
-  const int32_t window = options.window > 0 ? options.window : kDefaultWindow;
-  return std::unique_ptr<KvPolicy>(new LmInfinitePolicy(context, options.sink_tokens, window));
+Result<std::unique_ptr<KvPolicy>> make_lm_infinite_policy(const KvPolicyContext& context, PolicyParams& params) {
+  LmInfiniteOptions o;
+  o.sink = read_sink_tokens(params);
+  o.window = params.get_int("window", o.window, 1, kMaxParamCount, "local window and distance ceiling in tokens");
+  return std::unique_ptr<KvPolicy>(new LmInfinitePolicy(context, o.sink, o.window));
 }
 
 }  // namespace longhaul::kv

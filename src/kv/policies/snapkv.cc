@@ -11,12 +11,13 @@
 // KV head keeps its own positions (votes summed over the query heads that share it;
 // KvCache::retain_cells_per_head). Deviations forced by the cache layout: a layer with a
 // sliding window (Gemma 3's local layers), whose mask needs each cell's exact position,
-// and quantized storage (--kv-bits 8|4), whose cells cannot leave their key groups, keep
+// and quantized storage (bits=8|4), whose cells cannot leave their key groups, keep
 // one set per layer chosen by the votes summed over its heads; and only the attention
 // rows of the prompt's last step are seen, so with a last step shorter than w the
 // window is that step.
 #include <algorithm>
 
+#include "kv/policies/shared_params.h"
 #include "kv/policy_registry.h"
 
 namespace longhaul::kv {
@@ -118,15 +119,31 @@ class SnapKvPolicy final : public KvPolicy {
 
 }  // namespace
 
-Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& context, const KvPolicyOptions& options) {
-  const int32_t budget = options.budget > 0 ? options.budget : kDefaultKvBudget;
-  if (options.observation_window < 1 || options.observation_window >= budget)
-    return Status::error("snapkv: --obs-window " + std::to_string(options.observation_window) +
-                         " must be in [1, budget " + std::to_string(budget) + ")");
-  if (options.pool_kernel < 1 || options.pool_kernel % 2 == 0)
-    return Status::error("snapkv: --pool-kernel " + std::to_string(options.pool_kernel) + " must be odd and >= 1");
-  return std::unique_ptr<KvPolicy>(new SnapKvPolicy(context, budget, options.observation_window, options.pool_kernel,
-                                                    options.select_per_head));
+namespace {
+
+struct SnapKvOptions {
+  int32_t budget = kDefaultKvBudget;  // B: cells a compressed prompt keeps per layer (window included)
+  int32_t observation_window = 32;    // w: last prompt tokens whose attention votes (always kept), in [1, B)
+  int32_t pool_kernel = 7;            // k: width of the average pooling over votes, odd (1 = off)
+  bool select_per_head = true;        // each KV head keeps its own positions (the paper's rule), or the layer's
+};
+
+}  // namespace
+
+Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& context, PolicyParams& params) {
+  SnapKvOptions o;
+  o.budget = read_budget(params);
+  o.observation_window = params.get_int("obs", o.observation_window, 1, kMaxParamCount,
+                                        "last prompt tokens whose attention votes, below the budget");
+  o.pool_kernel = params.get_int("pool", o.pool_kernel, 1, 1025, "width of the vote pooling, odd; 1 = off");
+  o.select_per_head = read_select_per_head(params);
+  if (o.observation_window >= o.budget)
+    return Status::error("snapkv: obs " + std::to_string(o.observation_window) + " must be below the budget " +
+                         std::to_string(o.budget) + " (in '" + params.spec() + "')");
+  if (o.pool_kernel % 2 == 0)
+    return Status::error("snapkv: pool " + std::to_string(o.pool_kernel) + " must be odd (in '" + params.spec() + "')");
+  return std::unique_ptr<KvPolicy>(
+      new SnapKvPolicy(context, o.budget, o.observation_window, o.pool_kernel, o.select_per_head));
 }
 
 }  // namespace longhaul::kv

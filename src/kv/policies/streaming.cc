@@ -19,12 +19,17 @@
 // window keys are within W of it.
 #include <algorithm>
 
+#include "kv/policies/shared_params.h"
 #include "kv/policy_registry.h"
 
 namespace longhaul::kv {
 namespace {
 
-constexpr int32_t kDefaultWindow = 1020;  // S + W = 1024 with the default 4 sinks, as in the paper's runs
+struct StreamingOptions {
+  int32_t sink = kDefaultSinkTokens;  // S: first tokens kept as attention sinks (0 = none)
+  int32_t window = 1020;              // W: most recent tokens kept (S + W = 1024 with the default 4 sinks, as in the
+                                      // paper's runs)
+};
 
 class StreamingPolicy final : public KvPolicy {
  public:
@@ -45,6 +50,8 @@ class StreamingPolicy final : public KvPolicy {
     return "streaming(sink=" + std::to_string(n_sink_) + ", window=" + std::to_string(window_) + ")";
   }
   int32_t max_cells() const override { return n_sink_ + window_; }
+  // The sinks are re-written in place (re-positioned): quantized storage must keep them f16.
+  int32_t f16_prefix_tokens() const override { return n_sink_; }
   // A step of n tokens needs n free cells in the window.
   int32_t max_step_tokens() const override { return window_; }
 
@@ -100,7 +107,7 @@ class StreamingPolicy final : public KvPolicy {
       cache.read_keys(seq, il, 0, n_sink, sinks.keys.data());
     }
     // Through read_keys / write_keys, which work for f16 and quantized cells alike (the cache keeps the first
-    // --sink cells f16 when it quantizes, so this is exact either way).
+    // `sink` cells f16 when it quantizes (f16_prefix_tokens), so this is exact either way).
     const int32_t n_rotate = std::min(n_sink, static_cast<int32_t>(sinks.positions.size()));
     std::vector<float> rotated(static_cast<size_t>(n_rotate) * shape.n_head_kv * dk);  // [n_rotate, n_head_kv, dk]
     std::copy_n(sinks.keys.data(), rotated.size(), rotated.data());
@@ -134,13 +141,11 @@ class StreamingPolicy final : public KvPolicy {
 
 }  // namespace
 
-Result<std::unique_ptr<KvPolicy>> make_streaming_policy(const KvPolicyContext& context,
-                                                        const KvPolicyOptions& options) {
-  const int32_t window = options.window > 0 ? options.window : kDefaultWindow;
-  if (options.sink_tokens < 0 || options.sink_tokens > 1024)
-    return Status::error("streaming: --sink " + std::to_string(options.sink_tokens) + " is outside [0, 1024]");
-  if (options.window < 0) return Status::error("streaming: --window " + std::to_string(options.window) + " must be >= 0");
-  return std::unique_ptr<KvPolicy>(new StreamingPolicy(context, options.sink_tokens, window));
+Result<std::unique_ptr<KvPolicy>> make_streaming_policy(const KvPolicyContext& context, PolicyParams& params) {
+  StreamingOptions o;
+  o.sink = read_sink_tokens(params);
+  o.window = params.get_int("window", o.window, 1, kMaxParamCount, "most recent tokens kept");
+  return std::unique_ptr<KvPolicy>(new StreamingPolicy(context, o.sink, o.window));
 }
 
 }  // namespace longhaul::kv

@@ -9,6 +9,7 @@
 // what decode does here).
 #include <algorithm>
 
+#include "kv/policies/shared_params.h"
 #include "kv/policy_registry.h"
 
 namespace longhaul::kv {
@@ -71,10 +72,18 @@ class TovaPolicy final : public KvPolicy {
 
 }  // namespace
 
-Result<std::unique_ptr<KvPolicy>> make_tova_policy(const KvPolicyContext& context, const KvPolicyOptions& options) {
-  const int32_t budget = options.budget > 0 ? options.budget : kDefaultKvBudget;
-  if (budget < 2) return Status::error("tova: --kv-budget " + std::to_string(budget) + " must be >= 2");
-  return std::unique_ptr<KvPolicy>(new TovaPolicy(context, budget));
+namespace {
+
+struct TovaOptions {
+  int32_t budget = kDefaultKvBudget;  // B: cells each layer keeps
+};
+
+}  // namespace
+
+Result<std::unique_ptr<KvPolicy>> make_tova_policy(const KvPolicyContext& context, PolicyParams& params) {
+  TovaOptions o;
+  o.budget = read_budget(params);
+  return std::unique_ptr<KvPolicy>(new TovaPolicy(context, o.budget));
 }
 
 }  // namespace longhaul::kv

@@ -48,26 +48,23 @@ TEST(HeadCalibration, FindsInductionAndNeedleHeadsInSmolLM2) {
   EXPECT_GT(best_needle, 0.15f);
 }
 
+// eval's list passes duo's retrieval share and snapkv's select on to the policy, which reads and checks them
+// (kv/policy_spec_test); budget=P% is eval's own.
 TEST(HeadCalibration, PolicySpecsTakeRetrievalSharesAndPercentBudgets) {
-  Result<PolicySpec> s = parse_policy_spec("duo:retrieval=0.25", {});
+  Result<PolicySpec> s = parse_policy_spec("duo:retrieval=0.25");
   ASSERT_TRUE(s.is_ok()) << s.message();
-  EXPECT_FLOAT_EQ(s->options.retrieval_fraction, 0.25f);
-  s = parse_policy_spec("h2o:budget=25%", {});
+  EXPECT_EQ(s->name, "duo");
+  EXPECT_EQ(s->spec_for(4096), "duo:retrieval=0.25");
+  s = parse_policy_spec("h2o:budget=25%");
   ASSERT_TRUE(s.is_ok()) << s.message();
   EXPECT_DOUBLE_EQ(s->budget_fraction, 0.25);
-  EXPECT_FALSE(parse_policy_spec("duo:retrieval=1.5", {}).is_ok());
-  EXPECT_FALSE(parse_policy_spec("h2o:budget=0%", {}).is_ok());
-  EXPECT_FALSE(parse_policy_spec("h2o:budget=x%", {}).is_ok());
-  EXPECT_FALSE(parse_policy_spec("h2o:budget=150%", {}).is_ok());
-  s = parse_policy_spec("snapkv:select=layer", {});
+  EXPECT_EQ(s->spec_for(4096), "h2o:budget=1024");
+  EXPECT_FALSE(parse_policy_spec("h2o:budget=0%").is_ok());
+  EXPECT_FALSE(parse_policy_spec("h2o:budget=x%").is_ok());
+  EXPECT_FALSE(parse_policy_spec("h2o:budget=150%").is_ok());
+  s = parse_policy_spec("snapkv:select=layer:budget=50%");
   ASSERT_TRUE(s.is_ok()) << s.message();
-  EXPECT_FALSE(s->options.select_per_head);
-  s = parse_policy_spec("snapkv:select=head", {});
-  ASSERT_TRUE(s.is_ok()) << s.message();
-  EXPECT_TRUE(s->options.select_per_head);
-  const Result<PolicySpec> bad = parse_policy_spec("snapkv:select=token", {});
-  ASSERT_FALSE(bad.is_ok());
-  EXPECT_NE(bad.message().find("select=head or select=layer"), std::string::npos) << bad.message();
+  EXPECT_EQ(s->spec_for(100), "snapkv:select=layer:budget=50");
 }
 
 }  // namespace

@@ -56,28 +56,35 @@ TEST(Report, ParsesDepthsInUnitInterval) {
   EXPECT_FALSE(parse_depths("x").is_ok());
 }
 
-TEST(Report, PolicySpecOverridesOnlyNamedKeys) {
-  kv::KvPolicyOptions base;
-  base.window = 500;
-  base.budget = 64;
-  Result<std::vector<PolicySpec>> l = parse_policy_list("full,streaming:sink=0:window=1024,h2o", base);
-  ASSERT_TRUE(l.is_ok());
+// The specs pass through as written (each policy reads its own keys when it is built); budget=P% is eval's own and
+// becomes a budget in cells for each length.
+TEST(Report, PolicySpecsKeepTheirKeysAndResolveBudgetShares) {
+  Result<std::vector<PolicySpec>> l = parse_policy_list("full,streaming:sink=0:window=1024,h2o:budget=25%:recent=64");
+  ASSERT_TRUE(l.is_ok()) << l.message();
   ASSERT_EQ(l->size(), 3u);
   EXPECT_EQ((*l)[0].name, "full");
+  EXPECT_EQ((*l)[0].spec_for(4096), "full");
   EXPECT_EQ((*l)[1].name, "streaming");
-  EXPECT_EQ((*l)[1].options.sink_tokens, 0);
-  EXPECT_EQ((*l)[1].options.window, 1024);
-  EXPECT_EQ((*l)[1].options.budget, 64);
-  EXPECT_EQ((*l)[2].options.window, 500);
-  EXPECT_FALSE(parse_policy_spec("streaming:size=3", base).is_ok());
-  EXPECT_FALSE(parse_policy_spec("streaming:sink", base).is_ok());
-  EXPECT_FALSE(parse_policy_spec("streaming:sink=-1", base).is_ok());
-  EXPECT_FALSE(parse_policy_spec(":sink=1", base).is_ok());
-  Result<PolicySpec> a2sf = parse_policy_spec("a2sf:forget=0.25", base);
-  ASSERT_TRUE(a2sf.is_ok()) << a2sf.message();
-  EXPECT_FLOAT_EQ(a2sf->options.forgetting_factor, 0.25f);
-  EXPECT_FALSE(parse_policy_spec("a2sf:forget=2", base).is_ok());
-  EXPECT_FALSE(parse_policy_spec("a2sf:forget=", base).is_ok());
+  EXPECT_EQ((*l)[1].spec, "streaming:sink=0:window=1024");
+  EXPECT_EQ((*l)[1].budget_fraction, 0.0);
+  EXPECT_EQ((*l)[1].spec_for(4096), "streaming:sink=0:window=1024");
+  EXPECT_EQ((*l)[2].name, "h2o");
+  EXPECT_EQ((*l)[2].spec, "h2o:recent=64");
+  EXPECT_DOUBLE_EQ((*l)[2].budget_fraction, 0.25);
+  EXPECT_EQ((*l)[2].spec_for(1000), "h2o:recent=64:budget=250");
+  EXPECT_EQ((*l)[2].spec_for(1001), "h2o:recent=64:budget=251");  // rounded up
+  EXPECT_EQ(parse_policy_spec("tova:budget=0.01%")->spec_for(10), "tova:budget=1");  // at least one cell
+  EXPECT_EQ(parse_policy_spec("tova:budget=300")->spec_for(10), "tova:budget=300");  // a count stays as written
+
+  // The form is checked here (a key's value by the policy that reads it, when it is built).
+  EXPECT_FALSE(parse_policy_spec("streaming:sink").is_ok());
+  EXPECT_FALSE(parse_policy_spec(":sink=1").is_ok());
+  EXPECT_FALSE(parse_policy_spec("streaming:sink=1:sink=2").is_ok());
+  EXPECT_FALSE(parse_policy_spec("h2o:budget=0%").is_ok());
+  EXPECT_FALSE(parse_policy_spec("h2o:budget=101%").is_ok());
+  EXPECT_FALSE(parse_policy_spec("h2o:budget=x%").is_ok());
+  EXPECT_NE(parse_policy_spec("h2o:budget=0%").message().find("is not budget=P% with P in (0, 100]"), std::string::npos);
+  EXPECT_FALSE(parse_policy_list("").is_ok());
 }
 
 }  // namespace

@@ -8,11 +8,10 @@
 // rounding of the activations that follow).
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <cmath>
-#include <cstdio>
+#include <memory>
 
+#include "engine_testing.h"
 #include "generate/session.h"
 #include "kv/head_profile.h"
 #include "testing/model_paths.h"
@@ -20,22 +19,14 @@
 namespace longhaul::generate {
 namespace {
 
+using engine_testing::flat_profile;
+
 std::vector<int32_t> some_tokens(int32_t n) {
   std::vector<int32_t> t(static_cast<size_t>(n));
   for (int32_t i = 0; i < n; ++i) t[static_cast<size_t>(i)] = 100 + (i * 7919) % 20000;
   return t;
 }
 
-// A profile of equal scores for `model` (which heads retrieve then depends only on the fraction).
-std::string write_flat_profile(const model::Model& model) {
-  kv::HeadProfile p;
-  p.n_layer = model.kv_shape().n_layer;
-  p.n_head_kv = model.kv_shape().n_head_kv;
-  p.heads.assign(static_cast<size_t>(p.n_layer * p.n_head_kv), kv::HeadScore{0.5f, 0.5f, 0.0f, 0.0f});
-  const std::string path = ::testing::TempDir() + "duo_session_" + std::to_string(::getpid()) + ".heads";
-  EXPECT_TRUE(kv::save_head_profile(p, path).is_ok());
-  return path;
-}
 
 struct RunResult {
   std::vector<float> logits;  // [n_vocab] after the prompt and each decoded token, concatenated
@@ -43,14 +34,14 @@ struct RunResult {
   int64_t bytes_per_cell = 0;  // all layers and heads, in the cache's storage format
 };
 
-RunResult run(const model::Model& model, const std::string& policy, const kv::KvPolicyOptions& options, int32_t n_prompt,
-        int32_t n_decode) {
+RunResult run(const model::Model& model, const std::string& policy, int32_t n_prompt, int32_t n_decode,
+              std::shared_ptr<const kv::HeadProfile> profile = nullptr) {
   SessionOptions so;
   so.n_ctx = n_prompt + n_decode + 8;
   so.n_batch = 256;
   so.n_threads = 2;
   so.kv_policy = policy;
-  so.kv_options = options;
+  so.head_profile = std::move(profile);
   so.page_tokens = 64;
   auto session = Session::create(model, so);
   EXPECT_TRUE(session.is_ok()) << session.message();
@@ -88,14 +79,9 @@ std::unique_ptr<model::Model> load(const std::string& path) {
 TEST(DuoSession, GemmaSlidingLayersFreeTheirOldPagesWithoutChangingLogits) {
   std::unique_ptr<model::Model> m = load(longhaul::testing::gemma3_path());
   if (m == nullptr) GTEST_SKIP() << "Gemma 3 not installed";
-  const std::string profile = write_flat_profile(*m);
-  kv::KvPolicyOptions o;
-  o.head_profile = profile;
-  o.retrieval_fraction = 1.0f;
   const int32_t n_prompt = 1100, n_decode = 4;
-  const RunResult full = run(*m, "full", {}, n_prompt, n_decode);
-  const RunResult duo = run(*m, "duo", o, n_prompt, n_decode);
-  std::remove(profile.c_str());
+  const RunResult full = run(*m, "full", n_prompt, n_decode);
+  const RunResult duo = run(*m, "duo:retrieval=1", n_prompt, n_decode, flat_profile(*m));
   EXPECT_EQ(max_abs_diff(full.logits, duo.logits), 0.0f);
   // Global layers keep all 1104 cells; a sliding layer keeps at most its 512-position window plus two partial
   // pages of 64.
@@ -114,23 +100,17 @@ TEST(DuoSession, GemmaSlidingLayersFreeTheirOldPagesWithoutChangingLogits) {
 TEST(DuoSession, StreamingHeadsMatchFullAttentionUntilTheirWindowAndThenHoldOnlyIt) {
   std::unique_ptr<model::Model> m = load(longhaul::testing::smollm2_path());
   if (m == nullptr) GTEST_SKIP() << "SmolLM2 not installed";
-  const std::string profile = write_flat_profile(*m);
-  kv::KvPolicyOptions o;
-  o.head_profile = profile;
-  o.retrieval_fraction = 0.0f;  // every head streams
-  o.sink_tokens = 0;  // sinks make the kernel visit a page in two parts, which changes the float grouping
-  o.window = 256;
+  // Every head streams (retrieval=0). No sinks: they make the kernel visit a page in two parts, which changes the
+  // float grouping.
   // 200 tokens + 4 decoded: every position is within the window of every query.
-  const RunResult full_short = run(*m, "full", {}, 200, 4);
-  const RunResult duo_short = run(*m, "duo", o, 200, 4);
+  const RunResult full_short = run(*m, "full", 200, 4);
+  const RunResult duo_short = run(*m, "duo:retrieval=0:sink=0:window=256", 200, 4, flat_profile(*m));
   EXPECT_EQ(max_abs_diff(full_short.logits, duo_short.logits), 0.0f);
 
   // 900 tokens: far behind the window, the heads see only sinks + window, so the logits move, stay finite, and
   // each head holds at most its sink page and window / 64 + 2 pages.
-  o.sink_tokens = 4;
-  const RunResult full_long = run(*m, "full", {}, 900, 4);
-  const RunResult duo_long = run(*m, "duo", o, 900, 4);
-  std::remove(profile.c_str());
+  const RunResult full_long = run(*m, "full", 900, 4);
+  const RunResult duo_long = run(*m, "duo:retrieval=0:sink=4:window=256", 900, 4, flat_profile(*m));
   for (float v : duo_long.logits) ASSERT_TRUE(std::isfinite(v));
   EXPECT_GT(max_abs_diff(full_long.logits, duo_long.logits), 0.1f);
   const int64_t cell_bytes = full_long.kv_bytes / 904;  // all layers and heads
@@ -143,15 +123,9 @@ TEST(DuoSession, StreamingHeadsMatchFullAttentionUntilTheirWindowAndThenHoldOnly
 TEST(DuoSession, QuantizedCellsHoldTheSameBoundAtTheirOwnSize) {
   std::unique_ptr<model::Model> m = load(longhaul::testing::smollm2_path());
   if (m == nullptr) GTEST_SKIP() << "SmolLM2 not installed";
-  const std::string profile = write_flat_profile(*m);
-  kv::KvPolicyOptions o;
-  o.head_profile = profile;
-  o.retrieval_fraction = 0.0f;  // every head streams
-  o.window = 256;
-  const RunResult f16 = run(*m, "duo", o, 900, 4);
-  o.kv_bits = 8;
-  const RunResult q8 = run(*m, "duo", o, 900, 4);
-  std::remove(profile.c_str());
+  // Every head streams (retrieval=0).
+  const RunResult f16 = run(*m, "duo:retrieval=0:window=256", 900, 4, flat_profile(*m));
+  const RunResult q8 = run(*m, "duo:retrieval=0:window=256:bits=8", 900, 4, flat_profile(*m));
   ASSERT_EQ(q8.logits.size(), f16.logits.size());
   double sum = 0;
   for (size_t i = 0; i < q8.logits.size(); ++i) {

@@ -31,16 +31,14 @@ bool pages_shared(const kv::KvCache& cache, kv::SeqId seq, int32_t i_page, bool 
 TEST_F(EngineFork, SharesPagesCopiesOnWriteAndLeavesTheParentAlone) {
   // Streaming with 4 sinks + 124 recent tokens (128 cells) and 64-cell pages: the 100-token prefix fills page 0
   // and 36 cells of page 1.
-  kv::KvPolicyOptions o;
-  o.sink_tokens = 4;
-  o.window = 124;
+  const std::string o = "streaming:sink=4:window=124";
   constexpr int32_t kPage = 64, kPrefix = 100, kSuffix = 10, kMore = 30;
   const std::vector<int32_t> prefix = some_tokens(kPrefix, 1), suffix = some_tokens(kSuffix, 2),
                              more = some_tokens(kMore, 3);
   const int32_t x = 4321;  // A's next token
 
   std::unique_ptr<Engine> engine = make_engine(*model_, pool_, 1024, 256, kPage);
-  const kv::SeqId a = add_sequence(*engine, "streaming", o);
+  const kv::SeqId a = add_sequence(*engine, o);
   feed(*engine, a, prefix);
   const kv::KvCache& cache = engine->cache();
   const int64_t cell_bytes = cache.bytes_per_cell(a);  // f16 K + V of one cell, every layer and head
@@ -65,12 +63,12 @@ TEST_F(EngineFork, SharesPagesCopiesOnWriteAndLeavesTheParentAlone) {
   const std::vector<float> b_logits = step_one(*engine, b, suffix);
   {
     std::unique_ptr<Engine> fresh = make_engine(*model_, pool_, 1024, 256, kPage);
-    const kv::SeqId f = add_sequence(*fresh, "streaming", o);
+    const kv::SeqId f = add_sequence(*fresh, o);
     feed(*fresh, f, prefix);
     EXPECT_TRUE(bit_identical(b_logits, step_one(*fresh, f, suffix)));
     // Fed prefix + suffix in one step, the suffix's rows go through the prompt kernel (>= 32 rows), which sums in
     // another order, and the int8 rounding of later activations amplifies that: measured 0.84 at most.
-    const std::vector<float> whole = feed(*fresh, fresh->add_sequence({"streaming", o, 0}).value(), concat(prefix, suffix));
+    const std::vector<float> whole = feed(*fresh, add_sequence(*fresh, o), concat(prefix, suffix));
     EXPECT_LT(max_abs_diff(b_logits, whole), 1.5f);
   }
   // Appending to B copied its partially filled page 1 (36 of A's cells, now with B's 10 after them); page 0 is
@@ -97,7 +95,7 @@ TEST_F(EngineFork, SharesPagesCopiesOnWriteAndLeavesTheParentAlone) {
   // A never saw any of it: its next logits are those of A in an engine where B never existed.
   const std::vector<float> a_logits = step_one(*engine, a, {&x, 1});
   std::unique_ptr<Engine> lone = make_engine(*model_, pool_, 1024, 256, kPage);
-  const kv::SeqId l = add_sequence(*lone, "streaming", o);
+  const kv::SeqId l = add_sequence(*lone, o);
   feed(*lone, l, prefix);
   EXPECT_TRUE(bit_identical(a_logits, step_one(*lone, l, {&x, 1})));
 }
@@ -109,7 +107,7 @@ TEST_F(EngineFork, SiblingBranchesOfATreeStepSeeOnlyTheirAncestors) {
   const int32_t tokens[] = {ta, tb, tc, td};
   const int32_t parents[] = {model::kStepRoot, 0, model::kStepRoot, 2};
   std::unique_ptr<Engine> engine = make_engine(*model_, pool_);
-  const kv::SeqId t = add_sequence(*engine, "full", {});
+  const kv::SeqId t = add_sequence(*engine, "full");
   feed(*engine, t, prefix);
   SequenceStep s;
   s.seq = t;
@@ -124,7 +122,7 @@ TEST_F(EngineFork, SiblingBranchesOfATreeStepSeeOnlyTheirAncestors) {
 
   // Each branch fed alone after the prefix, as a chain.
   std::unique_ptr<Engine> ref = make_engine(*model_, pool_);
-  const kv::SeqId first = add_sequence(*ref, "full", {}), second = add_sequence(*ref, "full", {});
+  const kv::SeqId first = add_sequence(*ref, "full"), second = add_sequence(*ref, "full");
   feed(*ref, first, prefix);
   feed(*ref, second, prefix);
   std::vector<float> first_rows, second_rows;

@@ -25,32 +25,24 @@ class EngineRollback : public ::testing::Test {
   void SetUp() override {
     model_ = shared_model(longhaul::testing::smollm2_path());
     if (model_ == nullptr) GTEST_SKIP() << "SmolLM2 not installed";
-    profile_ = write_flat_profile(*model_, "rollback");
-  }
-  void TearDown() override {
-    if (!profile_.empty()) std::remove(profile_.c_str());
+    profile_ = flat_profile(*model_);
   }
 
   // Small budgets, so that a 70-token text evicts under every bounded policy.
-  kv::KvPolicyOptions options_for(const std::string& policy) const {
-    kv::KvPolicyOptions o;
-    o.budget = 48;            // h2o, a2sf, tova (steps of at most 12 tokens), snapkv
-    o.observation_window = 8;  // snapkv
-    o.sink_tokens = 4;
-    o.window = 44;  // streaming, lm-infinite: 48 cells
-    if (policy == "duo") {
-      o.head_profile = profile_;
-      o.retrieval_fraction = 0.5f;
-      o.window = 8;  // streaming heads: the first 64-cell page and the last 8 positions
-    }
-    if (policy == "kv-quant") o.kv_residual = 32;  // cells older than 32 are frozen into int8 groups of 32
-    return o;
+  static std::string spec_for(const std::string& policy) {
+    if (policy == "h2o" || policy == "a2sf" || policy == "tova") return policy + ":budget=48";  // steps of <= 12
+    if (policy == "snapkv") return "snapkv:budget=48:obs=8";
+    if (policy == "streaming" || policy == "lm-infinite") return policy + ":sink=4:window=44";  // 48 cells
+    // Streaming heads: the first 64-cell page and the last 8 positions.
+    if (policy == "duo") return "duo:retrieval=0.5:sink=4:window=8";
+    if (policy == "kv-quant") return "kv-quant:residual=32";  // cells older than 32 are frozen into int8 groups of 32
+    return policy;
   }
 
   void check_policy(const std::string& policy, int32_t n_first, int32_t n_second);
 
   const model::Model* model_ = nullptr;
-  std::string profile_;
+  std::shared_ptr<const kv::HeadProfile> profile_;  // the model's, for duo
   ThreadPool pool_{2};
 };
 
@@ -77,7 +69,7 @@ void feed_both(Engine& engine, kv::SeqId s0, kv::SeqId s1, const std::vector<int
 // tentative step of 6 tokens B.
 void EngineRollback::check_policy(const std::string& policy, int32_t n_first, int32_t n_second) {
   SCOPED_TRACE(policy + " after " + std::to_string(n_first) + " + " + std::to_string(n_second) + " tokens");
-  const kv::KvPolicyOptions o = options_for(policy);
+  const std::string o = spec_for(policy);
   const std::vector<int32_t> first = some_tokens(n_first, 5), second = some_tokens(n_second, 6),
                              draft = some_tokens(6, 7);
   constexpr int32_t kAccepted = 3;
@@ -87,8 +79,8 @@ void EngineRollback::check_policy(const std::string& policy, int32_t n_first, in
   // Engine T holds the tentative sequences, engine R the references.
   std::unique_ptr<Engine> t = make_engine(*model_, pool_, 1024, 128);
   std::unique_ptr<Engine> r = make_engine(*model_, pool_, 1024, 128);
-  const kv::SeqId rejected = add_sequence(*t, policy, o), accepted = add_sequence(*t, policy, o);
-  const kv::SeqId text_only = add_sequence(*r, policy, o), text_and_kept = add_sequence(*r, policy, o);
+  const kv::SeqId rejected = add_sequence(*t, o, 0, profile_), accepted = add_sequence(*t, o, 0, profile_);
+  const kv::SeqId text_only = add_sequence(*r, o, 0, profile_), text_and_kept = add_sequence(*r, o, 0, profile_);
   for (const std::vector<int32_t>* part : {&first, &second}) {
     feed_both(*t, rejected, accepted, *part);
     feed_both(*r, text_only, text_and_kept, *part);

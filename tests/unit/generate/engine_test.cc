@@ -20,8 +20,7 @@ using namespace engine_testing;
 // One sequence of the batched run: its KV policy, its prompt (fed in chunks of `chunk`, the first at step
 // `first_step`), then kDecode greedy tokens, one per step.
 struct Lane {
-  std::string policy;
-  kv::KvPolicyOptions options;
+  std::string policy;  // as written, "name:key=value:..."
   int32_t n_prompt = 0;
   int32_t chunk = 0;
   int32_t first_step = 0;
@@ -43,11 +42,12 @@ constexpr int32_t kDecode = 12;
 constexpr auto kSameKernelTokens = static_cast<int32_t>(kernels::detail::kLargeMinTokens);
 
 // The lane alone in an engine of its own, with the same chunks as in the batched run.
-LaneRun run_alone(const model::Model& model, ThreadPool& pool, const Lane& lane, const std::vector<int32_t>& prompt) {
+LaneRun run_alone(const model::Model& model, ThreadPool& pool, const Lane& lane, const std::vector<int32_t>& prompt,
+                  const std::shared_ptr<const kv::HeadProfile>& profile) {
   LaneRun run;
   run.prompt = prompt;
   std::unique_ptr<Engine> engine = make_engine(model, pool);
-  const kv::SeqId seq = add_sequence(*engine, lane.policy, lane.options);
+  const kv::SeqId seq = add_sequence(*engine, lane.policy, 0, profile);
   std::vector<float> logits;
   for (int32_t begin = 0; begin < lane.n_prompt; begin += lane.chunk) {
     const auto n = static_cast<size_t>(std::min(lane.chunk, lane.n_prompt - begin));
@@ -69,32 +69,27 @@ LaneRun run_alone(const model::Model& model, ThreadPool& pool, const Lane& lane,
 void batched_equals_alone(const model::Model& model, const char* model_name, float logit_tolerance,
                           double statistics_tolerance) {
   ThreadPool pool(2);
-  const std::string profile = write_flat_profile(model, "batched");
-  kv::KvPolicyOptions streaming, h2o, duo;
-  streaming.sink_tokens = 4;
-  streaming.window = 60;  // 64 cells: evicts during the prompt
-  h2o.budget = 64;        // 32 recent + 32 heavy hitters; steps of at most 16 tokens
-  duo.head_profile = profile;
-  duo.retrieval_fraction = 0.5f;
-  duo.sink_tokens = 4;  // rounded up to one 64-cell page
-  duo.window = 32;      // streaming heads see positions < 64 and the last 32: their older pages are freed
+  const std::shared_ptr<const kv::HeadProfile> profile = flat_profile(model);
+  // streaming: 64 cells, evicts during the prompt. h2o: 32 recent + 32 heavy hitters, steps of at most 16 tokens.
+  // duo: sinks rounded up to one 64-cell page; streaming heads see positions < 64 and the last 32, their older
+  // pages are freed.
   // Every step carries fewer than kSameKernelTokens tokens (checked below): at most 28.
   const std::vector<Lane> lanes = {
-      {"full", {}, 64, 16, 0},             // steps 0-3, then decodes
-      {"streaming", streaming, 100, 12, 0},  // steps 0-8
-      {"h2o", h2o, 90, 10, 4},             // steps 4-12
-      {"duo", duo, 150, 16, 9},            // steps 9-18
+      {"full", 64, 16, 0},                                 // steps 0-3, then decodes
+      {"streaming:sink=4:window=60", 100, 12, 0},          // steps 0-8
+      {"h2o:budget=64", 90, 10, 4},                        // steps 4-12
+      {"duo:retrieval=0.5:sink=4:window=32", 150, 16, 9},  // steps 9-18
   };
   std::vector<LaneRun> alone;
   for (size_t i = 0; i < lanes.size(); ++i)
-    alone.push_back(run_alone(model, pool, lanes[i], some_tokens(lanes[i].n_prompt, static_cast<int32_t>(i))));
+    alone.push_back(
+        run_alone(model, pool, lanes[i], some_tokens(lanes[i].n_prompt, static_cast<int32_t>(i)), profile));
 
   // The batched run: every step carries the next prompt chunk of the sequences still prefilling and one token of
   // each decoding one.
   std::unique_ptr<Engine> engine = make_engine(model, pool);
   std::vector<kv::SeqId> seqs;
-  for (const Lane& lane : lanes) seqs.push_back(add_sequence(*engine, lane.policy, lane.options));
-  std::remove(profile.c_str());  // duo read it when its policies were made
+  for (const Lane& lane : lanes) seqs.push_back(add_sequence(*engine, lane.policy, 0, profile));
   std::vector<int32_t> fed(lanes.size(), 0);  // prompt tokens fed, then generated tokens fed
   std::vector<std::vector<std::vector<float>>> got(lanes.size());
   for (int32_t i_step = 0;; ++i_step) {
@@ -153,7 +148,7 @@ void batched_equals_alone(const model::Model& model, const char* model_name, flo
     EXPECT_EQ(engine->n_past(seqs[i]), lanes[i].n_prompt + kDecode);
     // The policy objects are per sequence: what the h2o sequence accumulated is its own attention only.
     const std::vector<double> stats = engine->policy(seqs[i]).statistics();
-    EXPECT_EQ(stats.empty(), lanes[i].policy != "h2o");
+    EXPECT_EQ(stats.empty(), engine->policy(seqs[i]).name() != "h2o");
     EXPECT_LE(statistics_diff(stats, alone[i].statistics), statistics_tolerance);
   }
 }
@@ -187,7 +182,7 @@ TEST(EngineOutputs, EmbeddingsAreTheNormalisedHiddenStateAndAllLogitsEndWithTheL
   ThreadPool pool(2);
   const std::vector<int32_t> tokens = some_tokens(12, 8);
   std::unique_ptr<Engine> engine = make_engine(*m, pool);
-  const kv::SeqId x = add_sequence(*engine, "full", {}), y = add_sequence(*engine, "full", {});
+  const kv::SeqId x = add_sequence(*engine, "full"), y = add_sequence(*engine, "full");
   SequenceStep steps[2];
   for (int i = 0; i < 2; ++i) {
     steps[i].seq = i == 0 ? x : y;
@@ -223,7 +218,7 @@ TEST(EngineOutputs, EmbeddingsAreTheNormalisedHiddenStateAndAllLogitsEndWithTheL
   EXPECT_EQ(n_used, n_embd);
 
   // kAllLogits: one row per token, the last equal to the kLastLogits row of the same step.
-  const kv::SeqId all = add_sequence(*engine, "full", {}), last = add_sequence(*engine, "full", {});
+  const kv::SeqId all = add_sequence(*engine, "full"), last = add_sequence(*engine, "full");
   SequenceStep both[2];
   both[0].seq = all;
   both[0].tokens = tokens;
@@ -253,8 +248,8 @@ TEST(EngineBadInput, StepFailsNamingTheValueAndChangesNothing) {
   if (m == nullptr) GTEST_SKIP() << "SmolLM2 not installed";
   ThreadPool pool(2);
   std::unique_ptr<Engine> engine = make_engine(*m, pool, 1024, /*n_batch=*/16);
-  const kv::SeqId a = add_sequence(*engine, "full", {}, /*n_ctx=*/20);
-  const kv::SeqId b = add_sequence(*engine, "full", {});
+  const kv::SeqId a = add_sequence(*engine, "full", /*n_ctx=*/20);
+  const kv::SeqId b = add_sequence(*engine, "full");
   const std::vector<int32_t> tokens = some_tokens(17, 9);
   feed(*engine, a, slice(tokens, 0, 4));
   using ::testing::HasSubstr;
@@ -316,9 +311,7 @@ TEST(EngineBadInput, StepFailsNamingTheValueAndChangesNothing) {
   EXPECT_FALSE(step_one(*engine, a, s.tokens).empty());
 
   // A tentative step longer than a policy's step limit (streaming: its window) fails like an ordinary one.
-  kv::KvPolicyOptions small;
-  small.window = 8;
-  const kv::SeqId c = add_sequence(*engine, "streaming", small);
+  const kv::SeqId c = add_sequence(*engine, "streaming:window=8");
   feed(*engine, c, slice(tokens, 0, 8));
   s.seq = c;
   s.tokens = slice(tokens, 0, 10);

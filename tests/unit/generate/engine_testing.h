@@ -4,8 +4,6 @@
 
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -57,15 +55,13 @@ inline std::vector<int32_t> concat(const std::vector<int32_t>& a, std::span<cons
 }
 
 // A head profile of equal scores for `model` (which heads retrieve then depends only on the fraction: the first
-// ones, in layer-major order), as duo_session_test writes it. The duo policy reads the file when it is made.
-inline std::string write_flat_profile(const model::Model& model, const std::string& tag) {
-  kv::HeadProfile p;
-  p.n_layer = model.kv_shape().n_layer;
-  p.n_head_kv = model.kv_shape().n_head_kv;
-  p.heads.assign(static_cast<size_t>(p.n_layer * p.n_head_kv), kv::HeadScore{0.5f, 0.5f, 0.0f, 0.0f});
-  const std::string path = ::testing::TempDir() + "engine_" + tag + "_" + std::to_string(::getpid()) + ".heads";
-  EXPECT_TRUE(kv::save_head_profile(p, path).is_ok());
-  return path;
+// ones, in layer-major order); the engine gives it to duo (SequenceOptions::head_profile).
+inline std::shared_ptr<const kv::HeadProfile> flat_profile(const model::Model& model) {
+  auto p = std::make_shared<kv::HeadProfile>();
+  p->n_layer = model.kv_shape().n_layer;
+  p->n_head_kv = model.kv_shape().n_head_kv;
+  p->heads.assign(static_cast<size_t>(p->n_layer * p->n_head_kv), kv::HeadScore{0.5f, 0.5f, 0.0f, 0.0f});
+  return p;
 }
 
 inline std::unique_ptr<Engine> make_engine(const model::Model& model, ThreadPool& pool, int32_t n_ctx = 1024,
@@ -80,12 +76,13 @@ inline std::unique_ptr<Engine> make_engine(const model::Model& model, ThreadPool
   return e.is_ok() ? std::move(e).value() : nullptr;
 }
 
-inline kv::SeqId add_sequence(Engine& engine, const std::string& policy, const kv::KvPolicyOptions& options,
-                              int32_t n_ctx = 0) {
+// A sequence under the KV policy `policy` as written ("streaming:window=60"), with the model's head profile for duo.
+inline kv::SeqId add_sequence(Engine& engine, const std::string& policy, int32_t n_ctx = 0,
+                              std::shared_ptr<const kv::HeadProfile> head_profile = nullptr) {
   SequenceOptions so;
   so.kv_policy = policy;
-  so.kv_options = options;
   so.n_ctx = n_ctx;
+  so.head_profile = std::move(head_profile);
   Result<kv::SeqId> seq = engine.add_sequence(so);
   EXPECT_TRUE(seq.is_ok()) << policy << ": " << seq.message();
   return seq.is_ok() ? *seq : -1;

@@ -30,14 +30,13 @@ class KvPolicySession : public ::testing::Test {
   }
 
   // Logits of every token of `tokens` fed in steps of n_batch under `policy`.
-  static std::vector<float> all_logits(const std::string& policy, const kv::KvPolicyOptions& options,
-                                       const std::vector<int32_t>& tokens, int32_t n_batch) {
+  static std::vector<float> all_logits(const std::string& policy, const std::vector<int32_t>& tokens,
+                                       int32_t n_batch) {
     SessionOptions so;
     so.n_ctx = 1024;
     so.n_batch = n_batch;
     so.n_threads = 1;
     so.kv_policy = policy;
-    so.kv_options = options;
     auto session = Session::create(*model_, so);
     EXPECT_TRUE(session.is_ok()) << session.message();
     std::vector<float> out;
@@ -57,12 +56,10 @@ model::Model* KvPolicySession::model_ = nullptr;
 
 TEST_F(KvPolicySession, PoliciesChangeNothingBeforeTheyEvict) {
   const std::vector<int32_t> tokens = some_tokens(48);
-  const std::vector<float> full = all_logits("full", {}, tokens, 16);
-  kv::KvPolicyOptions o;
-  o.budget = 64;
-  o.window = 60;
-  for (const char* policy : {"streaming", "h2o", "a2sf", "tova", "snapkv"}) {
-    const std::vector<float> got = all_logits(policy, o, tokens, 16);
+  const std::vector<float> full = all_logits("full", tokens, 16);
+  for (const char* policy :
+       {"streaming:window=60", "h2o:budget=64", "a2sf:budget=64", "tova:budget=64", "snapkv:budget=64"}) {
+    const std::vector<float> got = all_logits(policy, tokens, 16);
     ASSERT_EQ(got.size(), full.size());
     size_t n_diff = 0;
     for (size_t i = 0; i < got.size(); ++i) n_diff += got[i] != full[i];
@@ -71,16 +68,11 @@ TEST_F(KvPolicySession, PoliciesChangeNothingBeforeTheyEvict) {
 }
 
 TEST_F(KvPolicySession, EvictingPoliciesStayWithinTheirBound) {
-  kv::KvPolicyOptions o;
-  o.budget = 32;
-  o.sink_tokens = 4;
-  o.window = 28;
-  for (const char* policy : {"streaming", "h2o", "tova"}) {
+  for (const char* policy : {"streaming:sink=4:window=28", "h2o:budget=32", "tova:budget=32"}) {
     SessionOptions so;
     so.n_ctx = 64;  // smaller than what is fed: only an evicting policy gets through
     so.n_threads = 1;
     so.kv_policy = policy;
-    so.kv_options = o;
     auto session = Session::create(*model_, so);
     ASSERT_TRUE(session.is_ok()) << session.message();
     Session& s = **session;

@@ -1,4 +1,4 @@
-// KIVI-quantized KV storage (kv-quant, --kv-bits) end to end on SmolLM2-135M: a ~600-token prompt, greedy
+// KIVI-quantized KV storage (kv-quant, bits=) end to end on SmolLM2-135M: a ~600-token prompt, greedy
 // decoding and the logits, against the f16 cache. The reference is the same model with f16 storage (which the
 // llama.cpp fixture tests pin down); the question here is how far quantization moves it.
 #include <gtest/gtest.h>
@@ -69,8 +69,7 @@ class KvQuantSession : public ::testing::Test {
     so.n_ctx = 1024;
     so.n_batch = 256;
     so.n_threads = 1;
-    so.kv_policy = kv_bits == 16 ? "full" : "kv-quant";
-    so.kv_options.kv_bits = kv_bits == 16 ? 0 : kv_bits;
+    so.kv_policy = kv_bits == 16 ? "full" : "kv-quant:bits=" + std::to_string(kv_bits);
     auto session = Session::create(*model_, so);
     EXPECT_TRUE(session.is_ok()) << session.message();
     Session& s = **session;
@@ -172,10 +171,7 @@ TEST_F(KvQuantSession, CombinesWithStreaming) {
     so.n_ctx = 1024;
     so.n_batch = 64;
     so.n_threads = 1;
-    so.kv_policy = "streaming";
-    so.kv_options.window = 296;
-    so.kv_options.kv_bits = i == 0 ? 16 : 4;
-    so.kv_options.kv_residual = 64;
+    so.kv_policy = std::string("streaming:window=296:residual=64:bits=") + (i == 0 ? "16" : "4");
     auto session = Session::create(*model_, so);
     ASSERT_TRUE(session.is_ok()) << session.message();
     ASSERT_TRUE((*session)->feed_all_logits(ids, out[i]).is_ok());
@@ -201,11 +197,16 @@ TEST_F(KvQuantSession, CombinesWithStreaming) {
 
 TEST_F(KvQuantSession, RejectsBadStorage) {
   SessionOptions so;
-  so.kv_options.kv_bits = 5;
-  EXPECT_FALSE(Session::create(*model_, so).is_ok());
-  so.kv_options.kv_bits = 8;
-  so.kv_options.kv_group = 0;
-  EXPECT_FALSE(Session::create(*model_, so).is_ok());
+  so.kv_policy = "full:bits=5";
+  Result<std::unique_ptr<Session>> s = Session::create(*model_, so);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("bits=5"), std::string::npos) << s.message();
+  so.kv_policy = "full:bits=8:group=0";
+  s = Session::create(*model_, so);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("group=0"), std::string::npos) << s.message();
+  so.kv_policy = "full:bits=8:group=16";
+  EXPECT_TRUE(Session::create(*model_, so).is_ok());
 }
 
 }  // namespace

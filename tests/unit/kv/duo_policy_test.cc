@@ -83,24 +83,23 @@ class DuoCache : public ::testing::Test {
     ASSERT_TRUE(save_head_profile(profile_with(2, 2, {0.9f, 0.1f, 0.0f, 0.0f}), path_).is_ok());
     context_ = tiny_context(tiny_shape(2));
     context_.layer_window = {0, 100};
-    options_.head_profile = path_;
-    options_.retrieval_fraction = 0.5f;
-    options_.sink_tokens = 4;
-    options_.window = 70;
+    Result<HeadProfile> loaded = load_head_profile(path_);
+    ASSERT_TRUE(loaded.is_ok()) << loaded.message();
+    context_.head_profile = std::make_shared<HeadProfile>(std::move(loaded).value());
   }
   void TearDown() override { std::remove(path_.c_str()); }
 
   std::string path_;
   KvPolicyContext context_;
-  KvPolicyOptions options_;
+  const std::string spec_ = "duo:retrieval=0.5:sink=4:window=70";
 };
 
 TEST_F(DuoCache, StreamingHeadsKeepSinksAndWindowAndRetrievalHeadsKeepEverything) {
-  std::unique_ptr<KvPolicy> duo = testing::make("duo", context_, options_);
+  std::unique_ptr<KvPolicy> duo = testing::make(spec_, context_);
   EXPECT_TRUE(duo->has_head_spans());
   EXPECT_EQ(duo->head_span(0, 0).window, 0);  // retrieval
   EXPECT_EQ(duo->head_span(0, 1).window, 70);
-  EXPECT_EQ(duo->head_span(0, 1).n_sink, 64);  // --sink 4 rounded up to the page that holds it
+  EXPECT_EQ(duo->head_span(0, 1).n_sink, 64);  // sink=4 rounded up to the page that holds it
   EXPECT_EQ(duo->head_span(1, 0).window, 0);  // the layer's own window applies
   ASSERT_EQ(duo->page_tokens(), 64);
 
@@ -149,7 +148,7 @@ TEST_F(DuoCache, StreamingHeadsKeepSinksAndWindowAndRetrievalHeadsKeepEverything
 // With KIVI storage a streaming head frees its rows of quantized pages by the same rule, and keeps the f16 prefix
 // and residual, which the next append quantizes; the bytes are those of the rows still held.
 TEST_F(DuoCache, QuantizedStorageFreesTheStreamingHeadsQuantizedRows) {
-  std::unique_ptr<KvPolicy> duo = testing::make("duo", context_, options_);
+  std::unique_ptr<KvPolicy> duo = testing::make(spec_, context_);
   KvCacheOptions co;
   co.page_tokens = duo->page_tokens();
   co.max_cells = 4096;
@@ -224,22 +223,24 @@ TEST_F(DuoCache, QuantizedStorageFreesTheStreamingHeadsQuantizedRows) {
 }
 
 TEST_F(DuoCache, RejectsMissingOrMismatchedProfiles) {
-  KvPolicyOptions o = options_;
-  o.head_profile.clear();
-  Result<std::unique_ptr<KvPolicy>> p = make_kv_policy("duo", context_, o);
+  KvPolicyContext none = context_;
+  none.head_profile = nullptr;
+  Result<BuiltKvPolicy> p = make_kv_policy(spec_, none);
   ASSERT_FALSE(p.is_ok());
   EXPECT_NE(p.message().find("no head profile"), std::string::npos);
 
-  o.head_profile = path_ + ".missing";
-  p = make_kv_policy("duo", context_, o);
-  ASSERT_FALSE(p.is_ok());
-  EXPECT_NE(p.message().find(".missing"), std::string::npos);
+  // The profile is a file the caller loads (the policy is given the model's profile, not a path).
+  const Result<HeadProfile> missing = load_head_profile(path_ + ".missing");
+  ASSERT_FALSE(missing.is_ok());
+  EXPECT_NE(missing.message().find(".missing"), std::string::npos);
 
   KvPolicyContext three = tiny_context(tiny_shape(3));
   three.layer_window = {0, 0, 0};
-  p = make_kv_policy("duo", three, options_);
+  three.head_profile = context_.head_profile;
+  p = make_kv_policy(spec_, three);
   ASSERT_FALSE(p.is_ok());
   EXPECT_NE(p.message().find("is for 2 layers x 2 KV heads, the model has 3 x 2"), std::string::npos) << p.message();
+  EXPECT_NE(p.message().find(path_), std::string::npos) << p.message();  // names the file
 }
 
 }  // namespace

@@ -423,11 +423,8 @@ TEST(QuantizedCache, WritingQuantizedKeysLeavesTheirGroupMatesAlone) {
 
 TEST(QuantizedCache, StreamingSinksStayF16AndMemoryStaysBounded) {
   const KvShape shape = smol_shape(2);
-  KvPolicyOptions o;
-  o.sink_tokens = 4;
-  o.window = 300;
   KvPolicyContext ctx = testing::tiny_context(shape);  // RoPE over the whole 64-dim head
-  auto policy = testing::make("streaming", ctx, o);
+  auto policy = testing::make("streaming:sink=4:window=300", ctx);
   KvCache q(shape, {64, policy->max_cells(), 1}, quant(4, 32, 4, 16));
   const SeqId seq = *q.add_sequence();
   int64_t peak = 0;
@@ -454,13 +451,24 @@ TEST(QuantizedCache, StreamingSinksStayF16AndMemoryStaysBounded) {
 
 TEST(KvQuantPolicy, IsFullRetentionWithEightBitsByDefault) {
   const KvPolicyContext ctx = testing::tiny_context(testing::tiny_shape());
-  auto policy = testing::make("kv-quant", ctx, {});
+  auto policy = testing::make("kv-quant", ctx);
   EXPECT_EQ(policy->max_cells(), 0);
   EXPECT_EQ(policy->default_kv_bits(), 8);
-  EXPECT_EQ(testing::make("full", ctx, {})->default_kv_bits(), 16);
-  KvPolicyOptions o;
-  o.kv_bits = 16;
-  EXPECT_FALSE(make_kv_policy("kv-quant", ctx, o).is_ok());
+  EXPECT_EQ(testing::make("full", ctx)->default_kv_bits(), 16);
+  // The storage the spec asks for, over the policy's default bits.
+  EXPECT_EQ(make_kv_policy("kv-quant", ctx)->storage.bits, 8);
+  EXPECT_EQ(make_kv_policy("kv-quant:bits=4:group=16:residual=64", ctx)->storage.bits, 4);
+  EXPECT_EQ(make_kv_policy("kv-quant:bits=4:group=16:residual=64", ctx)->storage.group, 16);
+  EXPECT_EQ(make_kv_policy("kv-quant:bits=4:group=16:residual=64", ctx)->storage.residual, 64);
+  EXPECT_EQ(make_kv_policy("full", ctx)->storage.bits, 16);
+  EXPECT_EQ(make_kv_policy("h2o:bits=8", ctx)->storage.bits, 8);
+  // The sinks that streaming re-writes stay f16; other policies keep the default 4 first cells f16.
+  EXPECT_EQ(make_kv_policy("streaming:sink=0:bits=8", ctx)->storage.f16_prefix, 0);
+  EXPECT_EQ(make_kv_policy("streaming:sink=9:bits=8", ctx)->storage.f16_prefix, 9);
+  EXPECT_EQ(make_kv_policy("h2o:bits=8", ctx)->storage.f16_prefix, 4);
+  const Result<BuiltKvPolicy> f16 = make_kv_policy("kv-quant:bits=16", ctx);
+  ASSERT_FALSE(f16.is_ok());
+  EXPECT_NE(f16.message().find("kv-quant: bits=16 stores f16 cells"), std::string::npos) << f16.message();
 }
 
 }  // namespace

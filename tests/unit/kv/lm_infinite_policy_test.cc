@@ -14,11 +14,8 @@ namespace {
 using testing::positions_of;
 using testing::step;
 
-KvPolicyOptions lm_infinite_options(int32_t sink, int32_t window) {
-  KvPolicyOptions o;
-  o.sink_tokens = sink;
-  o.window = window;
-  return o;
+std::string lm_infinite_spec(int32_t sink, int32_t window) {
+  return "lm-infinite:sink=" + std::to_string(sink) + ":window=" + std::to_string(window);
 }
 
 // The Λ after token last: start tokens and the local window of the last W tokens.
@@ -31,20 +28,20 @@ std::vector<int32_t> lambda_positions(int32_t last, int32_t n_start, int32_t win
 
 TEST(LmInfinitePolicy, DefaultsAndValidation) {
   const KvPolicyContext ctx = testing::tiny_context(testing::tiny_shape());
-  auto policy = testing::make("lm-infinite", ctx, {});
+  auto policy = testing::make("lm-infinite", ctx);
   EXPECT_EQ(policy->name(), "lm-infinite");
   EXPECT_EQ(policy->max_cells(), 4 + 2048);
   EXPECT_EQ(policy->max_step_tokens(), 2048);
   EXPECT_EQ(policy->describe(), "lm-infinite(sink=4, window=2048, ceiling=2048)");
-  EXPECT_FALSE(make_kv_policy("lm-infinite", ctx, lm_infinite_options(-1, 4)).is_ok());
-  EXPECT_FALSE(make_kv_policy("lm-infinite", ctx, lm_infinite_options(4, -4)).is_ok());
+  EXPECT_FALSE(make_kv_policy(lm_infinite_spec(-1, 4), ctx).is_ok());
+  EXPECT_FALSE(make_kv_policy(lm_infinite_spec(4, -4), ctx).is_ok());
   const std::vector<std::string> names = kv_policy_names();
   EXPECT_NE(std::find(names.begin(), names.end(), "lm-infinite"), names.end());
 }
 
 TEST(LmInfinitePolicy, RetainsExactlyTheLambdaOneTokenAtATime) {
   const KvShape shape = testing::tiny_shape();
-  auto policy = testing::make("lm-infinite", testing::tiny_context(shape), lm_infinite_options(2, 3));
+  auto policy = testing::make(lm_infinite_spec(2, 3), testing::tiny_context(shape));
   KvCache cache(shape, {4, policy->max_cells(), 1});
   const SeqId seq = *cache.add_sequence();
   for (int32_t t = 0; t < 100; ++t) {
@@ -57,7 +54,7 @@ TEST(LmInfinitePolicy, RetainsExactlyTheLambdaOneTokenAtATime) {
 
 TEST(LmInfinitePolicy, RetainsExactlyTheLambdaWithMultiTokenSteps) {
   const KvShape shape = testing::tiny_shape();
-  auto policy = testing::make("lm-infinite", testing::tiny_context(shape), lm_infinite_options(3, 5));
+  auto policy = testing::make(lm_infinite_spec(3, 5), testing::tiny_context(shape));
   KvCache cache(shape, {4, policy->max_cells(), 1});
   const SeqId seq = *cache.add_sequence();
   int32_t last = -1;
@@ -71,7 +68,7 @@ TEST(LmInfinitePolicy, RetainsExactlyTheLambdaWithMultiTokenSteps) {
 
 TEST(LmInfinitePolicy, NeverExceedsTheBudgetAndReusesPages) {
   const KvShape shape = testing::tiny_shape();
-  auto policy = testing::make("lm-infinite", testing::tiny_context(shape), lm_infinite_options(4, 8));
+  auto policy = testing::make(lm_infinite_spec(4, 8), testing::tiny_context(shape));
   KvCache cache(shape, {4, policy->max_cells(), 1});
   const SeqId seq = *cache.add_sequence();
   int64_t allocated_after_warmup = 0;
@@ -139,7 +136,7 @@ int32_t apparent_position(const KvCache& cache, SeqId seq, int32_t il, int32_t c
 
 TEST(LmInfinitePolicy, StartTokensSitAtTheCeilingAfterEvictionWindowKeysStay) {
   const KvShape shape = testing::tiny_shape();
-  auto policy = testing::make("lm-infinite", testing::tiny_context(shape), lm_infinite_options(2, 4));
+  auto policy = testing::make(lm_infinite_spec(2, 4), testing::tiny_context(shape));
   KvCache cache(shape, {4, policy->max_cells(), 1});
   const SeqId seq = *cache.add_sequence();
   for (int32_t t = 0; t < 20; ++t) write_keys(cache, seq, step(*policy, cache, seq, 1), t, 1);
@@ -169,7 +166,7 @@ TEST(LmInfinitePolicy, StartTokensSitAtTheCeilingAfterEvictionWindowKeysStay) {
 
 TEST(LmInfinitePolicy, ShortTextsKeepTheirOwnPositions) {
   const KvShape shape = testing::tiny_shape(1);
-  auto policy = testing::make("lm-infinite", testing::tiny_context(shape), lm_infinite_options(2, 4));
+  auto policy = testing::make(lm_infinite_spec(2, 4), testing::tiny_context(shape));
   KvCache cache(shape, {4, policy->max_cells(), 1});
   const SeqId seq = *cache.add_sequence();
   // Up to token W = 4 every distance is within the ceiling: exactly full attention.
@@ -185,7 +182,7 @@ TEST(LmInfinitePolicy, ShortTextsKeepTheirOwnPositions) {
 TEST(LmInfinitePolicy, EveryQuerySeesStartTokensWithinTheCeiling) {
   const KvShape shape = testing::tiny_shape(1);
   const int32_t n_start = 3, window = 6;
-  auto policy = testing::make("lm-infinite", testing::tiny_context(shape), lm_infinite_options(n_start, window));
+  auto policy = testing::make(lm_infinite_spec(n_start, window), testing::tiny_context(shape));
   KvCache cache(shape, {4, policy->max_cells(), 1});
   const SeqId seq = *cache.add_sequence();
   int32_t next = 0;
@@ -214,7 +211,7 @@ TEST(LmInfinitePolicy, EveryQuerySeesStartTokensWithinTheCeiling) {
 
 TEST(LmInfinitePolicy, TruncateRestoresOwnPositions) {
   const KvShape shape = testing::tiny_shape();
-  auto policy = testing::make("lm-infinite", testing::tiny_context(shape), lm_infinite_options(2, 4));
+  auto policy = testing::make(lm_infinite_spec(2, 4), testing::tiny_context(shape));
   KvCache cache(shape, {4, policy->max_cells(), 1});
   const SeqId seq = *cache.add_sequence();
   for (int32_t t = 0; t < 12; ++t) write_keys(cache, seq, step(*policy, cache, seq, 1), t, 1);

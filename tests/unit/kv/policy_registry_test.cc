@@ -15,7 +15,7 @@ TEST(PolicyRegistry, KnowsEveryPolicyFile) {
 
 TEST(PolicyRegistry, UnknownNameListsTheKnownOnes) {
   const KvPolicyContext ctx = testing::tiny_context(testing::tiny_shape());
-  Result<std::unique_ptr<KvPolicy>> p = make_kv_policy("lru", ctx, {});
+  Result<BuiltKvPolicy> p = make_kv_policy("lru", ctx);
   ASSERT_FALSE(p.is_ok());
   EXPECT_NE(p.message().find("lru"), std::string::npos);
   EXPECT_NE(p.message().find("streaming"), std::string::npos);
@@ -23,7 +23,7 @@ TEST(PolicyRegistry, UnknownNameListsTheKnownOnes) {
 
 TEST(FullPolicy, NeverEvicts) {
   const KvShape shape = testing::tiny_shape();
-  auto policy = testing::make("full", testing::tiny_context(shape), {});
+  auto policy = testing::make("full", testing::tiny_context(shape));
   KvCache cache(shape, {4, 0, 1});
   const SeqId seq = *cache.add_sequence();
   for (int i = 0; i < 50; ++i) testing::step(*policy, cache, seq, 3);

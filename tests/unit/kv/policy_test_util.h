@@ -35,11 +35,11 @@ inline KvPolicyContext tiny_context(const KvShape& shape) {
   return c;
 }
 
-inline std::unique_ptr<KvPolicy> make(const std::string& name, const KvPolicyContext& context,
-                                      const KvPolicyOptions& options) {
-  Result<std::unique_ptr<KvPolicy>> p = make_kv_policy(name, context, options);
+// The policy a spec names ("h2o:budget=6:recent=2"); aborts when the spec is refused.
+inline std::unique_ptr<KvPolicy> make(const std::string& spec, const KvPolicyContext& context) {
+  Result<BuiltKvPolicy> p = make_kv_policy(spec, context);
   LH_CHECK_MSG(p.is_ok(), p.message().c_str());
-  return std::move(p).value();
+  return std::move(p->policy);
 }
 
 // Runs steps 1-3 of the protocol for `n_tokens` new tokens, then appends their cells

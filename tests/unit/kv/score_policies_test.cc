@@ -35,10 +35,7 @@ StepInfo one_token(const KvCache& cache, SeqId seq, bool starts_feed = true) {
 
 TEST(H2oPolicy, KeepsRecentWindowPlusHeaviestAccumulated) {
   const KvShape shape = testing::tiny_shape();
-  KvPolicyOptions o;
-  o.budget = 6;
-  o.recent = 2;
-  auto p = testing::make("h2o", testing::tiny_context(shape), o);
+  auto p = testing::make("h2o:budget=6:recent=2", testing::tiny_context(shape));
   KvCache cache(shape, {4, 6, 1});
   const SeqId seq = *cache.add_sequence();
   step(*p, cache, seq, 1);  // budget/4 = 1 token per step
@@ -79,10 +76,7 @@ std::vector<int32_t> row_tags(const KvCache& cache, SeqId seq, int32_t il, int32
 // H2O ranks per KV head: each head keeps its own heavy hitters, and every head the same recent window.
 TEST(H2oPolicy, EachHeadKeepsItsOwnHeavyHitters) {
   const KvShape shape = testing::tiny_shape(1);
-  KvPolicyOptions o;
-  o.budget = 6;
-  o.recent = 2;
-  auto p = testing::make("h2o", testing::tiny_context(shape), o);
+  auto p = testing::make("h2o:budget=6:recent=2", testing::tiny_context(shape));
   KvCache cache(shape, {4, 6, 1});
   const SeqId seq = *cache.add_sequence();
   for (int i = 0; i < 6; ++i) step(*p, cache, seq, 1);
@@ -107,10 +101,7 @@ TEST(H2oPolicy, EachHeadKeepsItsOwnHeavyHitters) {
 
 TEST(H2oPolicy, RandomScoresNeverExceedBudgetAndKeepRecent) {
   const KvShape shape = testing::tiny_shape();
-  KvPolicyOptions o;
-  o.budget = 16;
-  o.recent = 4;
-  auto p = testing::make("h2o", testing::tiny_context(shape), o);
+  auto p = testing::make("h2o:budget=16:recent=4", testing::tiny_context(shape));
   KvCache cache(shape, {4, 16, 1});
   const SeqId seq = *cache.add_sequence();
   std::mt19937 rng(7);
@@ -135,11 +126,8 @@ TEST(H2oPolicy, RandomScoresNeverExceedBudgetAndKeepRecent) {
 // more fades under the forgetting factor but not under H2O's plain sum.
 std::vector<int32_t> kept_after_fading(const std::string& name) {
   const KvShape shape = testing::tiny_shape();
-  KvPolicyOptions o;
-  o.budget = 4;
-  o.recent = 1;
-  o.forgetting_factor = 0.5f;
-  auto p = testing::make(name, testing::tiny_context(shape), o);
+  // h2o has no forgetting factor (it is a2sf with factor 1).
+  auto p = testing::make(name + ":budget=4:recent=1" + (name == "a2sf" ? ":forget=0.5" : ""), testing::tiny_context(shape));
   KvCache cache(shape, {4, 4, 1});
   const SeqId seq = *cache.add_sequence();
   for (int i = 0; i < 3; ++i) step(*p, cache, seq, 1);
@@ -158,9 +146,7 @@ TEST(A2sfPolicy, ForgettingFactorLetsOldHeavyHittersGo) {
 
 TEST(TovaPolicy, DropsWhatTheLastQueryIgnores) {
   const KvShape shape = testing::tiny_shape();
-  KvPolicyOptions o;
-  o.budget = 4;
-  auto p = testing::make("tova", testing::tiny_context(shape), o);
+  auto p = testing::make("tova:budget=4", testing::tiny_context(shape));
   KvCache cache(shape, {4, 4, 1});
   const SeqId seq = *cache.add_sequence();
   for (int i = 0; i < 4; ++i) step(*p, cache, seq, 1);
@@ -175,18 +161,15 @@ TEST(TovaPolicy, DropsWhatTheLastQueryIgnores) {
   EXPECT_EQ(positions_of(cache, seq, 1), (std::vector<int32_t>{2, 3, 4, 5}));
 }
 
-KvPolicyOptions snapkv_options(int32_t budget, int32_t observation_window, int32_t pool_kernel) {
-  KvPolicyOptions o;
-  o.budget = budget;
-  o.observation_window = observation_window;
-  o.pool_kernel = pool_kernel;
-  return o;
+std::string snapkv_spec(int32_t budget, int32_t observation_window, int32_t pool_kernel) {
+  return "snapkv:budget=" + std::to_string(budget) + ":obs=" + std::to_string(observation_window) +
+         ":pool=" + std::to_string(pool_kernel);
 }
 
 TEST(SnapKvPolicy, WindowVotesOnceAfterThePrompt) {
   const KvShape shape = testing::tiny_shape();
-  const KvPolicyOptions o = snapkv_options(6, 2, 1);
-  auto p = testing::make("snapkv", testing::tiny_context(shape), o);
+  const std::string o = snapkv_spec(6, 2, 1);
+  auto p = testing::make(o, testing::tiny_context(shape));
   KvCache cache(shape, {4, 64, 1});
   const SeqId seq = *cache.add_sequence();
   step(*p, cache, seq, 10);  // the prompt: positions 0..9, voters 8 and 9
@@ -207,8 +190,8 @@ TEST(SnapKvPolicy, WindowVotesOnceAfterThePrompt) {
 
 TEST(SnapKvPolicy, PoolingKeepsNeighboursOfStrongVotes) {
   const KvShape shape = testing::tiny_shape(1);
-  const KvPolicyOptions o = snapkv_options(4, 1, 3);
-  auto p = testing::make("snapkv", testing::tiny_context(shape), o);
+  const std::string o = snapkv_spec(4, 1, 3);
+  auto p = testing::make(o, testing::tiny_context(shape));
   KvCache cache(shape, {4, 64, 1});
   const SeqId seq = *cache.add_sequence();
   step(*p, cache, seq, 8);  // voter: position 7
@@ -223,10 +206,9 @@ TEST(SnapKvPolicy, PoolingKeepsNeighboursOfStrongVotes) {
 // whose mask needs exact positions, keeps one set chosen by the votes summed over its heads.
 TEST(SnapKvPolicy, EachHeadKeepsItsOwnVotedPositions) {
   const KvShape shape = testing::tiny_shape();  // 2 layers, 2 KV heads
-  const KvPolicyOptions o = snapkv_options(4, 1, 1);
   KvPolicyContext context = testing::tiny_context(shape);
   context.layer_window = {0, 16};  // layer 1 slides
-  auto p = testing::make("snapkv", context, o);
+  auto p = testing::make(snapkv_spec(4, 1, 1), context);
   KvCache cache(shape, {4, 64, 1});
   const SeqId seq = *cache.add_sequence();
   step(*p, cache, seq, 6);  // positions 0..5; the voter is 5
@@ -263,9 +245,7 @@ EvictionPlan plan_after_two_head_votes(KvPolicy& p, KvCache& cache, SeqId seq) {
 // select_per_head = false: every head of a layer keeps the cells its summed votes choose (describe says so).
 TEST(SnapKvPolicy, LayerSelectionKeepsOneSetPerLayer) {
   const KvShape shape = testing::tiny_shape(1);
-  KvPolicyOptions o = snapkv_options(4, 1, 1);
-  o.select_per_head = false;
-  auto p = testing::make("snapkv", testing::tiny_context(shape), o);
+  auto p = testing::make(snapkv_spec(4, 1, 1) + ":select=layer", testing::tiny_context(shape));
   EXPECT_NE(p->describe().find("select=layer"), std::string::npos) << p->describe();
   KvCache cache(shape, {4, 64, 1});
   const SeqId seq = *cache.add_sequence();
@@ -278,8 +258,8 @@ TEST(SnapKvPolicy, LayerSelectionKeepsOneSetPerLayer) {
 // Quantized storage cannot move one head's cell out of its key group: every layer keeps one set.
 TEST(SnapKvPolicy, QuantizedStorageKeepsOneSetPerLayer) {
   const KvShape shape = testing::tiny_shape(1);
-  const KvPolicyOptions o = snapkv_options(4, 1, 1);
-  auto p = testing::make("snapkv", testing::tiny_context(shape), o);
+  const std::string o = snapkv_spec(4, 1, 1);
+  auto p = testing::make(o, testing::tiny_context(shape));
   KvQuantOptions q;
   q.bits = 8;
   q.group = 2;
@@ -314,21 +294,16 @@ TEST(ScorePolicies, TopCellsMatchesAStableSortWithTiesToTheOlderCell) {
 
 TEST(ScorePolicies, RejectBadParameters) {
   const KvPolicyContext ctx = testing::tiny_context(testing::tiny_shape());
-  KvPolicyOptions o;
-  o.budget = 8;
-  o.recent = 8;
-  EXPECT_FALSE(make_kv_policy("h2o", ctx, o).is_ok());
-  o.recent = 0;
-  o.observation_window = 8;
-  EXPECT_FALSE(make_kv_policy("snapkv", ctx, o).is_ok());
-  o.observation_window = 2;
-  o.pool_kernel = 4;
-  EXPECT_FALSE(make_kv_policy("snapkv", ctx, o).is_ok());
-  o.budget = 1;
-  EXPECT_FALSE(make_kv_policy("tova", ctx, o).is_ok());
-  o.budget = 8;
-  o.forgetting_factor = 1.5f;
-  EXPECT_FALSE(make_kv_policy("a2sf", ctx, o).is_ok());
+  EXPECT_FALSE(make_kv_policy("h2o:budget=8:recent=8", ctx).is_ok());
+  EXPECT_FALSE(make_kv_policy("snapkv:budget=8:obs=8", ctx).is_ok());
+  EXPECT_FALSE(make_kv_policy("snapkv:budget=8:obs=2:pool=4", ctx).is_ok());
+  EXPECT_FALSE(make_kv_policy("tova:budget=1", ctx).is_ok());
+  EXPECT_FALSE(make_kv_policy("a2sf:budget=8:forget=1.5", ctx).is_ok());
+  // The limits that hold together are accepted.
+  EXPECT_TRUE(make_kv_policy("h2o:budget=8:recent=7", ctx).is_ok());
+  EXPECT_TRUE(make_kv_policy("snapkv:budget=8:obs=7:pool=3", ctx).is_ok());
+  EXPECT_TRUE(make_kv_policy("tova:budget=2", ctx).is_ok());
+  EXPECT_TRUE(make_kv_policy("a2sf:budget=8:forget=1", ctx).is_ok());
 }
 
 }  // namespace

@@ -13,16 +13,13 @@ namespace {
 using testing::positions_of;
 using testing::step;
 
-KvPolicyOptions streaming_options(int32_t sink, int32_t window) {
-  KvPolicyOptions o;
-  o.sink_tokens = sink;
-  o.window = window;
-  return o;
+std::string streaming_spec(int32_t sink, int32_t window) {
+  return "streaming:sink=" + std::to_string(sink) + ":window=" + std::to_string(window);
 }
 
 TEST(StreamingPolicy, KeepsSinksAndTheLastWindowOneTokenAtATime) {
   const KvShape shape = testing::tiny_shape();
-  auto policy = testing::make("streaming", testing::tiny_context(shape), streaming_options(2, 3));
+  auto policy = testing::make(streaming_spec(2, 3), testing::tiny_context(shape));
   EXPECT_EQ(policy->max_cells(), 5);
   KvCache cache(shape, {4, policy->max_cells(), 1});
   const SeqId seq = *cache.add_sequence();
@@ -37,7 +34,7 @@ TEST(StreamingPolicy, KeepsSinksAndTheLastWindowOneTokenAtATime) {
 
 TEST(StreamingPolicy, MultiTokenStepsNeverExceedTheBudget) {
   const KvShape shape = testing::tiny_shape();
-  auto policy = testing::make("streaming", testing::tiny_context(shape), streaming_options(4, 8));
+  auto policy = testing::make(streaming_spec(4, 8), testing::tiny_context(shape));
   EXPECT_EQ(policy->max_step_tokens(), 8);
   KvCache cache(shape, {4, policy->max_cells(), 1});
   const SeqId seq = *cache.add_sequence();
@@ -60,7 +57,7 @@ TEST(StreamingPolicy, MultiTokenStepsNeverExceedTheBudget) {
 
 TEST(StreamingPolicy, WithoutSinksIsAPlainWindow) {
   const KvShape shape = testing::tiny_shape();
-  auto policy = testing::make("streaming", testing::tiny_context(shape), streaming_options(0, 4));
+  auto policy = testing::make(streaming_spec(0, 4), testing::tiny_context(shape));
   KvCache cache(shape, {4, policy->max_cells(), 1});
   const SeqId seq = *cache.add_sequence();
   for (int i = 0; i < 10; ++i) step(*policy, cache, seq, 1);
@@ -84,7 +81,7 @@ std::vector<double> raw_key(int32_t token, int32_t head) {
 
 TEST(StreamingPolicy, SinkKeysMoveToTheirCachePositionWindowKeysStay) {
   const KvShape shape = testing::tiny_shape(1);
-  auto policy = testing::make("streaming", testing::tiny_context(shape), streaming_options(2, 4));
+  auto policy = testing::make(streaming_spec(2, 4), testing::tiny_context(shape));
   KvCache cache(shape, {4, policy->max_cells(), 1});
   const SeqId seq = *cache.add_sequence();
   // Store each token's key rotated at its text position, as the model does.
@@ -131,8 +128,8 @@ TEST(StreamingPolicy, SinkKeysMoveToTheirCachePositionWindowKeysStay) {
 
 TEST(StreamingPolicy, RejectsNegativeParameters) {
   const KvPolicyContext ctx = testing::tiny_context(testing::tiny_shape());
-  EXPECT_FALSE(make_kv_policy("streaming", ctx, streaming_options(-1, 4)).is_ok());
-  EXPECT_FALSE(make_kv_policy("streaming", ctx, streaming_options(4, -4)).is_ok());
+  EXPECT_FALSE(make_kv_policy(streaming_spec(-1, 4), ctx).is_ok());
+  EXPECT_FALSE(make_kv_policy(streaming_spec(4, -4), ctx).is_ok());
 }
 
 }  // namespace

@@ -1,0 +1,34 @@
+// Parameters that several policies have, read the same way (name, default, range) by each policy that has them.
+#pragma once
+
+#include <cstdint>
+
+#include "kv/kv_policy.h"
+#include "kv/policy_params.h"
+
+namespace longhaul::kv {
+
+// Cells per sequence and layer a bounded policy keeps (h2o, a2sf, tova, snapkv).
+inline int32_t read_budget(PolicyParams& params) {
+  return params.get_int("budget", kDefaultKvBudget, 2, kMaxParamCount, "cells each layer keeps");
+}
+
+// First tokens always kept as attention sinks (streaming, lm-infinite, duo); 0 = none.
+inline int32_t read_sink_tokens(PolicyParams& params) {
+  return params.get_int("sink", kDefaultSinkTokens, 0, 1024, "attention-sink tokens always kept");
+}
+
+// Most recent tokens always kept, part of the budget (h2o, a2sf); by default half of it, the H2O paper's split.
+inline int32_t read_recent(PolicyParams& params, int32_t budget) {
+  return params.get_int("recent", budget / 2, 1, kMaxParamCount, "recent tokens kept, within the budget", "budget/2");
+}
+
+// Whether each KV head ranks and keeps its own cells (select=head, the papers' rule) or every head of a layer keeps
+// the cells ranked by their summed scores (select=layer). Sliding-window layers and quantized storage always rank
+// per layer (KvPolicy::can_retain_per_head).
+inline bool read_select_per_head(PolicyParams& params) {
+  return params.get_word("select", "head", {"head", "layer"}, "each KV head keeps its own cells, or the layer's") ==
+         "head";
+}
+
+}  // namespace longhaul::kv
