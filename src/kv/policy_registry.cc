@@ -24,6 +24,7 @@ constexpr Entry kPolicies[] = {
     {"snapkv", make_snapkv_policy, "SnapKV: compresses each prompt once, by the votes of its last queries"},
     {"kv-quant", make_kv_quant_policy, "KIVI: keeps every token, stored int8 (or int4)"},
     {"duo", make_duo_policy, "DuoAttention: retrieval heads keep every cell, streaming heads sinks and a window"},
+    {"quest", make_quest_policy, "Quest: keeps every token; a decode query reads only the pages that can score highest"},
 };
 
 const Entry* find_entry(std::string_view name) {
