@@ -39,8 +39,17 @@ int32_t quest_select_pages(std::span<const QuestPage> pages, std::span<const flo
     float best = -std::numeric_limits<float>::infinity();
     for (int32_t i = 0; i < n_q; ++i) {
       const float* qi = q.data() + static_cast<int64_t>(i) * dk;
+      // Eight partial sums: without them the float sum is one dependency chain the compiler may not reorder
+      // (no -ffast-math), and scoring every page of a long cache is on every decode step's path.
+      constexpr int kLanes = 8;
+      float partial[kLanes] = {};
+      int32_t c = 0;
+      for (; c + kLanes <= dk; c += kLanes)
+        for (int j = 0; j < kLanes; ++j)
+          partial[j] += std::max(qi[c + j] * p.key_min[c + j], qi[c + j] * p.key_max[c + j]);
+      for (; c < dk; ++c) partial[0] += std::max(qi[c] * p.key_min[c], qi[c] * p.key_max[c]);
       float bound = 0.0f;
-      for (int32_t c = 0; c < dk; ++c) bound += std::max(qi[c] * p.key_min[c], qi[c] * p.key_max[c]);
+      for (float v : partial) bound += v;
       best = std::max(best, bound);
     }
     ranked.emplace_back(-best, static_cast<int32_t>(ip));
