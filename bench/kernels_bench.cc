@@ -89,26 +89,44 @@ const std::vector<uint8_t>& cached_weights(DType type, int64_t n_out, int64_t n_
   return it->second;
 }
 
-// args: isa, type, n_out, n_in, n_tokens, n_threads
+// Interleaved copies (kernels/interleave.h) of the cached weights, as a model stores them at load.
+const std::vector<uint8_t>& cached_interleaved(DType type, int64_t n_out, int64_t n_in) {
+  static std::map<std::tuple<DType, int64_t, int64_t>, std::vector<uint8_t>> cache;
+  auto key = std::make_tuple(type, n_out, n_in);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    const std::vector<uint8_t>& w = cached_weights(type, n_out, n_in);
+    std::vector<uint8_t> wi(w.size());
+    interleave_rows(type, w.data(), n_out, n_in, wi.data());
+    it = cache.emplace(key, std::move(wi)).first;
+  }
+  return it->second;
+}
+
+// args: isa, type, n_out, n_in, n_tokens, n_threads, layout (0 rows, 1 interleaved)
 void BM_Matmul(benchmark::State& state) {
   const auto isa = static_cast<Isa>(state.range(0));
   const auto type = static_cast<DType>(state.range(1));
   const int64_t n_out = state.range(2), n_in = state.range(3), n_tokens = state.range(4);
   const int n_threads = static_cast<int>(state.range(5));
-  const std::vector<uint8_t>& w = cached_weights(type, n_out, n_in);
+  const auto layout = state.range(6) == 1 ? WeightLayout::kInterleaved16 : WeightLayout::kRows;
+  const std::vector<uint8_t>& w = layout == WeightLayout::kRows ? cached_weights(type, n_out, n_in)
+                                                                : cached_interleaved(type, n_out, n_in);
   const std::vector<float> x = random_activations(n_tokens * n_in);
   std::vector<float> y(n_tokens * n_out);
   MatmulScratch scratch;
   ThreadPool& pool = pool_of(n_threads);
+  const MatmulTarget target{type, w.data(), n_out, y.data(), n_out, layout};
   for (auto _ : state) {
-    matmul(isa, type, w.data(), n_out, n_in, x.data(), n_tokens, y.data(), n_out, pool, scratch);
+    matmul_fused(isa, &target, 1, n_in, x.data(), n_tokens, pool, scratch);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
   state.counters["MAC/s"] = benchmark::Counter(static_cast<double>(n_out * n_in * n_tokens),
                                                benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(isa_name(isa)) + " " + tensor::dtype_name(type) + " " + std::to_string(n_out) + "x" +
+  state.SetLabel(std::string(isa_name(isa)) + " " + tensor::dtype_name(type) +
+                 (layout == WeightLayout::kRows ? "" : " interleaved") + " " + std::to_string(n_out) + "x" +
                  std::to_string(n_in) + " t=" + std::to_string(n_tokens) + " threads=" + std::to_string(n_threads));
 }
 
@@ -133,22 +151,31 @@ void register_all() {
   for (Isa isa : supported_isas()) {
     for (const Shape& s : kShapes) {
       const bool huge = s.n_out * s.n_in > 100'000'000;
-      for (int n_threads : {1, 2}) {
-        // Decode: one token.
-        benchmark::RegisterBenchmark("Gemv", BM_Matmul)
-            ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, 1, n_threads})
-            ->Unit(benchmark::kMicrosecond)
-            ->UseRealTime();
-        // Batched decode (8 sequences, one token each) and prefill: 32-, 64- and 512-token batches (skipped for the vocabulary-sized output heads, which prefill runs
-        // on 1 row). 512 is a whole pp512 prompt step, 32 the smallest batch that takes the long-batch kernels
-        // (kLargeMinTokens): the AMX tiles on the amx ISA, the repacked 8-row tiles of gemm_avx2.cc on avx2.
-        if (s.n_out < 10'000 && !huge) {
+      // The row layout everywhere, and the interleaved one where a model would store the matrix so (the
+      // benchmark names end in X16).
+      for (int layout : {0, 1}) {
+        if (layout == 1 && !prefers_interleaved(isa, s.type, s.n_out)) continue;
+        const std::string suffix = layout == 1 ? "X16" : "";
+        for (int n_threads : {1, 2}) {
+          // Decode: one token.
+          benchmark::RegisterBenchmark(("Gemv" + suffix).c_str(), BM_Matmul)
+              ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, 1, n_threads, layout})
+              ->Unit(benchmark::kMicrosecond)
+              ->UseRealTime();
+          // Batched decode (8 sequences, one token each) and prefill: 32-, 64- and 512-token batches (prefill sizes
+          // skipped for the vocabulary-sized output heads, which prefill runs on 1 row). 512 is a whole pp512
+          // prompt step, 32 the smallest batch that takes the long-batch kernels (kLargeMinTokens): the AMX tiles
+          // on the amx ISA, the repacked 8-row tiles of gemm_avx2.cc on avx2.
           for (int64_t n_tokens : {8, 32, 64, 512}) {
-            const std::string name = "Gemm" + std::to_string(n_tokens);
-            benchmark::RegisterBenchmark(name.c_str(), BM_Matmul)
-                ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, n_tokens, n_threads})
-                ->Unit(benchmark::kMicrosecond)
-                ->UseRealTime();
+            if (n_tokens > 8 && (s.n_out >= 10'000 || huge)) continue;
+            {
+              const std::string name = "Gemm" + std::to_string(n_tokens) + suffix;
+              benchmark::RegisterBenchmark(name.c_str(), BM_Matmul)
+                  ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(s.type), s.n_out, s.n_in, n_tokens, n_threads,
+                          layout})
+                  ->Unit(benchmark::kMicrosecond)
+                  ->UseRealTime();
+            }
           }
         }
       }

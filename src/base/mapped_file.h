@@ -24,6 +24,10 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size_bytes() const { return size_bytes_; }
   const std::string& path() const { return path_; }
+  // Drops the whole pages inside [p, p + n_bytes) from this process's resident memory (madvise DONTNEED); a
+  // later read faults them back in from the page cache. For data copied elsewhere that is rarely read again.
+  // Ranges outside the mapping are ignored.
+  void release_pages(const void* p, size_t n_bytes) const;
 
  private:
   void release();

@@ -120,6 +120,11 @@ class GgufFile {
   Result<std::vector<float>> get_float_array(std::string_view key) const;
   Result<std::vector<int32_t>> get_int_array(std::string_view key) const;
 
+  // MappedFile::release_pages on the file's mapping (nothing when parsing caller-owned bytes).
+  void release_pages(const void* p, size_t n_bytes) const {
+    if (mapping_) mapping_->release_pages(p, n_bytes);
+  }
+
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find_tensor(std::string_view name) const;
 

@@ -12,6 +12,7 @@
 #include "kernels/x86/x86_quantize.h"
 #include "kernels/x86/avx512_gemm32.h"
 #include "kernels/x86/avx512_gemm_k.h"
+#include "kernels/x86/avx512_gemm_x16.h"
 #endif
 
 namespace longhaul::kernels::detail {
@@ -27,26 +28,37 @@ enum PackId : int {
   kPackQ8Group128,      // Q8_0
   kPackQ8KQ4K,          // Q4_K (chunks reordered to match its nibble layout)
   kPackQ8KNatural,      // Q6_K
+  kPackX16Q8_1,         // Q4_1 interleaved (kernels/interleave.h)
+  kPackX16Q8_0,         // Q8_0 interleaved
 };
 
-template <class U>
-GemmKernel gemm_k(int pack_id) {
+using PackFn = void (*)(const float*, int64_t, uint8_t*);
+using TileFn = decltype(GemmKernel::tile);
+
+GemmKernel gemm_kernel(int pack_id, int64_t (*packed_row_bytes)(int64_t), PackFn pack, TileFn tile,
+                       int64_t chunk_rows_multiple = 4) {
   GemmKernel k;
   k.pack_id = pack_id;
-  k.packed_row_bytes = packed_row_bytes_k;
-  k.pack = pack_q8_k<U::kOrder>;
-  k.tile = gemm_k_tile<U>;
+  k.packed_row_bytes = packed_row_bytes;
+  k.pack = pack;
+  k.tile = tile;
+  k.chunk_rows_multiple = chunk_rows_multiple;
   return k;
 }
 
+template <class L>
+GemmKernel gemm_x16(int pack_id, PackFn pack) {
+  return gemm_kernel(pack_id, x16_packed_row_bytes, pack, x16_tile<L>, kX16Rows);
+}
+
+template <class U>
+GemmKernel gemm_k(int pack_id) {
+  return gemm_kernel(pack_id, packed_row_bytes_k, pack_q8_k<U::kOrder>, gemm_k_tile<U>);
+}
+
 template <class G>
-GemmKernel gemm32(int pack_id, void (*pack)(const float*, int64_t, uint8_t*)) {
-  GemmKernel k;
-  k.pack_id = pack_id;
-  k.packed_row_bytes = packed_row_bytes_32;
-  k.pack = pack;
-  k.tile = gemm32_tile<G>;
-  return k;
+GemmKernel gemm32(int pack_id, PackFn pack) {
+  return gemm_kernel(pack_id, packed_row_bytes_32, pack, gemm32_tile<G>);
 }
 
 bool cpu_has_gemm_features() {
@@ -66,6 +78,10 @@ void add_avx512_gemm_kernels(IsaKernels& k) {
   k.gemm[slot(DType::Q8_0)] = gemm32<Q8Group>(kPackQ8Group128, pack_q8_group<128>);
   k.gemm[slot(DType::Q4_K)] = gemm_k<Q4_KUnpack>(kPackQ8KQ4K);
   k.gemm[slot(DType::Q6_K)] = gemm_k<Q6_KUnpack>(kPackQ8KNatural);
+  k.gemm_interleaved[slot(DType::Q4_1)] = gemm_x16<X16Q4_1>(kPackX16Q8_1, x16_pack<true>);
+  k.gemm_interleaved[slot(DType::Q8_0)] = gemm_x16<X16Q8_0>(kPackX16Q8_0, x16_pack<false>);
+  k.interleave_at_load[slot(DType::Q4_1)] = true;
+  k.interleave_at_load[slot(DType::Q8_0)] = true;
 }
 #else
 void add_avx512_gemm_kernels(IsaKernels&) {}

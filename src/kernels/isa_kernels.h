@@ -56,6 +56,13 @@ struct IsaKernels {
   GemmKernel gemm[kNumTypeSlots] = {};         // by weight type; tile == nullptr: matmul uses dot_rows
   // By weight type, for calls of at least kLargeMinTokens tokens (prompt processing); tile == nullptr: use gemm.
   GemmKernel gemm_large[kNumTypeSlots] = {};
+  // By weight type, for matrices stored 16 rows interleaved (kernels/interleave.h); the generic table holds the
+  // scalar twins, which every ISA without a faster kernel inherits. tile() gets whole groups: w at a group's first
+  // row, n_rows a multiple of 16.
+  GemmKernel gemm_interleaved[kNumTypeSlots] = {};
+  // True where this ISA's gemm_interleaved kernel beats its row-major kernels: models store such matrices
+  // interleaved at load (prefers_interleaved).
+  bool interleave_at_load[kNumTypeSlots] = {};
 };
 
 constexpr int64_t kLargeMinTokens = 32;
@@ -69,6 +76,8 @@ const IsaKernels& amx_kernels();     // gemm_amx.cc: avx512_kernels() plus gemm_
 // gemm_avx512.cc: fills `k.gemm` for the types it covers when this CPU has the extra AVX-512 features those kernels
 // use (VBMI byte permutes, BITALG bit shuffles); leaves it untouched otherwise.
 void add_avx512_gemm_kernels(IsaKernels& k);
+// interleave.cc: the scalar twins of the interleaved-layout kernels (gemm_interleaved of the generic table).
+void add_interleaved_twins(IsaKernels& k);
 // gemm_avx2.cc: fills `k.gemm_large` (calls of at least kLargeMinTokens tokens) for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 // Q4_K and Q6_K with kernels that need AVX2 + FMA + F16C only; decode and short batches keep dot_rows.
 void add_avx2_gemm_kernels(IsaKernels& k);

@@ -127,6 +127,17 @@ int64_t rows_per_chunk(int64_t n_out, int64_t n_in, int64_t w_row_bytes, int64_t
   return std::min(rows, n_out);
 }
 
+// The kernel for a matrix stored interleaved: the ISA's, else the scalar twin (an ISA the model did not
+// interleave for, as tests run).
+const detail::GemmKernel& interleaved_kernel(const detail::IsaKernels& kernels, const MatmulTarget& t) {
+  const detail::GemmKernel* g = &kernels.gemm_interleaved[detail::slot(t.type)];
+  if (g->tile == nullptr) g = &detail::generic_kernels().gemm_interleaved[detail::slot(t.type)];
+  LH_CHECK_MSG(g->tile != nullptr, std::string("matmul: no kernel for interleaved ") + tensor::dtype_name(t.type));
+  LH_CHECK_MSG(t.n_out % kInterleaveRows == 0,
+               "matmul: interleaved n_out=" + std::to_string(t.n_out) + " is not a multiple of 16");
+  return *g;
+}
+
 }  // namespace
 
 void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n_in, const float* x,
@@ -154,7 +165,8 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
                                         " is not a multiple of the " + tensor::dtype_name(t.type) + " block size " +
                                         std::to_string(block));
     if (t.n_out <= 0) continue;
-    const detail::GemmKernel& g = n_tokens >= detail::kLargeMinTokens &&
+    const detail::GemmKernel& g = t.layout == WeightLayout::kInterleaved16 ? interleaved_kernel(kernels, t)
+                                  : n_tokens >= detail::kLargeMinTokens &&
                                           kernels.gemm_large[detail::slot(t.type)].tile != nullptr
                                       ? kernels.gemm_large[detail::slot(t.type)]
                                       : kernels.gemm[detail::slot(t.type)];

@@ -21,6 +21,7 @@
 
 #include "base/status.h"
 #include "base/thread_pool.h"
+#include "kernels/interleave.h"
 #include "kernels/isa.h"
 #include "tensor/dtype.h"
 
@@ -70,10 +71,11 @@ void matmul(Isa isa, tensor::DType weight_type, const void* w, int64_t n_out, in
 // One product of a fused matmul: y = W x.
 struct MatmulTarget {
   tensor::DType type = tensor::DType::F32;
-  const void* w = nullptr;  // [n_out, n_in] of `type`
+  const void* w = nullptr;  // [n_out, n_in] of `type`, stored as `layout` says
   int64_t n_out = 0;
   float* y = nullptr;       // [n_tokens, ldy]
   int64_t ldy = 0;          // >= n_out
+  WeightLayout layout = WeightLayout::kRows;
 };
 
 // y_i = W_i x for every target (the Q, K, V projections of a layer; its gate and up projections). Equal to one

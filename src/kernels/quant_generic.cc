@@ -63,6 +63,7 @@ IsaKernels make_generic() {
   k.dequantize[slot(DType::Q5_K)] = ref::dequantize_q5_k;
   k.dequantize[slot(DType::Q6_K)] = ref::dequantize_q6_k;
   k.dequantize[slot(DType::Q8_K)] = ref::dequantize_q8_k;
+  add_interleaved_twins(k);
   return k;
 }
 }  // namespace

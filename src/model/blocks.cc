@@ -16,15 +16,19 @@ void norm_rows(StepContext& step, const float* in, const Weight& w, float* out, 
   for (int64_t r = 0; r < n_rows; ++r) kernels::rms_norm(in + r * n, wv, out + r * n, n, eps);
 }
 
+kernels::MatmulTarget matmul_target(const Weight& w, float* out) {
+  return {w.type, w.data, w.n_out, out, w.n_out, w.layout};
+}
+
 void project(StepContext& step, const Weight& w, const float* in, int64_t n_rows, float* out) {
-  kernels::matmul(w.type, w.data, w.n_out, w.n_in, in, n_rows, out, w.n_out, step.pool, step.state.matmul[0]);
+  const kernels::MatmulTarget target = matmul_target(w, out);
+  kernels::matmul_fused(&target, 1, w.n_in, in, n_rows, step.pool, step.state.matmul[0]);
 }
 
 void add_residual(StepContext& step, float* x, const float* delta) {
   kernels::add(x, delta, x, static_cast<int64_t>(step.n_tokens) * step.config.n_embd);
 }
 
-kernels::MatmulTarget matmul_target(const Weight& w, float* out) { return {w.type, w.data, w.n_out, out, w.n_out}; }
 
 void feed_forward(StepContext& step, int32_t il) {
   const ModelConfig& cfg = step.config;

@@ -26,7 +26,43 @@ Result<std::unique_ptr<Model>> Model::load(const std::string& path) {
   ModelWeights weights;
   Status bound = arch->bind_weights(file, *config, weights);
   if (!bound) return Status::error(path + ": " + bound.message());
-  return std::unique_ptr<Model>(new Model(std::move(file), std::move(config).value(), std::move(weights), arch));
+  std::unique_ptr<Model> model(new Model(std::move(file), std::move(config).value(), std::move(weights), arch));
+  model->interleave_weights();
+  return model;
+}
+
+namespace {
+// Interleaving copies a matrix this many bytes at a time, releasing the file's pages behind it.
+constexpr int64_t kInterleaveSliceBytes = int64_t{4} << 20;
+}  // namespace
+
+void Model::interleave_weights() {
+  std::vector<Weight*> matrices = {&weights_.output};
+  for (LayerWeights& l : weights_.layers) {
+    for (Weight* w : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
+      matrices.push_back(w);
+  }
+  for (Weight* w : matrices) {
+    if (!w->present() || !kernels::prefers_interleaved(w->type, w->n_out)) continue;
+    const auto n_bytes = static_cast<size_t>(tensor::row_size_bytes(w->type, w->n_in) * w->n_out);
+    // 64-byte aligned: the kernels read whole 64-byte chunks of a group.
+    std::unique_ptr<uint8_t[]>& copy = interleaved_.emplace_back(new uint8_t[n_bytes + 64]);
+    auto* dst = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(copy.get()) + 63) & ~uintptr_t{63});
+    // Slice by slice, handing the file's pages back as they are copied: the file's copy is not read again (a
+    // tied output keeps the embedding rows that token lookups read, which fault back in on use), so resident
+    // memory holds each matrix once, also at its peak during the load.
+    const int64_t row_bytes = tensor::row_size_bytes(w->type, w->n_in);
+    const int64_t rows_per_slice =
+        std::max<int64_t>(1, kInterleaveSliceBytes / (row_bytes * kernels::kInterleaveRows)) * kernels::kInterleaveRows;
+    const auto* src = static_cast<const uint8_t*>(w->data);
+    for (int64_t r = 0; r < w->n_out; r += rows_per_slice) {
+      const int64_t n_rows = std::min(rows_per_slice, w->n_out - r);
+      kernels::interleave_rows(w->type, src + r * row_bytes, n_rows, w->n_in, dst + r * row_bytes);
+      file_.release_pages(src + r * row_bytes, static_cast<size_t>(n_rows * row_bytes));
+    }
+    w->data = dst;
+    w->layout = kernels::WeightLayout::kInterleaved16;
+  }
 }
 
 kv::KvShape Model::kv_shape() const {
@@ -158,8 +194,8 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, ForwardState& st, 
   for (int64_t r = 0; r < n_out; ++r)
     kernels::rms_norm(st.x.data() + int64_t{st.out_rows[static_cast<size_t>(r)]} * cfg.n_embd,
                       weights_.output_norm.f32(), st.xn.data() + r * cfg.n_embd, cfg.n_embd, cfg.rms_eps);
-  kernels::matmul(weights_.output.type, weights_.output.data, cfg.n_vocab, cfg.n_embd, st.xn.data(), n_out,
-                  out.logits.data(), cfg.n_vocab, pool, st.matmul[0]);
+  const kernels::MatmulTarget head = matmul_target(weights_.output, out.logits.data());
+  kernels::matmul_fused(&head, 1, cfg.n_embd, st.xn.data(), n_out, pool, st.matmul[0]);
   if (cfg.final_logit_softcap > 0.0f) {
     const float cap = cfg.final_logit_softcap;
     for (float& l : out.logits) l = cap * std::tanh(l / cap);

@@ -81,11 +81,14 @@ class Model {
 
  private:
   Model(gguf::GgufFile file, ModelConfig config, ModelWeights weights, const Architecture* arch);
+  // Stores the matrices the active ISA reads faster interleaved (kernels::prefers_interleaved) in that layout.
+  void interleave_weights();
 
   gguf::GgufFile file_;
   ModelConfig config_;
   ModelWeights weights_;
   const Architecture* arch_;
+  std::vector<std::unique_ptr<uint8_t[]>> interleaved_;  // the interleaved copies the weights point into
 };
 
 }  // namespace longhaul::model

@@ -1,10 +1,11 @@
-// Non-owning views of a model's tensors inside the mapped GGUF file.
+// Views of a model's tensors: inside the mapped GGUF file, or in the model's interleaved copies.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "kernels/interleave.h"
 #include "tensor/dtype.h"
 
 namespace longhaul::model {
@@ -16,6 +17,9 @@ struct Weight {
   int64_t n_in = 0;   // row length (GGUF ne[0])
   int64_t n_out = 0;  // rows (GGUF ne[1])
   std::string name;
+  // kInterleaved16: `data` is the model's own copy in 16-row groups (kernels/interleave.h), made at load for the
+  // kernels of the active ISA; kRows: the file's bytes.
+  kernels::WeightLayout layout = kernels::WeightLayout::kRows;
 
   bool present() const { return data != nullptr; }
   const float* f32() const { return static_cast<const float*>(data); }  // only for F32 vectors (norm weights)

@@ -35,7 +35,6 @@ TEST_P(Matmul, OddShapesMatchNaiveLoop) {
   ThreadPool pool1(1), pool2(2);
   MatmulScratch scratch;
   for (const Shape& s : shapes) {
-    const int64_t w_row_bytes = tensor::row_size_bytes(type, s.n_in);
     std::vector<uint8_t> w;
     for (int64_t o = 0; o < s.n_out; ++o) {
       const std::vector<uint8_t> row = testing::random_weight_row(type, s.n_in, static_cast<uint32_t>(1000 + o));
@@ -43,22 +42,8 @@ TEST_P(Matmul, OddShapesMatchNaiveLoop) {
     }
     const std::vector<float> x = testing::random_activations(s.n_tokens * s.n_in, 77);
     // Naive: quantize each token with the scalar twin, dot with each row.
-    const int64_t act_row_bytes = tensor::row_size_bytes(act_type, s.n_in);
-    std::vector<uint8_t> act(s.n_tokens * act_row_bytes);
-    std::vector<float> expected(s.n_tokens * s.n_out), magnitude(s.n_tokens * s.n_out);
-    std::vector<float> wf(s.n_in), af(s.n_in);
-    for (int64_t t = 0; t < s.n_tokens; ++t) {
-      ref::quantize_row(act_type, x.data() + t * s.n_in, act.data() + t * act_row_bytes, s.n_in);
-      ref::dequantize_row(act_type, act.data() + t * act_row_bytes, af.data(), s.n_in);
-      for (int64_t o = 0; o < s.n_out; ++o) {
-        const uint8_t* w_row = w.data() + o * w_row_bytes;
-        expected[t * s.n_out + o] = ref::vec_dot(type, s.n_in, w_row, act.data() + t * act_row_bytes);
-        ref::dequantize_row(type, w.data() + o * w_row_bytes, wf.data(), s.n_in);
-        double m = 0;
-        for (int64_t i = 0; i < s.n_in; ++i) m += std::fabs(static_cast<double>(wf[i]) * af[i]);
-        magnitude[t * s.n_out + o] = static_cast<float>(m);
-      }
-    }
+    std::vector<float> expected, magnitude;
+    testing::naive_matmul(type, w, s.n_out, s.n_in, x, s.n_tokens, expected, magnitude);
     const int64_t ldy = s.n_out + 3;  // padding columns must stay untouched
     for (Isa isa : supported_isas()) {
       for (ThreadPool* pool : {&pool1, &pool2}) {

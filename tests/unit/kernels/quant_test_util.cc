@@ -1,5 +1,6 @@
 #include "quant_test_util.h"
 
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 
@@ -55,6 +56,30 @@ std::vector<uint8_t> random_weight_row(tensor::DType type, int64_t n, uint32_t s
     }
   }
   return row;
+}
+
+void naive_matmul(tensor::DType type, const std::vector<uint8_t>& w, int64_t n_out, int64_t n_in,
+                  const std::vector<float>& x, int64_t n_tokens, std::vector<float>& expected,
+                  std::vector<float>& magnitude) {
+  const tensor::DType act_type = vec_dot_type(type);
+  const int64_t w_row_bytes = tensor::row_size_bytes(type, n_in);
+  const int64_t act_row_bytes = tensor::row_size_bytes(act_type, n_in);
+  std::vector<uint8_t> act(n_tokens * act_row_bytes);
+  expected.assign(n_tokens * n_out, 0.0f);
+  magnitude.assign(n_tokens * n_out, 0.0f);
+  std::vector<float> wf(n_in), af(n_in);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    ref::quantize_row(act_type, x.data() + t * n_in, act.data() + t * act_row_bytes, n_in);
+    ref::dequantize_row(act_type, act.data() + t * act_row_bytes, af.data(), n_in);
+    for (int64_t o = 0; o < n_out; ++o) {
+      const uint8_t* w_row = w.data() + o * w_row_bytes;
+      expected[t * n_out + o] = ref::vec_dot(type, n_in, w_row, act.data() + t * act_row_bytes);
+      ref::dequantize_row(type, w_row, wf.data(), n_in);
+      double m = 0;
+      for (int64_t i = 0; i < n_in; ++i) m += std::fabs(static_cast<double>(wf[i]) * af[i]);
+      magnitude[t * n_out + o] = static_cast<float>(m);
+    }
+  }
 }
 
 }  // namespace longhaul::kernels::testing

@@ -33,4 +33,11 @@ inline std::vector<float> random_activations(int64_t n, uint32_t seed, float sca
 // overwritten. For the types we can quantize, quantize random floats instead, which also gives realistic scales.
 std::vector<uint8_t> random_weight_row(tensor::DType type, int64_t n, uint32_t seed);
 
+// The naive matmul the kernels are checked against: each token quantized by the scalar twin, dotted with each row
+// of w ([n_out, n_in] row-major) by the scalar twin: expected[t * n_out + o]. magnitude[t * n_out + o] = sum
+// |w||a| over the dequantized values, the scale of a tolerance.
+void naive_matmul(tensor::DType type, const std::vector<uint8_t>& w, int64_t n_out, int64_t n_in,
+                  const std::vector<float>& x, int64_t n_tokens, std::vector<float>& expected,
+                  std::vector<float>& magnitude);
+
 }  // namespace longhaul::kernels::testing

@@ -1,0 +1,49 @@
+// Weight matrices stored 16 rows interleaved, for the AVX-512 matrix kernels of batched decode.
+//
+// Why: the row-major kernels (kernels/x86/avx512_gemm32.h) give each weight row its own vector accumulator per
+// token, so every block of 32 weights costs, besides its two VNNI dot products, a convert, a scale multiply and one
+// or two multiply-adds per row and token, plus a horizontal sum per row at the end. With 16 rows interleaved, one
+// 64-byte vector holds 4 consecutive quants of 16 rows, one vpdpbusd against 4 broadcast activation bytes advances
+// 16 rows at once, and the scales apply once per block for 16 rows: the float work per weight falls 4x and the
+// horizontal sums disappear (lane r of the accumulator is row r). This is the layout llama.cpp's CPU backend
+// repacks Q4_0 into ("Q4_0x8" and kin); ours is our own, for our kernels.
+//
+// Layout of a [n_out, n_in] matrix of type T (n_out a multiple of 16, nb = n_in / 32 blocks per row), group g of
+// rows 16g .. 16g + 15, block b, at byte (g * nb + b) * 16 * sizeof(block of T): the same size as the row-major
+// matrix, and rows 16g .. 16g + 15 start where row 16g did, so a chunk of whole groups is addressed as before.
+//   Q4_1 (320 bytes): [0, 32) f16 d of rows 0..15; [32, 64) f16 m; [64, 320) four 64-byte chunks c = 0..3, bytes
+//     4r .. 4r + 3 of chunk c = qs[4c .. 4c + 3] of row r (low nibbles: elements 4c..4c+3; high: 16+4c..16+4c+3).
+//   Q8_0 (544 bytes): [0, 32) f16 d of rows 0..15; [32, 544) eight 64-byte chunks c = 0..7, bytes 4r .. 4r + 3 of
+//     chunk c = qs[4c .. 4c + 3] of row r plus 128, as unsigned bytes (the form vpdpbusd multiplies).
+//
+// The packed activations these kernels read, one row of n_in values (nb blocks), 64-byte aligned:
+//   [0, 32 nb)          i8 quants, block after block (as Q8_0 / Q8_1 quantize them)
+//   [32 nb, 36 nb)      f32 d of each block (the f16-rounded scale)
+//   [36 nb, 40 nb)      Q4_1: f32 s = f16(d * sum q) of each block (Q8_1's s); Q8_0: i32 -128 * sum q of each block
+// rounded up to a multiple of 64 bytes.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/isa.h"
+#include "tensor/dtype.h"
+
+namespace longhaul::kernels {
+
+// Rows per interleaved group.
+constexpr int64_t kInterleaveRows = 16;
+
+// How a weight matrix's rows are stored: as in the GGUF file, or in interleaved groups of 16 (above).
+enum class WeightLayout : uint8_t { kRows, kInterleaved16 };
+
+// Whether a model should store a [n_out, n_in] matrix of `type` interleaved for `isa`: the ISA has a fast kernel for
+// the layout and no faster row-major one for long batches (AMX keeps the row layout its prompt kernels read), and
+// n_out is a multiple of 16. Types with a layout: Q4_1, Q8_0.
+bool prefers_interleaved(Isa isa, tensor::DType type, int64_t n_out);
+bool prefers_interleaved(tensor::DType type, int64_t n_out);  // on the active ISA
+
+// dst = src rearranged into the interleaved layout. src: [n_out, n_in] row-major of `type`; dst: the same number of
+// bytes. Requires a type with a layout and n_out % 16 == 0 (LH_CHECK).
+void interleave_rows(tensor::DType type, const void* src, int64_t n_out, int64_t n_in, void* dst);
+
+}  // namespace longhaul::kernels

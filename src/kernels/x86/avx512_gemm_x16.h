@@ -1,0 +1,182 @@
+// Internal: AVX-512 VNNI kernels for weights stored 16 rows interleaved (Q4_1, Q8_0; layout and packed activations
+// in kernels/interleave.h). Included only by gemm_avx512.cc.
+//
+// Lane r of every vector is row r of a group. Per block of 32 and token, eight vpdpbusd (each: 4 quants of 16 rows
+// against 4 activation bytes broadcast to every lane) build the 16 integer block sums, and one convert, one scale
+// multiply and one multiply-add (Q4_1: two) fold them into the token's 16 float accumulators, which are stored as
+// they are: no horizontal sums. Equal bit for bit to the scalar twin in interleave.cc, which adds in this order.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "tensor/quant_blocks.h"
+
+namespace longhaul::kernels::detail {
+namespace {
+
+constexpr int64_t kX16Rows = 16;
+
+inline int64_t x16_packed_row_bytes(int64_t n_in) { return (n_in / tensor::kQk32 * 40 + 63) / 64 * 64; }
+
+// Packs one activation row for the interleaved kernels; the bytes equal the scalar twin's (interleave.cc).
+template <bool kQ8_1>
+void x16_pack(const float* x, int64_t n_in, uint8_t* dst) {
+  const int64_t nb = n_in / tensor::kQk32;
+  auto* d = reinterpret_cast<float*>(dst + 32 * nb);
+  uint8_t* extra = dst + 36 * nb;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t sum;
+    const float scale = quantize_block_32(x + b * tensor::kQk32, reinterpret_cast<int8_t*>(dst + 32 * b), &sum);
+    d[b] = f16_scalar(f16_from(scale));
+    if constexpr (kQ8_1) {
+      const float s = f16_scalar(f16_from(static_cast<float>(sum) * scale));
+      std::memcpy(extra + 4 * b, &s, 4);
+    } else {
+      const int32_t offset = -128 * sum;
+      std::memcpy(extra + 4 * b, &offset, 4);
+    }
+  }
+  std::memset(dst + 40 * nb, 0, static_cast<size_t>(x16_packed_row_bytes(n_in) - 40 * nb));
+}
+
+inline float load_f32(const uint8_t* p) {
+  float v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+inline int32_t load_i32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+inline __m512i broadcast_4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// Q4_1: block of a group = [32 B d][32 B m][4 x 64 B nibbles]. Q8_0: [32 B d][8 x 64 B quants + 128].
+struct X16Q4_1 {
+  static constexpr int64_t kGroupBlockBytes = 320;
+  static constexpr bool kHasM = true;
+  // isum[t] += the 16 rows' block sums with activation block a[t] (32 i8 each).
+  template <int NT>
+  static inline void block_sums(const uint8_t* wb, const int8_t* const (&a)[NT], __m512i (&isum)[NT]) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      const __m512i v = _mm512_loadu_si512(wb + 64 + 64 * c);
+      const __m512i lo = _mm512_and_si512(v, low4);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+#pragma GCC unroll 16
+      for (int t = 0; t < NT; ++t) {
+        isum[t] = _mm512_dpbusd_epi32(isum[t], lo, broadcast_4(a[t] + 4 * c));
+        isum[t] = _mm512_dpbusd_epi32(isum[t], hi, broadcast_4(a[t] + 16 + 4 * c));
+      }
+    }
+  }
+};
+
+struct X16Q8_0 {
+  static constexpr int64_t kGroupBlockBytes = 544;
+  static constexpr bool kHasM = false;
+  template <int NT>
+  static inline void block_sums(const uint8_t* wb, const int8_t* const (&a)[NT], __m512i (&isum)[NT]) {
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; ++c) {
+      const __m512i v = _mm512_loadu_si512(wb + 32 + 64 * c);
+#pragma GCC unroll 16
+      for (int t = 0; t < NT; ++t) isum[t] = _mm512_dpbusd_epi32(isum[t], v, broadcast_4(a[t] + 4 * c));
+    }
+  }
+};
+
+// Decode streams the weights: prefetch this far ahead in a group's block stream.
+constexpr int64_t kX16PrefetchBytes = 2048;
+
+// NT tokens against one group of 16 rows (w at the group's first block); y[t * ldy + r] for r < 16.
+template <class L, int NT>
+void x16_group(int64_t nb, const uint8_t* w, const uint8_t* act, int64_t act_stride, float* y, int64_t ldy) {
+  __m512 acc[NT];
+#pragma GCC unroll 16
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  const int64_t d_off = 32 * nb;
+  const int64_t extra_off = 36 * nb;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* wb = w + b * L::kGroupBlockBytes;
+    if constexpr (NT <= 2) {
+      for (int64_t off = 0; off < L::kGroupBlockBytes; off += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(wb + kX16PrefetchBytes + off), _MM_HINT_T0);
+    }
+    const int8_t* a[NT];
+    __m512i isum[NT];
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; ++t) {
+      const uint8_t* row = act + t * act_stride;
+      a[t] = reinterpret_cast<const int8_t*>(row + 32 * b);
+      // Q8_0: the sums start at the offset term -128 * sum(a), which cancels the +128 of the stored weights.
+      isum[t] = L::kHasM ? _mm512_setzero_si512() : _mm512_set1_epi32(load_i32(row + extra_off + 4 * b));
+    }
+    L::template block_sums<NT>(wb, a, isum);
+    const __m512 d_w = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb)));
+    __m512 m_w = _mm512_setzero_ps();
+    if constexpr (L::kHasM) m_w = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + 32)));
+#pragma GCC unroll 16
+    for (int t = 0; t < NT; ++t) {
+      const uint8_t* row = act + t * act_stride;
+      const __m512 d_a = _mm512_set1_ps(load_f32(row + d_off + 4 * b));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d_w, d_a), acc[t]);
+      if constexpr (L::kHasM)
+        acc[t] = _mm512_fmadd_ps(m_w, _mm512_set1_ps(load_f32(row + extra_off + 4 * b)), acc[t]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + t * ldy, acc[t]);
+}
+
+template <class L, int NT>
+void x16_groups(int64_t nb, const uint8_t* w, int64_t group_bytes, int64_t n_groups, const uint8_t* act,
+                int64_t act_stride, float* y, int64_t ldy) {
+  for (int64_t g = 0; g < n_groups; ++g)
+    x16_group<L, NT>(nb, w + g * group_bytes, act, act_stride, y + g * kX16Rows, ldy);
+}
+
+// Tokens per tile: 8 accumulators and 8 integer sums, the two unpacked weight vectors and the scales fit in the
+// 32 registers.
+constexpr int kX16TileTokens = 8;
+
+template <class L>
+void x16_tile(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
+              int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy) {
+  const int64_t nb = n_in / tensor::kQk32;
+  const int64_t group_bytes = kX16Rows * w_stride;
+  const int64_t n_groups = n_rows / kX16Rows;
+  if (n_tokens <= 2) {
+    for (int64_t off = 0; off < kX16PrefetchBytes && off < n_groups * group_bytes; off += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(w + off), _MM_HINT_T0);
+  }
+  // Token tiles outermost: a tile's activations stay in L1 while every group of the chunk passes over them.
+  int64_t t = 0;
+  for (; t + kX16TileTokens <= n_tokens; t += kX16TileTokens)
+    x16_groups<L, kX16TileTokens>(nb, w, group_bytes, n_groups, act + t * act_stride, act_stride, y + t * ldy, ldy);
+  const uint8_t* a = act + t * act_stride;
+  float* yt = y + t * ldy;
+  switch (n_tokens - t) {
+    case 0: break;
+    case 1: x16_groups<L, 1>(nb, w, group_bytes, n_groups, a, act_stride, yt, ldy); break;
+    case 2: x16_groups<L, 2>(nb, w, group_bytes, n_groups, a, act_stride, yt, ldy); break;
+    case 3: x16_groups<L, 3>(nb, w, group_bytes, n_groups, a, act_stride, yt, ldy); break;
+    case 4: x16_groups<L, 4>(nb, w, group_bytes, n_groups, a, act_stride, yt, ldy); break;
+    case 5: x16_groups<L, 5>(nb, w, group_bytes, n_groups, a, act_stride, yt, ldy); break;
+    case 6: x16_groups<L, 6>(nb, w, group_bytes, n_groups, a, act_stride, yt, ldy); break;
+    default: x16_groups<L, 7>(nb, w, group_bytes, n_groups, a, act_stride, yt, ldy); break;
+  }
+}
+
+}  // namespace
+}  // namespace longhaul::kernels::detail

@@ -1,0 +1,114 @@
+// The 16-row interleaved layout (kernels/interleave.h): matmul over an interleaved matrix equals the naive loop of
+// scalar-twin dot products over the row-major one (every ISA, 1 and 2 threads, token counts on and off the 8-token
+// tiles, block counts off the 4-block groups), the SIMD kernels equal the interleaved scalar twin bit for bit, and
+// the load-time choice is made only where a kernel exists.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "base/thread_pool.h"
+#include "kernels/interleave.h"
+#include "kernels/quant.h"
+#include "quant_test_util.h"
+
+namespace longhaul::kernels {
+namespace {
+
+using tensor::DType;
+
+struct Shape {
+  int64_t n_out, n_in, n_tokens;
+};
+
+std::vector<uint8_t> random_matrix(DType type, int64_t n_out, int64_t n_in) {
+  std::vector<uint8_t> w;
+  for (int64_t o = 0; o < n_out; ++o) {
+    const std::vector<uint8_t> row = testing::random_weight_row(type, n_in, static_cast<uint32_t>(500 + o));
+    w.insert(w.end(), row.begin(), row.end());
+  }
+  return w;
+}
+
+class Interleaved : public ::testing::TestWithParam<DType> {};
+
+TEST_P(Interleaved, MatmulMatchesRowMajorNaiveLoop) {
+  const DType type = GetParam();
+  // 1-2 tokens (decode, the prefetching path), 8 and 16 (whole tiles), 3, 13, 17 (tile remainders), 40 and 70
+  // (past the 32-token threshold of the long-batch kernels, which interleaved matrices do not use); 3, 18 and 5
+  // blocks per row; 16, 48 and 80 rows (one group, several, an odd number of groups for two threads).
+  const Shape shapes[] = {{16, 96, 1},  {48, 576, 1},  {48, 576, 2},  {80, 160, 3},  {16, 96, 8},
+                          {48, 576, 13}, {80, 160, 16}, {48, 96, 17},  {16, 576, 40}, {80, 160, 70}};
+  ThreadPool pool1(1), pool2(2);
+  MatmulScratch scratch;
+  for (const Shape& s : shapes) {
+    const std::vector<uint8_t> w = random_matrix(type, s.n_out, s.n_in);
+    std::vector<uint8_t> wi(w.size());
+    interleave_rows(type, w.data(), s.n_out, s.n_in, wi.data());
+    const std::vector<float> x = testing::random_activations(s.n_tokens * s.n_in, 91);
+    std::vector<float> expected, magnitude;
+    testing::naive_matmul(type, w, s.n_out, s.n_in, x, s.n_tokens, expected, magnitude);
+    const int64_t ldy = s.n_out + 3;
+    std::vector<float> twin;  // the generic ISA's result: the interleaved scalar twin
+    for (Isa isa : supported_isas()) {
+      for (ThreadPool* pool : {&pool1, &pool2}) {
+        std::vector<float> y(s.n_tokens * ldy, -7.0f);
+        const MatmulTarget target{type, wi.data(), s.n_out, y.data(), ldy, WeightLayout::kInterleaved16};
+        matmul_fused(isa, &target, 1, s.n_in, x.data(), s.n_tokens, *pool, scratch);
+        if (isa == Isa::kGeneric && twin.empty()) twin = y;
+        for (int64_t t = 0; t < s.n_tokens; ++t) {
+          for (int64_t o = 0; o < s.n_out; ++o) {
+            const float g = y[t * ldy + o];
+            ASSERT_NEAR(g, expected[t * s.n_out + o], 1e-5 * magnitude[t * s.n_out + o])
+                << tensor::dtype_name(type) << " " << isa_name(isa) << " threads=" << pool->n_threads() << " shape "
+                << s.n_out << "x" << s.n_in << " tokens=" << s.n_tokens << " t=" << t << " o=" << o;
+            // Every kernel adds in the twin's order and packs the twin's bytes: bit-identical.
+            ASSERT_EQ(g, twin[t * ldy + o]) << isa_name(isa) << " t=" << t << " o=" << o;
+          }
+          for (int64_t o = s.n_out; o < ldy; ++o) ASSERT_EQ(y[t * ldy + o], -7.0f) << "padding written";
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, Interleaved, ::testing::Values(DType::Q4_1, DType::Q8_0),
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return std::string(tensor::dtype_name(info.param));
+                         });
+
+// The layout keeps each group's bytes where the row-major group was: rows 16g.. start at byte 16g * row bytes.
+TEST(InterleaveRows, GroupsStayInPlaceAndHoldTheirRowsBytes) {
+  const int64_t n_out = 32, n_in = 64;
+  const std::vector<uint8_t> w = random_matrix(DType::Q4_1, n_out, n_in);
+  std::vector<uint8_t> wi(w.size());
+  interleave_rows(DType::Q4_1, w.data(), n_out, n_in, wi.data());
+  const int64_t row_bytes = tensor::row_size_bytes(DType::Q4_1, n_in);
+  for (int64_t g = 0; g < 2; ++g) {
+    std::vector<uint8_t> a(w.begin() + g * 16 * row_bytes, w.begin() + (g + 1) * 16 * row_bytes);
+    std::vector<uint8_t> b(wi.begin() + g * 16 * row_bytes, wi.begin() + (g + 1) * 16 * row_bytes);
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    EXPECT_EQ(a, b) << "group " << g;
+  }
+  EXPECT_NE(w, wi);
+}
+
+TEST(InterleaveRows, ChosenOnlyWhereAKernelReadsIt) {
+  for (Isa isa : {Isa::kGeneric, Isa::kAvx2}) {
+    EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_1, 576)) << isa_name(isa);
+    EXPECT_FALSE(prefers_interleaved(isa, DType::Q8_0, 576)) << isa_name(isa);
+  }
+  for (Isa isa : supported_isas()) {
+    EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_K, 576)) << "no interleaved Q4_K kernel";
+    EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_1, 570)) << "570 rows are not whole groups";
+    // AMX keeps the row layout its prompt kernels read.
+    if (isa == Isa::kAmx) {
+      EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_1, 576));
+    }
+  }
+  EXPECT_DEATH(interleave_rows(DType::Q4_1, nullptr, 20, 64, nullptr), "whole groups");
+}
+
+}  // namespace
+}  // namespace longhaul::kernels
