@@ -44,7 +44,7 @@ int run(const BatchFlags& f) {
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
   const model::Model& model = *loaded->model;
-  check_kv_policies(model, f.kv.policy);
+  check_kv_policy(model, f.kv.policy);
   const int32_t n_ctx = f.n_ctx > 0 ? f.n_ctx : model.config().n_ctx_train;
   warn_past_training_context(model, n_ctx, "-c/--ctx-size");
 

@@ -83,7 +83,7 @@ int run(const BenchFlags& f) {
   Result<std::unique_ptr<model::Model>> loaded = model::Model::load(*path);
   if (!loaded) return report_error(loaded.message());
   const model::Model& m = **loaded;
-  check_kv_policies(m, f.kv.policy);
+  check_kv_policy(m, f.kv.policy);
   for (const generate::BenchTest& test : tests)
     warn_past_training_context(m, static_cast<int64_t>(test.n_depth) + test.n_prompt + test.n_gen,
                                "test " + test.name() + " (depth + prompt + generated)");

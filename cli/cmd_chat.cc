@@ -11,7 +11,6 @@
 
 #include "commands.h"
 #include "common.h"
-#include "eval/report.h"
 #include "generate/generator.h"
 #include "sampling/sampler_chain.h"
 
@@ -64,10 +63,7 @@ int run(const ChatFlags& f) {
   if (!loaded) return report_error(loaded.message());
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
   const tokenizer::ChatFormat format = tokenizer::detect_chat_format(loaded->model->file());
-  const std::vector<eval::PolicySpec> policies = check_kv_policies(*loaded->model, f.kv.policy);
-  // Under a policy that keeps every cell the conversation must fit in the context; an evicting one makes room.
-  const std::string& policy_name = policies.front().name;
-  const bool keeps_every_cell = policy_name == "full" || policy_name == "kv-quant" || policy_name == "duo";
+  check_kv_policy(*loaded->model, f.kv.policy);
   warn_past_training_context(*loaded->model, f.n_ctx, "the context (-c)");
 
   generate::SessionOptions so;
@@ -83,6 +79,9 @@ int run(const ChatFlags& f) {
   Result<sampling::SamplerChain> sampler = sampling::SamplerChain::create(f.sampling.options);
   if (!sampler) return report_error(sampler.message());
   const int32_t n_ctx = (*session)->n_ctx();
+  // Under a policy that does not bound memory the conversation must fit in the context (the engine's context_full
+  // rule); a bounded one evicts to make room.
+  const bool keeps_every_cell = (*session)->policy().max_cells() == 0;
   // One draft source for the whole conversation: Token Recycling's matrix keeps learning across replies.
   generate::GenerateOptions reply_options;
   reply_options.n_predict = f.n_predict;

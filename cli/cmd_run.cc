@@ -59,7 +59,7 @@ int run(const RunFlags& f) {
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
-  check_kv_policies(*loaded->model, f.kv.policy);
+  check_kv_policy(*loaded->model, f.kv.policy);
   warn_past_training_context(*loaded->model, f.n_ctx, "the context (-c)");
 
   // Chat mode wraps the prompt in the model's chat format: the format's markers are control tokens, the prompt and

@@ -289,6 +289,13 @@ std::vector<eval::PolicySpec> check_kv_policies(const model::Model& model, const
   return specs;
 }
 
+void check_kv_policy(const model::Model& model, const std::string& policy) {
+  const std::vector<eval::PolicySpec> specs = check_kv_policies(model, policy);
+  if (specs.size() != 1)
+    throw UsageError("--kv-policy '" + policy + "' names " + std::to_string(specs.size()) +
+                     " policies; this command runs one (a comma list is for eval)");
+}
+
 void note_if_not_instruction_tuned(const model::Model& model) {
   if (model.file().get_string("tokenizer.chat_template")) return;
   std::fflush(stdout);

@@ -147,6 +147,8 @@ void warn_past_training_context(const model::Model& model, int64_t n_tokens, con
 // given as a share of each length (eval's budget=P%) is checked for each of `lengths`.
 std::vector<eval::PolicySpec> check_kv_policies(const model::Model& model, const std::string& policy_list,
                                                 const std::vector<int32_t>& lengths = {});
+// The one KV policy of run, chat, bench and batch, checked as above; a comma list (eval's form) is a UsageError.
+void check_kv_policy(const model::Model& model, const std::string& policy);
 
 // A one-line note on stderr when the model's file carries no chat template. Instruction-tuned GGUF conversions carry
 // the template the model was tuned with; a base checkpoint (the default Gemma 3 270M file is one) has none, and in

@@ -94,6 +94,8 @@ TEST(CliExitCodes, CommandLineErrorsExit2) {
       {"eval -m smollm2-135m --kv-policy streaming:window=-5", "window=-5"},
       {"eval -m smollm2-135m --kv-policy duo:retrieval=2", "retrieval=2"},
       {"eval -m smollm2-135m --kv-policy full,bogus", "unknown KV policy 'bogus'"},
+      {"run -m smollm2-135m -p hi --kv-policy full,streaming", "names 2 policies; this command runs one"},
+      {"bench -m smollm2-135m -p 8 -n 0 --kv-policy full,h2o", "names 2 policies; this command runs one"},
       {"eval -m smollm2-135m --task bogus", "unknown eval task 'bogus'"},
       {"bench -m smollm2-135m -t 5000", "5000"},
       {"bench -m smollm2-135m -p 0 -n 0", "no tests"},
