@@ -78,20 +78,9 @@ void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, const uin
     // A block no query sees (all in the future, or all behind every query's window) is not even converted: long
     // sliding-window layers skip most of the cache this way.
     if (!block_maybe_visible(mask, qb, kb, nk, min_kp, max_kp)) continue;
-    // Keys: 16 x 16 blocks converted and transposed; rows of missing keys are zero (their scores are masked).
-    for (int c = 0; c < KV; ++c) {
-      __m512 rows[16];
-      for (int j = 0; j < 16; ++j)
-        rows[j] = j < nk ? load_f16x16(k + (kb + j) * k_stride + 16 * c) : _mm512_setzero_ps();
-      transpose16(rows);
-      for (int i = 0; i < 16; ++i) _mm512_store_ps(kt + (16 * c + i) * 16, rows[i]);
-    }
-    for (int32_t j = 0; j < 16; ++j) {
-      for (int c = 0; c < VV; ++c) {
-        _mm512_store_ps(vf + j * kDv + 16 * c,
-                        j < nk ? load_f16x16(v + (kb + j) * v_stride + 16 * c) : _mm512_setzero_ps());
-      }
-    }
+    // The block is converted when the first pass with a query that sees some of it comes (a sparse prefill leaves
+    // most blocks unseen by every query of the call).
+    bool converted = false;
     for (int32_t i0 = 0; i0 < n_q; i0 += kQb) {
       // Visibility and query rows of the pass; slots past n_q see nothing.
       __mmask16 vis[kQb];
@@ -107,6 +96,23 @@ void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, const uin
         any = any || vis[i] != 0;
       }
       if (!any) continue;
+      if (!converted) {
+        // Keys: 16 x 16 blocks converted and transposed; rows of missing keys are zero (their scores are masked).
+        for (int c = 0; c < KV; ++c) {
+          __m512 rows[16];
+          for (int j = 0; j < 16; ++j)
+            rows[j] = j < nk ? load_f16x16(k + (kb + j) * k_stride + 16 * c) : _mm512_setzero_ps();
+          transpose16(rows);
+          for (int i = 0; i < 16; ++i) _mm512_store_ps(kt + (16 * c + i) * 16, rows[i]);
+        }
+        for (int32_t j = 0; j < 16; ++j) {
+          for (int c = 0; c < VV; ++c) {
+            _mm512_store_ps(vf + j * kDv + 16 * c,
+                            j < nk ? load_f16x16(v + (kb + j) * v_stride + 16 * c) : _mm512_setzero_ps());
+          }
+        }
+        converted = true;
+      }
       // Scores: two accumulators per query (even and odd dimensions) hide the multiply-add latency.
       __m512 s[kQb][2];
       for (int i = 0; i < kQb; ++i) s[i][0] = s[i][1] = _mm512_setzero_ps();
@@ -179,6 +185,14 @@ void attention_update_few(const float* q, int64_t q_stride, int32_t n_q, const u
     const int32_t min_kp = _mm512_reduce_min_epi32(kp);
     const int32_t max_kp = _mm512_mask_reduce_max_epi32(kmask, kp);
     if (!block_maybe_visible(mask, qb, kb, nk, min_kp, max_kp)) continue;
+    // Visibility first: a block none of the queries sees (a sparse prefill's) costs no dot product.
+    __mmask16 vis[kQb];
+    bool any = false;
+    for (int i = 0; i < kQb; ++i) {
+      vis[i] = i < n_q ? static_cast<__mmask16>(block_visibility(mask, i, kb, nk, min_kp, max_kp)) : 0;
+      any = any || vis[i] != 0;
+    }
+    if (!any) continue;
     // Scores, four keys at a time; keys past nk are zero rows (masked below).
     for (int32_t j4 = 0; j4 < 16; j4 += 4) {
       if (j4 >= nk) {
@@ -209,12 +223,11 @@ void attention_update_few(const float* q, int64_t q_stride, int32_t n_q, const u
         _mm512_store_ps(sbuf[i], _mm512_setzero_ps());
         continue;
       }
-      const auto vis = static_cast<__mmask16>(block_visibility(mask, i, kb, nk, min_kp, max_kp));
-      if (vis == 0) {
+      if (vis[i] == 0) {
         _mm512_store_ps(sbuf[i], _mm512_setzero_ps());
         continue;
       }
-      const __m512 si = _mm512_mask_mov_ps(neg_inf, vis, _mm512_load_ps(sbuf[i]));
+      const __m512 si = _mm512_mask_mov_ps(neg_inf, vis[i], _mm512_load_ps(sbuf[i]));
       const float m_old = m[i];
       const float m_new = std::max(m_old, _mm512_reduce_max_ps(si));
       alpha[i] = m_old == -INFINITY ? 0.0f : _mm512_cvtss_f32(exp_ps(_mm512_set1_ps(m_old - m_new)));

@@ -8,10 +8,26 @@
 // which is what eviction and position re-assignment need (docs/architecture.md).
 #pragma once
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 
 namespace longhaul::kernels {
+
+// Sparse prefill (MInference 1.0, Jiang et al., 2024): the keys one query head computes in a long prompt chunk, on
+// top of the positional rule (causality, window and sinks still apply). A key at position k is in the set when its
+// 64-position key block is selected, or k is one of the columns (vertical lines), or q - k is one of the diagonals
+// (slash lines) for the query at position q. Keys that are nodes of a speculative tree ignore it (a tree step is
+// never a sparse prefill).
+struct SparseKeys {
+  static constexpr int32_t kBlockPositions = 64;  // positions per key block
+  const uint64_t* blocks = nullptr;  // [n_block_words] bit b set = positions [64 b, 64 b + 64) selected
+  int32_t n_block_words = 0;         // 0 = no block selected
+  const int32_t* columns = nullptr;  // [n_columns] ascending key positions
+  int32_t n_columns = 0;
+  const int32_t* diagonals = nullptr;  // [n_diagonals] ascending offsets q - k (>= 0)
+  int32_t n_diagonals = 0;
+};
 
 struct AttentionMask {
   const int32_t* q_pos = nullptr;  // [n_q] query positions
@@ -32,6 +48,8 @@ struct AttentionMask {
   const uint64_t* ancestors = nullptr;  // [n_nodes, n_ancestor_words] bit rows: bit b of row r set = node b is an
                                         // ancestor of node r (or r itself)
   int32_t n_ancestor_words = 0;         // 64-bit words per ancestor row: node numbers are < 64 * n_ancestor_words
+  // Sparse prefill: q_sparse[i] is the key set of query i (null entry = every key, dense); null = all dense.
+  const SparseKeys* const* q_sparse = nullptr;  // [n_q]
 };
 
 // The range of the query positions of a call, for block_maybe_visible.
@@ -53,6 +71,53 @@ inline bool position_visible(const AttentionMask& m, int32_t q_pos, int32_t k_po
          (m.window <= 0 || k_pos < m.n_sink || static_cast<int64_t>(q_pos) - k_pos < m.window);
 }
 
+// Index of the first entry of the ascending array a[0 .. n) that is >= x (n when none is).
+inline int32_t lower_index(const int32_t* a, int32_t n, int64_t x) {
+  int32_t lo = 0, hi = n;
+  while (lo < hi) {
+    const int32_t mid = lo + (hi - lo) / 2;
+    if (a[mid] < x) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+inline bool sorted_contains(const int32_t* a, int32_t n, int64_t x) {
+  const int32_t i = lower_index(a, n, x);
+  return i < n && a[i] == x;
+}
+
+inline bool sparse_block_selected(const SparseKeys& s, int64_t block) {
+  return block >= 0 && block < static_cast<int64_t>(s.n_block_words) * 64 &&
+         ((s.blocks[block / 64] >> (block % 64)) & 1u) != 0;
+}
+
+// Whether the key at k_pos is in the sparse set of the query at q_pos.
+inline bool sparse_key_selected(const SparseKeys& s, int32_t q_pos, int32_t k_pos) {
+  if (k_pos >= 0 && sparse_block_selected(s, k_pos / SparseKeys::kBlockPositions)) return true;
+  return sorted_contains(s.columns, s.n_columns, k_pos) ||
+         sorted_contains(s.diagonals, s.n_diagonals, static_cast<int64_t>(q_pos) - k_pos);
+}
+
+// Whether some query at a position in [q_min, q_max] has some key at a position in [k_min, k_max] in its sparse
+// set. Conservative in one direction only: false means no such pair exists. The attention plan skips a run of
+// cells no query of a unit selects before any kernel call.
+inline bool sparse_range_selected(const SparseKeys& s, int32_t q_min, int32_t q_max, int32_t k_min, int32_t k_max) {
+  constexpr int32_t kB = SparseKeys::kBlockPositions;
+  if (k_max >= 0) {
+    const int64_t last = std::min<int64_t>(k_max / kB, static_cast<int64_t>(s.n_block_words) * 64 - 1);
+    for (int64_t b = k_min < 0 ? 0 : k_min / kB; b <= last; ++b)
+      if (sparse_block_selected(s, b)) return true;
+  }
+  const int32_t c = lower_index(s.columns, s.n_columns, k_min);
+  if (c < s.n_columns && s.columns[c] <= k_max) return true;
+  const int32_t d = lower_index(s.diagonals, s.n_diagonals, static_cast<int64_t>(q_min) - k_max);
+  return d < s.n_diagonals && s.diagonals[d] <= static_cast<int64_t>(q_max) - k_min;
+}
+
 // Whether key j is a node of the step's tree.
 inline bool is_tree_key(const AttentionMask& m, int32_t j) { return m.k_node != nullptr && m.k_node[j] >= 0; }
 
@@ -64,7 +129,41 @@ inline bool key_visible(const AttentionMask& m, int32_t i, int32_t j) {
     const auto kn = static_cast<uint32_t>(m.k_node[j]);
     return ((m.ancestors[static_cast<int64_t>(qn) * m.n_ancestor_words + kn / 64] >> (kn % 64)) & 1u) != 0;
   }
-  return position_visible(m, m.q_pos[i], m.k_pos[j]);
+  return position_visible(m, m.q_pos[i], m.k_pos[j]) &&
+         (m.q_sparse == nullptr || m.q_sparse[i] == nullptr || sparse_key_selected(*m.q_sparse[i], m.q_pos[i], m.k_pos[j]));
+}
+
+// Bits j (0 <= j < n <= 32) set when key j0 + j is in query i's sparse set (every bit when the query is dense),
+// for keys that are not tree nodes. k_min/k_max: min and max of k_pos[j0 .. j0+n). When the keys span fewer than
+// 64 positions (a block of a page), the set is built once over those positions -- the blocks, the columns and the
+// diagonals that fall in them, each found by one binary search -- and each key reads its bit.
+inline uint32_t sparse_visibility(const AttentionMask& m, int32_t i, int32_t j0, int32_t n, int32_t k_min,
+                                  int32_t k_max) {
+  const uint32_t all = n >= 32 ? ~0u : (1u << n) - 1u;
+  const SparseKeys* s = m.q_sparse != nullptr ? m.q_sparse[i] : nullptr;
+  if (s == nullptr) return all;
+  const int32_t q = m.q_pos[i];
+  uint32_t bits = 0;
+  if (k_min < 0 || static_cast<int64_t>(k_max) - k_min >= 64) {
+    for (int32_t j = 0; j < n; ++j) bits |= static_cast<uint32_t>(sparse_key_selected(*s, q, m.k_pos[j0 + j])) << j;
+    return bits;
+  }
+  constexpr int32_t kB = SparseKeys::kBlockPositions;
+  // Bit p of `selected`: position k_min + p is in the set.
+  uint64_t selected = 0;
+  for (int32_t b = k_min / kB; b <= k_max / kB; ++b) {
+    if (!sparse_block_selected(*s, b)) continue;
+    const int32_t lo = std::max(k_min, b * kB) - k_min, hi = std::min(k_max, b * kB + kB - 1) - k_min;
+    const uint64_t width_mask = hi - lo + 1 >= 64 ? ~uint64_t{0} : (uint64_t{1} << (hi - lo + 1)) - 1;
+    selected |= width_mask << lo;
+  }
+  for (int32_t c = lower_index(s->columns, s->n_columns, k_min); c < s->n_columns && s->columns[c] <= k_max; ++c)
+    selected |= uint64_t{1} << (s->columns[c] - k_min);
+  for (int32_t d = lower_index(s->diagonals, s->n_diagonals, static_cast<int64_t>(q) - k_max);
+       d < s->n_diagonals && s->diagonals[d] <= static_cast<int64_t>(q) - k_min; ++d)
+    selected |= uint64_t{1} << (q - s->diagonals[d] - k_min);
+  for (int32_t j = 0; j < n; ++j) bits |= static_cast<uint32_t>((selected >> (m.k_pos[j0 + j] - k_min)) & 1u) << j;
+  return bits;
 }
 
 // Whether any key of [j0, j0 + n) is a node of the step's tree (then position bounds decide nothing about it).
@@ -77,10 +176,10 @@ inline bool block_has_tree_keys(const AttentionMask& m, int32_t j0, int32_t n) {
 
 // Bits j (0 <= j < n <= 32) set when key j0 + j is visible to query i. Fast paths: decide whole blocks from the
 // block's minimum / maximum key position (all visible / none visible) when no tree key is in the block; only mixed
-// blocks test each key with key_visible. k_min/k_max: min and max of k_pos[j0 .. j0+n).
+// blocks test each key with key_visible. A sparse query's bits are then those of sparse_visibility among the
+// positionally visible keys. k_min/k_max: min and max of k_pos[j0 .. j0+n).
 inline uint32_t block_visibility(const AttentionMask& m, int32_t i, int32_t j0, int32_t n, int32_t k_min,
                                  int32_t k_max) {
-  const uint32_t all = n >= 32 ? ~0u : (1u << n) - 1u;
   if (!block_has_tree_keys(m, j0, n)) {
     const int64_t q = m.q_pos[i];
     if (k_min > q) return 0;  // every key in the query's future
@@ -89,9 +188,15 @@ inline uint32_t block_visibility(const AttentionMask& m, int32_t i, int32_t j0, 
       // key of [k_min, k_max] is either when the recent range starts at k_min, the sinks reach past k_max, or the
       // two ranges overlap.
       const int64_t first_recent = q - m.window + 1;
-      if (m.window <= 0 || k_min >= first_recent || k_max < m.n_sink || m.n_sink >= first_recent) return all;
+      if (m.window <= 0 || k_min >= first_recent || k_max < m.n_sink || m.n_sink >= first_recent)
+        return sparse_visibility(m, i, j0, n, k_min, k_max);
       // None: every key is behind the window and none is a sink.
       if (k_min >= m.n_sink && k_max < first_recent) return 0;
+    }
+    if (m.q_sparse != nullptr && m.q_sparse[i] != nullptr) {
+      uint32_t bits = 0;
+      for (int32_t j = 0; j < n; ++j) bits |= static_cast<uint32_t>(position_visible(m, m.q_pos[i], m.k_pos[j0 + j])) << j;
+      return bits == 0 ? 0 : bits & sparse_visibility(m, i, j0, n, k_min, k_max);
     }
   }
   uint32_t bits = 0;

@@ -1,6 +1,7 @@
 // The attention mask (kernels/attention_mask.h): key_visible against hand-worked cases of each rule (causal, sliding
-// window, sinks of a head span, speculative tree), and the block fast paths (block_visibility, block_maybe_visible)
-// against key_visible key by key on random blocks.
+// window, sinks of a head span, speculative tree, sparse prefill key sets), and the block fast paths
+// (block_visibility, block_maybe_visible, sparse_visibility, sparse_range_selected) against key_visible and
+// sparse_key_selected key by key on random blocks.
 #include "kernels/attention_mask.h"
 
 #include <gtest/gtest.h>
@@ -263,6 +264,135 @@ TEST(AttentionMask, BlockSkipEdges) {
   EXPECT_TRUE(block_maybe_visible(m, qb, 0, 4, 500, 600));
   EXPECT_FALSE(block_maybe_visible(m, qb, 0, 2, 500, 600));  // keys 0..1 are cached tokens in the future
   EXPECT_FALSE(block_maybe_visible(m, QueryBounds{}, 0, 2, 0, 0));  // no queries at all
+}
+
+// A sparse key set held by value (SparseKeys points into it).
+struct SparseSet {
+  std::vector<uint64_t> blocks;
+  std::vector<int32_t> columns, diagonals;
+  SparseKeys keys() const {
+    SparseKeys s;
+    s.blocks = blocks.data();
+    s.n_block_words = static_cast<int32_t>(blocks.size());
+    s.columns = columns.data();
+    s.n_columns = static_cast<int32_t>(columns.size());
+    s.diagonals = diagonals.data();
+    s.n_diagonals = static_cast<int32_t>(diagonals.size());
+    return s;
+  }
+};
+
+TEST(AttentionMask, SparseKeysHandWorked) {
+  // Key block 1 (positions 64..127), columns 5 and 200, diagonals 0 and 3.
+  const SparseSet set{{uint64_t{1} << 1}, {5, 200}, {0, 3}};
+  const SparseKeys s = set.keys();
+  EXPECT_TRUE(sparse_key_selected(s, 300, 64));
+  EXPECT_TRUE(sparse_key_selected(s, 300, 127));
+  EXPECT_FALSE(sparse_key_selected(s, 300, 63));
+  EXPECT_FALSE(sparse_key_selected(s, 300, 128));
+  EXPECT_TRUE(sparse_key_selected(s, 300, 5));
+  EXPECT_TRUE(sparse_key_selected(s, 300, 200));
+  EXPECT_FALSE(sparse_key_selected(s, 300, 6));
+  EXPECT_TRUE(sparse_key_selected(s, 300, 300));  // diagonal 0: the query itself
+  EXPECT_TRUE(sparse_key_selected(s, 300, 297));  // diagonal 3
+  EXPECT_FALSE(sparse_key_selected(s, 300, 298));
+  EXPECT_FALSE(sparse_key_selected(s, 300, 5000 * 64));  // a block past the bitmap
+  // The positional rule still applies: column 200 is in the future of query 150, and outside a window of 16.
+  const SparseKeys* per_query[1] = {&s};
+  int32_t q = 150, k = 200;
+  AttentionMask m;
+  m.q_pos = &q;
+  m.k_pos = &k;
+  m.q_sparse = per_query;
+  EXPECT_FALSE(key_visible(m, 0, 0));
+  q = 250;
+  EXPECT_TRUE(key_visible(m, 0, 0));
+  m.window = 16;
+  EXPECT_FALSE(key_visible(m, 0, 0));
+  k = 249;  // inside the window but in no line or block
+  EXPECT_FALSE(key_visible(m, 0, 0));
+  k = 247;  // diagonal 3
+  EXPECT_TRUE(key_visible(m, 0, 0));
+  // A null entry is a dense query.
+  const SparseKeys* dense[1] = {nullptr};
+  m.q_sparse = dense;
+  k = 249;
+  EXPECT_TRUE(key_visible(m, 0, 0));
+}
+
+// block_visibility with sparse queries, sparse_visibility and sparse_range_selected against the per-key rules on
+// random blocks: contiguous positions (a page of a prompt), ascending with gaps, spread wider than 64 positions
+// (the per-key path), any order.
+TEST(AttentionMask, SparseFastPathsMatchPerKeyRule) {
+  std::mt19937 rng(7);
+  auto uniform = [&](int32_t lo, int32_t hi) { return std::uniform_int_distribution<int32_t>(lo, hi)(rng); };
+  int64_t n_none = 0, n_all = 0, n_mixed = 0, n_range_false = 0;
+  for (int iter = 0; iter < 100'000; ++iter) {
+    SparseSet set;
+    set.blocks.resize(static_cast<size_t>(uniform(0, 2)));
+    for (auto& w : set.blocks) w = (static_cast<uint64_t>(rng()) << 32 | rng()) & (static_cast<uint64_t>(rng()) << 32 | rng());
+    for (int32_t c = uniform(0, 6); c > 0; --c) set.columns.push_back(uniform(0, 400));
+    for (int32_t d = uniform(0, 6); d > 0; --d) set.diagonals.push_back(uniform(0, 400));
+    for (auto* v : {&set.columns, &set.diagonals}) {
+      std::sort(v->begin(), v->end());
+      v->erase(std::unique(v->begin(), v->end()), v->end());
+    }
+    const SparseKeys s = set.keys();
+    const int32_t n = uniform(1, 32);
+    std::vector<int32_t> k_pos(static_cast<size_t>(n));
+    const int32_t base = uniform(0, 300);
+    switch (uniform(0, 3)) {
+      case 0:
+        for (int32_t j = 0; j < n; ++j) k_pos[j] = base + j;
+        break;
+      case 1:
+        for (int32_t j = 0; j < n; ++j) k_pos[j] = (j == 0 ? base : k_pos[j - 1]) + uniform(0, 3);
+        break;
+      case 2:
+        for (int32_t j = 0; j < n; ++j) k_pos[j] = base + 7 * j;
+        break;
+      default:
+        for (auto& p : k_pos) p = uniform(0, 400);
+        break;
+    }
+    const int32_t k_min = *std::min_element(k_pos.begin(), k_pos.end());
+    const int32_t k_max = *std::max_element(k_pos.begin(), k_pos.end());
+    std::vector<int32_t> q_pos = {uniform(0, 450)};
+    const SparseKeys* per_query[1] = {&s};
+    AttentionMask m;
+    m.q_pos = q_pos.data();
+    m.k_pos = k_pos.data();
+    m.window = uniform(0, 1) == 0 ? 0 : uniform(1, 200);
+    m.n_sink = uniform(0, 1) == 0 ? 0 : uniform(0, 40);
+    m.q_sparse = per_query;
+    uint32_t want_sparse = 0, want = 0;
+    for (int32_t j = 0; j < n; ++j) {
+      want_sparse |= static_cast<uint32_t>(sparse_key_selected(s, q_pos[0], k_pos[j])) << j;
+      want |= static_cast<uint32_t>(key_visible(m, 0, j)) << j;
+    }
+    ASSERT_EQ(sparse_visibility(m, 0, 0, n, k_min, k_max), want_sparse) << "iteration " << iter;
+    ASSERT_EQ(block_visibility(m, 0, 0, n, k_min, k_max), want) << "iteration " << iter;
+    const uint32_t all = n == 32 ? ~0u : (1u << n) - 1;
+    n_all += want == all;
+    n_none += want == 0;
+    n_mixed += want != 0 && want != all;
+    // The range test: false only when no query of the range selects any key of the range.
+    const int32_t q_min = q_pos[0], q_max = q_pos[0] + uniform(0, 30);
+    if (!sparse_range_selected(s, q_min, q_max, k_min, k_max)) {
+      ++n_range_false;
+      for (int32_t qq = q_min; qq <= q_max; ++qq)
+        for (int32_t kk = k_min; kk <= k_max; ++kk) ASSERT_FALSE(sparse_key_selected(s, qq, kk)) << "iteration " << iter;
+    } else {
+      bool found = false;
+      for (int32_t qq = q_min; qq <= q_max && !found; ++qq)
+        for (int32_t kk = k_min; kk <= k_max && !found; ++kk) found = sparse_key_selected(s, qq, kk);
+      ASSERT_TRUE(found) << "iteration " << iter;  // exact, not only conservative
+    }
+  }
+  EXPECT_GT(n_all, 200);
+  EXPECT_GT(n_none, 10'000);
+  EXPECT_GT(n_mixed, 5'000);
+  EXPECT_GT(n_range_false, 2'000);
 }
 
 }  // namespace

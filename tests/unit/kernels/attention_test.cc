@@ -1,6 +1,7 @@
 // Flash attention (kernels::attention_update) under every kind of mask: each ISA's kernel against the scalar twin,
 // and the twin against a direct softmax(q k^T) v computed in double, whose visibility rule is written out here for
-// each case rather than taken from kernels/attention_mask.h.
+// each case rather than taken from kernels/attention_mask.h. Sparse prefill cases: the direct softmax runs over
+// exactly the keys the blocks, columns and diagonals list (dense attention restricted to them).
 //
 // Tolerance 1e-5 * sqrt(dk / 64) absolute on outputs of magnitude ~1 for both comparisons: scores are float sums of dk
 // products in other orders (their rounding error grows about as the square root of the number of terms), and the
@@ -46,6 +47,13 @@ struct Problem {
   std::vector<std::vector<int32_t>> tree_ancestors;  // per tree node: the nodes it sees (itself included)
   std::vector<uint64_t> ancestor_bits;               // [n_nodes, 1] the same as bit rows
   int32_t window = 0, n_sink = 0;
+  // Sparse prefill: per query, the index of its key set in `sparse_sets`, or -1 (dense); empty = all dense.
+  struct SparseSet {
+    std::vector<int32_t> blocks;  // selected 64-position key blocks
+    std::vector<int32_t> columns, diagonals;  // ascending
+  };
+  std::vector<SparseSet> sparse_sets;
+  std::vector<int32_t> q_set;  // [n_q]
   std::vector<float> q;        // [n_q, dk]
   std::vector<uint16_t> k, v;  // [n_k, dk], [n_k, dv]
 
@@ -71,8 +79,29 @@ struct Problem {
       m.ancestors = ancestor_bits.data();
       m.n_ancestor_words = 1;
     }
+    if (!q_set.empty()) {
+      // The kernel's form of the sets, rebuilt here so that a copied Problem never points into another one.
+      block_bits.assign(sparse_sets.size(), std::vector<uint64_t>(8, 0));
+      sparse_keys.assign(sparse_sets.size(), SparseKeys{});
+      for (size_t i = 0; i < sparse_sets.size(); ++i) {
+        for (int32_t b : sparse_sets[i].blocks) block_bits[i][static_cast<size_t>(b / 64)] |= uint64_t{1} << (b % 64);
+        SparseKeys& sk = sparse_keys[i];
+        sk.blocks = block_bits[i].data();
+        sk.n_block_words = 8;
+        sk.columns = sparse_sets[i].columns.data();
+        sk.n_columns = static_cast<int32_t>(sparse_sets[i].columns.size());
+        sk.diagonals = sparse_sets[i].diagonals.data();
+        sk.n_diagonals = static_cast<int32_t>(sparse_sets[i].diagonals.size());
+      }
+      q_sparse.clear();
+      for (int32_t set : q_set) q_sparse.push_back(set < 0 ? nullptr : &sparse_keys[static_cast<size_t>(set)]);
+      m.q_sparse = q_sparse.data();
+    }
     return m;
   }
+  mutable std::vector<std::vector<uint64_t>> block_bits;
+  mutable std::vector<SparseKeys> sparse_keys;
+  mutable std::vector<const SparseKeys*> q_sparse;
   // The rule, written out independently of attention_mask.h.
   bool visible(int32_t i, int32_t j) const {
     if (!k_node.empty() && k_node[j] >= 0) {
@@ -82,7 +111,12 @@ struct Problem {
     }
     const int64_t behind = static_cast<int64_t>(q_pos[i]) - k_pos[j];
     if (behind < 0) return false;  // the key is in the query's future
-    return window <= 0 || behind < window || k_pos[j] < n_sink;
+    if (!(window <= 0 || behind < window || k_pos[j] < n_sink)) return false;
+    if (q_set.empty() || q_set[i] < 0) return true;
+    // Sparse prefill: the key's 64-position block, its column or its diagonal must be listed.
+    const SparseSet& set = sparse_sets[static_cast<size_t>(q_set[i])];
+    auto listed = [](const std::vector<int32_t>& v, int64_t x) { return std::find(v.begin(), v.end(), x) != v.end(); };
+    return listed(set.blocks, k_pos[j] / 64) || listed(set.columns, k_pos[j]) || listed(set.diagonals, behind);
   }
 };
 
@@ -133,6 +167,35 @@ Problem tree(std::string name, int32_t d, const std::vector<int32_t>& query_node
   }
   p.fill(200 + static_cast<uint32_t>(d));
   return p;
+}
+
+// A sparse prefill call: queries at `q_pos` over keys at `k_pos`, query i using set i % (sets + 1) (the last
+// choice: dense). Every set lists diagonal 0 and the keys lie at most 5 positions apart, so each query sees a key.
+Problem sparse(std::string name, int32_t d, std::vector<int32_t> q_pos, std::vector<int32_t> k_pos, int32_t window,
+               int32_t n_sink) {
+  Problem p;
+  p.name = std::move(name);
+  p.dk = p.dv = d;
+  p.q_pos = std::move(q_pos);
+  p.k_pos = std::move(k_pos);
+  p.window = window;
+  p.n_sink = n_sink;
+  // Block-sparse (the sink block and a middle one), vertical-slash (scattered columns and diagonals), A-shape-like
+  // (sink block and the local diagonals), and one with only the six nearest diagonals.
+  p.sparse_sets = {{{0, 2}, {}, {0}},
+                   {{}, {3, 17, 64, 100, 129, 130, 200, 301}, {0, 1, 2, 9, 40, 63, 64, 65, 150}},
+                   {{0}, {}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}},
+                   {{}, {}, {0, 1, 2, 3, 4, 5}}};
+  const auto n_choices = static_cast<int32_t>(p.sparse_sets.size()) + 1;
+  for (int32_t i = 0; i < p.n_q(); ++i) p.q_set.push_back(i % n_choices == n_choices - 1 ? -1 : i % n_choices);
+  p.fill(300 + static_cast<uint32_t>(d));
+  return p;
+}
+
+std::vector<int32_t> iota(int32_t first, int32_t n, int32_t step = 1) {
+  std::vector<int32_t> v;
+  for (int32_t i = 0; i < n; ++i) v.push_back(first + i * step);
+  return v;
 }
 
 struct Flash {
@@ -235,6 +298,16 @@ std::vector<Problem> all_problems() {
     ps.push_back(tree("tree few" + ds, d, {2, 4, -1}, 0, 0));
     ps.push_back(tree("tree head span" + ds, d, all_nodes, 16, 4));
     ps.push_back(tree("tree head span few" + ds, d, {4, 1, 2}, 16, 4));
+    // Sparse prefill: a prompt chunk's queries (two heads per token, as a GQA group) over contiguous keys, with and
+    // without a window; a decode-sized call; keys with gaps (a 16-key block spans under 64 positions) and spread
+    // wider (over 64 positions: the per-key path).
+    std::vector<int32_t> chunk;
+    for (int32_t t = 290; t < 310; ++t) chunk.insert(chunk.end(), {t, t});
+    ps.push_back(sparse("sparse prefill" + ds, d, chunk, iota(0, 310), 0, 0));
+    ps.push_back(sparse("sparse prefill window" + ds, d, chunk, iota(0, 310), 100, 4));
+    ps.push_back(sparse("sparse few" + ds, d, {309, 309, 309}, iota(0, 310), 0, 0));
+    ps.push_back(sparse("sparse gaps" + ds, d, {450, 451, 452, 453, 454, 455, 456, 456, 456, 456}, iota(0, 152, 3), 0, 0));
+    ps.push_back(sparse("sparse spread" + ds, d, {600, 601, 602, 603, 604, 605, 606, 606, 606, 606}, iota(0, 122, 5), 0, 0));
   }
   return ps;
 }
