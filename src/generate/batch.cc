@@ -166,6 +166,7 @@ Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines,
     // The engine parses the spec itself when it adds the sequence.
     job.sequence.kv_policy = spec;
     job.sequence.head_profile = defaults.head_profile;
+    job.sequence.prefill_attn = defaults.prefill_attn;
     job.sequence.n_ctx = defaults.n_ctx;
     // Prompt ids: user text is never parsed for control tokens; chat messages go through the model's format.
     if (l.prompt) {

@@ -60,6 +60,7 @@ struct BatchDefaults {
   bool ignore_eos = false;           // --ignore-eos: generate max_tokens even past end-of-generation tokens
   std::string kv_policy = "full";    // --kv-policy (a line's "kv_policy" replaces it whole)
   std::shared_ptr<const kv::HeadProfile> head_profile;  // the model's, for duo (null = none)
+  model::PrefillAttentionOptions prefill_attn;  // --prefill-attn, for every request
   int32_t n_ctx = 4096;              // context size of each sequence
   speculative::SpeculativeOptions speculative;  // --spec-type, --draft-max, --draft-min
 };

@@ -94,6 +94,7 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
   so.n_threads = options.n_threads;
   so.kv_policy = options.kv_policy;
   so.head_profile = options.head_profile;
+  so.prefill_attn = options.prefill_attn;
   LH_ASSIGN_OR_RETURN(std::unique_ptr<Session> session, Session::create(model, so));
 
   BenchResult result;
@@ -101,6 +102,7 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
   result.n_threads = session->n_threads();
   result.n_ctx = session->n_ctx();
   result.kv_policy = session->describe_kv();
+  result.prefill_attn = model::describe_prefill_attention(options.prefill_attn);
 
   std::mt19937 rng(options.seed);
   if (test.n_depth > 0) {

@@ -25,6 +25,7 @@
 #include "base/status.h"
 #include "kv/kv_policy.h"
 #include "model/model.h"
+#include "model/sparse_prefill.h"
 
 namespace longhaul::generate {
 
@@ -52,6 +53,7 @@ struct BenchOptions {
   uint32_t seed = 1234;    // seeds the random token ids (same seed, same ids)
   std::string kv_policy = "full";  // KV policy of every test's session (kv/policy_registry.h)
   std::shared_ptr<const kv::HeadProfile> head_profile;  // the model's, for duo (null = none given)
+  model::PrefillAttentionOptions prefill_attn;  // how prompt chunks attend (--prefill-attn); default dense
 };
 
 struct BenchResult {
@@ -59,6 +61,7 @@ struct BenchResult {
   int32_t n_threads = 0;     // threads actually used
   int32_t n_ctx = 0;         // context size the session was created with
   std::string kv_policy;     // the session's policy and cell storage, e.g. "streaming(sink=4, window=1020)"
+  std::string prefill_attn;  // the session's prefill attention, e.g. "dense", "minference(budget=2048, ...)"
   std::vector<double> tokens_per_s_samples;  // [n_reps] one per measured repetition
   double tokens_per_s = 0;   // mean of the samples
   double stddev = 0;         // sample standard deviation (0 for a single repetition)

@@ -95,6 +95,7 @@ Result<kv::SeqId> Engine::add_sequence(const SequenceOptions& options, std::uniq
   s = Slot{};
   s.policy = std::move(policy);
   s.n_ctx = n_ctx;
+  s.prefill = options.prefill_attn;
   return seq;
 }
 
@@ -113,6 +114,7 @@ Result<kv::SeqId> Engine::fork(kv::SeqId parent) {
   to = Slot{};
   to.policy = std::move(policy);
   to.n_ctx = slot(parent).n_ctx;
+  to.prefill = slot(parent).prefill;
   return child;
 }
 
@@ -276,7 +278,9 @@ Status Engine::step(std::span<const SequenceStep> steps, StepResult& result) {
   bool any_tree = false;
   for (const SequenceStep& s : steps) any_tree = any_tree || !s.parents.empty();
   for (const SequenceStep& s : steps) {
-    step_policies_[static_cast<size_t>(s.seq)] = {slot(s.seq).policy.get(), !s.tentative};
+    // A tentative step attends densely: its logits must be those ordinary steps would give the kept tokens.
+    step_policies_[static_cast<size_t>(s.seq)] = {slot(s.seq).policy.get(), !s.tentative,
+                                                  s.tentative ? nullptr : &slot(s.seq).prefill};
     const int32_t base = static_cast<int32_t>(batch_.size());
     const int32_t first = n_past(s.seq);
     const auto n = static_cast<int32_t>(s.tokens.size());

@@ -28,6 +28,7 @@
 #include "kv/kv_cache.h"
 #include "kv/kv_policy.h"
 #include "model/model.h"
+#include "model/sparse_prefill.h"
 
 namespace longhaul::generate {
 
@@ -53,6 +54,9 @@ struct SequenceOptions {
   // The model's head profile, for the policies that read one (duo): a model-level input, not a key=value (a path
   // may hold ':'). Null = none given.
   std::shared_ptr<const kv::HeadProfile> head_profile;
+  // How the sequence's long prompt chunks attend (--prefill-attn): dense, or MInference sparse prefill
+  // (model/sparse_prefill.h). Independent of the KV policy; tentative steps are always dense.
+  model::PrefillAttentionOptions prefill_attn;
 };
 
 // What a step returns for a sequence's tokens.
@@ -181,6 +185,7 @@ class Engine {
   struct Slot {
     std::unique_ptr<kv::KvPolicy> policy;
     int32_t n_ctx = 0;
+    model::PrefillAttentionOptions prefill;
     Tentative tentative;
   };
 

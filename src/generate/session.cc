@@ -17,6 +17,7 @@ SequenceOptions sequence_options(const SessionOptions& options) {
   SequenceOptions s;
   s.kv_policy = options.kv_policy;
   s.head_profile = options.head_profile;
+  s.prefill_attn = options.prefill_attn;
   return s;
 }
 }  // namespace

@@ -18,6 +18,7 @@
 #include "kv/kv_policy.h"
 #include "generate/engine.h"
 #include "model/model.h"
+#include "model/sparse_prefill.h"
 
 namespace longhaul::generate {
 
@@ -29,6 +30,7 @@ struct SessionOptions {
   int32_t page_tokens = 0;  // KV cells per page (0 = the policy's choice, else 256)
   std::string kv_policy = "full";  // KV policy with its parameters, "name:key=value:..." (SequenceOptions::kv_policy)
   std::shared_ptr<const kv::HeadProfile> head_profile;  // the model's, for duo (null = none given)
+  model::PrefillAttentionOptions prefill_attn;  // --prefill-attn (SequenceOptions::prefill_attn); default dense
 };
 
 class Session {

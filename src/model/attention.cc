@@ -27,6 +27,9 @@ void AttentionPlan::build(const Batch& batch, std::span<const int32_t> cells, co
   const int32_t n_tokens = batch.size();
   policies_ = policies;
   selected_begin_.clear();
+  sparse_.clear();
+  token_sparse_.assign(static_cast<size_t>(n_tokens), -1);
+  token_pos_.assign(batch.positions.begin(), batch.positions.end());
 
   // Blocks: runs of up to kBlockTokens consecutive tokens of one sequence.
   block_start_.clear();
@@ -178,6 +181,99 @@ int32_t AttentionPlan::unit_page(int64_t unit, int32_t i) const {
   return selected_[static_cast<size_t>(selected_begin_[static_cast<size_t>(unit)] + i)];
 }
 
+void AttentionPlan::plan_sparse_prefill(StepContext& step, int32_t il, const float* q, int32_t n_head, int32_t dk,
+                                        int32_t layer_window) {
+  sparse_.clear();
+  std::fill(token_sparse_.begin(), token_sparse_.end(), -1);
+  if (layer_window > 0) return;
+  const kv::KvCache& cache = step.cache;
+  const int32_t n_tokens = static_cast<int32_t>(token_sparse_.size());
+  const int32_t n_head_kv = step.config.n_head_kv, group = n_head / n_head_kv;
+  std::vector<kv::SeqId> considered;  // sequences already looked at (sparse or not)
+  for (int32_t t = 0; t < n_tokens; ++t) {
+    const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t)];
+    const PrefillAttentionOptions* options = policy_of(seq).prefill;
+    if (options == nullptr || options->mode == PrefillAttention::kDense) continue;
+    if (std::find(considered.begin(), considered.end(), seq) != considered.end()) continue;
+    considered.push_back(seq);
+    SparseSequence ss;
+    ss.seq = seq;
+    ss.first_pos = step.batch.positions[static_cast<size_t>(t)];
+    bool chain = token_node_[static_cast<size_t>(t)] < 0;
+    for (int32_t u = t; u < n_tokens; ++u) {
+      if (step.batch.seq_ids[static_cast<size_t>(u)] != seq) continue;
+      chain = chain && token_node_[static_cast<size_t>(u)] < 0 &&
+              step.batch.positions[static_cast<size_t>(u)] == ss.first_pos + static_cast<int32_t>(ss.tokens.size());
+      ss.tokens.push_back(u);
+    }
+    ss.n_tokens = static_cast<int32_t>(ss.tokens.size());
+    const int32_t n_keys = ss.first_pos + ss.n_tokens;
+    if (!chain || n_keys < options->min_context || ss.n_tokens <= options->n_last_queries) continue;
+    // The estimates read keys by position: the layer's cells must be positions 0 .. n_keys - 1, every head present.
+    const std::span<const int32_t> positions = cache.positions(seq, il);
+    bool in_order = static_cast<int32_t>(positions.size()) == n_keys;
+    for (int32_t c = 0; c < n_keys && in_order; ++c) in_order = positions[static_cast<size_t>(c)] == c;
+    for (int32_t ip = 0; ip < cache.n_pages(seq, il) && in_order; ++ip)
+      for (int32_t h = 0; h < n_head_kv && in_order; ++h) in_order = cache.head_rows_present(seq, il, h, ip);
+    if (!in_order) continue;
+    ss.dense_from = n_keys - options->n_last_queries;
+    ss.heads.resize(static_cast<size_t>(n_head));
+    sparse_.push_back(std::move(ss));
+  }
+  if (sparse_.empty()) return;
+
+  // One task per (sequence, query head): gather the head's keys and the chunk's queries, then estimate.
+  const auto n_tasks = static_cast<int64_t>(sparse_.size()) * n_head;
+  step.pool.for_each_chunk(n_tasks, [&](int64_t task, int i_thread) {
+    SparseSequence& ss = sparse_[static_cast<size_t>(task / n_head)];
+    const auto h = static_cast<int32_t>(task % n_head);
+    const int32_t kv_head = h / group;
+    AttentionScratch& scratch = step.state.attention_threads[static_cast<size_t>(i_thread)];
+    const int32_t n_keys = ss.first_pos + ss.n_tokens;
+    scratch.sparse_keys.resize(static_cast<size_t>(n_keys) * dk);
+    for (int32_t ip = 0; ip < cache.n_pages(ss.seq, il); ++ip) {
+      const kv::KvCache::PageSpan span = cache.page_span(ss.seq, il, ip);
+      const kv::KvCache::HeadRows rows = cache.head_rows(ss.seq, il, kv_head, ip, scratch.kv, true, false);
+      std::copy(rows.keys, rows.keys + static_cast<int64_t>(span.n_cells) * dk,
+                scratch.sparse_keys.data() + static_cast<int64_t>(span.first_cell) * dk);
+    }
+    scratch.q.resize(static_cast<size_t>(ss.n_tokens) * dk);
+    for (int32_t i = 0; i < ss.n_tokens; ++i) {
+      const float* src = q + static_cast<int64_t>(ss.tokens[static_cast<size_t>(i)]) * n_head * dk + static_cast<int64_t>(h) * dk;
+      std::copy(src, src + dk, scratch.q.data() + static_cast<int64_t>(i) * dk);
+    }
+    const HeadQueriesKeys qk{scratch.q.data(), ss.n_tokens, ss.first_pos, scratch.sparse_keys.data(), n_keys, dk};
+    build_minference(qk, *policy_of(ss.seq).prefill, scratch.sparse_probs, ss.heads[static_cast<size_t>(h)]);
+  });
+
+  for (int32_t i = 0; i < static_cast<int32_t>(sparse_.size()); ++i) {
+    SparseSequence& ss = sparse_[static_cast<size_t>(i)];
+    ss.keys.clear();
+    for (const HeadSparseKeys& head : ss.heads)
+      for (int32_t b = 0; b < head.n_qblocks; ++b) ss.keys.push_back(head.keys(head.first_qblock + b));
+    for (int32_t t : ss.tokens) token_sparse_[static_cast<size_t>(t)] = i;
+  }
+}
+
+const kernels::SparseKeys* AttentionPlan::sparse_keys(int32_t t, int32_t head) const {
+  const int32_t i = token_sparse_.empty() ? -1 : token_sparse_[static_cast<size_t>(t)];
+  if (i < 0) return nullptr;
+  const SparseSequence& ss = sparse_[static_cast<size_t>(i)];
+  const int32_t pos = token_pos_[static_cast<size_t>(t)];
+  if (pos >= ss.dense_from) return nullptr;
+  // Every head covers the same query blocks (those of the chunk).
+  const HeadSparseKeys& first = ss.heads[0];
+  return &ss.keys[static_cast<size_t>(head) * first.n_qblocks + pos / HeadSparseKeys::kBlock - first.first_qblock];
+}
+
+std::vector<SparsePattern> AttentionPlan::sparse_patterns(kv::SeqId seq) const {
+  std::vector<SparsePattern> out;
+  for (const SparseSequence& ss : sparse_)
+    if (ss.seq == seq)
+      for (const HeadSparseKeys& h : ss.heads) out.push_back(h.pattern);
+  return out;
+}
+
 // ---- the passes ----
 
 namespace {
@@ -186,8 +282,8 @@ namespace {
 //   q:      [head_dim_k] (already scaled)
 //   scores: [n_cells] on return the attention probabilities (0 for cells the plan hides from this query)
 // The same cells and the same rule as the flash pass (the plan's page list and masks).
-void attend_one(StepContext& step, int32_t il, int32_t t, int32_t kv_head, int32_t layer_window, const float* q,
-                AttentionScratch& scratch) {
+void attend_one(StepContext& step, int32_t il, int32_t t, int32_t head, int32_t kv_head, int32_t layer_window,
+                const float* q, AttentionScratch& scratch) {
   const AttentionPlan& plan = step.state.plan;
   const kv::KvCache& cache = step.cache;
   const int32_t dk = step.config.head_dim_k;
@@ -196,7 +292,8 @@ void attend_one(StepContext& step, int32_t il, int32_t t, int32_t kv_head, int32
   const std::span<const int32_t> positions = cache.positions(seq, il);
   const int32_t query_pos = step.batch.positions[static_cast<size_t>(t)];
   const int32_t query_node = plan.token_node(t);
-  const AttentionPlan::HeadMask head = plan.head_mask(il, seq, kv_head, layer_window);
+  const AttentionPlan::HeadMask head_mask = plan.head_mask(il, seq, kv_head, layer_window);
+  const kernels::SparseKeys* const sparse = plan.sparse_keys(t, head);
   const int64_t unit = static_cast<int64_t>(plan.block_of_token(t)) * step.config.n_head_kv + kv_head;
   scratch.scores.resize(static_cast<size_t>(n_cells));
   float* scores = scratch.scores.data();
@@ -207,7 +304,8 @@ void attend_one(StepContext& step, int32_t il, int32_t t, int32_t kv_head, int32
     const int32_t ip = plan.unit_page(unit, i);
     if (!cache.head_rows_present(seq, il, kv_head, ip)) continue;  // freed rows: invisible to this head
     const kv::KvCache::PageSpan page = cache.page_span(seq, il, ip);
-    const kernels::AttentionMask mask = plan.page_mask(head, seq, page, positions, &query_pos, &query_node);
+    kernels::AttentionMask mask = plan.page_mask(head_mask, seq, page, positions, &query_pos, &query_node);
+    mask.q_sparse = &sparse;
     const kv::KvCache::HeadRows rows = cache.head_rows(seq, il, kv_head, ip, scratch.kv, true, false);
     // Runs of visible cells are contiguous key rows: one kernel call per run.
     for (int32_t j = 0; j < page.n_cells;) {
@@ -229,6 +327,47 @@ void attend_one(StepContext& step, int32_t il, int32_t t, int32_t kv_head, int32
   // Masked cells get probability 0 (exp(-inf)); KV policies that rank cells by attention read the rest.
   kernels::softmax(scores, end);
   std::fill(scores + end, scores + n_cells, 0.0f);
+}
+
+// One flash update of a task's queries over one page whose queries all have sparse key sets: the page is cut at
+// multiples of 64 cells (a key block, as the cells of a sparse prefill are its positions), a run no query's set
+// selects is skipped before any kernel call, and adjacent kept runs go to the kernel in one call.
+//   distinct: the different sets among the queries; rows: the page's keys [n_cells, dk] and values [n_cells, dv].
+void attend_sparse_runs(const float* q, int32_t n_q, int32_t dk, int32_t dv, const kv::KvCache::HeadRows& rows,
+                        const kv::KvCache::PageSpan& span, const kernels::AttentionMask& mask,
+                        std::span<const kernels::SparseKeys* const> distinct, float* m, float* l, float* o) {
+  constexpr int32_t kRun = kernels::SparseKeys::kBlockPositions;
+  const kernels::QueryBounds qb = kernels::query_bounds(mask, n_q);
+  int32_t run_begin = -1;
+  auto flush = [&](int32_t end) {
+    if (run_begin < 0) return;
+    kernels::AttentionMask sub = mask;
+    sub.k_pos += run_begin;
+    if (sub.k_node != nullptr) sub.k_node += run_begin;
+    kernels::attention_update(q, dk, n_q, rows.keys + static_cast<int64_t>(run_begin) * dk, dk,
+                              rows.values + static_cast<int64_t>(run_begin) * dv, dv, end - run_begin, sub, dk, dv, m,
+                              l, o, dv);
+    run_begin = -1;
+  };
+  for (int32_t j = 0; j < span.n_cells;) {
+    const int32_t end = std::min(span.n_cells, ((span.first_cell + j) / kRun + 1) * kRun - span.first_cell);
+    int32_t k_min = mask.k_pos[j], k_max = mask.k_pos[j];
+    for (int32_t i = j + 1; i < end; ++i) {
+      k_min = std::min(k_min, mask.k_pos[i]);
+      k_max = std::max(k_max, mask.k_pos[i]);
+    }
+    bool keep = false;
+    if (k_min <= qb.max)  // else every key is in every query's future
+      for (const kernels::SparseKeys* sparse : distinct)
+        keep = keep || kernels::sparse_range_selected(*sparse, qb.min, qb.max, k_min, k_max);
+    if (keep) {
+      if (run_begin < 0) run_begin = j;
+    } else {
+      flush(j);
+    }
+    j = end;
+  }
+  flush(span.n_cells);
 }
 
 // Flash attention (Dao et al., 2022) for every query of the step. A unit is a block of the plan (up to
@@ -294,6 +433,20 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
         scratch.q_node[static_cast<size_t>(i)] = plan.token_node(t);
       }
     }
+    // Sparse prefill: each query's key set; the page loop below skips runs of cells no set selects, unless a
+    // query of the task is dense (it reads every page).
+    scratch.q_sparse.resize(static_cast<size_t>(max_q));
+    scratch.distinct_sparse.clear();
+    bool any_dense = false;
+    for (int32_t i = 0; i < n_q; ++i) {
+      const kernels::SparseKeys* sparse = plan.sparse_keys(t0 + i / group, kv_head * group + i % group);
+      scratch.q_sparse[static_cast<size_t>(i)] = sparse;
+      any_dense = any_dense || sparse == nullptr;
+      if (sparse != nullptr &&
+          std::find(scratch.distinct_sparse.begin(), scratch.distinct_sparse.end(), sparse) == scratch.distinct_sparse.end())
+        scratch.distinct_sparse.push_back(sparse);
+    }
+    const bool any_sparse = !scratch.distinct_sparse.empty();
     float* m = partials + task * task_floats;
     float* l = m + max_q;
     float* o = l + max_q;
@@ -311,8 +464,13 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
       const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
       const kv::KvCache::HeadRows rows = step.cache.head_rows(seq, il, kv_head, ip, scratch.kv);
       if (rows.keys == nullptr) continue;  // this head's rows were freed: no query of it sees these cells
-      const kernels::AttentionMask mask =
+      kernels::AttentionMask mask =
           plan.page_mask(head, seq, span, positions, scratch.q_pos.data(), scratch.q_node.data());
+      if (any_sparse) mask.q_sparse = scratch.q_sparse.data();
+      if (any_sparse && !any_dense) {
+        attend_sparse_runs(scratch.q.data(), n_q, dk, dv, rows, span, mask, scratch.distinct_sparse, m, l, o);
+        continue;
+      }
       kernels::attention_update(scratch.q.data(), dk, n_q, rows.keys, dk, rows.values, dv, span.n_cells, mask, dk, dv,
                                 m, l, o, dv);
     }
@@ -395,6 +553,7 @@ void self_attention(StepContext& step, int32_t il) {
   const int32_t window = local ? cfg.sliding_window : 0;
   const int32_t group = n_head / n_head_kv;
   st.plan.select_pages(step, il, st.q.data(), n_head, dk);
+  st.plan.plan_sparse_prefill(step, il, st.q.data(), n_head, dk, window);
   attend_flash(step, il, window);
   // A KV policy that reads the probabilities gets every observed query's row from a second pass (one task per
   // token and query head); the output above stays the same with or without it, bit for bit.
@@ -415,7 +574,7 @@ void self_attention(StepContext& step, int32_t il) {
       const int32_t query_pos = step.batch.positions[static_cast<size_t>(t)];
       if (!p.policy->wants_scores(query_pos)) return;
       AttentionScratch& scratch = st.attention_threads[static_cast<size_t>(i_thread)];
-      attend_one(step, il, t, h / group, window, st.q.data() + t * q_row + static_cast<int64_t>(h) * dk, scratch);
+      attend_one(step, il, t, h, h / group, window, st.q.data() + t * q_row + static_cast<int64_t>(h) * dk, scratch);
       // Score-based KV policies (H2O, TOVA, SnapKV) accumulate this row; no [n_query, n_key] matrix is kept.
       p.policy->observe_scores(seq, il, h / group, query_pos, scratch.scores);
     });

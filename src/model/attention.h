@@ -4,7 +4,9 @@
 //   - the KV policy's head spans (sinks + window; DuoAttention's streaming heads),
 //   - an ancestor mask among a sequence's new tokens when the step carries a tree (speculative decoding), and
 //   - the pages a policy selects per (sequence, layer, KV head) for the step's queries (query-aware sparse
-//     attention: Quest, Tang et al., 2024, and its successors),
+//     attention: Quest, Tang et al., 2024, and its successors), and
+//   - in a long prompt chunk of a sequence that asks for sparse prefill, each query head's key set (blocks,
+//     columns, diagonals: MInference, Jiang et al., 2024; model/sparse_prefill.h),
 // into kernels::AttentionMask values and page lists. The flash pass, the probability pass that policies observe,
 // and every ISA's kernel read them; the visibility rule itself is kernels/attention_mask.h.
 #pragma once
@@ -17,6 +19,7 @@
 #include "kv/kv_cache.h"
 #include "kv/kv_policy.h"
 #include "model/batch.h"
+#include "model/sparse_prefill.h"
 
 namespace longhaul::model {
 
@@ -28,6 +31,8 @@ struct StepContext;
 struct StepPolicy {
   kv::KvPolicy* policy = nullptr;
   bool observe = true;
+  // The sequence's prefill attention (null = dense): how its prompt chunks' queries pick their keys.
+  const PrefillAttentionOptions* prefill = nullptr;
 };
 
 class AttentionPlan {
@@ -71,6 +76,19 @@ class AttentionPlan {
   int32_t n_unit_pages(const kv::KvCache& cache, int32_t il, int64_t unit, int32_t n_head_kv) const;
   int32_t unit_page(int64_t unit, int32_t i) const;
 
+  // For global layer il (layer_window 0; a sliding window already bounds a local layer's keys): the key set of
+  // each query head of every sequence whose chunk takes sparse prefill -- its options ask for it, the step's
+  // tokens are a chain at consecutive positions ending at or past min_context, there are more of them than the
+  // dense tail, and the layer's cells are positions 0 .. n - 1 with every head's rows present. Sets are estimated
+  // from the chunk's queries and the cached keys (model/sparse_prefill.h). q: [n_tokens, n_head * dk] (after RoPE,
+  // scaled).
+  void plan_sparse_prefill(StepContext& step, int32_t il, const float* q, int32_t n_head, int32_t dk,
+                           int32_t layer_window);
+  // After plan_sparse_prefill: the key set of query head `head` of batch token t, or null (dense).
+  const kernels::SparseKeys* sparse_keys(int32_t t, int32_t head) const;
+  // The pattern each query head of `seq` took in the current layer ([n_head]; empty when the chunk is dense).
+  std::vector<SparsePattern> sparse_patterns(kv::SeqId seq) const;
+
  private:
   struct SequenceTree {
     kv::SeqId seq = -1;
@@ -92,6 +110,19 @@ class AttentionPlan {
   std::vector<uint8_t> selected_all_;
   std::vector<int32_t> selected_;
   std::vector<std::vector<int32_t>> unit_pages_;  // [n_units] scratch of select_pages
+  // Sparse prefill of the current layer: one entry per sequence whose chunk is sparse.
+  struct SparseSequence {
+    kv::SeqId seq = -1;
+    int32_t first_pos = 0;         // position of the chunk's first token
+    int32_t n_tokens = 0;          // tokens of the chunk
+    int32_t dense_from = 0;        // position from which queries attend densely (the chunk's last queries)
+    std::vector<int32_t> tokens;   // [n_tokens] batch index of each
+    std::vector<HeadSparseKeys> heads;       // [n_head]
+    std::vector<kernels::SparseKeys> keys;   // [n_head, heads[h].n_qblocks] (pointers into heads)
+  };
+  std::vector<SparseSequence> sparse_;
+  std::vector<int32_t> token_sparse_;  // [n_tokens] index into sparse_, or -1
+  std::vector<int32_t> token_pos_;     // [n_tokens] position of each token
 };
 
 // Per-thread scratch of the attention passes (ForwardState::attention_threads).
@@ -101,6 +132,10 @@ struct AttentionScratch {
   std::vector<int32_t> q_pos;   // [n_q]
   std::vector<int32_t> q_node;  // [n_q]
   std::vector<float> scores;  // [n_cells] probabilities of one query (the observed pass)
+  std::vector<const kernels::SparseKeys*> q_sparse;  // [n_q] sparse prefill key set of each query (null = dense)
+  std::vector<const kernels::SparseKeys*> distinct_sparse;  // the different sets of one task's queries
+  std::vector<uint16_t> sparse_keys;  // [n_cells, dk] one head's keys gathered for the sparse prefill estimate
+  std::vector<float> sparse_probs;    // [n_last, n_cells] the last queries' attention in that estimate
 };
 
 // Self-attention of layer il: reads state.xn [n_tokens, n_embd], stores the step's keys and values in the cache,

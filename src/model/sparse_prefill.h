@@ -1,0 +1,105 @@
+// Sparse prefill attention (--prefill-attn): which keys each query head of a long prompt chunk computes.
+//
+// MInference 1.0 (Jiang et al., 2024) observes that in long prompts most heads attend in one of three shapes, and
+// that the indices of the shape can be estimated per prompt at a small cost:
+//   - A-shape: the first tokens (attention sinks) and a local band;
+//   - vertical-slash: a few key columns that every query attends to, plus a few diagonals (fixed distances q - k),
+//     their indices taken as the top sums of the last 64 queries' attention along columns and along diagonals;
+//   - block-sparse: per 64-token query block, the key blocks whose mean-pooled keys score highest against the
+//     block's mean-pooled query.
+// The paper assigns each head one pattern offline by a search on calibration prompts. Until longhaul has that
+// calibration, the pattern is chosen here at run time, per head and per prompt chunk, as the one that keeps the
+// largest share of the last queries' attention mass at the same budget (keys per query). That is an estimate from
+// the very rows the vertical-slash indices are taken from, so it favours vertical-slash somewhat; docs/long-context.md
+// says so.
+//
+// Each chunk's last n_last_queries queries (the prompt's last ones among them) attend densely: their rows are what
+// the estimate reads, and the first generated token then sees an exact attention row. A chunk whose context is
+// shorter than min_context stays dense: on short prompts the indexing costs more than it saves.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "kernels/attention_mask.h"
+
+namespace longhaul::model {
+
+enum class PrefillAttention : uint8_t { kDense, kMInference };
+
+// A sequence's prefill attention, as --prefill-attn writes it: "dense" or "minference[:budget=N][:min_context=N]".
+struct PrefillAttentionOptions {
+  PrefillAttention mode = PrefillAttention::kDense;
+  int32_t budget = 2048;       // keys per query a pattern may compute: A-shape and block-sparse take budget / 64
+                               // key blocks, vertical-slash budget / 8 columns and the rest as diagonals
+  int32_t min_context = 4096;  // tokens: a chunk whose last position + 1 is below this prefills densely
+  int32_t n_last_queries = 64;  // queries at the end of each chunk that attend densely and whose attention the
+                                // estimates read (the paper's 64)
+};
+
+// Parses --prefill-attn; the error names the value and the accepted forms or range.
+Result<PrefillAttentionOptions> parse_prefill_attention(std::string_view spec);
+// "dense" or "minference(budget=2048, min_context=4096)", for bench and eval rows.
+std::string describe_prefill_attention(const PrefillAttentionOptions& options);
+// One line per accepted form, for --help.
+std::string prefill_attention_help();
+
+enum class SparsePattern : uint8_t { kAShape, kVerticalSlash, kBlockSparse };
+const char* sparse_pattern_name(SparsePattern pattern);
+
+// One query head's queries and keys for the index builders (positions are key indices).
+struct HeadQueriesKeys {
+  const float* q = nullptr;  // [n_q, dk] the chunk's queries (after RoPE, scaled), at positions first_pos + i
+  int32_t n_q = 0;
+  int32_t first_pos = 0;
+  const uint16_t* k = nullptr;  // [n_k, dk] f16 keys (as the cache stores them) at positions 0 .. n_k - 1;
+                                // n_k = first_pos + n_q
+  int32_t n_k = 0;
+  int32_t dk = 0;
+};
+
+// The key sets of one head for every 64-position query block the chunk touches: first_pos / 64 ..
+// (first_pos + n_q - 1) / 64.
+struct HeadSparseKeys {
+  static constexpr int32_t kBlock = kernels::SparseKeys::kBlockPositions;
+  SparsePattern pattern = SparsePattern::kAShape;
+  int32_t first_qblock = 0;
+  int32_t n_qblocks = 0;
+  int32_t n_block_words = 0;       // 64-bit words per query block's key-block row
+  std::vector<uint64_t> blocks;    // [n_qblocks, n_block_words] selected key blocks (A-shape, block-sparse)
+  std::vector<int32_t> columns;    // ascending key positions (vertical-slash, every query block)
+  std::vector<int32_t> diagonals;  // ascending offsets q - k (vertical-slash)
+  double recall = 0.0;             // share of the last queries' attention mass the sets keep
+
+  // The kernel's view of query block qblock's set (pointers into this object).
+  kernels::SparseKeys keys(int32_t qblock) const;
+  bool block_selected(int32_t qblock, int32_t key_block) const;
+};
+
+// Causal attention probabilities of the chunk's last n_last queries over every key: probs [n_last, n_k], row r for
+// the query at position first_pos + n_q - n_last + r (0 past its position). Double sums, float storage.
+void last_query_attention(const HeadQueriesKeys& h, int32_t n_last, std::vector<float>& probs);
+
+// A-shape: key blocks [0, n_sink_blocks) and the n_local_blocks up to the query's own block.
+void build_a_shape(const HeadQueriesKeys& h, int32_t n_sink_blocks, int32_t n_local_blocks, HeadSparseKeys& out);
+// Vertical-slash from the last queries' probabilities: the n_vertical columns with the largest column sums and the
+// n_slash diagonals with the largest diagonal sums, the first 30 columns and the 100 nearest diagonals always
+// among them (the reference implementation forces them the same way: sinks and the local band).
+void build_vertical_slash(const HeadQueriesKeys& h, const std::vector<float>& probs, int32_t n_last, int32_t n_vertical,
+                          int32_t n_slash, HeadSparseKeys& out);
+// Block-sparse: per query block, the n_top_blocks causal key blocks with the largest mean-pooled Q . mean-pooled K,
+// and the query's own block (a query must see itself).
+void build_block_sparse(const HeadQueriesKeys& h, int32_t n_top_blocks, HeadSparseKeys& out);
+// Share of the last n_last queries' attention mass (mean over the rows) inside `keys`'s sets.
+double last_query_recall(const HeadQueriesKeys& h, const std::vector<float>& probs, int32_t n_last,
+                         const HeadSparseKeys& keys);
+
+// All three patterns at options.budget; out is the one with the highest recall, a costlier pattern winning only by
+// more than 0.001 (order of cost: A-shape, block-sparse, vertical-slash). probs: scratch.
+void build_minference(const HeadQueriesKeys& h, const PrefillAttentionOptions& options, std::vector<float>& probs,
+                      HeadSparseKeys& out);
+
+}  // namespace longhaul::model

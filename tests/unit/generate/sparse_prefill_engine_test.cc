@@ -1,0 +1,146 @@
+// Sparse prefill (--prefill-attn minference, model/sparse_prefill.h) through the engine on the real models: with a
+// budget that covers every key the logits are dense prefill's; a small budget moves the prompt's logits (the
+// sparse path is really taken); below min_context the prefill is dense bit for bit; and the dense tail -- the
+// chunk's last 64 queries -- is exact: on a one-layer copy of SmolLM2, where a token's logits depend only on its
+// own attention row over keys no attention changed, the last 64 tokens' logits equal dense prefill's bit for bit.
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "engine_testing.h"
+#include "gguf/gguf_file.h"
+#include "gguf/gguf_writer.h"
+
+namespace longhaul::generate {
+namespace {
+
+using namespace engine_testing;
+
+constexpr int32_t kPrompt = 600;
+
+// All logits [n, n_vocab] of feeding `tokens` to a new sequence with prefill attention `prefill` (as written for
+// --prefill-attn), in chunks of the engine's n_batch.
+std::vector<float> prompt_logits(Engine& engine, const std::string& prefill, const std::vector<int32_t>& tokens) {
+  SequenceOptions so;
+  Result<model::PrefillAttentionOptions> parsed = model::parse_prefill_attention(prefill);
+  EXPECT_TRUE(parsed.is_ok()) << parsed.message();
+  if (!parsed.is_ok()) return {};
+  so.prefill_attn = *parsed;
+  Result<kv::SeqId> seq = engine.add_sequence(so);
+  EXPECT_TRUE(seq.is_ok()) << seq.message();
+  if (!seq.is_ok()) return {};
+  std::vector<float> last, all;
+  const Status st = engine.feed(*seq, tokens, &last, &all);
+  EXPECT_TRUE(st.is_ok()) << st.message();
+  engine.remove(*seq);
+  return all;
+}
+
+// Rows [first, first + n) of all-logits.
+std::span<const float> rows(const std::vector<float>& all, int32_t n_vocab, int32_t first, int32_t n) {
+  return std::span<const float>(all).subspan(static_cast<size_t>(first) * n_vocab, static_cast<size_t>(n) * n_vocab);
+}
+
+class SparsePrefillEngineTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    const bool smollm = std::string(GetParam()) == "SmolLM2";
+    model_ = shared_model(smollm ? longhaul::testing::smollm2_path() : longhaul::testing::gemma3_path());
+    if (model_ == nullptr) GTEST_SKIP() << GetParam() << " is not installed";
+  }
+  const model::Model* model_ = nullptr;
+  ThreadPool pool_{2};
+};
+
+TEST_P(SparsePrefillEngineTest, CoveringBudgetGivesDenseLogits) {
+  // Chunks of 256, 256 and 88 tokens: every chunk past the dense tail's 64 queries takes the sparse path.
+  auto engine = make_engine(*model_, pool_, 1024, 256);
+  ASSERT_NE(engine, nullptr);
+  const std::vector<int32_t> tokens = some_tokens(kPrompt, 3);
+  const std::vector<float> dense = prompt_logits(*engine, "dense", tokens);
+  const std::vector<float> sparse = prompt_logits(*engine, "minference:budget=16777216:min_context=0", tokens);
+  ASSERT_EQ(dense.size(), sparse.size());
+  // Every key is selected, so each query sums the same keys in the same kernel blocks: the logits agree far
+  // inside the engine's tolerance (in practice bit for bit).
+  EXPECT_LE(max_abs_diff(dense, sparse), 1e-4f);
+}
+
+TEST_P(SparsePrefillEngineTest, SmallBudgetTakesTheSparsePath) {
+  auto engine = make_engine(*model_, pool_, 1024, 256);
+  ASSERT_NE(engine, nullptr);
+  const std::vector<int32_t> tokens = some_tokens(kPrompt, 4);
+  const int32_t n_vocab = model_->config().n_vocab;
+  const std::vector<float> dense = prompt_logits(*engine, "dense", tokens);
+  const std::vector<float> sparse = prompt_logits(*engine, "minference:budget=128:min_context=0", tokens);
+  ASSERT_EQ(dense.size(), sparse.size());
+  for (float x : sparse) ASSERT_TRUE(std::isfinite(x));
+  // The first chunk's first 64 tokens see at most 64 keys (all selected); past them, queries drop keys.
+  EXPECT_TRUE(bit_identical(rows(dense, n_vocab, 0, 64), rows(sparse, n_vocab, 0, 64)));
+  EXPECT_GT(max_abs_diff(rows(dense, n_vocab, 128, 64), rows(sparse, n_vocab, 128, 64)), 1e-2f);
+}
+
+TEST_P(SparsePrefillEngineTest, ShortContextStaysDense) {
+  auto engine = make_engine(*model_, pool_, 1024, 256);
+  ASSERT_NE(engine, nullptr);
+  const std::vector<int32_t> tokens = some_tokens(kPrompt, 5);
+  const std::vector<float> dense = prompt_logits(*engine, "dense", tokens);
+  // min_context past the prompt's length: every chunk is dense.
+  const std::vector<float> below = prompt_logits(*engine, "minference:budget=128:min_context=601", tokens);
+  EXPECT_TRUE(bit_identical(dense, below));
+}
+
+INSTANTIATE_TEST_SUITE_P(DefaultModels, SparsePrefillEngineTest, ::testing::Values("SmolLM2", "Gemma3"));
+
+// SmolLM2 with its first layer only, written to a temporary file (removed at the end).
+class OneLayerModel {
+ public:
+  explicit OneLayerModel(const std::string& source) {
+    Result<gguf::GgufFile> file = gguf::GgufFile::open(source);
+    if (!file.is_ok()) return;
+    const std::string arch = file->get_string("general.architecture").value_or("");
+    gguf::GgufWriter writer;
+    for (const gguf::MetadataEntry& e : file->metadata())
+      writer.add(e.key, e.key == arch + ".block_count" ? gguf::make_u32(1) : e.value);
+    for (const gguf::TensorInfo& t : file->tensors()) {
+      if (t.name.starts_with("blk.") && !t.name.starts_with("blk.0.")) continue;
+      writer.add_tensor(t.name, t.dims, t.type, std::vector<uint8_t>(t.data, t.data + t.size_bytes));
+    }
+    path_ = (std::filesystem::temp_directory_path() / ("longhaul_one_layer_" + std::to_string(getpid()) + ".gguf")).string();
+    const Status st = writer.write_file(path_);
+    EXPECT_TRUE(st.is_ok()) << st.message();
+    Result<std::unique_ptr<model::Model>> loaded = model::Model::load(path_);
+    EXPECT_TRUE(loaded.is_ok()) << loaded.message();
+    if (loaded.is_ok()) model_ = std::move(loaded).value();
+  }
+  ~OneLayerModel() {
+    model_.reset();
+    if (!path_.empty()) std::filesystem::remove(path_);
+  }
+  const model::Model* get() const { return model_.get(); }
+
+ private:
+  std::string path_;
+  std::unique_ptr<model::Model> model_;
+};
+
+TEST(SparsePrefillDenseTail, LastQueriesAreExactlyDense) {
+  if (!longhaul::testing::file_exists(longhaul::testing::smollm2_path())) GTEST_SKIP() << "SmolLM2 is not installed";
+  const OneLayerModel one(longhaul::testing::smollm2_path());
+  ASSERT_NE(one.get(), nullptr);
+  ASSERT_EQ(one.get()->config().n_layer, 1);
+  ThreadPool pool(2);
+  // One chunk of 400 tokens: queries 0 .. 335 sparse, 336 .. 399 the dense tail.
+  auto engine = make_engine(*one.get(), pool, 1024, 512);
+  ASSERT_NE(engine, nullptr);
+  const std::vector<int32_t> tokens = some_tokens(400, 6);
+  const int32_t n_vocab = one.get()->config().n_vocab;
+  const std::vector<float> dense = prompt_logits(*engine, "dense", tokens);
+  const std::vector<float> sparse = prompt_logits(*engine, "minference:budget=128:min_context=0", tokens);
+  ASSERT_EQ(dense.size(), sparse.size());
+  EXPECT_TRUE(bit_identical(rows(dense, n_vocab, 336, 64), rows(sparse, n_vocab, 336, 64)));
+  // The rows before the tail did drop keys (else the equality above would say nothing).
+  EXPECT_GT(max_abs_diff(rows(dense, n_vocab, 200, 136), rows(sparse, n_vocab, 200, 136)), 1e-3f);
+}
+
+}  // namespace
+}  // namespace longhaul::generate
