@@ -19,6 +19,7 @@ struct BatchFlags {
   ModelFlags model;
   SamplingFlags sampling;
   KvPolicyFlags kv;
+  PrefillFlags prefill;  // --prefill-attn
   SpeculativeFlags speculative;
   std::string input;            // -f
   std::string output = "-";     // -o ("-" = stdout)
@@ -45,6 +46,7 @@ int run(const BatchFlags& f) {
   if (!loaded) return report_error(loaded.message());
   const model::Model& model = *loaded->model;
   check_kv_policy(model, f.kv.policy);
+  const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
   const int32_t n_ctx = f.n_ctx > 0 ? f.n_ctx : model.config().n_ctx_train;
   warn_past_training_context(model, n_ctx, "-c/--ctx-size");
 
@@ -53,6 +55,7 @@ int run(const BatchFlags& f) {
   defaults.n_predict = f.n_predict;
   defaults.ignore_eos = f.ignore_eos;
   defaults.kv_policy = f.kv.policy;
+  defaults.prefill_attn = prefill;
   defaults.n_ctx = n_ctx;
   defaults.speculative = f.speculative.options;
   // duo's head profile (the one beside the model, computed on first use) when the flag or any line names duo.
@@ -148,6 +151,7 @@ Runner add_batch_command(CLI::App& app) {
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "keep generating past end-of-generation tokens (throughput runs)");
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
+  add_prefill_flags(*cmd, flags->prefill);
   add_speculative_flags(*cmd, flags->speculative);
   return [flags]() { return run(*flags); };
 }

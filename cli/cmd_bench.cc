@@ -29,6 +29,7 @@ struct BenchFlags {
   uint32_t seed = 1234;
   bool json = false;
   KvPolicyFlags kv;  // --kv-policy and its parameters, for every test
+  PrefillFlags prefill;  // --prefill-attn
 };
 
 // Weights and parameters as llama-bench counts them: every tensor of the file.
@@ -84,6 +85,7 @@ int run(const BenchFlags& f) {
   if (!loaded) return report_error(loaded.message());
   const model::Model& m = **loaded;
   check_kv_policy(m, f.kv.policy);
+  const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
   for (const generate::BenchTest& test : tests)
     warn_past_training_context(m, static_cast<int64_t>(test.n_depth) + test.n_prompt + test.n_gen,
                                "test " + test.name() + " (depth + prompt + generated)");
@@ -95,8 +97,8 @@ int run(const BenchFlags& f) {
   const generate::MachineInfo machine = generate::machine_info();
 
   if (!f.json) {
-    std::printf("| model | size | params | threads | kv | test | t/s | GB/s |\n");
-    std::printf("| ----- | ---: | -----: | ------: | -- | ---- | --: | ---: |\n");
+    std::printf("| model | size | params | threads | kv | prefill | test | t/s | GB/s |\n");
+    std::printf("| ----- | ---: | -----: | ------: | -- | ------- | ---- | --: | ---: |\n");
     std::fflush(stdout);
   }
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
@@ -111,6 +113,7 @@ int run(const BenchFlags& f) {
       options.seed = f.seed;
       options.kv_policy = f.kv.policy;
       options.head_profile = *head_profile;
+      options.prefill_attn = prefill;
       const std::string progress_label =
           "bench " + test.name() + " t=" + std::to_string(n_threads > 0 ? n_threads : machine.n_cores);
       Result<generate::BenchResult> r = generate::run_bench(m, test, options, make_progress(progress_label));
@@ -124,6 +127,7 @@ int run(const BenchFlags& f) {
                            {"n_depth", test.n_depth},
                            {"threads", r->n_threads},
                            {"kv_policy", r->kv_policy},
+                           {"prefill_attn", r->prefill_attn},
                            {"tokens_per_s", r->tokens_per_s},
                            {"stddev", r->stddev},
                            {"samples", r->tokens_per_s_samples},
@@ -136,10 +140,10 @@ int run(const BenchFlags& f) {
                            {"model_bytes", size.bytes},
                            {"model_params", size.params}});
       } else {
-        std::printf("| %s | %s | %s | %d | %s | %s | %s | %s |\n", label.c_str(),
+        std::printf("| %s | %s | %s | %d | %s | %s | %s | %s | %s |\n", label.c_str(),
                     fmt("%.2f MiB", static_cast<double>(size.bytes) / (1 << 20)).c_str(),
                     fmt("%.2f M", static_cast<double>(size.params) / 1e6).c_str(), r->n_threads,
-                    r->kv_policy.c_str(), test.name().c_str(),
+                    r->kv_policy.c_str(), r->prefill_attn.c_str(), test.name().c_str(),
                     fmt("%.2f ± %.2f", r->tokens_per_s, r->stddev).c_str(), fmt("%.2f", r->bytes_per_s() / 1e9).c_str());
         std::fflush(stdout);
       }
@@ -195,6 +199,7 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("-s,--seed", flags->seed, "seed of the random token ids")->capture_default_str();
   cmd->add_flag("--json", flags->json, "print one JSON object instead of a Markdown table");
   add_kv_policy_flags(*cmd, flags->kv);
+  add_prefill_flags(*cmd, flags->prefill);
   return [flags]() { return run(*flags); };
 }
 

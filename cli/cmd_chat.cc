@@ -21,6 +21,7 @@ struct ChatFlags {
   ModelFlags model;
   SamplingFlags sampling;
   KvPolicyFlags kv;
+  PrefillFlags prefill;  // --prefill-attn
   SpeculativeFlags speculative;
   std::string system;
   int32_t n_predict = 512;  // per reply; -1 = until end of turn
@@ -64,12 +65,14 @@ int run(const ChatFlags& f) {
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
   const tokenizer::ChatFormat format = tokenizer::detect_chat_format(loaded->model->file());
   check_kv_policy(*loaded->model, f.kv.policy);
+  const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
   warn_past_training_context(*loaded->model, f.n_ctx, "the context (-c)");
 
   generate::SessionOptions so;
   so.n_ctx = f.n_ctx;
   so.n_threads = n_threads;
   so.kv_policy = f.kv.policy;
+  so.prefill_attn = prefill;
   Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
       prepare_head_profile(*loaded->model, f.kv.policy, f.kv.head_profile, n_threads);
   if (!head_profile) return report_error(head_profile.message());
@@ -213,6 +216,7 @@ Runner add_chat_command(CLI::App& app) {
                 "when the context is full, drop the oldest turns (the system message stays) instead of stopping");
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
+  add_prefill_flags(*cmd, flags->prefill);
   add_speculative_flags(*cmd, flags->speculative);
   return [flags]() { return run(*flags); };
 }

@@ -22,6 +22,7 @@ namespace {
 struct EvalFlags {
   ModelFlags model;
   KvPolicyFlags kv;
+  PrefillFlags prefill;  // --prefill-attn
   std::string task = "passkey";
   std::string lengths = "1k,2k,4k";
   std::string depths = "0,0.25,0.5,0.75,1";
@@ -58,6 +59,7 @@ int run(const EvalFlags& f) {
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
   const std::vector<eval::PolicySpec> policies = check_kv_policies(*loaded->model, f.kv.policy, spec.lengths);
+  const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
   require_valid(task->check(*loaded->tokenizer, spec));
   warn_past_training_context(*loaded->model, *std::max_element(spec.lengths.begin(), spec.lengths.end()),
                              "the eval length");
@@ -98,9 +100,13 @@ int run(const EvalFlags& f) {
     ctx.session.n_threads = n_threads;
     ctx.session.kv_policy = run.kv_policy;
     ctx.session.head_profile = *head_profile;
+    ctx.session.prefill_attn = prefill;
     ctx.progress = status_line_printer();
     ctx.emit = [&](const eval::EvalRow& emitted) {
       eval::EvalRow row = emitted;
+      // Rows name the prefill attention when it is not dense (the KV policy alone does not say how prompts ran).
+      if (prefill.mode != model::PrefillAttention::kDense)
+        row.policy += " prefill=" + model::describe_prefill_attention(prefill);
       row.peak_rss_bytes = point_peak.peak_bytes();
       rows.push_back(row);
       if (csv != nullptr) {
@@ -133,6 +139,7 @@ Runner add_eval_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("eval", "Long-context evaluation (passkey, niah, ppl) through KV policies");
   add_model_flags(*cmd, flags->model);
   add_kv_policy_flags(*cmd, flags->kv);
+  add_prefill_flags(*cmd, flags->prefill);
   cmd->get_option("--kv-policy")
       ->description("KV policies to compare, comma-separated, each NAME:KEY=VALUE:... as listed below; eval also "
                     "takes budget=P% (a share of each length), e.g. "

@@ -20,6 +20,7 @@ struct RunFlags {
   ModelFlags model;
   SamplingFlags sampling;
   KvPolicyFlags kv;
+  PrefillFlags prefill;  // --prefill-attn
   SpeculativeFlags speculative;
   std::string prompt;
   std::string prompt_file;
@@ -60,6 +61,7 @@ int run(const RunFlags& f) {
   if (!loaded) return report_error(loaded.message());
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
   check_kv_policy(*loaded->model, f.kv.policy);
+  const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
   warn_past_training_context(*loaded->model, f.n_ctx, "the context (-c)");
 
   // Chat mode wraps the prompt in the model's chat format: the format's markers are control tokens, the prompt and
@@ -78,6 +80,7 @@ int run(const RunFlags& f) {
   so.n_batch = f.n_batch;
   so.n_threads = n_threads;
   so.kv_policy = f.kv.policy;
+  so.prefill_attn = prefill;
   Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
       prepare_head_profile(*loaded->model, f.kv.policy, f.kv.head_profile, n_threads);
   if (!head_profile) return report_error(head_profile.message());
@@ -170,6 +173,7 @@ Runner add_run_command(CLI::App& app) {
       ->check(CLI::Range(0, 1024));
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
+  add_prefill_flags(*cmd, flags->prefill);
   add_speculative_flags(*cmd, flags->speculative);
   cmd->add_flag("--chat", flags->chat, "wrap the prompt in the model's chat format");
   cmd->add_option("--system", flags->system, "system message (needs --chat)");

@@ -114,6 +114,21 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
   app.footer(kv::kv_policy_help());
 }
 
+void add_prefill_flags(CLI::App& app, PrefillFlags& flags) {
+  // The value is checked while the flags are parsed (exit 2 before the model loads), by the parser that
+  // prefill_attention() then reads it with.
+  app.add_option("--prefill-attn", flags.spec, model::prefill_attention_help())
+      ->capture_default_str()
+      ->check([](const std::string& value) {
+        Result<model::PrefillAttentionOptions> parsed = model::parse_prefill_attention(value);
+        return parsed ? std::string() : parsed.message();
+      });
+}
+
+model::PrefillAttentionOptions prefill_attention(const PrefillFlags& flags) {
+  return require_valid(model::parse_prefill_attention(flags.spec));
+}
+
 void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags) {
   auto& o = flags.options;
   std::string names;

@@ -16,6 +16,7 @@
 #include "generate/speculative/registry.h"
 #include "kv/kv_policy.h"
 #include "model/model.h"
+#include "model/sparse_prefill.h"
 #include "sampling/sampling_options.h"
 #include "tokenizer/tokenizer.h"
 
@@ -86,6 +87,15 @@ struct KvPolicyFlags {
   std::string head_profile;  // "" = the one saved beside the model (prepare_head_profile)
 };
 void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags);
+
+// --prefill-attn, shared by run, chat, bench, batch and eval: how long prompt chunks attend
+// (model/sparse_prefill.h), parsed once by prefill_attention().
+struct PrefillFlags {
+  std::string spec = "dense";
+};
+void add_prefill_flags(CLI::App& app, PrefillFlags& flags);
+// The options the flag names; a UsageError (exit 2) naming the value for a bad one.
+model::PrefillAttentionOptions prefill_attention(const PrefillFlags& flags);
 
 // Speculative decoding flags shared by run, chat and batch: --spec-type NAME, --draft-max N, --draft-min N.
 struct SpeculativeFlags {

@@ -162,6 +162,30 @@ TEST(CliErrors, PolicyParametersAreNotFlags) {
   }
 }
 
+// --prefill-attn on every command that prefills: a bad value exits 2 naming it, before the model loads.
+TEST(CliErrors, BadPrefillAttentionIsAUsageError) {
+  for (const char* sub : {"run -p hi", "chat", "bench", "eval", "batch -f x.jsonl"}) {
+    SCOPED_TRACE(sub);
+    expect_error(run_cli(std::string(sub) + " -m smollm2-135m --prefill-attn sparse"), 2, "unknown prefill attention 'sparse'");
+    expect_error(run_cli(std::string(sub) + " -m smollm2-135m --prefill-attn minference:budget=8"), 2, "budget=8");
+  }
+}
+
+// bench's rows name the prefill attention each test ran with.
+TEST(CliEndToEnd, BenchRowsNameThePrefillAttention) {
+  if (!testing::file_exists(testing::smollm2_path())) GTEST_SKIP();
+  const CliRun r = run_cli(
+      "bench -m smollm2-135m -t 1 -p 128 -n 0 -r 1 --warmup 0 --prefill-attn minference:budget=128:min_context=0 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["results"].size(), 1u);
+  EXPECT_EQ(j["results"][0]["prefill_attn"], "minference(budget=128, min_context=0)");
+  const CliRun table = run_cli("bench -m smollm2-135m -t 1 -p 16 -n 0 -r 1 --warmup 0");
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("| kv | prefill | test |"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("| full | dense | pp16 |"), std::string::npos) << table.out;
+}
+
 // Every command that takes --kv-policy lists the policies and their parameters, generated from the registry.
 TEST(CliHelp, KvPolicyHelpListsEveryPolicysParameters) {
   for (const char* sub : {"run", "chat", "bench", "eval", "batch"}) {
