@@ -6,7 +6,7 @@
 //   {"prompt": "..."} or {"messages": [{"role": "...", "content": "..."}, ...]} (the model's chat format),
 //   optional "max_tokens" (>= 1), "temperature" (>= 0; 0 = greedy), "top_p" (in (0, 1]), "seed" (>= 0),
 //   "stop" (a string or a list of strings), "kv_policy" (as --kv-policy: name[:key=value:...]), "spec_type" (as
-//   --spec-type: none, ngram, recycle).
+//   --spec-type: none, ngram, recycle, aded).
 // Unknown fields and wrong types are errors naming the line.
 // Output per request: {"id": line number, "text", "tokens": [ids], "finish_reason": "stop" | "length",
 //   "prompt_tokens", "completion_tokens", "time_to_first_token_s", "tokens_per_s"} ("stop" for an end-of-generation

@@ -215,20 +215,23 @@ bool Generator::plan_draft(Live& live, int32_t budget) {
 }
 
 void Generator::observe(Live& live, std::span<const int32_t> tokens, std::span<const int32_t> parents,
-                        const float* logits, int32_t n_accepted) {
+                        const float* logits, int32_t n_accepted, std::span<const int32_t> path, size_t n_text) {
   speculative::VerifiedStep step;
   step.tokens = tokens;
   step.parents = parents;
   step.logits = logits;
   step.n_vocab = engine_.model().config().n_vocab;
   step.n_accepted = n_accepted;
-  requests_[live.index].options.draft->observe({live.index, live.text}, step);
+  step.path = path;
+  const std::span<const int32_t> text = std::span<const int32_t>(live.text).first(std::min(n_text, live.text.size()));
+  requests_[live.index].options.draft->observe({live.index, text}, step);
 }
 
 Status Generator::take_verified(Live& live, const StepResult& out, size_t i, bool& finished) {
   Request& req = requests_[live.index];
   const int32_t n_vocab = engine_.model().config().n_vocab;
   finished = false;
+  const size_t n_text_before = live.text.size();  // the text up to the pending token, as observe() shows it
   const speculative::Verification v = speculative::verify_tree(
       live.fed, live.parents, [&](int32_t node) { return out.logits(i, node); }, n_vocab, *req.sampler, live.rng,
       [&](int32_t token) {
@@ -240,7 +243,7 @@ Status Generator::take_verified(Live& live, const StepResult& out, size_t i, boo
   stats.n_accepted += v.n_accepted;
   // The cache keeps the pending token and the accepted draft tokens the walk went on from.
   LH_RETURN_IF_ERROR(engine_.accept(live.seq, v.path));
-  observe(live, live.fed, live.parents, out.logits(i, 0), v.n_accepted);
+  observe(live, live.fed, live.parents, out.logits(i, 0), v.n_accepted, v.path, n_text_before);
   if (req.seq >= 0) final_logits_[live.index].assign(out.logits(i, v.last_node), out.logits(i, v.last_node) + n_vocab);
   // As take_token, once the cache holds what plain decoding would: the step fitted, so only the last token's
   // successor can lack room.

@@ -132,9 +132,10 @@ class Generator {
   bool plan_draft(Live& live, int32_t budget);
   // After a draft step: the verification walk, the kept path, the source's lesson. `finished` when it ended.
   Status take_verified(Live& live, const StepResult& out, size_t i, bool& finished);
-  // Hands the source the logits a step produced for the request's tokens [n] (parents: chain when empty).
+  // Hands the source the logits a step produced for the request's tokens [n] (parents: chain when empty), with
+  // the request's first n_text tokens as its context (the text up to tokens[0]; all of it by default).
   void observe(Live& live, std::span<const int32_t> tokens, std::span<const int32_t> parents, const float* logits,
-               int32_t n_accepted);
+               int32_t n_accepted, std::span<const int32_t> path = {}, size_t n_text = SIZE_MAX);
   void finish(Live& live, Result<GenerateResult> result);
 
   Engine& engine_;

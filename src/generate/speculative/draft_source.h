@@ -51,6 +51,9 @@ struct VerifiedStep {
   const float* logits = nullptr;     // [n, n_vocab] the target's raw logits after each token
   int32_t n_vocab = 0;
   int32_t n_accepted = 0;            // draft tokens of the step the target accepted
+  // Nodes (indices into `tokens`) the cache kept: node 0, then each accepted draft token the walk went on from
+  // (Verification::path); empty after a prefill or a step without a draft.
+  std::span<const int32_t> path;
 };
 
 class DraftSource {
@@ -66,6 +69,8 @@ class DraftSource {
 
   // Learns from the target's logits of a step of this request (Token Recycling's candidate matrix, a draft model's
   // rollback). Called after the prefill's last chunk and after every decode step, before the next propose().
+  // context.tokens is the request's text up to step.tokens[0] (its last token): the tokens the step emitted are
+  // not in it yet.
   virtual void observe(const DraftContext& /*context*/, const VerifiedStep& /*step*/) {}
 
   // The request ended (finished, failed or cancelled).

@@ -2,6 +2,7 @@
 
 #include <functional>
 
+#include "generate/speculative/aded.h"
 #include "generate/speculative/ngram.h"
 #include "generate/speculative/recycle.h"
 
@@ -19,6 +20,7 @@ const std::vector<Entry>& registry() {
   static const std::vector<Entry> entries = {
       {"ngram", [](int32_t) { return std::make_unique<NgramSource>(); }},
       {"recycle", [](int32_t n_vocab) { return std::make_unique<RecycleSource>(n_vocab); }},
+      {"aded", [](int32_t n_vocab) { return std::make_unique<AdedSource>(n_vocab); }},
   };
   return entries;
 }

@@ -1,5 +1,5 @@
 // Greedy speculative decoding on both default models gives plain greedy decoding's output: for prompt lookup,
-// Token Recycling, and test sources whose drafts are always right, always wrong, or a tree with the right token as
+// Token Recycling, ADED, and test sources whose drafts are always right, always wrong, or a tree with the right token as
 // the second child. The reference is plain greedy decoding by ordinary one-token engine steps (the argmax of each
 // step's logits), outside the generation loop.
 //
@@ -19,6 +19,7 @@
 
 #include "engine_testing.h"
 #include "generate/generator.h"
+#include "generate/speculative/aded.h"
 #include "generate/speculative/ngram.h"
 #include "generate/speculative/recycle.h"
 #include "sampling/sampler_chain.h"
@@ -196,7 +197,9 @@ void SpeculativeGreedy::run_model(const std::string& path, const char* name, int
   const int32_t n_vocab = engine_->model().config().n_vocab;
   // One Token Recycling matrix for all prompts (the paper's hot start): a fresh one drafts only once a token recurs.
   auto recycle_source = std::make_shared<speculative::RecycleSource>(n_vocab);
+  auto aded_source = std::make_shared<speculative::AdedSource>(n_vocab);  // one table for all prompts too
   int64_t n_recycled = 0;
+  int64_t n_aded = 0;
   for (const Prompt& p : kPrompts) {
     const std::vector<int32_t> prompt = tokenizer_->encode(p.text, true, false);
     const Reference ref = reference(prompt, n_generate);
@@ -214,6 +217,9 @@ void SpeculativeGreedy::run_model(const std::string& path, const char* name, int
     const GenerateResult recycle = speculate(prompt, n_generate, recycle_source);
     expect_same(ref, recycle, exact, where + ", recycle");
     n_recycled += recycle.speculative.n_drafted;
+    const GenerateResult aded = speculate(prompt, n_generate, aded_source);
+    expect_same(ref, aded, exact, where + ", aded");
+    n_aded += aded.speculative.n_drafted;
 
     if (p.kind != std::string("code")) continue;  // the test sources on one prompt: they test the loop, not the text
     using Mode = OracleSource::Mode;
@@ -242,6 +248,7 @@ void SpeculativeGreedy::run_model(const std::string& path, const char* name, int
     }
   }
   EXPECT_GT(n_recycled, 0) << name << ": Token Recycling never drafted";
+  EXPECT_GT(n_aded, 0) << name << ": ADED never drafted";
 }
 
 TEST_F(SpeculativeGreedy, SmolLM2SameAsPlainDecoding) { run_model(longhaul::testing::smollm2_path(), "SmolLM2", 20); }

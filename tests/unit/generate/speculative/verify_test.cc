@@ -16,6 +16,7 @@
 #include <random>
 #include <vector>
 
+#include "generate/speculative/aded.h"
 #include "generate/speculative/verify.h"
 #include "sampling/sampler_chain.h"
 
@@ -91,13 +92,27 @@ std::vector<int32_t> plain(sampling::SamplerChain& chain, std::vector<int32_t> h
   return out;
 }
 
+// With `source`, the draft is the source's proposal (at most kSourceDraftMax tokens) and the source observes every
+// step as the generation loop shows it: the history up to the pending token, the logits of every node, the kept
+// path. draft_of is then not used.
+constexpr int32_t kSourceDraftMax = 6;
+
 std::vector<int32_t> speculative(sampling::SamplerChain& chain, std::mt19937_64& rng, std::vector<int32_t> history,
-                                 int32_t n, const DraftFn& draft_of) {
+                                 int32_t n, const DraftFn& draft_of, DraftSource* source = nullptr) {
   std::vector<int32_t> out;
   while (static_cast<int32_t>(out.size()) < n) {
     // Node 0 is the last token; the draft's nodes follow with parents in the step's numbering.
     std::vector<int32_t> tokens = {history.back()}, parents = {-1};
-    draft_of(history, tokens, parents);
+    if (source != nullptr) {
+      Draft d;
+      source->propose({0, history}, kSourceDraftMax, d);
+      for (size_t i = 0; i < d.size(); ++i) {
+        tokens.push_back(d.tokens[i]);
+        parents.push_back(d.parents.empty() ? static_cast<int32_t>(i) : d.parents[i] + 1);
+      }
+    } else {
+      draft_of(history, tokens, parents);
+    }
     // The logits at a node: the model after the history plus the node's path.
     std::vector<std::vector<float>> node_logits(tokens.size());
     for (size_t i = 0; i < tokens.size(); ++i) {
@@ -107,17 +122,33 @@ std::vector<int32_t> speculative(sampling::SamplerChain& chain, std::mt19937_64&
       h.insert(h.end(), path.begin(), path.end());
       node_logits[i] = model_logits(h);
     }
-    verify_tree(tokens, parents, [&](int32_t node) { return node_logits[static_cast<size_t>(node)].data(); }, kVocab,
-                chain, rng, [&](int32_t token) {
-                  out.push_back(token);
-                  history.push_back(token);
-                  return static_cast<int32_t>(out.size()) < n;
-                });
+    const std::vector<int32_t> before = history;
+    const Verification v = verify_tree(
+        tokens, parents, [&](int32_t node) { return node_logits[static_cast<size_t>(node)].data(); }, kVocab, chain,
+        rng, [&](int32_t token) {
+          out.push_back(token);
+          history.push_back(token);
+          return static_cast<int32_t>(out.size()) < n;
+        });
+    if (source != nullptr) {
+      std::vector<float> all;
+      for (const auto& l : node_logits) all.insert(all.end(), l.begin(), l.end());
+      VerifiedStep step;
+      step.tokens = tokens;
+      step.parents = parents;
+      step.logits = all.data();
+      step.n_vocab = kVocab;
+      step.n_accepted = v.n_accepted;
+      step.path = v.path;
+      source->observe({0, before}, step);
+    }
   }
   return out;
 }
 
-ChiSquare compare(const sampling::SamplingOptions& o, const DraftFn& draft_of, int32_t n_tokens, int32_t n_runs) {
+// source: one draft source for all runs (an adaptive one keeps learning across them), or null for draft_of.
+ChiSquare compare(const sampling::SamplingOptions& o, const DraftFn& draft_of, int32_t n_tokens, int32_t n_runs,
+                  DraftSource* source = nullptr) {
   std::map<std::vector<int32_t>, int64_t> with, without;
   const std::vector<int32_t> prompt = {2, 3, 2};
   for (int32_t run = 0; run < n_runs; ++run) {
@@ -131,7 +162,7 @@ ChiSquare compare(const sampling::SamplingOptions& o, const DraftFn& draft_of, i
     }
     ++without[plain(a, prompt, n_tokens)];
     std::mt19937_64 rng(static_cast<uint64_t>(run) * 7919 + 17);
-    ++with[speculative(b, rng, prompt, n_tokens, draft_of)];
+    ++with[speculative(b, rng, prompt, n_tokens, draft_of, source)];
   }
   return two_sample(with, without);
 }
@@ -196,6 +227,16 @@ TEST(SpeculativeSampling, HistoryDependentDraftsKeepTheDistribution) {
   for (const Setting& s : settings()) {
     const ChiSquare c = compare(s.options, echo_draft, 3, kRuns);
     EXPECT_LT(c.statistic, chi_square_critical(c.df)) << s.name << ": X^2 = " << c.statistic << ", df = " << c.df;
+  }
+}
+
+// The draft sources themselves, adaptive ones learning from the toy model's logits as they go.
+TEST(SpeculativeSampling, AdedDraftsKeepTheDistribution) {
+  for (const Setting& s : settings()) {
+    AdedSource source(kVocab, 3);
+    const ChiSquare c = compare(s.options, nullptr, 3, kRuns, &source);
+    EXPECT_LT(c.statistic, chi_square_critical(c.df)) << s.name << ": X^2 = " << c.statistic << ", df = " << c.df;
+    EXPECT_EQ(source.row(AdedSource::kNoToken, 2).size(), 3u) << s.name << ": the table learnt nothing";
   }
 }
 
