@@ -5,7 +5,7 @@ Three workloads, their prompts committed in bench/speculative_prompts/:
   input-grounded  answer questions by quoting a ~900-token incident report (input_grounded.txt)
   code-editing    reproduce a 50-line Python function with one parameter renamed (code_editing.txt)
   open-ended      plan a weekend trip, a chat turn with nothing to quote (chat.txt, through --chat)
-For every model and workload, every longhaul --spec-type (none, ngram, recycle, aded) runs
+For every model and workload, every longhaul --spec-type (none, ngram, recycle, aded, retrieval) runs
     longhaul run -m MODEL -f PROMPT -n N --temp 0 --ignore-eos --json -t T --spec-type S [--chat]
 and llama.cpp runs the same prompt text through llama-cpp-python's high-level API twice, plain and with
 LlamaPromptLookupDecoding (num_pred_tokens = --llama-pred, max_ngram_size = 2, its defaults otherwise), greedy,
@@ -111,7 +111,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-n", "--n-gen", type=int, default=256)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--spec-types", default="none,ngram,recycle,aded")
+    p.add_argument("--spec-types", default="none,ngram,recycle,aded,retrieval")
     p.add_argument("--draft-max", type=int, default=16)
     p.add_argument("--llama-pred", type=int, default=10, help="LlamaPromptLookupDecoding's num_pred_tokens")
     p.add_argument("--no-llama", action="store_true", help="leave llama.cpp out")

@@ -58,7 +58,7 @@ size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& 
 
 int run(const ChatFlags& f) {
   require_valid(sampling::validate(f.sampling.options));
-  require_valid(generate::speculative::validate(f.speculative.options));
+  require_valid_speculative(f.speculative);
   const int32_t n_threads = cap_threads(f.n_threads > 0 || f.n_threads_batch < 0 ? f.n_threads : f.n_threads_batch);
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
@@ -88,7 +88,8 @@ int run(const ChatFlags& f) {
   // One draft source for the whole conversation: Token Recycling's matrix keeps learning across replies.
   generate::GenerateOptions reply_options;
   reply_options.n_predict = f.n_predict;
-  set_draft_source(f.speculative, *loaded->model, reply_options);
+  if (Status st = set_draft_source(f.speculative, draft_source_inputs(*loaded), reply_options); !st)
+    return report_error(st.message());
 
   const bool interactive = isatty(STDIN_FILENO) != 0;
   if (interactive) {

@@ -53,7 +53,7 @@ int run(const RunFlags& f) {
   if (!f.system.empty() && !f.chat)
     throw UsageError("--system needs --chat: a system message is part of the chat format");
   require_valid(sampling::validate(f.sampling.options));
-  require_valid(generate::speculative::validate(f.speculative.options));
+  require_valid_speculative(f.speculative);
   const int32_t n_threads = cap_threads(f.n_threads > 0 || f.n_threads_batch < 0 ? f.n_threads : f.n_threads_batch);
   Result<std::string> prompt = read_prompt(f.prompt, f.prompt_file, true);
   if (!prompt) return report_error(prompt.message());
@@ -98,7 +98,8 @@ int run(const RunFlags& f) {
   generate::GenerateOptions go;
   go.n_predict = f.n_predict;
   go.ignore_eos = f.ignore_eos;
-  set_draft_source(f.speculative, *loaded->model, go);
+  if (Status st = set_draft_source(f.speculative, draft_source_inputs(*loaded), go); !st)
+    return report_error(st.message());
   generate::TextFn stream = nullptr;
   if (!f.json) {
     // A failed write (a full disk, a closed pipe) stops generating; main() reports it and exits 1.

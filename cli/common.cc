@@ -135,7 +135,8 @@ void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags) {
   for (const std::string& n : generate::speculative::draft_source_names()) names += (names.empty() ? "" : ", ") + n;
   app.add_option("--spec-type", o.type,
                  "speculative decoding's draft source: " + names +
-                     " (ngram: prompt lookup; recycle: Token Recycling); output is unchanged")
+                     " (ngram: prompt lookup; recycle: Token Recycling; aded: adaptive tri-gram table; retrieval: longest-suffix "
+                     "matches in the text and --spec-corpus); output is unchanged")
       ->capture_default_str()
       ->check(CLI::IsMember(generate::speculative::draft_source_names()));
   app.add_option("--draft-max", o.draft_max, "most draft tokens (tree nodes) verified per step")
@@ -144,13 +145,30 @@ void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags) {
   app.add_option("--draft-min", o.draft_min, "shorter drafts are not verified (0: any)")
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
+  app.add_option("--spec-corpus", o.corpus,
+                 "retrieval: a text file whose continuations are drafted too (tokenized and indexed once)");
 }
 
-void set_draft_source(const SpeculativeFlags& flags, const model::Model& model, generate::GenerateOptions& options) {
-  options.draft =
-      require_valid(generate::speculative::make_draft_source(flags.options, model.config().n_vocab));
+void require_valid_speculative(const SpeculativeFlags& flags) {
+  const auto& o = flags.options;
+  require_valid(generate::speculative::validate(o));
+  if (!o.corpus.empty() && o.type != "retrieval")
+    throw UsageError("--spec-corpus is read by --spec-type retrieval only (--spec-type is " + o.type + ")");
+}
+
+generate::speculative::DraftSourceInputs draft_source_inputs(const LoadedModel& target) {
+  generate::speculative::DraftSourceInputs in;
+  in.n_vocab = target.model->config().n_vocab;
+  in.tokenizer = target.tokenizer.get();
+  return in;
+}
+
+Status set_draft_source(const SpeculativeFlags& flags, const generate::speculative::DraftSourceInputs& inputs,
+                        generate::GenerateOptions& options) {
+  LH_ASSIGN_OR_RETURN(options.draft, generate::speculative::make_draft_source(flags.options, inputs));
   options.draft_max = flags.options.draft_max;
   options.draft_min = flags.options.draft_min;
+  return Status::ok();
 }
 
 std::string speculative_summary(const std::string& type, const generate::SpeculativeStats& stats) {

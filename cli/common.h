@@ -97,14 +97,20 @@ void add_prefill_flags(CLI::App& app, PrefillFlags& flags);
 // The options the flag names; a UsageError (exit 2) naming the value for a bad one.
 model::PrefillAttentionOptions prefill_attention(const PrefillFlags& flags);
 
-// Speculative decoding flags shared by run, chat and batch: --spec-type NAME, --draft-max N, --draft-min N.
+// Speculative decoding flags shared by run, chat and batch: --spec-type NAME, --draft-max N, --draft-min N,
+// --spec-corpus FILE (retrieval).
 struct SpeculativeFlags {
   generate::speculative::SpeculativeOptions options;
 };
 void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags);
-// Sets options.draft (and its limits) to the source the flags name for `model` (null for none). Called after
-// require_valid(validate(flags.options)).
-void set_draft_source(const SpeculativeFlags& flags, const model::Model& model, generate::GenerateOptions& options);
+// validate(flags.options), and a flag given without the --spec-type that reads it: UsageError.
+void require_valid_speculative(const SpeculativeFlags& flags);
+// The inputs of make_draft_source for `target`: its vocabulary and tokenizer.
+generate::speculative::DraftSourceInputs draft_source_inputs(const LoadedModel& target);
+// Sets options.draft (and its limits) to the source the flags name (null for none). Called after
+// require_valid_speculative(); a corpus file that cannot be used is an error result (exit 1).
+Status set_draft_source(const SpeculativeFlags& flags, const generate::speculative::DraftSourceInputs& inputs,
+                        generate::GenerateOptions& options);
 // The same for the stderr statistics line: " | spec ngram: 40/64 drafted tokens accepted, 2.25 tokens/step".
 std::string speculative_summary(const std::string& type, const generate::SpeculativeStats& stats);
 

@@ -146,9 +146,12 @@ Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines,
     if (Status st = speculative::validate(spec_options); !st.is_ok()) return line_error(l.line, st.message());
     auto source = draft_of.find(spec_options.type);
     if (source == draft_of.end()) {
-      LH_ASSIGN_OR_RETURN(std::unique_ptr<speculative::DraftSource> made,
-                          speculative::make_draft_source(spec_options, model.config().n_vocab));
-      source = draft_of.emplace(spec_options.type, std::move(made)).first;
+      speculative::DraftSourceInputs inputs;
+      inputs.n_vocab = model.config().n_vocab;
+      inputs.tokenizer = &tokenizer;
+      Result<std::unique_ptr<speculative::DraftSource>> made = speculative::make_draft_source(spec_options, inputs);
+      if (!made) return line_error(l.line, "--spec-type " + spec_options.type + ": " + made.message());
+      source = draft_of.emplace(spec_options.type, std::move(made).value()).first;
     }
     job.spec_type = spec_options.type;
     job.options.draft = source->second;

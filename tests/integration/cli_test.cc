@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "gguf/gguf_writer.h"
 #include "testing/model_paths.h"
@@ -260,6 +261,53 @@ TEST(CliEndToEnd, SpeculativeRunKeepsTheGreedyOutput) {
   EXPECT_NEAR(s["mean_accepted_length"].get<double>(),
               1.0 + s["accepted"].get<double>() / s["steps"].get<double>(), 1e-3);
   EXPECT_NE(ngram.err.find("spec ngram: "), std::string::npos) << ngram.err;
+}
+
+TEST(CliErrors, SpeculativeInputsAreChecked) {
+  // A flag without the --spec-type that reads it is a usage error, before any model loads.
+  expect_error(run_cli("run -m smollm2-135m -p hi --spec-corpus x.txt"), 2, "--spec-corpus is read by --spec-type retrieval");
+  if (!testing::file_exists(testing::smollm2_path())) GTEST_SKIP();
+  // A corpus file that cannot be used: one line naming it, exit 1.
+  const std::string spec = "run -m smollm2-135m -p hi -n 2 --spec-type retrieval --spec-corpus ";
+  expect_error(run_cli(spec + "/nonexistent/corpus.txt"), 1, "--spec-corpus '/nonexistent/corpus.txt': cannot read");
+  expect_error(run_cli(spec + std::filesystem::temp_directory_path().string()), 1, "is a directory");
+  const std::string empty = temp_path("empty_corpus.txt");
+  { std::ofstream(empty).flush(); }
+  expect_error(run_cli(spec + empty), 1, "is empty");
+  const std::string binary = temp_path("binary_corpus.txt");
+  {
+    std::ofstream out(binary, std::ios::binary);
+    out.write("ab\0cd", 5);
+  }
+  expect_error(run_cli(spec + binary), 1, "is not text (a NUL byte at offset 2)");
+  std::remove(empty.c_str());
+  std::remove(binary.c_str());
+}
+
+TEST(CliEndToEnd, NewDraftSourcesKeepTheGreedyOutput) {
+  if (!testing::file_exists(testing::smollm2_path()) || !__builtin_cpu_supports("avx2")) GTEST_SKIP();
+  ::setenv("LONGHAUL_ISA", "avx2", 1);
+  const std::string corpus = temp_path("corpus.txt");
+  {
+    std::ofstream out(corpus);
+    out << "one two three four, one two three four, one two three four, five six seven eight.\n";
+  }
+  const std::string args = "run -m smollm2-135m -p 'one two three four, one two three four, one two' -n 16 --temp 0 "
+                           "--json -t 2 --ignore-eos";
+  const CliRun plain = run_cli(args);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  const nlohmann::json p = nlohmann::json::parse(plain.out);
+  for (const std::string& spec : std::vector<std::string>{"aded", "retrieval", "retrieval --spec-corpus " + corpus}) {
+    const CliRun r = run_cli(args + " --draft-max 6 --spec-type " + spec);
+    ASSERT_EQ(r.exit_code, 0) << spec << ": " << r.err;
+    const nlohmann::json j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["tokens"], p["tokens"]) << spec;
+    const nlohmann::json& s = j["speculative"];
+    EXPECT_EQ(s["type"], spec.substr(0, spec.find(' '))) << spec;
+    EXPECT_GT(s["drafted"].get<int64_t>(), 0) << spec;
+  }
+  ::unsetenv("LONGHAUL_ISA");
+  std::remove(corpus.c_str());
 }
 
 // Every task names each row by its policy and its cell storage, so that the rows of one sweep stay apart.

@@ -1,26 +1,45 @@
 #include "generate/speculative/registry.h"
 
 #include <functional>
+#include <utility>
 
 #include "generate/speculative/aded.h"
 #include "generate/speculative/ngram.h"
 #include "generate/speculative/recycle.h"
+#include "generate/speculative/retrieval.h"
 
 namespace longhaul::generate::speculative {
 
 namespace {
 
+using Made = Result<std::unique_ptr<DraftSource>>;
+
 struct Entry {
   const char* name;
-  std::function<std::unique_ptr<DraftSource>(int32_t n_vocab)> make;
+  std::function<Made(const SpeculativeOptions&, const DraftSourceInputs&)> make;
 };
+
+template <typename Source, typename... Args>
+Made made(Args&&... args) {
+  return std::unique_ptr<DraftSource>(std::make_unique<Source>(std::forward<Args>(args)...));
+}
+
+Made make_retrieval(const SpeculativeOptions& o, const DraftSourceInputs& in) {
+  std::vector<int32_t> corpus;
+  if (!o.corpus.empty()) {
+    LH_CHECK_MSG(in.tokenizer != nullptr, "retrieval with a corpus needs the target's tokenizer");
+    LH_ASSIGN_OR_RETURN(corpus, read_corpus(o.corpus, *in.tokenizer));
+  }
+  return made<RetrievalSource>(std::move(corpus));
+}
 
 // One line per source.
 const std::vector<Entry>& registry() {
   static const std::vector<Entry> entries = {
-      {"ngram", [](int32_t) { return std::make_unique<NgramSource>(); }},
-      {"recycle", [](int32_t n_vocab) { return std::make_unique<RecycleSource>(n_vocab); }},
-      {"aded", [](int32_t n_vocab) { return std::make_unique<AdedSource>(n_vocab); }},
+      {"ngram", [](const SpeculativeOptions&, const DraftSourceInputs&) { return made<NgramSource>(); }},
+      {"recycle", [](const SpeculativeOptions&, const DraftSourceInputs& in) { return made<RecycleSource>(in.n_vocab); }},
+      {"aded", [](const SpeculativeOptions&, const DraftSourceInputs& in) { return made<AdedSource>(in.n_vocab); }},
+      {"retrieval", make_retrieval},
   };
   return entries;
 }
@@ -49,11 +68,18 @@ Status validate(const SpeculativeOptions& o) {
   return Status::ok();
 }
 
-Result<std::unique_ptr<DraftSource>> make_draft_source(const SpeculativeOptions& options, int32_t n_vocab) {
+Result<std::unique_ptr<DraftSource>> make_draft_source(const SpeculativeOptions& options,
+                                                       const DraftSourceInputs& inputs) {
   LH_RETURN_IF_ERROR(validate(options));
   for (const Entry& e : registry())
-    if (options.type == e.name) return e.make(n_vocab);
+    if (options.type == e.name) return e.make(options, inputs);
   return std::unique_ptr<DraftSource>();  // "none"
+}
+
+Result<std::unique_ptr<DraftSource>> make_draft_source(const SpeculativeOptions& options, int32_t n_vocab) {
+  DraftSourceInputs inputs;
+  inputs.n_vocab = n_vocab;
+  return make_draft_source(options, inputs);
 }
 
 }  // namespace longhaul::generate::speculative

@@ -8,6 +8,7 @@
 
 #include "base/status.h"
 #include "generate/speculative/draft_source.h"
+#include "tokenizer/tokenizer.h"
 
 namespace longhaul::generate::speculative {
 
@@ -16,6 +17,13 @@ struct SpeculativeOptions {
   std::string type = "none";  // draft source, one of draft_source_names() ("none" = plain decoding)
   int32_t draft_max = 16;     // most draft tokens verified per step (tree nodes for a tree source), >= 1
   int32_t draft_min = 0;      // a shorter draft is not verified: the step decodes one token (0 = any draft)
+  std::string corpus;         // retrieval: a text file added to the datastore ("" = the request's text alone)
+};
+
+// What a source may need besides the options, from the caller that holds the models.
+struct DraftSourceInputs {
+  int32_t n_vocab = 0;                              // the target's vocabulary size
+  const tokenizer::Tokenizer* tokenizer = nullptr;  // the target's (retrieval tokenizes its corpus with it)
 };
 
 // "none" and every registered source, in registry order.
@@ -24,8 +32,11 @@ std::vector<std::string> draft_source_names();
 // Checks the options: an unknown type lists the known ones; draft_max in [1, 256], draft_min in [0, draft_max].
 Status validate(const SpeculativeOptions& options);
 
-// The source options.type names for a model of `n_vocab` tokens, or null for "none". One source may serve every
-// request of a generation loop: it receives each request's whole text in propose().
+// The source options.type names, or null for "none". One source may serve every request of a generation loop: it
+// receives each request's whole text in propose(). Fails for invalid options or a corpus file that cannot be used.
+Result<std::unique_ptr<DraftSource>> make_draft_source(const SpeculativeOptions& options,
+                                                       const DraftSourceInputs& inputs);
+// The same for the sources that need nothing but the vocabulary size.
 Result<std::unique_ptr<DraftSource>> make_draft_source(const SpeculativeOptions& options, int32_t n_vocab);
 
 }  // namespace longhaul::generate::speculative

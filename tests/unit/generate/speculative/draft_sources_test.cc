@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "draft_testing.h"
 #include "generate/speculative/ngram.h"
 #include "generate/speculative/recycle.h"
 #include "generate/speculative/registry.h"
@@ -13,11 +14,7 @@
 namespace longhaul::generate::speculative {
 namespace {
 
-Draft propose(DraftSource& source, const std::vector<int32_t>& text, int32_t max_tokens) {
-  Draft d;
-  source.propose({0, text}, max_tokens, d);
-  return d;
-}
+using testing::propose;
 
 TEST(NgramMatcher, FindsTheLatestEarlierOccurrenceOfTheTail) {
   //                                0  1  2  3  4  5  6  7  8
@@ -123,7 +120,7 @@ TEST(RecycleSource, MatrixRowsAreEachFedTokensTopKAndTheTreeWalksThem) {
 }
 
 TEST(DraftRegistry, NamesOptionsAndErrors) {
-  EXPECT_EQ(draft_source_names(), (std::vector<std::string>{"none", "ngram", "recycle", "aded"}));
+  EXPECT_EQ(draft_source_names(), (std::vector<std::string>{"none", "ngram", "recycle", "aded", "retrieval"}));
   SpeculativeOptions o;
   Result<std::unique_ptr<DraftSource>> none = make_draft_source(o, 100);
   ASSERT_TRUE(none.is_ok());
@@ -133,7 +130,7 @@ TEST(DraftRegistry, NamesOptionsAndErrors) {
   ASSERT_TRUE(recycle.is_ok());
   EXPECT_EQ((*recycle)->name(), "recycle");
   o.type = "eagle";
-  EXPECT_NE(validate(o).message().find("unknown draft source 'eagle' (known: none, ngram, recycle, aded)"), std::string::npos);
+  EXPECT_NE(validate(o).message().find("unknown draft source 'eagle' (known: none, ngram, recycle, aded, retrieval)"), std::string::npos);
   o.type = "ngram";
   o.draft_min = 20;
   EXPECT_NE(validate(o).message().find("--draft-min 20 is outside [0, --draft-max 16]"), std::string::npos);

@@ -1,7 +1,8 @@
 // Greedy speculative decoding on both default models gives plain greedy decoding's output: for prompt lookup,
-// Token Recycling, ADED, and test sources whose drafts are always right, always wrong, or a tree with the right token as
-// the second child. The reference is plain greedy decoding by ordinary one-token engine steps (the argmax of each
-// step's logits), outside the generation loop.
+// Token Recycling, ADED, retrieval (with and without a corpus), and test sources whose drafts
+// are always right, always wrong, or a tree with the right token as the second child. The reference is plain
+// greedy decoding by ordinary one-token engine steps (the argmax of each step's logits), outside the generation
+// loop.
 //
 // Exactness depends on the kernels. Where a row's logits have the same bits in a one-token step and in a step of
 // several tokens (SmolLM2 with the AVX2 or generic kernels), the outputs must be identical token for token, and
@@ -22,6 +23,7 @@
 #include "generate/speculative/aded.h"
 #include "generate/speculative/ngram.h"
 #include "generate/speculative/recycle.h"
+#include "generate/speculative/retrieval.h"
 #include "sampling/sampler_chain.h"
 #include "tokenizer/tokenizer.h"
 
@@ -220,6 +222,15 @@ void SpeculativeGreedy::run_model(const std::string& path, const char* name, int
     const GenerateResult aded = speculate(prompt, n_generate, aded_source);
     expect_same(ref, aded, exact, where + ", aded");
     n_aded += aded.speculative.n_drafted;
+    const GenerateResult retrieval = speculate(prompt, n_generate, std::make_shared<speculative::RetrievalSource>());
+    expect_same(ref, retrieval, exact, where + ", retrieval");
+    // A corpus that holds the prompt and plain decoding's continuation: the drafts are mostly right.
+    std::vector<int32_t> corpus = tokenizer_->encode(p.text, false, false);
+    corpus.insert(corpus.end(), ref.tokens.begin(), ref.tokens.end());
+    const GenerateResult corpus_run =
+        speculate(prompt, n_generate, std::make_shared<speculative::RetrievalSource>(std::move(corpus)));
+    expect_same(ref, corpus_run, exact, where + ", retrieval with a corpus");
+    EXPECT_GT(corpus_run.speculative.n_accepted, 0) << where;
 
     if (p.kind != std::string("code")) continue;  // the test sources on one prompt: they test the loop, not the text
     using Mode = OracleSource::Mode;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "generate/speculative/aded.h"
+#include "generate/speculative/retrieval.h"
 #include "generate/speculative/verify.h"
 #include "sampling/sampler_chain.h"
 
@@ -237,6 +238,14 @@ TEST(SpeculativeSampling, AdedDraftsKeepTheDistribution) {
     const ChiSquare c = compare(s.options, nullptr, 3, kRuns, &source);
     EXPECT_LT(c.statistic, chi_square_critical(c.df)) << s.name << ": X^2 = " << c.statistic << ", df = " << c.df;
     EXPECT_EQ(source.row(AdedSource::kNoToken, 2).size(), 3u) << s.name << ": the table learnt nothing";
+  }
+}
+
+TEST(SpeculativeSampling, RetrievalDraftsKeepTheDistribution) {
+  for (const Setting& s : settings()) {
+    RetrievalSource source({2, 3, 2, 1, 1, 4, 0, 2, 3, 5, 2, 3, 2, 4, 4, 1, 0, 0, 3, 2});
+    const ChiSquare c = compare(s.options, nullptr, 3, kRuns, &source);
+    EXPECT_LT(c.statistic, chi_square_critical(c.df)) << s.name << ": X^2 = " << c.statistic << ", df = " << c.df;
   }
 }
 
