@@ -58,6 +58,17 @@ int run(const BatchFlags& f) {
   defaults.prefill_attn = prefill;
   defaults.n_ctx = n_ctx;
   defaults.speculative = f.speculative.options;
+  // The engine first: a draft model's engine shares its pool.
+  generate::EngineOptions eo;
+  eo.n_ctx = n_ctx;
+  eo.n_batch = f.n_batch;
+  eo.n_threads = n_threads;
+  eo.max_sequences = f.parallel;
+  Result<std::unique_ptr<generate::Engine>> engine = generate::Engine::create(model, eo);
+  if (!engine) return report_error(engine.message());
+  LoadedModel draft;  // outlives the jobs' draft sources
+  if (Status st = load_draft_model(f.speculative, draft); !st) return report_error(st.message());
+  defaults.draft_inputs = draft_source_inputs(*loaded, draft, &(*engine)->pool(), n_ctx);
   // duo's head profile (the one beside the model, computed on first use) when the flag or any line names duo.
   bool any_duo = false;
   for (const generate::BatchLine& l : *lines)
@@ -69,14 +80,6 @@ int run(const BatchFlags& f) {
   Result<std::vector<generate::BatchJob>> jobs = generate::prepare_batch(
       *lines, model, *loaded->tokenizer, tokenizer::detect_chat_format(model.file()), defaults);
   if (!jobs) return report_error(f.input + ": " + jobs.message());
-
-  generate::EngineOptions eo;
-  eo.n_ctx = n_ctx;
-  eo.n_batch = f.n_batch;
-  eo.n_threads = n_threads;
-  eo.max_sequences = f.parallel;
-  Result<std::unique_ptr<generate::Engine>> engine = generate::Engine::create(model, eo);
-  if (!engine) return report_error(engine.message());
 
   // Output: nothing is written before the whole file was validated (above).
   FILE* out = stdout;

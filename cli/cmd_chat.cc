@@ -86,9 +86,13 @@ int run(const ChatFlags& f) {
   // rule); a bounded one evicts to make room.
   const bool keeps_every_cell = (*session)->policy().max_cells() == 0;
   // One draft source for the whole conversation: Token Recycling's matrix keeps learning across replies.
+  LoadedModel draft;  // outlives the draft source in reply_options
+  if (Status st = load_draft_model(f.speculative, draft); !st) return report_error(st.message());
   generate::GenerateOptions reply_options;
   reply_options.n_predict = f.n_predict;
-  if (Status st = set_draft_source(f.speculative, draft_source_inputs(*loaded), reply_options); !st)
+  if (Status st = set_draft_source(f.speculative, draft_source_inputs(*loaded, draft, &(*session)->engine().pool(), n_ctx),
+                                   reply_options);
+      !st)
     return report_error(st.message());
 
   const bool interactive = isatty(STDIN_FILENO) != 0;

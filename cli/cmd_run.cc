@@ -95,10 +95,15 @@ int run(const RunFlags& f) {
                  (*session)->n_ctx(), prompt_ids.size(), (*session)->describe_kv().c_str());
   }
 
+  LoadedModel draft;  // outlives the draft source in `go`
+  if (Status st = load_draft_model(f.speculative, draft); !st) return report_error(st.message());
   generate::GenerateOptions go;
   go.n_predict = f.n_predict;
   go.ignore_eos = f.ignore_eos;
-  if (Status st = set_draft_source(f.speculative, draft_source_inputs(*loaded), go); !st)
+  if (Status st = set_draft_source(f.speculative,
+                                   draft_source_inputs(*loaded, draft, &(*session)->engine().pool(), (*session)->n_ctx()),
+                                   go);
+      !st)
     return report_error(st.message());
   generate::TextFn stream = nullptr;
   if (!f.json) {

@@ -136,7 +136,7 @@ void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags) {
   app.add_option("--spec-type", o.type,
                  "speculative decoding's draft source: " + names +
                      " (ngram: prompt lookup; recycle: Token Recycling; aded: adaptive tri-gram table; retrieval: longest-suffix "
-                     "matches in the text and --spec-corpus); output is unchanged")
+                     "matches in the text and --spec-corpus; draft: a draft model, -md); output is unchanged")
       ->capture_default_str()
       ->check(CLI::IsMember(generate::speculative::draft_source_names()));
   app.add_option("--draft-max", o.draft_max, "most draft tokens (tree nodes) verified per step")
@@ -147,6 +147,12 @@ void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags) {
       ->check(CLI::Range(0, 256));
   app.add_option("--spec-corpus", o.corpus,
                  "retrieval: a text file whose continuations are drafted too (tokenized and indexed once)");
+  app.add_option("--model-draft", o.draft_model,
+                 "(-md) draft: the draft model (GGUF or short name) with the target's tokenizer");
+  app.add_option("--draft-p-min", o.draft_p_min,
+                 "draft: the draft model stops drafting below this top probability (BiLD's fallback; 0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
 }
 
 void require_valid_speculative(const SpeculativeFlags& flags) {
@@ -154,12 +160,27 @@ void require_valid_speculative(const SpeculativeFlags& flags) {
   require_valid(generate::speculative::validate(o));
   if (!o.corpus.empty() && o.type != "retrieval")
     throw UsageError("--spec-corpus is read by --spec-type retrieval only (--spec-type is " + o.type + ")");
+  if (!o.draft_model.empty() && o.type != "draft")
+    throw UsageError("-md is read by --spec-type draft only (--spec-type is " + o.type + ")");
 }
 
-generate::speculative::DraftSourceInputs draft_source_inputs(const LoadedModel& target) {
+Status load_draft_model(const SpeculativeFlags& flags, LoadedModel& draft) {
+  if (flags.options.draft_model.empty()) return Status::ok();
+  Result<LoadedModel> loaded = load_model(flags.options.draft_model);
+  if (!loaded) return Status::error("draft model (-md): " + loaded.message());
+  draft = std::move(loaded).value();
+  return Status::ok();
+}
+
+generate::speculative::DraftSourceInputs draft_source_inputs(const LoadedModel& target, const LoadedModel& draft,
+                                                             ThreadPool* pool, int32_t n_ctx) {
   generate::speculative::DraftSourceInputs in;
   in.n_vocab = target.model->config().n_vocab;
   in.tokenizer = target.tokenizer.get();
+  in.draft_model = draft.model.get();
+  in.draft_tokenizer = draft.tokenizer.get();
+  in.pool = pool;
+  in.n_ctx = n_ctx;
   return in;
 }
 

@@ -98,17 +98,22 @@ void add_prefill_flags(CLI::App& app, PrefillFlags& flags);
 model::PrefillAttentionOptions prefill_attention(const PrefillFlags& flags);
 
 // Speculative decoding flags shared by run, chat and batch: --spec-type NAME, --draft-max N, --draft-min N,
-// --spec-corpus FILE (retrieval).
+// --spec-corpus FILE (retrieval), -md MODEL and --draft-p-min P (draft).
 struct SpeculativeFlags {
   generate::speculative::SpeculativeOptions options;
 };
 void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags);
 // validate(flags.options), and a flag given without the --spec-type that reads it: UsageError.
 void require_valid_speculative(const SpeculativeFlags& flags);
-// The inputs of make_draft_source for `target`: its vocabulary and tokenizer.
-generate::speculative::DraftSourceInputs draft_source_inputs(const LoadedModel& target);
+// Loads the draft model (-md) into `draft` when the flags name one; it must outlive every source
+// made with it. A model that cannot be loaded is an error result (exit 1).
+Status load_draft_model(const SpeculativeFlags& flags, LoadedModel& draft);
+// The inputs of make_draft_source for `target`: its vocabulary and tokenizer, the draft model in `draft` (if
+// loaded) on the target engine's `pool`, sequences of n_ctx tokens.
+generate::speculative::DraftSourceInputs draft_source_inputs(const LoadedModel& target, const LoadedModel& draft,
+                                                             ThreadPool* pool, int32_t n_ctx);
 // Sets options.draft (and its limits) to the source the flags name (null for none). Called after
-// require_valid_speculative(); a corpus file that cannot be used is an error result (exit 1).
+// require_valid_speculative(); a corpus file or a draft model that cannot be used is an error result (exit 1).
 Status set_draft_source(const SpeculativeFlags& flags, const generate::speculative::DraftSourceInputs& inputs,
                         generate::GenerateOptions& options);
 // The same for the stderr statistics line: " | spec ngram: 40/64 drafted tokens accepted, 2.25 tokens/step".

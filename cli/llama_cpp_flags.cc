@@ -63,6 +63,12 @@ std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string
       if (has_value) ++i;
       continue;
     }
+    if (a == "-md") {  // llama.cpp's draft model flag; CLI11 would read it as -m d
+      if (!is_value(args, i + 1)) throw UsageError(a + " needs a value");
+      out.push_back("--model-draft");
+      out.push_back(args[++i]);
+      continue;
+    }
     if (a == "-tb" || a == "--threads-batch") {
       if (!is_value(args, i + 1)) throw UsageError(a + " needs a value");
       out.push_back("--threads-batch");

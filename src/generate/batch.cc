@@ -146,7 +146,7 @@ Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines,
     if (Status st = speculative::validate(spec_options); !st.is_ok()) return line_error(l.line, st.message());
     auto source = draft_of.find(spec_options.type);
     if (source == draft_of.end()) {
-      speculative::DraftSourceInputs inputs;
+      speculative::DraftSourceInputs inputs = defaults.draft_inputs;
       inputs.n_vocab = model.config().n_vocab;
       inputs.tokenizer = &tokenizer;
       Result<std::unique_ptr<speculative::DraftSource>> made = speculative::make_draft_source(spec_options, inputs);

@@ -6,7 +6,7 @@
 //   {"prompt": "..."} or {"messages": [{"role": "...", "content": "..."}, ...]} (the model's chat format),
 //   optional "max_tokens" (>= 1), "temperature" (>= 0; 0 = greedy), "top_p" (in (0, 1]), "seed" (>= 0),
 //   "stop" (a string or a list of strings), "kv_policy" (as --kv-policy: name[:key=value:...]), "spec_type" (as
-//   --spec-type: none, ngram, recycle, aded, retrieval).
+//   --spec-type: none, ngram, recycle, aded, retrieval, draft).
 // Unknown fields and wrong types are errors naming the line.
 // Output per request: {"id": line number, "text", "tokens": [ids], "finish_reason": "stop" | "length",
 //   "prompt_tokens", "completion_tokens", "time_to_first_token_s", "tokens_per_s"} ("stop" for an end-of-generation
@@ -62,7 +62,10 @@ struct BatchDefaults {
   std::shared_ptr<const kv::HeadProfile> head_profile;  // the model's, for duo (null = none)
   model::PrefillAttentionOptions prefill_attn;  // --prefill-attn, for every request
   int32_t n_ctx = 4096;              // context size of each sequence
-  speculative::SpeculativeOptions speculative;  // --spec-type, --draft-max, --draft-min, --spec-corpus
+  speculative::SpeculativeOptions speculative;  // --spec-type, --draft-max, --draft-min, --spec-corpus, -md
+  // What a draft source needs besides its options (a draft model, the engine's pool); n_vocab and tokenizer are
+  // filled in by prepare_batch.
+  speculative::DraftSourceInputs draft_inputs;
 };
 
 // A validated request, ready to run.

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "generate/speculative/aded.h"
+#include "generate/speculative/draft_model.h"
 #include "generate/speculative/ngram.h"
 #include "generate/speculative/recycle.h"
 #include "generate/speculative/retrieval.h"
@@ -33,6 +34,19 @@ Made make_retrieval(const SpeculativeOptions& o, const DraftSourceInputs& in) {
   return made<RetrievalSource>(std::move(corpus));
 }
 
+Made make_draft_model(const SpeculativeOptions& o, const DraftSourceInputs& in) {
+  if (in.draft_model == nullptr) return Status::error("--spec-type draft needs a draft model: -md MODEL");
+  if (in.tokenizer != nullptr && in.draft_tokenizer != nullptr)
+    LH_RETURN_IF_ERROR(check_same_vocabulary(*in.tokenizer, *in.draft_tokenizer));
+  if (in.draft_model->config().n_vocab != in.n_vocab)
+    return Status::error("the draft model gives logits over " + std::to_string(in.draft_model->config().n_vocab) +
+                         " tokens and the target over " + std::to_string(in.n_vocab) +
+                         ": a draft model needs the target's vocabulary");
+  LH_ASSIGN_OR_RETURN(std::unique_ptr<EngineDraftModel> model,
+                      EngineDraftModel::create(*in.draft_model, in.pool, in.n_ctx));
+  return made<DraftModelSource>(std::move(model), o.draft_p_min);
+}
+
 // One line per source.
 const std::vector<Entry>& registry() {
   static const std::vector<Entry> entries = {
@@ -40,6 +54,7 @@ const std::vector<Entry>& registry() {
       {"recycle", [](const SpeculativeOptions&, const DraftSourceInputs& in) { return made<RecycleSource>(in.n_vocab); }},
       {"aded", [](const SpeculativeOptions&, const DraftSourceInputs& in) { return made<AdedSource>(in.n_vocab); }},
       {"retrieval", make_retrieval},
+      {"draft", make_draft_model},
   };
   return entries;
 }
@@ -65,6 +80,9 @@ Status validate(const SpeculativeOptions& o) {
   if (o.draft_min < 0 || o.draft_min > o.draft_max)
     return Status::error("--draft-min " + std::to_string(o.draft_min) + " is outside [0, --draft-max " +
                          std::to_string(o.draft_max) + "]");
+  if (!(o.draft_p_min >= 0.0f && o.draft_p_min <= 1.0f))
+    return Status::error("--draft-p-min " + std::to_string(o.draft_p_min) + " is outside [0, 1]");
+  if (o.type == "draft" && o.draft_model.empty()) return Status::error("--spec-type draft needs a draft model: -md MODEL");
   return Status::ok();
 }
 

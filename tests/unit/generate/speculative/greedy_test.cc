@@ -1,8 +1,8 @@
 // Greedy speculative decoding on both default models gives plain greedy decoding's output: for prompt lookup,
-// Token Recycling, ADED, retrieval (with and without a corpus), and test sources whose drafts
-// are always right, always wrong, or a tree with the right token as the second child. The reference is plain
-// greedy decoding by ordinary one-token engine steps (the argmax of each step's logits), outside the generation
-// loop.
+// Token Recycling, ADED, retrieval (with and without a corpus), SmolLM2 as its own draft model, and
+// test sources whose drafts are always right, always wrong, or a tree with the right token as the second child.
+// The reference is plain greedy decoding by ordinary one-token engine steps (the argmax of each step's logits),
+// outside the generation loop.
 //
 // Exactness depends on the kernels. Where a row's logits have the same bits in a one-token step and in a step of
 // several tokens (SmolLM2 with the AVX2 or generic kernels), the outputs must be identical token for token, and
@@ -21,6 +21,7 @@
 #include "engine_testing.h"
 #include "generate/generator.h"
 #include "generate/speculative/aded.h"
+#include "generate/speculative/draft_model.h"
 #include "generate/speculative/ngram.h"
 #include "generate/speculative/recycle.h"
 #include "generate/speculative/retrieval.h"
@@ -231,6 +232,19 @@ void SpeculativeGreedy::run_model(const std::string& path, const char* name, int
         speculate(prompt, n_generate, std::make_shared<speculative::RetrievalSource>(std::move(corpus)));
     expect_same(ref, corpus_run, exact, where + ", retrieval with a corpus");
     EXPECT_GT(corpus_run.speculative.n_accepted, 0) << where;
+    if (std::string(name) == "SmolLM2") {
+      // The target as its own draft model, on the engine's pool: greedy drafts the target accepts but where the
+      // kernels round differently.
+      auto draft_model = speculative::EngineDraftModel::create(engine_->model(), &pool_, 1024);
+      ASSERT_TRUE(draft_model.is_ok()) << draft_model.message();
+      const GenerateResult self = speculate(
+          prompt, n_generate, std::make_shared<speculative::DraftModelSource>(std::move(draft_model).value(), 0.5f));
+      expect_same(ref, self, exact, where + ", draft model");
+      EXPECT_GT(self.speculative.n_drafted, 0) << where;
+      if (exact) {
+        EXPECT_EQ(self.speculative.n_accepted, self.speculative.n_drafted) << where;
+      }
+    }
 
     if (p.kind != std::string("code")) continue;  // the test sources on one prompt: they test the loop, not the text
     using Mode = OracleSource::Mode;
