@@ -25,6 +25,7 @@ constexpr Entry kPolicies[] = {
     {"kv-quant", make_kv_quant_policy, "KIVI: keeps every token, stored int8 (or int4)"},
     {"duo", make_duo_policy, "DuoAttention: retrieval heads keep every cell, streaming heads sinks and a window"},
     {"quest", make_quest_policy, "Quest: keeps every token; a decode query reads only the pages that can score highest"},
+    {"recycled", make_recycled_policy, "Recycled Attention: a full step every S, between them the pages it attended to most"},
 };
 
 const Entry* find_entry(std::string_view name) {

@@ -60,6 +60,7 @@ Result<std::unique_ptr<KvPolicy>> make_tova_policy(const KvPolicyContext& contex
 Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& context, PolicyParams& params);
 Result<std::unique_ptr<KvPolicy>> make_kv_quant_policy(const KvPolicyContext& context, PolicyParams& params);
 Result<std::unique_ptr<KvPolicy>> make_quest_policy(const KvPolicyContext& context, PolicyParams& params);
+Result<std::unique_ptr<KvPolicy>> make_recycled_policy(const KvPolicyContext& context, PolicyParams& params);
 Result<std::unique_ptr<KvPolicy>> make_duo_policy(const KvPolicyContext& context, PolicyParams& params);
 
 struct HeadProfile;

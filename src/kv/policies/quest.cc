@@ -21,45 +21,42 @@
 #include <vector>
 
 #include "kv/policies/quest.h"
+#include "kv/policies/page_selection.h"
 #include "kv/policies/shared_params.h"
 #include "kv/policy_registry.h"
 
 namespace longhaul::kv {
 
+float quest_page_bound(const float* q, int32_t n_q, int32_t dk, const float* key_min, const float* key_max) {
+  float best = -std::numeric_limits<float>::infinity();
+  for (int32_t i = 0; i < n_q; ++i) {
+    const float* qi = q + static_cast<int64_t>(i) * dk;
+    // Eight partial sums: without them the float sum is one dependency chain the compiler may not reorder
+    // (no -ffast-math), and scoring every page of a long cache is on every decode step's path.
+    constexpr int kLanes = 8;
+    float partial[kLanes] = {};
+    int32_t c = 0;
+    for (; c + kLanes <= dk; c += kLanes)
+      for (int j = 0; j < kLanes; ++j)
+        partial[j] += std::max(qi[c + j] * key_min[c + j], qi[c + j] * key_max[c + j]);
+    for (; c < dk; ++c) partial[0] += std::max(qi[c] * key_min[c], qi[c] * key_max[c]);
+    float bound = 0.0f;
+    for (float v : partial) bound += v;
+    best = std::max(best, bound);
+  }
+  return best;
+}
+
 int32_t quest_select_pages(std::span<const QuestPage> pages, std::span<const float> q, int32_t n_q, int32_t dk,
                            int32_t n_select, std::vector<int32_t>& selected) {
-  selected.clear();
-  std::vector<std::pair<float, int32_t>> ranked;  // (-bound, page) of the candidates
+  std::vector<float> bound(pages.size());
+  std::vector<uint8_t> always(pages.size());
   for (size_t ip = 0; ip < pages.size(); ++ip) {
-    const QuestPage& p = pages[ip];
-    if (p.always) {
-      selected.push_back(static_cast<int32_t>(ip));
-      continue;
-    }
-    float best = -std::numeric_limits<float>::infinity();
-    for (int32_t i = 0; i < n_q; ++i) {
-      const float* qi = q.data() + static_cast<int64_t>(i) * dk;
-      // Eight partial sums: without them the float sum is one dependency chain the compiler may not reorder
-      // (no -ffast-math), and scoring every page of a long cache is on every decode step's path.
-      constexpr int kLanes = 8;
-      float partial[kLanes] = {};
-      int32_t c = 0;
-      for (; c + kLanes <= dk; c += kLanes)
-        for (int j = 0; j < kLanes; ++j)
-          partial[j] += std::max(qi[c + j] * p.key_min[c + j], qi[c + j] * p.key_max[c + j]);
-      for (; c < dk; ++c) partial[0] += std::max(qi[c] * p.key_min[c], qi[c] * p.key_max[c]);
-      float bound = 0.0f;
-      for (float v : partial) bound += v;
-      best = std::max(best, bound);
-    }
-    ranked.emplace_back(-best, static_cast<int32_t>(ip));
+    always[ip] = pages[ip].always ? 1 : 0;
+    if (!pages[ip].always) bound[ip] = quest_page_bound(q.data(), n_q, dk, pages[ip].key_min, pages[ip].key_max);
   }
-  const auto n = std::min<size_t>(static_cast<size_t>(std::max(n_select, 0)), ranked.size());
-  // Ties go to the earlier page, so that the choice does not depend on the sort.
-  std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(n), ranked.end());
-  for (size_t i = 0; i < n; ++i) selected.push_back(ranked[i].second);
-  std::sort(selected.begin(), selected.end());
-  return static_cast<int32_t>(n);
+  std::vector<std::pair<float, int32_t>> ranked;
+  return select_top_pages(bound, always, n_select, selected, ranked);
 }
 
 namespace {
@@ -97,29 +94,18 @@ class QuestPolicy final : public KvPolicy {
   void select_pages(const PageQuery& query, std::vector<int32_t>& pages) const override {
     const KvCache& cache = query.cache;
     const int32_t n_pages = cache.n_pages(query.seq, query.il);
-    pages.resize(static_cast<size_t>(n_pages));
-    std::iota(pages.begin(), pages.end(), 0);
-    // Dense: the first layers, and prefill or verification steps (queries at several positions): Quest selects
-    // for decode queries, one position at a time.
-    // Sliding-window layers read only their window already.
-    if (query.il < options_.dense_layers || layer_window(query.il) > 0) return;
-    for (int32_t i = 1; i < query.n_q; ++i)
-      if (query.q_pos[i] != query.q_pos[0]) return;
-    const int32_t n_cells = cache.n_cells(query.seq, query.il);
+    select_every_page(n_pages, pages);
+    // Dense: the first layers, and prefill or verification steps. Sliding-window layers read only their window
+    // already.
+    if (query.il < options_.dense_layers || layer_window(query.il) > 0 || !is_decode_query(query)) return;
     const int32_t n_select = options_.budget / options_.page_tokens;
-    const std::span<const int32_t> positions = cache.positions(query.seq, query.il);
+    PageCandidates layout;
+    classify_pages(cache, query.seq, query.il, options_.sink_tokens,
+                   cache.n_cells(query.seq, query.il) - options_.window, layout);
+    std::vector<KvCache::PageSpan>& spans = layout.spans;
     std::vector<QuestPage> candidates(static_cast<size_t>(n_pages));
-    std::vector<KvCache::PageSpan> spans(static_cast<size_t>(n_pages));
-    int32_t n_candidates = 0;
-    for (int32_t ip = 0; ip < n_pages; ++ip) {
-      const KvCache::PageSpan span = cache.page_span(query.seq, query.il, ip);
-      spans[static_cast<size_t>(ip)] = span;
-      const bool last = ip == n_pages - 1;
-      const bool sink = span.n_cells > 0 && positions[static_cast<size_t>(span.first_cell)] < options_.sink_tokens;
-      const bool local = span.first_cell + span.n_cells > n_cells - options_.window;
-      candidates[static_cast<size_t>(ip)].always = last || sink || local || span.n_cells == 0;
-      if (!candidates[static_cast<size_t>(ip)].always) ++n_candidates;
-    }
+    for (size_t ip = 0; ip < candidates.size(); ++ip) candidates[ip].always = layout.always[ip] != 0;
+    const int32_t n_candidates = layout.n_candidates;
     if (n_candidates <= n_select) return;  // the budget covers every page
 
     const int32_t dk = context_.shape.head_dim_k;

@@ -1,5 +1,6 @@
-// Helpers shared by the Engine tests (engine_test.cc, engine_fork_test.cc, engine_rollback_test.cc): the default
-// models loaded once per test binary, token sequences, a duo head profile, and one-step / comparison shorthands.
+// Helpers shared by the Engine tests (engine_test.cc, engine_fork_test.cc, engine_rollback_test.cc, the sparse
+// attention policies' *_engine_test.cc): the default models loaded once per test binary, token sequences, a duo head
+// profile, one-step / comparison shorthands, a fixture run once per model.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -112,6 +113,16 @@ inline std::vector<float> feed(Engine& engine, kv::SeqId seq, std::span<const in
   return logits;
 }
 
+// Decode steps of one token each, `tokens` in turn; returns each step's logits, concatenated [n_tokens, n_vocab].
+inline std::vector<float> decode_each(Engine& engine, kv::SeqId seq, const std::vector<int32_t>& tokens) {
+  std::vector<float> out;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const std::vector<float> l = step_one(engine, seq, slice(tokens, i, 1));
+    out.insert(out.end(), l.begin(), l.end());
+  }
+  return out;
+}
+
 inline float max_abs_diff(std::span<const float> a, std::span<const float> b) {
   EXPECT_EQ(a.size(), b.size());
   if (a.size() != b.size()) return INFINITY;
@@ -155,6 +166,90 @@ inline double statistics_diff(const std::vector<double>& a, const std::vector<do
     if (!(d <= m)) m = d;
   }
   return m;
+}
+
+// A test run once per default model: INSTANTIATE_TEST_SUITE_P(Models, X, ::testing::Values("SmolLM2", "Gemma3"),
+// each_model_name) for a class X derived from it. Skipped where the model is not installed.
+class EachModelTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    const bool smollm = std::string(GetParam()) == "SmolLM2";
+    model_ = shared_model(smollm ? longhaul::testing::smollm2_path() : longhaul::testing::gemma3_path());
+    if (model_ == nullptr) GTEST_SKIP() << GetParam() << " is not installed";
+  }
+  const model::Model* model_ = nullptr;
+  ThreadPool pool_{2};
+};
+inline std::string each_model_name(const ::testing::TestParamInfo<const char*>& info) { return info.param; }
+
+// The logits of a 700-token prompt and of six decode steps after it (the prompt's greedy token, then fixed ones),
+// concatenated, for a new sequence under `spec`, removed after.
+inline std::vector<float> prompt_and_decode_logits(Engine& engine, const std::string& spec,
+                                                   std::shared_ptr<const kv::HeadProfile> profile = nullptr) {
+  const kv::SeqId seq = add_sequence(engine, spec, 0, std::move(profile));
+  std::vector<float> out = feed(engine, seq, some_tokens(700, 3));
+  const std::vector<float> decoded = decode_each(engine, seq, {argmax(out), 300, 4000, 50, 7000, 900});
+  out.insert(out.end(), decoded.begin(), decoded.end());
+  engine.remove(seq);
+  return out;
+}
+
+// Each spec, with f16 cells and with KIVI int8 cells (":bits=16" / ":bits=8" appended), gives full's prompt and
+// decode logits bit for bit. Every sequence uses pages of page_tokens cells: the flash pass sums page by page, so
+// equal page boundaries make the sums equal bit for bit.
+inline void expect_full_logits(const model::Model& model, ThreadPool& pool, const std::vector<std::string>& specs,
+                               int32_t page_tokens, std::shared_ptr<const kv::HeadProfile> profile = nullptr) {
+  for (const char* storage : {":bits=16", ":bits=8"}) {
+    auto engine = make_engine(model, pool, 2048, 256, page_tokens);
+    ASSERT_NE(engine, nullptr);
+    const std::vector<float> want = prompt_and_decode_logits(*engine, std::string("full") + storage);
+    for (const std::string& spec : specs) {
+      const std::vector<float> got = prompt_and_decode_logits(*engine, spec + storage, profile);
+      EXPECT_TRUE(bit_identical(want, got)) << spec << storage << ": " << max_abs_diff(want, got);
+    }
+  }
+}
+
+// The logits of the first decode step after the same n_prompt-token prompt under each policy spec (the token is
+// the first spec's greedy choice), one sequence at a time, in pages of page_tokens cells.
+inline std::vector<std::vector<float>> first_decode_logits(const model::Model& model, ThreadPool& pool,
+                                                           const std::vector<std::string>& specs, int32_t n_prompt,
+                                                           int32_t page_tokens) {
+  auto engine = make_engine(model, pool, 2048, 256, page_tokens);
+  std::vector<std::vector<float>> out;
+  if (engine == nullptr) return out;
+  const std::vector<int32_t> prompt = some_tokens(n_prompt, 12);
+  std::vector<int32_t> next;
+  for (const std::string& spec : specs) {
+    const kv::SeqId seq = add_sequence(*engine, spec);
+    const std::vector<float> first = feed(*engine, seq, prompt);
+    if (next.empty()) next = {argmax(first)};
+    out.push_back(step_one(*engine, seq, next));
+    engine->remove(seq);
+  }
+  return out;
+}
+
+// A sequence under `spec` is fed a 600-token prompt and decodes n_before tokens; a fork of it then decodes the same
+// four tokens as it: the same logits bit for bit, and the same policy statistics (sums of attention the threads
+// add in their own order: to 1e-9).
+inline void expect_fork_decodes_as_parent(const model::Model& model, ThreadPool& pool, const std::string& spec,
+                                          int32_t n_before, std::shared_ptr<const kv::HeadProfile> profile = nullptr) {
+  auto engine = make_engine(model, pool, 2048);
+  ASSERT_NE(engine, nullptr);
+  const kv::SeqId parent = add_sequence(*engine, spec, 0, std::move(profile));
+  const std::vector<float> logits = feed(*engine, parent, some_tokens(600, 5));
+  std::vector<int32_t> before = {argmax(logits)};
+  for (int32_t i = 1; i < n_before; ++i) before.push_back(100 + 37 * i);
+  if (n_before > 0) decode_each(*engine, parent, before);
+  Result<kv::SeqId> child = engine->fork(parent);
+  ASSERT_TRUE(child.is_ok()) << child.message();
+  EXPECT_LE(statistics_diff(engine->policy(parent).statistics(), engine->policy(*child).statistics()), 1e-9);
+  const std::vector<int32_t> next = {n_before > 0 ? 400 : argmax(logits), 500, 600, 700};
+  const std::vector<float> a = decode_each(*engine, parent, next);
+  const std::vector<float> b = decode_each(*engine, *child, next);
+  EXPECT_TRUE(bit_identical(a, b)) << spec << ": " << max_abs_diff(a, b);
+  EXPECT_LE(statistics_diff(engine->policy(parent).statistics(), engine->policy(*child).statistics()), 1e-9);
 }
 
 }  // namespace longhaul::generate::engine_testing

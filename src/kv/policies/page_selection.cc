@@ -1,0 +1,57 @@
+#include "kv/policies/page_selection.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace longhaul::kv {
+
+bool is_decode_query(const KvPolicy::PageQuery& query) {
+  for (int32_t i = 1; i < query.n_q; ++i)
+    if (query.q_pos[i] != query.q_pos[0]) return false;
+  return true;
+}
+
+void select_every_page(int32_t n_pages, std::vector<int32_t>& pages) {
+  pages.resize(static_cast<size_t>(std::max(n_pages, 0)));
+  std::iota(pages.begin(), pages.end(), 0);
+}
+
+void classify_pages(const KvCache& cache, SeqId seq, int32_t il, int32_t sink_tokens, int32_t first_local_cell,
+                    PageCandidates& out) {
+  const int32_t n_pages = cache.n_pages(seq, il);
+  const std::span<const int32_t> positions = cache.positions(seq, il);
+  out.spans.resize(static_cast<size_t>(n_pages));
+  out.always.resize(static_cast<size_t>(n_pages));
+  out.n_candidates = 0;
+  for (int32_t ip = 0; ip < n_pages; ++ip) {
+    const KvCache::PageSpan span = cache.page_span(seq, il, ip);
+    out.spans[static_cast<size_t>(ip)] = span;
+    const bool last = ip == n_pages - 1;
+    const bool sink = span.n_cells > 0 && positions[static_cast<size_t>(span.first_cell)] < sink_tokens;
+    const bool local = span.first_cell + span.n_cells > first_local_cell;
+    const bool always = last || sink || local || span.n_cells == 0;
+    out.always[static_cast<size_t>(ip)] = always ? 1 : 0;
+    if (!always) ++out.n_candidates;
+  }
+}
+
+int32_t select_top_pages(std::span<const float> score, std::span<const uint8_t> always, int32_t n_select,
+                         std::vector<int32_t>& selected, std::vector<std::pair<float, int32_t>>& ranked) {
+  selected.clear();
+  ranked.clear();
+  for (size_t ip = 0; ip < always.size(); ++ip) {
+    if (always[ip]) {
+      selected.push_back(static_cast<int32_t>(ip));
+    } else {
+      ranked.emplace_back(-score[ip], static_cast<int32_t>(ip));  // (-score, page): ascending = best first
+    }
+  }
+  const auto n = std::min<size_t>(static_cast<size_t>(std::max(n_select, 0)), ranked.size());
+  // Ties go to the earlier page, so that the choice does not depend on the sort.
+  std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(n), ranked.end());
+  for (size_t i = 0; i < n; ++i) selected.push_back(ranked[i].second);
+  std::sort(selected.begin(), selected.end());
+  return static_cast<int32_t>(n);
+}
+
+}  // namespace longhaul::kv
