@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "common.h"
 #include "generate/batch.h"
+#include "kv/policy_registry.h"
 #include "tokenizer/chat_format.h"
 
 namespace longhaul::cli {
@@ -69,12 +70,14 @@ int run(const BatchFlags& f) {
   LoadedModel draft;  // outlives the jobs' draft sources
   if (Status st = load_draft_model(f.speculative, draft); !st) return report_error(st.message());
   defaults.draft_inputs = draft_source_inputs(*loaded, draft, &(*engine)->pool(), n_ctx);
-  // duo's head profile (the one beside the model, computed on first use) when the flag or any line names duo.
-  bool any_duo = false;
+  // The head profile (the one beside the model, computed on first use) when the flag or any line names a policy
+  // that reads it (duo, lserve).
+  std::string profile_user;
   for (const generate::BatchLine& l : *lines)
-    any_duo = any_duo || (l.kv_policy && l.kv_policy->compare(0, 3, "duo") == 0);
+    if (l.kv_policy && kv::kv_policy_uses_head_profile(l.kv_policy->substr(0, l.kv_policy->find(':'))))
+      profile_user = l.kv_policy->substr(0, l.kv_policy->find(':'));
   Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
-      prepare_head_profile(model, any_duo ? "duo" : f.kv.policy, f.kv.head_profile, n_threads);
+      prepare_head_profile(model, profile_user.empty() ? f.kv.policy : profile_user, f.kv.head_profile, n_threads);
   if (!head_profile) return report_error(head_profile.message());
   defaults.head_profile = *head_profile;
   Result<std::vector<generate::BatchJob>> jobs = generate::prepare_batch(

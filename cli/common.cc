@@ -109,7 +109,7 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
                  "KV-cache policy with its parameters, NAME or NAME:KEY=VALUE:... (see the list below)")
       ->capture_default_str();
   app.add_option("--head-profile", flags.head_profile,
-                 "duo: head profile from `longhaul calibrate-heads` (default: the one saved beside the model, "
+                 "duo, lserve: head profile from `longhaul calibrate-heads` (default: the one saved beside the model, "
                  "computed on first use)");
   app.footer(kv::kv_policy_help());
 }
@@ -251,11 +251,12 @@ Result<std::shared_ptr<const kv::HeadProfile>> prepare_head_profile(const model:
                                                                     const std::string& path, int32_t n_threads) {
   // A list that does not parse is reported by the command that uses it.
   Result<std::vector<eval::PolicySpec>> specs = eval::parse_policy_list(policy_list);
-  if (!specs || std::none_of(specs->begin(), specs->end(), [](const eval::PolicySpec& p) { return p.name == "duo"; }))
+  if (!specs || std::none_of(specs->begin(), specs->end(),
+                             [](const eval::PolicySpec& p) { return kv::kv_policy_uses_head_profile(p.name); }))
     return std::shared_ptr<const kv::HeadProfile>();
   const std::string file = path.empty() ? default_head_profile_path(model.file().path()) : path;
   if (path.empty() && !file_exists(file)) {
-    std::fprintf(stderr, "duo: no head profile for this model yet; computing %s (once)\n", file.c_str());
+    std::fprintf(stderr, "no head profile for this model yet; computing %s (once)\n", file.c_str());
     LH_ASSIGN_OR_RETURN(tokenizer::Tokenizer tok, tokenizer::Tokenizer::from_gguf(model.file()));
     eval::CalibrationOptions co;
     co.n_threads = n_threads;

@@ -11,6 +11,7 @@ struct Entry {
   const char* name;
   KvPolicyFactory make;
   const char* description;  // one line, for --help
+  bool head_profile = false;  // reads the model's head profile (KvPolicyContext::head_profile)
 };
 
 // One line per policy.
@@ -23,9 +24,10 @@ constexpr Entry kPolicies[] = {
     {"tova", make_tova_policy, "TOVA: drops the cell the last query attends to least, in a budget"},
     {"snapkv", make_snapkv_policy, "SnapKV: compresses each prompt once, by the votes of its last queries"},
     {"kv-quant", make_kv_quant_policy, "KIVI: keeps every token, stored int8 (or int4)"},
-    {"duo", make_duo_policy, "DuoAttention: retrieval heads keep every cell, streaming heads sinks and a window"},
+    {"duo", make_duo_policy, "DuoAttention: retrieval heads keep every cell, streaming heads sinks and a window", true},
     {"quest", make_quest_policy, "Quest: keeps every token; a decode query reads only the pages that can score highest"},
     {"recycled", make_recycled_policy, "Recycled Attention: a full step every S, between them the pages it attended to most"},
+    {"lserve", make_lserve_policy, "LServe: duo's streaming heads plus hierarchical, reused Quest selection on the rest", true},
 };
 
 const Entry* find_entry(std::string_view name) {
@@ -97,6 +99,11 @@ Result<BuiltKvPolicy> make_kv_policy(std::string_view spec, const KvPolicyContex
   built.policy = std::move(policy).value();
   LH_ASSIGN_OR_RETURN(built.storage, read_kv_storage(params, *built.policy, context.shape));
   return built;
+}
+
+bool kv_policy_uses_head_profile(std::string_view name) {
+  const Entry* e = find_entry(name);
+  return e != nullptr && e->head_profile;
 }
 
 std::vector<std::string> kv_policy_names() {

@@ -35,6 +35,9 @@ Result<BuiltKvPolicy> make_kv_policy(std::string_view spec, const KvPolicyContex
 // against the policy (check_storage) and the model's head dims.
 Result<KvQuantOptions> read_kv_storage(PolicyParams& params, const KvPolicy& policy, const KvShape& shape);
 
+// Whether the policy `name` reads the model's head profile (duo, lserve): the commands then load or compute it.
+bool kv_policy_uses_head_profile(std::string_view name);
+
 // Registered policy names, in registry order.
 std::vector<std::string> kv_policy_names();
 
@@ -61,6 +64,7 @@ Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& cont
 Result<std::unique_ptr<KvPolicy>> make_kv_quant_policy(const KvPolicyContext& context, PolicyParams& params);
 Result<std::unique_ptr<KvPolicy>> make_quest_policy(const KvPolicyContext& context, PolicyParams& params);
 Result<std::unique_ptr<KvPolicy>> make_recycled_policy(const KvPolicyContext& context, PolicyParams& params);
+Result<std::unique_ptr<KvPolicy>> make_lserve_policy(const KvPolicyContext& context, PolicyParams& params);
 Result<std::unique_ptr<KvPolicy>> make_duo_policy(const KvPolicyContext& context, PolicyParams& params);
 
 struct HeadProfile;
@@ -68,5 +72,9 @@ struct HeadProfile;
 // heads of global layers (layer_window[il] == 0); sliding-window layers' heads are never chosen.
 std::vector<bool> choose_retrieval_heads(const HeadProfile& profile, const std::vector<int32_t>& layer_window,
                                          float fraction);
+// duo and lserve: choose_retrieval_heads on the model's head profile (KvPolicyContext::head_profile); fails, naming
+// `policy`, when there is none or it was measured on a model of another shape.
+Result<std::vector<bool>> retrieval_heads_of_profile(const KvPolicyContext& context, float fraction,
+                                                     const std::string& policy);
 
 }  // namespace longhaul::kv

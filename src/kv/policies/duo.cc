@@ -142,25 +142,30 @@ std::vector<bool> choose_retrieval_heads(const HeadProfile& profile, const std::
   return retrieval;
 }
 
+Result<std::vector<bool>> retrieval_heads_of_profile(const KvPolicyContext& context, float fraction,
+                                                     const std::string& policy) {
+  const HeadProfile* profile = context.head_profile.get();
+  if (profile == nullptr)
+    return Status::error(policy + ": no head profile (give --head-profile FILE, made by `longhaul calibrate-heads`)");
+  if (profile->n_layer != context.shape.n_layer || profile->n_head_kv != context.shape.n_head_kv)
+    return Status::error(policy + ": head profile" + (profile->source.empty() ? "" : " '" + profile->source + "'") +
+                         " is for " + std::to_string(profile->n_layer) + " layers x " +
+                         std::to_string(profile->n_head_kv) + " KV heads, the model has " +
+                         std::to_string(context.shape.n_layer) + " x " + std::to_string(context.shape.n_head_kv) +
+                         " (made for " + (profile->model.empty() ? "another model" : profile->model) + ")");
+  return choose_retrieval_heads(*profile, context.layer_window, fraction);
+}
+
 Result<std::unique_ptr<KvPolicy>> make_duo_policy(const KvPolicyContext& context, PolicyParams& params) {
   DuoOptions o;
   o.retrieval_fraction = params.get_float("retrieval", o.retrieval_fraction, 0.0f, 1.0f, /*lo_open=*/false,
                                           "share of the global layers' KV heads that keep every token");
   o.sink = read_sink_tokens(params);
   o.window = params.get_int("window", o.window, 1, kMaxParamCount, "streaming heads' most recent tokens kept");
-  const HeadProfile* profile = context.head_profile.get();
-  if (profile == nullptr)
-    return Status::error("duo: no head profile (give --head-profile FILE, made by `longhaul calibrate-heads`)");
-  if (profile->n_layer != context.shape.n_layer || profile->n_head_kv != context.shape.n_head_kv)
-    return Status::error("duo: head profile" + (profile->source.empty() ? "" : " '" + profile->source + "'") +
-                         " is for " + std::to_string(profile->n_layer) + " layers x " +
-                         std::to_string(profile->n_head_kv) + " KV heads, the model has " +
-                         std::to_string(context.shape.n_layer) + " x " + std::to_string(context.shape.n_head_kv) +
-                         " (made for " + (profile->model.empty() ? "another model" : profile->model) + ")");
+  LH_ASSIGN_OR_RETURN(std::vector<bool> retrieval, retrieval_heads_of_profile(context, o.retrieval_fraction, "duo"));
   // A page that holds a sink is kept whole, so the head may as well see all of it: the sinks are the first
   // `sink` positions rounded up to whole pages (64 with the default 4), at no extra memory.
   const int32_t n_sink = (o.sink + kPageTokens - 1) / kPageTokens * kPageTokens;
-  std::vector<bool> retrieval = choose_retrieval_heads(*profile, context.layer_window, o.retrieval_fraction);
   return std::unique_ptr<KvPolicy>(
       new DuoPolicy(context, std::move(retrieval), o.retrieval_fraction, o.sink, n_sink, o.window));
 }

@@ -8,44 +8,18 @@
 // page any of the heads needs is read). The first `dense` layers read everything: Quest keeps its first two
 // layers dense, where attention is spread too evenly for a few pages to hold it.
 //
-// Summaries are computed lazily, from the attention threads, the first time a page is seen full (keys carry
-// their rotary phase, as the queries do): the pages of the step's own cells are always read in full, so a
-// summary is never needed before its page is complete. A summary records the page's span; a span that changed
-// (truncation, KIVI freezing the f16 residual into quantized pages) is summarized again.
-#include <algorithm>
-#include <limits>
+// The summaries, and the selection by bound, are kv/policies/page_key_summaries.h (lserve selects the same way).
 #include <memory>
-#include <mutex>
-#include <numeric>
 #include <string>
 #include <vector>
 
 #include "kv/policies/quest.h"
+#include "kv/policies/page_key_summaries.h"
 #include "kv/policies/page_selection.h"
 #include "kv/policies/shared_params.h"
 #include "kv/policy_registry.h"
 
 namespace longhaul::kv {
-
-float quest_page_bound(const float* q, int32_t n_q, int32_t dk, const float* key_min, const float* key_max) {
-  float best = -std::numeric_limits<float>::infinity();
-  for (int32_t i = 0; i < n_q; ++i) {
-    const float* qi = q + static_cast<int64_t>(i) * dk;
-    // Eight partial sums: without them the float sum is one dependency chain the compiler may not reorder
-    // (no -ffast-math), and scoring every page of a long cache is on every decode step's path.
-    constexpr int kLanes = 8;
-    float partial[kLanes] = {};
-    int32_t c = 0;
-    for (; c + kLanes <= dk; c += kLanes)
-      for (int j = 0; j < kLanes; ++j)
-        partial[j] += std::max(qi[c + j] * key_min[c + j], qi[c + j] * key_max[c + j]);
-    for (; c < dk; ++c) partial[0] += std::max(qi[c] * key_min[c], qi[c] * key_max[c]);
-    float bound = 0.0f;
-    for (float v : partial) bound += v;
-    best = std::max(best, bound);
-  }
-  return best;
-}
 
 int32_t quest_select_pages(std::span<const QuestPage> pages, std::span<const float> q, int32_t n_q, int32_t dk,
                            int32_t n_select, std::vector<int32_t>& selected) {
@@ -53,7 +27,8 @@ int32_t quest_select_pages(std::span<const QuestPage> pages, std::span<const flo
   std::vector<uint8_t> always(pages.size());
   for (size_t ip = 0; ip < pages.size(); ++ip) {
     always[ip] = pages[ip].always ? 1 : 0;
-    if (!pages[ip].always) bound[ip] = quest_page_bound(q.data(), n_q, dk, pages[ip].key_min, pages[ip].key_max);
+    if (!pages[ip].always)
+      bound[ip] = page_key_bound(q.data(), n_q, dk, pages[ip].key_min, pages[ip].key_max, /*n_sub=*/1);
   }
   std::vector<std::pair<float, int32_t>> ranked;
   return select_top_pages(bound, always, n_select, selected, ranked);
@@ -64,9 +39,7 @@ namespace {
 class QuestPolicy final : public KvPolicy {
  public:
   QuestPolicy(KvPolicyContext context, const QuestOptions& options)
-      : KvPolicy(std::move(context)), options_(options), heads_(n_units()) {
-    for (auto& h : heads_) h = std::make_unique<HeadSummaries>();
-  }
+      : KvPolicy(std::move(context)), options_(options), summaries_(context_.shape, /*logical_tokens=*/0) {}
 
   std::unique_ptr<KvPolicy> fork(SeqId, SeqId) const override {
     return std::unique_ptr<KvPolicy>(new QuestPolicy(*this));
@@ -82,98 +55,28 @@ class QuestPolicy final : public KvPolicy {
   bool selects_pages() const override { return true; }
   EvictionPlan plan_eviction(const KvCache&, SeqId, const StepInfo&) const override { return {}; }
 
-  void truncate(KvCache&, SeqId, int32_t n_cells) override {
-    // Summaries of pages that reach past n_cells would describe keys that are gone.
-    for (auto& h : heads_) {
-      std::lock_guard<std::mutex> lock(h->mutex);
-      for (Summary& s : h->pages)
-        if (s.first_cell + s.n_cells > n_cells) s = Summary{};
-    }
-  }
+  // Summaries of pages that reach past n_cells would describe keys that are gone.
+  void truncate(KvCache&, SeqId, int32_t n_cells) override { summaries_.truncate(n_cells); }
 
   void select_pages(const PageQuery& query, std::vector<int32_t>& pages) const override {
-    const KvCache& cache = query.cache;
-    const int32_t n_pages = cache.n_pages(query.seq, query.il);
-    select_every_page(n_pages, pages);
     // Dense: the first layers, and prefill or verification steps. Sliding-window layers read only their window
     // already.
-    if (query.il < options_.dense_layers || layer_window(query.il) > 0 || !is_decode_query(query)) return;
-    const int32_t n_select = options_.budget / options_.page_tokens;
-    PageCandidates layout;
-    classify_pages(cache, query.seq, query.il, options_.sink_tokens,
-                   cache.n_cells(query.seq, query.il) - options_.window, layout);
-    std::vector<KvCache::PageSpan>& spans = layout.spans;
-    std::vector<QuestPage> candidates(static_cast<size_t>(n_pages));
-    for (size_t ip = 0; ip < candidates.size(); ++ip) candidates[ip].always = layout.always[ip] != 0;
-    const int32_t n_candidates = layout.n_candidates;
-    if (n_candidates <= n_select) return;  // the budget covers every page
-
-    const int32_t dk = context_.shape.head_dim_k;
-    HeadSummaries& head = *heads_[static_cast<size_t>(query.il * context_.shape.n_head_kv + query.kv_head)];
-    std::lock_guard<std::mutex> lock(head.mutex);
-    if (head.pages.size() < static_cast<size_t>(n_pages)) head.pages.resize(static_cast<size_t>(n_pages));
-    for (int32_t ip = 0; ip < n_pages; ++ip) {
-      QuestPage& c = candidates[static_cast<size_t>(ip)];
-      if (c.always) continue;
-      const Summary& s = summary(head, cache, query, ip, spans[static_cast<size_t>(ip)], dk);
-      c.key_min = s.key_min.data();
-      c.key_max = s.key_max.data();
+    if (query.il < options_.dense_layers || layer_window(query.il) > 0 || !is_decode_query(query)) {
+      select_every_page(query.cache.n_pages(query.seq, query.il), pages);
+      return;
     }
-    quest_select_pages(candidates, std::span<const float>(query.q, static_cast<size_t>(query.n_q) * dk), query.n_q,
-                       dk, n_select, pages);
+    BoundSelection how;
+    how.sink_tokens = options_.sink_tokens;
+    how.window = options_.window;
+    how.n_select = options_.budget / options_.page_tokens;
+    summaries_.select(query, how, pages);
   }
 
  private:
-  struct Summary {
-    int32_t first_cell = 0;
-    int32_t n_cells = 0;
-    std::vector<float> key_min, key_max;  // [head_dim_k]
-  };
-  // The summaries of one (layer, KV head), by page index.
-  struct HeadSummaries {
-    std::mutex mutex;
-    std::vector<Summary> pages;
-  };
-
-  QuestPolicy(const QuestPolicy& other) : KvPolicy(other), options_(other.options_), heads_(other.heads_.size()) {
-    for (size_t i = 0; i < heads_.size(); ++i) {
-      heads_[i] = std::make_unique<HeadSummaries>();
-      std::lock_guard<std::mutex> lock(other.heads_[i]->mutex);
-      heads_[i]->pages = other.heads_[i]->pages;
-    }
-  }
-
-  size_t n_units() const {
-    return static_cast<size_t>(context_.shape.n_layer) * static_cast<size_t>(context_.shape.n_head_kv);
-  }
-
-  // The summary of page ip, computed now if the page is new or its span changed. Caller holds head.mutex and has
-  // sized head.pages to the layer's pages.
-  static const Summary& summary(HeadSummaries& head, const KvCache& cache, const PageQuery& query, int32_t ip,
-                                const KvCache::PageSpan& span, int32_t dk) {
-    Summary& s = head.pages[static_cast<size_t>(ip)];
-    if (s.first_cell == span.first_cell && s.n_cells == span.n_cells && !s.key_min.empty()) return s;
-    const int32_t n_head_kv = cache.shape().n_head_kv;
-    std::vector<float> keys(static_cast<size_t>(span.n_cells) * n_head_kv * dk);  // [n_cells, n_head_kv, dk]
-    cache.read_keys(query.seq, query.il, span.first_cell, span.n_cells, keys.data());
-    s.first_cell = span.first_cell;
-    s.n_cells = span.n_cells;
-    s.key_min.assign(static_cast<size_t>(dk), std::numeric_limits<float>::infinity());
-    s.key_max.assign(static_cast<size_t>(dk), -std::numeric_limits<float>::infinity());
-    for (int32_t i = 0; i < span.n_cells; ++i) {
-      const float* k = keys.data() + (static_cast<int64_t>(i) * n_head_kv + query.kv_head) * dk;
-      for (int32_t c = 0; c < dk; ++c) {
-        s.key_min[static_cast<size_t>(c)] = std::min(s.key_min[static_cast<size_t>(c)], k[c]);
-        s.key_max[static_cast<size_t>(c)] = std::max(s.key_max[static_cast<size_t>(c)], k[c]);
-      }
-    }
-    return s;
-  }
+  QuestPolicy(const QuestPolicy& other) = default;
 
   QuestOptions options_;
-  // [n_layer * n_head_kv]; mutable state behind per-unit mutexes: select_pages is const and runs on the attention
-  // threads, one (layer, KV head) per call.
-  mutable std::vector<std::unique_ptr<HeadSummaries>> heads_;
+  PageKeySummaries summaries_;  // per (layer, KV head) and page, min / max of the keys
 };
 
 }  // namespace

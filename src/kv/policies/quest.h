@@ -28,10 +28,6 @@ struct QuestPage {
   const float* key_max = nullptr;  // [dk]
 };
 
-// Quest's bound on q . k for the keys of one page, the largest over the n_q queries q [n_q, dk]:
-//   max_i sum_c max(q_ic * min_c, q_ic * max_c),   key_min / key_max [dk].
-float quest_page_bound(const float* q, int32_t n_q, int32_t dk, const float* key_min, const float* key_max);
-
 // Quest's rule over `pages`: every page marked always, plus the n_select candidates with the largest upper bound
 // max_i sum_c max(q_ic * min_c, q_ic * max_c) over the n_q queries q [n_q, dk] (ties to the earlier page).
 // selected: ascending page indices. Returns the number of candidates selected.

@@ -1,0 +1,142 @@
+#include "kv/policies/page_key_summaries.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace longhaul::kv {
+
+float page_key_bound(const float* q, int32_t n_q, int32_t dk, const float* key_min, const float* key_max,
+                     int32_t n_sub) {
+  float best = -std::numeric_limits<float>::infinity();
+  for (int32_t s = 0; s < n_sub; ++s) {
+    const float* lo = key_min + static_cast<int64_t>(s) * dk;
+    const float* hi = key_max + static_cast<int64_t>(s) * dk;
+    for (int32_t i = 0; i < n_q; ++i) {
+      const float* qi = q + static_cast<int64_t>(i) * dk;
+      // Eight partial sums: without them the float sum is one dependency chain the compiler may not reorder
+      // (no -ffast-math), and scoring every page of a long cache is on every decode step's path.
+      constexpr int kLanes = 8;
+      float partial[kLanes] = {};
+      int32_t c = 0;
+      for (; c + kLanes <= dk; c += kLanes)
+        for (int j = 0; j < kLanes; ++j) partial[j] += std::max(qi[c + j] * lo[c + j], qi[c + j] * hi[c + j]);
+      for (; c < dk; ++c) partial[0] += std::max(qi[c] * lo[c], qi[c] * hi[c]);
+      float bound = 0.0f;
+      for (float v : partial) bound += v;
+      best = std::max(best, bound);
+    }
+  }
+  return best;
+}
+
+PageKeySummaries::PageKeySummaries(const KvShape& shape, int32_t logical_tokens)
+    : shape_(shape),
+      logical_tokens_(logical_tokens),
+      units_(static_cast<size_t>(shape.n_layer) * static_cast<size_t>(shape.n_head_kv)) {
+  for (auto& u : units_) u = std::make_unique<Unit>();
+}
+
+PageKeySummaries::PageKeySummaries(const PageKeySummaries& other)
+    : shape_(other.shape_), logical_tokens_(other.logical_tokens_), units_(other.units_.size()) {
+  for (size_t i = 0; i < units_.size(); ++i) {
+    units_[i] = std::make_unique<Unit>();
+    std::lock_guard<std::mutex> lock(other.units_[i]->mutex);
+    units_[i]->pages = other.units_[i]->pages;
+    units_[i]->kept = other.units_[i]->kept;
+  }
+}
+
+void PageKeySummaries::truncate(int32_t n_cells) {
+  for (auto& u : units_) {
+    std::lock_guard<std::mutex> lock(u->mutex);
+    for (Summary& s : u->pages)
+      if (s.first_cell + s.n_cells > n_cells) s = Summary{};
+    // A rejected draft cuts only cells appended after the kept selection was made: it stays.
+    if (u->kept.n_cells > n_cells) u->kept = KeptSelection{};
+  }
+}
+
+std::vector<double> PageKeySummaries::kept_selections() const {
+  std::vector<double> out;
+  for (const auto& u : units_) {
+    std::lock_guard<std::mutex> lock(u->mutex);
+    out.push_back(u->kept.valid);
+    out.push_back(u->kept.position);
+    out.push_back(u->kept.n_cells);
+    out.push_back(static_cast<double>(u->kept.pages.size()));
+    out.insert(out.end(), u->kept.pages.begin(), u->kept.pages.end());
+  }
+  return out;
+}
+
+void PageKeySummaries::select(const KvPolicy::PageQuery& query, const BoundSelection& how,
+                              std::vector<int32_t>& pages) const {
+  const KvCache& cache = query.cache;
+  Unit& u = *units_[static_cast<size_t>(query.il) * static_cast<size_t>(shape_.n_head_kv) +
+                    static_cast<size_t>(query.kv_head)];
+  std::lock_guard<std::mutex> lock(u.mutex);
+  const int32_t n_cells = cache.n_cells(query.seq, query.il);
+  classify_pages(cache, query.seq, query.il, how.sink_tokens, n_cells - how.window, u.layout);
+  const auto n_pages = static_cast<int32_t>(u.layout.spans.size());
+  if (u.layout.n_candidates <= how.n_select) {  // the budget covers every page
+    select_every_page(n_pages, pages);
+    return;
+  }
+  pages.clear();
+  for (int32_t ip = 0; ip < n_pages; ++ip)
+    if (u.layout.always[static_cast<size_t>(ip)]) pages.push_back(ip);
+  if (how.n_select == 0) return;  // only the pages always read (a streaming head's sinks and window)
+  const int32_t position = query.q_pos[0];
+  if (how.reuse > 1 && u.kept.valid && position > u.kept.position && position - u.kept.position < how.reuse) {
+    // LServe: consecutive queries attend to much the same pages; the kept choice plus today's pages always read.
+    for (int32_t ip : u.kept.pages)
+      if (ip < n_pages && !u.layout.always[static_cast<size_t>(ip)]) pages.push_back(ip);
+    std::sort(pages.begin(), pages.end());
+    return;
+  }
+  const int32_t dk = shape_.head_dim_k;
+  if (u.pages.size() < static_cast<size_t>(n_pages)) u.pages.resize(static_cast<size_t>(n_pages));
+  u.bound.resize(static_cast<size_t>(n_pages));
+  for (int32_t ip = 0; ip < n_pages; ++ip) {
+    if (u.layout.always[static_cast<size_t>(ip)]) continue;
+    const Summary& s = summary(u, query, ip, u.layout.spans[static_cast<size_t>(ip)]);
+    u.bound[static_cast<size_t>(ip)] =
+        page_key_bound(query.q, query.n_q, dk, s.key_min.data(), s.key_max.data(), s.n_sub);
+  }
+  select_top_pages(u.bound, u.layout.always, how.n_select, pages, u.ranked);
+  if (how.reuse > 1) {
+    u.kept.valid = true;
+    u.kept.position = position;
+    u.kept.n_cells = n_cells;
+    u.kept.pages.clear();
+    for (int32_t ip : pages)
+      if (!u.layout.always[static_cast<size_t>(ip)]) u.kept.pages.push_back(ip);
+  }
+}
+
+const PageKeySummaries::Summary& PageKeySummaries::summary(Unit& u, const KvPolicy::PageQuery& query, int32_t ip,
+                                                           const KvCache::PageSpan& span) const {
+  Summary& s = u.pages[static_cast<size_t>(ip)];
+  if (s.first_cell == span.first_cell && s.n_cells == span.n_cells && s.n_sub > 0) return s;
+  const int32_t dk = shape_.head_dim_k, n_head_kv = shape_.n_head_kv;
+  u.keys.resize(static_cast<size_t>(span.n_cells) * n_head_kv * dk);  // [n_cells, n_head_kv, dk]
+  query.cache.read_keys(query.seq, query.il, span.first_cell, span.n_cells, u.keys.data());
+  const int32_t logical = logical_tokens_ > 0 ? std::min(logical_tokens_, span.n_cells) : span.n_cells;
+  s.first_cell = span.first_cell;
+  s.n_cells = span.n_cells;
+  s.n_sub = std::max(1, (span.n_cells + logical - 1) / std::max(logical, 1));
+  s.key_min.assign(static_cast<size_t>(s.n_sub) * dk, std::numeric_limits<float>::infinity());
+  s.key_max.assign(static_cast<size_t>(s.n_sub) * dk, -std::numeric_limits<float>::infinity());
+  for (int32_t i = 0; i < span.n_cells; ++i) {
+    const float* k = u.keys.data() + (static_cast<int64_t>(i) * n_head_kv + query.kv_head) * dk;
+    float* lo = s.key_min.data() + static_cast<int64_t>(i / logical) * dk;
+    float* hi = s.key_max.data() + static_cast<int64_t>(i / logical) * dk;
+    for (int32_t c = 0; c < dk; ++c) {
+      lo[c] = std::min(lo[c], k[c]);
+      hi[c] = std::max(hi[c], k[c]);
+    }
+  }
+  return s;
+}
+
+}  // namespace longhaul::kv
