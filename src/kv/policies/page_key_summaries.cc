@@ -1,6 +1,7 @@
 #include "kv/policies/page_key_summaries.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 namespace longhaul::kv {
@@ -29,15 +30,21 @@ float page_key_bound(const float* q, int32_t n_q, int32_t dk, const float* key_m
   return best;
 }
 
-PageKeySummaries::PageKeySummaries(const KvShape& shape, int32_t logical_tokens)
+PageKeySummaries::PageKeySummaries(const KvShape& shape, int32_t logical_tokens, KeySummary kind, float std_scale)
     : shape_(shape),
       logical_tokens_(logical_tokens),
+      kind_(kind),
+      std_scale_(std_scale),
       units_(static_cast<size_t>(shape.n_layer) * static_cast<size_t>(shape.n_head_kv)) {
   for (auto& u : units_) u = std::make_unique<Unit>();
 }
 
 PageKeySummaries::PageKeySummaries(const PageKeySummaries& other)
-    : shape_(other.shape_), logical_tokens_(other.logical_tokens_), units_(other.units_.size()) {
+    : shape_(other.shape_),
+      logical_tokens_(other.logical_tokens_),
+      kind_(other.kind_),
+      std_scale_(other.std_scale_),
+      units_(other.units_.size()) {
   for (size_t i = 0; i < units_.size(); ++i) {
     units_[i] = std::make_unique<Unit>();
     std::lock_guard<std::mutex> lock(other.units_[i]->mutex);
@@ -125,18 +132,48 @@ const PageKeySummaries::Summary& PageKeySummaries::summary(Unit& u, const KvPoli
   s.first_cell = span.first_cell;
   s.n_cells = span.n_cells;
   s.n_sub = std::max(1, (span.n_cells + logical - 1) / std::max(logical, 1));
-  s.key_min.assign(static_cast<size_t>(s.n_sub) * dk, std::numeric_limits<float>::infinity());
-  s.key_max.assign(static_cast<size_t>(s.n_sub) * dk, -std::numeric_limits<float>::infinity());
-  for (int32_t i = 0; i < span.n_cells; ++i) {
-    const float* k = u.keys.data() + (static_cast<int64_t>(i) * n_head_kv + query.kv_head) * dk;
-    float* lo = s.key_min.data() + static_cast<int64_t>(i / logical) * dk;
-    float* hi = s.key_max.data() + static_cast<int64_t>(i / logical) * dk;
+  summarize(u, s, query.kv_head, logical);
+  return s;
+}
+
+void PageKeySummaries::summarize(Unit& u, Summary& s, int32_t kv_head, int32_t logical) const {
+  const int32_t dk = shape_.head_dim_k, n_head_kv = shape_.n_head_kv;
+  s.key_min.resize(static_cast<size_t>(s.n_sub) * dk);
+  s.key_max.resize(static_cast<size_t>(s.n_sub) * dk);
+  for (int32_t sub = 0; sub < s.n_sub; ++sub) {
+    const int32_t first = sub * logical, end = std::min(s.n_cells, first + logical);
+    float* lo = s.key_min.data() + static_cast<int64_t>(sub) * dk;
+    float* hi = s.key_max.data() + static_cast<int64_t>(sub) * dk;
+    auto key = [&](int32_t i) { return u.keys.data() + (static_cast<int64_t>(i) * n_head_kv + kv_head) * dk; };
+    if (kind_ == KeySummary::kMinMax) {
+      std::fill(lo, lo + dk, std::numeric_limits<float>::infinity());
+      std::fill(hi, hi + dk, -std::numeric_limits<float>::infinity());
+      for (int32_t i = first; i < end; ++i) {
+        const float* k = key(i);
+        for (int32_t c = 0; c < dk; ++c) {
+          lo[c] = std::min(lo[c], k[c]);
+          hi[c] = std::max(hi[c], k[c]);
+        }
+      }
+      continue;
+    }
+    u.sum.assign(static_cast<size_t>(dk), 0.0);
+    u.sum_sq.assign(static_cast<size_t>(dk), 0.0);
+    for (int32_t i = first; i < end; ++i) {
+      const float* k = key(i);
+      for (int32_t c = 0; c < dk; ++c) {
+        u.sum[static_cast<size_t>(c)] += k[c];
+        u.sum_sq[static_cast<size_t>(c)] += static_cast<double>(k[c]) * k[c];
+      }
+    }
+    const double n = end - first;
     for (int32_t c = 0; c < dk; ++c) {
-      lo[c] = std::min(lo[c], k[c]);
-      hi[c] = std::max(hi[c], k[c]);
+      const double mean = u.sum[static_cast<size_t>(c)] / n;
+      const double spread = std::sqrt(std::max(0.0, u.sum_sq[static_cast<size_t>(c)] / n - mean * mean));
+      lo[c] = static_cast<float>(mean - std_scale_ * spread);
+      hi[c] = static_cast<float>(mean + std_scale_ * spread);
     }
   }
-  return s;
 }
 
 }  // namespace longhaul::kv

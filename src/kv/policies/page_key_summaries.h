@@ -4,9 +4,12 @@
 // A summary covers one page of one (layer, KV head), split into logical pages of `logical_tokens` cells (LServe's
 // hierarchical paging: small logical pages are scored, and a physical page scores the largest of its logical
 // pages' bounds; logical_tokens = 0 or >= the page: one logical page, Quest's rule). Per logical page and channel
-// it keeps the minimum and the maximum of the keys (after RoPE, as the queries are); for a query q, any key k of
-// the logical page has
-//   q . k <= sum_c max(q_c * min_c, q_c * max_c).
+// it keeps a lower and an upper value lo_c <= hi_c of the keys (after RoPE, as the queries are), and a page is
+// scored by
+//   sum_c max(q_c * lo_c, q_c * hi_c).
+// With lo/hi the minimum and maximum (KeySummary::kMinMax, Quest's), that is a bound: q . k <= it for every key k
+// of the logical page. With lo/hi = mean -/+ k * std (kMeanStd) it is no bound but an estimate that one outlying
+// key cannot inflate: min/max over a page grow with every key, while mean and spread describe most of them.
 // Summaries are computed lazily, from the attention threads, the first time a candidate page is seen (the pages
 // of a step's own cells are always read, so a summary is never needed before its page is complete); a summary
 // records its page's span, and a span that changed (truncation, KIVI freezing the f16 residual into quantized
@@ -30,6 +33,12 @@ namespace longhaul::kv {
 float page_key_bound(const float* q, int32_t n_q, int32_t dk, const float* key_min, const float* key_max,
                      int32_t n_sub);
 
+// How a page's keys are summarized per channel.
+enum class KeySummary {
+  kMinMax,   // lo = min, hi = max (Quest)
+  kMeanStd,  // lo = mean - k * std, hi = mean + k * std (population std over the logical page's keys)
+};
+
 // How a (layer, KV head) selects its pages by bound.
 struct BoundSelection {
   int32_t sink_tokens = 0;  // pages holding positions < sink_tokens are always read
@@ -42,8 +51,9 @@ struct BoundSelection {
 
 class PageKeySummaries {
  public:
-  // logical_tokens: cells per scored logical page (0 = whole pages).
-  PageKeySummaries(const KvShape& shape, int32_t logical_tokens);
+  // logical_tokens: cells per scored logical page (0 = whole pages); std_scale: k of KeySummary::kMeanStd.
+  PageKeySummaries(const KvShape& shape, int32_t logical_tokens, KeySummary kind = KeySummary::kMinMax,
+                   float std_scale = 0.0f);
   // A copy of the summaries and the kept selections (a forked sequence's policy).
   PageKeySummaries(const PageKeySummaries& other);
   PageKeySummaries& operator=(const PageKeySummaries&) = delete;
@@ -66,7 +76,7 @@ class PageKeySummaries {
     int32_t first_cell = 0;
     int32_t n_cells = 0;
     int32_t n_sub = 0;                    // logical pages
-    std::vector<float> key_min, key_max;  // [n_sub, dk]
+    std::vector<float> key_min, key_max;  // [n_sub, dk] lo and hi
   };
   // A selection kept for reuse.
   struct KeptSelection {
@@ -83,6 +93,7 @@ class PageKeySummaries {
     // Scratch, reused from call to call.
     PageCandidates layout;
     std::vector<float> keys;   // [n_cells of a page, n_head_kv, dk]
+    std::vector<double> sum, sum_sq;  // [dk] (kMeanStd)
     std::vector<float> bound;  // [n_pages]
     std::vector<std::pair<float, int32_t>> ranked;
   };
@@ -90,8 +101,13 @@ class PageKeySummaries {
   // The summary of page ip, computed now if the page is new or its span changed. Caller holds u.mutex.
   const Summary& summary(Unit& u, const KvPolicy::PageQuery& query, int32_t ip, const KvCache::PageSpan& span) const;
 
+  // Fills s.key_min / s.key_max [n_sub, dk] from head kv_head's rows of keys [n_cells, n_head_kv, dk].
+  void summarize(Unit& u, Summary& s, int32_t kv_head, int32_t logical) const;
+
   KvShape shape_;
   int32_t logical_tokens_ = 0;
+  KeySummary kind_ = KeySummary::kMinMax;
+  float std_scale_ = 0.0f;
   // [n_layer * n_head_kv]; mutable state behind per-unit mutexes: select is const and runs on the attention
   // threads, one (layer, KV head) per call.
   mutable std::vector<std::unique_ptr<Unit>> units_;

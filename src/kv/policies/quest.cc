@@ -8,7 +8,10 @@
 // page any of the heads needs is read). The first `dense` layers read everything: Quest keeps its first two
 // layers dense, where attention is spread too evenly for a few pages to hold it.
 //
-// The summaries, and the selection by bound, are kv/policies/page_key_summaries.h (lserve selects the same way).
+// summary=meanstd replaces min/max by mean -/+ k * std per channel: no longer a bound, but not inflated by one
+// outlying key. The summaries, and the selection by
+// bound, are kv/policies/page_key_summaries.h (lserve selects the same way).
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,7 +42,9 @@ namespace {
 class QuestPolicy final : public KvPolicy {
  public:
   QuestPolicy(KvPolicyContext context, const QuestOptions& options)
-      : KvPolicy(std::move(context)), options_(options), summaries_(context_.shape, /*logical_tokens=*/0) {}
+      : KvPolicy(std::move(context)),
+        options_(options),
+        summaries_(context_.shape, /*logical_tokens=*/0, options.summary, options.std_scale) {}
 
   std::unique_ptr<KvPolicy> fork(SeqId, SeqId) const override {
     return std::unique_ptr<KvPolicy>(new QuestPolicy(*this));
@@ -48,7 +53,7 @@ class QuestPolicy final : public KvPolicy {
   std::string describe() const override {
     return "quest(budget=" + std::to_string(options_.budget) + ", page=" + std::to_string(options_.page_tokens) +
            ", sink=" + std::to_string(options_.sink_tokens) + ", window=" + std::to_string(options_.window) +
-           ", dense=" + std::to_string(options_.dense_layers) + ")";
+           ", dense=" + std::to_string(options_.dense_layers) + summary_text() + ")";
   }
   int32_t max_cells() const override { return 0; }
   int32_t page_tokens() const override { return options_.page_tokens; }
@@ -75,6 +80,14 @@ class QuestPolicy final : public KvPolicy {
  private:
   QuestPolicy(const QuestPolicy& other) = default;
 
+  // ", summary=meanstd, k=2" when the summary is not Quest's min/max, else "".
+  std::string summary_text() const {
+    if (options_.summary == KeySummary::kMinMax) return "";
+    char k[32];
+    std::snprintf(k, sizeof k, "%g", static_cast<double>(options_.std_scale));
+    return ", summary=meanstd, k=" + std::string(k);
+  }
+
   QuestOptions options_;
   PageKeySummaries summaries_;  // per (layer, KV head) and page, min / max of the keys
 };
@@ -88,6 +101,11 @@ Result<std::unique_ptr<KvPolicy>> make_quest_policy(const KvPolicyContext& conte
   o.sink_tokens = read_sink_tokens(params);
   o.window = params.get_int("window", o.window, 0, kMaxParamCount, "most recent tokens always read");
   o.dense_layers = params.get_int("dense", o.dense_layers, 0, 1024, "first layers that read every page");
+  o.summary = params.get_word("summary", "minmax", {"minmax", "meanstd"},
+                              "per-channel key bounds of a page: min/max, or mean -/+ k std") == "meanstd"
+                  ? KeySummary::kMeanStd
+                  : KeySummary::kMinMax;
+  o.std_scale = params.get_float("k", o.std_scale, 0.0f, 16.0f, /*lo_open=*/true, "summary=meanstd: std either side");
   if (Status st = params.refusal(); !st.is_ok()) return st;
   return make_quest_policy(context, o);
 }

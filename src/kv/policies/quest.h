@@ -8,6 +8,7 @@
 
 #include "base/status.h"
 #include "kv/kv_policy.h"
+#include "kv/policies/page_key_summaries.h"
 
 namespace longhaul::kv {
 
@@ -17,6 +18,8 @@ struct QuestOptions {
   int32_t sink_tokens = 4;            // pages holding positions < sink_tokens are always read (attention sinks)
   int32_t window = 32;                // pages holding one of the last `window` cells are always read
   int32_t dense_layers = 2;           // the first layers read every page (Quest keeps two)
+  KeySummary summary = KeySummary::kMinMax;  // per-channel key bounds of a page: min/max (Quest) or mean -/+ k * std
+  float std_scale = 2.0f;             // k of KeySummary::kMeanStd
 };
 
 Result<std::unique_ptr<KvPolicy>> make_quest_policy(const KvPolicyContext& context, const QuestOptions& options);

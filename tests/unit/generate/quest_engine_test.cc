@@ -11,7 +11,7 @@ using namespace engine_testing;
 class QuestEngineTest : public EachModelTest {};
 
 TEST_P(QuestEngineTest, CoveringBudgetGivesFullLogits) {
-  expect_full_logits(*model_, pool_, {"quest:budget=4096"}, 32);
+  expect_full_logits(*model_, pool_, {"quest:budget=4096", "quest:budget=4096:summary=meanstd"}, 32);
 }
 
 TEST_P(QuestEngineTest, LargerBudgetsComeCloserToFull) {

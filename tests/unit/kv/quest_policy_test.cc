@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <vector>
 
@@ -191,6 +192,64 @@ TEST(QuestPolicy, TruncationAndForkKeepSummariesExact) {
   ASSERT_NE(forked, nullptr);
   EXPECT_EQ(select(*forked, c.cache, c.seq, 2, 0, {1, 0, 0, 0}, 62),
             select(*policy, c.cache, c.seq, 2, 0, {1, 0, 0, 0}, 62));
+}
+
+// Page 4 (cells 16..19) holds one key of 4 along channel 0 among zeros; page 7 (cells 28..31) four keys of 2.8.
+// For q = (1, 0, 0, 0) min/max scores page 4 by its outlier (4 > 2.8); mean -/+ k std, written out below, scores
+// it by its spread.
+float outlier_or_steady(int32_t cell) {
+  if (cell == 16) return 4.0f;
+  if (cell >= 28 && cell < 32) return 2.8f;
+  return 0.0f;
+}
+
+std::vector<int32_t> select_on_outlier_cache(const QuestOptions& o) {
+  const KvShape shape = tiny_shape(3);
+  KvCache cache(shape, KvCacheOptions{4, 0, 4});
+  const SeqId seq = *cache.add_sequence();
+  std::vector<int32_t> pos(62);
+  for (int32_t i = 0; i < 62; ++i) pos[static_cast<size_t>(i)] = i;
+  EXPECT_TRUE(cache.append_cells(seq, pos).is_ok());
+  std::vector<float> keys(62 * 2 * 4, 0.0f);
+  for (int32_t i = 0; i < 62; ++i) keys[static_cast<size_t>(i) * 8] = outlier_or_steady(i);
+  for (int32_t il = 0; il < shape.n_layer; ++il) cache.write_keys(seq, il, 0, 62, keys.data());
+  Result<std::unique_ptr<KvPolicy>> p = make_quest_policy(tiny_context(shape), o);
+  EXPECT_TRUE(p.is_ok()) << p.message();
+  return select(**p, cache, seq, 1, 0, {1, 0, 0, 0}, 62);
+}
+
+TEST(QuestPolicy, MeanStdSummaryScoresPagesByTheirSpread) {
+  QuestOptions o;
+  o.budget = 4;  // one page
+  o.page_tokens = 4;
+  o.sink_tokens = 2;
+  o.window = 6;
+  o.dense_layers = 1;
+  EXPECT_EQ(select_on_outlier_cache(o), (std::vector<int32_t>{0, 4, 14, 15}));
+  for (float k : {1.0f, 2.0f}) {
+    o.summary = KeySummary::kMeanStd;
+    o.std_scale = k;
+    // Channel 0 of each candidate page: mean + k * population std (the other channels are 0).
+    std::vector<std::pair<float, int32_t>> ranked;
+    for (int32_t page = 1; page <= 13; ++page) {
+      double sum = 0, sum_sq = 0;
+      for (int32_t i = 4 * page; i < 4 * page + 4; ++i) {
+        sum += outlier_or_steady(i);
+        sum_sq += outlier_or_steady(i) * outlier_or_steady(i);
+      }
+      const double mean = sum / 4, spread = std::sqrt(std::max(0.0, sum_sq / 4 - mean * mean));
+      ranked.emplace_back(-static_cast<float>(mean + k * spread), page);
+    }
+    std::sort(ranked.begin(), ranked.end());
+    std::vector<int32_t> want = {0, ranked[0].second, 14, 15};
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(select_on_outlier_cache(o), want) << "k " << k;
+  }
+  // k = 1: 1 + 1.73 < 2.8, the steady page wins; k = 2: 1 + 3.46 > 2.8, the outlier's page again.
+  o.std_scale = 1.0f;
+  EXPECT_EQ(select_on_outlier_cache(o), (std::vector<int32_t>{0, 7, 14, 15}));
+  o.std_scale = 2.0f;
+  EXPECT_EQ(select_on_outlier_cache(o), (std::vector<int32_t>{0, 4, 14, 15}));
 }
 
 TEST(QuestPolicy, RejectsBadOptions) {
