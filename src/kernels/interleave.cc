@@ -5,9 +5,11 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "kernels/isa_kernels.h"
+#include "kernels/quant.h"
 #include "kernels/ref/quant_ref.h"
 #include "tensor/half.h"
 #include "tensor/quant_blocks.h"
@@ -55,6 +57,23 @@ void interleave_q8_0(const void* src, int64_t n_out, int64_t nb, uint8_t* dst) {
         }
       }
     }
+  }
+}
+
+// The inverses: block b of row `row` (group g = row / 16, lane r = row % 16) back in row-major form.
+void deinterleave_q4_1(const uint8_t* group_block, int64_t r, tensor::BlockQ4_1& blk) {
+  std::memcpy(&blk.d, group_block + 2 * r, 2);
+  std::memcpy(&blk.m, group_block + 32 + 2 * r, 2);
+  for (int c = 0; c < 4; ++c) std::memcpy(blk.qs + 4 * c, group_block + 64 + 64 * c + 4 * r, 4);
+}
+
+void deinterleave_q8_0(const uint8_t* group_block, int64_t r, tensor::BlockQ8_0& blk) {
+  std::memcpy(&blk.d, group_block + 2 * r, 2);
+  for (int c = 0; c < 8; ++c) {
+    uint32_t four;
+    std::memcpy(&four, group_block + 32 + 64 * c + 4 * r, 4);
+    four ^= 0x80808080u;
+    std::memcpy(blk.qs + 4 * c, &four, 4);
   }
 }
 
@@ -160,6 +179,36 @@ void add_interleaved_twins(IsaKernels& k) {
   k.gemm_interleaved[slot(DType::Q8_0)] = twin<DType::Q8_0>();
 }
 }  // namespace detail
+
+void interleaved_row(DType type, const void* w, int64_t n_in, int64_t row, void* dst) {
+  LH_CHECK_MSG(has_layout(type), std::string("interleaved_row: no interleaved layout for ") + tensor::dtype_name(type));
+  LH_CHECK_MSG(n_in % kQk == 0 && row >= 0, "interleaved_row: n_in=" + std::to_string(n_in) + " row=" +
+                                                 std::to_string(row));
+  const int64_t nb = n_in / kQk;
+  const int64_t row_bytes = tensor::row_size_bytes(type, n_in);
+  const int64_t group_block_bytes = row_bytes / nb * kInterleaveRows;
+  // Group g starts where row 16g did (interleave.h).
+  const uint8_t* group = static_cast<const uint8_t*>(w) + row / kInterleaveRows * kInterleaveRows * row_bytes;
+  const int64_t r = row % kInterleaveRows;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* gb = group + b * group_block_bytes;
+    if (type == DType::Q4_1) {
+      deinterleave_q4_1(gb, r, static_cast<tensor::BlockQ4_1*>(dst)[b]);
+    } else {
+      deinterleave_q8_0(gb, r, static_cast<tensor::BlockQ8_0*>(dst)[b]);
+    }
+  }
+}
+
+void get_rows_interleaved(DType type, const void* w, int64_t n_cols, const int32_t* ids, int64_t n_ids,
+                          float* dst) {
+  std::vector<uint8_t> row(static_cast<size_t>(tensor::row_size_bytes(type, n_cols)));
+  for (int64_t i = 0; i < n_ids; ++i) {
+    LH_CHECK_MSG(ids[i] >= 0, "get_rows_interleaved: negative id " + std::to_string(ids[i]));
+    interleaved_row(type, w, n_cols, ids[i], row.data());
+    dequantize_row(type, row.data(), dst + i * n_cols, n_cols);  // as get_rows does for a row-major row
+  }
+}
 
 bool prefers_interleaved(Isa isa, DType type, int64_t n_out) {
   if (!has_layout(type) || n_out % kInterleaveRows != 0 || n_out <= 0) return false;

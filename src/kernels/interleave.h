@@ -46,4 +46,16 @@ bool prefers_interleaved(tensor::DType type, int64_t n_out);  // on the active I
 // bytes. Requires a type with a layout and n_out % 16 == 0 (LH_CHECK).
 void interleave_rows(tensor::DType type, const void* src, int64_t n_out, int64_t n_in, void* dst);
 
+// Row `row` of an interleaved [n_out, n_in] matrix of `type`, given back as the row-major bytes it was made from.
+//   w: the interleaved matrix; dst: [row_size_bytes(type, n_in)]
+void interleaved_row(tensor::DType type, const void* w, int64_t n_in, int64_t row, void* dst);
+
+// Embedding lookup from an interleaved matrix: dst[i, :] = dequantize(row ids[i]), equal to get_rows (quant.h) on
+// the row-major matrix. A model whose output projection is tied to its token embeddings stores the matrix once,
+// interleaved, and looks tokens up here: otherwise each lookup would fault the file's row-major pages back in
+// (with the kernel's read-around, most of the matrix after a few hundred distinct tokens).
+//   w: [n_rows, n_cols] interleaved; ids: [n_ids], each in [0, n_rows); dst: [n_ids, n_cols]
+void get_rows_interleaved(tensor::DType type, const void* w, int64_t n_cols, const int32_t* ids, int64_t n_ids,
+                          float* dst);
+
 }  // namespace longhaul::kernels

@@ -37,6 +37,9 @@ constexpr int64_t kInterleaveSliceBytes = int64_t{4} << 20;
 }  // namespace
 
 void Model::interleave_weights() {
+  // A tied output projection is the token embedding matrix: stored once, interleaved, and the embedding lookup
+  // reads that copy (kernels::get_rows_interleaved), so the file's row-major pages are not faulted back in.
+  const bool tied = weights_.output.data == weights_.token_embd.data;
   std::vector<Weight*> matrices = {&weights_.output};
   for (LayerWeights& l : weights_.layers) {
     for (Weight* w : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
@@ -49,8 +52,8 @@ void Model::interleave_weights() {
     std::unique_ptr<uint8_t[]>& copy = interleaved_.emplace_back(new uint8_t[n_bytes + 64]);
     auto* dst = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(copy.get()) + 63) & ~uintptr_t{63});
     // Slice by slice, handing the file's pages back as they are copied: the file's copy is not read again (a
-    // tied output keeps the embedding rows that token lookups read, which fault back in on use), so resident
-    // memory holds each matrix once, also at its peak during the load.
+    // tied output's embedding lookups read the interleaved copy too), so resident memory holds each matrix once,
+    // also at its peak during the load.
     const int64_t row_bytes = tensor::row_size_bytes(w->type, w->n_in);
     const int64_t rows_per_slice =
         std::max<int64_t>(1, kInterleaveSliceBytes / (row_bytes * kernels::kInterleaveRows)) * kernels::kInterleaveRows;
@@ -63,6 +66,7 @@ void Model::interleave_weights() {
     w->data = dst;
     w->layout = kernels::WeightLayout::kInterleaved16;
   }
+  if (tied) weights_.token_embd = weights_.output;
 }
 
 kv::KvShape Model::kv_shape() const {
@@ -169,8 +173,12 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, ForwardState& st, 
     st.rope_local.compute(batch.positions.data(), n_tokens, cfg.n_rot, cfg.rope_freq_base_local, 1.0f);
 
   // Token embeddings: x = embd[tokens] * embedding_scale.   x: [n_tokens, n_embd]
-  kernels::get_rows(weights_.token_embd.type, weights_.token_embd.data, cfg.n_embd, batch.tokens.data(), n_tokens,
-                    st.x.data());
+  const Weight& embd = weights_.token_embd;
+  if (embd.layout == kernels::WeightLayout::kInterleaved16) {
+    kernels::get_rows_interleaved(embd.type, embd.data, cfg.n_embd, batch.tokens.data(), n_tokens, st.x.data());
+  } else {
+    kernels::get_rows(embd.type, embd.data, cfg.n_embd, batch.tokens.data(), n_tokens, st.x.data());
+  }
   if (cfg.embedding_scale != 1.0f) kernels::scale(st.x.data(), cfg.embedding_scale, int64_t{n_tokens} * cfg.n_embd);
 
   StepContext step{cfg, weights_, batch, cache, st, pool, n_tokens};

@@ -72,6 +72,28 @@ TEST_P(Interleaved, MatmulMatchesRowMajorNaiveLoop) {
   }
 }
 
+// Each row reads back as the row-major bytes it came from, and the embedding lookup over the interleaved copy equals
+// get_rows over the row-major matrix bit for bit (a tied output projection is looked up there).
+TEST_P(Interleaved, RowsReadBackAsStored) {
+  const DType type = GetParam();
+  const int64_t n_out = 48, n_in = 160;
+  const std::vector<uint8_t> w = random_matrix(type, n_out, n_in);
+  std::vector<uint8_t> wi(w.size());
+  interleave_rows(type, w.data(), n_out, n_in, wi.data());
+  const int64_t row_bytes = tensor::row_size_bytes(type, n_in);
+  std::vector<uint8_t> row(row_bytes);
+  for (int64_t o = 0; o < n_out; ++o) {
+    interleaved_row(type, wi.data(), n_in, o, row.data());
+    ASSERT_TRUE(std::equal(row.begin(), row.end(), w.begin() + o * row_bytes)) << tensor::dtype_name(type) << " row " << o;
+  }
+  const std::vector<int32_t> ids = {0, 47, 15, 16, 31, 3, 3};
+  std::vector<float> expected(ids.size() * n_in), got(ids.size() * n_in, -1.0f);
+  get_rows(type, w.data(), n_in, ids.data(), static_cast<int64_t>(ids.size()), expected.data());
+  get_rows_interleaved(type, wi.data(), n_in, ids.data(), static_cast<int64_t>(ids.size()), got.data());
+  EXPECT_EQ(got, expected);
+  EXPECT_NE(expected[0], expected[n_in]) << "rows 0 and 47 differ";
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, Interleaved, ::testing::Values(DType::Q4_1, DType::Q8_0),
                          [](const ::testing::TestParamInfo<DType>& info) {
                            return std::string(tensor::dtype_name(info.param));
