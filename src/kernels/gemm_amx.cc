@@ -482,6 +482,8 @@ IsaKernels make_amx() {
   k.gemm_large[slot(DType::Q8_0)] = amx_kernel<Rows32<Q8Group, 128>>(kPackAmxQ8, pack_amx_q8);
   k.gemm_large[slot(DType::Q4_K)] = amx_kernel<RowsQ4K>(kPackAmxQ8K32, pack_amx_q8k<32>);
   k.gemm_large[slot(DType::Q6_K)] = amx_kernel<RowsQ6K>(kPackAmxQ8K16, pack_amx_q8k<16>);
+  // The AMX prompt kernels read the row layout and beat the interleaved kernels there: keep the row layout.
+  for (bool& interleave : k.interleave_at_load) interleave = false;
   return k;
 }
 

@@ -10,6 +10,7 @@
 #include "kernels/x86/avx2_gemm.h"
 #include "kernels/x86/avx2_gemm32.h"
 #include "kernels/x86/avx2_gemm_k.h"
+#include "kernels/x86/avx2_gemm_x16.h"
 #endif
 
 namespace longhaul::kernels::detail {
@@ -33,7 +34,7 @@ template <class W>
 GemmKernel gemm32(int pack_id, void (*pack)(const float*, int64_t, uint8_t*)) {
   GemmKernel k;
   k.pack_id = pack_id;
-  k.packed_row_bytes = packed_row_bytes_32_avx2;
+  k.packed_row_bytes = packed_row_bytes_act_32;
   k.pack = pack;
   k.tile = gemm_tile_avx2<Tiles32<W>>;
   k.chunk_rows_multiple = kTileRows;
@@ -53,6 +54,19 @@ GemmKernel gemm_k() {
   return k;
 }
 
+// Interleaved weights (kernels/interleave.h): the pack_id and packing every ISA's interleaved kernels share.
+template <class W>
+GemmKernel gemm_x16() {
+  GemmKernel k;
+  k.pack_id = W::kHasMin ? kPackInterleavedS : kPackInterleavedSum;
+  k.packed_row_bytes = packed_row_bytes_act_32;
+  k.pack = W::kHasMin ? &pack_act_32<ActExtra::kS> : &pack_act_32<ActExtra::kSum>;
+  k.tile = x16_tile_avx2<W>;
+  k.chunk_rows_multiple = kX16GroupRows;
+  k.chunk_tokens = kChunkTokens;
+  return k;
+}
+
 }  // namespace
 
 void add_avx2_gemm_kernels(IsaKernels& k) {
@@ -64,6 +78,13 @@ void add_avx2_gemm_kernels(IsaKernels& k) {
   k.gemm_large[slot(DType::Q8_0)] = gemm32<Q8_0Weights>(kPackQ8Sum, pack_act_32<ActExtra::kSum>);
   k.gemm_large[slot(DType::Q4_K)] = gemm_k<Q4_KTiles>();
   k.gemm_large[slot(DType::Q6_K)] = gemm_k<Q6_KTiles>();
+  k.gemm_interleaved[slot(DType::Q4_0)] = gemm_x16<Q4_0Weights>();
+  k.gemm_interleaved[slot(DType::Q4_1)] = gemm_x16<Q4_1Weights>();
+  k.gemm_interleaved[slot(DType::Q5_0)] = gemm_x16<Q5_0Weights>();
+  k.gemm_interleaved[slot(DType::Q5_1)] = gemm_x16<Q5_1Weights>();
+  k.gemm_interleaved[slot(DType::Q8_0)] = gemm_x16<Q8_0Weights>();
+  for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0})
+    k.interleave_at_load[slot(type)] = true;
 }
 #else
 void add_avx2_gemm_kernels(IsaKernels&) {}

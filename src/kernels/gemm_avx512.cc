@@ -28,8 +28,6 @@ enum PackId : int {
   kPackQ8Group128,      // Q8_0
   kPackQ8KQ4K,          // Q4_K (chunks reordered to match its nibble layout)
   kPackQ8KNatural,      // Q6_K
-  kPackX16Q8_1,         // Q4_1 interleaved (kernels/interleave.h)
-  kPackX16Q8_0,         // Q8_0 interleaved
 };
 
 using PackFn = void (*)(const float*, int64_t, uint8_t*);
@@ -46,9 +44,13 @@ GemmKernel gemm_kernel(int pack_id, int64_t (*packed_row_bytes)(int64_t), PackFn
   return k;
 }
 
+// Interleaved weights (kernels/interleave.h) read the packing of the AVX2 long-batch kernels, with the pack_id
+// every ISA's interleaved kernels share.
 template <class L>
-GemmKernel gemm_x16(int pack_id, PackFn pack) {
-  return gemm_kernel(pack_id, x16_packed_row_bytes, pack, x16_tile<L>, kX16Rows);
+GemmKernel gemm_x16() {
+  const PackFn pack = L::kHasM ? &pack_act_32<ActExtra::kS> : &pack_act_32<ActExtra::kSum>;
+  return gemm_kernel(L::kHasM ? kPackInterleavedS : kPackInterleavedSum, packed_row_bytes_act_32, pack, x16_tile<L>,
+                     kX16Rows);
 }
 
 template <class U>
@@ -78,10 +80,13 @@ void add_avx512_gemm_kernels(IsaKernels& k) {
   k.gemm[slot(DType::Q8_0)] = gemm32<Q8Group>(kPackQ8Group128, pack_q8_group<128>);
   k.gemm[slot(DType::Q4_K)] = gemm_k<Q4_KUnpack>(kPackQ8KQ4K);
   k.gemm[slot(DType::Q6_K)] = gemm_k<Q6_KUnpack>(kPackQ8KNatural);
-  k.gemm_interleaved[slot(DType::Q4_1)] = gemm_x16<X16Q4_1>(kPackX16Q8_1, x16_pack<true>);
-  k.gemm_interleaved[slot(DType::Q8_0)] = gemm_x16<X16Q8_0>(kPackX16Q8_0, x16_pack<false>);
-  k.interleave_at_load[slot(DType::Q4_1)] = true;
-  k.interleave_at_load[slot(DType::Q8_0)] = true;
+  k.gemm_interleaved[slot(DType::Q4_0)] = gemm_x16<X16Q4_0>();
+  k.gemm_interleaved[slot(DType::Q4_1)] = gemm_x16<X16Q4_1>();
+  k.gemm_interleaved[slot(DType::Q5_0)] = gemm_x16<X16Q5_0>();
+  k.gemm_interleaved[slot(DType::Q5_1)] = gemm_x16<X16Q5_1>();
+  k.gemm_interleaved[slot(DType::Q8_0)] = gemm_x16<X16Q8_0>();
+  for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0})
+    k.interleave_at_load[slot(type)] = true;
 }
 #else
 void add_avx512_gemm_kernels(IsaKernels&) {}

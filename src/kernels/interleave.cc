@@ -21,59 +21,106 @@ using tensor::DType;
 
 constexpr int64_t kQk = tensor::kQk32;
 
-bool has_layout(DType type) { return type == DType::Q4_1 || type == DType::Q8_0; }
+// Where the fields of a type's row-major block are, and where the interleaved layout puts them (interleave.h).
+struct Format {
+  int64_t block_bytes = 0;  // bytes of one row-major block (32 elements)
+  int64_t m_at = -1;        // byte of f16 m in the row-major block; -1: none
+  int64_t qh_at = -1;       // byte of the 4 fifth-bit bytes; -1: none
+  int64_t qs_at = 2;        // byte of the quants (16 nibble bytes, or 32 bytes for Q8_0)
+  bool nibbles = true;      // 4-bit pairs, else one byte per quant
+  int32_t offset = 0;       // u = q + offset
 
-// One group of 16 rows, block b: src rows are row-major blocks of `Block`.
-template <class Block>
-const Block& block_of(const void* src, int64_t nb, int64_t row, int64_t b) {
-  return static_cast<const Block*>(src)[row * nb + b];
-}
+  // Byte offsets of the parts inside a group's block of 16 rows.
+  int64_t group_m() const { return 32; }
+  int64_t group_qh() const { return m_at >= 0 ? 64 : 32; }
+  int64_t group_quants() const { return group_qh() + (qh_at >= 0 ? 64 : 0); }
+  int64_t group_bytes() const { return kInterleaveRows * block_bytes; }
+};
 
-void interleave_q4_1(const void* src, int64_t n_out, int64_t nb, uint8_t* dst) {
-  for (int64_t g = 0; g < n_out / kInterleaveRows; ++g) {
-    for (int64_t b = 0; b < nb; ++b, dst += kInterleaveRows * sizeof(tensor::BlockQ4_1)) {
-      for (int64_t r = 0; r < kInterleaveRows; ++r) {
-        const auto& blk = block_of<tensor::BlockQ4_1>(src, nb, g * kInterleaveRows + r, b);
-        std::memcpy(dst + 2 * r, &blk.d, 2);
-        std::memcpy(dst + 32 + 2 * r, &blk.m, 2);
-        for (int c = 0; c < 4; ++c) std::memcpy(dst + 64 + 64 * c + 4 * r, blk.qs + 4 * c, 4);
-      }
-    }
+bool format_of(DType type, Format& f) {
+  switch (type) {
+    case DType::Q4_0: f = {sizeof(tensor::BlockQ4_0), -1, -1, 2, true, 8}; return true;
+    case DType::Q4_1: f = {sizeof(tensor::BlockQ4_1), 2, -1, 4, true, 0}; return true;
+    case DType::Q5_0: f = {sizeof(tensor::BlockQ5_0), -1, 2, 6, true, 16}; return true;
+    case DType::Q5_1: f = {sizeof(tensor::BlockQ5_1), 2, 4, 8, true, 0}; return true;
+    case DType::Q8_0: f = {sizeof(tensor::BlockQ8_0), -1, -1, 2, false, 128}; return true;
+    default: return false;
   }
 }
 
-void interleave_q8_0(const void* src, int64_t n_out, int64_t nb, uint8_t* dst) {
+bool has_layout(DType type) {
+  Format f;
+  return format_of(type, f);
+}
+
+// The fifth bits of a Q5 block (bit j = element j) regrouped for interleave.h's qh part: byte i (0..3) of the
+// result holds the bits of elements 4c + i in bit c and of 16 + 4c + i in bit 4 + c.
+uint32_t regroup_high_bits(uint32_t qh) {
+  // Bits i, i + 4, i + 8, i + 12 of a 16-bit half, gathered into bits 0..3.
+  auto every_fourth = [](uint32_t half, int i) {
+    const uint32_t t = (half >> i) & 0x1111u;
+    return (t | t >> 3 | t >> 6 | t >> 9) & 0xfu;
+  };
+  uint32_t out = 0;
+  for (int i = 0; i < 4; ++i)
+    out |= (every_fourth(qh & 0xffffu, i) | every_fourth(qh >> 16, i) << 4) << (8 * i);
+  return out;
+}
+
+void interleave_blocks(const Format& f, const uint8_t* src, int64_t n_out, int64_t nb, uint8_t* dst) {
+  const int64_t row_bytes = nb * f.block_bytes;
   for (int64_t g = 0; g < n_out / kInterleaveRows; ++g) {
-    for (int64_t b = 0; b < nb; ++b, dst += kInterleaveRows * sizeof(tensor::BlockQ8_0)) {
+    for (int64_t b = 0; b < nb; ++b, dst += f.group_bytes()) {
       for (int64_t r = 0; r < kInterleaveRows; ++r) {
-        const auto& blk = block_of<tensor::BlockQ8_0>(src, nb, g * kInterleaveRows + r, b);
-        std::memcpy(dst + 2 * r, &blk.d, 2);
-        for (int c = 0; c < 8; ++c) {
-          // q + 128 as an unsigned byte is q with its top bit flipped.
+        const uint8_t* blk = src + (g * kInterleaveRows + r) * row_bytes + b * f.block_bytes;
+        std::memcpy(dst + 2 * r, blk, 2);
+        if (f.m_at >= 0) std::memcpy(dst + f.group_m() + 2 * r, blk + f.m_at, 2);
+        if (f.qh_at >= 0) {
+          uint32_t qh;
+          std::memcpy(&qh, blk + f.qh_at, 4);
+          qh = regroup_high_bits(qh);
+          std::memcpy(dst + f.group_qh() + 4 * r, &qh, 4);
+        }
+        uint8_t* quants = dst + f.group_quants() + 4 * r;
+        for (int c = 0; c < (f.nibbles ? 4 : 8); ++c) {
           uint32_t four;
-          std::memcpy(&four, blk.qs + 4 * c, 4);
-          four ^= 0x80808080u;
-          std::memcpy(dst + 32 + 64 * c + 4 * r, &four, 4);
+          std::memcpy(&four, blk + f.qs_at + 4 * c, 4);
+          // Q8_0: q + 128 as an unsigned byte is q with its top bit flipped.
+          if (!f.nibbles) four ^= 0x80808080u;
+          std::memcpy(quants + 64 * c, &four, 4);
         }
       }
     }
   }
 }
 
-// The inverses: block b of row `row` (group g = row / 16, lane r = row % 16) back in row-major form.
-void deinterleave_q4_1(const uint8_t* group_block, int64_t r, tensor::BlockQ4_1& blk) {
-  std::memcpy(&blk.d, group_block + 2 * r, 2);
-  std::memcpy(&blk.m, group_block + 32 + 2 * r, 2);
-  for (int c = 0; c < 4; ++c) std::memcpy(blk.qs + 4 * c, group_block + 64 + 64 * c + 4 * r, 4);
+// The inverse of regroup_high_bits.
+uint32_t ungroup_high_bits(uint32_t regrouped) {
+  // Bits 0..3 of a nibble spread to bits 0, 4, 8, 12.
+  auto spread = [](uint32_t n) { return (n & 1u) | (n & 2u) << 3 | (n & 4u) << 6 | (n & 8u) << 9; };
+  uint32_t out = 0;
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t byte = (regrouped >> (8 * i)) & 0xffu;
+    out |= spread(byte & 0xfu) << i | spread(byte >> 4) << (16 + i);
+  }
+  return out;
 }
 
-void deinterleave_q8_0(const uint8_t* group_block, int64_t r, tensor::BlockQ8_0& blk) {
-  std::memcpy(&blk.d, group_block + 2 * r, 2);
-  for (int c = 0; c < 8; ++c) {
+// The inverse of interleave_blocks for one block: lane r of a group's block back in row-major form.
+void deinterleave_block(const Format& f, const uint8_t* group_block, int64_t r, uint8_t* blk) {
+  std::memcpy(blk, group_block + 2 * r, 2);
+  if (f.m_at >= 0) std::memcpy(blk + f.m_at, group_block + f.group_m() + 2 * r, 2);
+  if (f.qh_at >= 0) {
+    uint32_t qh;
+    std::memcpy(&qh, group_block + f.group_qh() + 4 * r, 4);
+    qh = ungroup_high_bits(qh);
+    std::memcpy(blk + f.qh_at, &qh, 4);
+  }
+  for (int c = 0; c < (f.nibbles ? 4 : 8); ++c) {
     uint32_t four;
-    std::memcpy(&four, group_block + 32 + 64 * c + 4 * r, 4);
-    four ^= 0x80808080u;
-    std::memcpy(blk.qs + 4 * c, &four, 4);
+    std::memcpy(&four, group_block + f.group_quants() + 64 * c + 4 * r, 4);
+    if (!f.nibbles) four ^= 0x80808080u;
+    std::memcpy(blk + f.qs_at + 4 * c, &four, 4);
   }
 }
 
@@ -81,9 +128,9 @@ void deinterleave_q8_0(const uint8_t* group_block, int64_t r, tensor::BlockQ8_0&
 
 int64_t packed_row_bytes(int64_t n_in) { return (n_in / kQk * 40 + 63) / 64 * 64; }
 
-// Packs one activation row (layout in interleave.h). kQ8_1: s as Q8_1 stores it (Q4_1 weights); else the integer
-// offset term -128 * sum q (Q8_0 weights, stored as q + 128).
-template <bool kQ8_1>
+// Packs one activation row (layout in interleave.h). kS: s as Q8_1 stores it (weights with a minimum); else the
+// integer sum of the quants (weights with an offset).
+template <bool kS>
 void pack_row(const float* x, int64_t n_in, uint8_t* dst) {
   const int64_t nb = n_in / kQk;
   auto* q = reinterpret_cast<int8_t*>(dst);
@@ -94,26 +141,36 @@ void pack_row(const float* x, int64_t n_in, uint8_t* dst) {
     ref::quantize_q8_1(x + b * kQk, &blk, kQk);
     std::memcpy(q + b * kQk, blk.qs, kQk);
     d[b] = tensor::f16_to_f32(blk.d);
-    if constexpr (kQ8_1) {
+    if constexpr (kS) {
       const float s = tensor::f16_to_f32(blk.s);
       std::memcpy(extra + 4 * b, &s, 4);
     } else {
       int32_t sum = 0;
       for (int j = 0; j < kQk; ++j) sum += blk.qs[j];
-      const int32_t offset = -128 * sum;
-      std::memcpy(extra + 4 * b, &offset, 4);
+      std::memcpy(extra + 4 * b, &sum, 4);
     }
   }
   std::memset(dst + 40 * nb, 0, static_cast<size_t>(packed_row_bytes(n_in) - 40 * nb));
 }
 
-// y[t * ldy + r] for the n_rows (a multiple of 16) rows starting at w, lane by lane in the order the SIMD kernel
-// adds: per block, acc = fma(float(isum), d_w * d_a, acc), then (Q4_1) acc = fma(m_w, s_a, acc).
+// The unsigned quant u of element j (0..31) of row r in a group's block wb.
+uint32_t stored_quant(const Format& f, const uint8_t* wb, int r, int j) {
+  const uint8_t* quants = wb + f.group_quants();
+  if (!f.nibbles) return quants[64 * (j / 4) + 4 * r + j % 4];
+  const int c = (j % 16) / 4, i = j % 4;
+  const uint8_t byte = quants[64 * c + 4 * r + i];
+  uint32_t u = j < 16 ? byte & 0x0fu : byte >> 4;
+  if (f.qh_at >= 0) u |= ((wb[f.group_qh() + 4 * r + i] >> (c + (j < 16 ? 0 : 4))) & 1u) << 4;
+  return u;
+}
+
+// y[t * ldy + r] for the n_rows (a multiple of 16) rows starting at w, lane by lane in the order the SIMD kernels
+// add: per block, acc = fma(float(isum), d_w * d_a, acc), then (weights with a minimum) acc = fma(m_w, s_a, acc).
 template <DType kType>
 void tile_twin(int64_t n_in, const uint8_t* w, int64_t w_stride_bytes, int64_t n_rows, const uint8_t* act,
                int64_t act_stride_bytes, int64_t n_tokens, float* y, int64_t ldy) {
-  constexpr bool kQ4_1 = kType == DType::Q4_1;
-  constexpr int64_t kGroupBlockBytes = kQ4_1 ? 320 : 544;
+  Format f;
+  format_of(kType, f);
   const int64_t nb = n_in / kQk;
   for (int64_t g = 0; g < n_rows / kInterleaveRows; ++g) {
     const uint8_t* wg = w + g * kInterleaveRows * w_stride_bytes;
@@ -123,34 +180,22 @@ void tile_twin(int64_t n_in, const uint8_t* w, int64_t w_stride_bytes, int64_t n
       for (int r = 0; r < kInterleaveRows; ++r) {
         float acc = 0.0f;
         for (int64_t b = 0; b < nb; ++b) {
-          const uint8_t* wb = wg + b * kGroupBlockBytes;
+          const uint8_t* wb = wg + b * f.group_bytes();
           const int8_t* ab = aq + b * kQk;
-          float d_a, extra_f;
-          int32_t isum;
+          float d_a, s_a;
+          int32_t sum_a;
           std::memcpy(&d_a, a + 32 * nb + 4 * b, 4);
-          std::memcpy(&extra_f, a + 36 * nb + 4 * b, 4);
-          std::memcpy(&isum, a + 36 * nb + 4 * b, 4);
+          std::memcpy(&s_a, a + 36 * nb + 4 * b, 4);
+          std::memcpy(&sum_a, a + 36 * nb + 4 * b, 4);
+          int32_t isum = f.m_at >= 0 ? 0 : -f.offset * sum_a;
+          for (int j = 0; j < kQk; ++j) isum += static_cast<int32_t>(stored_quant(f, wb, r, j)) * ab[j];
           uint16_t d16;
           std::memcpy(&d16, wb + 2 * r, 2);
-          const float d_w = tensor::f16_to_f32(d16);
-          if constexpr (kQ4_1) {
-            isum = 0;
-            for (int c = 0; c < 4; ++c) {
-              for (int i = 0; i < 4; ++i) {
-                const uint8_t byte = wb[64 + 64 * c + 4 * r + i];
-                isum += (byte & 0x0f) * ab[4 * c + i] + (byte >> 4) * ab[16 + 4 * c + i];
-              }
-            }
-          } else {
-            for (int c = 0; c < 8; ++c) {
-              for (int i = 0; i < 4; ++i) isum += wb[32 + 64 * c + 4 * r + i] * ab[4 * c + i];
-            }
-          }
-          acc = std::fma(static_cast<float>(isum), d_w * d_a, acc);
-          if constexpr (kQ4_1) {
+          acc = std::fma(static_cast<float>(isum), tensor::f16_to_f32(d16) * d_a, acc);
+          if (f.m_at >= 0) {
             uint16_t m16;
-            std::memcpy(&m16, wb + 32 + 2 * r, 2);
-            acc = std::fma(tensor::f16_to_f32(m16), extra_f, acc);
+            std::memcpy(&m16, wb + f.group_m() + 2 * r, 2);
+            acc = std::fma(tensor::f16_to_f32(m16), s_a, acc);
           }
         }
         y[t * ldy + g * kInterleaveRows + r] = acc;
@@ -161,10 +206,11 @@ void tile_twin(int64_t n_in, const uint8_t* w, int64_t w_stride_bytes, int64_t n
 
 template <DType kType>
 detail::GemmKernel twin() {
+  constexpr bool kS = kType == DType::Q4_1 || kType == DType::Q5_1;
   detail::GemmKernel k;
-  k.pack_id = kType == DType::Q4_1 ? 101 : 102;  // distinct from the row-major packings
+  k.pack_id = kS ? detail::kPackInterleavedS : detail::kPackInterleavedSum;
   k.packed_row_bytes = packed_row_bytes;
-  k.pack = pack_row<kType == DType::Q4_1>;
+  k.pack = pack_row<kS>;
   k.tile = tile_twin<kType>;
   k.chunk_rows_multiple = kInterleaveRows;
   k.chunk_tokens = 64;
@@ -175,29 +221,27 @@ detail::GemmKernel twin() {
 
 namespace detail {
 void add_interleaved_twins(IsaKernels& k) {
+  k.gemm_interleaved[slot(DType::Q4_0)] = twin<DType::Q4_0>();
   k.gemm_interleaved[slot(DType::Q4_1)] = twin<DType::Q4_1>();
+  k.gemm_interleaved[slot(DType::Q5_0)] = twin<DType::Q5_0>();
+  k.gemm_interleaved[slot(DType::Q5_1)] = twin<DType::Q5_1>();
   k.gemm_interleaved[slot(DType::Q8_0)] = twin<DType::Q8_0>();
 }
 }  // namespace detail
 
 void interleaved_row(DType type, const void* w, int64_t n_in, int64_t row, void* dst) {
-  LH_CHECK_MSG(has_layout(type), std::string("interleaved_row: no interleaved layout for ") + tensor::dtype_name(type));
+  Format f;
+  const bool has_format = format_of(type, f);
+  LH_CHECK_MSG(has_format, std::string("interleaved_row: no interleaved layout for ") + tensor::dtype_name(type));
   LH_CHECK_MSG(n_in % kQk == 0 && row >= 0, "interleaved_row: n_in=" + std::to_string(n_in) + " row=" +
                                                  std::to_string(row));
   const int64_t nb = n_in / kQk;
-  const int64_t row_bytes = tensor::row_size_bytes(type, n_in);
-  const int64_t group_block_bytes = row_bytes / nb * kInterleaveRows;
+  const int64_t row_bytes = nb * f.block_bytes;
   // Group g starts where row 16g did (interleave.h).
   const uint8_t* group = static_cast<const uint8_t*>(w) + row / kInterleaveRows * kInterleaveRows * row_bytes;
   const int64_t r = row % kInterleaveRows;
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* gb = group + b * group_block_bytes;
-    if (type == DType::Q4_1) {
-      deinterleave_q4_1(gb, r, static_cast<tensor::BlockQ4_1*>(dst)[b]);
-    } else {
-      deinterleave_q8_0(gb, r, static_cast<tensor::BlockQ8_0*>(dst)[b]);
-    }
-  }
+  for (int64_t b = 0; b < nb; ++b)
+    deinterleave_block(f, group + b * f.group_bytes(), r, static_cast<uint8_t*>(dst) + b * f.block_bytes);
 }
 
 void get_rows_interleaved(DType type, const void* w, int64_t n_cols, const int32_t* ids, int64_t n_ids,
@@ -213,22 +257,19 @@ void get_rows_interleaved(DType type, const void* w, int64_t n_cols, const int32
 bool prefers_interleaved(Isa isa, DType type, int64_t n_out) {
   if (!has_layout(type) || n_out % kInterleaveRows != 0 || n_out <= 0) return false;
   const detail::IsaKernels& k = detail::kernels_for(isa);
-  return k.interleave_at_load[detail::slot(type)] && k.gemm_large[detail::slot(type)].tile == nullptr;
+  return k.interleave_at_load[detail::slot(type)];
 }
 
 bool prefers_interleaved(DType type, int64_t n_out) { return prefers_interleaved(active_isa(), type, n_out); }
 
 void interleave_rows(DType type, const void* src, int64_t n_out, int64_t n_in, void* dst) {
-  LH_CHECK_MSG(has_layout(type), std::string("interleave_rows: no interleaved layout for ") + tensor::dtype_name(type));
+  Format f;
+  const bool has_format = format_of(type, f);
+  LH_CHECK_MSG(has_format, std::string("interleave_rows: no interleaved layout for ") + tensor::dtype_name(type));
   LH_CHECK_MSG(n_out % kInterleaveRows == 0 && n_in % kQk == 0,
                "interleave_rows: [" + std::to_string(n_out) + ", " + std::to_string(n_in) +
                    "] is not whole groups of 16 rows of 32-element blocks");
-  auto* out = static_cast<uint8_t*>(dst);
-  if (type == DType::Q4_1) {
-    interleave_q4_1(src, n_out, n_in / kQk, out);
-  } else {
-    interleave_q8_0(src, n_out, n_in / kQk, out);
-  }
+  interleave_blocks(f, static_cast<const uint8_t*>(src), n_out, n_in / kQk, static_cast<uint8_t*>(dst));
 }
 
 }  // namespace longhaul::kernels

@@ -10,17 +10,26 @@
 //
 // Layout of a [n_out, n_in] matrix of type T (n_out a multiple of 16, nb = n_in / 32 blocks per row), group g of
 // rows 16g .. 16g + 15, block b, at byte (g * nb + b) * 16 * sizeof(block of T): the same size as the row-major
-// matrix, and rows 16g .. 16g + 15 start where row 16g did, so a chunk of whole groups is addressed as before.
-//   Q4_1 (320 bytes): [0, 32) f16 d of rows 0..15; [32, 64) f16 m; [64, 320) four 64-byte chunks c = 0..3, bytes
-//     4r .. 4r + 3 of chunk c = qs[4c .. 4c + 3] of row r (low nibbles: elements 4c..4c+3; high: 16+4c..16+4c+3).
-//   Q8_0 (544 bytes): [0, 32) f16 d of rows 0..15; [32, 544) eight 64-byte chunks c = 0..7, bytes 4r .. 4r + 3 of
-//     chunk c = qs[4c .. 4c + 3] of row r plus 128, as unsigned bytes (the form vpdpbusd multiplies).
+// matrix, and rows 16g .. 16g + 15 start where row 16g did, so a chunk of whole groups is addressed as before. A
+// group's block is a sequence of 32- and 64-byte parts, each holding one field of the 16 rows:
+//   d      32 bytes: f16 d of rows 0..15
+//   m      32 bytes: f16 m of rows 0..15 (Q4_1, Q5_1)
+//   qh     64 bytes (Q5_0, Q5_1): byte 4r + i holds row r's fifth bits of elements 4c + i in bit c and of elements
+//          16 + 4c + i in bit 4 + c (c = 0..3), so one shift and mask put them beside the nibbles of chunk c
+//   nibbles four 64-byte chunks c = 0..3 (Q4_0, Q4_1, Q5_0, Q5_1): bytes 4r .. 4r + 3 of chunk c = qs[4c .. 4c + 3]
+//          of row r (low nibbles: elements 4c .. 4c + 3; high: 16 + 4c .. 16 + 4c + 3)
+//   bytes  eight 64-byte chunks c = 0..7 (Q8_0): bytes 4r .. 4r + 3 of chunk c = qs[4c .. 4c + 3] of row r plus 128,
+//          as unsigned bytes (the form vpdpbusd multiplies)
+// in this order: Q4_0 = d, nibbles (288 bytes); Q4_1 = d, m, nibbles (320); Q5_0 = d, qh, nibbles (352); Q5_1 = d,
+// m, qh, nibbles (384); Q8_0 = d, bytes (544). Every quant is stored unsigned, u = q + offset with offset 8 (Q4_0),
+// 16 (Q5_0), 128 (Q8_0) or 0 (Q4_1, Q5_1: x = d q + m), and a block's integer dot product with activation quants a
+// is sum(u a) - offset * sum(a). A 64-byte chunk is one AVX-512 vector of 16 rows, or two AVX2 vectors of 8 rows.
 //
 // The packed activations these kernels read, one row of n_in values (nb blocks), 64-byte aligned:
 //   [0, 32 nb)          i8 quants, block after block (as Q8_0 / Q8_1 quantize them)
 //   [32 nb, 36 nb)      f32 d of each block (the f16-rounded scale)
-//   [36 nb, 40 nb)      Q4_1: f32 s = f16(d * sum q) of each block (Q8_1's s); Q8_0: i32 -128 * sum q of each block
-// rounded up to a multiple of 64 bytes.
+//   [36 nb, 40 nb)      Q4_1, Q5_1: f32 s = f16(d * sum a) of each block (Q8_1's s); Q4_0, Q5_0, Q8_0: i32 sum a
+// rounded up to a multiple of 64 bytes: the packing of the AVX2 long-batch kernels (pack_act_32, x86/x86_quantize.h).
 #pragma once
 
 #include <cstdint>
@@ -36,9 +45,9 @@ constexpr int64_t kInterleaveRows = 16;
 // How a weight matrix's rows are stored: as in the GGUF file, or in interleaved groups of 16 (above).
 enum class WeightLayout : uint8_t { kRows, kInterleaved16 };
 
-// Whether a model should store a [n_out, n_in] matrix of `type` interleaved for `isa`: the ISA has a fast kernel for
-// the layout and no faster row-major one for long batches (AMX keeps the row layout its prompt kernels read), and
-// n_out is a multiple of 16. Types with a layout: Q4_1, Q8_0.
+// Whether a model should store a [n_out, n_in] matrix of `type` interleaved for `isa`: the ISA's kernels for the
+// layout beat its row-major ones at every batch size (IsaKernels::interleave_at_load; AMX keeps the row layout its
+// prompt kernels read), and n_out is a multiple of 16. Types with a layout: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
 bool prefers_interleaved(Isa isa, tensor::DType type, int64_t n_out);
 bool prefers_interleaved(tensor::DType type, int64_t n_out);  // on the active ISA
 

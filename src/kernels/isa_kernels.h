@@ -60,12 +60,17 @@ struct IsaKernels {
   // scalar twins, which every ISA without a faster kernel inherits. tile() gets whole groups: w at a group's first
   // row, n_rows a multiple of 16.
   GemmKernel gemm_interleaved[kNumTypeSlots] = {};
-  // True where this ISA's gemm_interleaved kernel beats its row-major kernels: models store such matrices
-  // interleaved at load (prefers_interleaved).
+  // True where this ISA's gemm_interleaved kernel beats its row-major kernels (gemm, gemm_large and dot_rows) at
+  // every batch size: models store such matrices interleaved at load (prefers_interleaved).
   bool interleave_at_load[kNumTypeSlots] = {};
 };
 
 constexpr int64_t kLargeMinTokens = 32;
+
+// pack_id of the interleaved kernels of every ISA (their packings are equal byte for byte: kernels/interleave.h),
+// apart from every other kernel's.
+constexpr int kPackInterleavedSum = 1001;  // Q4_0, Q5_0, Q8_0: i32 sum of each block's quants
+constexpr int kPackInterleavedS = 1002;    // Q4_1, Q5_1: f32 s of each block
 
 inline int slot(tensor::DType type) { return static_cast<int>(type); }
 

@@ -76,33 +76,37 @@ inline __m256i row_mask(int n_rows) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n_rows), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// y[0 .. n_rows) = v (first segment) or += v (later segments of a long row); never touches y[n_rows ..).
-inline void store_rows(float* y, __m256 v, int n_rows, bool accumulate) {
+// The first n_rows (1..8) lanes of y; the rest zero. Never reads y[n_rows ..).
+inline __m256 load_rows(const float* y, int n_rows) {
+  return n_rows == kTileRows ? _mm256_loadu_ps(y) : _mm256_maskload_ps(y, row_mask(n_rows));
+}
+
+// y[0 .. n_rows) = v; never touches y[n_rows ..).
+inline void store_rows(float* y, __m256 v, int n_rows) {
   if (n_rows == kTileRows) {
-    if (accumulate) v = _mm256_add_ps(v, _mm256_loadu_ps(y));
     _mm256_storeu_ps(y, v);
     return;
   }
-  const __m256i mask = row_mask(n_rows);
-  if (accumulate) v = _mm256_add_ps(v, _mm256_maskload_ps(y, mask));
-  _mm256_maskstore_ps(y, mask, v);
+  _mm256_maskstore_ps(y, row_mask(n_rows), v);
 }
 
-// NT tokens (starting at act) against one repacked tile; writes (or adds to) y[t * ldy + r] for r < n_rows.
+// NT tokens (starting at act) against one repacked tile; writes y[t * ldy + r] for r < n_rows. A later segment of
+// a long row continues the earlier segments' sums stored in y, so every row adds its blocks in order, one after
+// the other, as the scalar twins of the interleaved kernels do.
 template <class Tiles, int NT>
 inline void run_tokens(const typename Tiles::Repacked& rp, int64_t ib0, int64_t n_blocks, int64_t nb,
                        const uint8_t* act, int64_t act_stride, float* y, int64_t ldy, int n_rows) {
   __m256 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int t = 0; t < NT; ++t) acc[t] = ib0 > 0 ? load_rows(y + t * ldy, n_rows) : _mm256_setzero_ps();
   Tiles::template tokens<NT>(rp, ib0, n_blocks, nb, act, act_stride, acc);
-  for (int t = 0; t < NT; ++t) store_rows(y + t * ldy, acc[t], n_rows, ib0 > 0);
+  for (int t = 0; t < NT; ++t) store_rows(y + t * ldy, acc[t], n_rows);
 }
 
 // The tile function of GemmKernel for a Tiles type, which provides
 //   Repacked                      the repacked weights of 8 rows over a segment of at most kSegBlocks blocks
 //   kBlockElems, kSegBlocks       elements per block (32 or 256), blocks per segment
 //   kTokens                       tokens per pass over the repacked tile (its register budget)
-//   repack(w, w_stride, n_rows, ib0, n_blocks, rp)                 rows n_rows..7 zero
+//   repack(w, w_stride, r0, n_rows, ib0, n_blocks, rp)             rows r0 .. r0 + n_rows of w; rows n_rows..7 zero
 //   tokens<NT>(rp, ib0, n_blocks, nb, act, act_stride, acc[NT])   acc[t] lane r += dot(row r, token t)
 // Loop order: 8-row tiles outermost, then segments of the row, then every token of the chunk, so each repacked
 // segment (16-34 KB, on the stack) is built once and read from L1 (or L2) for all the chunk's tokens.
@@ -116,7 +120,7 @@ void gemm_tile_avx2(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_
     const int nr = static_cast<int>(n_rows - r0 < kTileRows ? n_rows - r0 : kTileRows);
     for (int64_t ib0 = 0; ib0 < nb; ib0 += Tiles::kSegBlocks) {
       const int64_t n_blocks = nb - ib0 < Tiles::kSegBlocks ? nb - ib0 : Tiles::kSegBlocks;
-      Tiles::repack(w + r0 * w_stride, w_stride, nr, ib0, n_blocks, rp);
+      Tiles::repack(w, w_stride, r0, nr, ib0, n_blocks, rp);
       int64_t t = 0;
       for (; t + kT <= n_tokens; t += kT)
         run_tokens<Tiles, kT>(rp, ib0, n_blocks, nb, act + t * act_stride, act_stride, y + t * ldy + r0, ldy, nr);

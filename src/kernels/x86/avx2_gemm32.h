@@ -1,11 +1,7 @@
 // Internal: AVX2 matrix kernels for the 32-element block types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (see avx2_gemm.h for the
 // repacked-weight scheme). Included only by gemm_avx2.cc, after avx2_gemm.h and x86_quantize.h.
 //
-// Packed activations, one row of nb = n_in / 32 blocks (rounded up to 64 bytes):
-//   [0, 32 nb)          i8 quants, block after block (as Q8_0 / Q8_1 store them)
-//   [32 nb, 36 nb)      f32 d_a per block: the f16-rounded scale the dot products of the paired type use
-//   [36 nb, 40 nb)      kPackSum: i32 sum of the block's quants (for the offsets of Q4_0 / Q5_0)
-//                       kPackS:   f32 s_a = f16(d_a * sum), as Q8_1 stores it (for the mins of Q4_1 / Q5_1)
+// Packed activations: pack_act_32 (x86_quantize.h).
 #pragma once
 
 #include "kernels/x86/avx2_gemm.h"
@@ -14,32 +10,6 @@
 
 namespace longhaul::kernels::detail {
 namespace {
-
-enum class ActExtra { kSum, kS };
-
-inline int64_t packed_row_bytes_32_avx2(int64_t n_in) {
-  const int64_t nb = n_in / tensor::kQk32;
-  return (nb * 40 + 63) / 64 * 64;
-}
-
-template <ActExtra kExtra>
-void pack_act_32(const float* x, int64_t n_in, uint8_t* dst) {
-  const int64_t nb = n_in / tensor::kQk32;
-  for (int64_t ib = 0; ib < nb; ++ib) {
-    int32_t sum;
-    const float d = quantize_block_32(x + ib * tensor::kQk32, reinterpret_cast<int8_t*>(dst + 32 * ib), &sum);
-    const float d_stored = f16_scalar(f16_from(d));
-    std::memcpy(dst + 32 * nb + 4 * ib, &d_stored, 4);
-    if constexpr (kExtra == ActExtra::kSum) {
-      std::memcpy(dst + 36 * nb + 4 * ib, &sum, 4);
-    } else {
-      const float s = f16_scalar(f16_from(static_cast<float>(sum) * d));
-      std::memcpy(dst + 36 * nb + 4 * ib, &s, 4);
-    }
-  }
-  const int64_t used = 40 * nb;
-  std::memset(dst + used, 0, static_cast<size_t>(packed_row_bytes_32_avx2(n_in) - used));
-}
 
 // ---- Weight types: each gives the 32 quants of a block in element order (unsigned, or signed for Q8_0), its
 // scales, and how far i16 sums of vpmaddubsw results can run before they could overflow.
@@ -50,6 +20,7 @@ struct Q4_0Weights {
   static constexpr int kOffset = 8;       // x = d (q - 8)
   static constexpr bool kSigned = false;
   static constexpr bool kHasMin = false;
+  static constexpr bool kHighBits = false;  // a fifth bit per quant
   static __m256i quants(const WBlock& b) { return nibbles_32(b.qs); }
   static uint16_t d(const WBlock& b) { return b.d; }
   static uint16_t m(const WBlock&) { return 0; }
@@ -61,6 +32,7 @@ struct Q4_1Weights {
   static constexpr int kOffset = 0;
   static constexpr bool kSigned = false;
   static constexpr bool kHasMin = true;  // x = d q + m
+  static constexpr bool kHighBits = false;
   static __m256i quants(const WBlock& b) { return nibbles_32(b.qs); }
   static uint16_t d(const WBlock& b) { return b.d; }
   static uint16_t m(const WBlock& b) { return b.m; }
@@ -77,6 +49,7 @@ struct Q5_0Weights {
   static constexpr int kOffset = 16;
   static constexpr bool kSigned = false;
   static constexpr bool kHasMin = false;
+  static constexpr bool kHighBits = true;
   static __m256i quants(const WBlock& b) { return five_bit_quants(b.qs, b.qh); }
   static uint16_t d(const WBlock& b) { return b.d; }
   static uint16_t m(const WBlock&) { return 0; }
@@ -88,6 +61,7 @@ struct Q5_1Weights {
   static constexpr int kOffset = 0;
   static constexpr bool kSigned = false;
   static constexpr bool kHasMin = true;
+  static constexpr bool kHighBits = true;
   static __m256i quants(const WBlock& b) { return five_bit_quants(b.qs, b.qh); }
   static uint16_t d(const WBlock& b) { return b.d; }
   static uint16_t m(const WBlock& b) { return b.m; }
@@ -101,6 +75,7 @@ struct Q8_0Weights {
   static constexpr int kOffset = 0;
   static constexpr bool kSigned = true;
   static constexpr bool kHasMin = false;
+  static constexpr bool kHighBits = false;
   static __m256i quants(const WBlock& b) { return load256(b.qs); }
   static uint16_t d(const WBlock& b) { return b.d; }
   static uint16_t m(const WBlock&) { return 0; }
@@ -117,6 +92,12 @@ struct Repacked32 {
   __m256i sign[W::kSigned ? kSegBlocks32 : 1][8];        // Q8_0: the signed quants, for the activation's sign flip
   __m256 d[kSegBlocks32];                                // [block] lane r = d of row r
   __m256 m[W::kHasMin ? kSegBlocks32 : 1];               // [block] lane r = m of row r
+
+  // The weight source tile_tokens_32 reads (block j of the segment, step k).
+  __m256i quants(int64_t j, int k) const { return _mm256_load_si256(&q[j][k]); }
+  __m256i signs(int64_t j, int k) const { return _mm256_load_si256(&sign[j][k]); }
+  __m256 scales(int64_t j) const { return d[j]; }
+  __m256 mins(int64_t j) const { return m[j]; }
 };
 
 // Rows n_rows..7 of the tile are zero (zero quants and scales add nothing; their outputs are never stored).
@@ -147,9 +128,11 @@ void repack_32(const uint8_t* w, int64_t w_stride, int n_rows, int64_t ib0, int6
   }
 }
 
-// One tile's dot products with NT activation rows over a segment: acc[t] lane r += dot(row r, token t).
-template <class W, int NT>
-inline void tile_tokens_32(const Repacked32<W>& rp, int64_t ib0, int64_t n_blocks, int64_t nb, const uint8_t* act,
+// One tile's dot products with NT activation rows over a segment: acc[t] lane r += dot(row r, token t). Src gives
+// the tile's weights as Repacked32 stores them: quants(j, k) (lane r = quants 4k .. 4k + 3 of row r, |q| for
+// Q8_0), signs(j, k) (Q8_0: the signed quants), scales(j), mins(j).
+template <class W, int NT, class Src>
+inline void tile_tokens_32(const Src& rp, int64_t ib0, int64_t n_blocks, int64_t nb, const uint8_t* act,
                            int64_t act_stride, __m256* acc) {
   const __m256i ones = _mm256_set1_epi16(1);
   const uint8_t* a[NT];
@@ -158,10 +141,11 @@ inline void tile_tokens_32(const Repacked32<W>& rp, int64_t ib0, int64_t n_block
     const int64_t ib = ib0 + j;
     __m256i s32[NT], s16[NT];
     for (int t = 0; t < NT; ++t) s32[t] = s16[t] = _mm256_setzero_si256();  // only to quiet -Wmaybe-uninitialized
+#pragma GCC unroll 8
     for (int k = 0; k < 8; ++k) {
-      const __m256i w = _mm256_load_si256(&rp.q[j][k]);
+      const __m256i w = rp.quants(j, k);
       __m256i ws;
-      if constexpr (W::kSigned) ws = _mm256_load_si256(&rp.sign[j][k]);
+      if constexpr (W::kSigned) ws = rp.signs(j, k);
       for (int t = 0; t < NT; ++t) {
         __m256i x = broadcast_u32(a[t] + 32 * ib + 4 * k);
         if constexpr (W::kSigned) x = _mm256_sign_epi8(x, ws);
@@ -182,9 +166,10 @@ inline void tile_tokens_32(const Repacked32<W>& rp, int64_t ib0, int64_t n_block
         std::memcpy(&sum, a[t] + 36 * nb + 4 * ib, 4);
         isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(W::kOffset * sum));
       }
-      const __m256 scale = _mm256_mul_ps(rp.d[j], _mm256_set1_ps(load_f32(a[t] + 32 * nb + 4 * ib)));
+      const __m256 scale = _mm256_mul_ps(rp.scales(j), _mm256_set1_ps(load_f32(a[t] + 32 * nb + 4 * ib)));
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t]);
-      if constexpr (W::kHasMin) acc[t] = _mm256_fmadd_ps(rp.m[j], _mm256_set1_ps(load_f32(a[t] + 36 * nb + 4 * ib)), acc[t]);
+      if constexpr (W::kHasMin)
+        acc[t] = _mm256_fmadd_ps(rp.mins(j), _mm256_set1_ps(load_f32(a[t] + 36 * nb + 4 * ib)), acc[t]);
     }
   }
 }
@@ -199,8 +184,9 @@ struct Tiles32 {
   // ports bound the loop (llvm-mca -mcpu=znver3: ~32 cycles per block and 4 tokens, all four ports busy with
   // vpmaddubsw, vpaddw and the activation broadcasts).
   static constexpr int kTokens = 4;
-  static void repack(const uint8_t* w, int64_t w_stride, int n_rows, int64_t ib0, int64_t n, Repacked& rp) {
-    repack_32<W>(w, w_stride, n_rows, ib0, n, rp);
+  static void repack(const uint8_t* w, int64_t w_stride, int64_t r0, int n_rows, int64_t ib0, int64_t n,
+                     Repacked& rp) {
+    repack_32<W>(w + r0 * w_stride, w_stride, n_rows, ib0, n, rp);
   }
   template <int NT>
   static void tokens(const Repacked& rp, int64_t ib0, int64_t n, int64_t nb, const uint8_t* act, int64_t stride,

@@ -237,8 +237,9 @@ struct Q4_KTiles {
   static constexpr int64_t kBlockElems = tensor::kQkK;
   static constexpr int64_t kSegBlocks = kSegSuper;
   static constexpr int kTokens = 4;
-  static void repack(const uint8_t* w, int64_t w_stride, int n_rows, int64_t ib0, int64_t n, Repacked& rp) {
-    repack_q4_k(w, w_stride, n_rows, ib0, n, rp);
+  static void repack(const uint8_t* w, int64_t w_stride, int64_t r0, int n_rows, int64_t ib0, int64_t n,
+                     Repacked& rp) {
+    repack_q4_k(w + r0 * w_stride, w_stride, n_rows, ib0, n, rp);
   }
   template <int NT>
   static void tokens(const Repacked& rp, int64_t ib0, int64_t n, int64_t, const uint8_t* act, int64_t stride,
@@ -252,8 +253,9 @@ struct Q6_KTiles {
   static constexpr int64_t kBlockElems = tensor::kQkK;
   static constexpr int64_t kSegBlocks = kSegSuper;
   static constexpr int kTokens = 4;
-  static void repack(const uint8_t* w, int64_t w_stride, int n_rows, int64_t ib0, int64_t n, Repacked& rp) {
-    repack_q6_k(w, w_stride, n_rows, ib0, n, rp);
+  static void repack(const uint8_t* w, int64_t w_stride, int64_t r0, int n_rows, int64_t ib0, int64_t n,
+                     Repacked& rp) {
+    repack_q6_k(w + r0 * w_stride, w_stride, n_rows, ib0, n, rp);
   }
   template <int NT>
   static void tokens(const Repacked& rp, int64_t ib0, int64_t n, int64_t, const uint8_t* act, int64_t stride,

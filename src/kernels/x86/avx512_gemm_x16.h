@@ -1,10 +1,11 @@
-// Internal: AVX-512 VNNI kernels for weights stored 16 rows interleaved (Q4_1, Q8_0; layout and packed activations
-// in kernels/interleave.h). Included only by gemm_avx512.cc.
+// Internal: AVX-512 VNNI kernels for weights stored 16 rows interleaved (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; layout and
+// packed activations (pack_act_32 of x86_quantize.h) in kernels/interleave.h). Included only by gemm_avx512.cc,
+// after x86_quantize.h.
 //
 // Lane r of every vector is row r of a group. Per block of 32 and token, eight vpdpbusd (each: 4 quants of 16 rows
 // against 4 activation bytes broadcast to every lane) build the 16 integer block sums, and one convert, one scale
-// multiply and one multiply-add (Q4_1: two) fold them into the token's 16 float accumulators, which are stored as
-// they are: no horizontal sums. Equal bit for bit to the scalar twin in interleave.cc, which adds in this order.
+// multiply and one multiply-add (two with a minimum) fold them into the token's 16 float accumulators, which are
+// stored as they are: no horizontal sums. Equal bit for bit to the scalar twin in interleave.cc, which adds in this order.
 #pragma once
 
 #include <immintrin.h>
@@ -18,29 +19,6 @@ namespace longhaul::kernels::detail {
 namespace {
 
 constexpr int64_t kX16Rows = 16;
-
-inline int64_t x16_packed_row_bytes(int64_t n_in) { return (n_in / tensor::kQk32 * 40 + 63) / 64 * 64; }
-
-// Packs one activation row for the interleaved kernels; the bytes equal the scalar twin's (interleave.cc).
-template <bool kQ8_1>
-void x16_pack(const float* x, int64_t n_in, uint8_t* dst) {
-  const int64_t nb = n_in / tensor::kQk32;
-  auto* d = reinterpret_cast<float*>(dst + 32 * nb);
-  uint8_t* extra = dst + 36 * nb;
-  for (int64_t b = 0; b < nb; ++b) {
-    int32_t sum;
-    const float scale = quantize_block_32(x + b * tensor::kQk32, reinterpret_cast<int8_t*>(dst + 32 * b), &sum);
-    d[b] = f16_scalar(f16_from(scale));
-    if constexpr (kQ8_1) {
-      const float s = f16_scalar(f16_from(static_cast<float>(sum) * scale));
-      std::memcpy(extra + 4 * b, &s, 4);
-    } else {
-      const int32_t offset = -128 * sum;
-      std::memcpy(extra + 4 * b, &offset, 4);
-    }
-  }
-  std::memset(dst + 40 * nb, 0, static_cast<size_t>(x16_packed_row_bytes(n_in) - 40 * nb));
-}
 
 inline float load_f32(const uint8_t* p) {
   float v;
@@ -60,19 +38,33 @@ inline __m512i broadcast_4(const int8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
-// Q4_1: block of a group = [32 B d][32 B m][4 x 64 B nibbles]. Q8_0: [32 B d][8 x 64 B quants + 128].
-struct X16Q4_1 {
-  static constexpr int64_t kGroupBlockBytes = 320;
-  static constexpr bool kHasM = true;
+// The 4- and 5-bit layouts: a group's block is [32 B d][32 B m if kHasM][64 B qh if kHasQh][4 x 64 B nibbles].
+template <bool kHasMin, bool kHasQh, int32_t kOff>
+struct X16Nibbles {
+  static constexpr bool kHasM = kHasMin;
+  static constexpr int32_t kOffset = kOff;  // u = q + kOffset
+  static constexpr int64_t kQhAt = kHasM ? 64 : 32;
+  static constexpr int64_t kQuantsAt = kQhAt + (kHasQh ? 64 : 0);
+  static constexpr int64_t kGroupBlockBytes = kQuantsAt + 256;
   // isum[t] += the 16 rows' block sums with activation block a[t] (32 i8 each).
   template <int NT>
   static inline void block_sums(const uint8_t* wb, const int8_t* const (&a)[NT], __m512i (&isum)[NT]) {
     const __m512i low4 = _mm512_set1_epi8(0x0f);
+    const __m512i bit4 = _mm512_set1_epi8(0x10);
+    __m512i qh = _mm512_setzero_si512();
+    if constexpr (kHasQh) qh = _mm512_loadu_si512(wb + kQhAt);
 #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
-      const __m512i v = _mm512_loadu_si512(wb + 64 + 64 * c);
-      const __m512i lo = _mm512_and_si512(v, low4);
-      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+      const __m512i v = _mm512_loadu_si512(wb + kQuantsAt + 64 * c);
+      __m512i lo = _mm512_and_si512(v, low4);
+      __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+      if constexpr (kHasQh) {
+        // Bit c of a qh byte is the fifth bit of its low-nibble element, bit 4 + c of its high one: move each to
+        // bit 4 and OR it in (ternary logic 0xF8: a | (b & c)). 16-bit shifts carry bits across bytes, which the
+        // mask drops.
+        lo = _mm512_ternarylogic_epi32(lo, _mm512_slli_epi16(qh, 4 - c), bit4, 0xF8);
+        hi = _mm512_ternarylogic_epi32(hi, _mm512_srli_epi16(qh, c), bit4, 0xF8);
+      }
 #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) {
         isum[t] = _mm512_dpbusd_epi32(isum[t], lo, broadcast_4(a[t] + 4 * c));
@@ -82,9 +74,16 @@ struct X16Q4_1 {
   }
 };
 
+using X16Q4_0 = X16Nibbles<false, false, 8>;
+using X16Q4_1 = X16Nibbles<true, false, 0>;
+using X16Q5_0 = X16Nibbles<false, true, 16>;
+using X16Q5_1 = X16Nibbles<true, true, 0>;
+
+// Q8_0: [32 B d][8 x 64 B quants + 128].
 struct X16Q8_0 {
   static constexpr int64_t kGroupBlockBytes = 544;
   static constexpr bool kHasM = false;
+  static constexpr int32_t kOffset = 128;
   template <int NT>
   static inline void block_sums(const uint8_t* wb, const int8_t* const (&a)[NT], __m512i (&isum)[NT]) {
 #pragma GCC unroll 8
@@ -119,8 +118,9 @@ void x16_group(int64_t nb, const uint8_t* w, const uint8_t* act, int64_t act_str
     for (int t = 0; t < NT; ++t) {
       const uint8_t* row = act + t * act_stride;
       a[t] = reinterpret_cast<const int8_t*>(row + 32 * b);
-      // Q8_0: the sums start at the offset term -128 * sum(a), which cancels the +128 of the stored weights.
-      isum[t] = L::kHasM ? _mm512_setzero_si512() : _mm512_set1_epi32(load_i32(row + extra_off + 4 * b));
+      // Offset types: the sums start at -offset * sum(a), which cancels the offset of the stored weights.
+      isum[t] = L::kOffset == 0 ? _mm512_setzero_si512()
+                                : _mm512_set1_epi32(-L::kOffset * load_i32(row + extra_off + 4 * b));
     }
     L::template block_sums<NT>(wb, a, isum);
     const __m512 d_w = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb)));

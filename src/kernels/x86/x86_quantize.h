@@ -49,6 +49,38 @@ inline float quantize_block_32(const float* x, int8_t* qs, int32_t* sum) {
   return d;
 }
 
+// Packed activations of the matrix kernels for 32-element blocks (the AVX2 long-batch tiles, the interleaved
+// kernels of kernels/interleave.h), one row of nb = n_in / 32 blocks (rounded up to 64 bytes):
+//   [0, 32 nb)          i8 quants, block after block (as Q8_0 / Q8_1 store them)
+//   [32 nb, 36 nb)      f32 d_a per block: the f16-rounded scale the dot products of the paired type use
+//   [36 nb, 40 nb)      kSum: i32 sum of the block's quants (for the offsets of Q4_0 / Q5_0 / unsigned Q8_0)
+//                       kS:   f32 s_a = f16(d_a * sum), as Q8_1 stores it (for the mins of Q4_1 / Q5_1)
+enum class ActExtra { kSum, kS };
+
+inline int64_t packed_row_bytes_act_32(int64_t n_in) {
+  const int64_t nb = n_in / tensor::kQk32;
+  return (nb * 40 + 63) / 64 * 64;
+}
+
+template <ActExtra kExtra>
+void pack_act_32(const float* x, int64_t n_in, uint8_t* dst) {
+  const int64_t nb = n_in / tensor::kQk32;
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    int32_t sum;
+    const float d = quantize_block_32(x + ib * tensor::kQk32, reinterpret_cast<int8_t*>(dst + 32 * ib), &sum);
+    const float d_stored = f16_scalar(f16_from(d));
+    std::memcpy(dst + 32 * nb + 4 * ib, &d_stored, 4);
+    if constexpr (kExtra == ActExtra::kSum) {
+      std::memcpy(dst + 36 * nb + 4 * ib, &sum, 4);
+    } else {
+      const float s = f16_scalar(f16_from(static_cast<float>(sum) * d));
+      std::memcpy(dst + 36 * nb + 4 * ib, &s, 4);
+    }
+  }
+  const int64_t used = 40 * nb;
+  std::memset(dst + used, 0, static_cast<size_t>(packed_row_bytes_act_32(n_in) - used));
+}
+
 // Quantizes one super-block of 256 as Q8_K does.
 inline void quantize_block_q8_k(const float* x, tensor::BlockQ8_K& b) {
   __m256 amax_v = _mm256_setzero_ps();

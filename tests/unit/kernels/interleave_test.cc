@@ -35,10 +35,12 @@ class Interleaved : public ::testing::TestWithParam<DType> {};
 TEST_P(Interleaved, MatmulMatchesRowMajorNaiveLoop) {
   const DType type = GetParam();
   // 1-2 tokens (decode, the prefetching path), 8 and 16 (whole tiles), 3, 13, 17 (tile remainders), 40 and 70
-  // (past the 32-token threshold of the long-batch kernels, which interleaved matrices do not use); 3, 18 and 5
-  // blocks per row; 16, 48 and 80 rows (one group, several, an odd number of groups for two threads).
+  // (past the 32-token threshold where the AVX2 kernel unpacks each half-group once for the chunk); 3, 18, 5 and
+  // 66 blocks per row (66: two of the AVX2 long-batch segments of 64 blocks); 16, 48 and 80 rows (one group,
+  // several, an odd number of groups for two threads).
   const Shape shapes[] = {{16, 96, 1},  {48, 576, 1},  {48, 576, 2},  {80, 160, 3},  {16, 96, 8},
-                          {48, 576, 13}, {80, 160, 16}, {48, 96, 17},  {16, 576, 40}, {80, 160, 70}};
+                          {48, 576, 13}, {80, 160, 16}, {48, 96, 17},  {16, 576, 40}, {80, 160, 70},
+                          {32, 2112, 5}, {32, 2112, 36}};
   ThreadPool pool1(1), pool2(2);
   MatmulScratch scratch;
   for (const Shape& s : shapes) {
@@ -94,39 +96,47 @@ TEST_P(Interleaved, RowsReadBackAsStored) {
   EXPECT_NE(expected[0], expected[n_in]) << "rows 0 and 47 differ";
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, Interleaved, ::testing::Values(DType::Q4_1, DType::Q8_0),
+INSTANTIATE_TEST_SUITE_P(Types, Interleaved,
+                         ::testing::Values(DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0),
                          [](const ::testing::TestParamInfo<DType>& info) {
                            return std::string(tensor::dtype_name(info.param));
                          });
 
-// The layout keeps each group's bytes where the row-major group was: rows 16g.. start at byte 16g * row bytes.
+// The layout keeps each group's bytes where the row-major group was: rows 16g.. start at byte 16g * row bytes (for
+// the types whose bytes it moves without changing them; Q8_0 flips the top bits, Q5 regroups the fifth bits).
 TEST(InterleaveRows, GroupsStayInPlaceAndHoldTheirRowsBytes) {
   const int64_t n_out = 32, n_in = 64;
-  const std::vector<uint8_t> w = random_matrix(DType::Q4_1, n_out, n_in);
-  std::vector<uint8_t> wi(w.size());
-  interleave_rows(DType::Q4_1, w.data(), n_out, n_in, wi.data());
-  const int64_t row_bytes = tensor::row_size_bytes(DType::Q4_1, n_in);
-  for (int64_t g = 0; g < 2; ++g) {
-    std::vector<uint8_t> a(w.begin() + g * 16 * row_bytes, w.begin() + (g + 1) * 16 * row_bytes);
-    std::vector<uint8_t> b(wi.begin() + g * 16 * row_bytes, wi.begin() + (g + 1) * 16 * row_bytes);
-    std::sort(a.begin(), a.end());
-    std::sort(b.begin(), b.end());
-    EXPECT_EQ(a, b) << "group " << g;
+  for (DType type : {DType::Q4_0, DType::Q4_1}) {
+    const std::vector<uint8_t> w = random_matrix(type, n_out, n_in);
+    std::vector<uint8_t> wi(w.size());
+    interleave_rows(type, w.data(), n_out, n_in, wi.data());
+    const int64_t row_bytes = tensor::row_size_bytes(type, n_in);
+    for (int64_t g = 0; g < 2; ++g) {
+      std::vector<uint8_t> a(w.begin() + g * 16 * row_bytes, w.begin() + (g + 1) * 16 * row_bytes);
+      std::vector<uint8_t> b(wi.begin() + g * 16 * row_bytes, wi.begin() + (g + 1) * 16 * row_bytes);
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      EXPECT_EQ(a, b) << tensor::dtype_name(type) << " group " << g;
+    }
+    EXPECT_NE(w, wi);
   }
-  EXPECT_NE(w, wi);
 }
 
 TEST(InterleaveRows, ChosenOnlyWhereAKernelReadsIt) {
-  for (Isa isa : {Isa::kGeneric, Isa::kAvx2}) {
-    EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_1, 576)) << isa_name(isa);
-    EXPECT_FALSE(prefers_interleaved(isa, DType::Q8_0, 576)) << isa_name(isa);
-  }
+  const DType with_layout[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0};
+  for (DType type : with_layout) EXPECT_FALSE(prefers_interleaved(Isa::kGeneric, type, 576)) << "scalar twin only";
   for (Isa isa : supported_isas()) {
     EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_K, 576)) << "no interleaved Q4_K kernel";
     EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_1, 570)) << "570 rows are not whole groups";
-    // AMX keeps the row layout its prompt kernels read.
-    if (isa == Isa::kAmx) {
-      EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_1, 576));
+    for (DType type : with_layout) {
+      // AMX keeps the row layout its prompt kernels read; AVX2 always has its interleaved kernels, AVX-512 where
+      // the CPU has the VNNI, VBMI and BITALG of its matrix kernels.
+      if (isa == Isa::kAmx) {
+        EXPECT_FALSE(prefers_interleaved(isa, type, 576)) << tensor::dtype_name(type);
+      }
+      if (isa == Isa::kAvx2) {
+        EXPECT_TRUE(prefers_interleaved(isa, type, 576)) << tensor::dtype_name(type);
+      }
     }
   }
   EXPECT_DEATH(interleave_rows(DType::Q4_1, nullptr, 20, 64, nullptr), "whole groups");
