@@ -4,15 +4,23 @@
 // rest of the step's n_batch tokens with prefill chunks of the others (decode first, as llama.cpp's server and
 // vLLM's scheduler do, so a long prompt does not stall the streams); when a request finishes, the next waiting one
 // takes its place at the next step.
+//
+// It runs either to completion (run: batch, run, chat) or open-ended (step, as the server's engine thread does):
+// requests are submitted and cancelled from other threads while it runs, and each step takes what arrived since the
+// last one.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -41,7 +49,16 @@ struct GenerateOptions {
   // Tokens the sequence holds before the prompt that the draft source may read too (a chat's earlier turns, which
   // prompt lookup quotes from); empty = the prompt alone.
   std::vector<int32_t> draft_context;
+  // Log-probabilities of the sampled tokens under the model's distribution (log-softmax of the raw logits, before
+  // temperature and penalties, as OpenAI's API reports them): -1 = none, 0 = the sampled token's, k = also the k
+  // most likely tokens' (at most kMaxTopLogprobs). Plain decoding only (a draft step records none).
+  int32_t top_logprobs = -1;
 };
+
+inline constexpr int32_t kMaxTopLogprobs = 20;
+
+// How an embedding request pools the final normalised hidden states of its prompt's tokens.
+enum class Pooling { kNone, kMean, kLast };  // kNone: a generating request
 
 struct Timings {
   int32_t n_prompt = 0;           // prompt tokens fed
@@ -67,6 +84,13 @@ struct SpeculativeStats {
 };
 
 enum class StopReason { kEndOfGeneration, kLength, kContextFull, kCallback, kStopString };
+
+// A sampled token's log-probability and the most likely alternatives at its position.
+struct TokenLogprob {
+  int32_t token = -1;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;  // [top_logprobs] (token, log-probability), most likely first
+};
 const char* stop_reason_name(StopReason reason);
 
 struct GenerateResult {
@@ -76,10 +100,24 @@ struct GenerateResult {
   Timings timings;
   double queued_seconds = 0.0;  // waiting for a free sequence before the request started
   SpeculativeStats speculative;  // zeros without a draft source
+  // [tokens.size()] with GenerateOptions::top_logprobs >= 0 (fewer when draft steps produced some tokens).
+  std::vector<TokenLogprob> logprobs;
+  // An embedding request's pooled final hidden state [n_embd] (not normalised); empty for a generating one.
+  std::vector<float> embedding;
 };
 
 // Called with each newly completed piece of UTF-8 text; returning false stops generation.
 using TextFn = std::function<bool(std::string_view)>;
+
+// A generated token as it is emitted (not called for an end-of-generation token, nor for the token that
+// completes a stop string).
+struct TokenEvent {
+  int32_t token = -1;
+  std::string_view text;                // the UTF-8 text it completed (may be empty: part of a character)
+  const TokenLogprob* logprob = nullptr;  // with GenerateOptions::top_logprobs >= 0, else null
+};
+// Returning false stops generation (finish reason kCallback).
+using TokenFn = std::function<bool(const TokenEvent&)>;
 
 // One request of the loop.
 struct Request {
@@ -88,6 +126,10 @@ struct Request {
   std::shared_ptr<sampling::SamplerChain> sampler;
   GenerateOptions options;
   TextFn on_text;       // streamed text (may be null)
+  TokenFn on_token;     // streamed tokens with their text and log-probabilities (may be null)
+  // Called once when the request ends (done, failed or cancelled), on the thread that runs the loop, before the
+  // loop's on_done (may be null).
+  std::function<void(const Result<GenerateResult>&)> on_end;
   ProgressFn progress;  // prefill progress, per chunk; false cancels the request (may be null)
   // An existing sequence to continue (a Session's), or -1: a new sequence with `sequence`'s policy, removed when
   // the request ends.
@@ -96,6 +138,18 @@ struct Request {
   // With an empty prompt on an existing sequence: the logits [n_vocab] of its last token, to sample the first
   // token from.
   std::vector<float> last_logits;
+  // Not kNone: an embedding request. Its prompt is fed (in chunks, beside the other requests' steps) and the final
+  // normalised hidden states are pooled into GenerateResult::embedding; nothing is generated.
+  Pooling pooling = Pooling::kNone;
+  // The index of a request submitted before this one with the same prompt and sequence options (another choice
+  // of an n > 1 request), or -1. The request then waits until that one's prompt is fed and starts as a fork of its
+  // sequence (Engine::fork: the prompt's pages shared, copied on write), sampling its first token from the same
+  // logits: the prompt is prefilled once. When the fork cannot happen (that request ended, the policy cannot fork),
+  // it starts on its own.
+  int64_t fork_of = -1;
+  // KV memory (bytes) the request may come to hold, for admission under a budget (set_kv_budget); 0 = its prompt
+  // and n_predict tokens (its context when n_predict is -1) at the sequence's cell size.
+  int64_t kv_reserve_bytes = 0;
 };
 
 class Generator {
@@ -106,23 +160,70 @@ class Generator {
   Generator(const Generator&) = delete;
   Generator& operator=(const Generator&) = delete;
 
-  // Queues a request; results come back in submission order (the returned index).
+  using DoneFn = std::function<void(size_t, const Result<GenerateResult>&)>;
+
+  // Queues a request; returns its index (requests are numbered in submission order). Thread-safe: may be called
+  // from any thread, also while another thread runs the loop; the next step takes it.
   size_t submit(Request request);
+  // Ends request `index` at the next step, wherever it is (queued or running): its sequence is removed and its
+  // pages freed then, and on_done gets a "cancelled" error. An index that already ended is ignored. Thread-safe.
+  void cancel(size_t index);
+
   // Runs steps until every submitted request has finished. A request that cannot run (its prompt does not fit its
   // context, its policy is unknown, ...) gets an error result and the others go on; the call fails only when a
   // step itself fails. on_done(index, result) runs as each request ends (may be null); on_step(n_done,
   // n_generated_total) after every step (may be null: progress displays).
-  Status run(const std::function<void(size_t, const Result<GenerateResult>&)>& on_done = nullptr,
-             const std::function<void(size_t, int64_t)>& on_step = nullptr);
-  Result<GenerateResult>& result(size_t i) { return results_[i]; }
-  size_t size() const { return results_.size(); }
+  Status run(const DoneFn& on_done = nullptr, const std::function<void(size_t, int64_t)>& on_step = nullptr);
+  Result<GenerateResult>& result(size_t i) { return entries_.at(i).result; }
   // The logits [n_vocab] the last token of request i was sampled from, for a request on an existing sequence (a
   // Session keeps them); empty for the others.
-  const std::vector<float>& final_logits(size_t i) const { return final_logits_[i]; }
+  const std::vector<float>& final_logits(size_t i) const { return entries_.at(i).final_logits; }
+
+  // Open-ended use (a server's engine thread, the one thread that drives the engine): on_done runs on that thread
+  // as each request ends, and then the request's result is dropped (result() no longer has it), so memory stays
+  // flat however many requests pass.
+  void set_on_done(DoneFn on_done) { on_done_ = std::move(on_done); keep_results_ = false; }
+  // One step: takes submissions and cancellations, admits waiting requests, runs one engine step over the live
+  // ones. Does nothing when there is no work. A failed engine step fails the live requests (each gets the error).
+  Status step();
+  // Waits up to `seconds` for work (a submission, a cancellation, a waiting or running request); true when there
+  // is some. Called by the engine thread; wake() (any thread) ends the wait early.
+  bool wait_for_work(double seconds);
+  void wake();
+  // Admission by KV memory: a waiting request starts only when the live requests' reservations plus its own
+  // (Request::kv_reserve_bytes) fit in `bytes`, or when nothing runs. 0 = no budget (max_parallel alone).
+  void set_kv_budget(int64_t bytes) { kv_budget_bytes_ = bytes; }
+
+  // Counts for monitoring (engine thread; the server copies them out after each step).
+  int32_t n_live() const { return static_cast<int32_t>(live_.size()); }
+  int32_t n_waiting() const { return static_cast<int32_t>(waiting_.size()); }
+  int64_t kv_reserved_bytes() const { return kv_reserved_bytes_; }
+  int32_t last_step_tokens() const { return last_step_tokens_; }
 
  private:
   struct Live;
+  // What the loop keeps of a submitted request until it ends (and, unless open-ended, its result after).
+  struct Entry {
+    Request request;
+    Result<GenerateResult> result = Status::error("not run");
+    std::vector<float> final_logits;
+    double submitted_at = 0.0;
+    int64_t reserve_bytes = 0;
+  };
+  // Moves submissions into the queue and applies cancellations (engine thread).
+  void take_submissions();
+  bool busy() const;
   Status start(size_t index);
+  // Starts waiting request `index` as a fork of `parent`, whose prompt was just fed and gave `logits`; false when
+  // it cannot (it then stays waiting).
+  bool start_fork(size_t index, Live& parent, const float* logits);
+  // True while request `index` waits for its fork_of request's prompt.
+  bool waits_for_fork(size_t index) const;
+  int64_t reserve_bytes(const Request& req) const;
+  // Records the log-probabilities of `token` sampled from `logits` when the request asks for them.
+  void record_logprobs(Live& live, const float* logits, int32_t token);
+  // After a prefill chunk of an embedding request: adds its hidden states to the pool.
+  void pool_embeddings(Live& live, const StepResult& out, size_t i, int32_t n_tokens);
   // Samples from `logits`; true when the request is finished.
   bool take_token(Live& live, const float* logits);
   // Records a token the sampler has accepted; true when it ends the request (all but a full context).
@@ -141,15 +242,27 @@ class Generator {
   Engine& engine_;
   const tokenizer::Tokenizer& tokenizer_;
   int32_t max_parallel_;
-  std::vector<Request> requests_;
-  std::vector<Result<GenerateResult>> results_;
-  std::vector<std::vector<float>> final_logits_;
-  std::vector<double> submitted_at_;
+  // Engine-thread state.
+  std::unordered_map<size_t, Entry> entries_;  // by index: queued, running, and (unless open-ended) ended
   std::deque<size_t> waiting_;
   std::vector<std::unique_ptr<Live>> live_;
   size_t n_done_ = 0;
   int64_t n_generated_ = 0;
-  std::function<void(size_t, const Result<GenerateResult>&)> on_done_;
+  DoneFn on_done_;
+  bool keep_results_ = true;
+  int64_t kv_budget_bytes_ = 0;
+  int64_t kv_reserved_bytes_ = 0;  // sum of the live requests' reservations
+  int32_t last_step_tokens_ = 0;
+  std::vector<SequenceStep> steps_;
+  std::vector<Live*> step_live_;  // [steps_.size()]
+  StepResult out_;
+  // Shared with submitting threads, guarded by mutex_.
+  mutable std::mutex mutex_;
+  std::condition_variable work_;
+  size_t next_index_ = 0;
+  std::vector<std::pair<size_t, Entry>> inbox_;
+  std::vector<size_t> cancelled_;
+  bool woken_ = false;
 };
 
 // One request on a session's sequence (run, chat, eval): feeds `prompt` (may be empty when the session already
