@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   runners["run"] = add_run_command(app);
   runners["chat"] = add_chat_command(app);
   runners["batch"] = add_batch_command(app);
+  runners["serve"] = add_serve_command(app);
   runners["tokenize"] = add_tokenize_command(app);
   runners["inspect"] = add_inspect_command(app);
   runners["bench"] = add_bench_command(app);

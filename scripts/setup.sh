@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian 12 machine needs to build, test and run longhaul,
-# and the two default models. Safe to run again: every step checks first.
+# Installs what a fresh Debian 12 machine needs to build, test and run longhaul (Debian packages, the openai
+# Python package for the server's test), and the two default models. Safe to run again: every step checks first.
 #
 #   LONGHAUL_MODELS   where models go (default ~/.cache/longhaul/models)
 #   LONGHAUL_SKIP_APT=1   do not touch Debian packages (already installed)
@@ -8,7 +8,8 @@ set -euo pipefail
 
 models_dir="${LONGHAUL_MODELS:-$HOME/.cache/longhaul/models}"
 apt_packages=(build-essential cmake pkg-config python3-pip
-  libcli11-dev nlohmann-json3-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev clang gnuplot-nox)
+  libcli11-dev nlohmann-json3-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev clang gnuplot-nox
+  libcpp-httplib-dev python3-venv)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -60,5 +61,20 @@ install_models() {
   log "models in $models_dir"
 }
 
+# The server's integration test drives `longhaul serve` with the official openai client (PyPI). A python3 that
+# already has it is used as it is; otherwise it goes into a venv of the project's own (Debian's python3 refuses
+# pip installs outside one), which tests/integration/CMakeLists.txt then runs the test with.
+install_python_packages() {
+  local venv="$HOME/.cache/longhaul/venv"
+  if python3 -c 'import openai' 2>/dev/null || { [ -x "$venv/bin/python3" ] && "$venv/bin/python3" -c 'import openai' 2>/dev/null; }; then
+    log "Python package openai present"
+    return 0
+  fi
+  log "installing the openai Python package into $venv"
+  python3 -m venv --system-site-packages "$venv"
+  "$venv/bin/python3" -m pip install -q --disable-pip-version-check openai
+}
+
 install_debian_packages
+install_python_packages
 install_models
