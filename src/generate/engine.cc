@@ -118,6 +118,12 @@ Result<kv::SeqId> Engine::fork(kv::SeqId parent) {
   return child;
 }
 
+Result<kv::SeqId> Engine::fork(kv::SeqId parent, int32_t n_keep) {
+  LH_ASSIGN_OR_RETURN(const kv::SeqId child, fork(parent));
+  truncate(child, n_keep);
+  return child;
+}
+
 void Engine::remove(kv::SeqId seq) {
   slot(seq) = Slot{};
   cache_.remove_sequence(seq);
@@ -139,6 +145,7 @@ const Engine::Slot& Engine::slot(kv::SeqId seq) const {
 
 int32_t Engine::n_ctx(kv::SeqId seq) const { return slot(seq).n_ctx; }
 const kv::KvPolicy& Engine::policy(kv::SeqId seq) const { return *slot(seq).policy; }
+const model::PrefillAttentionOptions& Engine::prefill_attention(kv::SeqId seq) const { return slot(seq).prefill; }
 
 std::string Engine::describe_kv(kv::SeqId seq) const {
   std::string out = slot(seq).policy->describe();

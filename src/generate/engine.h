@@ -116,6 +116,10 @@ class Engine {
   // A new sequence holding `parent`'s tokens: its pages are shared (copy on write), its policy a fork of the
   // parent's. Fails when the parent's policy cannot fork or has an undecided tentative step.
   Result<kv::SeqId> fork(kv::SeqId parent);
+  // The same, cut to the parent's tokens at positions < n_keep (as truncate): a prefix cache's hit takes the
+  // cached part of a longer sequence. The pages up to the cut stay shared; a page the cut splits is shared too
+  // and copied when the child first writes to it.
+  Result<kv::SeqId> fork(kv::SeqId parent, int32_t n_keep);
   void remove(kv::SeqId seq);
   bool has_sequence(kv::SeqId seq) const;
   // Forgets the sequence's tokens (the pages stay for reuse) and its policy's state.
@@ -161,6 +165,7 @@ class Engine {
   int32_t n_cells(kv::SeqId seq) const { return cache_.n_cells(seq, 0); }
   int32_t n_ctx(kv::SeqId seq) const;
   const kv::KvPolicy& policy(kv::SeqId seq) const;
+  const model::PrefillAttentionOptions& prefill_attention(kv::SeqId seq) const;
   // The policy's describe() plus the cell storage when quantized, e.g. "full+int8(group=32, residual=128)".
   std::string describe_kv(kv::SeqId seq) const;
 

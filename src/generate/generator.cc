@@ -148,7 +148,17 @@ void Generator::finish(Live& live, Result<GenerateResult> result) {
     r.timings.generate_seconds = live.first_token_at > 0 ? now_seconds() - live.first_token_at : 0.0;
   }
   if (req.options.draft && live.seq >= 0) req.options.draft->end(live.index);
-  if (live.own_sequence && live.seq >= 0 && engine_.has_sequence(live.seq)) engine_.remove(live.seq);
+  if (live.own_sequence && live.seq >= 0 && engine_.has_sequence(live.seq)) {
+    if (prefix_cache_ != nullptr && req.use_prefix_cache) {
+      // The sequence holds the prompt and every generated token but the last (never fed): the next turn of a
+      // chat starts with them. The cache keeps the sequence itself or removes it.
+      std::vector<int32_t> held(live.prompt.begin(), live.prompt.end());
+      if (result.is_ok()) held.insert(held.end(), result->tokens.begin(), result->tokens.end());
+      prefix_cache_->insert(live.seq, held, /*adopt=*/true);
+    } else {
+      engine_.remove(live.seq);
+    }
+  }
   kv_reserved_bytes_ -= entry.reserve_bytes;  // 0 when it never started
   entry.reserve_bytes = 0;
   entry.result = std::move(result);
@@ -178,6 +188,7 @@ Status Generator::start(size_t index) {
     if (!engine_.has_sequence(req.seq)) return fail(Status::error("request names an unknown sequence"));
     live->seq = req.seq;
   } else {
+    if (prefix_cache_ != nullptr) prefix_cache_->make_room_for_sequence();
     Result<kv::SeqId> seq = engine_.add_sequence(req.sequence);
     if (!seq.is_ok()) return fail(seq.status());
     live->seq = *seq;
@@ -200,6 +211,13 @@ Status Generator::start(size_t index) {
   } else if (engine_.context_full(live->seq, static_cast<int32_t>(req.prompt.size()))) {
     return fail(Status::error("prompt of " + std::to_string(req.prompt.size()) + " tokens does not fit: " +
                               engine_.cache().check_room(live->seq, static_cast<int32_t>(req.prompt.size())).message()));
+  }
+  if (prefix_cache_ != nullptr && req.use_prefix_cache && live->own_sequence) {
+    // A cached prefix: the sequence becomes a fork of it, and the prefill starts after it.
+    Result<int32_t> cached = prefix_cache_->reuse(live->seq, req.prompt);
+    if (!cached.is_ok()) return fail(cached.status());
+    live->n_fed = *cached;
+    live->result.timings.n_cached = *cached;
   }
   for (int32_t t : req.prompt) req.sampler->accept(t);
   if (req.options.draft) {
@@ -505,7 +523,7 @@ Status Generator::step() {
       case Pooling::kMean: s.output = StepOutput::kAllEmbeddings; break;
       case Pooling::kLast: s.output = last_chunk ? StepOutput::kLastEmbedding : StepOutput::kNone; break;
     }
-    s.starts_feed = l->n_fed == 0;
+    s.starts_feed = l->n_fed == l->result.timings.n_cached;
     steps.push_back(s);
     step_live.push_back(l.get());
     budget -= chunk;
@@ -561,6 +579,8 @@ Status Generator::step() {
       continue;
     }
     if (l.n_fed < n_prompt) continue;
+    // Later requests with the same prompt start can share it while this one generates.
+    if (prefix_cache_ != nullptr && req.use_prefix_cache) prefix_cache_->insert(l.seq, l.prompt);
     l.first_token_at = now_seconds();
     l.result.timings.prompt_seconds = l.first_token_at - l.started_at;
     // Choices waiting for this prompt start now as forks of its sequence.

@@ -25,6 +25,7 @@
 
 #include "base/status.h"
 #include "generate/engine.h"
+#include "generate/prefix_cache.h"
 #include "generate/session.h"
 #include "generate/speculative/draft_source.h"
 #include "sampling/sampler_chain.h"
@@ -61,11 +62,12 @@ inline constexpr int32_t kMaxTopLogprobs = 20;
 enum class Pooling { kNone, kMean, kLast };  // kNone: a generating request
 
 struct Timings {
-  int32_t n_prompt = 0;           // prompt tokens fed
+  int32_t n_prompt = 0;           // prompt tokens, those taken from the prefix cache included
+  int32_t n_cached = 0;           // of them, tokens the prefix cache held (not fed)
   int32_t n_generated = 0;        // tokens sampled
   double prompt_seconds = 0.0;    // from the request's start to its first token's logits (prefill)
   double generate_seconds = 0.0;  // from there to its end (decode, sampling included)
-  double prompt_tokens_per_s() const { return prompt_seconds > 0 ? n_prompt / prompt_seconds : 0.0; }
+  double prompt_tokens_per_s() const { return prompt_seconds > 0 ? (n_prompt - n_cached) / prompt_seconds : 0.0; }
   // Decode steps per second: the first generated token comes from the prefill's logits.
   double generate_tokens_per_s() const {
     return generate_seconds > 0 && n_generated > 1 ? (n_generated - 1) / generate_seconds : 0.0;
@@ -135,6 +137,10 @@ struct Request {
   // the request ends.
   kv::SeqId seq = -1;
   SequenceOptions sequence;
+  // With a new sequence: start from the Generator's prefix cache when it holds a prefix of the prompt, and offer
+  // the sequence's blocks to it after the prefill and at the end. Ignored without a cache or for a sequence whose
+  // policy cannot share a prefix (PrefixCache::cacheable).
+  bool use_prefix_cache = false;
   // With an empty prompt on an existing sequence: the logits [n_vocab] of its last token, to sample the first
   // token from.
   std::vector<float> last_logits;
@@ -159,6 +165,9 @@ class Generator {
   ~Generator();
   Generator(const Generator&) = delete;
   Generator& operator=(const Generator&) = delete;
+  // Requests with use_prefix_cache go through `cache` (not owned; must outlive the runs; null = none). Its donor
+  // sequences count against the engine's max_sequences: they make way when a request needs a sequence.
+  void set_prefix_cache(PrefixCache* cache) { prefix_cache_ = cache; }
 
   using DoneFn = std::function<void(size_t, const Result<GenerateResult>&)>;
 
@@ -241,6 +250,7 @@ class Generator {
 
   Engine& engine_;
   const tokenizer::Tokenizer& tokenizer_;
+  PrefixCache* prefix_cache_ = nullptr;
   int32_t max_parallel_;
   // Engine-thread state.
   std::unordered_map<size_t, Entry> entries_;  // by index: queued, running, and (unless open-ended) ended

@@ -120,6 +120,10 @@ bool KvCache::has_sequence(SeqId seq) const {
   return seq >= 0 && static_cast<size_t>(seq) < sequences_.size() && sequences_[static_cast<size_t>(seq)].live;
 }
 
+int32_t KvCache::n_sequences() const {
+  return static_cast<int32_t>(std::count_if(sequences_.begin(), sequences_.end(), [](const Sequence& s) { return s.live; }));
+}
+
 void KvCache::remove_sequence(SeqId seq) {
   Sequence& s = sequence(seq);
   s.live = false;

@@ -120,6 +120,8 @@ class KvCache {
   // Drops every cell of the sequence, keeping its pages for reuse.
   void clear_sequence(SeqId seq);
   bool has_sequence(SeqId seq) const;
+  // Sequences live now (at most options().max_sequences).
+  int32_t n_sequences() const;
 
   // Cells the sequence may still take before its max_cells (INT32_MAX when unbounded), and the check that n_new
   // more fit, failing with the one "context full" message (naming both numbers) that every caller reports.

@@ -125,6 +125,15 @@ class KvPolicy {
     return nullptr;
   }
 
+  // True when the cells a sequence holds after its first n tokens depend on those n tokens alone: the policy never
+  // evicts, releases or re-positions a cell and keeps no state from the queries it heard, so a sequence cut to its
+  // first n tokens (Engine::truncate) holds what a fresh one fed them would. Then a prefix may be shared across
+  // requests (generate/prefix_cache.h). A sliding-window layer is no obstacle while every cell stays: its window
+  // is a mask on positions (attention plan), not a cut of the cache. Under quantized storage the kept cells may be
+  // quantized where a fresh sequence would still hold the newest `residual` in f16 — the same format those cells
+  // reach after `residual` more tokens.
+  virtual bool shares_prefix() const { return false; }
+
   virtual std::string name() const = 0;
   // One line naming the policy and its effective parameters, e.g. "streaming(sink=4, window=1020)".
   virtual std::string describe() const = 0;

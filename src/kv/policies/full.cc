@@ -13,6 +13,7 @@ class FullPolicy final : public KvPolicy {
   std::string name() const override { return "full"; }
   std::string describe() const override { return "full"; }
   int32_t max_cells() const override { return 0; }
+  bool shares_prefix() const override { return true; }  // keeps every cell where it was written
   EvictionPlan plan_eviction(const KvCache&, SeqId, const StepInfo&) const override { return {}; }
 };
 

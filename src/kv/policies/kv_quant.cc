@@ -24,6 +24,7 @@ class KvQuantPolicy final : public KvPolicy {
   // The storage (bits, group, residual) is appended by the Session, which owns it (Session::describe_kv).
   std::string describe() const override { return "kv-quant"; }
   int32_t max_cells() const override { return 0; }
+  bool shares_prefix() const override { return true; }  // keeps every cell where it was written
   int32_t default_kv_bits() const override { return kDefaultBits; }
   Status check_storage(const KvQuantOptions& storage) const override {
     if (storage.bits == 16) return Status::error("kv-quant: bits=16 stores f16 cells, which is the full policy; use 8 or 4");
