@@ -30,6 +30,7 @@ struct BatchFlags {
   int32_t n_batch = 512;        // tokens per step
   int32_t n_threads = 0;        // 0 = all cores
   bool ignore_eos = false;
+  bool prefix_cache = false;    // --prefix-cache: requests share the KV pages of common prompt starts
 };
 
 int run(const BatchFlags& f) {
@@ -64,7 +65,8 @@ int run(const BatchFlags& f) {
   eo.n_ctx = n_ctx;
   eo.n_batch = f.n_batch;
   eo.n_threads = n_threads;
-  eo.max_sequences = f.parallel;
+  // The prefix cache's donor sequences (one per cached prompt path) take the places beyond the running requests.
+  eo.max_sequences = f.prefix_cache ? 2 * f.parallel : f.parallel;
   Result<std::unique_ptr<generate::Engine>> engine = generate::Engine::create(model, eo);
   if (!engine) return report_error(engine.message());
   LoadedModel draft;  // outlives the jobs' draft sources
@@ -113,7 +115,15 @@ int run(const BatchFlags& f) {
     n_generated = generated;
     progress(done, total, generated, seconds);
   };
-  Status st = generate::run_batch(**engine, *loaded->tokenizer, *jobs, f.parallel, write, counting_progress);
+  std::unique_ptr<generate::PrefixCache> prefix_cache;
+  if (f.prefix_cache) prefix_cache = std::make_unique<generate::PrefixCache>(**engine);
+  Status st = generate::run_batch(**engine, *loaded->tokenizer, *jobs, f.parallel, write, counting_progress,
+                                  prefix_cache.get());
+  if (prefix_cache != nullptr)
+    std::fprintf(stderr, "batch: prefix cache: %lld of %lld requests reused a cached prefix, %lld prompt tokens not fed\n",
+                 static_cast<long long>(prefix_cache->stats().n_hits),
+                 static_cast<long long>(prefix_cache->stats().n_lookups),
+                 static_cast<long long>(prefix_cache->stats().n_hit_tokens));
   if (out != stdout && std::fclose(out) != 0 && st)
     st = Status::error("cannot write " + f.output + ": " + std::strerror(errno));
   if (terminal) std::fprintf(stderr, "\n");
@@ -155,6 +165,8 @@ Runner add_batch_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "keep generating past end-of-generation tokens (throughput runs)");
+  cmd->add_flag("--prefix-cache", flags->prefix_cache,
+                "reuse the KV pages of earlier prompts' common starts, in whole pages (full policy and bits= only)");
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
   add_prefill_flags(*cmd, flags->prefill);

@@ -200,8 +200,9 @@ std::string speculative_stats_json(const std::string& type, const SpeculativeSta
 
 Status run_batch(Engine& engine, const tokenizer::Tokenizer& tokenizer, const std::vector<BatchJob>& jobs,
                  int32_t parallel, const std::function<Status(const std::string&)>& write,
-                 const BatchProgressFn& progress) {
+                 const BatchProgressFn& progress, PrefixCache* prefix_cache) {
   Generator generator(engine, tokenizer, parallel);
+  generator.set_prefix_cache(prefix_cache);
   for (const BatchJob& job : jobs) {
     Request req;
     req.prompt = job.prompt_ids;
@@ -209,6 +210,7 @@ Status run_batch(Engine& engine, const tokenizer::Tokenizer& tokenizer, const st
     req.sampler = std::make_shared<sampling::SamplerChain>(std::move(chain));
     req.options = job.options;
     req.sequence = job.sequence;
+    req.use_prefix_cache = prefix_cache != nullptr;
     generator.submit(std::move(req));
   }
   // Lines go out in input order: a finished request waits for the ones before it.
@@ -229,6 +231,7 @@ Status run_batch(Engine& engine, const tokenizer::Tokenizer& tokenizer, const st
       out["completion_tokens"] = g.timings.n_generated;
       out["time_to_first_token_s"] = std::round((g.queued_seconds + g.timings.prompt_seconds) * 1e4) / 1e4;
       out["tokens_per_s"] = std::round(g.timings.generate_tokens_per_s() * 100) / 100;
+      if (prefix_cache != nullptr) out["cached_tokens"] = g.timings.n_cached;
       if (jobs[i].options.draft) out["speculative"] = json::parse(speculative_stats_json(jobs[i].spec_type, g.speculative));
     } else {
       out["error"] = r.message();

@@ -9,7 +9,7 @@
 //   --spec-type: none, ngram, recycle, aded, retrieval, draft).
 // Unknown fields and wrong types are errors naming the line.
 // Output per request: {"id": line number, "text", "tokens": [ids], "finish_reason": "stop" | "length",
-//   "prompt_tokens", "completion_tokens", "time_to_first_token_s", "tokens_per_s"} ("stop" for an end-of-generation
+//   "prompt_tokens", "completion_tokens", "time_to_first_token_s", "tokens_per_s"[, "cached_tokens"]} ("stop" for an end-of-generation
 //   token or a stop string, "length" for max_tokens or a full context), with speculative decoding also
 //   "speculative": {"type", "steps", "drafted", "accepted", "mean_accepted_length", "acceptance_rate"}; or {"id",
 //   "error"} for a request that failed
@@ -95,9 +95,11 @@ std::string speculative_stats_json(const std::string& type, const SpeculativeSta
 using BatchProgressFn = std::function<void(size_t done, size_t total, int64_t generated, double seconds)>;
 
 // Runs the jobs with up to `parallel` sequences at once on `engine` (whose max_sequences must allow them) and
-// writes one JSON line per job to `write`, in job order, each as soon as it and every earlier one are done.
+// writes one JSON line per job to `write`, in job order, each as soon as it and every earlier one are done. With a
+// prefix cache (--prefix-cache; null = none) every job may start from a cached prefix of its prompt and each line
+// also gives "cached_tokens"; the cache's donor sequences use the engine's sequences beyond `parallel`.
 Status run_batch(Engine& engine, const tokenizer::Tokenizer& tokenizer, const std::vector<BatchJob>& jobs,
                  int32_t parallel, const std::function<Status(const std::string&)>& write,
-                 const BatchProgressFn& progress = nullptr);
+                 const BatchProgressFn& progress = nullptr, PrefixCache* prefix_cache = nullptr);
 
 }  // namespace longhaul::generate

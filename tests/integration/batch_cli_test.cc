@@ -109,6 +109,49 @@ TEST_F(BatchCli, GreedyResultsEqualRunAtParallelOneAndEight) {
   }
 }
 
+// --prefix-cache: requests after the first reuse the KV pages of a shared few-shot preamble (whole 256-token
+// pages) and generate what they generate without it. With -b 256 every prompt is fed in chunks that start at page
+// boundaries either way, so the steps compute the same rows: the tokens must be equal.
+TEST_F(BatchCli, PrefixCacheReusesASharedPreambleAndKeepsTheOutput) {
+  std::string preamble;
+  for (int i = 1; i <= 50; ++i)
+    preamble += "Question: what is " + std::to_string(i) + " plus " + std::to_string(i) + "? Answer: " +
+                std::to_string(2 * i) + ".\n";
+  const std::vector<std::string> questions = {"what is 60 plus 60?", "what is 71 plus 71?", "what is 83 plus 83?"};
+  std::string jsonl;
+  for (const std::string& q : questions)
+    jsonl += nlohmann::json{{"prompt", preamble + "Question: " + q + " Answer:"}, {"max_tokens", 10}, {"temperature", 0}}
+                 .dump() + "\n";
+  const std::string input = temp_path("prefix.jsonl");
+  write_file(input, jsonl);
+  auto run_batch = [&](const std::string& extra) {
+    const std::string output = temp_path("prefix_out.jsonl");
+    const CliRun r = run_cli("batch -m smollm2-135m -t 2 -b 256 --parallel 1 -f " + input + " -o " + output + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::vector<nlohmann::json> lines;
+    std::istringstream in(read_all(output));
+    for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+    return std::make_pair(lines, r.err);
+  };
+  const auto [plain, plain_err] = run_batch("");
+  const auto [cached, cached_err] = run_batch(" --prefix-cache");
+  ASSERT_EQ(plain.size(), questions.size());
+  ASSERT_EQ(cached.size(), questions.size());
+  EXPECT_FALSE(plain[0].contains("cached_tokens"));
+  EXPECT_EQ(cached[0]["cached_tokens"].get<int>(), 0);
+  for (size_t i = 0; i < questions.size(); ++i) {
+    EXPECT_EQ(cached[i]["tokens"], plain[i]["tokens"]) << questions[i];
+    EXPECT_EQ(cached[i]["prompt_tokens"], plain[i]["prompt_tokens"]);
+    if (i == 0) continue;
+    // The preamble is over 512 tokens: at least two whole pages come from the cache, and never the whole prompt.
+    const int n_cached = cached[i]["cached_tokens"].get<int>();
+    EXPECT_GE(n_cached, 512) << questions[i];
+    EXPECT_EQ(n_cached % 256, 0) << questions[i];
+    EXPECT_LT(n_cached, cached[i]["prompt_tokens"].get<int>()) << questions[i];
+  }
+  EXPECT_NE(cached_err.find("prefix cache: 2 of 3 requests reused a cached prefix"), std::string::npos) << cached_err;
+}
+
 TEST_F(BatchCli, ChatMessagesStopAndPerLinePolicies) {
   // A chat request ends at the model's end-of-turn token ("stop"); a stop string cuts the text; a line's own KV
   // policy and max_tokens apply to it alone.
