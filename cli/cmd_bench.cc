@@ -97,8 +97,8 @@ int run(const BenchFlags& f) {
   const generate::MachineInfo machine = generate::machine_info();
 
   if (!f.json) {
-    std::printf("| model | size | params | threads | kv | prefill | test | t/s | GB/s |\n");
-    std::printf("| ----- | ---: | -----: | ------: | -- | ------- | ---- | --: | ---: |\n");
+    std::printf("| model | size | params | threads | kv | prefill | test | t/s | GB/s | keys read |\n");
+    std::printf("| ----- | ---: | -----: | ------: | -- | ------- | ---- | --: | ---: | --------: |\n");
     std::fflush(stdout);
   }
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
@@ -136,15 +136,17 @@ int run(const BenchFlags& f) {
                            {"weight_bytes_per_token", r->weight_bytes_per_token},
                            {"kv_bytes_per_token", r->kv_bytes_per_token},
                            {"kv_cache_bytes", r->kv_cache_bytes},
+                           {"keys_read", r->keys_read >= 0 ? nlohmann::ordered_json(r->keys_read) : nullptr},
                            {"peak_rss_bytes", r->peak_rss_bytes},
                            {"model_bytes", size.bytes},
                            {"model_params", size.params}});
       } else {
-        std::printf("| %s | %s | %s | %d | %s | %s | %s | %s | %s |\n", label.c_str(),
+        std::printf("| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", label.c_str(),
                     fmt("%.2f MiB", static_cast<double>(size.bytes) / (1 << 20)).c_str(),
                     fmt("%.2f M", static_cast<double>(size.params) / 1e6).c_str(), r->n_threads,
                     r->kv_policy.c_str(), r->prefill_attn.c_str(), test.name().c_str(),
-                    fmt("%.2f ± %.2f", r->tokens_per_s, r->stddev).c_str(), fmt("%.2f", r->bytes_per_s() / 1e9).c_str());
+                    fmt("%.2f ± %.2f", r->tokens_per_s, r->stddev).c_str(), fmt("%.2f", r->bytes_per_s() / 1e9).c_str(),
+                    r->keys_read >= 0 ? fmt("%.3f", r->keys_read).c_str() : "-");
         std::fflush(stdout);
       }
     }

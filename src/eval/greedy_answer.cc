@@ -16,6 +16,7 @@ EvalRow RetrievalPoint::row(const std::string& policy, int32_t length, double de
   r.depth = depth;
   r.accuracy = score / samples;
   r.kv_bytes = kv_bytes;
+  if (keys_held > 0) r.keys_read = static_cast<double>(keys_read) / static_cast<double>(keys_held);
   r.peak_rss_bytes = peak_rss_bytes();
   if (prefill_s > 0) r.prefill_tps = static_cast<double>(n_prefill) / prefill_s;
   if (decode_s > 0 && n_decode > 0) r.decode_tps = static_cast<double>(n_decode) / decode_s;
@@ -40,6 +41,9 @@ Result<std::string> answer_greedily(generate::Session& session, const tokenizer:
   point.decode_s += t.generate_seconds;
   point.n_decode += std::max(0, t.n_generated - 1);  // tokens fed back: every one but the last
   point.kv_bytes = std::max(point.kv_bytes, session.cache().used_bytes());
+  const model::AttentionPlan::KeysRead keys = session.keys_read();  // counted from the reset above
+  point.keys_read += keys.read;
+  point.keys_held += keys.held;
   // The answer's text without an end-of-generation token (the loop never renders it).
   return answer.text;
 }

@@ -22,6 +22,8 @@ struct RetrievalPoint {
   int64_t n_prefill = 0;   // prompt tokens fed
   int64_t n_decode = 0;    // answer tokens fed back (one-token steps)
   int64_t kv_bytes = 0;    // most K/V bytes the cache held after an answer
+  int64_t keys_read = 0;   // key cells the answers' decode tokens read (Session::keys_read), over layers and heads
+  int64_t keys_held = 0;   // the cells the cache held when they read them
 
   // The point's row: mean score as accuracy, tokens/s of both phases, peak RSS now.
   EvalRow row(const std::string& policy, int32_t length, double depth, int32_t samples) const;

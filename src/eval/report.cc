@@ -23,7 +23,7 @@ std::string opt(const std::optional<double>& v, const char* fmt) { return v ? fo
 
 }  // namespace
 
-std::string csv_header() { return "policy,length,depth,accuracy,ppl,kv_bytes,point_peak_rss_bytes,prefill_tps,decode_tps"; }
+std::string csv_header() { return "policy,length,depth,accuracy,ppl,kv_bytes,point_peak_rss_bytes,prefill_tps,decode_tps,keys_read"; }
 
 std::string csv_line(const EvalRow& r) {
   std::string policy = r.policy;
@@ -34,19 +34,19 @@ std::string csv_line(const EvalRow& r) {
   }
   return policy + "," + std::to_string(r.length) + "," + opt(r.depth, "%g") + "," + opt(r.accuracy, "%g") + "," +
          opt(r.ppl, "%.4f") + "," + std::to_string(r.kv_bytes) + "," + std::to_string(r.peak_rss_bytes) + "," +
-         opt(r.prefill_tps, "%.1f") + "," + opt(r.decode_tps, "%.1f");
+         opt(r.prefill_tps, "%.1f") + "," + opt(r.decode_tps, "%.1f") + "," + opt(r.keys_read, "%.4f");
 }
 
 std::string markdown_table(const std::vector<EvalRow>& rows) {
   std::string out =
-      "| policy | length | depth | accuracy | ppl | KV MiB | point peak RSS MiB | prefill tok/s | decode tok/s |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+      "| policy | length | depth | accuracy | ppl | KV MiB | point peak RSS MiB | prefill tok/s | decode tok/s | keys read |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const EvalRow& r : rows) {
     out += "| " + r.policy + " | " + std::to_string(r.length) + " | " + opt(r.depth, "%g") + " | " +
            opt(r.accuracy, "%.2f") + " | " + opt(r.ppl, "%.3f") + " | " +
            format(static_cast<double>(r.kv_bytes) / (1 << 20), "%.1f") + " | " +
            format(static_cast<double>(r.peak_rss_bytes) / (1 << 20), "%.0f") + " | " + opt(r.prefill_tps, "%.1f") +
-           " | " + opt(r.decode_tps, "%.1f") + " |\n";
+           " | " + opt(r.decode_tps, "%.1f") + " | " + opt(r.keys_read, "%.3f") + " |\n";
   }
   return out;
 }

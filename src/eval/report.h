@@ -11,8 +11,9 @@
 
 namespace longhaul::eval {
 
-// "policy,length,depth,accuracy,ppl,kv_bytes,point_peak_rss_bytes,prefill_tps,decode_tps": point_peak_rss_bytes is
-// the peak resident set while that row's point ran (see EvalRow::peak_rss_bytes), not the process's so far.
+// "policy,length,depth,accuracy,ppl,kv_bytes,point_peak_rss_bytes,prefill_tps,decode_tps,keys_read":
+// point_peak_rss_bytes is the peak resident set while that row's point ran (see EvalRow::peak_rss_bytes), not the
+// process's so far; keys_read the share of cached key cells a decode token read (EvalRow::keys_read).
 std::string csv_header();
 // One line (no newline); empty fields where the row has no value; the policy quoted when it holds a comma.
 std::string csv_line(const EvalRow& row);

@@ -29,6 +29,9 @@ struct EvalRow {
   std::optional<double> accuracy;     // passkey: fraction answered correctly; niah: mean fraction of values recalled
   std::optional<double> ppl;          // ppl: perplexity of the bucket's tokens
   int64_t kv_bytes = 0;               // KV bytes in use at the end of the point
+  // Share of the cached key cells a decode token's attention read (over layers and KV heads; Engine::keys_read):
+  // 1 for full attention, below for a policy that selects pages or bounds heads by a window.
+  std::optional<double> keys_read;
   int64_t peak_rss_bytes = 0;         // peak resident set while this point ran (the CLI's PeakRssMeter; else the process's so far)
   std::optional<double> prefill_tps;  // tokens/s of multi-token steps
   std::optional<double> decode_tps;   // tokens/s of one-token steps

@@ -125,6 +125,7 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
     session->truncate(test.n_depth);
     const std::vector<int32_t> ids = random_tokens(rng, config.n_vocab, n_measured);
     cells_before = session->n_cells();
+    const model::AttentionPlan::KeysRead keys_before = session->keys_read();
 
     const double t0 = now_seconds();
     const double cpu0 = process_cpu_seconds();
@@ -137,6 +138,10 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
     const double cpu_seconds = process_cpu_seconds() - cpu0;
 
     cells_after = session->n_cells();
+    const model::AttentionPlan::KeysRead keys_after = session->keys_read();
+    if (!test.is_prompt() && keys_after.held > keys_before.held)
+      result.keys_read = static_cast<double>(keys_after.read - keys_before.read) /
+                         static_cast<double>(keys_after.held - keys_before.held);
     if (progress) progress(stage, n_measured, n_measured);
     if (rep >= 0) {
       result.tokens_per_s_samples.push_back(n_measured / std::max(seconds, 1e-12));

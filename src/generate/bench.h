@@ -80,6 +80,10 @@ struct BenchResult {
   // the window on sliding-window layers).
   int64_t kv_bytes_per_token = 0;
   int64_t kv_cache_bytes = 0;  // K/V bytes the cache held at the end of the last repetition
+  // tg tests: the share of the cached key cells a generated token's attention read, over layers and KV heads
+  // (Engine::keys_read): 1 for full attention, below for a policy that selects pages or bounds heads by a window
+  // (Gemma 3's local layers read their window); -1 for pp tests.
+  double keys_read = -1;
   int64_t peak_rss_bytes = 0;  // of the whole process after this test (VmHWM), 0 if unknown
 
   // Bytes read per second implied by the throughput: (weights + KV) per token times tokens per second.

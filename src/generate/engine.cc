@@ -161,6 +161,7 @@ void Engine::clear(kv::SeqId seq) {
   Slot& s = slot(seq);
   cache_.clear_sequence(seq);
   s.policy->truncate(cache_, seq, 0);
+  s.keys_read = {};
 }
 
 void Engine::truncate(kv::SeqId seq, int32_t n_keep) {
@@ -320,6 +321,12 @@ Status Engine::step(std::span<const SequenceStep> steps, StepResult& result) {
   }
   for (const SequenceStep& s : steps)
     if (s.tentative) slot(s.seq).tentative.pending = true;
+  const std::span<const model::AttentionPlan::KeysRead> keys_read = state_.plan.keys_read();
+  for (const SequenceStep& s : steps) {
+    if (static_cast<size_t>(s.seq) >= keys_read.size()) continue;
+    slot(s.seq).keys_read.read += keys_read[static_cast<size_t>(s.seq)].read;
+    slot(s.seq).keys_read.held += keys_read[static_cast<size_t>(s.seq)].held;
+  }
 
   // Output rows per sequence step.
   result.n_vocab = model_.config().n_vocab;

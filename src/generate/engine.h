@@ -166,6 +166,10 @@ class Engine {
   int32_t n_ctx(kv::SeqId seq) const;
   const kv::KvPolicy& policy(kv::SeqId seq) const;
   const model::PrefillAttentionOptions& prefill_attention(kv::SeqId seq) const;
+  // Key cells the sequence's decode tokens have read so far, and the cells held when they read them, summed over
+  // layers and KV heads (model::AttentionPlan::count_keys_read): read / held is the share of its KV cache a decode
+  // token reads. Counted from the sequence's creation (or clear()).
+  model::AttentionPlan::KeysRead keys_read(kv::SeqId seq) const { return slot(seq).keys_read; }
   // The policy's describe() plus the cell storage when quantized, e.g. "full+int8(group=32, residual=128)".
   std::string describe_kv(kv::SeqId seq) const;
 
@@ -192,6 +196,7 @@ class Engine {
     int32_t n_ctx = 0;
     model::PrefillAttentionOptions prefill;
     Tentative tentative;
+    model::AttentionPlan::KeysRead keys_read;
   };
 
   Engine(const model::Model& model, const EngineOptions& options, kv::KvCache cache, std::unique_ptr<ThreadPool> own,

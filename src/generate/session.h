@@ -75,6 +75,8 @@ class Session {
   std::string describe_kv() const { return engine_->describe_kv(seq_); }
   Engine& engine() { return *engine_; }
   kv::SeqId sequence() const { return seq_; }
+  // Key cells the conversation's decode tokens read, and the cells held then (Engine::keys_read).
+  model::AttentionPlan::KeysRead keys_read() const { return engine_->keys_read(seq_); }
 
  private:
   friend class SessionLogits;

@@ -45,6 +45,9 @@ void AttentionPlan::build(const Batch& batch, std::span<const int32_t> cells, co
     token_block_[static_cast<size_t>(t)] = static_cast<int32_t>(block_start_.size()) - 1;
   }
   block_start_.push_back(n_tokens);
+  kv::SeqId max_seq = -1;
+  for (kv::SeqId seq : block_seq_) max_seq = std::max(max_seq, seq);
+  keys_read_.assign(static_cast<size_t>(max_seq + 1), KeysRead{});
 
   // Trees: a sequence whose step tokens are not one chain (each token's parent the one before it) gets ancestor
   // rows over its new tokens; the others are masked by position alone.
@@ -167,6 +170,28 @@ void AttentionPlan::select_pages(StepContext& step, int32_t il, const float* q, 
       selected_.insert(selected_.end(), pages.begin(), pages.end());
     }
     selected_begin_[static_cast<size_t>(u) + 1] = static_cast<int32_t>(selected_.size());
+  }
+}
+
+void AttentionPlan::count_keys_read(const kv::KvCache& cache, int32_t il, int32_t n_head_kv, int32_t layer_window) {
+  for (int32_t b = 0; b < n_blocks(); ++b) {
+    if (block_end(b) - block_begin(b) != 1) continue;  // prefill chunks and drafts are not decode tokens
+    const kv::SeqId seq = block_seq_[static_cast<size_t>(b)];
+    KeysRead& counts = keys_read_[static_cast<size_t>(seq)];
+    const int32_t n_cells = cache.n_cells(seq, il);
+    for (int32_t kv_head = 0; kv_head < n_head_kv; ++kv_head) {
+      const int64_t unit = static_cast<int64_t>(b) * n_head_kv + kv_head;
+      int64_t read = 0;
+      const int32_t n_pages = n_unit_pages(cache, il, unit, n_head_kv);
+      for (int32_t i = 0; i < n_pages; ++i) {
+        const int32_t ip = unit_page(unit, i);
+        if (cache.head_rows_present(seq, il, kv_head, ip)) read += cache.page_span(seq, il, ip).n_cells;
+      }
+      const HeadMask head = head_mask(il, seq, kv_head, layer_window);
+      if (head.window > 0) read = std::min<int64_t>(read, int64_t{head.window} + head.n_sink);
+      counts.read += read;
+      counts.held += n_cells;
+    }
   }
 }
 
@@ -553,6 +578,7 @@ void self_attention(StepContext& step, int32_t il) {
   const int32_t window = local ? cfg.sliding_window : 0;
   const int32_t group = n_head / n_head_kv;
   st.plan.select_pages(step, il, st.q.data(), n_head, dk);
+  st.plan.count_keys_read(step.cache, il, n_head_kv, window);
   st.plan.plan_sparse_prefill(step, il, st.q.data(), n_head, dk, window);
   attend_flash(step, il, window);
   // A KV policy that reads the probabilities gets every observed query's row from a second pass (one task per

@@ -76,6 +76,20 @@ class AttentionPlan {
   int32_t n_unit_pages(const kv::KvCache& cache, int32_t il, int64_t unit, int32_t n_head_kv) const;
   int32_t unit_page(int64_t unit, int32_t i) const;
 
+  // Key cells read by the step's decode queries (blocks of one token), per sequence: summed over layers and KV
+  // heads, the cells of the pages each (token, KV head) visits (its selection, or every page; rows a head freed
+  // are not read), capped by the head's sinks + window where one applies, next to the cells the sequence holds in
+  // those layers. read / held is the share of the KV cache a decode token reads: 1 for full attention, a few
+  // percent for a query-aware sparse policy (bench's and eval's keys_read). Cumulative over the layers of the step.
+  struct KeysRead {
+    int64_t read = 0;
+    int64_t held = 0;
+  };
+  // For layer il, after select_pages.
+  void count_keys_read(const kv::KvCache& cache, int32_t il, int32_t n_head_kv, int32_t layer_window);
+  // Indexed by SeqId (shorter when the step's highest SeqId is lower): the step's counts so far.
+  std::span<const KeysRead> keys_read() const { return keys_read_; }
+
   // For global layer il (layer_window 0; a sliding window already bounds a local layer's keys): the key set of
   // each query head of every sequence whose chunk takes sparse prefill -- its options ask for it, the step's
   // tokens are a chain at consecutive positions ending at or past min_context, there are more of them than the
@@ -121,6 +135,7 @@ class AttentionPlan {
     std::vector<kernels::SparseKeys> keys;   // [n_head, heads[h].n_qblocks] (pointers into heads)
   };
   std::vector<SparseSequence> sparse_;
+  std::vector<KeysRead> keys_read_;  // [max SeqId of the step + 1]
   std::vector<int32_t> token_sparse_;  // [n_tokens] index into sparse_, or -1
   std::vector<int32_t> token_pos_;     // [n_tokens] position of each token
 };

@@ -27,7 +27,8 @@ Result<std::unique_ptr<Model>> Model::load(const std::string& path) {
   Status bound = arch->bind_weights(file, *config, weights);
   if (!bound) return Status::error(path + ": " + bound.message());
   std::unique_ptr<Model> model(new Model(std::move(file), std::move(config).value(), std::move(weights), arch));
-  model->interleave_weights();
+  Status interleaved = model->interleave_weights();
+  if (!interleaved) return Status::error(path + ": " + interleaved.message());
   return model;
 }
 
@@ -36,7 +37,7 @@ namespace {
 constexpr int64_t kInterleaveSliceBytes = int64_t{4} << 20;
 }  // namespace
 
-void Model::interleave_weights() {
+Status Model::interleave_weights() {
   // A tied output projection is the token embedding matrix: stored once, interleaved, and the embedding lookup
   // reads that copy (kernels::get_rows_interleaved), so the file's row-major pages are not faulted back in.
   const bool tied = weights_.output.data == weights_.token_embd.data;
@@ -45,12 +46,18 @@ void Model::interleave_weights() {
     for (Weight* w : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
       matrices.push_back(w);
   }
+  std::erase_if(matrices, [](const Weight* w) {
+    return !w->present() || !kernels::prefers_interleaved(w->type, w->n_out);
+  });
+  // Each copy starts 64-byte aligned (the kernels read whole 64-byte chunks of a group).
+  auto matrix_bytes = [](const Weight* w) { return tensor::row_size_bytes(w->type, w->n_in) * w->n_out; };
+  int64_t total = 0;
+  for (const Weight* w : matrices) total += (matrix_bytes(w) + 63) / 64 * 64;
+  LH_ASSIGN_OR_RETURN(interleaved_, HugePageBuffer::allocate(static_cast<size_t>(total)));
+  uint8_t* next = interleaved_.data();
   for (Weight* w : matrices) {
-    if (!w->present() || !kernels::prefers_interleaved(w->type, w->n_out)) continue;
-    const auto n_bytes = static_cast<size_t>(tensor::row_size_bytes(w->type, w->n_in) * w->n_out);
-    // 64-byte aligned: the kernels read whole 64-byte chunks of a group.
-    std::unique_ptr<uint8_t[]>& copy = interleaved_.emplace_back(new uint8_t[n_bytes + 64]);
-    auto* dst = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(copy.get()) + 63) & ~uintptr_t{63});
+    uint8_t* dst = next;
+    next += (matrix_bytes(w) + 63) / 64 * 64;
     // Slice by slice, handing the file's pages back as they are copied: the file's copy is not read again (a
     // tied output's embedding lookups read the interleaved copy too), so resident memory holds each matrix once,
     // also at its peak during the load.
@@ -67,6 +74,7 @@ void Model::interleave_weights() {
     w->layout = kernels::WeightLayout::kInterleaved16;
   }
   if (tied) weights_.token_embd = weights_.output;
+  return Status::ok();
 }
 
 kv::KvShape Model::kv_shape() const {

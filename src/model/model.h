@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "base/huge_page_buffer.h"
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "gguf/gguf_file.h"
@@ -81,14 +82,15 @@ class Model {
 
  private:
   Model(gguf::GgufFile file, ModelConfig config, ModelWeights weights, const Architecture* arch);
-  // Stores the matrices the active ISA reads faster interleaved (kernels::prefers_interleaved) in that layout.
-  void interleave_weights();
+  // Stores the matrices the active ISA reads faster interleaved (kernels::prefers_interleaved) in that layout, in
+  // one huge-page buffer. Fails only when that buffer cannot be mapped.
+  Status interleave_weights();
 
   gguf::GgufFile file_;
   ModelConfig config_;
   ModelWeights weights_;
   const Architecture* arch_;
-  std::vector<std::unique_ptr<uint8_t[]>> interleaved_;  // the interleaved copies the weights point into
+  HugePageBuffer interleaved_;  // the interleaved copies the weights point into, one after the other
 };
 
 }  // namespace longhaul::model

@@ -6,7 +6,7 @@ namespace longhaul::eval {
 namespace {
 
 TEST(Report, CsvHeaderIsTheAgreedColumns) {
-  EXPECT_EQ(csv_header(), "policy,length,depth,accuracy,ppl,kv_bytes,point_peak_rss_bytes,prefill_tps,decode_tps");
+  EXPECT_EQ(csv_header(), "policy,length,depth,accuracy,ppl,kv_bytes,point_peak_rss_bytes,prefill_tps,decode_tps,keys_read");
 }
 
 TEST(Report, CsvLeavesMissingFiguresEmptyAndQuotesCommas) {
@@ -17,13 +17,14 @@ TEST(Report, CsvLeavesMissingFiguresEmptyAndQuotesCommas) {
   r.kv_bytes = 100;
   r.peak_rss_bytes = 200;
   r.prefill_tps = 99.94;
-  EXPECT_EQ(csv_line(r), "\"streaming(sink=4, window=1020)\",2048,,,12.5000,100,200,99.9,");
+  EXPECT_EQ(csv_line(r), "\"streaming(sink=4, window=1020)\",2048,,,12.5000,100,200,99.9,,");
   EvalRow p;
   p.policy = "full";
   p.length = 1024;
   p.depth = 0.25;
   p.accuracy = 1;
-  EXPECT_EQ(csv_line(p), "full,1024,0.25,1,,0,0,,");
+  p.keys_read = 0.25;
+  EXPECT_EQ(csv_line(p), "full,1024,0.25,1,,0,0,,,0.2500");
 }
 
 TEST(Report, MarkdownHasOneLinePerRowAfterHeader) {

@@ -231,7 +231,16 @@ void SpeculativeGreedy::run_model(const std::string& path, const char* name, int
     const GenerateResult corpus_run =
         speculate(prompt, n_generate, std::make_shared<speculative::RetrievalSource>(std::move(corpus)));
     expect_same(ref, corpus_run, exact, where + ", retrieval with a corpus");
-    EXPECT_GT(corpus_run.speculative.n_accepted, 0) << where;
+    // The corpus's drafts are right while the run follows plain decoding. Where the kernels round differently in a
+    // verification step and a near tie turns the run aside early (expect_same checked that it is a tie), they are
+    // wrong from there on, so acceptance is asserted only when the run followed plain decoding for 3 tokens or more.
+    size_t common = 0;
+    while (common < ref.tokens.size() && corpus_run.tokens[common] == ref.tokens[common]) ++common;
+    if (exact || common >= 3) {
+      EXPECT_GT(corpus_run.speculative.n_accepted, 0) << where << ": drafted " << corpus_run.speculative.n_drafted
+                                                     << ", common prefix with plain decoding " << common << " of "
+                                                     << ref.tokens.size();
+    }
     if (std::string(name) == "SmolLM2") {
       // The target as its own draft model, on the engine's pool: greedy drafts the target accepts but where the
       // kernels round differently.
