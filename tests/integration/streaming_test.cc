@@ -69,11 +69,13 @@ TEST(StreamingIntegration, KvSizeIsFlatAndPerplexityFinite) {
   const auto rows = read_csv(csv);
   ASSERT_GE(rows.size(), 5u);
   EXPECT_EQ(rows[0][0], "policy");
+  ASSERT_EQ(rows[0].size(), 10u);
+  EXPECT_EQ(rows[0][9], "keys_read");
   const int64_t cells = long_run ? 1024 : 256;
   // SmolLM2-135M: 30 layers, 3 KV heads, 64 + 64 dims, f16.
   const int64_t want_bytes = cells * 30 * 3 * (64 + 64) * 2;
   for (size_t i = 1; i < rows.size(); ++i) {
-    ASSERT_EQ(rows[i].size(), 9u);
+    ASSERT_EQ(rows[i].size(), 10u);
     const double ppl = std::stod(rows[i][4]);
     EXPECT_TRUE(std::isfinite(ppl)) << rows[i][1];
     // A 135M model on English licence text: far better than chance, far from a broken cache (>> 100).
