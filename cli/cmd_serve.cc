@@ -37,6 +37,7 @@ struct ServeFlags {
   std::string pooling = "mean";
   std::string allowed_policies;  // comma list of policy names; "" = all
   std::string alias;             // the model's id in the API; "" = the -m value's file name
+  bool no_prefix_cache = false;  // --no-prefix-cache
 };
 
 std::string model_id(const ServeFlags& f) {
@@ -61,6 +62,7 @@ int run(const ServeFlags& f) {
   so.pooling = f.pooling == "last" ? generate::Pooling::kLast : generate::Pooling::kMean;
   so.default_kv_policy = f.kv.policy;
   so.sampling = f.sampling.options;
+  so.prefix_cache = !f.no_prefix_cache;
   std::stringstream names(f.allowed_policies);
   for (std::string name; std::getline(names, name, ',');) {
     if (name.empty()) continue;
@@ -107,7 +109,8 @@ int run(const ServeFlags& f) {
   eo.n_ctx = n_ctx;
   eo.n_batch = f.prefill_chunk;
   eo.n_threads = n_threads;
-  eo.max_sequences = f.parallel;
+  // The prefix cache keeps cached prompts in sequences of their own, beside the running ones.
+  eo.max_sequences = f.no_prefix_cache ? f.parallel : 2 * f.parallel;
   Result<std::unique_ptr<generate::Engine>> engine = generate::Engine::create(model, eo);
   if (!engine) return report_error(engine.message());
   // The head profile (duo, lserve): when the default policy reads it, or when --head-profile names one (then
@@ -165,6 +168,8 @@ Runner add_serve_command(CLI::App& app) {
   cmd->add_option("--allow-kv-policy", flags->allowed_policies,
                   "comma list of the KV policy names a request's kv_policy may name (default: all)");
   cmd->add_option("--alias", flags->alias, "the model's id in the API (default: the -m value's file name)");
+  cmd->add_flag("--no-prefix-cache", flags->no_prefix_cache,
+                "do not reuse the KV pages of earlier prompts' common starts (whole 256-token pages, full policy)");
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
   add_prefill_flags(*cmd, flags->prefill);

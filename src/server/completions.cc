@@ -34,6 +34,7 @@ struct Exchange {
   bool logprobs = false;
   size_t holdback = 0;  // bytes of streamed text kept back: the longest stop string's length - 1
   int64_t prompt_tokens = 0;
+  int64_t cached_tokens = 0;  // of them, taken from the prefix cache
   std::vector<ChoiceState> choices;
   std::shared_ptr<Channel> channel = std::make_shared<Channel>();
   std::vector<size_t> indices;
@@ -198,6 +199,9 @@ void Server::Impl::handle_completion(const httplib::Request& http_req, httplib::
       if (c.end->is_ok()) {
         x.log.generated_tokens += static_cast<int64_t>((*c.end)->tokens.size());
         metrics.add_tokens(0, static_cast<int64_t>((*c.end)->tokens.size()));
+        const int32_t n_cached = (*c.end)->timings.n_cached;
+        x.cached_tokens += n_cached;
+        if (n_cached > 0) metrics.add_prefix_cache(1, n_cached);
       }
       return true;
     }
@@ -245,7 +249,7 @@ void Server::Impl::handle_completion(const httplib::Request& http_req, httplib::
                        {"created", ex->created},
                        {"model", ex->model_id},
                        {"choices", choices},
-                       {"usage", usage_json(ex->prompt_tokens, ex->log.generated_tokens)}};
+                       {"usage", usage_json(ex->prompt_tokens, ex->log.generated_tokens, ex->cached_tokens)}};
     send_json(res, 200, dump(body));
     metrics.observe_request_duration(now_seconds() - ex->log.started_at);
     log_request(ex->log);
@@ -311,7 +315,7 @@ void Server::Impl::handle_completion(const httplib::Request& http_req, httplib::
                                 {"created", x.created},
                                 {"model", x.model_id},
                                 {"choices", json::array()},
-                                {"usage", usage_json(x.prompt_tokens, x.log.generated_tokens)}};
+                                {"usage", usage_json(x.prompt_tokens, x.log.generated_tokens, x.cached_tokens)}};
             out += sse(usage);
           }
           out += "data: [DONE]\n\n";

@@ -16,7 +16,8 @@ namespace longhaul::server {
 // "stop" for an end-of-generation token or a stop string, "length" for max_tokens or a full context.
 const char* finish_reason(generate::StopReason stop);
 
-nlohmann::json usage_json(int64_t prompt_tokens, int64_t completion_tokens);
+// usage: cached_tokens (prompt_tokens_details) = prompt tokens taken from the prefix cache instead of fed.
+nlohmann::json usage_json(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens);
 
 // Chat: {"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}]}.
 nlohmann::json chat_logprobs_json(const tokenizer::Tokenizer& tokenizer, std::span<const generate::TokenLogprob> lps);

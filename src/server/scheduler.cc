@@ -25,8 +25,12 @@ bool Channel::pop(ChoiceEvent& event, double seconds) {
 }
 
 Scheduler::Scheduler(generate::Engine& engine, const tokenizer::Tokenizer& tokenizer, const SchedulerOptions& options)
-    : engine_(engine), generator_(engine, tokenizer, options.max_parallel), options_(options) {
+    : engine_(engine),
+      prefix_cache_(options.prefix_cache ? std::make_unique<generate::PrefixCache>(engine) : nullptr),
+      generator_(engine, tokenizer, options.max_parallel),
+      options_(options) {
   generator_.set_kv_budget(options.kv_budget_bytes);
+  generator_.set_prefix_cache(prefix_cache_.get());
   // Results are handed to each request's on_end; the loop keeps none, so memory stays flat.
   generator_.set_on_done([](size_t, const Result<generate::GenerateResult>&) {});
   thread_ = std::thread([this] { loop(); });
@@ -43,6 +47,7 @@ Scheduler::Admission Scheduler::submit(std::vector<generate::Request> requests, 
     return Admission::kQueueFull;
   for (size_t i = 0; i < requests.size(); ++i) {
     generate::Request& req = requests[i];
+    req.use_prefix_cache = prefix_cache_ != nullptr;
     const auto choice = static_cast<int32_t>(i);
     req.on_token = [channel, choice](const generate::TokenEvent& t) {
       ChoiceEvent e;
@@ -125,6 +130,8 @@ void Scheduler::loop() {
       continue;
     }
     if (Status st = generator_.step(); !st) std::fprintf(stderr, "longhaul serve: step failed: %s\n", st.message().c_str());
+    // Cached prefixes give way when the KV memory in use passes the admission budget.
+    if (prefix_cache_ != nullptr && options_.kv_budget_bytes > 0) prefix_cache_->trim(options_.kv_budget_bytes);
     running_ = generator_.n_live();
     queued_ = generator_.n_waiting();
     last_step_tokens_ = generator_.last_step_tokens();

@@ -23,6 +23,7 @@
 #include "base/status.h"
 #include "generate/engine.h"
 #include "generate/generator.h"
+#include "generate/prefix_cache.h"
 #include "tokenizer/tokenizer.h"
 
 namespace longhaul::server {
@@ -54,6 +55,9 @@ struct SchedulerOptions {
   int32_t max_parallel = 4;    // sequences generating at once (--parallel)
   int32_t max_queue = 64;      // requests waiting beyond them; more are refused (429) (--max-queue)
   int64_t kv_budget_bytes = 0;  // KV memory the running requests may reserve (0 = no limit beyond max_parallel)
+  // Requests start from cached prompt prefixes (generate/prefix_cache.h). Cached blocks are dropped, least
+  // recently used first, when the KV memory in use passes kv_budget_bytes or a request needs a sequence.
+  bool prefix_cache = true;
 };
 
 // A snapshot for /metrics.
@@ -91,6 +95,8 @@ class Scheduler {
   void loop();
 
   generate::Engine& engine_;
+  // Before generator_, which points to it: destroyed after it. Null without a prefix cache. Engine thread only.
+  std::unique_ptr<generate::PrefixCache> prefix_cache_;
   generate::Generator generator_;
   SchedulerOptions options_;
   std::thread thread_;

@@ -91,6 +91,7 @@ void Server::serve(const ServedModel& model) {
       SchedulerOptions so;
       so.max_parallel = s.options.max_parallel;
       so.max_queue = s.options.max_queue;
+      so.prefix_cache = s.options.prefix_cache;
       so.kv_budget_bytes = s.options.kv_budget_bytes > 0
                                ? s.options.kv_budget_bytes
                                : static_cast<int64_t>(s.options.max_parallel) * model.n_ctx *

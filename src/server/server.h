@@ -40,6 +40,9 @@ struct ServerOptions {
   std::string default_kv_policy = "full";
   sampling::SamplingOptions sampling;  // defaults for fields a request leaves out
   int64_t kv_budget_bytes = 0;         // admission budget (0 = max_parallel sequences of n_ctx tokens)
+  // Requests reuse the KV pages of earlier prompts' common starts (generate/prefix_cache.h); the engine needs
+  // sequences beyond max_parallel for the cached prefixes. false: --no-prefix-cache.
+  bool prefix_cache = true;
 };
 
 // What serve() serves; everything must outlive the call.
