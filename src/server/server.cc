@@ -6,6 +6,7 @@
 
 #include "base/sys_info.h"
 #include "kv/policy_registry.h"
+#include "server/chat_page.h"
 #include "server/responses.h"
 #include "server/server_impl.h"
 
@@ -51,6 +52,7 @@ ApiError error_for_status(int status) {
 Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
   impl_->created = static_cast<int64_t>(std::time(nullptr));
   impl_->setup_routes();
+  add_static_route("/", "text/html; charset=utf-8", std::string(chat_page_html()));
 }
 
 Server::~Server() {
@@ -190,7 +192,9 @@ void Server::Impl::setup_routes() {
   http.set_write_timeout(options.timeout_seconds, 0);
   // The API key guards everything but /health (load balancers probe it without credentials).
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (options.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    // The chat page is static and holds nothing: its own requests carry the key typed into it.
+    if (options.api_key.empty() || req.path == "/health" || req.path == "/")
+      return httplib::Server::HandlerResponse::Unhandled;
     const std::string auth = req.get_header_value("Authorization");
     if (auth == "Bearer " + options.api_key) return httplib::Server::HandlerResponse::Unhandled;
     send_error(res, ApiError{401,
