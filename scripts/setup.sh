@@ -11,6 +11,10 @@ apt_packages=(build-essential cmake pkg-config python3-pip
   libcli11-dev nlohmann-json3-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev clang gnuplot-nox
   libcpp-httplib-dev python3-venv)
 
+# The serving tests: nginx in front of replicas (tests/integration/nginx_sticky_test.py), the chat page in headless
+# Chromium driven by Selenium (tests/integration/chat_page_test.py).
+apt_packages+=(nginx-light chromium chromium-driver python3-selenium)
+
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 install_debian_packages() {
