@@ -1,5 +1,6 @@
 #include "kv/head_profile.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -53,13 +54,39 @@ Status line_error(int64_t line_no, const std::string& what) {
   return Status::error("head profile line " + std::to_string(line_no) + ": " + what);
 }
 
+// "attn.L" or "ffn.L" with L in [0, n_layer).
+bool parse_sublayer(std::string_view s, int32_t n_layer, Sublayer& out) {
+  const size_t dot = s.find('.');
+  if (dot == std::string_view::npos) return false;
+  const std::string_view kind = s.substr(0, dot);
+  int64_t il = 0;
+  if (!parse_int(s.substr(dot + 1), 0, n_layer - 1, il)) return false;
+  if (kind == "attn") {
+    out.kind = SublayerKind::kAttention;
+  } else if (kind == "ffn") {
+    out.kind = SublayerKind::kFeedForward;
+  } else {
+    return false;
+  }
+  out.layer = static_cast<int32_t>(il);
+  return true;
+}
+
+// The sub-layer section's format version (the `sublayers V T` line).
+constexpr int64_t kSublayerSectionVersion = 1;
+
 }  // namespace
+
+std::string sublayer_name(const Sublayer& s) {
+  return (s.kind == SublayerKind::kAttention ? "attn." : "ffn.") + std::to_string(s.layer);
+}
 
 Result<HeadProfile> parse_head_profile(std::string_view text) {
   HeadProfile p;
   std::vector<bool> seen;
+  std::vector<bool> seen_sublayers;  // [n_layer * 2] once the sub-layer section is open
   bool have_magic = false;
-  int64_t line_no = 0, n_seen = 0;
+  int64_t version = 0, line_no = 0, n_seen = 0;
   for (size_t pos = 0; pos <= text.size();) {
     size_t nl = text.find('\n', pos);
     if (nl == std::string_view::npos) nl = text.size();
@@ -69,9 +96,8 @@ Result<HeadProfile> parse_head_profile(std::string_view text) {
     const std::vector<std::string_view> f = fields(line);
     if (f.empty() || f[0][0] == '#') continue;
     if (!have_magic) {
-      int64_t version = 0;
-      if (f.size() != 2 || f[0] != kMagic || !parse_int(f[1], 1, 1, version))
-        return line_error(line_no, "expected '" + std::string(kMagic) + " 1', not a head profile (or a newer version)");
+      if (f.size() != 2 || f[0] != kMagic || !parse_int(f[1], 1, 2, version))
+        return line_error(line_no, "expected '" + std::string(kMagic) + " 1' or '2', not a head profile (or a newer version)");
       have_magic = true;
       continue;
     }
@@ -86,8 +112,44 @@ Result<HeadProfile> parse_head_profile(std::string_view text) {
       if (f.size() != 2 || !parse_int(f[1], 1, layers ? kMaxProfileLayers : kMaxProfileHeads, v))
         return line_error(line_no, std::string(f[0]) + " must be an integer in [1, " +
                                        std::to_string(layers ? kMaxProfileLayers : kMaxProfileHeads) + "]");
-      if (!seen.empty()) return line_error(line_no, std::string(f[0]) + " must come before the head lines");
+      if (!seen.empty() || !seen_sublayers.empty())
+        return line_error(line_no, std::string(f[0]) + " must come before the head and sub-layer lines");
       (layers ? p.n_layer : p.n_head_kv) = static_cast<int32_t>(v);
+      continue;
+    }
+    if (f[0] == "sublayers") {
+      if (version < 2) return line_error(line_no, "a sub-layer section needs version 2 of the file");
+      if (!seen_sublayers.empty()) return line_error(line_no, "a second sub-layer section");
+      if (p.n_layer == 0) return line_error(line_no, "sub-layer section before n_layer");
+      int64_t section = 0, tokens = 0;
+      if (f.size() != 3 || !parse_int(f[1], 0, 1 << 20, section))
+        return line_error(line_no, "expected 'sublayers VERSION TOKENS'");
+      if (section != kSublayerSectionVersion)
+        return line_error(line_no, "sub-layer section version " + std::to_string(section) + " is not " +
+                                       std::to_string(kSublayerSectionVersion) + " (written by a newer longhaul?)");
+      if (!parse_int(f[2], 1, kMaxProfileTokens, tokens))
+        return line_error(line_no, "calibration tokens must be an integer in [1, " + std::to_string(kMaxProfileTokens) + "]");
+      p.sublayer_tokens = static_cast<int32_t>(tokens);
+      seen_sublayers.assign(static_cast<size_t>(p.n_layer) * 2, false);
+      continue;
+    }
+    if (f[0] == "sublayer") {
+      if (seen_sublayers.empty()) return line_error(line_no, "sub-layer line before the 'sublayers' line");
+      int64_t rank = 0;
+      SublayerRemoval r;
+      if (f.size() != 5) return line_error(line_no, "expected 'sublayer RANK attn.L|ffn.L KL AGREEMENT'");
+      const int64_t expected = static_cast<int64_t>(p.sublayer_order.size()) + 1;
+      if (!parse_int(f[1], 1, 1 << 20, rank) || rank != expected)
+        return line_error(line_no, "rank must be " + std::to_string(expected) + " (the entries come in rank order)");
+      if (!parse_sublayer(f[2], p.n_layer, r.sublayer))
+        return line_error(line_no, "sub-layer '" + std::string(f[2].substr(0, 32)) + "' is not attn.L or ffn.L with L in [0, " +
+                                       std::to_string(p.n_layer) + ")");
+      const size_t i = static_cast<size_t>(r.sublayer.layer) * 2 + static_cast<size_t>(r.sublayer.kind);
+      if (seen_sublayers[i]) return line_error(line_no, sublayer_name(r.sublayer) + " listed twice");
+      if (!parse_mass(f[3], r.kl) || !parse_mass(f[4], r.agreement) || r.agreement > 1)
+        return line_error(line_no, "kl must be a finite number in [0, 1e6] and agreement one in [0, 1]");
+      seen_sublayers[i] = true;
+      p.sublayer_order.push_back(r);
       continue;
     }
     if (p.n_layer == 0 || p.n_head_kv == 0) return line_error(line_no, "head line before n_layer and n_head_kv");
@@ -115,24 +177,40 @@ Result<HeadProfile> parse_head_profile(std::string_view text) {
   if (!have_magic) return Status::error("head profile is empty");
   if (p.n_layer == 0 || p.n_head_kv == 0) return Status::error("head profile lacks n_layer or n_head_kv");
   const int64_t n = static_cast<int64_t>(p.n_layer) * p.n_head_kv;
-  if (n_seen != n)
+  // Version 2 may hold no head scores (only the sub-layer order); a file that lists heads lists them all.
+  if (n_seen != n && (version < 2 || n_seen != 0))
     return Status::error("head profile lists " + std::to_string(n_seen) + " of " + std::to_string(n) + " heads");
+  if (n_seen == 0) p.heads.clear();
   return p;
 }
 
 std::string format_head_profile(const HeadProfile& p) {
-  std::string out = std::string(kMagic) + " 1\n";
+  // Version 1 while the file holds head scores alone, so that a reader of version 1 still reads it.
+  const bool v1 = p.has_head_scores() && p.sublayer_order.empty();
+  std::string out = std::string(kMagic) + (v1 ? " 1\n" : " 2\n");
   if (!p.model.empty()) out += "model " + p.model + "\n";
   out += "n_layer " + std::to_string(p.n_layer) + "\n";
   out += "n_head_kv " + std::to_string(p.n_head_kv) + "\n";
-  out += "# layer head score needle induction echo\n";
   char line[160];
-  for (int32_t il = 0; il < p.n_layer; ++il)
-    for (int32_t h = 0; h < p.n_head_kv; ++h) {
-      const HeadScore& s = p.at(il, h);
-      std::snprintf(line, sizeof line, "%d %d %.6g %.6g %.6g %.6g\n", il, h, s.score, s.needle, s.induction, s.echo);
+  if (p.has_head_scores()) {
+    out += "# layer head score needle induction echo\n";
+    for (int32_t il = 0; il < p.n_layer; ++il)
+      for (int32_t h = 0; h < p.n_head_kv; ++h) {
+        const HeadScore& s = p.at(il, h);
+        std::snprintf(line, sizeof line, "%d %d %.6g %.6g %.6g %.6g\n", il, h, s.score, s.needle, s.induction, s.echo);
+        out += line;
+      }
+  }
+  if (!p.sublayer_order.empty()) {
+    out += "sublayers " + std::to_string(kSublayerSectionVersion) + " " + std::to_string(std::max(1, p.sublayer_tokens)) + "\n";
+    out += "# rank sublayer kl agreement\n";
+    for (size_t i = 0; i < p.sublayer_order.size(); ++i) {
+      const SublayerRemoval& r = p.sublayer_order[i];
+      std::snprintf(line, sizeof line, "sublayer %zu %s %.6g %.6g\n", i + 1, sublayer_name(r.sublayer).c_str(), r.kl,
+                    r.agreement);
       out += line;
     }
+  }
   return out;
 }
 

@@ -1,5 +1,6 @@
 // libFuzzer driver for the head profile parser (kv/head_profile.h): any text must parse or fail with a Status,
-// never crash, and a profile that parses must survive formatting and parsing again with the same heads.
+// never crash, and a profile that parses must survive formatting and parsing again with the same heads and the
+// same sub-layer order. Seeds: tests/testdata/head_profile_corpus.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -12,7 +13,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   longhaul::Result<HeadProfile> p = parse_head_profile(std::string_view(reinterpret_cast<const char*>(data), size));
   if (!p.is_ok()) return 0;
   longhaul::Result<HeadProfile> q = parse_head_profile(format_head_profile(*p));
-  if (!q.is_ok() || q->n_layer != p->n_layer || q->n_head_kv != p->n_head_kv || q->heads.size() != p->heads.size())
+  if (!q.is_ok() || q->n_layer != p->n_layer || q->n_head_kv != p->n_head_kv || q->heads.size() != p->heads.size() ||
+      q->sublayer_order.size() != p->sublayer_order.size())
     std::abort();
   return 0;
 }

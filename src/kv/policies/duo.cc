@@ -153,6 +153,9 @@ Result<std::vector<bool>> retrieval_heads_of_profile(const KvPolicyContext& cont
                          std::to_string(profile->n_head_kv) + " KV heads, the model has " +
                          std::to_string(context.shape.n_layer) + " x " + std::to_string(context.shape.n_head_kv) +
                          " (made for " + (profile->model.empty() ? "another model" : profile->model) + ")");
+  if (!profile->has_head_scores())
+    return Status::error(policy + ": head profile" + (profile->source.empty() ? "" : " '" + profile->source + "'") +
+                         " holds no head scores, only the sub-layer order (run `longhaul calibrate-heads`)");
   return choose_retrieval_heads(*profile, context.layer_window, fraction);
 }
 
