@@ -92,6 +92,7 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
   so.n_ctx = test.n_depth + n_measured + kContextSlack;
   so.n_batch = test.is_prompt() ? std::min(test.n_prompt, options.n_batch) : options.n_batch;
   so.n_threads = options.n_threads;
+  so.skip = options.skip;
   so.kv_policy = options.kv_policy;
   so.head_profile = options.head_profile;
   so.prefill_attn = options.prefill_attn;
@@ -160,7 +161,7 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
   }
 
   const int64_t n_steps = test.is_prompt() ? (n_measured + so.n_batch - 1) / so.n_batch : n_measured;
-  result.weight_bytes_per_token = model.weight_bytes_per_token() * n_steps / n_measured;
+  result.weight_bytes_per_token = model.weight_bytes_per_token(options.skip) * n_steps / n_measured;
   result.kv_bytes_per_token = kv_bytes_attended_per_token(config, bytes_per_cell, cells_before, cells_after);
   result.kv_cache_bytes = session->cache().used_bytes();
   result.peak_rss_bytes = peak_rss_bytes();

@@ -54,6 +54,7 @@ struct BenchOptions {
   std::string kv_policy = "full";  // KV policy of every test's session (kv/policy_registry.h)
   std::shared_ptr<const kv::HeadProfile> head_profile;  // the model's, for duo (null = none given)
   model::PrefillAttentionOptions prefill_attn;  // how prompt chunks attend (--prefill-attn); default dense
+  model::SublayerSkip skip;  // sub-layers every step leaves out (--prune-sublayers); empty = the whole model
 };
 
 struct BenchResult {

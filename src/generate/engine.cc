@@ -34,6 +34,9 @@ Result<std::unique_ptr<Engine>> Engine::create(const model::Model& model, const 
   if (o.n_ctx == 0) o.n_ctx = model.config().n_ctx_train;
   if (o.n_ctx < 1 || o.n_ctx > (1 << 24))
     return Status::error("context size " + std::to_string(o.n_ctx) + " is outside [1, 16777216]");
+  if (o.skip.n_layer() != 0 && o.skip.n_layer() != model.config().n_layer)
+    return Status::error("the sub-layers to skip were chosen for " + std::to_string(o.skip.n_layer()) +
+                         " layers, the model has " + std::to_string(model.config().n_layer));
   if (o.n_batch < 1) return Status::error("batch size " + std::to_string(o.n_batch) + " must be >= 1");
   if (o.max_sequences < 1 || o.max_sequences > 4096)
     return Status::error("sequence count " + std::to_string(o.max_sequences) + " is outside [1, 4096]");
@@ -313,7 +316,7 @@ Status Engine::step(std::span<const SequenceStep> steps, StepResult& result) {
     }
   }
 
-  const Status st = model_.forward(batch_, cache_, state_, *pool_, result.data, step_policies_);
+  const Status st = model_.forward(batch_, cache_, state_, *pool_, result.data, step_policies_, options_.skip);
   if (!st.is_ok()) {
     for (const SequenceStep& s : steps)
       if (s.tentative) slot(s.seq).tentative = Tentative{};

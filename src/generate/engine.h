@@ -43,6 +43,9 @@ struct EngineOptions {
   // step does not evict, so its tokens need room of their own. Also the most tokens one tentative step brings to a
   // bounded sequence.
   int32_t max_tentative_tokens = 64;
+  // Sub-layers every step of the engine leaves out (model/sublayers.h): a pruned model (--prune-sublayers) or the
+  // draft of self-speculation, over the same loaded model. Empty = the whole model.
+  model::SublayerSkip skip;
 };
 
 // How a sequence stores and evicts its KV cells.

@@ -8,6 +8,7 @@ EngineOptions engine_options(const SessionOptions& options) {
   o.n_ctx = options.n_ctx;
   o.n_batch = options.n_batch;
   o.n_threads = options.n_threads;
+  o.skip = options.skip;
   o.page_tokens = options.page_tokens;
   o.max_sequences = 1;
   o.max_tentative_tokens = 0;  // a session takes no tentative steps: a bounded policy keeps its exact budget

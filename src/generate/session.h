@@ -31,6 +31,7 @@ struct SessionOptions {
   std::string kv_policy = "full";  // KV policy with its parameters, "name:key=value:..." (SequenceOptions::kv_policy)
   std::shared_ptr<const kv::HeadProfile> head_profile;  // the model's, for duo (null = none given)
   model::PrefillAttentionOptions prefill_attn;  // --prefill-attn (SequenceOptions::prefill_attn); default dense
+  model::SublayerSkip skip;  // sub-layers every step leaves out (--prune-sublayers; EngineOptions::skip); empty = none
 };
 
 class Session {

@@ -86,16 +86,19 @@ kv::KvShape Model::kv_shape() const {
   return s;
 }
 
-int64_t Model::weight_bytes_per_token() const {
+int64_t Model::weight_bytes_per_token(const SublayerSkip& skip) const {
   auto bytes = [](const Weight& w) {
     return w.present() ? tensor::row_size_bytes(w.type, w.n_in) * w.n_out : int64_t{0};
   };
   int64_t total = bytes(weights_.output) + bytes(weights_.output_norm);
-  for (const auto& l : weights_.layers) {
-    for (const Weight* w : {&l.attn_norm, &l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.attn_q_norm,
-                            &l.attn_k_norm, &l.attn_post_norm, &l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down,
-                            &l.ffn_post_norm})
-      total += bytes(*w);
+  for (int32_t il = 0; il < config_.n_layer; ++il) {
+    const LayerWeights& l = weights_.layers[static_cast<size_t>(il)];
+    if (!skip.skips(il, kv::SublayerKind::kAttention))
+      for (const Weight* w : {&l.attn_norm, &l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.attn_q_norm,
+                              &l.attn_k_norm, &l.attn_post_norm})
+        total += bytes(*w);
+    if (!skip.skips(il, kv::SublayerKind::kFeedForward))
+      for (const Weight* w : {&l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down, &l.ffn_post_norm}) total += bytes(*w);
   }
   return total;
 }
@@ -123,8 +126,9 @@ void resize_state(ForwardState& st, const ModelConfig& cfg, int32_t n_tokens, in
 }  // namespace
 
 Status Model::forward(const Batch& batch, kv::KvCache& cache, ForwardState& st, ThreadPool& pool, Outputs& out,
-                      std::span<const StepPolicy> policies) const {
+                      std::span<const StepPolicy> policies, const SublayerSkip& skip) const {
   const ModelConfig& cfg = config_;
+  LH_CHECK_MSG(skip.n_layer() == 0 || skip.n_layer() == cfg.n_layer, "sub-layer set made for another model");
   const int32_t n_tokens = batch.size();
   if (n_tokens == 0) return Status::error("empty batch");
   if (batch.positions.size() != batch.tokens.size() || batch.seq_ids.size() != batch.tokens.size() ||
@@ -190,7 +194,10 @@ Status Model::forward(const Batch& batch, kv::KvCache& cache, ForwardState& st, 
   if (cfg.embedding_scale != 1.0f) kernels::scale(st.x.data(), cfg.embedding_scale, int64_t{n_tokens} * cfg.n_embd);
 
   StepContext step{cfg, weights_, batch, cache, st, pool, n_tokens};
-  for (int32_t il = 0; il < cfg.n_layer; ++il) arch_->forward_layer(step, il);
+  for (int32_t il = 0; il < cfg.n_layer; ++il) {
+    if (!skip.skips(il, kv::SublayerKind::kAttention)) arch_->attention_sublayer(step, il);
+    if (!skip.skips(il, kv::SublayerKind::kFeedForward)) arch_->feed_forward_sublayer(step, il);
+  }
 
   // Embeddings: the final norm of the rows that ask for them.   embeddings: [n_embeddings, n_embd]
   const int32_t n_embeddings = batch.n_outputs(TokenOutput::kEmbedding);

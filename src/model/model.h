@@ -17,6 +17,7 @@
 #include "model/attention.h"
 #include "model/batch.h"
 #include "model/config.h"
+#include "model/sublayers.h"
 #include "model/weights.h"
 
 namespace longhaul::model {
@@ -69,16 +70,17 @@ class Model {
   // sequences, bad tree parents or a full context.
   // policies[seq] (indexed by SeqId; missing or null = none) gives each sequence's head spans and page selection
   // and, when observe is set, hears its attention probabilities; eviction is the caller's business and happens
-  // between steps.
+  // between steps. `skip`: the sub-layers the pass leaves out (model/sublayers.h; made for this model or empty).
   struct Outputs {
     std::vector<float> logits;      // [n_logits, n_vocab]
     std::vector<float> embeddings;  // [n_embeddings, n_embd]
   };
   Status forward(const Batch& batch, kv::KvCache& cache, ForwardState& state, ThreadPool& pool, Outputs& out,
-                 std::span<const StepPolicy> policies = {}) const;
+                 std::span<const StepPolicy> policies = {}, const SublayerSkip& skip = {}) const;
 
-  // Bytes of weights one decode step reads (all matrices; the embedding row is negligible).
-  int64_t weight_bytes_per_token() const;
+  // Bytes of weights one decode step reads (all matrices but those of the skipped sub-layers; the embedding row is
+  // negligible).
+  int64_t weight_bytes_per_token(const SublayerSkip& skip = {}) const;
 
  private:
   Model(gguf::GgufFile file, ModelConfig config, ModelWeights weights, const Architecture* arch);

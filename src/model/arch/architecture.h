@@ -22,8 +22,11 @@ class Architecture {
   virtual Result<ModelConfig> read_config(const gguf::GgufFile& file) const = 0;
   // Binds tensors by name; errors name the missing tensor or the shape found and expected.
   virtual Status bind_weights(const gguf::GgufFile& file, const ModelConfig& config, ModelWeights& weights) const = 0;
-  // One transformer layer over the step's tokens: reads and updates step.x.
-  virtual void forward_layer(StepContext& step, int32_t il) const = 0;
+  // The two residual branches of layer il over the step's tokens (model/sublayers.h), each reading step.x and
+  // adding its output to it: the attention branch (norms, self-attention, W_o), then the FFN branch. Model::forward
+  // calls each unless the pass skips it.
+  virtual void attention_sublayer(StepContext& step, int32_t il) const = 0;
+  virtual void feed_forward_sublayer(StepContext& step, int32_t il) const = 0;
 };
 
 // The architecture registered under `name`, or null.

@@ -46,7 +46,7 @@ class Gemma3Architecture final : public Architecture {
     return bind_decoder_weights(file, config, weights);
   }
 
-  void forward_layer(StepContext& step, int32_t il) const override {
+  void attention_sublayer(StepContext& step, int32_t il) const override {
     const LayerWeights& lw = step.weights.layers[static_cast<size_t>(il)];
     ForwardState& st = step.state;
     const int64_t n = step.config.n_embd;
@@ -54,6 +54,12 @@ class Gemma3Architecture final : public Architecture {
     self_attention(step, il);
     norm_rows(step, st.proj.data(), lw.attn_post_norm, st.proj.data(), step.n_tokens, n);
     add_residual(step, st.x.data(), st.proj.data());
+  }
+
+  void feed_forward_sublayer(StepContext& step, int32_t il) const override {
+    const LayerWeights& lw = step.weights.layers[static_cast<size_t>(il)];
+    ForwardState& st = step.state;
+    const int64_t n = step.config.n_embd;
     norm_rows(step, st.x.data(), lw.ffn_norm, st.xn.data(), step.n_tokens, n);
     feed_forward(step, il);
     norm_rows(step, st.proj.data(), lw.ffn_post_norm, st.proj.data(), step.n_tokens, n);

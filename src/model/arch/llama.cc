@@ -23,14 +23,18 @@ class LlamaArchitecture final : public Architecture {
     return bind_decoder_weights(file, config, weights);
   }
 
-  void forward_layer(StepContext& step, int32_t il) const override {
+  void attention_sublayer(StepContext& step, int32_t il) const override {
     const LayerWeights& lw = step.weights.layers[static_cast<size_t>(il)];
     ForwardState& st = step.state;
-    const int64_t n = step.config.n_embd;
-    norm_rows(step, st.x.data(), lw.attn_norm, st.xn.data(), step.n_tokens, n);
+    norm_rows(step, st.x.data(), lw.attn_norm, st.xn.data(), step.n_tokens, step.config.n_embd);
     self_attention(step, il);
     add_residual(step, st.x.data(), st.proj.data());
-    norm_rows(step, st.x.data(), lw.ffn_norm, st.xn.data(), step.n_tokens, n);
+  }
+
+  void feed_forward_sublayer(StepContext& step, int32_t il) const override {
+    const LayerWeights& lw = step.weights.layers[static_cast<size_t>(il)];
+    ForwardState& st = step.state;
+    norm_rows(step, st.x.data(), lw.ffn_norm, st.xn.data(), step.n_tokens, step.config.n_embd);
     feed_forward(step, il);
     add_residual(step, st.x.data(), st.proj.data());
   }
