@@ -3,13 +3,10 @@
 // sparse path is really taken); below min_context the prefill is dense bit for bit; and the dense tail -- the
 // chunk's last 64 queries -- is exact: on a one-layer copy of SmolLM2, where a token's logits depend only on its
 // own attention row over keys no attention changed, the last 64 tokens' logits equal dense prefill's bit for bit.
-#include <unistd.h>
-
-#include <filesystem>
+#include <gtest/gtest.h>
 
 #include "engine_testing.h"
-#include "gguf/gguf_file.h"
-#include "gguf/gguf_writer.h"
+#include "testing/cut_model.h"
 
 namespace longhaul::generate {
 namespace {
@@ -91,41 +88,10 @@ TEST_P(SparsePrefillEngineTest, ShortContextStaysDense) {
 
 INSTANTIATE_TEST_SUITE_P(DefaultModels, SparsePrefillEngineTest, ::testing::Values("SmolLM2", "Gemma3"));
 
-// SmolLM2 with its first layer only, written to a temporary file (removed at the end).
-class OneLayerModel {
- public:
-  explicit OneLayerModel(const std::string& source) {
-    Result<gguf::GgufFile> file = gguf::GgufFile::open(source);
-    if (!file.is_ok()) return;
-    const std::string arch = file->get_string("general.architecture").value_or("");
-    gguf::GgufWriter writer;
-    for (const gguf::MetadataEntry& e : file->metadata())
-      writer.add(e.key, e.key == arch + ".block_count" ? gguf::make_u32(1) : e.value);
-    for (const gguf::TensorInfo& t : file->tensors()) {
-      if (t.name.starts_with("blk.") && !t.name.starts_with("blk.0.")) continue;
-      writer.add_tensor(t.name, t.dims, t.type, std::vector<uint8_t>(t.data, t.data + t.size_bytes));
-    }
-    path_ = (std::filesystem::temp_directory_path() / ("longhaul_one_layer_" + std::to_string(getpid()) + ".gguf")).string();
-    const Status st = writer.write_file(path_);
-    EXPECT_TRUE(st.is_ok()) << st.message();
-    Result<std::unique_ptr<model::Model>> loaded = model::Model::load(path_);
-    EXPECT_TRUE(loaded.is_ok()) << loaded.message();
-    if (loaded.is_ok()) model_ = std::move(loaded).value();
-  }
-  ~OneLayerModel() {
-    model_.reset();
-    if (!path_.empty()) std::filesystem::remove(path_);
-  }
-  const model::Model* get() const { return model_.get(); }
-
- private:
-  std::string path_;
-  std::unique_ptr<model::Model> model_;
-};
-
 TEST(SparsePrefillDenseTail, LastQueriesAreExactlyDense) {
   if (!longhaul::testing::file_exists(longhaul::testing::smollm2_path())) GTEST_SKIP() << "SmolLM2 is not installed";
-  const OneLayerModel one(longhaul::testing::smollm2_path());
+  // SmolLM2 with its first layer only.
+  const longhaul::testing::CutModel one(longhaul::testing::smollm2_path(), 1);
   ASSERT_NE(one.get(), nullptr);
   ASSERT_EQ(one.get()->config().n_layer, 1);
   ThreadPool pool(2);
