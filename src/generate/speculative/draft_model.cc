@@ -6,9 +6,10 @@
 namespace longhaul::generate::speculative {
 
 Result<std::unique_ptr<EngineDraftModel>> EngineDraftModel::create(const model::Model& model, ThreadPool* pool,
-                                                                   int32_t n_ctx) {
+                                                                   int32_t n_ctx, const model::SublayerSkip& skip) {
   EngineOptions o;
   o.n_ctx = n_ctx;
+  o.skip = skip;
   // One sequence per live request of the generation loop (batch --parallel); KV pages are allocated as sequences
   // grow, so the bound costs nothing until used.
   o.max_sequences = 1024;
@@ -75,8 +76,8 @@ std::pair<int32_t, float> top_probability(const float* logits, int32_t n_vocab) 
   return {top, static_cast<float>(1.0 / sum)};
 }
 
-DraftModelSource::DraftModelSource(std::unique_ptr<DraftModel> model, float fallback)
-    : model_(std::move(model)), fallback_(fallback) {
+DraftModelSource::DraftModelSource(std::unique_ptr<DraftModel> model, float fallback, std::string name)
+    : model_(std::move(model)), fallback_(fallback), name_(std::move(name)) {
   LH_CHECK(model_ != nullptr && fallback >= 0.0f && fallback <= 1.0f);
 }
 

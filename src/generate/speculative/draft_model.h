@@ -52,12 +52,15 @@ class DraftModel {
   virtual void end(uint64_t request) = 0;
 };
 
-// A DraftModel on an Engine of its own (one full-policy sequence per request) over `model`.
+// A DraftModel on an Engine of its own (one full-policy sequence per request) over `model`. With `skip`, the
+// engine's steps leave those sub-layers out (self-speculation, self_draft.h): the target's own loaded model, but a
+// KV cache of the draft's own, so the draft's tentative tokens never enter the cache the target reads.
 class EngineDraftModel final : public DraftModel {
  public:
   // pool: the target engine's, shared (not owned), or null for a pool of the draft engine's own. n_ctx: context
   // of each request's sequence.
-  static Result<std::unique_ptr<EngineDraftModel>> create(const model::Model& model, ThreadPool* pool, int32_t n_ctx);
+  static Result<std::unique_ptr<EngineDraftModel>> create(const model::Model& model, ThreadPool* pool, int32_t n_ctx,
+                                                          const model::SublayerSkip& skip = {});
 
   int32_t n_vocab() const override;
   Result<const float*> sync(uint64_t request, std::span<const int32_t> tokens) override;
@@ -82,9 +85,10 @@ class DraftModelSource final : public DraftSource {
   static constexpr float kDefaultFallback = 0.5f;  // BiLD's alpha_FB range is 0.2..0.9; llama.cpp defaults to 0.75
 
   // fallback: the draft stops before a token whose probability under the draft model is below it (0 = never).
-  DraftModelSource(std::unique_ptr<DraftModel> model, float fallback);
+  // name: the --spec-type it serves ("draft"; "self" for the target with sub-layers skipped).
+  DraftModelSource(std::unique_ptr<DraftModel> model, float fallback, std::string name = "draft");
 
-  std::string name() const override { return "draft"; }
+  std::string name() const override { return name_; }
   // The draft model's greedy continuation of the text, until max_tokens or the fallback rule stops it; nothing
   // when the draft model cannot hold the text.
   void propose(const DraftContext& context, int32_t max_tokens, Draft& draft) override;
@@ -95,6 +99,7 @@ class DraftModelSource final : public DraftSource {
  private:
   std::unique_ptr<DraftModel> model_;
   float fallback_;
+  std::string name_;
   int64_t n_fallbacks_ = 0;
 };
 

@@ -8,6 +8,7 @@
 #include "generate/speculative/ngram.h"
 #include "generate/speculative/recycle.h"
 #include "generate/speculative/retrieval.h"
+#include "generate/speculative/self_draft.h"
 
 namespace longhaul::generate::speculative {
 
@@ -47,6 +48,17 @@ Made make_draft_model(const SpeculativeOptions& o, const DraftSourceInputs& in) 
   return made<DraftModelSource>(std::move(model), o.draft_p_min);
 }
 
+Made make_self(const SpeculativeOptions& o, const DraftSourceInputs& in) {
+  if (in.model == nullptr) return Status::error("--spec-type self needs the target model");
+  if (in.head_profile == nullptr)
+    return Status::error("--spec-type self needs the model's head profile with its sub-layer order");
+  const int32_t n = o.draft_skip >= 0 ? o.draft_skip : default_draft_skip(in.head_profile->sublayer_order);
+  LH_ASSIGN_OR_RETURN(const model::SublayerSkip skip,
+                      model::calibrated_sublayer_skip(*in.head_profile, n, in.model->config().n_layer,
+                                                      "--draft-skip " + std::to_string(n)));
+  return make_self_draft(*in.model, skip, in.pool, in.n_ctx, o.draft_p_min);
+}
+
 // One line per source.
 const std::vector<Entry>& registry() {
   static const std::vector<Entry> entries = {
@@ -55,6 +67,7 @@ const std::vector<Entry>& registry() {
       {"aded", [](const SpeculativeOptions&, const DraftSourceInputs& in) { return made<AdedSource>(in.n_vocab); }},
       {"retrieval", make_retrieval},
       {"draft", make_draft_model},
+      {"self", make_self},
   };
   return entries;
 }
@@ -82,6 +95,9 @@ Status validate(const SpeculativeOptions& o) {
                          std::to_string(o.draft_max) + "]");
   if (!(o.draft_p_min >= 0.0f && o.draft_p_min <= 1.0f))
     return Status::error("--draft-p-min " + std::to_string(o.draft_p_min) + " is outside [0, 1]");
+  if (o.draft_skip < -1 || o.draft_skip > 2 * kv::kMaxProfileLayers)
+    return Status::error("--draft-skip " + std::to_string(o.draft_skip) + " is outside [0, " +
+                         std::to_string(2 * kv::kMaxProfileLayers) + "]");
   if (o.type == "draft" && o.draft_model.empty()) return Status::error("--spec-type draft needs a draft model: -md MODEL");
   return Status::ok();
 }

@@ -120,7 +120,7 @@ TEST(RecycleSource, MatrixRowsAreEachFedTokensTopKAndTheTreeWalksThem) {
 }
 
 TEST(DraftRegistry, NamesOptionsAndErrors) {
-  EXPECT_EQ(draft_source_names(), (std::vector<std::string>{"none", "ngram", "recycle", "aded", "retrieval", "draft"}));
+  EXPECT_EQ(draft_source_names(), (std::vector<std::string>{"none", "ngram", "recycle", "aded", "retrieval", "draft", "self"}));
   SpeculativeOptions o;
   Result<std::unique_ptr<DraftSource>> none = make_draft_source(o, 100);
   ASSERT_TRUE(none.is_ok());
@@ -130,7 +130,7 @@ TEST(DraftRegistry, NamesOptionsAndErrors) {
   ASSERT_TRUE(recycle.is_ok());
   EXPECT_EQ((*recycle)->name(), "recycle");
   o.type = "eagle";
-  EXPECT_NE(validate(o).message().find("unknown draft source 'eagle' (known: none, ngram, recycle, aded, retrieval, draft)"), std::string::npos);
+  EXPECT_NE(validate(o).message().find("unknown draft source 'eagle' (known: none, ngram, recycle, aded, retrieval, draft, self)"), std::string::npos);
   o.type = "ngram";
   o.draft_min = 20;
   EXPECT_NE(validate(o).message().find("--draft-min 20 is outside [0, --draft-max 16]"), std::string::npos);

@@ -1,5 +1,6 @@
 // Greedy speculative decoding on both default models gives plain greedy decoding's output: for prompt lookup,
-// Token Recycling, ADED, retrieval (with and without a corpus), SmolLM2 as its own draft model, and
+// Token Recycling, ADED, retrieval (with and without a corpus), SmolLM2 as its own draft model, self-speculation
+// (each model drafting for itself with sub-layers skipped), and
 // test sources whose drafts are always right, always wrong, or a tree with the right token as the second child.
 // The reference is plain greedy decoding by ordinary one-token engine steps (the argmax of each step's logits),
 // outside the generation loop.
@@ -25,6 +26,7 @@
 #include "generate/speculative/ngram.h"
 #include "generate/speculative/recycle.h"
 #include "generate/speculative/retrieval.h"
+#include "generate/speculative/self_draft.h"
 #include "sampling/sampler_chain.h"
 #include "tokenizer/tokenizer.h"
 
@@ -240,6 +242,22 @@ void SpeculativeGreedy::run_model(const std::string& path, const char* name, int
       EXPECT_GT(corpus_run.speculative.n_accepted, 0) << where << ": drafted " << corpus_run.speculative.n_drafted
                                                      << ", common prefix with plain decoding " << common << " of "
                                                      << ref.tokens.size();
+    }
+    {
+      // Self-speculation: the model without the attention of its second-to-last layer and the FFN of its last
+      // (any set keeps the output; which set only changes the acceptance), on a draft engine of its own sharing
+      // the pool, so the draft's tentative tokens never reach the target's cache.
+      const int32_t n_layer = engine_->model().config().n_layer;
+      model::SublayerSkip skip(n_layer);
+      skip.skip({n_layer - 2, kv::SublayerKind::kAttention});
+      skip.skip({n_layer - 1, kv::SublayerKind::kFeedForward});
+      auto source = speculative::make_self_draft(engine_->model(), skip, &pool_, 1024, 0.0f);
+      ASSERT_TRUE(source.is_ok()) << source.message();
+      EXPECT_EQ((*source)->name(), "self");
+      const GenerateResult self = speculate(prompt, n_generate, std::shared_ptr<speculative::DraftSource>(std::move(source).value()));
+      expect_same(ref, self, exact, where + ", self");
+      EXPECT_GT(self.speculative.n_drafted, 0) << where;
+      EXPECT_GT(self.speculative.n_accepted, 0) << where;
     }
     if (std::string(name) == "SmolLM2") {
       // The target as its own draft model, on the engine's pool: greedy drafts the target accepts but where the
