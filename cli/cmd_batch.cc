@@ -71,17 +71,20 @@ int run(const BatchFlags& f) {
   if (!engine) return report_error(engine.message());
   LoadedModel draft;  // outlives the jobs' draft sources
   if (Status st = load_draft_model(f.speculative, draft); !st) return report_error(st.message());
-  defaults.draft_inputs = draft_source_inputs(*loaded, draft, &(*engine)->pool(), n_ctx);
   // The head profile (the one beside the model, computed on first use) when the flag or any line names a policy
-  // that reads it (duo, lserve).
+  // that reads it (duo, lserve), or asks for self-speculation (its sub-layer order).
   std::string profile_user;
-  for (const generate::BatchLine& l : *lines)
+  bool needs_sublayers = speculative_needs_sublayers(f.speculative);
+  for (const generate::BatchLine& l : *lines) {
     if (l.kv_policy && kv::kv_policy_uses_head_profile(l.kv_policy->substr(0, l.kv_policy->find(':'))))
       profile_user = l.kv_policy->substr(0, l.kv_policy->find(':'));
-  Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
-      prepare_head_profile(model, profile_user.empty() ? f.kv.policy : profile_user, f.kv.head_profile, n_threads);
+    needs_sublayers = needs_sublayers || (l.spec_type && *l.spec_type == "self");
+  }
+  Result<std::shared_ptr<const kv::HeadProfile>> head_profile = prepare_head_profile(
+      model, profile_user.empty() ? f.kv.policy : profile_user, f.kv.head_profile, n_threads, needs_sublayers);
   if (!head_profile) return report_error(head_profile.message());
   defaults.head_profile = *head_profile;
+  defaults.draft_inputs = draft_source_inputs(*loaded, draft, &(*engine)->pool(), n_ctx, *head_profile);
   Result<std::vector<generate::BatchJob>> jobs = generate::prepare_batch(
       *lines, model, *loaded->tokenizer, tokenizer::detect_chat_format(model.file()), defaults);
   if (!jobs) return report_error(f.input + ": " + jobs.message());

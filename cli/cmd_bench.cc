@@ -30,6 +30,7 @@ struct BenchFlags {
   bool json = false;
   KvPolicyFlags kv;  // --kv-policy and its parameters, for every test
   PrefillFlags prefill;  // --prefill-attn
+  PruneFlags prune;      // --prune-sublayers
 };
 
 // Weights and parameters as llama-bench counts them: every tensor of the file.
@@ -85,15 +86,20 @@ int run(const BenchFlags& f) {
   if (!loaded) return report_error(loaded.message());
   const model::Model& m = **loaded;
   check_kv_policy(m, f.kv.policy);
+  check_prune(m, f.prune);
   const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
   for (const generate::BenchTest& test : tests)
     warn_past_training_context(m, static_cast<int64_t>(test.n_depth) + test.n_prompt + test.n_gen,
                                "test " + test.name() + " (depth + prompt + generated)");
   Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
-      prepare_head_profile(m, f.kv.policy, f.kv.head_profile, thread_counts.back());
+      prepare_head_profile(m, f.kv.policy, f.kv.head_profile, thread_counts.back(), f.prune.n_pruned > 0);
   if (!head_profile) return report_error(head_profile.message());
+  Result<model::SublayerSkip> pruned = pruned_sublayers(m, f.prune, *head_profile);
+  if (!pruned) return report_error(pruned.message());
   const ModelSize size = model_size(m);
-  const std::string label = model_label(*path);
+  // A pruned model's rows say so in the model column: its speed is not the whole model's.
+  const std::string label =
+      model_label(*path) + (f.prune.n_pruned > 0 ? " -" + std::to_string(f.prune.n_pruned) + " sub-layers" : "");
   const generate::MachineInfo machine = generate::machine_info();
 
   if (!f.json) {
@@ -114,6 +120,7 @@ int run(const BenchFlags& f) {
       options.kv_policy = f.kv.policy;
       options.head_profile = *head_profile;
       options.prefill_attn = prefill;
+      options.skip = *pruned;
       const std::string progress_label =
           "bench " + test.name() + " t=" + std::to_string(n_threads > 0 ? n_threads : machine.n_cores);
       Result<generate::BenchResult> r = generate::run_bench(m, test, options, make_progress(progress_label));
@@ -202,6 +209,7 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_flag("--json", flags->json, "print one JSON object instead of a Markdown table");
   add_kv_policy_flags(*cmd, flags->kv);
   add_prefill_flags(*cmd, flags->prefill);
+  add_prune_flags(*cmd, flags->prune);
   return [flags]() { return run(*flags); };
 }
 

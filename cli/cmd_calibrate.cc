@@ -33,6 +33,7 @@ int run(const CalibrateFlags& f) {
       eval::calibrate_heads(*loaded->model, *loaded->tokenizer, options, status_line_printer());
   clear_status_line();
   if (!profile) return report_error(profile.message());
+  keep_other_sections(out, *profile);
   if (Status s = kv::save_head_profile(*profile, out); !s) return report_error(s.message());
 
   // The best-scored heads, so the user sees what duo will keep.

@@ -23,6 +23,7 @@ struct ChatFlags {
   KvPolicyFlags kv;
   PrefillFlags prefill;  // --prefill-attn
   SpeculativeFlags speculative;
+  PruneFlags prune;  // --prune-sublayers
   std::string system;
   int32_t n_predict = 512;  // per reply; -1 = until end of turn
   int32_t n_ctx = 4096;
@@ -65,6 +66,7 @@ int run(const ChatFlags& f) {
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
   const tokenizer::ChatFormat format = tokenizer::detect_chat_format(loaded->model->file());
   check_kv_policy(*loaded->model, f.kv.policy);
+  check_prune(*loaded->model, f.prune);
   const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
   warn_past_training_context(*loaded->model, f.n_ctx, "the context (-c)");
 
@@ -74,9 +76,13 @@ int run(const ChatFlags& f) {
   so.kv_policy = f.kv.policy;
   so.prefill_attn = prefill;
   Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
-      prepare_head_profile(*loaded->model, f.kv.policy, f.kv.head_profile, n_threads);
+      prepare_head_profile(*loaded->model, f.kv.policy, f.kv.head_profile, n_threads,
+                           f.prune.n_pruned > 0 || speculative_needs_sublayers(f.speculative));
   if (!head_profile) return report_error(head_profile.message());
   so.head_profile = *head_profile;
+  Result<model::SublayerSkip> pruned = pruned_sublayers(*loaded->model, f.prune, *head_profile);
+  if (!pruned) return report_error(pruned.message());
+  so.skip = std::move(pruned).value();
   Result<std::unique_ptr<generate::Session>> session = generate::Session::create(*loaded->model, so);
   if (!session) return report_error(session.message());
   Result<sampling::SamplerChain> sampler = sampling::SamplerChain::create(f.sampling.options);
@@ -90,7 +96,7 @@ int run(const ChatFlags& f) {
   if (Status st = load_draft_model(f.speculative, draft); !st) return report_error(st.message());
   generate::GenerateOptions reply_options;
   reply_options.n_predict = f.n_predict;
-  if (Status st = set_draft_source(f.speculative, draft_source_inputs(*loaded, draft, &(*session)->engine().pool(), n_ctx),
+  if (Status st = set_draft_source(f.speculative, draft_source_inputs(*loaded, draft, &(*session)->engine().pool(), n_ctx, *head_profile),
                                    reply_options);
       !st)
     return report_error(st.message());
@@ -223,6 +229,7 @@ Runner add_chat_command(CLI::App& app) {
   add_kv_policy_flags(*cmd, flags->kv);
   add_prefill_flags(*cmd, flags->prefill);
   add_speculative_flags(*cmd, flags->speculative);
+  add_prune_flags(*cmd, flags->prune);
   return [flags]() { return run(*flags); };
 }
 

@@ -23,6 +23,7 @@ struct EvalFlags {
   ModelFlags model;
   KvPolicyFlags kv;
   PrefillFlags prefill;  // --prefill-attn
+  PruneFlags prune;      // --prune-sublayers
   std::string task = "passkey";
   std::string lengths = "1k,2k,4k";
   std::string depths = "0,0.25,0.5,0.75,1";
@@ -60,12 +61,15 @@ int run(const EvalFlags& f) {
   if (!loaded) return report_error(loaded.message());
   const std::vector<eval::PolicySpec> policies = check_kv_policies(*loaded->model, f.kv.policy, spec.lengths);
   const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
+  check_prune(*loaded->model, f.prune);
   require_valid(task->check(*loaded->tokenizer, spec));
   warn_past_training_context(*loaded->model, *std::max_element(spec.lengths.begin(), spec.lengths.end()),
                              "the eval length");
   Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
-      prepare_head_profile(*loaded->model, f.kv.policy, f.kv.head_profile, n_threads);
+      prepare_head_profile(*loaded->model, f.kv.policy, f.kv.head_profile, n_threads, f.prune.n_pruned > 0);
   if (!head_profile) return report_error(head_profile.message());
+  Result<model::SublayerSkip> pruned = pruned_sublayers(*loaded->model, f.prune, *head_profile);
+  if (!pruned) return report_error(pruned.message());
 
   std::FILE* csv = nullptr;
   if (!f.csv.empty()) {
@@ -101,12 +105,15 @@ int run(const EvalFlags& f) {
     ctx.session.kv_policy = run.kv_policy;
     ctx.session.head_profile = *head_profile;
     ctx.session.prefill_attn = prefill;
+    ctx.session.skip = *pruned;
     ctx.progress = status_line_printer();
     ctx.emit = [&](const eval::EvalRow& emitted) {
       eval::EvalRow row = emitted;
       // Rows name the prefill attention when it is not dense (the KV policy alone does not say how prompts ran).
       if (prefill.mode != model::PrefillAttention::kDense)
         row.policy += " prefill=" + model::describe_prefill_attention(prefill);
+      // And the pruned sub-layers: the rows are not the whole model's.
+      if (f.prune.n_pruned > 0) row.policy += " pruned=" + pruned->describe();
       row.peak_rss_bytes = point_peak.peak_bytes();
       rows.push_back(row);
       if (csv != nullptr) {
@@ -140,6 +147,7 @@ Runner add_eval_command(CLI::App& app) {
   add_model_flags(*cmd, flags->model);
   add_kv_policy_flags(*cmd, flags->kv);
   add_prefill_flags(*cmd, flags->prefill);
+  add_prune_flags(*cmd, flags->prune);
   cmd->get_option("--kv-policy")
       ->description("KV policies to compare, comma-separated, each NAME:KEY=VALUE:... as listed below; eval also "
                     "takes budget=P% (a share of each length), e.g. "

@@ -22,6 +22,7 @@ struct RunFlags {
   KvPolicyFlags kv;
   PrefillFlags prefill;  // --prefill-attn
   SpeculativeFlags speculative;
+  PruneFlags prune;  // --prune-sublayers
   std::string prompt;
   std::string prompt_file;
   std::string system;
@@ -61,6 +62,7 @@ int run(const RunFlags& f) {
   if (!loaded) return report_error(loaded.message());
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
   check_kv_policy(*loaded->model, f.kv.policy);
+  check_prune(*loaded->model, f.prune);
   const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
   warn_past_training_context(*loaded->model, f.n_ctx, "the context (-c)");
 
@@ -82,9 +84,13 @@ int run(const RunFlags& f) {
   so.kv_policy = f.kv.policy;
   so.prefill_attn = prefill;
   Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
-      prepare_head_profile(*loaded->model, f.kv.policy, f.kv.head_profile, n_threads);
+      prepare_head_profile(*loaded->model, f.kv.policy, f.kv.head_profile, n_threads,
+                           f.prune.n_pruned > 0 || speculative_needs_sublayers(f.speculative));
   if (!head_profile) return report_error(head_profile.message());
   so.head_profile = *head_profile;
+  Result<model::SublayerSkip> pruned = pruned_sublayers(*loaded->model, f.prune, *head_profile);
+  if (!pruned) return report_error(pruned.message());
+  so.skip = std::move(pruned).value();
   Result<std::unique_ptr<generate::Session>> session = generate::Session::create(*loaded->model, so);
   if (!session) return report_error(session.message());
   Result<sampling::SamplerChain> sampler = sampling::SamplerChain::create(f.sampling.options);
@@ -101,7 +107,8 @@ int run(const RunFlags& f) {
   go.n_predict = f.n_predict;
   go.ignore_eos = f.ignore_eos;
   if (Status st = set_draft_source(f.speculative,
-                                   draft_source_inputs(*loaded, draft, &(*session)->engine().pool(), (*session)->n_ctx()),
+                                   draft_source_inputs(*loaded, draft, &(*session)->engine().pool(), (*session)->n_ctx(),
+                                                       *head_profile),
                                    go);
       !st)
     return report_error(st.message());
@@ -181,6 +188,7 @@ Runner add_run_command(CLI::App& app) {
   add_kv_policy_flags(*cmd, flags->kv);
   add_prefill_flags(*cmd, flags->prefill);
   add_speculative_flags(*cmd, flags->speculative);
+  add_prune_flags(*cmd, flags->prune);
   cmd->add_flag("--chat", flags->chat, "wrap the prompt in the model's chat format");
   cmd->add_option("--system", flags->system, "system message (needs --chat)");
   cmd->add_flag("--json", flags->json, "print one JSON object instead of streaming text");

@@ -18,6 +18,7 @@
 #include "base/sys_info.h"
 #include "eval/head_calibration.h"
 #include "eval/report.h"
+#include "eval/sublayer_calibration.h"
 #include "generate/session.h"
 #include "kv/policy_registry.h"
 
@@ -150,9 +151,39 @@ void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags) {
   app.add_option("--model-draft", o.draft_model,
                  "(-md) draft: the draft model (GGUF or short name) with the target's tokenizer");
   app.add_option("--draft-p-min", o.draft_p_min,
-                 "draft: the draft model stops drafting below this top probability (BiLD's fallback; 0: never)")
+                 "draft, self: the draft stops drafting below this top probability (BiLD's fallback; 0: never)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--draft-skip", o.draft_skip,
+                 "self: sub-layers the draft leaves out, the first N of the head profile's calibrated order (default: "
+                 "the most whose top token agrees with the whole model's on 80% of the calibration tokens)")
+      ->check(CLI::Range(0, 2 * kv::kMaxProfileLayers));
+}
+
+bool speculative_needs_sublayers(const SpeculativeFlags& flags) { return flags.options.type == "self"; }
+
+void add_prune_flags(CLI::App& app, PruneFlags& flags) {
+  app.add_option("--prune-sublayers", flags.n_pruned,
+                 "run without the first N sub-layers (attention or FFN) of the model's calibrated removal order "
+                 "(FinerCut; computed beside the model on first use): faster, less accurate (0: the whole model)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 2 * kv::kMaxProfileLayers));
+}
+
+void check_prune(const model::Model& model, const PruneFlags& flags) {
+  const int32_t n_sublayers = 2 * model.config().n_layer;
+  if (flags.n_pruned >= n_sublayers)
+    throw UsageError("--prune-sublayers " + std::to_string(flags.n_pruned) + " must be below the model's " +
+                     std::to_string(n_sublayers) + " sub-layers (" + std::to_string(model.config().n_layer) +
+                     " layers x attention, FFN)");
+}
+
+Result<model::SublayerSkip> pruned_sublayers(const model::Model& model, const PruneFlags& flags,
+                                             const std::shared_ptr<const kv::HeadProfile>& profile) {
+  if (flags.n_pruned == 0) return model::SublayerSkip();
+  LH_CHECK(profile != nullptr);
+  return model::calibrated_sublayer_skip(*profile, flags.n_pruned, model.config().n_layer,
+                                         "--prune-sublayers " + std::to_string(flags.n_pruned));
 }
 
 void require_valid_speculative(const SpeculativeFlags& flags) {
@@ -162,6 +193,8 @@ void require_valid_speculative(const SpeculativeFlags& flags) {
     throw UsageError("--spec-corpus is read by --spec-type retrieval only (--spec-type is " + o.type + ")");
   if (!o.draft_model.empty() && o.type != "draft")
     throw UsageError("-md is read by --spec-type draft only (--spec-type is " + o.type + ")");
+  if (o.draft_skip >= 0 && o.type != "self")
+    throw UsageError("--draft-skip is read by --spec-type self only (--spec-type is " + o.type + ")");
 }
 
 Status load_draft_model(const SpeculativeFlags& flags, LoadedModel& draft) {
@@ -173,8 +206,11 @@ Status load_draft_model(const SpeculativeFlags& flags, LoadedModel& draft) {
 }
 
 generate::speculative::DraftSourceInputs draft_source_inputs(const LoadedModel& target, const LoadedModel& draft,
-                                                             ThreadPool* pool, int32_t n_ctx) {
+                                                             ThreadPool* pool, int32_t n_ctx,
+                                                             std::shared_ptr<const kv::HeadProfile> head_profile) {
   generate::speculative::DraftSourceInputs in;
+  in.model = target.model.get();
+  in.head_profile = std::move(head_profile);
   in.n_vocab = target.model->config().n_vocab;
   in.tokenizer = target.tokenizer.get();
   in.draft_model = draft.model.get();
@@ -223,6 +259,17 @@ std::string default_head_profile_path(const std::string& model_path) {
   return cached;
 }
 
+void keep_other_sections(const std::string& path, kv::HeadProfile& profile) {
+  if (!file_exists(path)) return;
+  Result<kv::HeadProfile> old = kv::load_head_profile(path);
+  if (!old || old->n_layer != profile.n_layer || old->n_head_kv != profile.n_head_kv) return;
+  if (!profile.has_head_scores()) profile.heads = std::move(old->heads);
+  if (profile.sublayer_order.empty()) {
+    profile.sublayer_order = std::move(old->sublayer_order);
+    profile.sublayer_tokens = old->sublayer_tokens;
+  }
+}
+
 std::function<void(const std::string&)> status_line_printer() {
   const bool tty = isatty(STDERR_FILENO) != 0;
   // In a log, one line per update would be dozens of lines for a 2K perplexity run: print the first update and
@@ -248,24 +295,53 @@ void clear_status_line() {
 
 Result<std::shared_ptr<const kv::HeadProfile>> prepare_head_profile(const model::Model& model,
                                                                     const std::string& policy_list,
-                                                                    const std::string& path, int32_t n_threads) {
+                                                                    const std::string& path, int32_t n_threads,
+                                                                    bool needs_sublayers) {
   // A list that does not parse is reported by the command that uses it.
   Result<std::vector<eval::PolicySpec>> specs = eval::parse_policy_list(policy_list);
-  if (!specs || std::none_of(specs->begin(), specs->end(),
-                             [](const eval::PolicySpec& p) { return kv::kv_policy_uses_head_profile(p.name); }))
-    return std::shared_ptr<const kv::HeadProfile>();
+  const bool needs_heads = specs && std::any_of(specs->begin(), specs->end(), [](const eval::PolicySpec& p) {
+                             return kv::kv_policy_uses_head_profile(p.name);
+                           });
+  if (!needs_heads && !needs_sublayers) return std::shared_ptr<const kv::HeadProfile>();
   const std::string file = path.empty() ? default_head_profile_path(model.file().path()) : path;
-  if (path.empty() && !file_exists(file)) {
-    std::fprintf(stderr, "no head profile for this model yet; computing %s (once)\n", file.c_str());
-    LH_ASSIGN_OR_RETURN(tokenizer::Tokenizer tok, tokenizer::Tokenizer::from_gguf(model.file()));
+  kv::HeadProfile profile;
+  const bool exists = !path.empty() || file_exists(file);
+  if (exists) {
+    LH_ASSIGN_OR_RETURN(profile, kv::load_head_profile(file));
+  }
+  // Only the profile saved beside the model is computed or completed here; one the user names is used as it is
+  // (the policy or the flag that reads a missing section says so).
+  const bool compute_heads = path.empty() && needs_heads && !profile.has_head_scores();
+  const bool compute_sublayers = path.empty() && needs_sublayers && profile.sublayer_order.empty();
+  if (!compute_heads && !compute_sublayers)
+    return std::shared_ptr<const kv::HeadProfile>(std::make_shared<kv::HeadProfile>(std::move(profile)));
+  const kv::KvShape shape = model.kv_shape();
+  if (exists && (profile.n_layer != shape.n_layer || profile.n_head_kv != shape.n_head_kv))
+    return Status::error("the head profile '" + file + "' is for " + std::to_string(profile.n_layer) + " layers x " +
+                         std::to_string(profile.n_head_kv) + " KV heads (" + profile.model + "), the model has " +
+                         std::to_string(shape.n_layer) + " x " + std::to_string(shape.n_head_kv) +
+                         ": remove it to have it computed again");
+  LH_ASSIGN_OR_RETURN(tokenizer::Tokenizer tok, tokenizer::Tokenizer::from_gguf(model.file()));
+  if (compute_heads) {
+    std::fprintf(stderr, "no head scores for this model yet; computing them into %s (once)\n", file.c_str());
     eval::CalibrationOptions co;
     co.n_threads = n_threads;
-    LH_ASSIGN_OR_RETURN(kv::HeadProfile profile, eval::calibrate_heads(model, tok, co, status_line_printer()));
+    LH_ASSIGN_OR_RETURN(kv::HeadProfile heads, eval::calibrate_heads(model, tok, co, status_line_printer()));
     clear_status_line();
-    if (file.find("/.cache/longhaul/heads/") != std::string::npos) ::mkdir(dir_of(file).c_str(), 0755);
-    LH_RETURN_IF_ERROR(kv::save_head_profile(profile, file));
+    heads.sublayer_order = std::move(profile.sublayer_order);
+    heads.sublayer_tokens = profile.sublayer_tokens;
+    profile = std::move(heads);
   }
-  LH_ASSIGN_OR_RETURN(kv::HeadProfile profile, kv::load_head_profile(file));
+  if (compute_sublayers) {
+    std::fprintf(stderr, "no sub-layer order for this model yet; computing it into %s (once)\n", file.c_str());
+    eval::SublayerCalibrationOptions so;
+    so.n_threads = n_threads;
+    LH_RETURN_IF_ERROR(eval::calibrate_sublayer_order(model, tok, so, status_line_printer(), profile));
+    clear_status_line();
+  }
+  if (file.find("/.cache/longhaul/heads/") != std::string::npos) ::mkdir(dir_of(file).c_str(), 0755);
+  LH_RETURN_IF_ERROR(kv::save_head_profile(profile, file));
+  profile.source = file;
   return std::shared_ptr<const kv::HeadProfile>(std::make_shared<kv::HeadProfile>(std::move(profile)));
 }
 

@@ -98,20 +98,35 @@ void add_prefill_flags(CLI::App& app, PrefillFlags& flags);
 model::PrefillAttentionOptions prefill_attention(const PrefillFlags& flags);
 
 // Speculative decoding flags shared by run, chat and batch: --spec-type NAME, --draft-max N, --draft-min N,
-// --spec-corpus FILE (retrieval), -md MODEL and --draft-p-min P (draft).
+// --spec-corpus FILE (retrieval), -md MODEL and --draft-p-min P (draft, self), --draft-skip N (self).
 struct SpeculativeFlags {
   generate::speculative::SpeculativeOptions options;
 };
 void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags);
 // validate(flags.options), and a flag given without the --spec-type that reads it: UsageError.
 void require_valid_speculative(const SpeculativeFlags& flags);
+// Whether the flags ask for the model's sub-layer order (--spec-type self).
+bool speculative_needs_sublayers(const SpeculativeFlags& flags);
 // Loads the draft model (-md) into `draft` when the flags name one; it must outlive every source
 // made with it. A model that cannot be loaded is an error result (exit 1).
 Status load_draft_model(const SpeculativeFlags& flags, LoadedModel& draft);
-// The inputs of make_draft_source for `target`: its vocabulary and tokenizer, the draft model in `draft` (if
-// loaded) on the target engine's `pool`, sequences of n_ctx tokens.
+// The inputs of make_draft_source for `target`: its model, vocabulary, tokenizer and head profile (self), the
+// draft model in `draft` (if loaded) on the target engine's `pool`, sequences of n_ctx tokens.
 generate::speculative::DraftSourceInputs draft_source_inputs(const LoadedModel& target, const LoadedModel& draft,
-                                                             ThreadPool* pool, int32_t n_ctx);
+                                                             ThreadPool* pool, int32_t n_ctx,
+                                                             std::shared_ptr<const kv::HeadProfile> head_profile);
+
+// --prune-sublayers N, shared by run, chat, bench and eval: the model runs without the first N sub-layers of its
+// calibrated removal order (FinerCut; eval/sublayer_calibration.h), trading accuracy for speed.
+struct PruneFlags {
+  int32_t n_pruned = 0;  // 0 = the whole model
+};
+void add_prune_flags(CLI::App& app, PruneFlags& flags);
+// Throws UsageError when N exceeds the model's sub-layers (2 per layer).
+void check_prune(const model::Model& model, const PruneFlags& flags);
+// The set to skip: empty for 0, else the profile's first N (an error result when the profile cannot give them).
+Result<model::SublayerSkip> pruned_sublayers(const model::Model& model, const PruneFlags& flags,
+                                             const std::shared_ptr<const kv::HeadProfile>& profile);
 // Sets options.draft (and its limits) to the source the flags name (null for none). Called after
 // require_valid_speculative(); a corpus file or a draft model that cannot be used is an error result (exit 1).
 Status set_draft_source(const SpeculativeFlags& flags, const generate::speculative::DraftSourceInputs& inputs,
@@ -125,12 +140,18 @@ std::string speculative_summary(const std::string& type, const generate::Specula
 std::function<void(const std::string&)> status_line_printer();
 void clear_status_line();
 
-// duo needs a head profile. When `policy_list` names duo: the profile at `path`, or when it is empty the one saved
-// beside the model (MODEL.gguf.heads, or ~/.cache/longhaul/heads/ when the model's folder is read-only), computed
-// and saved first when there is none, with a progress line on stderr. Null when no policy of the list needs one.
+// duo and lserve need a head profile's head scores, --spec-type self and --prune-sublayers its sub-layer order.
+// When `policy_list` names such a policy or `needs_sublayers`: the profile at `path` (used as it is), or when it is
+// empty the one saved beside the model (MODEL.gguf.heads, or ~/.cache/longhaul/heads/ when the model's folder is
+// read-only), whose missing sections are computed and saved first, with a progress line on stderr. Null when
+// nothing needs one. A saved profile of another model's shape is an error naming it.
 Result<std::shared_ptr<const kv::HeadProfile>> prepare_head_profile(const model::Model& model,
                                                                     const std::string& policy_list,
-                                                                    const std::string& path, int32_t n_threads);
+                                                                    const std::string& path, int32_t n_threads,
+                                                                    bool needs_sublayers = false);
+// Copies into `profile` the sections it lacks from the profile already at `path`, when one is there, parses and has
+// the same shape: calibrate-heads and calibrate-sublayers each rewrite their own section of a file and keep the other.
+void keep_other_sections(const std::string& path, kv::HeadProfile& profile);
 // Where that profile lives for the model file at `model_path` (the first candidate that exists, else the first
 // writable one).
 std::string default_head_profile_path(const std::string& model_path);

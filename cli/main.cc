@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   runners["bench"] = add_bench_command(app);
   runners["eval"] = add_eval_command(app);
   runners["calibrate-heads"] = add_calibrate_command(app);
+  runners["calibrate-sublayers"] = add_calibrate_sublayers_command(app);
   std::vector<std::string> args;
   try {
     args = translate_llama_cpp_flags(std::vector<std::string>(argv, argv + argc));

@@ -146,6 +146,11 @@ TEST(CliErrors, DuoHeadProfileProblemsAreNamed) {
   std::ofstream(other) << "longhaul-head-profile 1\nmodel gemma.gguf\nn_layer 1\nn_head_kv 1\n0 0 1 1 0 0\n";
   expect_error(run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy duo --head-profile " + other), 1,
                "is for 1 layers x 1 KV heads, the model has 30 x 3");
+  // A profile holding only the sub-layer order has nothing for duo.
+  const std::string no_heads = temp_path("no_heads.heads");
+  std::ofstream(no_heads) << "longhaul-head-profile 2\nn_layer 30\nn_head_kv 3\nsublayers 1 8\nsublayer 1 ffn.0 0 1\n";
+  expect_error(run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy duo --head-profile " + no_heads), 1,
+               "holds no head scores");
 }
 
 // A KV policy's parameters are written in its spec (--kv-policy h2o:budget=512); the per-parameter flags of
@@ -199,7 +204,8 @@ TEST(CliHelp, KvPolicyHelpListsEveryPolicysParameters) {
 }
 
 TEST(CliHelp, EverySubcommandHasHelp) {
-  for (const char* sub : {"", "run", "chat", "tokenize", "inspect", "bench", "eval", "calibrate-heads"}) {
+  for (const char* sub : {"", "run", "chat", "tokenize", "inspect", "bench", "eval", "calibrate-heads",
+                          "calibrate-sublayers"}) {
     const CliRun r = run_cli(std::string(sub) + " --help");
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub << ": " << r.out;
@@ -320,6 +326,68 @@ TEST(CliEndToEnd, NewDraftSourcesKeepTheGreedyOutput) {
   }
   ::unsetenv("LONGHAUL_ISA");
   std::remove(corpus.c_str());
+}
+
+// A head profile for SmolLM2 (30 layers, 3 KV heads) holding only a sub-layer order: the last layers' FFNs and
+// attentions, 6 of them (a made-up order; any set keeps self-speculation's output).
+std::string smollm2_sublayer_profile() {
+  const std::string path = temp_path("smollm2_sublayers.heads");
+  std::ofstream out(path);
+  out << "longhaul-head-profile 2\nn_layer 30\nn_head_kv 3\nsublayers 1 128\n";
+  const char* order[] = {"ffn.29", "attn.28", "ffn.27", "attn.26", "ffn.25", "attn.24"};
+  for (int i = 0; i < 6; ++i) out << "sublayer " << i + 1 << " " << order[i] << " " << 0.1 * (i + 1) << " 0.9\n";
+  return path;
+}
+
+// Self-speculation keeps the greedy output, with its statistics; pruning runs the model without the sub-layers and
+// says so in eval's rows; flags out of range or without the --spec-type that reads them exit 2, a profile that
+// cannot give the sub-layers exits 1 naming the file.
+TEST(CliEndToEnd, SelfSpeculationAndPruning) {
+  expect_error(run_cli("run -m smollm2-135m -p hi --draft-skip 3"), 2, "--draft-skip is read by --spec-type self");
+  expect_error(run_cli("run -m smollm2-135m -p hi --spec-type self --draft-skip -1"), 2, "--draft-skip");
+  expect_error(run_cli("run -m smollm2-135m -p hi --prune-sublayers -1"), 2, "--prune-sublayers");
+  expect_error(run_cli("bench -m smollm2-135m --prune-sublayers 9000"), 2, "--prune-sublayers");
+  expect_error(run_cli("calibrate-sublayers -m smollm2-135m --tokens 1"), 2, "--tokens");
+  if (!testing::file_exists(testing::smollm2_path()) || !__builtin_cpu_supports("avx2")) GTEST_SKIP();
+  expect_error(run_cli("run -m smollm2-135m -p hi --prune-sublayers 60"), 2, "must be below the model's 60 sub-layers");
+  expect_error(run_cli("eval -m smollm2-135m --task ppl --lengths 64 --prune-sublayers 60"), 2, "60 sub-layers");
+  expect_error(run_cli("calibrate-sublayers -m smollm2-135m --ranked 61"), 2, "--ranked 61");
+  const std::string profile = smollm2_sublayer_profile();
+  expect_error(run_cli("run -m smollm2-135m -p hi -n 2 --prune-sublayers 7 --head-profile " + profile), 1,
+               "ranks 6 sub-layers; asked for 7");
+  const std::string heads_only = temp_path("heads_only.heads");
+  {
+    std::ofstream out(heads_only);
+    out << "longhaul-head-profile 1\nn_layer 30\nn_head_kv 3\n";
+    for (int il = 0; il < 30; ++il)
+      for (int h = 0; h < 3; ++h) out << il << " " << h << " 0.5 0.5 0 0\n";
+  }
+  expect_error(run_cli("run -m smollm2-135m -p hi -n 2 --spec-type self --head-profile " + heads_only), 1,
+               "holds no sub-layer order");
+
+  ::setenv("LONGHAUL_ISA", "avx2", 1);
+  const std::string args = "run -m smollm2-135m -p 'one two three four, one two three four, one two' -n 16 --temp 0 "
+                           "--json -t 2 --ignore-eos --head-profile " + profile;
+  const CliRun plain = run_cli(args);
+  const CliRun self = run_cli(args + " --spec-type self --draft-skip 4 --draft-max 6");
+  const CliRun pruned = run_cli(args + " --prune-sublayers 6");
+  ::unsetenv("LONGHAUL_ISA");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  ASSERT_EQ(self.exit_code, 0) << self.err;
+  ASSERT_EQ(pruned.exit_code, 0) << pruned.err;
+  const nlohmann::json p = nlohmann::json::parse(plain.out), s = nlohmann::json::parse(self.out);
+  EXPECT_EQ(s["tokens"], p["tokens"]);
+  EXPECT_EQ(s["speculative"]["type"], "self");
+  EXPECT_GT(s["speculative"]["drafted"].get<int64_t>(), 0);
+  EXPECT_NE(self.err.find("spec self: "), std::string::npos) << self.err;
+  EXPECT_EQ(nlohmann::json::parse(pruned.out)["tokens"].size(), 16u);
+
+  const CliRun ppl = run_cli("eval -m smollm2-135m --task ppl --lengths 64 --chunk 32 -t 2 --prune-sublayers 2 "
+                             "--head-profile " + profile);
+  ASSERT_EQ(ppl.exit_code, 0) << ppl.err;
+  EXPECT_NE(ppl.out.find("pruned=attn.28,ffn.29"), std::string::npos) << ppl.out;
+  std::remove(profile.c_str());
+  std::remove(heads_only.c_str());
 }
 
 // Every task names each row by its policy and its cell storage, so that the rows of one sweep stay apart.
