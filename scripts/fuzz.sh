@@ -16,11 +16,11 @@ mkdir -p "$work/corpus" "$work/artifacts"
 build/fuzz/tests/fuzz/gguf_fuzz "$work/corpus" "$work/seeds" tests/testdata/gguf_corpus \
   -dict=tests/fuzz/gguf.dict -max_total_time="$seconds" -max_len=16384 -print_final_stats=1 \
   -artifact_prefix="$work/artifacts/" 2>&1 | tail -n 12
-# A valid profile as the seed of the head profile parser.
+# A valid profile and the committed corpus (both sections, broken ones) as the seeds of the head profile parser.
 mkdir -p "$work/hp_corpus" "$work/hp_seeds"
 printf 'longhaul-head-profile 1\nmodel m.gguf\nn_layer 2\nn_head_kv 2\n# layer head score needle induction echo\n0 0 0.5 0.5 0 0\n0 1 0.1 0.1 0 0\n1 0 0.2 0 0.2 0\n1 1 0.3 0 0 0.3\n' \
   > "$work/hp_seeds/valid.heads"
-build/fuzz/tests/fuzz/head_profile_fuzz "$work/hp_corpus" "$work/hp_seeds" -dict=tests/fuzz/head_profile.dict \
+build/fuzz/tests/fuzz/head_profile_fuzz "$work/hp_corpus" "$work/hp_seeds" tests/testdata/head_profile_corpus -dict=tests/fuzz/head_profile.dict \
   -max_total_time="$(( (seconds + 2) / 3 ))" -max_len=4096 -print_final_stats=1 \
   -artifact_prefix="$work/artifacts/" 2>&1 | tail -n 12
 # Request bodies as the openai client sends them, as seeds of the server's request parser.
