@@ -171,6 +171,7 @@ void Server::Impl::handle_completion(const httplib::Request& http_req, httplib::
       r.options.n_predict =
           req.max_tokens ? *req.max_tokens : (bounded ? n_ctx : n_ctx - static_cast<int32_t>(ids.size()));
       r.options.stop = req.stop;
+      r.options.ignore_eos = req.ignore_eos;
       r.options.top_logprobs = req.logprobs ? req.top_logprobs : -1;
       r.sequence.kv_policy = policy;
       r.sequence.n_ctx = n_ctx;

@@ -279,6 +279,9 @@ std::optional<ApiError> parse_completion_request(std::string_view body, Endpoint
       if (v.is_null()) continue;
       if (!v.is_string()) return wrong_type(key, "a string such as \"h2o:budget=512\"", v);
       out.kv_policy = v.get<std::string>();
+    } else if (key == "ignore_eos") {
+      if (v.is_null()) continue;
+      if (auto e = read_bool(key, v, out.ignore_eos)) return e;
     } else if (key == "user" || key == "metadata" || key == "store" || key == "service_tier") {
       // Bookkeeping fields of OpenAI's service that change nothing in the output.
     } else if (key == "logit_bias") {

@@ -49,6 +49,9 @@ struct CompletionRequest {
   bool logprobs = false;
   int32_t top_logprobs = 0;
   std::optional<std::string> kv_policy;          // extension: the --kv-policy syntax
+  // Extension (llama-server's field): generate max_tokens tokens, past end-of-generation tokens (load benchmarks
+  // that must compare the same number of tokens). false = stop at the model's end of generation.
+  bool ignore_eos = false;
 };
 
 // POST /v1/embeddings.

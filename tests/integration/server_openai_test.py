@@ -61,10 +61,12 @@ def run_cli(*args):
     return out.stdout
 
 
-def greedy_run(prompt, chat=False):
+def greedy_run(prompt, chat=False, ignore_eos=False):
     args = ["run", "-m", "smollm2-135m", "-t", "2", "--temp", "0", "--json", "-n", str(N), "-c", str(CTX), "-p", prompt]
     if chat:
         args.append("--chat")
+    if ignore_eos:
+        args.append("--ignore-eos")
     return json.loads(run_cli(*args))
 
 
@@ -176,6 +178,18 @@ class ServeTest(unittest.TestCase):
         self.assertEqual(chunks[0].choices[0].delta.role, "assistant")
         self.assertEqual("".join(c.choices[0].delta.content or "" for c in chunks if c.choices), want["text"])
         self.assertEqual(chunks[-1].usage.completion_tokens, len(want["tokens"]))
+
+    def test_ignore_eos_extension(self):
+        # llama-server's field: generation goes on past the end of the turn, to max_tokens, as `run --ignore-eos`.
+        prompt, ends = PROMPTS[4], self.expected[4]  # "My favourite recipe for pancakes" ends after 2 tokens
+        self.assertLess(len(ends["tokens"]), N, "the reply must end before N tokens for this test")
+        self.assertEqual(self.complete(prompt).choices[0].finish_reason, "stop")
+        want = greedy_run(prompt, ignore_eos=True)
+        self.assertEqual(len(want["tokens"]), N)
+        r = self.complete(prompt, extra_body={"ignore_eos": True})
+        self.assertEqual(r.usage.completion_tokens, N)
+        self.assertEqual(r.choices[0].finish_reason, "length")
+        self.assertEqual(r.choices[0].text, want["text"])
 
     def test_stop_sequences_cut_the_text(self):
         prompt, want = PROMPTS[3], self.expected[3]  # "1, 2, 3, 4, 5," continues with " 6, 7, ..."

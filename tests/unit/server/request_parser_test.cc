@@ -38,7 +38,8 @@ TEST(RequestParser, ReadsAChatRequestAsTheOpenaiClientSendsIt) {
       {"role":"user","content":[{"type":"text","text":"Hi "},{"type":"text","text":"there"}]}],
       "model":"smollm2-135m","max_completion_tokens":12,"temperature":0,"top_p":0.5,"seed":7,"stop":["\n","END"],
       "presence_penalty":0.5,"frequency_penalty":-1,"n":2,"stream":true,"stream_options":{"include_usage":true},
-      "logprobs":true,"top_logprobs":3,"kv_policy":"streaming:window=252","user":"u1"})");
+      "logprobs":true,"top_logprobs":3,"kv_policy":"streaming:window=252","user":"u1",
+      "ignore_eos":true})");
   EXPECT_EQ(r.model, "smollm2-135m");
   ASSERT_EQ(r.messages.size(), 2u);
   EXPECT_EQ(r.messages[0].role, "system");
@@ -56,6 +57,7 @@ TEST(RequestParser, ReadsAChatRequestAsTheOpenaiClientSendsIt) {
   EXPECT_TRUE(r.logprobs);
   EXPECT_EQ(r.top_logprobs, 3);
   EXPECT_EQ(r.kv_policy, "streaming:window=252");
+  EXPECT_TRUE(r.ignore_eos);
 }
 
 TEST(RequestParser, LeavesUnsetFieldsUnset) {
@@ -64,6 +66,7 @@ TEST(RequestParser, LeavesUnsetFieldsUnset) {
   EXPECT_FALSE(r.temperature.has_value());
   EXPECT_FALSE(r.seed.has_value());
   EXPECT_FALSE(r.kv_policy.has_value());
+  EXPECT_FALSE(r.ignore_eos);
   EXPECT_EQ(r.n, 1);
   EXPECT_FALSE(r.stream);
   EXPECT_FALSE(r.logprobs);
@@ -128,6 +131,7 @@ TEST(RequestParser, NamesTheFieldOfAWrongTypeOrValue) {
            {R"("model":"m",)" + msgs + R"(,"top_logprobs":2)", "top_logprobs", "invalid_value"},
            {R"("model":"m",)" + msgs + R"(,"stream_options":{"include_usage":true})", "stream_options", "invalid_value"},
            {R"("model":"m",)" + msgs + R"(,"kv_policy":5)", "kv_policy", "invalid_type"},
+           {R"("model":"m",)" + msgs + R"(,"ignore_eos":1)", "ignore_eos", "invalid_type"},
            {R"("model":"m",)" + msgs + R"(,"tools":[{"type":"function"}])", "tools", "unsupported_parameter"},
            {R"("model":"m",)" + msgs + R"(,"logit_bias":{"1":5})", "logit_bias", "unsupported_parameter"},
            {R"("model":"m",)" + msgs + R"(,"temprature":1)", "temprature", "unknown_parameter"},
