@@ -44,13 +44,12 @@ int run(const BatchFlags& f) {
   Result<std::vector<generate::BatchLine>> lines = generate::parse_batch_lines(*text);
   if (!lines) return report_error(f.input + ": " + lines.message());
 
-  Result<LoadedModel> loaded = load_model(f.model.model);
-  if (!loaded) return report_error(loaded.message());
+  Result<GenerationModel> generation = load_generation_model(f.model.model, f.kv.policy, f.n_ctx, "-c/--ctx-size");
+  if (!generation) return report_error(generation.message());
+  const LoadedModel* loaded = &generation->loaded;
   const model::Model& model = *loaded->model;
-  check_kv_policy(model, f.kv.policy);
+  const int32_t n_ctx = generation->n_ctx;
   const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
-  const int32_t n_ctx = f.n_ctx > 0 ? f.n_ctx : model.config().n_ctx_train;
-  warn_past_training_context(model, n_ctx, "-c/--ctx-size");
 
   generate::BatchDefaults defaults;
   defaults.sampling = f.sampling.options;

@@ -61,17 +61,16 @@ int run(const ChatFlags& f) {
   require_valid(sampling::validate(f.sampling.options));
   require_valid_speculative(f.speculative);
   const int32_t n_threads = cap_threads(f.n_threads > 0 || f.n_threads_batch < 0 ? f.n_threads : f.n_threads_batch);
-  Result<LoadedModel> loaded = load_model(f.model.model);
-  if (!loaded) return report_error(loaded.message());
+  Result<GenerationModel> generation = load_generation_model(f.model.model, f.kv.policy, f.n_ctx, "the context (-c)");
+  if (!generation) return report_error(generation.message());
+  const LoadedModel* loaded = &generation->loaded;
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
   const tokenizer::ChatFormat format = tokenizer::detect_chat_format(loaded->model->file());
-  check_kv_policy(*loaded->model, f.kv.policy);
   check_prune(*loaded->model, f.prune);
   const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
-  warn_past_training_context(*loaded->model, f.n_ctx, "the context (-c)");
 
   generate::SessionOptions so;
-  so.n_ctx = f.n_ctx;
+  so.n_ctx = generation->n_ctx;
   so.n_threads = n_threads;
   so.kv_policy = f.kv.policy;
   so.prefill_attn = prefill;

@@ -58,13 +58,12 @@ int run(const RunFlags& f) {
   const int32_t n_threads = cap_threads(f.n_threads > 0 || f.n_threads_batch < 0 ? f.n_threads : f.n_threads_batch);
   Result<std::string> prompt = read_prompt(f.prompt, f.prompt_file, true);
   if (!prompt) return report_error(prompt.message());
-  Result<LoadedModel> loaded = load_model(f.model.model);
-  if (!loaded) return report_error(loaded.message());
+  Result<GenerationModel> generation = load_generation_model(f.model.model, f.kv.policy, f.n_ctx, "the context (-c)");
+  if (!generation) return report_error(generation.message());
+  const LoadedModel* loaded = &generation->loaded;
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
-  check_kv_policy(*loaded->model, f.kv.policy);
   check_prune(*loaded->model, f.prune);
   const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
-  warn_past_training_context(*loaded->model, f.n_ctx, "the context (-c)");
 
   // Chat mode wraps the prompt in the model's chat format: the format's markers are control tokens, the prompt and
   // system message stay user text. Plain prompts are user text too. --special lets control-token texts through.
@@ -78,7 +77,7 @@ int run(const RunFlags& f) {
   if (prompt_ids.empty()) return report_error("the prompt tokenizes to no tokens; give a non-empty prompt");
 
   generate::SessionOptions so;
-  so.n_ctx = f.n_ctx;
+  so.n_ctx = generation->n_ctx;
   so.n_batch = f.n_batch;
   so.n_threads = n_threads;
   so.kv_policy = f.kv.policy;

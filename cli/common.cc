@@ -427,6 +427,17 @@ void check_kv_policy(const model::Model& model, const std::string& policy) {
                      " policies; this command runs one (a comma list is for eval)");
 }
 
+Result<GenerationModel> load_generation_model(const std::string& name_or_path, const std::string& kv_policy,
+                                              int32_t n_ctx, const std::string& ctx_flag) {
+  GenerationModel g;
+  LH_ASSIGN_OR_RETURN(g.loaded, load_model(name_or_path));
+  const model::Model& model = *g.loaded.model;
+  check_kv_policy(model, kv_policy);
+  g.n_ctx = n_ctx > 0 ? n_ctx : model.config().n_ctx_train;
+  warn_past_training_context(model, g.n_ctx, ctx_flag);
+  return g;
+}
+
 void note_if_not_instruction_tuned(const model::Model& model) {
   if (model.file().get_string("tokenizer.chat_template")) return;
   std::fflush(stdout);

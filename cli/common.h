@@ -192,6 +192,16 @@ std::vector<eval::PolicySpec> check_kv_policies(const model::Model& model, const
 // The one KV policy of run, chat, bench and batch, checked as above; a comma list (eval's form) is a UsageError.
 void check_kv_policy(const model::Model& model, const std::string& policy);
 
+// A model for a command that generates, with the checks every such command makes once it is loaded: the KV policy
+// is one the model can run (check_kv_policy: exits 2 otherwise), and the context, `n_ctx` tokens (0 = the model's
+// training context), is resolved and warned about past the training context, naming `ctx_flag`.
+struct GenerationModel {
+  LoadedModel loaded;
+  int32_t n_ctx = 0;  // resolved: never 0
+};
+Result<GenerationModel> load_generation_model(const std::string& name_or_path, const std::string& kv_policy,
+                                              int32_t n_ctx, const std::string& ctx_flag);
+
 // A one-line note on stderr when the model's file carries no chat template. Instruction-tuned GGUF conversions carry
 // the template the model was tuned with; a base checkpoint (the default Gemma 3 270M file is one) has none, and in
 // a chat it only echoes or continues the text, however well the format is applied.
