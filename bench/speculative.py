@@ -5,7 +5,7 @@ Three workloads, their prompts committed in bench/speculative_prompts/:
   input-grounded  answer questions by quoting a ~900-token incident report (input_grounded.txt)
   code-editing    reproduce a 50-line Python function with one parameter renamed (code_editing.txt)
   open-ended      plan a weekend trip, a chat turn with nothing to quote (chat.txt, through --chat)
-For every model and workload, every longhaul --spec-type (none, ngram, recycle, aded, retrieval) runs
+For every model and workload, every longhaul --spec-type (none, ngram, recycle, aded, retrieval, self) runs
     longhaul run -m MODEL -f PROMPT -n N --temp 0 --ignore-eos --json -t T --spec-type S [--chat]
 and llama.cpp runs the same prompt text through llama-cpp-python's high-level API twice, plain and with
 LlamaPromptLookupDecoding (num_pred_tokens = --llama-pred, max_ngram_size = 2, its defaults otherwise), greedy,
@@ -63,6 +63,8 @@ def run_longhaul(binary, model, path, chat, spec, args):
            "-t", str(args.threads), "-c", "4096", "--spec-type", spec, "--draft-max", str(args.draft_max)]
     if chat:
         cmd.append("--chat")
+    if spec == "self" and args.draft_skip is not None:
+        cmd += ["--draft-skip", str(args.draft_skip)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     j = json.loads(out.stdout)
     t = j["timings"]
@@ -80,15 +82,19 @@ def llama_worker(args):
 
     text = open(args.prompt_file).read()
     draft = LlamaPromptLookupDecoding(num_pred_tokens=args.llama_pred) if args.lookup else None
+    # With a draft model llama-cpp-python verifies several tokens per eval and reads all their logits: logits_all.
     llm = llama_cpp.Llama(model_path=args.model, n_ctx=4096, n_threads=args.threads, n_threads_batch=args.threads,
-                          draft_model=draft, verbose=False)
+                          draft_model=draft, logits_all=args.lookup, verbose=False)
+    # As longhaul's --ignore-eos: max_tokens tokens every time (the end-of-generation tokens are never picked).
+    ignore_eos = {t: -1e9 for t in (llm._model.token_eos(), llm._model.token_eot()) if t >= 0}
     if args.chat:
         messages = [{"role": "user", "content": text}]
         t0 = time.perf_counter()
-        r = llm.create_chat_completion(messages=messages, max_tokens=args.n_gen, temperature=0.0)
+        r = llm.create_chat_completion(messages=messages, max_tokens=args.n_gen, temperature=0.0,
+                                       logit_bias=ignore_eos)
     else:
         t0 = time.perf_counter()
-        r = llm.create_completion(text, max_tokens=args.n_gen, temperature=0.0)
+        r = llm.create_completion(text, max_tokens=args.n_gen, temperature=0.0, logit_bias=ignore_eos)
     seconds = time.perf_counter() - t0
     n = r["usage"]["completion_tokens"]
     print(json.dumps({"tps": n / seconds if seconds > 0 else 0.0, "n": n}))
@@ -111,7 +117,9 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-n", "--n-gen", type=int, default=256)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--spec-types", default="none,ngram,recycle,aded,retrieval")
+    p.add_argument("--spec-types", default="none,ngram,recycle,aded,retrieval,self")
+    p.add_argument("--draft-skip", type=int, help="sub-layers the self draft leaves out (default: the profile's)")
+    p.add_argument("--workloads", default=",".join(w[0] for w in WORKLOADS), help="comma list")
     p.add_argument("--draft-max", type=int, default=16)
     p.add_argument("--llama-pred", type=int, default=10, help="LlamaPromptLookupDecoding's num_pred_tokens")
     p.add_argument("--no-llama", action="store_true", help="leave llama.cpp out")
@@ -138,23 +146,28 @@ def main():
     print(f"|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         model = resolve_model(name)
-        for workload, file_name, chat in WORKLOADS:
+        for workload, file_name, chat in [w for w in WORKLOADS if w[0] in args.workloads.split(",")]:
             path = os.path.join(PROMPTS, file_name)
             rows = {}  # engine -> [(tps, mal, prefix)]
-            for _ in range(args.rounds):
+            for round_index in range(args.rounds):
                 plain = None
                 for spec in specs:
+                    print(f"{name} {workload} round {round_index + 1}/{args.rounds}: longhaul {spec}",
+                          file=sys.stderr, flush=True)
                     r = run_longhaul(args.binary, model, path, chat, spec, args)
                     if plain is None:  # the first type, none by default, is the reference
                         plain = r
                     rows.setdefault(f"longhaul {spec}", []).append(
                         (r["tps"], r["mal"], common_prefix(r["tokens"], plain["tokens"]), r["tps"] / plain["tps"]))
                 if with_llama:
+                    print(f"{name} {workload} round {round_index + 1}/{args.rounds}: llama.cpp",
+                          file=sys.stderr, flush=True)
                     base = run_llama(model, path, chat, False, args)
                     look = run_llama(model, path, chat, True, args)
                     rows.setdefault("llama.cpp", []).append((base["tps"], float("nan"), float("nan"), 1.0))
+                    # llama.cpp may stop at once (an end-of-generation token first: it has no ignore-eos here).
                     rows.setdefault("llama.cpp prompt lookup", []).append(
-                        (look["tps"], float("nan"), float("nan"), look["tps"] / base["tps"]))
+                        (look["tps"], float("nan"), float("nan"), look["tps"] / base["tps"] if base["tps"] else float("nan")))
             for engine, values in rows.items():
                 tps = statistics.mean(v[0] for v in values)
                 mal = statistics.mean(v[1] for v in values)
