@@ -32,7 +32,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serving_testing import SKIP, free_port, model_installed, start_server, stop_process, wait_http  # noqa: E402
+from serving_testing import PROMPTS, SKIP, free_port, model_installed, start_server, stop_process, wait_http  # noqa: E402
 
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "build/release/cli/longhaul"
 MODEL = "smollm2-135m"
@@ -50,18 +50,6 @@ REQUESTS = int(os.environ.get("LONGHAUL_LOAD_REQUESTS", "96" if SANITIZED else "
 WARMUP_REQUESTS = 96  # one in eight bad: each of the 12 kinds of bad or broken request once
 TIMEOUT = 300  # seconds a client waits on a socket
 
-# Prompts whose greedy continuations have no near-tie on SmolLM2 (server_openai_test.py uses them too): batched
-# steps move logits by a few hundredths, which only a near-tie would notice.
-PROMPTS = [
-    "Once upon a time",
-    "def fibonacci(n):",
-    "The three laws of thermodynamics are",
-    "1, 2, 3, 4, 5,",
-    "My favourite recipe for pancakes",
-    "The quick brown fox",
-    "Water boils at",
-    "The largest planet in the solar system is",
-]
 CHATS = ["What is the capital of France?", "Name three primary colors."]
 # A few-shot preamble of more than one 256-token block (and, with the question and the reply, less than two):
 # requests starting with it share their first block through the prefix cache, so the cache holds exactly one

@@ -34,18 +34,8 @@ SMOLLM2 = os.path.join(MODELS, "SmolLM2-135M-Instruct.Q4_1.gguf")
 KEY = "test-key-123"
 CTX = 512
 
-# Prompts whose greedy continuations over 12 tokens have no near-tie on SmolLM2 (tests/integration/batch_cli_test.cc
-# uses the same ones): batched steps may move logits by a few hundredths, which only a near-tie would notice.
-PROMPTS = [
-    "Once upon a time",
-    "def fibonacci(n):",
-    "The three laws of thermodynamics are",
-    "1, 2, 3, 4, 5,",
-    "My favourite recipe for pancakes",
-    "The quick brown fox",
-    "Water boils at",
-    "The largest planet in the solar system is",
-]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serving_testing import PROMPTS  # noqa: E402  (12 greedy tokens of each have no near-tie on SmolLM2)
 N = 12
 
 

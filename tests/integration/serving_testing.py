@@ -10,6 +10,19 @@ import urllib.request
 
 SKIP = 77  # ctest's SKIP_RETURN_CODE for these tests
 
+# Prompts whose greedy continuations have no near-tie on SmolLM2 (tests/integration/batch_cli_test.cc uses the same
+# ones): batched steps may move logits by a few hundredths, which only a near-tie would notice.
+PROMPTS = [
+    "Once upon a time",
+    "def fibonacci(n):",
+    "The three laws of thermodynamics are",
+    "1, 2, 3, 4, 5,",
+    "My favourite recipe for pancakes",
+    "The quick brown fox",
+    "Water boils at",
+    "The largest planet in the solar system is",
+]
+
 
 def model_installed():
     models = os.environ.get("LONGHAUL_MODELS", os.path.expanduser("~/.cache/longhaul/models"))
