@@ -25,6 +25,7 @@ struct ServeFlags {
   SamplingFlags sampling;
   KvPolicyFlags kv;
   PrefillFlags prefill;
+  SpeculativeFlags speculative;
   std::string host = "127.0.0.1";
   int32_t port = 8080;
   int32_t parallel = 4;
@@ -49,6 +50,7 @@ std::string model_id(const ServeFlags& f) {
 
 int run(const ServeFlags& f) {
   require_valid(sampling::validate(f.sampling.options));
+  require_valid_speculative(f.speculative);
   const int32_t n_threads = cap_threads(f.n_threads);
   server::ServerOptions so;
   so.host = f.host;
@@ -113,10 +115,19 @@ int run(const ServeFlags& f) {
   Result<std::unique_ptr<generate::Engine>> engine = generate::Engine::create(model, eo);
   if (!engine) return report_error(engine.message());
   // The head profile (duo, lserve): when the default policy reads it, or when --head-profile names one (then
-  // requests may ask for those policies too).
+  // requests may ask for those policies too); its sub-layer order for --spec-type self.
   Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
-      prepare_head_profile(model, f.kv.head_profile.empty() ? f.kv.policy : "duo", f.kv.head_profile, n_threads);
+      prepare_head_profile(model, f.kv.head_profile.empty() ? f.kv.policy : "duo", f.kv.head_profile, n_threads,
+                           speculative_needs_sublayers(f.speculative));
   if (!head_profile) return report_error(head_profile.message());
+  // One draft source for every request of the server (a draft model's engine shares the target's pool).
+  LoadedModel draft;  // outlives the server's draft source, which serve() releases before it returns
+  if (Status st = load_draft_model(f.speculative, draft); !st) return report_error(st.message());
+  generate::GenerateOptions speculation;  // only its draft source and limits are read
+  if (Status st = set_draft_source(f.speculative, draft_source_inputs(*loaded, draft, &(*engine)->pool(), n_ctx, *head_profile),
+                                   speculation);
+      !st)
+    return report_error(st.message());
 
   server::ServedModel served;
   served.id = model_id(f);
@@ -127,6 +138,9 @@ int run(const ServeFlags& f) {
   served.head_profile = *head_profile;
   served.prefill_attn = prefill;
   served.n_ctx = n_ctx;
+  served.draft = speculation.draft;
+  served.draft_max = speculation.draft_max;
+  served.draft_min = speculation.draft_min;
   server.serve(served);  // until SIGINT or SIGTERM
   std::fprintf(stderr, "longhaul serve: stopped\n");
   return 0;
@@ -172,6 +186,7 @@ Runner add_serve_command(CLI::App& app) {
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
   add_prefill_flags(*cmd, flags->prefill);
+  add_speculative_flags(*cmd, flags->speculative);
   return [flags]() { return run(*flags); };
 }
 

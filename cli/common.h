@@ -97,7 +97,7 @@ void add_prefill_flags(CLI::App& app, PrefillFlags& flags);
 // The options the flag names; a UsageError (exit 2) naming the value for a bad one.
 model::PrefillAttentionOptions prefill_attention(const PrefillFlags& flags);
 
-// Speculative decoding flags shared by run, chat and batch: --spec-type NAME, --draft-max N, --draft-min N,
+// Speculative decoding flags shared by run, chat, batch and serve: --spec-type NAME, --draft-max N, --draft-min N,
 // --spec-corpus FILE (retrieval), -md MODEL and --draft-p-min P (draft, self), --draft-skip N (self).
 struct SpeculativeFlags {
   generate::speculative::SpeculativeOptions options;

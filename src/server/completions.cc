@@ -173,6 +173,13 @@ void Server::Impl::handle_completion(const httplib::Request& http_req, httplib::
       r.options.stop = req.stop;
       r.options.ignore_eos = req.ignore_eos;
       r.options.top_logprobs = req.logprobs ? req.top_logprobs : -1;
+      // A draft step records no log-probabilities, so a request that asks for them decodes plainly.
+      if (model.draft && !req.logprobs) {
+        r.options.draft = model.draft;
+        r.options.draft_max = model.draft_max;
+        r.options.draft_min = model.draft_min;
+        ex->log.speculative = true;
+      }
       r.sequence.kv_policy = policy;
       r.sequence.n_ctx = n_ctx;
       r.sequence.head_profile = model.head_profile;
@@ -203,6 +210,10 @@ void Server::Impl::handle_completion(const httplib::Request& http_req, httplib::
         const int32_t n_cached = (*c.end)->timings.n_cached;
         x.cached_tokens += n_cached;
         if (n_cached > 0) metrics.add_prefix_cache(1, n_cached);
+        const generate::SpeculativeStats& spec = (*c.end)->speculative;
+        x.log.draft_n += spec.n_drafted;
+        x.log.draft_n_accepted += spec.n_accepted;
+        metrics.add_draft_tokens(spec.n_drafted, spec.n_accepted);
       }
       return true;
     }

@@ -61,6 +61,12 @@ void Metrics::add_prefix_cache(int64_t hits, int64_t hit_tokens) {
   prefix_cache_hit_tokens_ += hit_tokens;
 }
 
+void Metrics::add_draft_tokens(int64_t drafted, int64_t accepted) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  draft_tokens_ += drafted;
+  draft_accepted_tokens_ += accepted;
+}
+
 void Metrics::observe_time_to_first_token(double seconds) {
   std::lock_guard<std::mutex> lock(mutex_);
   time_to_first_token_.observe(seconds);
@@ -95,6 +101,8 @@ std::string Metrics::render(const SchedulerStats& s) const {
   sample(out, "longhaul_last_step_tokens", "gauge", "Tokens the last engine step carried.", s.last_step_tokens);
   sample(out, "longhaul_prefix_cache_hits_total", "counter", "Requests whose prompt reused cached KV pages.", prefix_cache_hits_);
   sample(out, "longhaul_prefix_cache_hit_tokens_total", "counter", "Prompt tokens served from cached KV pages.", prefix_cache_hit_tokens_);
+  sample(out, "longhaul_draft_tokens_total", "counter", "Draft tokens fed for verification (speculative decoding).", draft_tokens_);
+  sample(out, "longhaul_draft_accepted_tokens_total", "counter", "Draft tokens the model accepted.", draft_accepted_tokens_);
   metric(out, "longhaul_time_to_first_token_seconds", "histogram", "From request arrival to its first token.");
   time_to_first_token_.render("longhaul_time_to_first_token_seconds", out);
   metric(out, "longhaul_inter_token_latency_seconds", "histogram", "Between consecutive tokens of a request.");

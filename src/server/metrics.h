@@ -34,6 +34,8 @@ class Metrics {
   void add_tokens(int64_t prompt, int64_t generated);
   // Prefix-cache reuse of a request's prompt (0 until a prefix cache serves them).
   void add_prefix_cache(int64_t hits, int64_t hit_tokens);
+  // Speculative decoding: draft tokens a request's steps fed for verification, and those the model accepted.
+  void add_draft_tokens(int64_t drafted, int64_t accepted);
   void observe_time_to_first_token(double seconds);
   void observe_inter_token_latency(double seconds);
   void observe_request_duration(double seconds);
@@ -46,6 +48,8 @@ class Metrics {
   int64_t generated_tokens_ = 0;
   int64_t prefix_cache_hits_ = 0;
   int64_t prefix_cache_hit_tokens_ = 0;
+  int64_t draft_tokens_ = 0;
+  int64_t draft_accepted_tokens_ = 0;
   Histogram time_to_first_token_, inter_token_latency_, request_duration_;
 };
 

@@ -100,8 +100,10 @@ void Server::serve(const ServedModel& model) {
                                      model.engine->cache().bytes_per_cell();
       s.scheduler = std::make_unique<Scheduler>(*model.engine, *model.tokenizer, so);
       s.ready = true;
-      std::fprintf(stderr, "longhaul serve: %s ready on http://%s:%d (parallel %d, context %d per sequence)\n",
-                   model.id.c_str(), s.options.host.c_str(), s.bound_port, s.options.max_parallel, model.n_ctx);
+      const std::string speculative = model.draft ? ", speculative decoding: " + model.draft->name() : "";
+      std::fprintf(stderr, "longhaul serve: %s ready on http://%s:%d (parallel %d, context %d per sequence%s)\n",
+                   model.id.c_str(), s.options.host.c_str(), s.bound_port, s.options.max_parallel, model.n_ctx,
+                   speculative.c_str());
       s.shutdown_requested.wait(lock, [&] { return s.shutting_down; });
     }
   }
@@ -111,6 +113,8 @@ void Server::serve(const ServedModel& model) {
   s.http.stop();
   if (s.listen_thread.joinable()) s.listen_thread.join();
   s.scheduler.reset();
+  // Nothing of the caller's is held past the call: a draft model's source runs on the caller's engine pool.
+  s.model = ServedModel();
 }
 
 void Server::shutdown() {
@@ -177,9 +181,13 @@ std::optional<ApiError> Server::Impl::prompt_ids(const PromptInput& input, const
 void Server::Impl::log_request(const RequestLog& log) const {
   char ttft[32] = "-";
   if (log.time_to_first_token >= 0) std::snprintf(ttft, sizeof ttft, "%.3fs", log.time_to_first_token);
-  std::fprintf(stderr, "longhaul serve: %s %s %d prompt_tokens=%lld generated_tokens=%lld ttft=%s total=%.3fs\n",
+  char draft[64] = "";
+  if (log.speculative)
+    std::snprintf(draft, sizeof draft, " draft_n=%lld draft_n_accepted=%lld", static_cast<long long>(log.draft_n),
+                  static_cast<long long>(log.draft_n_accepted));
+  std::fprintf(stderr, "longhaul serve: %s %s %d prompt_tokens=%lld generated_tokens=%lld ttft=%s total=%.3fs%s\n",
                log.id.c_str(), log.endpoint.c_str(), log.status, static_cast<long long>(log.prompt_tokens),
-               static_cast<long long>(log.generated_tokens), ttft, now_seconds() - log.started_at);
+               static_cast<long long>(log.generated_tokens), ttft, now_seconds() - log.started_at, draft);
 }
 
 void Server::Impl::setup_routes() {

@@ -17,6 +17,7 @@
 #include "base/status.h"
 #include "generate/engine.h"
 #include "generate/generator.h"
+#include "generate/speculative/draft_source.h"
 #include "kv/head_profile.h"
 #include "model/model.h"
 #include "model/sparse_prefill.h"
@@ -55,6 +56,13 @@ struct ServedModel {
   std::shared_ptr<const kv::HeadProfile> head_profile;  // for duo and lserve (null = none)
   model::PrefillAttentionOptions prefill_attn;
   int32_t n_ctx = 4096;  // context of each sequence in tokens
+  // Speculative decoding (--spec-type): one draft source for every generating request but those that ask for
+  // logprobs (a draft step records none), null = plain decoding. It is called only from the engine thread and
+  // keeps per-request state by DraftContext::request, so one source serves them all (Token Recycling's and ADED's
+  // tables learn from every request).
+  std::shared_ptr<generate::speculative::DraftSource> draft;
+  int32_t draft_max = 16;  // most draft tokens (tree nodes) verified per step
+  int32_t draft_min = 0;   // a shorter draft is not verified: the step decodes one token (0 = any draft)
 };
 
 class Server {

@@ -29,6 +29,11 @@ struct RequestLog {
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
   double time_to_first_token = -1.0;  // seconds; < 0 = none
+  // Speculative decoding (llama-server's timings.draft_n and draft_n_accepted): draft tokens verified and accepted,
+  // over the request's choices; logged only when it ran with a draft source.
+  bool speculative = false;
+  int64_t draft_n = 0;
+  int64_t draft_n_accepted = 0;
   double started_at = 0.0;
 };
 
