@@ -102,6 +102,11 @@ TEST(CliExitCodes, CommandLineErrorsExit2) {
       {"run -m smollm2-135m -p hi -cnv", "longhaul chat"},
       {"run -m smollm2-135m -p hi -ctk q8_0 -ctv f16", "same type"},
       {"run -m smollm2-135m -p hi -ctk q5_1", "q5_1"},
+      // serve checks its speculative flags as run does, before it listens or loads the model.
+      {"serve -m smollm2-135m --port 0 --draft-skip 3", "--draft-skip is read by --spec-type self only"},
+      {"serve -m smollm2-135m --port 0 --spec-type draft", "--spec-type draft needs a draft model"},
+      {"serve -m smollm2-135m --port 0 --spec-type eagle", "eagle"},
+      {"serve -m smollm2-135m --port 0 --spec-type ngram --draft-max 4 --draft-min 5", "--draft-min 5"},
   };
   for (const auto& [args, needle] : cases) {
     SCOPED_TRACE(args);
@@ -118,6 +123,9 @@ TEST(CliExitCodes, RuntimeErrorsExit1) {
   expect_error(run_cli("tokenize -m smollm2-135m -f " + dir), 1, "is a directory, not a regular file");
   expect_error(run_cli("run -m smollm2-135m -f " + dir), 1, "is a directory, not a regular file");
   expect_error(run_cli("run -m smollm2-135m -f /nonexistent/prompt.txt"), 1, "/nonexistent/prompt.txt");
+  // A draft source that cannot be made is found once the model has loaded: the server exits 1 instead of serving.
+  expect_error(run_cli("serve -m smollm2-135m --port 0 -c 256 --spec-type retrieval --spec-corpus /nonexistent/corpus.txt"),
+               1, "--spec-corpus '/nonexistent/corpus.txt': cannot read");
   // An unknown forced ISA fails at start-up, before any output, whatever the command.
   for (const char* args : {"inspect -m smollm2-135m", "tokenize -m smollm2-135m hi"}) {
     const CliRun r = run_cli(args, "", "LONGHAUL_ISA=bogus");
