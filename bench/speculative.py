@@ -59,8 +59,18 @@ def common_prefix(a, b):
 
 
 def run_longhaul(binary, model, path, chat, spec, args):
+    # "ngram" drafts adaptive lengths up to --draft-max; "ngram@fixed" always --draft-max, "ngram@fixed4" always 4.
+    spec, _, variant = spec.partition("@")
+    draft_max = args.draft_max
+    if variant:
+        if not variant.startswith("fixed"):
+            raise SystemExit(f"unknown variant @{variant} (known: @fixed, @fixedN)")
+        if variant != "fixed":
+            draft_max = int(variant[len("fixed"):])
     cmd = [binary, "run", "-m", model, "-f", path, "-n", str(args.n_gen), "--temp", "0", "--ignore-eos", "--json",
-           "-t", str(args.threads), "-c", "4096", "--spec-type", spec, "--draft-max", str(args.draft_max)]
+           "-t", str(args.threads), "-c", "4096", "--spec-type", spec, "--draft-max", str(draft_max)]
+    if variant:
+        cmd.append("--draft-fixed")
     if chat:
         cmd.append("--chat")
     if spec == "self" and args.draft_skip is not None:
@@ -117,7 +127,9 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-n", "--n-gen", type=int, default=256)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--spec-types", default="none,ngram,recycle,aded,retrieval,self")
+    p.add_argument("--spec-types", default="none,ngram,recycle,aded,retrieval,self",
+                   help="comma list; NAME drafts adaptive lengths up to --draft-max, NAME@fixed always --draft-max "
+                        "(--draft-fixed), NAME@fixedN always N")
     p.add_argument("--draft-skip", type=int, help="sub-layers the self draft leaves out (default: the profile's)")
     p.add_argument("--workloads", default=",".join(w[0] for w in WORKLOADS), help="comma list")
     p.add_argument("--draft-max", type=int, default=16)

@@ -146,6 +146,10 @@ void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags) {
   app.add_option("--draft-min", o.draft_min, "shorter drafts are not verified (0: any)")
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
+  app.add_flag_callback(
+      "--draft-fixed", [&o] { o.adaptive = false; },
+      "draft up to --draft-max tokens every step (default: each step drafts the length with the most expected tokens "
+      "per second, from the acceptance and step cost measured while decoding)");
   app.add_option("--spec-corpus", o.corpus,
                  "retrieval: a text file whose continuations are drafted too (tokenized and indexed once)");
   app.add_option("--model-draft", o.draft_model,
@@ -225,6 +229,7 @@ Status set_draft_source(const SpeculativeFlags& flags, const generate::speculati
   LH_ASSIGN_OR_RETURN(options.draft, generate::speculative::make_draft_source(flags.options, inputs));
   options.draft_max = flags.options.draft_max;
   options.draft_min = flags.options.draft_min;
+  options.draft_adaptive = flags.options.adaptive;
   return Status::ok();
 }
 

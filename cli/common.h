@@ -98,7 +98,7 @@ void add_prefill_flags(CLI::App& app, PrefillFlags& flags);
 model::PrefillAttentionOptions prefill_attention(const PrefillFlags& flags);
 
 // Speculative decoding flags shared by run, chat, batch and serve: --spec-type NAME, --draft-max N, --draft-min N,
-// --spec-corpus FILE (retrieval), -md MODEL and --draft-p-min P (draft, self), --draft-skip N (self).
+// --draft-fixed, --spec-corpus FILE (retrieval), -md MODEL and --draft-p-min P (draft, self), --draft-skip N (self).
 struct SpeculativeFlags {
   generate::speculative::SpeculativeOptions options;
 };

@@ -157,6 +157,7 @@ Result<std::vector<BatchJob>> prepare_batch(const std::vector<BatchLine>& lines,
     job.options.draft = source->second;
     job.options.draft_max = spec_options.draft_max;
     job.options.draft_min = spec_options.draft_min;
+    job.options.draft_adaptive = spec_options.adaptive;
     // KV policy.
     const std::string spec = l.kv_policy ? *l.kv_policy : defaults.kv_policy;
     auto built = max_cells_of.find(spec);

@@ -40,6 +40,10 @@ struct Generator::Live {
   std::vector<int32_t> fed;      // [1 + draft] this step's tokens: the pending token, then the draft
   std::vector<int32_t> parents;  // [1 + draft] each one's parent within `fed` (-1 for the pending token)
   bool tree = false;             // the draft branches (the engine gets `parents`)
+  // Acceptance per draft node, measured on this request (GenerateOptions::draft_adaptive; null otherwise).
+  std::unique_ptr<speculative::DraftAcceptance> acceptance;
+  double draft_token_seconds = 0.0;  // the source's time per proposed node, decayed mean (draft, self: a forward step)
+  int32_t n_proposals = 0;           // propose() calls so far
   std::mt19937_64 rng;           // verification's draws, seeded from the sampler's seed
   std::vector<double> pooled;    // an embedding request's sum (mean) or last row (last) [n_embd]
   Live(const tokenizer::Tokenizer& tokenizer) : decoder(tokenizer) {}
@@ -225,6 +229,8 @@ Status Generator::start(size_t index) {
     live->text.insert(live->text.end(), req.prompt.begin(), req.prompt.end());
     // A stream of its own, fixed by the sampler's seed, so a seeded run with speculation reproduces too.
     live->rng.seed(req.sampler->seed() ^ 0x5bd1e995u);
+    if (req.options.draft_adaptive)
+      live->acceptance = std::make_unique<speculative::DraftAcceptance>(std::max(1, req.options.draft_max));
   }
   Live& l = *live;
   live_.push_back(std::move(live));
@@ -372,7 +378,7 @@ bool Generator::emit(Live& live, int32_t token) {
   return false;
 }
 
-bool Generator::plan_draft(Live& live, int32_t budget) {
+bool Generator::plan_draft(Live& live, int32_t budget, int32_t n_other_tokens, int32_t n_other_outputs) {
   const GenerateOptions& o = entries_.at(live.index).request.options;
   if (!o.draft) return false;
   // The step carries the pending token and the draft; drafting past the tokens still to generate is wasted work
@@ -380,14 +386,29 @@ bool Generator::plan_draft(Live& live, int32_t budget) {
   int32_t n_max = std::min({o.draft_max, budget - 1, engine_.tentative_room(live.seq) - 1});
   if (o.n_predict >= 0) n_max = std::min(n_max, o.n_predict - static_cast<int32_t>(live.result.tokens.size()) - 1);
   const int32_t n_min = std::max(1, o.draft_min);
-  if (n_max < n_min) return false;
+  if (live.acceptance && n_max >= n_min)
+    n_max = speculative::choose_draft_length(*live.acceptance, step_cost_, n_max, n_other_tokens, n_other_outputs,
+                                             live.draft_token_seconds, draft_estimates_);
+  if (n_max < n_min) {
+    if (live.acceptance) live.acceptance->observe(0, {}, {});  // a step without a draft: the estimates age
+    return false;
+  }
   live.draft.clear();
+  const double propose_started = now_seconds();
   o.draft->propose({live.index, live.text}, n_max, live.draft);
   const auto n = static_cast<int32_t>(live.draft.size());
+  // The first proposal is not timed: a draft model reads the whole prompt in it.
+  if (n > 0 && live.n_proposals++ > 0) {
+    const double per_node = (now_seconds() - propose_started) / n;
+    live.draft_token_seconds = live.draft_token_seconds > 0 ? 0.8 * live.draft_token_seconds + 0.2 * per_node : per_node;
+  }
   LH_CHECK_MSG(n <= n_max && (live.draft.parents.empty() || live.draft.parents.size() == live.draft.tokens.size()),
                "draft source " + o.draft->name() + " broke its contract: " + std::to_string(n) + " tokens for at most " +
                    std::to_string(n_max));
-  if (n < n_min) return false;
+  if (n < n_min) {
+    if (live.acceptance) live.acceptance->observe(0, {}, {});
+    return false;
+  }
   live.tree = !live.draft.parents.empty();
   live.fed.assign(1, live.pending);
   live.fed.insert(live.fed.end(), live.draft.tokens.begin(), live.draft.tokens.end());
@@ -429,6 +450,12 @@ Status Generator::take_verified(Live& live, const StepResult& out, size_t i, boo
   SpeculativeStats& stats = live.result.speculative;
   stats.n_drafted += static_cast<int64_t>(live.fed.size()) - 1;
   stats.n_accepted += v.n_accepted;
+  if (live.acceptance) {
+    // The path's draft nodes are fed indices 1..: draft node i is fed node i + 1.
+    accepted_nodes_.clear();
+    for (size_t k = 1; k < v.path.size(); ++k) accepted_nodes_.push_back(v.path[k] - 1);
+    live.acceptance->observe(static_cast<int32_t>(live.draft.size()), live.draft.parents, accepted_nodes_);
+  }
   // The cache keeps the pending token and the accepted draft tokens the walk went on from.
   LH_RETURN_IF_ERROR(engine_.accept(live.seq, v.path));
   observe(live, live.fed, live.parents, out.logits(i, 0), v.n_accepted, v.path, n_text_before);
@@ -494,12 +521,18 @@ Status Generator::step() {
   steps.clear();
   step_live.clear();
   int32_t budget = engine_.options().n_batch;
+  const auto n_decoding =
+      static_cast<int32_t>(std::count_if(live_.begin(), live_.end(), [](const auto& l) { return l->pending >= 0; }));
+  int32_t n_decodes_planned = 0;
   for (auto& l : live_) {
     if (l->pending < 0 || budget == 0) continue;
     SequenceStep s;
     s.seq = l->seq;
     s.tokens = std::span<const int32_t>(&l->pending, 1);
-    if (plan_draft(*l, budget)) {
+    // A draft shares the step with the tokens planned so far and the decode token of each sequence still to plan.
+    const int32_t n_other_tokens = (engine_.options().n_batch - budget) + (n_decoding - n_decodes_planned - 1);
+    ++n_decodes_planned;
+    if (plan_draft(*l, budget, n_other_tokens, n_decoding - 1)) {
       s.tokens = l->fed;
       if (l->tree) s.parents = l->parents;
       s.tentative = true;
@@ -529,7 +562,10 @@ Status Generator::step() {
     budget -= chunk;
   }
   last_step_tokens_ = engine_.options().n_batch - budget;
-  if (Status st = engine_.step(steps, out); !st.is_ok()) {
+  const double step_started = now_seconds();
+  Status step_status = engine_.step(steps, out);
+  if (step_status.is_ok()) step_cost_.add(last_step_tokens_, now_seconds() - step_started);
+  if (Status st = std::move(step_status); !st.is_ok()) {
     // The step changed nothing; its requests cannot go on, the loop can (an open-ended caller keeps serving).
     for (Live* l : step_live) {
       finish(*l, Status::error("step failed: " + st.message()));

@@ -27,6 +27,7 @@
 #include "generate/engine.h"
 #include "generate/prefix_cache.h"
 #include "generate/session.h"
+#include "generate/speculative/draft_length.h"
 #include "generate/speculative/draft_source.h"
 #include "sampling/sampler_chain.h"
 #include "tokenizer/tokenizer.h"
@@ -47,6 +48,10 @@ struct GenerateOptions {
   std::shared_ptr<speculative::DraftSource> draft;
   int32_t draft_max = 16;  // most draft tokens (tree nodes) per step; also capped by the step's room
   int32_t draft_min = 0;   // a shorter draft is not verified: the step decodes one token (0 = any draft)
+  // Each step verifies the draft length with the most expected tokens per second, from the acceptance measured on
+  // this request and the step cost measured on the loop (speculative/draft_length.h), up to draft_max; false:
+  // always draft_max (what the source proposes of it).
+  bool draft_adaptive = true;
   // Tokens the sequence holds before the prompt that the draft source may read too (a chat's earlier turns, which
   // prompt lookup quotes from); empty = the prompt alone.
   std::vector<int32_t> draft_context;
@@ -239,7 +244,7 @@ class Generator {
   bool emit(Live& live, int32_t token);
   // Speculative decoding: asks the request's draft source for a draft that fits `budget` step tokens and, when it
   // proposes one, sets live's step tokens (the pending token, then the draft); false: a plain decode step.
-  bool plan_draft(Live& live, int32_t budget);
+  bool plan_draft(Live& live, int32_t budget, int32_t n_other_tokens, int32_t n_other_outputs);
   // After a draft step: the verification walk, the kept path, the source's lesson. `finished` when it ended.
   Status take_verified(Live& live, const StepResult& out, size_t i, bool& finished);
   // Hands the source the logits a step produced for the request's tokens [n] (parents: chain when empty), with
@@ -263,8 +268,11 @@ class Generator {
   int64_t kv_budget_bytes_ = 0;
   int64_t kv_reserved_bytes_ = 0;  // sum of the live requests' reservations
   int32_t last_step_tokens_ = 0;
+  speculative::StepCostModel step_cost_;  // forward-step time against step size, for adaptive draft lengths
   std::vector<SequenceStep> steps_;
   std::vector<Live*> step_live_;  // [steps_.size()]
+  std::vector<int32_t> accepted_nodes_;  // scratch of take_verified: the draft nodes a step accepted
+  std::vector<double> draft_estimates_;  // scratch of plan_draft: the acceptance estimates per draft node
   StepResult out_;
   // Shared with submitting threads, guarded by mutex_.
   mutable std::mutex mutex_;

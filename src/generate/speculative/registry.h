@@ -20,6 +20,9 @@ struct SpeculativeOptions {
   std::string type = "none";  // draft source, one of draft_source_names() ("none" = plain decoding)
   int32_t draft_max = 16;     // most draft tokens verified per step (tree nodes for a tree source), >= 1
   int32_t draft_min = 0;      // a shorter draft is not verified: the step decodes one token (0 = any draft)
+  // Each step drafts the length with the most expected tokens per second, up to draft_max (draft_length.h);
+  // false (--draft-fixed): always up to draft_max.
+  bool adaptive = true;
   std::string corpus;         // retrieval: a text file added to the datastore ("" = the request's text alone)
   std::string draft_model;    // draft: path of the draft model (-md), loaded by the caller into DraftSourceInputs
   float draft_p_min = 0.5f;   // draft, self: BiLD's fallback, the draft stops below this top probability (0 = never)

@@ -154,6 +154,7 @@ class SpeculativeGreedy : public ::testing::Test {
     req.options.stop = stop;
     req.options.draft = std::move(source);
     req.options.draft_max = static_cast<int32_t>(kDraftMax);
+    req.options.draft_adaptive = adaptive_;
     const kv::SeqId seq = add_sequence(*engine_, "full", {});
     req.seq = seq;
     generator.submit(std::move(req));
@@ -192,6 +193,7 @@ class SpeculativeGreedy : public ::testing::Test {
     return engine_ != nullptr;
   }
 
+  bool adaptive_ = true;  // GenerateOptions::draft_adaptive of speculate()'s requests
   ThreadPool pool_{2};
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
@@ -274,6 +276,8 @@ void SpeculativeGreedy::run_model(const std::string& path, const char* name, int
     }
 
     if (p.kind != std::string("code")) continue;  // the test sources on one prompt: they test the loop, not the text
+    // Fixed draft lengths, so the step counts below are known (adaptive lengths: SpeculativeLoop below).
+    adaptive_ = false;
     using Mode = OracleSource::Mode;
     auto right = std::make_shared<OracleSource>(ref.tokens, prompt.size(), Mode::kRight, n_vocab);
     const GenerateResult r = speculate(prompt, n_generate, right);
@@ -298,6 +302,7 @@ void SpeculativeGreedy::run_model(const std::string& path, const char* name, int
       EXPECT_GT(r.speculative.n_accepted, r.speculative.n_drafted / 2) << where;
       EXPECT_GT(t.speculative.n_accepted, 0) << where;
     }
+    adaptive_ = true;
   }
   EXPECT_GT(n_recycled, 0) << name << ": Token Recycling never drafted";
   EXPECT_GT(n_aded, 0) << name << ": ADED never drafted";
@@ -328,6 +333,39 @@ TEST_F(SpeculativeLoop, SampledRunsAreReproducibleAndKeepTheCacheConsistent) {
   so.seed = 43;
   const GenerateResult c = speculate(prompt, 16, std::make_shared<speculative::RecycleSource>(engine_->model().config().n_vocab), so);
   EXPECT_EQ(c.tokens.size(), 16u);
+}
+
+// Adaptive draft lengths (speculative/draft_length.h) follow the drafts' acceptance: always-right drafts keep
+// their full length, so the run takes the steps of fixed lengths; always-wrong ones stop being drafted but for
+// the occasional probe as their estimates age, and the output is plain decoding's throughout.
+TEST_F(SpeculativeLoop, AdaptiveDraftLengthsFollowAcceptance) {
+  if (!load(longhaul::testing::smollm2_path())) GTEST_SKIP() << "SmolLM2 not installed";
+  const std::vector<int32_t> prompt = tokenizer_->encode(kPrompts[1].text, true, false);
+  constexpr int32_t kGenerate = 60;
+  const Reference ref = reference(prompt, kGenerate);
+  const int32_t n_vocab = engine_->model().config().n_vocab;
+  using Mode = OracleSource::Mode;
+  const GenerateResult right =
+      speculate(prompt, kGenerate, std::make_shared<OracleSource>(ref.tokens, prompt.size(), Mode::kRight, n_vocab));
+  const GenerateResult wrong =
+      speculate(prompt, kGenerate, std::make_shared<OracleSource>(ref.tokens, prompt.size(), Mode::kWrong, n_vocab));
+  const bool exact = kernels_exact(prompt, ref);
+  expect_same(ref, right, exact, "always right, adaptive");
+  expect_same(ref, wrong, exact, "always wrong, adaptive");
+  if (exact) {
+    // 59 tokens after the prefill's. Fixed lengths of 8 take 8 steps (7 of 1 + 8 tokens, one of 3). Adaptive ones
+    // start at the prior (p_i = 0.5^(i+1): a node or two) and grow with α, which every accepted draft raises: they
+    // reach 8 within two or three steps (measured: 8 steps in all under the AVX2 kernels). Plain decoding: 59.
+    EXPECT_EQ(right.speculative.n_accepted, right.speculative.n_drafted);
+    EXPECT_LE(right.speculative.n_steps, 10);
+    EXPECT_EQ(wrong.speculative.n_accepted, 0);
+  }
+  // Fixed lengths would draft 8 tokens in each of the 59 steps (472). The wrong drafts' estimates fall below what
+  // a token costs within a few steps, and an aged estimate is probed with a node or two only (measured: 6 draft
+  // tokens in all under the AVX2 kernels).
+  EXPECT_EQ(wrong.speculative.n_steps, kGenerate - 1);
+  EXPECT_GT(wrong.speculative.n_drafted, 0);
+  EXPECT_LE(wrong.speculative.n_drafted, 24) << "drafted " << wrong.speculative.n_drafted;
 }
 
 TEST_F(SpeculativeLoop, AStopStringInsideAnAcceptedDraftEndsTheRequestThere) {
