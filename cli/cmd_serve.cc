@@ -141,6 +141,7 @@ int run(const ServeFlags& f) {
   served.draft = speculation.draft;
   served.draft_max = speculation.draft_max;
   served.draft_min = speculation.draft_min;
+  served.draft_adaptive = speculation.draft_adaptive;
   server.serve(served);  // until SIGINT or SIGTERM
   std::fprintf(stderr, "longhaul serve: stopped\n");
   return 0;

@@ -178,6 +178,7 @@ void Server::Impl::handle_completion(const httplib::Request& http_req, httplib::
         r.options.draft = model.draft;
         r.options.draft_max = model.draft_max;
         r.options.draft_min = model.draft_min;
+        r.options.draft_adaptive = model.draft_adaptive;
         ex->log.speculative = true;
       }
       r.sequence.kv_policy = policy;

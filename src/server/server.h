@@ -63,6 +63,7 @@ struct ServedModel {
   std::shared_ptr<generate::speculative::DraftSource> draft;
   int32_t draft_max = 16;  // most draft tokens (tree nodes) verified per step
   int32_t draft_min = 0;   // a shorter draft is not verified: the step decodes one token (0 = any draft)
+  bool draft_adaptive = true;  // GenerateOptions::draft_adaptive (false: --draft-fixed)
 };
 
 class Server {
