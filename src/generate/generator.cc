@@ -224,14 +224,7 @@ Status Generator::start(size_t index) {
     live->result.timings.n_cached = *cached;
   }
   for (int32_t t : req.prompt) req.sampler->accept(t);
-  if (req.options.draft) {
-    live->text = req.options.draft_context;
-    live->text.insert(live->text.end(), req.prompt.begin(), req.prompt.end());
-    // A stream of its own, fixed by the sampler's seed, so a seeded run with speculation reproduces too.
-    live->rng.seed(req.sampler->seed() ^ 0x5bd1e995u);
-    if (req.options.draft_adaptive)
-      live->acceptance = std::make_unique<speculative::DraftAcceptance>(std::max(1, req.options.draft_max));
-  }
+  start_draft(*live, req);
   Live& l = *live;
   live_.push_back(std::move(live));
   if (req.prompt.empty()) {
@@ -253,10 +246,20 @@ bool Generator::waits_for_fork(size_t index) const {
   return false;  // that request is not running (not started, or ended): start on its own
 }
 
+void Generator::start_draft(Live& live, const Request& req) {
+  if (!req.options.draft) return;
+  live.text = req.options.draft_context;
+  live.text.insert(live.text.end(), req.prompt.begin(), req.prompt.end());
+  // A stream of its own, fixed by the sampler's seed, so a seeded run with speculation reproduces too.
+  live.rng.seed(req.sampler->seed() ^ 0x5bd1e995u);
+  if (req.options.draft_adaptive)
+    live.acceptance = std::make_unique<speculative::DraftAcceptance>(std::max(1, req.options.draft_max));
+}
+
 bool Generator::start_fork(size_t index, Live& parent, const float* logits) {
   Entry& entry = entries_.at(index);
   Request& req = entry.request;
-  if (req.sampler == nullptr || req.options.draft || req.seq >= 0 ||
+  if (req.sampler == nullptr || req.seq >= 0 ||
       !std::ranges::equal(req.prompt, parent.prompt))
     return false;
   Result<kv::SeqId> seq = engine_.fork(parent.seq);
@@ -276,8 +279,11 @@ bool Generator::start_fork(size_t index, Live& parent, const float* logits) {
   entry.reserve_bytes = reserve_bytes(req);
   kv_reserved_bytes_ += entry.reserve_bytes;
   for (int32_t t : req.prompt) req.sampler->accept(t);
+  start_draft(*live, req);
   Live& l = *live;
   live_.push_back(std::move(live));
+  // As for the request it forks: its source sees the prompt's last logits before its first proposal.
+  if (req.options.draft) observe(l, l.prompt.last(1), {}, logits, 0);
   if (take_token(l, logits)) {
     finish(l, std::move(l.result));
     l.seq = -1;  // removed with the step's finished requests
@@ -386,9 +392,14 @@ bool Generator::plan_draft(Live& live, int32_t budget, int32_t n_other_tokens, i
   int32_t n_max = std::min({o.draft_max, budget - 1, engine_.tentative_room(live.seq) - 1});
   if (o.n_predict >= 0) n_max = std::min(n_max, o.n_predict - static_cast<int32_t>(live.result.tokens.size()) - 1);
   const int32_t n_min = std::max(1, o.draft_min);
-  if (live.acceptance && n_max >= n_min)
+  // Adaptive lengths: a source whose proposal costs next to nothing against a step (tables, lookups; measured)
+  // proposes up to the cap, and its draft is cut to the length chosen knowing the draft's shape; any other (a
+  // draft model, self) is asked for the chosen length only.
+  const bool cut_after = live.acceptance && live.n_proposals >= 2 &&
+                         live.draft_token_seconds * n_max < 0.01 * step_cost_.seconds(1);
+  if (live.acceptance && !cut_after && n_max >= n_min)
     n_max = speculative::choose_draft_length(*live.acceptance, step_cost_, n_max, n_other_tokens, n_other_outputs,
-                                             live.draft_token_seconds, draft_estimates_);
+                                             live.draft_token_seconds, {}, draft_estimates_);
   if (n_max < n_min) {
     if (live.acceptance) live.acceptance->observe(0, {}, {});  // a step without a draft: the estimates age
     return false;
@@ -396,7 +407,7 @@ bool Generator::plan_draft(Live& live, int32_t budget, int32_t n_other_tokens, i
   live.draft.clear();
   const double propose_started = now_seconds();
   o.draft->propose({live.index, live.text}, n_max, live.draft);
-  const auto n = static_cast<int32_t>(live.draft.size());
+  auto n = static_cast<int32_t>(live.draft.size());
   // The first proposal is not timed: a draft model reads the whole prompt in it.
   if (n > 0 && live.n_proposals++ > 0) {
     const double per_node = (now_seconds() - propose_started) / n;
@@ -405,6 +416,13 @@ bool Generator::plan_draft(Live& live, int32_t budget, int32_t n_other_tokens, i
   LH_CHECK_MSG(n <= n_max && (live.draft.parents.empty() || live.draft.parents.size() == live.draft.tokens.size()),
                "draft source " + o.draft->name() + " broke its contract: " + std::to_string(n) + " tokens for at most " +
                    std::to_string(n_max));
+  if (cut_after && n > 0) {
+    // Parents come before their children, so the first k nodes are a draft of their own.
+    n = speculative::choose_draft_length(*live.acceptance, step_cost_, n, n_other_tokens, n_other_outputs,
+                                         live.draft_token_seconds, live.draft.parents, draft_estimates_);
+    live.draft.tokens.resize(static_cast<size_t>(n));
+    if (!live.draft.parents.empty()) live.draft.parents.resize(static_cast<size_t>(n));
+  }
   if (n < n_min) {
     if (live.acceptance) live.acceptance->observe(0, {}, {});
     return false;

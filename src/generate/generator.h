@@ -228,6 +228,8 @@ class Generator {
   void take_submissions();
   bool busy() const;
   Status start(size_t index);
+  // A request with a draft source: the text the source reads, verification's random stream, acceptance estimates.
+  void start_draft(Live& live, const Request& req);
   // Starts waiting request `index` as a fork of `parent`, whose prompt was just fed and gave `logits`; false when
   // it cannot (it then stays waiting).
   bool start_fork(size_t index, Live& parent, const float* logits);

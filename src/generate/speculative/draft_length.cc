@@ -83,13 +83,14 @@ double DraftAcceptance::alpha() const {
   return (child_hits_ + kPriorAlpha * kPriorWeight) / (child_trials_ + kPriorWeight);
 }
 
-void DraftAcceptance::estimates(std::span<double> out) const {
+void DraftAcceptance::estimates(std::span<double> out, std::span<const int32_t> parents) const {
   LH_CHECK(out.size() <= hits_.size());
   const double a = alpha();
-  double previous = 1.0;
   for (size_t i = 0; i < out.size(); ++i) {
-    out[i] = (hits_[i] + a * previous * kPriorWeight) / (trials_[i] + kPriorWeight);
-    previous = out[i];
+    int32_t parent = i < parents.size() ? parents[i] : static_cast<int32_t>(i) - 1;
+    if (parent >= static_cast<int32_t>(i)) parent = static_cast<int32_t>(i) - 1;  // not a tree: the loop says so
+    const double parent_p = parent < 0 ? 1.0 : out[static_cast<size_t>(parent)];
+    out[i] = (hits_[i] + a * parent_p * kPriorWeight) / (trials_[i] + kPriorWeight);
   }
 }
 
@@ -102,10 +103,10 @@ double DraftAcceptance::p(int32_t node) const {
 
 int32_t choose_draft_length(const DraftAcceptance& acceptance, const StepCostModel& cost, int32_t n_max,
                             int32_t n_other_tokens, int32_t n_other_outputs, double draft_token_seconds,
-                            std::vector<double>& scratch) {
+                            std::span<const int32_t> parents, std::vector<double>& scratch) {
   n_max = std::max(0, std::min(n_max, acceptance.max_nodes()));
   scratch.resize(static_cast<size_t>(n_max));
-  acceptance.estimates(scratch);
+  acceptance.estimates(scratch, parents.first(std::min(parents.size(), scratch.size())));
   n_other_tokens = std::max(0, n_other_tokens);
   int32_t best = 0;
   double expected = 1.0 + std::max(0, n_other_outputs);

@@ -18,8 +18,9 @@
 // the step also carries other sequences' tokens: (outputs of the others + 1 + sum_{i<k} p_i) / T(others + 1 + k).
 // A busy batch thus drafts only its surest guesses, a lone sequence drafts deeper.
 //
-// A node with few recent observations leans on a prior: the estimate of the node before it times α, the decayed
-// share of proposed nodes accepted where their parent was (Leviathan et al.'s acceptance rate, measured). So the
+// A node with few recent observations leans on a prior: the estimate of its parent (in a chain, the node before
+// it) times α, the decayed share of proposed nodes accepted where their parent was (Leviathan et al.'s acceptance
+// rate, measured). So the
 // draft grows quickly while the source copies long spans (α near 1) and only by a node or so where it guesses
 // single tokens, and a source that stopped guessing well is probed again, with a short draft, once its estimates
 // have aged for a few dozen steps. Where the step cost says no draft is worth it even then, a one-node draft is
@@ -60,8 +61,8 @@ class StepCostModel {
 
 class DraftAcceptance {
  public:
-  // α's prior, with the weight of kPriorWeight observations; node i's prior is α p_{i-1} (p_{-1} = 1) with the
-  // same weight.
+  // α's prior, with the weight of kPriorWeight observations; node i's prior is α p_parent(i) (1 for a root) with
+  // the same weight.
   static constexpr double kPriorAlpha = 0.5;
   static constexpr double kPriorWeight = 1.0;
   // Each step's weight against the next one's: estimates follow about the last 1 / (1 - kDecay) = 10 steps.
@@ -75,8 +76,9 @@ class DraftAcceptance {
   // [n_drafted], or empty for a chain), and the target accepted the draft nodes `accepted` (indices in
   // [0, n_drafted)).
   void observe(int32_t n_drafted, std::span<const int32_t> parents, std::span<const int32_t> accepted);
-  // p_0 .. p_{n-1}, the estimated chances that each node is accepted when proposed, into out [n] (n <= max_nodes).
-  void estimates(std::span<double> out) const;
+  // p_0 .. p_{n-1}, the estimated chances that each node is accepted when proposed, into out [n] (n <= max_nodes),
+  // for a draft whose nodes have `parents` (Draft::parents; node i >= parents.size() follows node i - 1).
+  void estimates(std::span<double> out, std::span<const int32_t> parents = {}) const;
   double p(int32_t node) const;  // one of them (0 past max_nodes)
   double alpha() const;          // α
   int32_t max_nodes() const { return static_cast<int32_t>(hits_.size()); }
@@ -96,9 +98,11 @@ class DraftAcceptance {
 // n_other_tokens tokens of other sequences, which yield n_other_outputs generated tokens, plus this sequence's
 // pending token and k draft nodes, and drafting costs draft_token_seconds per node before the step (about 0 for
 // the table and lookup sources; a forward step of the draft model for draft and self). Ties go to the shorter
-// draft; 0 becomes 1 when acceptance.due_for_probe(). `scratch` holds the estimates (reused).
+// draft; 0 becomes 1 when acceptance.due_for_probe(). `parents`: the draft's shape when it is known (a cheap
+// source proposes first and its draft is then cut to the length chosen), empty for a chain or an unknown shape.
+// `scratch` holds the estimates (reused).
 int32_t choose_draft_length(const DraftAcceptance& acceptance, const StepCostModel& cost, int32_t n_max,
                             int32_t n_other_tokens, int32_t n_other_outputs, double draft_token_seconds,
-                            std::vector<double>& scratch);
+                            std::span<const int32_t> parents, std::vector<double>& scratch);
 
 }  // namespace longhaul::generate::speculative

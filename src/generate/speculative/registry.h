@@ -15,7 +15,7 @@
 
 namespace longhaul::generate::speculative {
 
-// What the user asks of speculative decoding (run, chat, batch flags).
+// What the user asks of speculative decoding (run, chat, batch and serve flags).
 struct SpeculativeOptions {
   std::string type = "none";  // draft source, one of draft_source_names() ("none" = plain decoding)
   int32_t draft_max = 16;     // most draft tokens verified per step (tree nodes for a tree source), >= 1

@@ -1,5 +1,5 @@
 // The generation loop run open-ended, as the server runs it: choices of one prompt forking its sequence (prefilled
-// once, the same greedy tokens), log-probabilities equal to the log-softmax of the logits, cancellation freeing the
+// once, the same greedy tokens, with a draft source too), log-probabilities equal to the log-softmax of the logits, cancellation freeing the
 // sequence at the next step, submissions from another thread while the loop runs, and mean-pooled embeddings.
 #include <atomic>
 #include <chrono>
@@ -10,6 +10,7 @@
 
 #include "engine_testing.h"
 #include "generate/generator.h"
+#include "generate/speculative/ngram.h"
 #include "sampling/sampler_chain.h"
 #include "tokenizer/tokenizer.h"
 
@@ -77,6 +78,50 @@ TEST(GeneratorOpen, ForkedChoicesPrefillOnceAndEqualAPlainRequest) {
   }
   // The prompt once, then each choice's n - 1 decode tokens (its first token comes from the prompt's logits).
   EXPECT_EQ(step_tokens, 40 + 3 * (n - 1));
+  EXPECT_EQ(engine->cache().used_bytes(), 0) << "every sequence removed";
+}
+
+// Choices with a draft source fork too: the prompt is fed once, each choice speculates on its own sequence, and
+// greedy choices agree with each other.
+TEST(GeneratorOpen, ForkedChoicesSpeculateOnTheirOwnSequences) {
+  Fixture f = smollm2();
+  if (f.model == nullptr) GTEST_SKIP() << "SmolLM2 not installed";
+  ThreadPool pool(2);
+  std::unique_ptr<Engine> engine = make_engine(*f.model, pool);
+  // A passage twice: prompt lookup finds what followed its tail the first time.
+  std::vector<int32_t> prompt = some_tokens(20, 7);
+  prompt.insert(prompt.end(), prompt.begin(), prompt.end());
+  const int32_t n = 12;
+  auto source = std::make_shared<speculative::NgramSource>();
+  Generator g(*engine, *f.tokenizer, 4);
+  auto request = [&] {
+    Request r = greedy_request(prompt, n);
+    r.options.draft = source;
+    r.options.draft_max = 4;
+    return r;
+  };
+  const size_t parent = g.submit(request());
+  for (int k = 0; k < 2; ++k) {
+    Request r = request();
+    r.fork_of = static_cast<int64_t>(parent);
+    g.submit(std::move(r));
+  }
+  int64_t step_tokens = 0;
+  for (int guard = 0; guard < 100 && g.wait_for_work(0); ++guard) {
+    ASSERT_TRUE(g.step().is_ok());
+    step_tokens += g.last_step_tokens();
+  }
+  int64_t decode_tokens = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(g.result(i).is_ok()) << g.result(i).message();
+    const GenerateResult& r = *g.result(i);
+    EXPECT_EQ(r.tokens.size(), static_cast<size_t>(n));
+    EXPECT_EQ(r.tokens, g.result(0)->tokens) << "choice " << i;
+    EXPECT_GT(r.speculative.n_drafted, 0) << "choice " << i;
+    // Each decode step fed the pending token and its draft.
+    decode_tokens += r.speculative.n_steps + r.speculative.n_drafted;
+  }
+  EXPECT_EQ(step_tokens, static_cast<int64_t>(prompt.size()) + decode_tokens) << "the prompt fed once";
   EXPECT_EQ(engine->cache().used_bytes(), 0) << "every sequence removed";
 }
 

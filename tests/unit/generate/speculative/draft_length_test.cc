@@ -88,6 +88,24 @@ TEST(DraftAcceptance, AlphaCountsOnlyNodesWhoseParentWasAccepted) {
   EXPECT_DOUBLE_EQ(other.p(5), other.alpha() * other.p(4));
 }
 
+TEST(DraftAcceptance, ATreeNodesPriorFollowsItsParent) {
+  DraftAcceptance acc(8);
+  // Node 0 always accepted, node 1 (its sibling) never: p_0 high, p_1 low.
+  const std::vector<int32_t> parents = {-1, -1};
+  const std::vector<int32_t> first = {0};
+  for (int i = 0; i < 20; ++i) acc.observe(2, parents, first);
+  const double a = acc.alpha();
+  std::vector<double> chain(3), tree(3);
+  acc.estimates(chain);  // node 2 after node 1, as in a chain
+  const std::vector<int32_t> shape = {-1, -1, 0};
+  acc.estimates(tree, shape);  // node 2 a child of node 0
+  EXPECT_GT(tree[0], 0.9);
+  EXPECT_LT(tree[1], 0.1);
+  EXPECT_DOUBLE_EQ(tree[2], a * tree[0]);
+  EXPECT_DOUBLE_EQ(chain[2], a * chain[1]);
+  EXPECT_GT(tree[2], 5 * chain[2]);
+}
+
 TEST(DraftAcceptance, UnobservedEstimatesDriftBackToThePrior) {
   DraftAcceptance acc(2);
   for (int i = 0; i < 30; ++i) acc.observe(2, {}, {});
@@ -127,21 +145,21 @@ TEST(ChooseDraftLength, MaximisesExpectedTokensPerSecond) {
     never.observe(16, {}, {});
     three.observe(16, {}, first3);
   }
-  EXPECT_EQ(choose_draft_length(sure, cost, 16, 0, 0, 0.0, scratch), 16);
-  EXPECT_EQ(choose_draft_length(sure, cost, 5, 0, 0, 0.0, scratch), 5);  // capped
-  EXPECT_EQ(choose_draft_length(never, cost, 16, 0, 0, 0.0, scratch), 0);
+  EXPECT_EQ(choose_draft_length(sure, cost, 16, 0, 0, 0.0, {}, scratch), 16);
+  EXPECT_EQ(choose_draft_length(sure, cost, 5, 0, 0, 0.0, {}, scratch), 5);  // capped
+  EXPECT_EQ(choose_draft_length(never, cost, 16, 0, 0, 0.0, {}, scratch), 0);
   // A source without a draft for kProbeInterval steps gets a one-node probe; a fresh one starts with one.
   for (int i = 0; i < DraftAcceptance::kProbeInterval - 1; ++i) never.observe(0, {}, {});
-  EXPECT_EQ(choose_draft_length(never, cost, 16, 0, 0, 0.0, scratch), 0);
+  EXPECT_EQ(choose_draft_length(never, cost, 16, 0, 0, 0.0, {}, scratch), 0);
   never.observe(0, {}, {});
-  EXPECT_EQ(choose_draft_length(never, cost, 16, 0, 0, 0.0, scratch), 1);
-  EXPECT_EQ(choose_draft_length(DraftAcceptance(16), cost, 16, 0, 0, 10.0, scratch), 1);
+  EXPECT_EQ(choose_draft_length(never, cost, 16, 0, 0, 0.0, {}, scratch), 1);
+  EXPECT_EQ(choose_draft_length(DraftAcceptance(16), cost, 16, 0, 0, 10.0, {}, scratch), 1);
   // p ~ 1 for nodes 0..2, ~ 0.05 after: rate(3) = 4 / 2.0 beats rate(2) = 3 / 1.75 and rate(4) = 4.05 / 2.25.
-  EXPECT_EQ(choose_draft_length(three, cost, 16, 0, 0, 0.0, scratch), 3);
+  EXPECT_EQ(choose_draft_length(three, cost, 16, 0, 0, 0.0, {}, scratch), 3);
   // Drafting that costs as much per node as the step itself (a draft model as large as the target) leaves a draft
   // of sure guesses worth less: rate(k) = (1 + k) / (1.25 + 1.25 k) is flat, so the shorter draft wins.
-  EXPECT_EQ(choose_draft_length(sure, cost, 16, 0, 0, 1.0, scratch), 0);  // drafted recently: no probe
-  EXPECT_EQ(choose_draft_length(sure, cost, 16, 0, 0, 0.2, scratch), 16);
+  EXPECT_EQ(choose_draft_length(sure, cost, 16, 0, 0, 1.0, {}, scratch), 0);  // drafted recently: no probe
+  EXPECT_EQ(choose_draft_length(sure, cost, 16, 0, 0, 0.2, {}, scratch), 16);
 }
 
 TEST(ChooseDraftLength, ABusyStepDraftsOnlyItsSurestGuesses) {
@@ -156,8 +174,8 @@ TEST(ChooseDraftLength, ABusyStepDraftsOnlyItsSurestGuesses) {
       half.observe(8, {}, accepted);
     }
   }
-  const int32_t alone = choose_draft_length(half, cost, 8, 0, 0, 0.0, scratch);
-  const int32_t in_batch = choose_draft_length(half, cost, 8, 7, 7, 0.0, scratch);  // 7 other sequences' decode tokens
+  const int32_t alone = choose_draft_length(half, cost, 8, 0, 0, 0.0, {}, scratch);
+  const int32_t in_batch = choose_draft_length(half, cost, 8, 7, 7, 0.0, {}, scratch);  // 7 other sequences' decode tokens
   EXPECT_GE(alone, 4);
   EXPECT_LT(in_batch, alone);
   // Worked by hand from the estimates: the best of every k.
