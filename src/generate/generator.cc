@@ -411,7 +411,8 @@ bool Generator::plan_draft(Live& live, int32_t budget, int32_t n_other_tokens, i
   // The first proposal is not timed: a draft model reads the whole prompt in it.
   if (n > 0 && live.n_proposals++ > 0) {
     const double per_node = (now_seconds() - propose_started) / n;
-    live.draft_token_seconds = live.draft_token_seconds > 0 ? 0.8 * live.draft_token_seconds + 0.2 * per_node : per_node;
+    live.draft_token_seconds =
+        live.draft_token_seconds > 0 ? 0.8 * live.draft_token_seconds + 0.2 * per_node : per_node;
   }
   LH_CHECK_MSG(n <= n_max && (live.draft.parents.empty() || live.draft.parents.size() == live.draft.tokens.size()),
                "draft source " + o.draft->name() + " broke its contract: " + std::to_string(n) + " tokens for at most " +

@@ -1,6 +1,7 @@
 // The generation loop run open-ended, as the server runs it: choices of one prompt forking its sequence (prefilled
-// once, the same greedy tokens, with a draft source too), log-probabilities equal to the log-softmax of the logits, cancellation freeing the
-// sequence at the next step, submissions from another thread while the loop runs, and mean-pooled embeddings.
+// once, the same greedy tokens, with a draft source too), log-probabilities equal to the log-softmax of the logits,
+// cancellation freeing the sequence at the next step, submissions from another thread while the loop runs, and
+// mean-pooled embeddings.
 #include <atomic>
 #include <chrono>
 #include <cmath>

@@ -22,7 +22,8 @@ TEST(StepCostModel, FitsALinearCostExactly) {
 TEST(StepCostModel, UsesThePriorSlopeUntilStepSizesVary) {
   StepCostModel fresh;
   EXPECT_NEAR(fresh.seconds(1), 1.0, 1e-12);  // a one-token step is the unit before anything is measured
-  EXPECT_NEAR(fresh.seconds(17) / fresh.seconds(1), (1 + 17 * StepCostModel::kPriorSlope) / (1 + StepCostModel::kPriorSlope), 1e-12);
+  const double slope = StepCostModel::kPriorSlope;
+  EXPECT_NEAR(fresh.seconds(17) / fresh.seconds(1), (1 + 17 * slope) / (1 + slope), 1e-12);
   StepCostModel ones;
   for (int i = 0; i < 20; ++i) ones.add(1, 0.004);
   // Every step had one token: the prior slope through their mean time.
@@ -175,7 +176,8 @@ TEST(ChooseDraftLength, ABusyStepDraftsOnlyItsSurestGuesses) {
     }
   }
   const int32_t alone = choose_draft_length(half, cost, 8, 0, 0, 0.0, {}, scratch);
-  const int32_t in_batch = choose_draft_length(half, cost, 8, 7, 7, 0.0, {}, scratch);  // 7 other sequences' decode tokens
+  // 7 other sequences' decode tokens share the step.
+  const int32_t in_batch = choose_draft_length(half, cost, 8, 7, 7, 0.0, {}, scratch);
   EXPECT_GE(alone, 4);
   EXPECT_LT(in_batch, alone);
   // Worked by hand from the estimates: the best of every k.
