@@ -108,12 +108,14 @@ int32_t choose_draft_length(const DraftAcceptance& acceptance, const StepCostMod
   scratch.resize(static_cast<size_t>(n_max));
   acceptance.estimates(scratch, parents.first(std::min(parents.size(), scratch.size())));
   n_other_tokens = std::max(0, n_other_tokens);
+  double a = 0.0, b = 0.0;
+  cost.fit(a, b);  // once for every k: T(n) = a + b·n
   int32_t best = 0;
   double expected = 1.0 + std::max(0, n_other_outputs);
-  double best_rate = expected / cost.seconds(n_other_tokens + 1);
+  double best_rate = expected / (a + b * (n_other_tokens + 1));
   for (int32_t k = 1; k <= n_max; ++k) {
     expected += scratch[static_cast<size_t>(k - 1)];
-    const double rate = expected / (cost.seconds(n_other_tokens + 1 + k) + std::max(0.0, draft_token_seconds) * k);
+    const double rate = expected / (a + b * (n_other_tokens + 1 + k) + std::max(0.0, draft_token_seconds) * k);
     if (rate > best_rate) {
       best_rate = rate;
       best = k;

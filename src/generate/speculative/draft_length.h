@@ -53,9 +53,9 @@ class StepCostModel {
   double seconds(int32_t n_tokens) const;
   double intercept() const;  // a
   double slope() const;      // b
+  void fit(double& a, double& b) const;  // both at once
 
  private:
-  void fit(double& a, double& b) const;
   double w_ = 0.0, wn_ = 0.0, wnn_ = 0.0, wt_ = 0.0, wnt_ = 0.0;  // decayed sums of 1, n, n², t, n·t
 };
 

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -46,6 +47,23 @@ Request greedy_request(const std::vector<int32_t>& prompt, int32_t n_predict) {
   return r;
 }
 
+// Submits `make()`'s request and n_forks more that fork it, steps the loop until it is idle and returns the tokens
+// its steps carried.
+int64_t run_with_forks(Generator& g, const std::function<Request()>& make, int n_forks) {
+  const size_t parent = g.submit(make());
+  for (int k = 0; k < n_forks; ++k) {
+    Request r = make();
+    r.fork_of = static_cast<int64_t>(parent);
+    g.submit(std::move(r));
+  }
+  int64_t step_tokens = 0;
+  for (int guard = 0; guard < 100 && g.wait_for_work(0); ++guard) {
+    EXPECT_TRUE(g.step().is_ok());
+    step_tokens += g.last_step_tokens();
+  }
+  return step_tokens;
+}
+
 TEST(GeneratorOpen, ForkedChoicesPrefillOnceAndEqualAPlainRequest) {
   Fixture f = smollm2();
   if (f.model == nullptr) GTEST_SKIP() << "SmolLM2 not installed";
@@ -62,17 +80,7 @@ TEST(GeneratorOpen, ForkedChoicesPrefillOnceAndEqualAPlainRequest) {
     alone = g.result(0)->tokens;
   }
   Generator g(*engine, *f.tokenizer, 4);
-  const size_t parent = g.submit(greedy_request(prompt, n));
-  for (int k = 0; k < 2; ++k) {
-    Request r = greedy_request(prompt, n);
-    r.fork_of = static_cast<int64_t>(parent);
-    g.submit(std::move(r));
-  }
-  int64_t step_tokens = 0;
-  for (int guard = 0; guard < 100 && g.wait_for_work(0); ++guard) {
-    ASSERT_TRUE(g.step().is_ok());
-    step_tokens += g.last_step_tokens();
-  }
+  const int64_t step_tokens = run_with_forks(g, [&] { return greedy_request(prompt, n); }, 2);
   for (size_t i = 0; i < 3; ++i) {
     ASSERT_TRUE(g.result(i).is_ok()) << g.result(i).message();
     EXPECT_EQ(g.result(i)->tokens, alone) << "choice " << i;
@@ -101,17 +109,7 @@ TEST(GeneratorOpen, ForkedChoicesSpeculateOnTheirOwnSequences) {
     r.options.draft_max = 4;
     return r;
   };
-  const size_t parent = g.submit(request());
-  for (int k = 0; k < 2; ++k) {
-    Request r = request();
-    r.fork_of = static_cast<int64_t>(parent);
-    g.submit(std::move(r));
-  }
-  int64_t step_tokens = 0;
-  for (int guard = 0; guard < 100 && g.wait_for_work(0); ++guard) {
-    ASSERT_TRUE(g.step().is_ok());
-    step_tokens += g.last_step_tokens();
-  }
+  const int64_t step_tokens = run_with_forks(g, request, 2);
   int64_t decode_tokens = 0;
   for (size_t i = 0; i < 3; ++i) {
     ASSERT_TRUE(g.result(i).is_ok()) << g.result(i).message();
