@@ -27,6 +27,7 @@ constexpr Entry kPolicies[] = {
     {"duo", make_duo_policy, "DuoAttention: retrieval heads keep every cell, streaming heads sinks and a window", true},
     {"quest", make_quest_policy, "Quest: keeps every token; a decode query reads only the pages that can score highest"},
     {"recycled", make_recycled_policy, "Recycled Attention: a full step every S, between them the pages it attended to most"},
+    {"hip", make_hip_policy, "HiP: keeps every token; a decode query reads the pages a hierarchical top-k tree search picks"},
     {"lserve", make_lserve_policy, "LServe: duo's streaming heads plus hierarchical, reused Quest selection on the rest", true},
 };
 

@@ -64,6 +64,7 @@ Result<std::unique_ptr<KvPolicy>> make_snapkv_policy(const KvPolicyContext& cont
 Result<std::unique_ptr<KvPolicy>> make_kv_quant_policy(const KvPolicyContext& context, PolicyParams& params);
 Result<std::unique_ptr<KvPolicy>> make_quest_policy(const KvPolicyContext& context, PolicyParams& params);
 Result<std::unique_ptr<KvPolicy>> make_recycled_policy(const KvPolicyContext& context, PolicyParams& params);
+Result<std::unique_ptr<KvPolicy>> make_hip_policy(const KvPolicyContext& context, PolicyParams& params);
 Result<std::unique_ptr<KvPolicy>> make_lserve_policy(const KvPolicyContext& context, PolicyParams& params);
 Result<std::unique_ptr<KvPolicy>> make_duo_policy(const KvPolicyContext& context, PolicyParams& params);
 

@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -401,6 +403,42 @@ TEST(CliEndToEnd, EvalRowsNameThePolicyAndItsStorage) {
   EXPECT_NE(rows.find("kv-quant+int8(group=32, residual=128)\",512,0.5,"), std::string::npos) << rows;
   EXPECT_NE(rows.find("kv-quant+int4(group=32, residual=128)\",512,0.5,"), std::string::npos) << rows;
   EXPECT_NE(rows.find("snapkv(budget=256, obs=32, pool=7)\",512,0.5,"), std::string::npos) << rows;
+}
+
+// A policy that selects pages reports the share of key cells its decode tokens read: eval's CSV column keys_read
+// and bench's JSON field, both filled and below full's.
+TEST(CliEndToEnd, HipReportsKeysRead) {
+  if (!testing::file_exists(testing::smollm2_path())) GTEST_SKIP();
+  const std::string csv = temp_path("hip.csv");
+  const CliRun r = run_cli("eval -m smollm2-135m --task passkey --lengths 768 --depths 0.5 -t 2 --kv-policy "
+                           "full,hip:budget=128 --csv " + csv);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream rows(read_all(csv));
+  std::string line;
+  std::getline(rows, line);
+  ASSERT_EQ(line.substr(line.rfind(',') + 1), "keys_read") << line;
+  std::map<std::string, double> read;  // policy -> keys_read
+  while (std::getline(rows, line)) {
+    // The policy's description holds commas: it is quoted.
+    const std::string policy = line[0] == '"' ? line.substr(1, line.find('"', 1) - 1) : line.substr(0, line.find(','));
+    read[policy] = std::stod(line.substr(line.rfind(',') + 1));
+  }
+  ASSERT_EQ(read.size(), 2u) << read_all(csv);
+  EXPECT_EQ(read.begin()->first.rfind("full", 0), 0u);
+  EXPECT_EQ(read.rbegin()->first.rfind("hip(budget=128", 0), 0u);
+  // 128 tokens of selected pages, sinks, window and the last page of ~768 cells in 28 of 30 layers (2 dense).
+  EXPECT_GT(read.rbegin()->second, 0.05);
+  EXPECT_LT(read.rbegin()->second, 0.6 * read.begin()->second);
+  std::remove(csv.c_str());
+
+  const CliRun bench =
+      run_cli("bench -m smollm2-135m -t 1 -p 0 -n 2 -d 768 -r 1 --warmup 0 --json --kv-policy hip:budget=128");
+  ASSERT_EQ(bench.exit_code, 0) << bench.err;
+  const nlohmann::json j = nlohmann::json::parse(bench.out);
+  ASSERT_EQ(j["results"].size(), 1u);
+  ASSERT_TRUE(j["results"][0]["keys_read"].is_number()) << bench.out;
+  EXPECT_GT(j["results"][0]["keys_read"].get<double>(), 0.05);
+  EXPECT_LT(j["results"][0]["keys_read"].get<double>(), 0.6);
 }
 
 TEST(CliEndToEnd, TokenizeMatchesLlamaCpp) {

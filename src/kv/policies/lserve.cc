@@ -120,9 +120,7 @@ Result<std::unique_ptr<KvPolicy>> make_lserve_policy(const KvPolicyContext& cont
   o.window = params.get_int("window", o.window, 1, kMaxParamCount, "streaming heads' most recent tokens read");
   o.local = params.get_int("local", o.local, 0, kMaxParamCount, "retrieval heads' most recent tokens always read");
   if (Status st = params.refusal(); !st.is_ok()) return st;
-  if (o.budget < o.page_tokens)
-    return Status::error("lserve: budget=" + std::to_string(o.budget) + " is less than one page (page=" +
-                         std::to_string(o.page_tokens) + " tokens)");
+  LH_RETURN_IF_ERROR(check_page_budget("lserve", o.budget, o.page_tokens));
   if (o.logical_tokens > o.page_tokens)
     return Status::error("lserve: logical=" + std::to_string(o.logical_tokens) + " is larger than a page (page=" +
                          std::to_string(o.page_tokens) + " tokens)");

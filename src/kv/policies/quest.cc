@@ -111,11 +111,7 @@ Result<std::unique_ptr<KvPolicy>> make_quest_policy(const KvPolicyContext& conte
 }
 
 Result<std::unique_ptr<KvPolicy>> make_quest_policy(const KvPolicyContext& context, const QuestOptions& options) {
-  if (options.page_tokens < 1)
-    return Status::error("quest: page=" + std::to_string(options.page_tokens) + " must be >= 1 token");
-  if (options.budget < options.page_tokens)
-    return Status::error("quest: budget=" + std::to_string(options.budget) + " is less than one page (page=" +
-                         std::to_string(options.page_tokens) + " tokens)");
+  LH_RETURN_IF_ERROR(check_page_budget("quest", options.budget, options.page_tokens));
   if (options.dense_layers < 0)
     return Status::error("quest: dense=" + std::to_string(options.dense_layers) + " must be >= 0 layers");
   return std::unique_ptr<KvPolicy>(new QuestPolicy(context, options));

@@ -193,9 +193,7 @@ Result<std::unique_ptr<KvPolicy>> make_recycled_policy(const KvPolicyContext& co
   o.sink_tokens = read_sink_tokens(params);
   o.window = params.get_int("window", o.window, 0, kMaxParamCount, "most recent tokens always read");
   if (Status st = params.refusal(); !st.is_ok()) return st;
-  if (o.budget < o.page_tokens)
-    return Status::error("recycled: budget=" + std::to_string(o.budget) + " is less than one page (page=" +
-                         std::to_string(o.page_tokens) + " tokens)");
+  LH_RETURN_IF_ERROR(check_page_budget("recycled", o.budget, o.page_tokens));
   return std::unique_ptr<KvPolicy>(new RecycledPolicy(context, o));
 }
 

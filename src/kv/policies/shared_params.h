@@ -2,7 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
+#include "base/status.h"
 #include "kv/kv_policy.h"
 #include "kv/policy_params.h"
 
@@ -29,6 +31,16 @@ inline int32_t read_recent(PolicyParams& params, int32_t budget) {
 inline bool read_select_per_head(PolicyParams& params) {
   return params.get_word("select", "head", {"head", "layer"}, "each KV head keeps its own cells, or the layer's") ==
          "head";
+}
+
+// The budget of a policy that selects pages (quest, lserve, hip, recycled): at least one page of page_tokens >= 1
+// cells.
+inline Status check_page_budget(const std::string& policy, int32_t budget, int32_t page_tokens) {
+  if (page_tokens < 1) return Status::error(policy + ": page=" + std::to_string(page_tokens) + " must be >= 1 token");
+  if (budget < page_tokens)
+    return Status::error(policy + ": budget=" + std::to_string(budget) + " is less than one page (page=" +
+                         std::to_string(page_tokens) + " tokens)");
+  return Status::ok();
 }
 
 }  // namespace longhaul::kv

@@ -40,6 +40,8 @@ class EngineRollback : public ::testing::Test {
     if (policy == "quest") return "quest:budget=16:page=8:window=8";
     // The same pages; a full step every third decode step, the next token's step recycles the accepted one's.
     if (policy == "recycled") return "recycled:budget=16:page=8:window=8:stride=3";
+    // The same pages, chosen by HiP's tree search.
+    if (policy == "hip") return "hip:budget=16:page=8:window=8";
     // Half the heads streaming (the last 8 positions), the others selecting 2 pages of 8 by logical pages of 4,
     // each selection serving two positions.
     if (policy == "lserve") return "lserve:retrieval=0.5:budget=16:page=8:logical=4:window=8:local=8:reuse=2";

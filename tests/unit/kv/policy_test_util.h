@@ -58,6 +58,17 @@ inline int32_t step(KvPolicy& policy, KvCache& cache, SeqId seq, int32_t n_token
   return *first;
 }
 
+// The pages `policy` has KV head kv_head of layer il read for one decode query: the queries q [n_q, dk] of the
+// head's GQA group, all at `position`.
+inline std::vector<int32_t> select_for_decode(const KvPolicy& policy, const KvCache& cache, SeqId seq, int32_t il,
+                                              int32_t kv_head, const std::vector<float>& q, int32_t position,
+                                              int32_t dk = 4) {
+  std::vector<int32_t> q_pos(q.size() / static_cast<size_t>(dk), position);
+  std::vector<int32_t> pages;
+  policy.select_pages({cache, seq, il, kv_head, q.data(), q_pos.data(), static_cast<int32_t>(q_pos.size()), dk}, pages);
+  return pages;
+}
+
 inline std::vector<int32_t> positions_of(const KvCache& cache, SeqId seq, int32_t il) {
   const auto p = cache.positions(seq, il);
   return {p.begin(), p.end()};

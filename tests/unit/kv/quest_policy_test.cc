@@ -14,6 +14,7 @@ namespace longhaul::kv {
 namespace {
 
 using testing::tiny_context;
+using testing::select_for_decode;
 using testing::tiny_shape;
 
 // Quest's bound written out independently: for each channel, the larger of q * min and q * max.
@@ -117,14 +118,6 @@ struct NeedleCache {
   }
 };
 
-std::vector<int32_t> select(const KvPolicy& policy, const KvCache& cache, SeqId seq, int32_t il, int32_t kv_head,
-                            const std::vector<float>& q, int32_t position) {
-  std::vector<int32_t> q_pos(q.size() / 4, position);
-  std::vector<int32_t> pages;
-  policy.select_pages({cache, seq, il, kv_head, q.data(), q_pos.data(), static_cast<int32_t>(q_pos.size()), 4}, pages);
-  return pages;
-}
-
 std::unique_ptr<KvPolicy> quest(const KvShape& shape, int32_t budget, int32_t dense = 1) {
   QuestOptions o;
   o.budget = budget;
@@ -143,14 +136,14 @@ TEST(QuestPolicy, ReadsTheNeedlePageTheSinksAndTheWindow) {
   EXPECT_EQ(policy->page_tokens(), 4);
   // Head 0's query looks along channel 0: the needle page wins. Sinks: page 0; window (last 6 cells, 56..61):
   // pages 14 and 15.
-  EXPECT_EQ(select(*policy, c.cache, c.seq, 1, 0, {1, 0, 0, 0}, 62), (std::vector<int32_t>{0, 7, 14, 15}));
-  EXPECT_EQ(select(*policy, c.cache, c.seq, 2, 1, {0, 1, 0, 0}, 62), (std::vector<int32_t>{0, 7, 14, 15}));
+  EXPECT_EQ(select_for_decode(*policy, c.cache, c.seq, 1, 0, {1, 0, 0, 0}, 62), (std::vector<int32_t>{0, 7, 14, 15}));
+  EXPECT_EQ(select_for_decode(*policy, c.cache, c.seq, 2, 1, {0, 1, 0, 0}, 62), (std::vector<int32_t>{0, 7, 14, 15}));
   // A query looking away from the needle (negative channel 0) ranks it last.
-  const std::vector<int32_t> away = select(*policy, c.cache, c.seq, 1, 0, {-1, 0, 0, 0}, 62);
+  const std::vector<int32_t> away = select_for_decode(*policy, c.cache, c.seq, 1, 0, {-1, 0, 0, 0}, 62);
   EXPECT_EQ(away.size(), 4u);
   EXPECT_EQ(std::count(away.begin(), away.end(), 7), 0);
   // Dense layers, and queries at several positions (prefill), read every page.
-  EXPECT_EQ(select(*policy, c.cache, c.seq, 0, 0, {1, 0, 0, 0}, 62).size(), 16u);
+  EXPECT_EQ(select_for_decode(*policy, c.cache, c.seq, 0, 0, {1, 0, 0, 0}, 62).size(), 16u);
   std::vector<int32_t> q_pos = {60, 61};
   std::vector<float> q2 = {1, 0, 0, 0, 1, 0, 0, 0};
   std::vector<int32_t> pages;
@@ -162,7 +155,7 @@ TEST(QuestPolicy, NeverReadsMoreThanTheBudget) {
   NeedleCache c(100, 11);
   for (int32_t budget : {4, 8, 20, 36}) {
     auto policy = quest(c.shape, budget);
-    const std::vector<int32_t> pages = select(*policy, c.cache, c.seq, 2, 0, {0.3f, -0.2f, 0.5f, 0.1f}, 100);
+    const std::vector<int32_t> pages = select_for_decode(*policy, c.cache, c.seq, 2, 0, {0.3f, -0.2f, 0.5f, 0.1f}, 100);
     // Always: page 0 (sinks), pages 23 and 24 (window 94..99; page 24 is the last, full). Selected: budget / 4.
     EXPECT_EQ(pages.size(), 3u + static_cast<size_t>(budget / 4)) << "budget " << budget;
     EXPECT_TRUE(std::count(pages.begin(), pages.end(), 0) == 1 && std::count(pages.begin(), pages.end(), 23) == 1 &&
@@ -173,7 +166,7 @@ TEST(QuestPolicy, NeverReadsMoreThanTheBudget) {
 TEST(QuestPolicy, TruncationAndForkKeepSummariesExact) {
   NeedleCache c(62, 7);
   auto policy = quest(c.shape, 4);
-  ASSERT_EQ(select(*policy, c.cache, c.seq, 2, 0, {1, 0, 0, 0}, 62), (std::vector<int32_t>{0, 7, 14, 15}));
+  ASSERT_EQ(select_for_decode(*policy, c.cache, c.seq, 2, 0, {1, 0, 0, 0}, 62), (std::vector<int32_t>{0, 7, 14, 15}));
   // Roll back to cell 26 (page 7, cells 28..31, goes) and grow again with the needle in page 10: page 7 comes
   // back with the same span but ordinary keys, so a summary kept from before would still pick it.
   c.cache.truncate(c.seq, 26);
@@ -185,13 +178,13 @@ TEST(QuestPolicy, TruncationAndForkKeepSummariesExact) {
   std::vector<float> keys(static_cast<size_t>(62 - 26) * per_cell, 0.01f);
   for (int32_t i = 40; i < 44; ++i) keys[static_cast<size_t>(i - 26) * per_cell + 0] = 5.0f;
   for (int32_t il = 0; il < c.shape.n_layer; ++il) c.cache.write_keys(c.seq, il, 26, 62 - 26, keys.data());
-  EXPECT_EQ(select(*policy, c.cache, c.seq, 2, 0, {1, 0, 0, 0}, 62), (std::vector<int32_t>{0, 10, 14, 15}));
+  EXPECT_EQ(select_for_decode(*policy, c.cache, c.seq, 2, 0, {1, 0, 0, 0}, 62), (std::vector<int32_t>{0, 10, 14, 15}));
 
   // A fork selects exactly as its parent does.
   std::unique_ptr<KvPolicy> forked = policy->fork(c.seq, c.seq);
   ASSERT_NE(forked, nullptr);
-  EXPECT_EQ(select(*forked, c.cache, c.seq, 2, 0, {1, 0, 0, 0}, 62),
-            select(*policy, c.cache, c.seq, 2, 0, {1, 0, 0, 0}, 62));
+  EXPECT_EQ(select_for_decode(*forked, c.cache, c.seq, 2, 0, {1, 0, 0, 0}, 62),
+            select_for_decode(*policy, c.cache, c.seq, 2, 0, {1, 0, 0, 0}, 62));
 }
 
 // Page 4 (cells 16..19) holds one key of 4 along channel 0 among zeros; page 7 (cells 28..31) four keys of 2.8.
@@ -215,7 +208,7 @@ std::vector<int32_t> select_on_outlier_cache(const QuestOptions& o) {
   for (int32_t il = 0; il < shape.n_layer; ++il) cache.write_keys(seq, il, 0, 62, keys.data());
   Result<std::unique_ptr<KvPolicy>> p = make_quest_policy(tiny_context(shape), o);
   EXPECT_TRUE(p.is_ok()) << p.message();
-  return select(**p, cache, seq, 1, 0, {1, 0, 0, 0}, 62);
+  return select_for_decode(**p, cache, seq, 1, 0, {1, 0, 0, 0}, 62);
 }
 
 TEST(QuestPolicy, MeanStdSummaryScoresPagesByTheirSpread) {
