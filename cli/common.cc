@@ -109,6 +109,13 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
   app.add_option("--kv-policy", flags.policy,
                  "KV-cache policy with its parameters, NAME or NAME:KEY=VALUE:... (see the list below)")
       ->capture_default_str();
+  // Rewritten into each policy's top_p=P before parsing (translate_llama_cpp_flags), so it holds no value here:
+  // it is listed for --help.
+  app.add_option("--kv-top-p", CLI::callback_t{},
+                 "Twilight top-p page budget for a policy that selects pages (quest, lserve, hip, recycled): of the "
+                 "pages its budget selects, read the best until their estimated attention reaches P, in (0, 1]",
+                 false)
+      ->type_name("P");
   app.add_option("--head-profile", flags.head_profile,
                  "duo, lserve: head profile from `longhaul calibrate-heads` (default: the one saved beside the model, "
                  "computed on first use)");

@@ -50,6 +50,7 @@ T require_valid(Result<T> result) {
 
 // argv translated from llama.cpp habits (llama_cpp_flags.cc): -ngl and -fa accepted with a note, -tb, -ctk/-ctv
 // (as the KV policy's bits=) and --seed -1 mapped to longhaul's flags, -x=value split; -cnv refused (UsageError).
+// Also longhaul's --kv-top-p P, appended as top_p=P to each --kv-policy spec (each must select pages).
 std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string>& args);
 
 // "longhaul <version>", for --version.

@@ -1,14 +1,18 @@
 // llama.cpp's command-line habits, translated before CLI11 parses. CLI11 groups single-dash letters, so without
 // this `-ngl 0` reads as -n gl and `-c=64` as a value "=64"; users who come from llama-cli and llama-bench type
 // those by reflex. What longhaul has is mapped to its own flag, what a CPU engine has no use for is accepted with a
-// one-line note, and what would silently mean something else is refused.
+// one-line note, and what would silently mean something else is refused. longhaul's own --kv-top-p rides on the
+// same rewrite as -ctk: a parameter appended to each KV policy spec given.
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "base/strings.h"
 #include "common.h"
+#include "kv/policy_registry.h"
 
 namespace longhaul::cli {
 namespace {
@@ -21,6 +25,57 @@ const std::map<std::string, std::string> kCacheTypeBits = {{"f16", "16"}, {"q8_0
 void note(const std::string& message) { std::fprintf(stderr, "longhaul: note: %s\n", message.c_str()); }
 
 bool is_value(const std::vector<std::string>& args, size_t i) { return i < args.size(); }
+
+// Calls `edit` on the value of each --kv-policy in args (a spec, or eval's comma list of specs); false when there
+// is none.
+bool edit_kv_policies(std::vector<std::string>& args, const std::function<std::string(const std::string&)>& edit) {
+  bool has_policy = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--kv-policy" && i + 1 < args.size()) {
+      args[i + 1] = edit(args[i + 1]);
+      has_policy = true;
+    } else if (args[i].rfind("--kv-policy=", 0) == 0) {
+      args[i] = "--kv-policy=" + edit(args[i].substr(12));
+      has_policy = true;
+    }
+  }
+  return has_policy;
+}
+
+// `suffix` appended to each spec of a --kv-policy list.
+std::string append_to_each(const std::string& list, const std::string& suffix) {
+  std::string out;
+  for (const std::string& spec : split(list, ',')) out += (out.empty() ? "" : ",") + spec + suffix;
+  return out;
+}
+
+// The registered policies that select pages per query, "quest, hip, ..." (registry order).
+std::string page_selecting_policies() {
+  std::string names;
+  for (const std::string& name : kv::kv_policy_names())
+    if (kv::kv_policy_selects_pages(name)) names += (names.empty() ? "" : ", ") + name;
+  return names;
+}
+
+// --kv-top-p P (Twilight's top-p page budget) as top_p=P on each policy given, each of which must select pages.
+void apply_kv_top_p(std::vector<std::string>& args, const std::string& top_p) {
+  char* end = nullptr;
+  const double p = std::strtod(top_p.c_str(), &end);
+  if (top_p.empty() || *end != '\0' || !(p > 0.0 && p <= 1.0))
+    throw UsageError("--kv-top-p " + top_p + ": must be a number in (0, 1] (the share of estimated attention read)");
+  auto with_top_p = [&](const std::string& list) {
+    for (const std::string& spec : split(list, ',')) {
+      const std::string name = spec.substr(0, spec.find(':'));
+      if (!kv::kv_policy_selects_pages(name))
+        throw UsageError("--kv-top-p " + top_p + ": KV policy '" + name + "' does not select pages per query (" +
+                         "top-p applies to " + page_selecting_policies() + ")");
+    }
+    return append_to_each(list, ":top_p=" + top_p);
+  };
+  if (!edit_kv_policies(args, with_top_p))
+    throw UsageError("--kv-top-p " + top_p + " needs a --kv-policy that selects pages per query (" +
+                     page_selecting_policies() + "); the default, full, reads every page");
+}
 
 }  // namespace
 
@@ -38,7 +93,8 @@ std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string
     }
   }
   std::vector<std::string> out;
-  std::string cache_k, cache_v;
+  std::string cache_k, cache_v, top_p;
+  bool has_top_p = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (i == 0 || a.empty() || a[0] != '-') {
@@ -84,6 +140,12 @@ std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string
       (a == "-ctk" || a == "--cache-type-k" ? cache_k : cache_v) = type;
       continue;
     }
+    if (a == "--kv-top-p" || a.rfind("--kv-top-p=", 0) == 0) {
+      if (a == "--kv-top-p" && !is_value(args, i + 1)) throw UsageError(a + " needs a value");
+      top_p = a == "--kv-top-p" ? args[++i] : a.substr(11);
+      has_top_p = true;
+      continue;
+    }
     if (a == "-cnv" || a == "--conversation" || a == "-i" || a == "--interactive") {
       throw UsageError(a + ": for a conversation use `longhaul chat`");
     }
@@ -103,26 +165,12 @@ std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string
     // The cell storage is a parameter of every KV policy: bits=N goes onto each policy given (eval's list has
     // several), or onto the default policy.
     const std::string bits = ":bits=" + kCacheTypeBits.at(cache_k.empty() ? cache_v : cache_k);
-    auto with_bits = [&bits](const std::string& list) {
-      std::string withb;
-      for (const std::string& spec : split(list, ',')) withb += (withb.empty() ? "" : ",") + spec + bits;
-      return withb;
-    };
-    bool has_policy = false;
-    for (size_t i = 0; i < out.size(); ++i) {
-      if (out[i] == "--kv-policy" && i + 1 < out.size()) {
-        out[i + 1] = with_bits(out[i + 1]);
-        has_policy = true;
-      } else if (out[i].rfind("--kv-policy=", 0) == 0) {
-        out[i] = "--kv-policy=" + with_bits(out[i].substr(12));
-        has_policy = true;
-      }
-    }
-    if (!has_policy) {
+    if (!edit_kv_policies(out, [&bits](const std::string& list) { return append_to_each(list, bits); })) {
       out.push_back("--kv-policy");
       out.push_back("full" + bits);
     }
   }
+  if (has_top_p) apply_kv_top_p(out, top_p);
   return out;
 }
 

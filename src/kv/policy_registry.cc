@@ -107,6 +107,16 @@ bool kv_policy_uses_head_profile(std::string_view name) {
   return e != nullptr && e->head_profile;
 }
 
+bool kv_policy_selects_pages(std::string_view name) {
+  const Entry* e = find_entry(name);
+  if (e == nullptr) return false;
+  const KvPolicyContext context = doc_context();
+  PolicyParams params = PolicyParams::parse(e->name).value();
+  Result<std::unique_ptr<KvPolicy>> policy = e->make(context, params);
+  LH_CHECK_MSG(policy.is_ok(), policy.message().c_str());  // every policy builds with its defaults
+  return (*policy)->selects_pages();
+}
+
 std::vector<std::string> kv_policy_names() {
   std::vector<std::string> names;
   for (const Entry& e : kPolicies) names.emplace_back(e.name);

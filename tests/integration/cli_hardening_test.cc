@@ -102,6 +102,16 @@ TEST(CliExitCodes, CommandLineErrorsExit2) {
       {"run -m smollm2-135m -p hi -cnv", "longhaul chat"},
       {"run -m smollm2-135m -p hi -ctk q8_0 -ctv f16", "same type"},
       {"run -m smollm2-135m -p hi -ctk q5_1", "q5_1"},
+      // --kv-top-p needs policies that select pages, each of them, and a share in (0, 1].
+      {"run -m smollm2-135m -p hi --kv-top-p 0.9", "needs a --kv-policy that selects pages"},
+      {"chat -m smollm2-135m --kv-policy h2o --kv-top-p 0.9", "KV policy 'h2o' does not select pages"},
+      {"eval -m smollm2-135m --kv-policy quest,streaming --kv-top-p 0.9", "KV policy 'streaming' does not select"},
+      {"bench -m smollm2-135m --kv-policy kv-quant --kv-top-p=0.5", "KV policy 'kv-quant' does not select"},
+      {"batch -m smollm2-135m -f x.jsonl --kv-policy full --kv-top-p 0.5", "KV policy 'full' does not select"},
+      {"serve -m smollm2-135m --port 0 --kv-policy snapkv --kv-top-p 0.5", "KV policy 'snapkv' does not select"},
+      {"run -m smollm2-135m -p hi --kv-policy quest --kv-top-p 0", "--kv-top-p 0: must be a number in (0, 1]"},
+      {"run -m smollm2-135m -p hi --kv-policy hip --kv-top-p 1.5", "--kv-top-p 1.5"},
+      {"run -m smollm2-135m -p hi --kv-policy hip --kv-top-p x", "--kv-top-p x"},
       // serve checks its speculative flags as run does, before it listens or loads the model.
       {"serve -m smollm2-135m --port 0 --draft-skip 3", "--draft-skip is read by --spec-type self only"},
       {"serve -m smollm2-135m --port 0 --spec-type draft", "--spec-type draft needs a draft model"},
@@ -242,6 +252,12 @@ TEST(CliFlags, LlamaCppHabits) {
   const CliRun ctk = run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy streaming:window=60 -ctk q4_0 --temp 0 -v");
   ASSERT_EQ(ctk.exit_code, 0) << ctk.err;
   EXPECT_NE(ctk.err.find("streaming(sink=4, window=60)+int4"), std::string::npos) << ctk.err;
+  // --kv-top-p is each selecting policy's top_p=, -ctk's bits= beside it.
+  const CliRun top_p =
+      run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy hip:budget=64 --kv-top-p 0.9 -ctk q8_0 --temp 0 -v");
+  ASSERT_EQ(top_p.exit_code, 0) << top_p.err;
+  EXPECT_NE(top_p.err.find("hip(budget=64, page=32, sink=4, window=32, dense=2, top_p=0.9)+int8"), std::string::npos)
+      << top_p.err;
   const CliRun v = run_cli("--version");
   EXPECT_EQ(v.exit_code, 0);
   EXPECT_EQ(v.out.rfind("longhaul ", 0), 0u) << v.out;

@@ -200,7 +200,8 @@ TEST(CliHelp, KvPolicyHelpListsEveryPolicysParameters) {
     const CliRun r = run_cli(std::string(sub) + " --help");
     ASSERT_EQ(r.exit_code, 0) << sub;
     for (const char* needle : {"--head-profile", "KV policies: --kv-policy NAME or NAME:KEY=VALUE", "  snapkv ",
-                               "obs=N", "retrieval=F", "select=head|layer", "bits=16|8|4", "default 1024, in [2, 16777216]"})
+                               "obs=N", "retrieval=F", "select=head|layer", "bits=16|8|4",
+                               "default 1024, in [2, 16777216]", "--kv-top-p P", "top_p=F"})
       EXPECT_NE(r.out.find(needle), std::string::npos) << sub << ": " << needle;
   }
 }

@@ -17,6 +17,7 @@
 // Keys are read through KvCache::head_rows: f16 pages in place, quantized pages (bits=8|4) dequantized into the
 // policy's per-(layer, head) scratch; the dot products are the attention's own kernel (kernels::dot_f16_rows). The
 // policy keeps no state between queries, so a fork (which shares its parent's pages) and a truncation need nothing.
+// top_p=P (Twilight, kv/policies/page_selection.h) prunes the chosen pages by the scores of their representatives.
 #include "kv/policies/hip.h"
 
 #include <algorithm>
@@ -104,7 +105,7 @@ class HipPolicy final : public KvPolicy {
   std::string describe() const override {
     return "hip(budget=" + std::to_string(options_.budget) + ", page=" + std::to_string(options_.page_tokens) +
            ", sink=" + std::to_string(options_.sink_tokens) + ", window=" + std::to_string(options_.window) +
-           ", dense=" + std::to_string(options_.dense_layers) + ")";
+           ", dense=" + std::to_string(options_.dense_layers) + describe_top_p(options_.top_p) + ")";
   }
   int32_t max_cells() const override { return 0; }
   int32_t page_tokens() const override { return options_.page_tokens; }
@@ -124,7 +125,8 @@ class HipPolicy final : public KvPolicy {
     classify_pages(cache, query.seq, query.il, options_.sink_tokens, n_cells - options_.window, u.layout);
     const auto n_pages = static_cast<int32_t>(u.layout.spans.size());
     const int32_t n_select = options_.budget / options_.page_tokens;
-    if (u.layout.n_candidates <= n_select) {  // the budget covers every page
+    const TopPPruning top_p{options_.top_p, {}};
+    if (u.layout.n_candidates <= n_select && !top_p.active()) {  // the budget covers every page
       select_every_page(n_pages, pages);
       return;
     }
@@ -157,11 +159,21 @@ class HipPolicy final : public KvPolicy {
       return best;
     };
     const std::vector<HipBranch> chosen = hip_tree_search(u.cells, n_select, score_cell);
-    pages.clear();
-    for (int32_t ip = 0; ip < n_pages; ++ip)
-      if (u.layout.always[static_cast<size_t>(ip)]) pages.push_back(ip);
-    for (const HipBranch& b : chosen) pages.push_back(u.candidates[static_cast<size_t>(b.first)]);
-    std::sort(pages.begin(), pages.end());
+    if (!top_p.active()) {
+      pages.clear();
+      for (int32_t ip = 0; ip < n_pages; ++ip)
+        if (u.layout.always[static_cast<size_t>(ip)]) pages.push_back(ip);
+      for (const HipBranch& b : chosen) pages.push_back(u.candidates[static_cast<size_t>(b.first)]);
+      std::sort(pages.begin(), pages.end());
+      return;
+    }
+    // Twilight prunes what the tree search chose, by the scores of their representative keys: candidates it did
+    // not choose score -infinity (no mass, ranked last).
+    u.score.assign(static_cast<size_t>(n_pages), -std::numeric_limits<float>::infinity());
+    for (const HipBranch& b : chosen)
+      u.score[static_cast<size_t>(u.candidates[static_cast<size_t>(b.first)])] = b.score;
+    page_mass_from_scores(u.score, u.layout.spans, u.layout.always, u.mass);
+    select_top_pages(u.score, u.layout.always, n_select, pages, u.ranked, top_p.with_mass(u.mass));
   }
 
  private:
@@ -172,6 +184,8 @@ class HipPolicy final : public KvPolicy {
     std::vector<int32_t> candidates;  // [n_candidates] page indices
     std::vector<int32_t> cells;       // [n_candidates] cells of each
     KvCache::Scratch rows;            // a quantized page's keys, dequantized
+    std::vector<float> score, mass;   // [n_pages] top-p: the chosen pages' scores and estimated attention mass
+    std::vector<std::pair<float, int32_t>> ranked;
   };
 
   size_t n_units() const {
@@ -192,6 +206,7 @@ Result<std::unique_ptr<KvPolicy>> make_hip_policy(const KvPolicyContext& context
   o.sink_tokens = read_sink_tokens(params);
   o.window = params.get_int("window", o.window, 0, kMaxParamCount, "most recent tokens always read");
   o.dense_layers = params.get_int("dense", o.dense_layers, 0, 1024, "first layers that read every page");
+  o.top_p = read_top_p(params);
   if (Status st = params.refusal(); !st.is_ok()) return st;
   return make_hip_policy(context, o);
 }

@@ -19,6 +19,7 @@ struct HipOptions {
   int32_t sink_tokens = kDefaultSinkTokens;  // pages holding positions < sink_tokens are always read
   int32_t window = 32;                // pages holding one of the last `window` cells are always read
   int32_t dense_layers = 2;           // the first layers read every page (as quest)
+  float top_p = 1.0f;                 // Twilight top-p over the chosen pages' estimated attention; 1 = off
 };
 
 Result<std::unique_ptr<KvPolicy>> make_hip_policy(const KvPolicyContext& context, const HipOptions& options);

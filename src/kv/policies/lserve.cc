@@ -37,6 +37,7 @@ struct LServeOptions {
   int32_t sink = kDefaultSinkTokens;  // first tokens every head reads (attention sinks)
   int32_t window = 512;               // streaming heads: most recent tokens read (duo's default)
   int32_t local = 64;                 // retrieval heads: most recent tokens always read
+  float top_p = 1.0f;                 // retrieval heads: Twilight top-p over the selected pages; 1 = off
 };
 
 class LServePolicy final : public KvPolicy {
@@ -57,7 +58,8 @@ class LServePolicy final : public KvPolicy {
     return "lserve(retrieval=" + std::string(fraction) + ", budget=" + std::to_string(options_.budget) +
            ", page=" + std::to_string(options_.page_tokens) + ", logical=" + std::to_string(options_.logical_tokens) +
            ", reuse=" + std::to_string(options_.reuse) + ", sink=" + std::to_string(options_.sink) +
-           ", window=" + std::to_string(options_.window) + ", local=" + std::to_string(options_.local) + ")";
+           ", window=" + std::to_string(options_.window) + ", local=" + std::to_string(options_.local) +
+           describe_top_p(options_.top_p) + ")";
   }
   int32_t max_cells() const override { return 0; }
   int32_t page_tokens() const override { return options_.page_tokens; }
@@ -83,6 +85,7 @@ class LServePolicy final : public KvPolicy {
       how.window = options_.local;
       how.n_select = options_.budget / options_.page_tokens;
       how.reuse = options_.reuse;
+      how.top_p = options_.top_p;
     } else {
       how.window = options_.window;  // the head span's cells, and no selection
     }
@@ -119,6 +122,7 @@ Result<std::unique_ptr<KvPolicy>> make_lserve_policy(const KvPolicyContext& cont
   o.sink = read_sink_tokens(params);
   o.window = params.get_int("window", o.window, 1, kMaxParamCount, "streaming heads' most recent tokens read");
   o.local = params.get_int("local", o.local, 0, kMaxParamCount, "retrieval heads' most recent tokens always read");
+  o.top_p = read_top_p(params);
   if (Status st = params.refusal(); !st.is_ok()) return st;
   LH_RETURN_IF_ERROR(check_page_budget("lserve", o.budget, o.page_tokens));
   if (o.logical_tokens > o.page_tokens)

@@ -85,7 +85,7 @@ void PageKeySummaries::select(const KvPolicy::PageQuery& query, const BoundSelec
   const int32_t n_cells = cache.n_cells(query.seq, query.il);
   classify_pages(cache, query.seq, query.il, how.sink_tokens, n_cells - how.window, u.layout);
   const auto n_pages = static_cast<int32_t>(u.layout.spans.size());
-  if (u.layout.n_candidates <= how.n_select) {  // the budget covers every page
+  if (u.layout.n_candidates <= how.n_select && how.top_p >= 1.0f) {  // the budget covers every page
     select_every_page(n_pages, pages);
     return;
   }
@@ -110,7 +110,9 @@ void PageKeySummaries::select(const KvPolicy::PageQuery& query, const BoundSelec
     u.bound[static_cast<size_t>(ip)] =
         page_key_bound(query.q, query.n_q, dk, s.key_min.data(), s.key_max.data(), s.n_sub);
   }
-  select_top_pages(u.bound, u.layout.always, how.n_select, pages, u.ranked);
+  const TopPPruning top_p{how.top_p, {}};
+  if (top_p.active()) page_mass_from_scores(u.bound, u.layout.spans, u.layout.always, u.mass);
+  select_top_pages(u.bound, u.layout.always, how.n_select, pages, u.ranked, top_p.with_mass(u.mass));
   if (how.reuse > 1) {
     u.kept.valid = true;
     u.kept.position = position;

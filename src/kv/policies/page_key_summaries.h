@@ -47,6 +47,9 @@ struct BoundSelection {
   // Consecutive decode positions that share one selection (LServe's reusable page selector): a selection made for
   // the query at position p also serves positions p + 1 .. p + reuse - 1. 1 = select for every query.
   int32_t reuse = 1;
+  // Twilight's top-p (TopPPruning): of the n_select pages, read the best-bounded ones whose estimated attention
+  // mass (page_mass_from_scores of the bounds) reaches top_p of theirs; 1 = off.
+  float top_p = 1.0f;
 };
 
 class PageKeySummaries {
@@ -59,9 +62,9 @@ class PageKeySummaries {
   PageKeySummaries& operator=(const PageKeySummaries&) = delete;
 
   // The pages KV head query.kv_head of layer query.il reads for a decode query: every page when the candidates
-  // (classify_pages) fit n_select, else the pages always read plus the n_select candidates with the largest
-  // bound (ties to the earlier page), ascending; n_select = 0: only the pages always read. Thread-safe: one mutex per (layer, KV head), whose scratch the
-  // call reuses.
+  // (classify_pages) fit n_select and top-p is off, else the pages always read plus the n_select candidates with
+  // the largest bound (ties to the earlier page; fewer under top-p), ascending; n_select = 0: only the pages
+  // always read. Thread-safe: one mutex per (layer, KV head), whose scratch the call reuses.
   void select(const KvPolicy::PageQuery& query, const BoundSelection& how, std::vector<int32_t>& pages) const;
 
   // The cache was cut to its first n_cells cells: summaries of pages reaching past them, and selections made
@@ -95,6 +98,7 @@ class PageKeySummaries {
     std::vector<float> keys;   // [n_cells of a page, n_head_kv, dk]
     std::vector<double> sum, sum_sq;  // [dk] (kMeanStd)
     std::vector<float> bound;  // [n_pages]
+    std::vector<float> mass;   // [n_pages] estimated attention mass (top-p)
     std::vector<std::pair<float, int32_t>> ranked;
   };
 

@@ -1,6 +1,8 @@
 #include "kv/policies/page_selection.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <numeric>
 
 namespace longhaul::kv {
@@ -36,7 +38,8 @@ void classify_pages(const KvCache& cache, SeqId seq, int32_t il, int32_t sink_to
 }
 
 int32_t select_top_pages(std::span<const float> score, std::span<const uint8_t> always, int32_t n_select,
-                         std::vector<int32_t>& selected, std::vector<std::pair<float, int32_t>>& ranked) {
+                         std::vector<int32_t>& selected, std::vector<std::pair<float, int32_t>>& ranked,
+                         const TopPPruning& top_p) {
   selected.clear();
   ranked.clear();
   for (size_t ip = 0; ip < always.size(); ++ip) {
@@ -49,9 +52,32 @@ int32_t select_top_pages(std::span<const float> score, std::span<const uint8_t> 
   const auto n = std::min<size_t>(static_cast<size_t>(std::max(n_select, 0)), ranked.size());
   // Ties go to the earlier page, so that the choice does not depend on the sort.
   std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(n), ranked.end());
-  for (size_t i = 0; i < n; ++i) selected.push_back(ranked[i].second);
+  size_t n_read = n;
+  if (top_p.active() && n > 0) {
+    double total = 0.0;
+    for (size_t i = 0; i < n; ++i) total += top_p.mass[static_cast<size_t>(ranked[i].second)];
+    if (total > 0.0 && std::isfinite(total)) {
+      const double reach = static_cast<double>(top_p.p) * total;
+      double mass = 0.0;
+      n_read = 0;
+      while (n_read < n && (n_read == 0 || mass < reach))
+        mass += top_p.mass[static_cast<size_t>(ranked[n_read++].second)];
+    }
+  }
+  for (size_t i = 0; i < n_read; ++i) selected.push_back(ranked[i].second);
   std::sort(selected.begin(), selected.end());
-  return static_cast<int32_t>(n);
+  return static_cast<int32_t>(n_read);
+}
+
+void page_mass_from_scores(std::span<const float> score, std::span<const KvCache::PageSpan> spans,
+                           std::span<const uint8_t> always, std::vector<float>& mass) {
+  mass.assign(always.size(), 0.0f);
+  float top = -std::numeric_limits<float>::infinity();
+  for (size_t ip = 0; ip < always.size(); ++ip)
+    if (!always[ip]) top = std::max(top, score[ip]);
+  if (!std::isfinite(top)) return;  // no candidate, or none with a score: no mass to share
+  for (size_t ip = 0; ip < always.size(); ++ip)
+    if (!always[ip]) mass[ip] = static_cast<float>(spans[ip].n_cells) * std::exp(score[ip] - top);
 }
 
 }  // namespace longhaul::kv

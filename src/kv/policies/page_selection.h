@@ -1,5 +1,5 @@
 // Pieces shared by the policies that choose, per decode query, the pages each KV head reads (KvPolicy::select_pages:
-// quest, recycled, lserve): when a selection applies, which pages are read whatever it says, and the ranking of
+// quest, recycled, lserve, hip): when a selection applies, which pages are read whatever it says, and the ranking of
 // the other pages by a score.
 #pragma once
 
@@ -35,11 +35,36 @@ void select_every_page(int32_t n_pages, std::vector<int32_t>& pages);
 void classify_pages(const KvCache& cache, SeqId seq, int32_t il, int32_t sink_tokens, int32_t first_local_cell,
                     PageCandidates& out);
 
-// The pages marked always, plus the n_select others with the largest score (ties to the earlier page), ascending.
+// Twilight (Lin et al., 2025, "Twilight: Adaptive Attention Sparsity with Hierarchical Top-p Pruning"): a fixed
+// budget reads too much where attention is concentrated and too little where it is spread. Twilight lets a base
+// method select with its (conservative) budget, then prunes that selection by top-p: only the best-scored pages
+// whose estimated attention mass reaches p of the selection's are read.
+struct TopPPruning {
+  float p = 1.0f;               // share of the selection's estimated attention mass to read; 1 = off (the budget)
+  std::span<const float> mass;  // [n_pages] each candidate's estimated attention mass (>= 0, any common scale)
+  bool active() const { return p < 1.0f; }
+  // The same p over `page_mass` (a span taken once the masses are computed: a vector filled later may move).
+  TopPPruning with_mass(std::span<const float> page_mass) const { return {p, page_mass}; }
+};
+
+// The pages marked always, plus the n_select others with the largest score (ties to the earlier page), ascending;
+// with top_p active, only the smallest prefix of those n_select (best score first) whose mass reaches
+// top_p.p * their total mass (at least one page; all of them if the mass is not a positive finite number).
 //   score:  [n_pages] (read for candidates only)
 //   ranked: scratch, reused between calls
-// Returns the number of pages chosen by score: min(n_select, candidates).
+// Returns the number of pages chosen by score: min(n_select, candidates), or fewer after top-p.
 int32_t select_top_pages(std::span<const float> score, std::span<const uint8_t> always, int32_t n_select,
-                         std::vector<int32_t>& selected, std::vector<std::pair<float, int32_t>>& ranked);
+                         std::vector<int32_t>& selected, std::vector<std::pair<float, int32_t>>& ranked,
+                         const TopPPruning& top_p = {});
+
+// Estimated attention mass of each candidate page from a per-page score in the softmax's domain (q . k with the
+// attention scale applied, as the queries select_pages receives are): mass = n_cells * exp(score - max score), as
+// if every cell of the page scored the page's score. That is the page's share of the softmax over the candidate
+// cells under that assumption; the estimate is only as good as the score (Quest's bound is >= every key's score,
+// so it overstates pages of spread keys; a HiP representative is one real key of the page, exact where scores
+// are locally smooth, as HiP assumes), which is why it only orders and prunes what the score selected.
+//   mass: [n_pages] out; 0 for pages marked always.
+void page_mass_from_scores(std::span<const float> score, std::span<const KvCache::PageSpan> spans,
+                           std::span<const uint8_t> always, std::vector<float>& mass);
 
 }  // namespace longhaul::kv

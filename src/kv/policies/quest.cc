@@ -53,7 +53,7 @@ class QuestPolicy final : public KvPolicy {
   std::string describe() const override {
     return "quest(budget=" + std::to_string(options_.budget) + ", page=" + std::to_string(options_.page_tokens) +
            ", sink=" + std::to_string(options_.sink_tokens) + ", window=" + std::to_string(options_.window) +
-           ", dense=" + std::to_string(options_.dense_layers) + summary_text() + ")";
+           ", dense=" + std::to_string(options_.dense_layers) + summary_text() + describe_top_p(options_.top_p) + ")";
   }
   int32_t max_cells() const override { return 0; }
   int32_t page_tokens() const override { return options_.page_tokens; }
@@ -74,6 +74,7 @@ class QuestPolicy final : public KvPolicy {
     how.sink_tokens = options_.sink_tokens;
     how.window = options_.window;
     how.n_select = options_.budget / options_.page_tokens;
+    how.top_p = options_.top_p;
     summaries_.select(query, how, pages);
   }
 
@@ -106,6 +107,7 @@ Result<std::unique_ptr<KvPolicy>> make_quest_policy(const KvPolicyContext& conte
                   ? KeySummary::kMeanStd
                   : KeySummary::kMinMax;
   o.std_scale = params.get_float("k", o.std_scale, 0.0f, 16.0f, /*lo_open=*/true, "summary=meanstd: std either side");
+  o.top_p = read_top_p(params);
   if (Status st = params.refusal(); !st.is_ok()) return st;
   return make_quest_policy(context, o);
 }

@@ -20,6 +20,7 @@ struct QuestOptions {
   int32_t dense_layers = 2;           // the first layers read every page (Quest keeps two)
   KeySummary summary = KeySummary::kMinMax;  // per-channel key bounds of a page: min/max (Quest) or mean -/+ k * std
   float std_scale = 2.0f;             // k of KeySummary::kMeanStd
+  float top_p = 1.0f;                 // Twilight top-p over the selected pages' estimated attention; 1 = off
 };
 
 Result<std::unique_ptr<KvPolicy>> make_quest_policy(const KvPolicyContext& context, const QuestOptions& options);

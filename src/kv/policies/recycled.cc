@@ -35,6 +35,7 @@ struct RecycledOptions {
   int32_t page_tokens = 32;           // cells per page: the unit of selection
   int32_t sink_tokens = kDefaultSinkTokens;  // pages holding positions < sink_tokens are always read
   int32_t window = 32;                // pages holding one of the last `window` cells are always read
+  float top_p = 1.0f;                 // Twilight top-p over the selected pages' attention at the full step; 1 = off
 };
 
 class RecycledPolicy final : public KvPolicy {
@@ -51,7 +52,7 @@ class RecycledPolicy final : public KvPolicy {
   std::string describe() const override {
     return "recycled(budget=" + std::to_string(options_.budget) + ", stride=" + std::to_string(options_.stride) +
            ", page=" + std::to_string(options_.page_tokens) + ", sink=" + std::to_string(options_.sink_tokens) +
-           ", window=" + std::to_string(options_.window) + ")";
+           ", window=" + std::to_string(options_.window) + describe_top_p(options_.top_p) + ")";
   }
   int32_t max_cells() const override { return 0; }
   int32_t page_tokens() const override { return options_.page_tokens; }
@@ -108,18 +109,25 @@ class RecycledPolicy final : public KvPolicy {
     const int32_t first_local = std::min(cache.n_cells(query.seq, query.il) - options_.window, n_scored);
     classify_pages(cache, query.seq, query.il, options_.sink_tokens, first_local, u.layout);
     const int32_t n_select = options_.budget / options_.page_tokens;
-    if (u.layout.n_candidates <= n_select) return;  // the budget covers every page
+    const TopPPruning top_p{options_.top_p, {}};
+    if (u.layout.n_candidates <= n_select && !top_p.active()) return;  // the budget covers every page
     u.page_score.assign(u.layout.spans.size(), 0.0f);
+    // Top-p's estimate of a page's attention mass is the attention its cells received at the full step: measured,
+    // not estimated from keys, and as stale as the selection itself.
+    u.mass.assign(u.layout.spans.size(), 0.0f);
     for (size_t ip = 0; ip < u.layout.spans.size(); ++ip) {
       if (u.layout.always[ip]) continue;
       const KvCache::PageSpan& span = u.layout.spans[ip];
       // Candidates end before first_local <= n_scored: every cell of theirs has a score.
-      double best = 0.0;
-      for (int32_t c = span.first_cell; c < span.first_cell + span.n_cells; ++c)
+      double best = 0.0, sum = 0.0;
+      for (int32_t c = span.first_cell; c < span.first_cell + span.n_cells; ++c) {
         best = std::max(best, u.scores[static_cast<size_t>(c)]);
+        sum += u.scores[static_cast<size_t>(c)];
+      }
       u.page_score[ip] = static_cast<float>(best);
+      u.mass[ip] = static_cast<float>(sum);
     }
-    select_top_pages(u.page_score, u.layout.always, n_select, pages, u.ranked);
+    select_top_pages(u.page_score, u.layout.always, n_select, pages, u.ranked, top_p.with_mass(u.mass));
   }
 
   // Per (layer, KV head): the number of scored cells and their scores; then the schedule.
@@ -146,6 +154,7 @@ class RecycledPolicy final : public KvPolicy {
     // Scratch of select_pages, reused from step to step.
     PageCandidates layout;
     std::vector<float> page_score;  // [n_pages]
+    std::vector<float> mass;        // [n_pages] attention the full step gave each page (top-p)
     std::vector<std::pair<float, int32_t>> ranked;
   };
 
@@ -192,6 +201,7 @@ Result<std::unique_ptr<KvPolicy>> make_recycled_policy(const KvPolicyContext& co
   o.page_tokens = params.get_int("page", o.page_tokens, 1, 4096, "cells per page, the unit of selection");
   o.sink_tokens = read_sink_tokens(params);
   o.window = params.get_int("window", o.window, 0, kMaxParamCount, "most recent tokens always read");
+  o.top_p = read_top_p(params);
   if (Status st = params.refusal(); !st.is_ok()) return st;
   LH_RETURN_IF_ERROR(check_page_budget("recycled", o.budget, o.page_tokens));
   return std::unique_ptr<KvPolicy>(new RecycledPolicy(context, o));

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include "base/status.h"
@@ -31,6 +32,22 @@ inline int32_t read_recent(PolicyParams& params, int32_t budget) {
 inline bool read_select_per_head(PolicyParams& params) {
   return params.get_word("select", "head", {"head", "layer"}, "each KV head keeps its own cells, or the layer's") ==
          "head";
+}
+
+// Twilight's top-p page budget (Lin et al., 2025; kv/policies/page_selection.h TopPPruning) of every policy that
+// selects pages per query (quest, lserve, hip, recycled): of the pages the budget selects, read only the
+// best-scored ones whose estimated attention mass reaches top_p of theirs. 1 = off (the fixed budget).
+inline float read_top_p(PolicyParams& params) {
+  return params.get_float("top_p", 1.0f, 0.0f, 1.0f, /*lo_open=*/true,
+                          "read selected pages until their estimated attention reaches this share (Twilight)");
+}
+
+// ", top_p=0.9" when top-p pruning is on, else "" (for describe()).
+inline std::string describe_top_p(float top_p) {
+  if (top_p >= 1.0f) return "";
+  char text[32];
+  std::snprintf(text, sizeof text, ", top_p=%g", static_cast<double>(top_p));
+  return text;
 }
 
 // The budget of a policy that selects pages (quest, lserve, hip, recycled): at least one page of page_tokens >= 1

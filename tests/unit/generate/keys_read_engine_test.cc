@@ -1,7 +1,8 @@
 // Engine::keys_read, the share of the cached key cells a decode token's attention reads (bench's and eval's
 // keys_read): every cell under full attention on SmolLM2 (no sliding window); on Gemma 3 the local layers read
 // only their 512-token window, exactly as the count says; quest reads its budget's pages, plus the page holding
-// the new token; prefill chunks are not decode tokens and count nothing.
+// the new token; under top-p, fewer than a covering budget's; prefill chunks are not decode tokens and count
+// nothing.
 #include "engine_testing.h"
 
 namespace longhaul::generate {
@@ -72,6 +73,30 @@ TEST(KeysReadSmolLM2, QuestReadsItsBudgetsPages) {
   EXPECT_LT(share, 0.5 * full_share) << share;
   // At least the budget's pages (256 cells) per head of a global layer are read.
   EXPECT_GT(share, 256.0 / (n_prompt + n_decode) * 0.5) << share;
+}
+
+// Twilight's top-p on a budget that covers the cache: quest and hip then read every page at top_p=1, as full, and
+// fewer with top_p=0.9 (the pages holding 90% of the estimated attention), yet still beyond the pages always read.
+TEST(KeysReadSmolLM2, TopPReadsLessThanACoveringBudget) {
+  const model::Model* model_ = shared_model(longhaul::testing::smollm2_path());
+  if (model_ == nullptr) GTEST_SKIP() << "SmolLM2 is not installed";
+  ThreadPool pool_{2};
+  const int32_t n_prompt = 900, n_decode = 2;
+  const Counts full = count(*model_, pool_, "full", n_prompt, n_decode, 32);
+  for (const char* policy : {"quest", "hip"}) {
+    const std::string spec = std::string(policy) + ":budget=4096";
+    const Counts all = count(*model_, pool_, spec + ":top_p=1", n_prompt, n_decode, 32);
+    const Counts pruned = count(*model_, pool_, spec + ":top_p=0.9", n_prompt, n_decode, 32);
+    const Counts few = count(*model_, pool_, std::string(policy) + ":budget=32", n_prompt, n_decode, 32);
+    EXPECT_EQ(all.after_decode.read, full.after_decode.read) << policy;
+    EXPECT_EQ(pruned.after_decode.held, full.after_decode.held) << policy;
+    EXPECT_LT(pruned.after_decode.read, all.after_decode.read) << policy;
+    EXPECT_GT(pruned.after_decode.read, few.after_decode.read) << policy;
+    std::printf("%s: keys read with a covering budget %.3f, with top_p=0.9 %.3f, with one page %.3f\n", policy,
+                static_cast<double>(all.after_decode.read) / static_cast<double>(all.after_decode.held),
+                static_cast<double>(pruned.after_decode.read) / static_cast<double>(pruned.after_decode.held),
+                static_cast<double>(few.after_decode.read) / static_cast<double>(few.after_decode.held));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, KeysReadTest, ::testing::Values("SmolLM2", "Gemma3"), each_model_name);

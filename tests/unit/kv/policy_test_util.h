@@ -58,6 +58,28 @@ inline int32_t step(KvPolicy& policy, KvCache& cache, SeqId seq, int32_t n_token
   return *first;
 }
 
+// A cache of `n_cells` cells in pages of 4 whose keys are 0.01 except page `needle_page`, whose keys point along
+// channel 0 of KV head 0 (and channel 1 of KV head 1).
+struct NeedleCache {
+  KvShape shape = tiny_shape(3);
+  KvCache cache;
+  SeqId seq = 0;
+  NeedleCache(int32_t n_cells, int32_t needle_page)
+      : cache(shape, KvCacheOptions{/*page_tokens=*/4, /*max_cells=*/0, /*max_sequences=*/4}) {
+    seq = *cache.add_sequence();
+    std::vector<int32_t> pos(static_cast<size_t>(n_cells));
+    for (int32_t i = 0; i < n_cells; ++i) pos[static_cast<size_t>(i)] = i;
+    LH_CHECK(cache.append_cells(seq, pos).is_ok());
+    const int32_t dk = shape.head_dim_k;
+    std::vector<float> keys(static_cast<size_t>(n_cells) * shape.n_head_kv * dk, 0.01f);
+    for (int32_t i = 4 * needle_page; i < 4 * needle_page + 4; ++i) {
+      keys[(static_cast<size_t>(i) * shape.n_head_kv + 0) * dk + 0] = 5.0f;
+      keys[(static_cast<size_t>(i) * shape.n_head_kv + 1) * dk + 1] = 5.0f;
+    }
+    for (int32_t il = 0; il < shape.n_layer; ++il) cache.write_keys(seq, il, 0, n_cells, keys.data());
+  }
+};
+
 // The pages `policy` has KV head kv_head of layer il read for one decode query: the queries q [n_q, dk] of the
 // head's GQA group, all at `position`.
 inline std::vector<int32_t> select_for_decode(const KvPolicy& policy, const KvCache& cache, SeqId seq, int32_t il,

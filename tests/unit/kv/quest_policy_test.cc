@@ -14,6 +14,7 @@ namespace longhaul::kv {
 namespace {
 
 using testing::tiny_context;
+using testing::NeedleCache;
 using testing::select_for_decode;
 using testing::tiny_shape;
 
@@ -95,28 +96,6 @@ TEST(QuestSelect, BudgetAboveTheCandidatesSelectsThemAll) {
   EXPECT_EQ(quest_select_pages(pages, q, 1, 2, 0, selected), 0);
   EXPECT_TRUE(selected.empty());
 }
-
-// A cache of `n_cells` cells in pages of 4 whose keys are 0 except page `needle_page`, whose keys point along
-// channel 0 of KV head 0 (and channel 1 of KV head 1).
-struct NeedleCache {
-  KvShape shape = tiny_shape(3);
-  KvCache cache;
-  SeqId seq = 0;
-  NeedleCache(int32_t n_cells, int32_t needle_page)
-      : cache(shape, KvCacheOptions{/*page_tokens=*/4, /*max_cells=*/0, /*max_sequences=*/4}) {
-    seq = *cache.add_sequence();
-    std::vector<int32_t> pos(static_cast<size_t>(n_cells));
-    for (int32_t i = 0; i < n_cells; ++i) pos[static_cast<size_t>(i)] = i;
-    EXPECT_TRUE(cache.append_cells(seq, pos).is_ok());
-    const int32_t dk = shape.head_dim_k;
-    std::vector<float> keys(static_cast<size_t>(n_cells) * shape.n_head_kv * dk, 0.01f);
-    for (int32_t i = 4 * needle_page; i < 4 * needle_page + 4; ++i) {
-      keys[(static_cast<size_t>(i) * shape.n_head_kv + 0) * dk + 0] = 5.0f;
-      keys[(static_cast<size_t>(i) * shape.n_head_kv + 1) * dk + 1] = 5.0f;
-    }
-    for (int32_t il = 0; il < shape.n_layer; ++il) cache.write_keys(seq, il, 0, n_cells, keys.data());
-  }
-};
 
 std::unique_ptr<KvPolicy> quest(const KvShape& shape, int32_t budget, int32_t dense = 1) {
   QuestOptions o;
