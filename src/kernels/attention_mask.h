@@ -38,6 +38,10 @@ struct AttentionMask {
   int32_t n_sink = 0;  // keys at positions < n_sink are exempt from `window` (attention sinks of a head span:
                        // StreamingLLM, Xiao et al., 2023); causality still applies; 0 = no sinks
                        // (positions are >= 0)
+  // > 0: query at q sees a key at k only if q - k >= min_distance -- the complement of a window: the distant keys
+  // a query-aware policy reads in place of what lies beyond its local window (InfLLM's memory, Xiao et al., 2024).
+  // Sinks are not exempt. 0 = off.
+  int32_t min_distance = 0;
   // Tree verification (speculative decoding): the step's own new tokens form a tree. When k_node is non-null, key j
   // with k_node[j] >= 0 is node k_node[j] of the step's tree and query i (node q_node[i] >= 0) sees it iff bit
   // k_node[j] is set in query node q_node[i]'s ancestor row (a node is its own ancestor) -- position causality is NOT
@@ -67,8 +71,13 @@ namespace {
 // The positional rule alone (keys that are not tree nodes): causal, and within the window unless the key is a sink.
 // The difference is taken in 64 bits: positions near INT32_MAX / INT32_MIN must not wrap into "inside the window".
 inline bool position_visible(const AttentionMask& m, int32_t q_pos, int32_t k_pos) {
-  return k_pos <= q_pos &&
+  return static_cast<int64_t>(k_pos) <= static_cast<int64_t>(q_pos) - (m.min_distance > 0 ? m.min_distance : 0) &&
          (m.window <= 0 || k_pos < m.n_sink || static_cast<int64_t>(q_pos) - k_pos < m.window);
+}
+
+// The last key position query q_pos may see by position: q_pos, or q_pos - min_distance.
+inline int64_t last_visible_position(const AttentionMask& m, int64_t q_pos) {
+  return q_pos - (m.min_distance > 0 ? m.min_distance : 0);
 }
 
 // Index of the first entry of the ascending array a[0 .. n) that is >= x (n when none is).
@@ -182,8 +191,9 @@ inline uint32_t block_visibility(const AttentionMask& m, int32_t i, int32_t j0, 
                                  int32_t k_max) {
   if (!block_has_tree_keys(m, j0, n)) {
     const int64_t q = m.q_pos[i];
-    if (k_min > q) return 0;  // every key in the query's future
-    if (k_max <= q) {
+    const int64_t last = last_visible_position(m, q);
+    if (k_min > last) return 0;  // every key in the query's future (or nearer than min_distance)
+    if (k_max <= last) {
       // All causal. With a window, a key is visible iff it is a sink (k < n_sink) or recent (k > q - window): every
       // key of [k_min, k_max] is either when the recent range starts at k_min, the sinks reach past k_max, or the
       // two ranges overlap.
@@ -221,7 +231,7 @@ inline QueryBounds query_bounds(const AttentionMask& m, int32_t n_q) {
 inline bool block_maybe_visible(const AttentionMask& m, const QueryBounds& qb, int32_t j0, int32_t n, int32_t k_min,
                                 int32_t k_max) {
   if (block_has_tree_keys(m, j0, n)) return true;
-  if (k_min > qb.max) return false;
+  if (k_min > last_visible_position(m, qb.max)) return false;
   if (m.window > 0 && k_min >= m.n_sink && static_cast<int64_t>(qb.min) - k_max >= m.window) return false;
   return true;
 }

@@ -197,6 +197,28 @@ class KvPolicy {
     pages.clear();
   }
 
+  // A page read at positions other than its own. Policies that extend a model past the context it was trained at
+  // (InfLLM, Xiao et al., 2024; LongHeads, Lu et al., 2024) show a query distant pages as if they were near, so that
+  // no query-key distance exceeds what the model saw in training. The keys' rotary embedding is what moves
+  // (the query is rotated by -shift for this page); the mask still reads true positions.
+  struct PagePlacement {
+    int32_t page = 0;
+    int32_t shift = 0;         // keys read as if at their position + shift
+    int32_t min_distance = 0;  // > 0: only keys at least this far behind the query (by true position) are visible
+  };
+  // True when the policy reads some pages at other positions (select_placed_pages returns placements).
+  virtual bool places_pages() const { return false; }
+  // What the attention plan asks of a policy that selects pages: `pages` (select_pages: read at their own
+  // positions, under the layer's window and the head's span) and `placed` (read as placed; causal by true position
+  // and the placement's min_distance, no window or span). A page may be in both, e.g. InfLLM's page at the edge of
+  // the local window: its near cells at their own positions, its far ones placed. Same thread-safety as select_pages.
+  // A policy that places pages overrides this instead of select_pages: the plan asks only this.
+  virtual void select_placed_pages(const PageQuery& query, std::vector<int32_t>& pages,
+                                   std::vector<PagePlacement>& placed) const {
+    placed.clear();
+    select_pages(query, pages);
+  }
+
   // The policy's statistics (per-cell scores and the like), flattened, for tests and introspection: two policies
   // that would make the same future decisions have equal statistics. Empty for a policy without state.
   virtual std::vector<double> statistics() const { return {}; }

@@ -29,6 +29,8 @@ constexpr Entry kPolicies[] = {
     {"recycled", make_recycled_policy, "Recycled Attention: a full step every S, between them the pages it attended to most"},
     {"hip", make_hip_policy, "HiP: keeps every token; a decode query reads the pages a hierarchical top-k tree search picks"},
     {"lserve", make_lserve_policy, "LServe: duo's streaming heads plus hierarchical, reused Quest selection on the rest", true},
+    {"infllm", make_infllm_policy, "InfLLM: a local window plus the most relevant memory blocks, seen at the window's edge"},
+    {"longheads", make_longheads_policy, "LongHeads: each head reads its own chunks, laid side by side within the span"},
 };
 
 const Entry* find_entry(std::string_view name) {

@@ -27,6 +27,7 @@ void AttentionPlan::build(const Batch& batch, std::span<const int32_t> cells, co
   const int32_t n_tokens = batch.size();
   policies_ = policies;
   selected_begin_.clear();
+  placed_begin_.clear();
   sparse_.clear();
   token_sparse_.assign(static_cast<size_t>(n_tokens), -1);
   token_pos_.assign(batch.positions.begin(), batch.positions.end());
@@ -119,6 +120,7 @@ kernels::AttentionMask AttentionPlan::page_mask(const HeadMask& head, kv::SeqId 
 
 void AttentionPlan::select_pages(StepContext& step, int32_t il, const float* q, int32_t n_head, int32_t dk) {
   selected_begin_.clear();
+  placed_begin_.clear();
   bool any = false;
   for (int32_t b = 0; b < n_blocks() && !any; ++b) {
     const kv::KvPolicy* p = policy_of(block_seq_[static_cast<size_t>(b)]).policy;
@@ -128,6 +130,8 @@ void AttentionPlan::select_pages(StepContext& step, int32_t il, const float* q, 
   const int32_t n_head_kv = step.config.n_head_kv, group = n_head / n_head_kv;
   const int64_t n_units = static_cast<int64_t>(n_blocks()) * n_head_kv;
   unit_pages_.resize(static_cast<size_t>(n_units));
+  unit_placed_.resize(static_cast<size_t>(n_units));
+  for (auto& placed : unit_placed_) placed.clear();
   selected_all_.assign(static_cast<size_t>(n_units), 1);
   step.pool.for_each_chunk(n_units, [&](int64_t unit, int i_thread) {
     const auto b = static_cast<int32_t>(unit / n_head_kv);
@@ -148,10 +152,15 @@ void AttentionPlan::select_pages(StepContext& step, int32_t il, const float* q, 
         scratch.q_pos[static_cast<size_t>(i)] = step.batch.positions[static_cast<size_t>(t)];
       }
     std::vector<int32_t>& pages = unit_pages_[static_cast<size_t>(unit)];
-    policy->select_pages({step.cache, seq, il, kv_head, scratch.q.data(), scratch.q_pos.data(), n_q, dk}, pages);
+    std::vector<kv::KvPolicy::PagePlacement>& placed = unit_placed_[static_cast<size_t>(unit)];
+    policy->select_placed_pages({step.cache, seq, il, kv_head, scratch.q.data(), scratch.q_pos.data(), n_q, dk},
+                                pages, placed);
     // The step's own cells are always read: a query must see itself, and its new neighbours.
     const int32_t first_new = step.state.cells[static_cast<size_t>(t0)];
     const int32_t n_pages = step.cache.n_pages(seq, il);
+    placed.erase(std::remove_if(placed.begin(), placed.end(),
+                                [&](const kv::KvPolicy::PagePlacement& p) { return p.page < 0 || p.page >= n_pages; }),
+                 placed.end());
     for (int32_t ip = 0; ip < n_pages; ++ip) {
       const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
       if (span.first_cell + span.n_cells > first_new) pages.push_back(ip);
@@ -164,6 +173,7 @@ void AttentionPlan::select_pages(StepContext& step, int32_t il, const float* q, 
   });
   selected_begin_.assign(static_cast<size_t>(n_units) + 1, 0);
   selected_.clear();
+  placed_.clear();
   for (int64_t u = 0; u < n_units; ++u) {
     if (!selected_all_[static_cast<size_t>(u)]) {
       const std::vector<int32_t>& pages = unit_pages_[static_cast<size_t>(u)];
@@ -171,6 +181,25 @@ void AttentionPlan::select_pages(StepContext& step, int32_t il, const float* q, 
     }
     selected_begin_[static_cast<size_t>(u) + 1] = static_cast<int32_t>(selected_.size());
   }
+  placed_begin_.clear();
+  bool places = false;
+  for (const auto& placed : unit_placed_) places = places || !placed.empty();
+  if (!places) return;
+  placed_begin_.assign(static_cast<size_t>(n_units) + 1, 0);
+  for (int64_t u = 0; u < n_units; ++u) {
+    const auto& placed = unit_placed_[static_cast<size_t>(u)];
+    placed_.insert(placed_.end(), placed.begin(), placed.end());
+    placed_begin_[static_cast<size_t>(u) + 1] = static_cast<int32_t>(placed_.size());
+  }
+}
+
+int32_t AttentionPlan::n_unit_placed(int64_t unit) const {
+  if (placed_begin_.empty()) return 0;
+  return placed_begin_[static_cast<size_t>(unit) + 1] - placed_begin_[static_cast<size_t>(unit)];
+}
+
+const kv::KvPolicy::PagePlacement& AttentionPlan::unit_placement(int64_t unit, int32_t i) const {
+  return placed_[static_cast<size_t>(placed_begin_[static_cast<size_t>(unit)] + i)];
 }
 
 void AttentionPlan::count_keys_read(const kv::KvCache& cache, int32_t il, int32_t n_head_kv, int32_t layer_window) {
@@ -189,6 +218,17 @@ void AttentionPlan::count_keys_read(const kv::KvCache& cache, int32_t il, int32_
       }
       const HeadMask head = head_mask(il, seq, kv_head, layer_window);
       if (head.window > 0) read = std::min<int64_t>(read, int64_t{head.window} + head.n_sink);
+      // Placed pages: the cells their placement shows the token (by true position).
+      const int32_t q_pos = token_pos_[static_cast<size_t>(block_begin(b))];
+      const std::span<const int32_t> positions = cache.positions(seq, il);
+      for (int32_t i = 0; i < n_unit_placed(unit); ++i) {
+        const kv::KvPolicy::PagePlacement& placed = unit_placement(unit, i);
+        if (!cache.head_rows_present(seq, il, kv_head, placed.page)) continue;
+        const kv::KvCache::PageSpan span = cache.page_span(seq, il, placed.page);
+        const int64_t last = static_cast<int64_t>(q_pos) - std::max(0, placed.min_distance);
+        for (int32_t c = span.first_cell; c < span.first_cell + span.n_cells; ++c)
+          read += positions[static_cast<size_t>(c)] <= last;
+      }
       counts.read += read;
       counts.held += n_cells;
     }
@@ -299,9 +339,29 @@ std::vector<SparsePattern> AttentionPlan::sparse_patterns(kv::SeqId seq) const {
   return out;
 }
 
+void turn_queries(const ModelConfig& cfg, int32_t il, int32_t shift, float* q, int32_t n_q, int32_t dk,
+                  kernels::RopeAngles& angles) {
+  if (shift == 0 || cfg.n_rot == 0) return;
+  const int32_t angle_position = -shift;
+  const bool local = cfg.is_local(il);
+  angles.compute(&angle_position, 1, cfg.n_rot, local ? cfg.rope_freq_base_local : cfg.rope_freq_base,
+                 local ? 1.0f : cfg.rope_freq_scale);
+  kernels::rope(q, n_q, dk, cfg.n_rot, angles.cos_sin.data(), cfg.rope_style);
+}
+
 // ---- the passes ----
 
 namespace {
+
+// The queries q [n_q, dk] as the keys of a page placed with `shift` see them (turn_queries), in
+// scratch.q_placed; q itself when nothing turns.
+const float* place_queries(const ModelConfig& cfg, int32_t il, int32_t shift, const float* q, int32_t n_q, int32_t dk,
+                           AttentionScratch& scratch) {
+  if (shift == 0 || cfg.n_rot == 0) return q;
+  scratch.q_placed.assign(q, q + static_cast<int64_t>(n_q) * dk);
+  turn_queries(cfg, il, shift, scratch.q_placed.data(), n_q, dk, scratch.placed_angles);
+  return scratch.q_placed.data();
+}
 
 // Probabilities of one query head of token t over the cells of its sequence, for a policy that observes them.
 //   q:      [head_dim_k] (already scaled)
@@ -324,15 +384,11 @@ void attend_one(StepContext& step, int32_t il, int32_t t, int32_t head, int32_t 
   float* scores = scratch.scores.data();
   std::fill(scores, scores + n_cells, -INFINITY);
   int32_t end = 0;  // one past the last visible cell
-  const int32_t n_pages = plan.n_unit_pages(cache, il, unit, step.config.n_head_kv);
-  for (int32_t i = 0; i < n_pages; ++i) {
-    const int32_t ip = plan.unit_page(unit, i);
-    if (!cache.head_rows_present(seq, il, kv_head, ip)) continue;  // freed rows: invisible to this head
+  // The scores of one page's visible cells for the query qv: runs of visible cells are contiguous key rows, one
+  // kernel call per run.
+  auto score_page = [&](int32_t ip, const kernels::AttentionMask& mask, const float* qv) {
     const kv::KvCache::PageSpan page = cache.page_span(seq, il, ip);
-    kernels::AttentionMask mask = plan.page_mask(head_mask, seq, page, positions, &query_pos, &query_node);
-    mask.q_sparse = &sparse;
     const kv::KvCache::HeadRows rows = cache.head_rows(seq, il, kv_head, ip, scratch.kv, true, false);
-    // Runs of visible cells are contiguous key rows: one kernel call per run.
     for (int32_t j = 0; j < page.n_cells;) {
       if (!kernels::key_visible(mask, 0, j)) {
         ++j;
@@ -340,10 +396,27 @@ void attend_one(StepContext& step, int32_t il, int32_t t, int32_t head, int32_t 
       }
       int32_t e = j + 1;
       while (e < page.n_cells && kernels::key_visible(mask, 0, e)) ++e;
-      kernels::dot_f16_rows(q, rows.keys + static_cast<int64_t>(j) * dk, dk, e - j, dk, scores + page.first_cell + j);
+      kernels::dot_f16_rows(qv, rows.keys + static_cast<int64_t>(j) * dk, dk, e - j, dk, scores + page.first_cell + j);
       end = std::max(end, page.first_cell + e);
       j = e;
     }
+  };
+  const int32_t n_pages = plan.n_unit_pages(cache, il, unit, step.config.n_head_kv);
+  for (int32_t i = 0; i < n_pages; ++i) {
+    const int32_t ip = plan.unit_page(unit, i);
+    if (!cache.head_rows_present(seq, il, kv_head, ip)) continue;  // freed rows: invisible to this head
+    kernels::AttentionMask mask = plan.page_mask(head_mask, seq, cache.page_span(seq, il, ip), positions, &query_pos,
+                                                 &query_node);
+    mask.q_sparse = &sparse;
+    score_page(ip, mask, q);
+  }
+  for (int32_t i = 0; i < plan.n_unit_placed(unit); ++i) {
+    const kv::KvPolicy::PagePlacement& placed = plan.unit_placement(unit, i);
+    if (!cache.head_rows_present(seq, il, kv_head, placed.page)) continue;
+    kernels::AttentionMask mask = plan.page_mask({}, seq, cache.page_span(seq, il, placed.page), positions,
+                                                 &query_pos, &query_node);
+    mask.min_distance = placed.min_distance;
+    score_page(placed.page, mask, place_queries(step.config, il, placed.shift, q, 1, dk, scratch));
   }
   if (end == 0) {  // nothing visible: cannot happen for a token that sees itself
     std::fill(scores, scores + n_cells, 0.0f);
@@ -413,11 +486,12 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
   const int32_t n_blocks = plan.n_blocks();
   const int64_t n_units = static_cast<int64_t>(n_blocks) * n_head_kv;
 
+  // A unit reads its pages (at their own positions), then its placed pages: entries 0 .. n_pages + n_placed - 1.
   int32_t max_cells = 0, max_pages = 0;
   for (int64_t u = 0; u < n_units; ++u) {
     const kv::SeqId seq = plan.block_sequence(static_cast<int32_t>(u / n_head_kv));
     max_cells = std::max(max_cells, step.cache.n_cells(seq, il));
-    max_pages = std::max(max_pages, plan.n_unit_pages(step.cache, il, u, n_head_kv));
+    max_pages = std::max(max_pages, plan.n_unit_pages(step.cache, il, u, n_head_kv) + plan.n_unit_placed(u));
   }
   // About kFlashTasksPerThread tasks per thread, so that threads finish together; a split keeps at least
   // kFlashMinCellsPerSplit cells, below which merging costs more than it saves.
@@ -481,10 +555,25 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
     const kv::SeqId seq = plan.block_sequence(b);
     const std::span<const int32_t> positions = step.cache.positions(seq, il);
     const AttentionPlan::HeadMask head = plan.head_mask(il, seq, kv_head, layer_window);
-    const int32_t i_end = std::min(plan.n_unit_pages(step.cache, il, unit, n_head_kv), (split + 1) * pages_per_split);
+    const int32_t n_pages = plan.n_unit_pages(step.cache, il, unit, n_head_kv);
+    const int32_t i_end = std::min(n_pages + plan.n_unit_placed(unit), (split + 1) * pages_per_split);
     // Keys of a head are contiguous rows within a page: one update per page. An f16 page is read in place; a
     // quantized one (KIVI storage) is dequantized to f16 rows in the thread's scratch first.
     for (int32_t i = split * pages_per_split; i < i_end; ++i) {
+      if (i >= n_pages) {
+        // A placed page: the queries turned by its shift, visible by true position and its min_distance.
+        const kv::KvPolicy::PagePlacement& placed = plan.unit_placement(unit, i - n_pages);
+        const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, placed.page);
+        const kv::KvCache::HeadRows rows = step.cache.head_rows(seq, il, kv_head, placed.page, scratch.kv);
+        if (rows.keys == nullptr) continue;
+        kernels::AttentionMask mask =
+            plan.page_mask({}, seq, span, positions, scratch.q_pos.data(), scratch.q_node.data());
+        mask.min_distance = placed.min_distance;
+        const float* q_placed = place_queries(cfg, il, placed.shift, scratch.q.data(), n_q, dk, scratch);
+        kernels::attention_update(q_placed, dk, n_q, rows.keys, dk, rows.values, dv, span.n_cells, mask, dk, dv, m,
+                                  l, o, dv);
+        continue;
+      }
       const int32_t ip = plan.unit_page(unit, i);
       const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
       const kv::KvCache::HeadRows rows = step.cache.head_rows(seq, il, kv_head, ip, scratch.kv);

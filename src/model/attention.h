@@ -4,7 +4,8 @@
 //   - the KV policy's head spans (sinks + window; DuoAttention's streaming heads),
 //   - an ancestor mask among a sequence's new tokens when the step carries a tree (speculative decoding), and
 //   - the pages a policy selects per (sequence, layer, KV head) for the step's queries (query-aware sparse
-//     attention: Quest, Tang et al., 2024, and its successors), and
+//     attention: Quest, Tang et al., 2024, and its successors), and the pages it reads at other positions
+//     (placements: InfLLM's memory blocks and LongHeads' chunks, moved within the trained context), and
 //   - in a long prompt chunk of a sequence that asks for sparse prefill, each query head's key set (blocks,
 //     columns, diagonals: MInference, Jiang et al., 2024; model/sparse_prefill.h),
 // into kernels::AttentionMask values and page lists. The flash pass, the probability pass that policies observe,
@@ -19,6 +20,7 @@
 #include "kv/kv_cache.h"
 #include "kv/kv_policy.h"
 #include "model/batch.h"
+#include "model/config.h"
 #include "model/sparse_prefill.h"
 
 namespace longhaul::model {
@@ -75,6 +77,10 @@ class AttentionPlan {
   // Pages unit (block * n_head_kv + kv_head) reads in layer il, after select_pages: a list, or every page.
   int32_t n_unit_pages(const kv::KvCache& cache, int32_t il, int64_t unit, int32_t n_head_kv) const;
   int32_t unit_page(int64_t unit, int32_t i) const;
+  // Pages unit reads at other positions (kv::KvPolicy::PagePlacement), after select_pages: none unless its policy
+  // places pages.
+  int32_t n_unit_placed(int64_t unit) const;
+  const kv::KvPolicy::PagePlacement& unit_placement(int64_t unit, int32_t i) const;
 
   // Key cells read by the step's decode queries (blocks of one token), per sequence: summed over layers and KV
   // heads, the cells of the pages each (token, KV head) visits (its selection, or every page; rows a head freed
@@ -124,6 +130,11 @@ class AttentionPlan {
   std::vector<uint8_t> selected_all_;
   std::vector<int32_t> selected_;
   std::vector<std::vector<int32_t>> unit_pages_;  // [n_units] scratch of select_pages
+  // Placements of the current layer: unit u reads placed_[placed_begin_[u] .. placed_begin_[u + 1]) (empty
+  // placed_begin_: no unit places pages).
+  std::vector<int32_t> placed_begin_;
+  std::vector<kv::KvPolicy::PagePlacement> placed_;
+  std::vector<std::vector<kv::KvPolicy::PagePlacement>> unit_placed_;  // [n_units] scratch of select_pages
   // Sparse prefill of the current layer: one entry per sequence whose chunk is sparse.
   struct SparseSequence {
     kv::SeqId seq = -1;
@@ -151,7 +162,16 @@ struct AttentionScratch {
   std::vector<const kernels::SparseKeys*> distinct_sparse;  // the different sets of one task's queries
   std::vector<uint16_t> sparse_keys;  // [n_cells, dk] one head's keys gathered for the sparse prefill estimate
   std::vector<float> sparse_probs;    // [n_last, n_cells] the last queries' attention in that estimate
+  std::vector<float> q_placed;        // [n_q, dk] the queries rotated for one placed page
+  kernels::RopeAngles placed_angles;  // [1, n_rot / 2, 2] the rotation by -shift of that page
 };
+
+// Rotates the queries q [n_q, dk] (after RoPE) of layer il by -shift positions, in place: RoPE scores depend on
+// the query's position minus the key's, so the turned queries score a key at position p as the unturned ones
+// would score it at p + shift. This is how a placed page (kv::KvPolicy::PagePlacement) is read without touching
+// its keys. angles: scratch.
+void turn_queries(const ModelConfig& cfg, int32_t il, int32_t shift, float* q, int32_t n_q, int32_t dk,
+                  kernels::RopeAngles& angles);
 
 // Self-attention of layer il: reads state.xn [n_tokens, n_embd], stores the step's keys and values in the cache,
 // and writes W_o(attention) to state.proj.

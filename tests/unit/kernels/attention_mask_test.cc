@@ -83,6 +83,30 @@ struct TreeFixture {
   }
 };
 
+TEST(AttentionMask, MinDistanceShowsOnlyDistantKeys) {
+  // InfLLM's memory view: query 100 with min_distance 30 sees keys 0..70, not 71..100 (its local window's keys).
+  std::vector<int32_t> k_pos = {0, 69, 70, 71, 100, 101};
+  int32_t q_pos = 100;
+  AttentionMask m;
+  m.q_pos = &q_pos;
+  m.k_pos = k_pos.data();
+  m.min_distance = 30;
+  const std::vector<bool> want = {true, true, true, false, false, false};
+  for (size_t j = 0; j < k_pos.size(); ++j) EXPECT_EQ(key_visible(m, 0, static_cast<int32_t>(j)), want[j]) << j;
+  // Sinks are not exempt: a key at position 0 nearer than min_distance stays hidden.
+  q_pos = 20;
+  m.n_sink = 4;
+  EXPECT_FALSE(key_visible(m, 0, 0));
+  // Block paths: [71, 100] is hidden from query 100 as a whole, [0, 70] visible as a whole.
+  q_pos = 100;
+  m.n_sink = 0;
+  EXPECT_EQ(block_visibility(m, 0, 3, 2, 71, 100), 0u);
+  EXPECT_EQ(block_visibility(m, 0, 0, 3, 0, 70), 0x7u);
+  const QueryBounds qb{90, 100};
+  EXPECT_FALSE(block_maybe_visible(m, qb, 3, 2, 71, 100));
+  EXPECT_TRUE(block_maybe_visible(m, qb, 0, 3, 0, 70));
+}
+
 TEST(AttentionMask, TreeKeysFollowAncestorsNotPositions) {
   const TreeFixture t;
   const AttentionMask m = t.mask();
@@ -174,6 +198,7 @@ TEST(AttentionMask, BlockFastPathsAgreeWithKeyVisible) {
     m.k_pos = k_pos.data();
     m.window = uniform(0, 1) == 0 ? 0 : uniform(1, 60);
     m.n_sink = uniform(0, 1) == 0 ? 0 : uniform(0, 40);
+    m.min_distance = uniform(0, 3) == 0 ? uniform(1, 50) : 0;
     if (tree) {
       m.k_node = k_node.data();
       m.q_node = q_node.data();

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <numeric>
+#include <random>
 #include <vector>
 
 #include "kv/kv_cache.h"
@@ -90,6 +91,53 @@ inline std::vector<int32_t> select_for_decode(const KvPolicy& policy, const KvCa
   policy.select_pages({cache, seq, il, kv_head, q.data(), q_pos.data(), static_cast<int32_t>(q_pos.size()), dk}, pages);
   return pages;
 }
+
+// RoPE of adjacent pairs over every dim of x at position `pos`, base 10000 (tiny_context's), written out
+// independently of kernels::rope.
+inline std::vector<float> rotate_pairs(const std::vector<float>& x, double pos) {
+  std::vector<float> y = x;
+  const auto n = static_cast<int32_t>(x.size());
+  for (int32_t i = 0; i < n / 2; ++i) {
+    const double theta = pos * std::pow(10000.0, -2.0 * i / n);
+    const double c = std::cos(theta), s = std::sin(theta);
+    y[2 * i] = static_cast<float>(x[2 * i] * c - x[2 * i + 1] * s);
+    y[2 * i + 1] = static_cast<float>(x[2 * i] * s + x[2 * i + 1] * c);
+  }
+  return y;
+}
+
+inline float dot(const std::vector<float>& a, const std::vector<float>& b) {
+  float s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// One sequence holding positions 0 .. n_cells - 1 in pages of page_tokens cells, every layer with the same random
+// keys (standard normal, from `seed`).
+struct RandomKeyCache {
+  KvShape shape;
+  KvCache cache;
+  SeqId seq;
+  std::vector<float> keys;  // [n_cells, n_head_kv, head_dim_k] as stored (rounded to f16)
+
+  RandomKeyCache(const KvShape& s, int32_t page_tokens, int32_t n_cells, uint32_t seed)
+      : shape(s), cache(s, KvCacheOptions{page_tokens, 0, 4}), seq(*cache.add_sequence()) {
+    std::vector<int32_t> pos(static_cast<size_t>(n_cells));
+    std::iota(pos.begin(), pos.end(), 0);
+    LH_CHECK(cache.append_cells(seq, pos).is_ok());
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal;
+    keys.resize(static_cast<size_t>(n_cells) * shape.n_head_kv * shape.head_dim_k);
+    for (float& k : keys) k = normal(rng);
+    for (int32_t il = 0; il < shape.n_layer; ++il) cache.write_keys(seq, il, 0, n_cells, keys.data());
+    for (float& k : keys) k = tensor::f16_to_f32(tensor::f32_to_f16(k));
+  }
+  // The stored key of `head` at `cell`, [head_dim_k].
+  std::vector<float> key(int32_t cell, int32_t head) const {
+    const float* k = keys.data() + (static_cast<size_t>(cell) * shape.n_head_kv + head) * shape.head_dim_k;
+    return {k, k + shape.head_dim_k};
+  }
+};
 
 inline std::vector<int32_t> positions_of(const KvCache& cache, SeqId seq, int32_t il) {
   const auto p = cache.positions(seq, il);
