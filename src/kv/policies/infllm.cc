@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "kv/policies/page_key_summaries.h"
 #include "kv/policies/page_selection.h"
 #include "kv/policies/placed_pages.h"
 #include "kv/policy_registry.h"
@@ -47,6 +48,9 @@ struct InfllmOptions {
   // listen - 1, and every decode query). InfLLM hears every query; the probability pass that hears them costs as
   // much again as the attention of a long prompt, and one query in 8 still ranks a block's tokens.
   int32_t listen = 8;
+  // How memory blocks are scored: by their representatives (InfLLM's), or by Quest's bound over every key of the
+  // block as it is placed (Tang et al., 2024: sum_c max(q_c min_c, q_c max_c) >= q . k for each of its keys).
+  bool score_by_bound = false;
 };
 
 class InfllmPolicy final : public KvPolicy {
@@ -59,7 +63,8 @@ class InfllmPolicy final : public KvPolicy {
   std::string describe() const override {
     return "infllm(window=" + std::to_string(options_.window) + ", budget=" + std::to_string(options_.budget) +
            ", page=" + std::to_string(options_.page_tokens) + ", sink=" + std::to_string(options_.sink_tokens) +
-           ", repr=" + std::to_string(options_.repr) + ", listen=" + std::to_string(options_.listen) + ")";
+           ", repr=" + std::to_string(options_.repr) + ", listen=" + std::to_string(options_.listen) +
+           (options_.score_by_bound ? ", score=bound" : "") + ")";
   }
   int32_t max_cells() const override { return 0; }
   int32_t page_tokens() const override { return options_.page_tokens; }
@@ -163,6 +168,9 @@ class InfllmPolicy final : public KvPolicy {
     int32_t first_cell = 0;
     int32_t n_cells = 0;
     std::vector<float> repr;  // [dk] mean of the representative keys without rotary embedding; empty = not yet
+    // [dk] per-channel min / max of the block's keys rotated as if its last key sat at position 0: where a
+    // placement puts them, up to the distance of the window's edge
+    std::vector<float> key_min, key_max;
   };
   struct HeadState {  // one (layer, KV head)
     // [cells seen] attention received within local windows, summed in double: the query heads of a group add in
@@ -179,63 +187,84 @@ class InfllmPolicy final : public KvPolicy {
     return {page, std::max(0, near_after - last_pos), options_.window};
   }
 
-  // Scores of the candidate blocks `memory` for the query block: representative . mean of the queries rotated to
-  // the window's distance.
+  // Scores of the candidate blocks `memory` for the query block. By representative: the representative against
+  // the mean of the queries, each turned to the window's distance (InfLLM gives its memory lookup the window's
+  // position). By bound: the largest bound over the queries, turned so that a block's keys, rotated with its last
+  // key at 0, sit where the placement puts them for the block's first query.
   std::vector<float> score_blocks(const PageQuery& query, const std::vector<int32_t>& memory) const {
     const int32_t dk = query.dk;
     const RopeSpec& rope = context_.rope[static_cast<size_t>(query.il)];
-    std::vector<float> mean_q(static_cast<size_t>(dk), 0.0f), q(static_cast<size_t>(dk));
+    const int32_t q_first = query_span(query).first;
+    std::vector<float> turned(query.q, query.q + static_cast<int64_t>(query.n_q) * dk);  // [n_q, dk]
+    std::vector<float> mean_q(static_cast<size_t>(dk), 0.0f);
     kernels::RopeAngles angles;
     for (int32_t i = 0; i < query.n_q; ++i) {
-      std::copy_n(query.q + static_cast<int64_t>(i) * dk, dk, q.data());
-      rotate_by(rope, options_.window - query.q_pos[i], q.data(), 1, dk, angles);
-      for (int32_t c = 0; c < dk; ++c) mean_q[static_cast<size_t>(c)] += q[static_cast<size_t>(c)] / static_cast<float>(query.n_q);
+      float* q = turned.data() + static_cast<int64_t>(i) * dk;
+      rotate_by(rope, options_.window - (options_.score_by_bound ? q_first : query.q_pos[i]), q, 1, dk, angles);
+      for (int32_t c = 0; c < dk; ++c) mean_q[static_cast<size_t>(c)] += q[c] / static_cast<float>(query.n_q);
     }
     return heads_.with(query.il, query.kv_head, [&](HeadState& head) {
       std::vector<float> score(memory.size());
       for (size_t i = 0; i < memory.size(); ++i) {
-        const std::vector<float>& repr = representative(query, head, memory[i]);
+        const Block& block = summarized_block(query, head, memory[i]);
+        if (options_.score_by_bound) {
+          score[i] = page_key_bound(turned.data(), query.n_q, dk, block.key_min.data(), block.key_max.data(), 1);
+          continue;
+        }
         float s = 0.0f;
-        for (int32_t c = 0; c < dk; ++c) s += mean_q[static_cast<size_t>(c)] * repr[static_cast<size_t>(c)];
+        for (int32_t c = 0; c < dk; ++c) s += mean_q[static_cast<size_t>(c)] * block.repr[static_cast<size_t>(c)];
         score[i] = s;
       }
       return score;
     });
   }
 
-  // The representative of page ip of the query's (layer, KV head), computed the first time it is needed (the
-  // block is then behind every window: its local attention is complete). Called with the head's lock held.
-  const std::vector<float>& representative(const PageQuery& query, HeadState& head, int32_t ip) const {
+  // Page ip of the query's (layer, KV head) as a memory block, summarized the first time it is needed (the block
+  // is then behind every window: its local attention is complete). Called with the head's lock held.
+  const Block& summarized_block(const PageQuery& query, HeadState& head, int32_t ip) const {
     const KvCache::PageSpan span = query.cache.page_span(query.seq, query.il, ip);
     if (static_cast<int32_t>(head.blocks.size()) <= ip) head.blocks.resize(static_cast<size_t>(ip) + 1);
     Block& block = head.blocks[static_cast<size_t>(ip)];
-    if (!block.repr.empty() && block.first_cell == span.first_cell && block.n_cells == span.n_cells) return block.repr;
-    const int32_t dk = query.dk;
-    // The repr cells with the most local attention (ties to the earlier cell).
+    if (!block.repr.empty() && block.first_cell == span.first_cell && block.n_cells == span.n_cells) return block;
+    const int32_t dk = query.dk, n = span.n_cells;
+    const RopeSpec& rope = context_.rope[static_cast<size_t>(query.il)];
+    const std::span<const int32_t> positions = query.cache.positions(query.seq, query.il);
+    KvCache::Scratch scratch;
+    const KvCache::HeadRows rows = query.cache.head_rows(query.seq, query.il, query.kv_head, ip, scratch, true, false);
+    std::vector<float> keys(static_cast<size_t>(n) * dk, 0.0f);  // [n, dk]
+    if (rows.keys != nullptr)
+      for (int64_t i = 0; i < static_cast<int64_t>(n) * dk; ++i) keys[static_cast<size_t>(i)] = tensor::f16_to_f32(rows.keys[i]);
+    kernels::RopeAngles angles;
+    // Representative: the mean of the repr keys with the most local attention (ties to the earlier cell), each
+    // without its rotation.
     std::vector<std::pair<double, int32_t>> ranked;
-    for (int32_t j = 0; j < span.n_cells; ++j) {
+    for (int32_t j = 0; j < n; ++j) {
       const auto c = static_cast<size_t>(span.first_cell + j);
       ranked.emplace_back(c < head.local_score.size() ? -head.local_score[c] : 0.0, j);
     }
-    const int32_t n_repr = std::min(options_.repr, span.n_cells);
+    const int32_t n_repr = std::min(options_.repr, n);
     std::partial_sort(ranked.begin(), ranked.begin() + n_repr, ranked.end());
-    KvCache::Scratch scratch;
-    const KvCache::HeadRows rows = query.cache.head_rows(query.seq, query.il, query.kv_head, ip, scratch, true, false);
-    const RopeSpec& rope = context_.rope[static_cast<size_t>(query.il)];
-    const std::span<const int32_t> positions = query.cache.positions(query.seq, query.il);
     block.repr.assign(static_cast<size_t>(dk), 0.0f);
     std::vector<float> key(static_cast<size_t>(dk));
-    kernels::RopeAngles angles;
     for (int32_t r = 0; r < n_repr; ++r) {
       const int32_t j = ranked[static_cast<size_t>(r)].second;
-      if (rows.keys != nullptr)
-        for (int32_t c = 0; c < dk; ++c) key[static_cast<size_t>(c)] = tensor::f16_to_f32(rows.keys[static_cast<int64_t>(j) * dk + c]);
-      rotate_by(rope, -positions[static_cast<size_t>(span.first_cell + j)], key.data(), 1, dk, angles);  // unrotated
+      std::copy_n(keys.data() + static_cast<int64_t>(j) * dk, dk, key.data());
+      rotate_by(rope, -positions[static_cast<size_t>(span.first_cell + j)], key.data(), 1, dk, angles);
       for (int32_t c = 0; c < dk; ++c) block.repr[static_cast<size_t>(c)] += key[static_cast<size_t>(c)] / static_cast<float>(n_repr);
     }
+    // Bounds of every key, turned back by the block's last position.
+    rotate_by(rope, -positions[static_cast<size_t>(span.first_cell + n - 1)], keys.data(), n, dk, angles);
+    block.key_min.assign(keys.begin(), keys.begin() + dk);
+    block.key_max = block.key_min;
+    for (int32_t j = 1; j < n; ++j)
+      for (int32_t c = 0; c < dk; ++c) {
+        const float k = keys[static_cast<size_t>(j) * dk + c];
+        block.key_min[static_cast<size_t>(c)] = std::min(block.key_min[static_cast<size_t>(c)], k);
+        block.key_max[static_cast<size_t>(c)] = std::max(block.key_max[static_cast<size_t>(c)], k);
+      }
     block.first_cell = span.first_cell;
     block.n_cells = span.n_cells;
-    return block.repr;
+    return block;
   }
 
   InfllmOptions options_;
@@ -253,6 +282,8 @@ Result<std::unique_ptr<KvPolicy>> make_infllm_policy(const KvPolicyContext& cont
   o.sink_tokens = params.get_int("sink", o.sink_tokens, 0, kMaxParamCount, "initial tokens always read from memory");
   o.repr = params.get_int("repr", o.repr, 1, 4096, "representative tokens per memory block");
   o.listen = params.get_int("listen", o.listen, 1, 4096, "one prompt position in N adds to the representatives' scores");
+  o.score_by_bound = params.get_word("score", "repr", {"repr", "bound"},
+                                     "memory blocks scored by representative tokens, or by Quest's bound") == "bound";
   if (Status st = params.refusal(); !st.is_ok()) return st;
   if (o.budget < o.page_tokens)
     return Status::error("infllm: budget=" + std::to_string(o.budget) + " is less than one page (page=" +

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "kv/policies/page_key_summaries.h"
 #include "kv/policies/page_selection.h"
 #include "kv/policies/placed_pages.h"
 #include "kv/policy_registry.h"
@@ -35,6 +36,9 @@ namespace {
 struct LongheadsOptions {
   int32_t span = 4096;         // tokens each head reads (LongHeads' atten_length), local chunks included
   int32_t page_tokens = 256;   // cells per page = chunk (LongHeads' window_size)
+  // How chunks are scored: by their representation (LongHeads'), or by Quest's bound over every key of the chunk
+  // (Tang et al., 2024), with the same positions: keys counted from the chunk's start, queries without rotation.
+  bool score_by_bound = false;
 };
 
 class LongheadsPolicy final : public KvPolicy {
@@ -47,7 +51,8 @@ class LongheadsPolicy final : public KvPolicy {
   }
   std::string name() const override { return "longheads"; }
   std::string describe() const override {
-    return "longheads(span=" + std::to_string(options_.span) + ", page=" + std::to_string(options_.page_tokens) + ")";
+    return "longheads(span=" + std::to_string(options_.span) + ", page=" + std::to_string(options_.page_tokens) +
+           (options_.score_by_bound ? ", score=bound" : "") + ")";
   }
   int32_t max_cells() const override { return 0; }
   int32_t page_tokens() const override { return options_.page_tokens; }
@@ -124,6 +129,7 @@ class LongheadsPolicy final : public KvPolicy {
     int32_t first_cell = 0;
     int32_t n_cells = 0;
     std::vector<float> repr;  // [dk] the chunk's representation, positions from the chunk's start; empty = not yet
+    std::vector<float> key_min, key_max;  // [dk] per-channel bounds of its keys, positions from the chunk's start
   };
 
   LongheadsPolicy(const LongheadsPolicy& other) = default;
@@ -132,17 +138,23 @@ class LongheadsPolicy final : public KvPolicy {
   std::vector<float> score_chunks(const PageQuery& query, const std::vector<int32_t>& candidates) const {
     const int32_t dk = query.dk;
     const RopeSpec& rope = context_.rope[static_cast<size_t>(query.il)];
-    std::vector<float> sum_q(static_cast<size_t>(dk), 0.0f), q(static_cast<size_t>(dk));
+    std::vector<float> unrotated(query.q, query.q + static_cast<int64_t>(query.n_q) * dk);  // [n_q, dk]
+    std::vector<float> sum_q(static_cast<size_t>(dk), 0.0f);
     kernels::RopeAngles angles;
     for (int32_t i = 0; i < query.n_q; ++i) {
-      std::copy_n(query.q + static_cast<int64_t>(i) * dk, dk, q.data());
-      rotate_by(rope, -query.q_pos[i], q.data(), 1, dk, angles);  // without its rotation
-      for (int32_t c = 0; c < dk; ++c) sum_q[static_cast<size_t>(c)] += q[static_cast<size_t>(c)];
+      float* q = unrotated.data() + static_cast<int64_t>(i) * dk;
+      rotate_by(rope, -query.q_pos[i], q, 1, dk, angles);
+      for (int32_t c = 0; c < dk; ++c) sum_q[static_cast<size_t>(c)] += q[c];
     }
     return heads_.with(query.il, query.kv_head, [&](std::vector<Chunk>& chunks) {
       std::vector<float> score(candidates.size());
       for (size_t i = 0; i < candidates.size(); ++i) {
-        const std::vector<float>& repr = representation(query, chunks, candidates[i]);
+        const Chunk& chunk = summarized_chunk(query, chunks, candidates[i]);
+        if (options_.score_by_bound) {
+          score[i] = page_key_bound(unrotated.data(), query.n_q, dk, chunk.key_min.data(), chunk.key_max.data(), 1);
+          continue;
+        }
+        const std::vector<float>& repr = chunk.repr;
         float s = 0.0f;
         for (int32_t c = 0; c < dk; ++c) s += sum_q[static_cast<size_t>(c)] * repr[static_cast<size_t>(c)];
         score[i] = s;
@@ -151,13 +163,13 @@ class LongheadsPolicy final : public KvPolicy {
     });
   }
 
-  // The representation of page ip, computed once it is first a candidate (complete). Called with the head's lock
-  // held; chunks: the (layer, KV head)'s, [pages seen].
-  const std::vector<float>& representation(const PageQuery& query, std::vector<Chunk>& chunks, int32_t ip) const {
+  // Page ip as a chunk, summarized once it is first a candidate (complete). Called with the head's lock held;
+  // chunks: the (layer, KV head)'s, [pages seen].
+  const Chunk& summarized_chunk(const PageQuery& query, std::vector<Chunk>& chunks, int32_t ip) const {
     const KvCache::PageSpan span = query.cache.page_span(query.seq, query.il, ip);
     if (static_cast<int32_t>(chunks.size()) <= ip) chunks.resize(static_cast<size_t>(ip) + 1);
     Chunk& chunk = chunks[static_cast<size_t>(ip)];
-    if (!chunk.repr.empty() && chunk.first_cell == span.first_cell && chunk.n_cells == span.n_cells) return chunk.repr;
+    if (!chunk.repr.empty() && chunk.first_cell == span.first_cell && chunk.n_cells == span.n_cells) return chunk;
     const int32_t dk = query.dk, n = span.n_cells;
     // The chunk's keys [n, dk], turned back by the chunk's first position: positions from the chunk's start.
     KvCache::Scratch scratch;
@@ -188,9 +200,17 @@ class LongheadsPolicy final : public KvPolicy {
     for (int32_t j = 0; j < n; ++j)
       for (int32_t c = 0; c < dk; ++c)
         chunk.repr[static_cast<size_t>(c)] += w[static_cast<size_t>(j)] / w_sum * keys[static_cast<size_t>(j) * dk + c];
+    chunk.key_min.assign(keys.begin(), keys.begin() + dk);
+    chunk.key_max = chunk.key_min;
+    for (int32_t j = 1; j < n; ++j)
+      for (int32_t c = 0; c < dk; ++c) {
+        const float k = keys[static_cast<size_t>(j) * dk + c];
+        chunk.key_min[static_cast<size_t>(c)] = std::min(chunk.key_min[static_cast<size_t>(c)], k);
+        chunk.key_max[static_cast<size_t>(c)] = std::max(chunk.key_max[static_cast<size_t>(c)], k);
+      }
     chunk.first_cell = span.first_cell;
     chunk.n_cells = span.n_cells;
-    return chunk.repr;
+    return chunk;
   }
 
   LongheadsOptions options_;
@@ -203,6 +223,8 @@ Result<std::unique_ptr<KvPolicy>> make_longheads_policy(const KvPolicyContext& c
   LongheadsOptions o;
   o.span = params.get_int("span", o.span, 1, kMaxParamCount, "tokens each head reads, within the trained context");
   o.page_tokens = params.get_int("page", o.page_tokens, 1, 4096, "cells per page, the chunk");
+  o.score_by_bound = params.get_word("score", "repr", {"repr", "bound"},
+                                     "chunks scored by their representation, or by Quest's bound") == "bound";
   if (Status st = params.refusal(); !st.is_ok()) return st;
   if (o.span < 4 * o.page_tokens)
     return Status::error("longheads: span=" + std::to_string(o.span) + " is less than 4 chunks (page=" +

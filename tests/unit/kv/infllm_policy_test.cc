@@ -119,6 +119,43 @@ TEST(InfllmPolicy, PlacesInitRemainderAndBestRepresentedBlocksAtTheWindowEdge) {
   }
 }
 
+TEST(InfllmPolicy, ScoreByBoundRanksBlocksByQuestsBoundWhereTheyArePlaced) {
+  Fixture f;
+  auto policy = make("infllm:window=12:budget=8:page=4:sink=4:score=bound", tiny_context(f.shape));
+  std::mt19937 rng(8);
+  std::normal_distribution<float> normal;
+  std::vector<float> q(2 * kDk);
+  for (float& x : q) x = normal(rng);
+  const Selection s = select(*policy, f, 1, q, {kQueryPos, kQueryPos});
+  // Each block's keys turned back by its last position (as placed, up to the window's distance); the queries turned
+  // to the window's distance; the bound sum_c max(q_c min_c, q_c max_c), the larger of the two queries'.
+  std::vector<std::pair<float, int32_t>> ranked;
+  for (int32_t page = 1; page <= 11; ++page) {
+    std::vector<float> lo(kDk, INFINITY), hi(kDk, -INFINITY);
+    for (int32_t cell = 4 * page; cell < 4 * page + 4; ++cell) {
+      const std::vector<float> k = rotate_pairs(f.key(cell, 0), -(4 * page + 3));
+      for (int32_t c = 0; c < kDk; ++c) {
+        lo[static_cast<size_t>(c)] = std::min(lo[static_cast<size_t>(c)], k[static_cast<size_t>(c)]);
+        hi[static_cast<size_t>(c)] = std::max(hi[static_cast<size_t>(c)], k[static_cast<size_t>(c)]);
+      }
+    }
+    float bound = -INFINITY;
+    for (int32_t i = 0; i < 2; ++i) {
+      const std::vector<float> qi = rotate_pairs({q.begin() + i * kDk, q.begin() + (i + 1) * kDk}, kWindow - kQueryPos);
+      float b = 0;
+      for (int32_t c = 0; c < kDk; ++c)
+        b += std::max(qi[static_cast<size_t>(c)] * lo[static_cast<size_t>(c)], qi[static_cast<size_t>(c)] * hi[static_cast<size_t>(c)]);
+      bound = std::max(bound, b);
+    }
+    ranked.emplace_back(-bound, page);
+  }
+  std::sort(ranked.begin(), ranked.end());
+  ASSERT_GT(ranked[2].first - ranked[1].first, 1e-3f);
+  std::vector<int32_t> want = {0, ranked[0].second, ranked[1].second, 12};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(placed_pages(s), want);
+}
+
 TEST(InfllmPolicy, ReadsEverythingInPlaceWhileTheWindowCoversTheContext) {
   Fixture f;
   auto policy = make("infllm:window=64:budget=8:page=4:sink=4", tiny_context(f.shape));

@@ -90,6 +90,42 @@ TEST(LongheadsPolicy, PlacesTheFirstAndTheBestChunkSideBySideBeforeTheLocalOnes)
   }
 }
 
+TEST(LongheadsPolicy, ScoreByBoundRanksChunksByQuestsBound) {
+  Fixture f;
+  auto policy = make("longheads:span=16:page=4:score=bound", tiny_context(f.shape));
+  std::mt19937 rng(4);
+  std::normal_distribution<float> normal;
+  std::vector<float> q(2 * kDk);
+  for (float& x : q) x = normal(rng);
+  const Selection s = select(*policy, f, 1, 0, q, {62, 62});
+  // Keys with positions from their chunk's start, queries without rotation: the bound sum_c max(q_c min_c, q_c
+  // max_c), the larger of the two queries'.
+  std::vector<std::pair<float, int32_t>> ranked;
+  for (int32_t page = 1; page <= 13; ++page) {
+    std::vector<float> lo(kDk, INFINITY), hi(kDk, -INFINITY);
+    for (int32_t cell = 4 * page; cell < 4 * page + 4; ++cell) {
+      const std::vector<float> k = rotate_pairs(f.key(cell, 0), -4 * page);
+      for (int32_t c = 0; c < kDk; ++c) {
+        lo[static_cast<size_t>(c)] = std::min(lo[static_cast<size_t>(c)], k[static_cast<size_t>(c)]);
+        hi[static_cast<size_t>(c)] = std::max(hi[static_cast<size_t>(c)], k[static_cast<size_t>(c)]);
+      }
+    }
+    float bound = -INFINITY;
+    for (int32_t i = 0; i < 2; ++i) {
+      const std::vector<float> qi = rotate_pairs({q.begin() + i * kDk, q.begin() + (i + 1) * kDk}, -62);
+      float b = 0;
+      for (int32_t c = 0; c < kDk; ++c)
+        b += std::max(qi[static_cast<size_t>(c)] * lo[static_cast<size_t>(c)], qi[static_cast<size_t>(c)] * hi[static_cast<size_t>(c)]);
+      bound = std::max(bound, b);
+    }
+    ranked.emplace_back(-bound, page);
+  }
+  std::sort(ranked.begin(), ranked.end());
+  ASSERT_GT(ranked[1].first - ranked[0].first, 1e-3f);
+  ASSERT_EQ(s.placed.size(), 2u);
+  EXPECT_EQ(s.placed[1].page, ranked[0].second);
+}
+
 TEST(LongheadsPolicy, SpanBoundsTheChunksAndShortContextsReadEverything) {
   Fixture f;
   const std::vector<float> q = {0.3f, -0.2f, 0.5f, 0.1f};
