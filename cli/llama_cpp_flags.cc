@@ -49,11 +49,11 @@ std::string append_to_each(const std::string& list, const std::string& suffix) {
   return out;
 }
 
-// The registered policies that select pages per query, "quest, hip, ..." (registry order).
+// The registered policies that take top_p, "quest, hip, ..." (registry order).
 std::string page_selecting_policies() {
   std::string names;
   for (const std::string& name : kv::kv_policy_names())
-    if (kv::kv_policy_selects_pages(name)) names += (names.empty() ? "" : ", ") + name;
+    if (kv::kv_policy_takes_top_p(name)) names += (names.empty() ? "" : ", ") + name;
   return names;
 }
 
@@ -66,8 +66,9 @@ void apply_kv_top_p(std::vector<std::string>& args, const std::string& top_p) {
   auto with_top_p = [&](const std::string& list) {
     for (const std::string& spec : split(list, ',')) {
       const std::string name = spec.substr(0, spec.find(':'));
-      if (!kv::kv_policy_selects_pages(name))
-        throw UsageError("--kv-top-p " + top_p + ": KV policy '" + name + "' does not select pages per query (" +
+      if (!kv::kv_policy_takes_top_p(name))
+        throw UsageError("--kv-top-p " + top_p + ": KV policy '" + name +
+                         "' does not select pages by a budget per query (" +
                          "top-p applies to " + page_selecting_policies() + ")");
     }
     return append_to_each(list, ":top_p=" + top_p);

@@ -109,14 +109,11 @@ bool kv_policy_uses_head_profile(std::string_view name) {
   return e != nullptr && e->head_profile;
 }
 
-bool kv_policy_selects_pages(std::string_view name) {
-  const Entry* e = find_entry(name);
-  if (e == nullptr) return false;
-  const KvPolicyContext context = doc_context();
-  PolicyParams params = PolicyParams::parse(e->name).value();
-  Result<std::unique_ptr<KvPolicy>> policy = e->make(context, params);
-  LH_CHECK_MSG(policy.is_ok(), policy.message().c_str());  // every policy builds with its defaults
-  return (*policy)->selects_pages();
+bool kv_policy_takes_top_p(std::string_view name) {
+  for (const KvPolicyDoc& doc : kv_policy_docs())
+    if (doc.name == name)
+      return std::any_of(doc.params.begin(), doc.params.end(), [](const ParamDoc& d) { return d.key == "top_p"; });
+  return false;
 }
 
 std::vector<std::string> kv_policy_names() {

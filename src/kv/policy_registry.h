@@ -38,9 +38,10 @@ Result<KvQuantOptions> read_kv_storage(PolicyParams& params, const KvPolicy& pol
 // Whether the policy `name` reads the model's head profile (duo, lserve): the commands then load or compute it.
 bool kv_policy_uses_head_profile(std::string_view name);
 
-// Whether the policy `name` selects, per decode query, the pages each KV head reads (KvPolicy::selects_pages: quest,
-// lserve, hip, recycled), the policies that take Twilight's top_p. False for an unknown name.
-bool kv_policy_selects_pages(std::string_view name);
+// Whether the policy `name` takes Twilight's top_p: those that select, per decode query, the pages each KV head
+// reads within a budget (quest, lserve, hip, recycled; infllm and longheads select too, but read what they place
+// whole). False for an unknown name.
+bool kv_policy_takes_top_p(std::string_view name);
 
 // Registered policy names, in registry order.
 std::vector<std::string> kv_policy_names();

@@ -48,9 +48,10 @@ struct InfllmOptions {
   // listen - 1, and every decode query). InfLLM hears every query; the probability pass that hears them costs as
   // much again as the attention of a long prompt, and one query in 8 still ranks a block's tokens.
   int32_t listen = 8;
-  // How memory blocks are scored: by their representatives (InfLLM's), or by Quest's bound over every key of the
-  // block as it is placed (Tang et al., 2024: sum_c max(q_c min_c, q_c max_c) >= q . k for each of its keys).
-  bool score_by_bound = false;
+  // How memory blocks are scored: by Quest's bound over every key of the block as it is placed (Tang et al., 2024:
+  // sum_c max(q_c min_c, q_c max_c) >= q . k for each of its keys), or by their representatives (InfLLM's). The
+  // bound is the default: on SmolLM2 the representatives miss the passkey's block (docs/long-context.md).
+  bool score_by_bound = true;
 };
 
 class InfllmPolicy final : public KvPolicy {
@@ -58,19 +59,22 @@ class InfllmPolicy final : public KvPolicy {
   InfllmPolicy(KvPolicyContext context, const InfllmOptions& options)
       : KvPolicy(std::move(context)), options_(options), heads_(context_.shape) {}
 
-  std::unique_ptr<KvPolicy> fork(SeqId, SeqId) const override { return std::unique_ptr<KvPolicy>(new InfllmPolicy(*this)); }
+  std::unique_ptr<KvPolicy> fork(SeqId, SeqId) const override {
+    return std::unique_ptr<KvPolicy>(new InfllmPolicy(*this));
+  }
   std::string name() const override { return "infllm"; }
   std::string describe() const override {
     return "infllm(window=" + std::to_string(options_.window) + ", budget=" + std::to_string(options_.budget) +
            ", page=" + std::to_string(options_.page_tokens) + ", sink=" + std::to_string(options_.sink_tokens) +
            ", repr=" + std::to_string(options_.repr) + ", listen=" + std::to_string(options_.listen) +
-           (options_.score_by_bound ? ", score=bound" : "") + ")";
+           (options_.score_by_bound ? "" : ", score=repr") + ")";
   }
   int32_t max_cells() const override { return 0; }
   int32_t page_tokens() const override { return options_.page_tokens; }
   bool selects_pages() const override { return true; }
   bool places_pages() const override { return true; }
-  bool needs_scores() const override { return true; }
+  // Only the representatives need the local attention; the bound reads the keys alone.
+  bool needs_scores() const override { return !options_.score_by_bound; }
   bool wants_scores(int32_t query_position) const override {
     return decode_step_ || query_position % options_.listen == options_.listen - 1;
   }
@@ -98,7 +102,8 @@ class InfllmPolicy final : public KvPolicy {
 
   void truncate(KvCache&, SeqId, int32_t n_cells) override {
     heads_.for_each([&](HeadState& head) {
-      if (static_cast<int32_t>(head.local_score.size()) > n_cells) head.local_score.resize(static_cast<size_t>(n_cells));
+      if (static_cast<int32_t>(head.local_score.size()) > n_cells)
+        head.local_score.resize(static_cast<size_t>(n_cells));
       // A block whose span changed is represented again (its span is checked); drop those past the cut now.
       for (Block& b : head.blocks)
         if (b.first_cell + b.n_cells > n_cells) b.repr.clear();
@@ -150,7 +155,8 @@ class InfllmPolicy final : public KvPolicy {
       const KvCache::PageSpan span = cache.page_span(query.seq, query.il, ip);
       placed.push_back(placement(ip, positions[static_cast<size_t>(span.first_cell + span.n_cells - 1)], near_after));
     }
-    std::sort(placed.begin(), placed.end(), [](const PagePlacement& a, const PagePlacement& b) { return a.page < b.page; });
+    std::sort(placed.begin(), placed.end(),
+              [](const PagePlacement& a, const PagePlacement& b) { return a.page < b.page; });
   }
 
   std::vector<double> statistics() const override {
@@ -229,11 +235,7 @@ class InfllmPolicy final : public KvPolicy {
     const int32_t dk = query.dk, n = span.n_cells;
     const RopeSpec& rope = context_.rope[static_cast<size_t>(query.il)];
     const std::span<const int32_t> positions = query.cache.positions(query.seq, query.il);
-    KvCache::Scratch scratch;
-    const KvCache::HeadRows rows = query.cache.head_rows(query.seq, query.il, query.kv_head, ip, scratch, true, false);
-    std::vector<float> keys(static_cast<size_t>(n) * dk, 0.0f);  // [n, dk]
-    if (rows.keys != nullptr)
-      for (int64_t i = 0; i < static_cast<int64_t>(n) * dk; ++i) keys[static_cast<size_t>(i)] = tensor::f16_to_f32(rows.keys[i]);
+    std::vector<float> keys = page_keys(query, ip);  // [n, dk]
     kernels::RopeAngles angles;
     // Representative: the mean of the repr keys with the most local attention (ties to the earlier cell), each
     // without its rotation.
@@ -250,7 +252,8 @@ class InfllmPolicy final : public KvPolicy {
       const int32_t j = ranked[static_cast<size_t>(r)].second;
       std::copy_n(keys.data() + static_cast<int64_t>(j) * dk, dk, key.data());
       rotate_by(rope, -positions[static_cast<size_t>(span.first_cell + j)], key.data(), 1, dk, angles);
-      for (int32_t c = 0; c < dk; ++c) block.repr[static_cast<size_t>(c)] += key[static_cast<size_t>(c)] / static_cast<float>(n_repr);
+      for (int32_t c = 0; c < dk; ++c)
+        block.repr[static_cast<size_t>(c)] += key[static_cast<size_t>(c)] / static_cast<float>(n_repr);
     }
     // Bounds of every key, turned back by the block's last position.
     rotate_by(rope, -positions[static_cast<size_t>(span.first_cell + n - 1)], keys.data(), n, dk, angles);
@@ -281,9 +284,10 @@ Result<std::unique_ptr<KvPolicy>> make_infllm_policy(const KvPolicyContext& cont
   o.page_tokens = params.get_int("page", o.page_tokens, 1, 4096, "cells per page, the memory block");
   o.sink_tokens = params.get_int("sink", o.sink_tokens, 0, kMaxParamCount, "initial tokens always read from memory");
   o.repr = params.get_int("repr", o.repr, 1, 4096, "representative tokens per memory block");
-  o.listen = params.get_int("listen", o.listen, 1, 4096, "one prompt position in N adds to the representatives' scores");
-  o.score_by_bound = params.get_word("score", "repr", {"repr", "bound"},
-                                     "memory blocks scored by representative tokens, or by Quest's bound") == "bound";
+  o.listen =
+      params.get_int("listen", o.listen, 1, 4096, "one prompt position in N adds to the representatives' scores");
+  o.score_by_bound = params.get_word("score", "bound", {"bound", "repr"},
+                                     "memory blocks scored by Quest's bound, or by representative tokens") == "bound";
   if (Status st = params.refusal(); !st.is_ok()) return st;
   if (o.budget < o.page_tokens)
     return Status::error("infllm: budget=" + std::to_string(o.budget) + " is less than one page (page=" +

@@ -11,6 +11,7 @@
 
 #include "kernels/ops.h"
 #include "kv/kv_policy.h"
+#include "tensor/half.h"
 
 namespace longhaul::kv {
 
@@ -36,13 +37,27 @@ inline void rotate_by(const RopeSpec& rope, int32_t by, float* x, int32_t n, int
   kernels::rope(x, n, dk, rope.n_rot, angles.cos_sin.data(), rope.style);
 }
 
+// The keys of page ip of the query's (layer, KV head) as f32, [n_cells, dk] (dequantized when the page is; zeros
+// where the head's rows were freed).
+inline std::vector<float> page_keys(const KvPolicy::PageQuery& query, int32_t ip) {
+  const KvCache::PageSpan span = query.cache.page_span(query.seq, query.il, ip);
+  KvCache::Scratch scratch;
+  const KvCache::HeadRows rows = query.cache.head_rows(query.seq, query.il, query.kv_head, ip, scratch, true, false);
+  const int64_t n = static_cast<int64_t>(span.n_cells) * query.dk;
+  std::vector<float> keys(static_cast<size_t>(n), 0.0f);
+  if (rows.keys != nullptr)
+    for (int64_t i = 0; i < n; ++i) keys[static_cast<size_t>(i)] = tensor::f16_to_f32(rows.keys[i]);
+  return keys;
+}
+
 // One State per (layer, KV head), each behind its own mutex: select_placed_pages and observe_scores run on the
 // attention threads, several of them for the same (layer, KV head) in one step. Copies (a forked sequence's
 // policy) copy every State.
 template <typename State>
 class PerHeadState {
  public:
-  explicit PerHeadState(const KvShape& shape) : n_head_kv_(shape.n_head_kv), rows_(static_cast<size_t>(shape.n_layer) * shape.n_head_kv) {
+  explicit PerHeadState(const KvShape& shape)
+      : n_head_kv_(shape.n_head_kv), rows_(static_cast<size_t>(shape.n_layer) * shape.n_head_kv) {
     for (auto& row : rows_) row = std::make_unique<Row>();
   }
   PerHeadState(const PerHeadState& other) : n_head_kv_(other.n_head_kv_), rows_(other.rows_.size()) {

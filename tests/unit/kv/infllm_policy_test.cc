@@ -68,7 +68,7 @@ std::vector<int32_t> placed_pages(const Selection& s) {
 
 TEST(InfllmPolicy, PlacesInitRemainderAndBestRepresentedBlocksAtTheWindowEdge) {
   Fixture f;
-  auto policy = make("infllm:window=12:budget=8:page=4:sink=4:repr=2", tiny_context(f.shape));
+  auto policy = make("infllm:window=12:budget=8:page=4:sink=4:repr=2:score=repr", tiny_context(f.shape));
   EXPECT_TRUE(policy->selects_pages() && policy->places_pages() && policy->needs_scores());
   f.observe(*policy);
 
@@ -99,7 +99,8 @@ TEST(InfllmPolicy, PlacesInitRemainderAndBestRepresentedBlocksAtTheWindowEdge) {
     });
     std::vector<float> repr(kDk, 0.0f);
     for (int32_t r = 0; r < 2; ++r) {
-      const std::vector<float> k = rotate_pairs(f.key(cells[static_cast<size_t>(r)], 0), -cells[static_cast<size_t>(r)]);
+      const int32_t cell = cells[static_cast<size_t>(r)];
+      const std::vector<float> k = rotate_pairs(f.key(cell, 0), -cell);
       for (int32_t c = 0; c < kDk; ++c) repr[static_cast<size_t>(c)] += k[static_cast<size_t>(c)] / 2;
     }
     ranked.emplace_back(-dot(mean_q, repr), page);
@@ -122,6 +123,7 @@ TEST(InfllmPolicy, PlacesInitRemainderAndBestRepresentedBlocksAtTheWindowEdge) {
 TEST(InfllmPolicy, ScoreByBoundRanksBlocksByQuestsBoundWhereTheyArePlaced) {
   Fixture f;
   auto policy = make("infllm:window=12:budget=8:page=4:sink=4:score=bound", tiny_context(f.shape));
+  EXPECT_FALSE(policy->needs_scores());  // the bound reads the keys alone: no probability pass
   std::mt19937 rng(8);
   std::normal_distribution<float> normal;
   std::vector<float> q(2 * kDk);
@@ -144,7 +146,8 @@ TEST(InfllmPolicy, ScoreByBoundRanksBlocksByQuestsBoundWhereTheyArePlaced) {
       const std::vector<float> qi = rotate_pairs({q.begin() + i * kDk, q.begin() + (i + 1) * kDk}, kWindow - kQueryPos);
       float b = 0;
       for (int32_t c = 0; c < kDk; ++c)
-        b += std::max(qi[static_cast<size_t>(c)] * lo[static_cast<size_t>(c)], qi[static_cast<size_t>(c)] * hi[static_cast<size_t>(c)]);
+        b += std::max(qi[static_cast<size_t>(c)] * lo[static_cast<size_t>(c)],
+                      qi[static_cast<size_t>(c)] * hi[static_cast<size_t>(c)]);
       bound = std::max(bound, b);
     }
     ranked.emplace_back(-bound, page);

@@ -38,7 +38,8 @@ struct Fixture : testing::RandomKeyCache {
     for (const auto& kj : k) sum += w.emplace_back(std::exp(dot(mean, kj) / 2.0));
     std::vector<float> repr(kDk, 0.0f);
     for (size_t j = 0; j < k.size(); ++j)
-      for (int32_t c = 0; c < kDk; ++c) repr[static_cast<size_t>(c)] += static_cast<float>(w[j] / sum) * k[j][static_cast<size_t>(c)];
+      for (int32_t c = 0; c < kDk; ++c)
+        repr[static_cast<size_t>(c)] += static_cast<float>(w[j] / sum) * k[j][static_cast<size_t>(c)];
     return repr;
   }
 };
@@ -52,13 +53,14 @@ Selection select(const KvPolicy& policy, const Fixture& f, int32_t il, int32_t k
                  const std::vector<int32_t>& q_pos) {
   Selection s;
   policy.select_placed_pages(
-      {f.cache, f.seq, il, kv_head, q.data(), q_pos.data(), static_cast<int32_t>(q_pos.size()), kDk}, s.pages, s.placed);
+      {f.cache, f.seq, il, kv_head, q.data(), q_pos.data(), static_cast<int32_t>(q_pos.size()), kDk}, s.pages,
+      s.placed);
   return s;
 }
 
 TEST(LongheadsPolicy, PlacesTheFirstAndTheBestChunkSideBySideBeforeTheLocalOnes) {
   Fixture f;
-  auto policy = make("longheads:span=16:page=4", tiny_context(f.shape));
+  auto policy = make("longheads:span=16:page=4:score=repr", tiny_context(f.shape));
   EXPECT_TRUE(policy->selects_pages() && policy->places_pages());
   std::mt19937 rng(2);
   std::normal_distribution<float> normal;
@@ -115,7 +117,8 @@ TEST(LongheadsPolicy, ScoreByBoundRanksChunksByQuestsBound) {
       const std::vector<float> qi = rotate_pairs({q.begin() + i * kDk, q.begin() + (i + 1) * kDk}, -62);
       float b = 0;
       for (int32_t c = 0; c < kDk; ++c)
-        b += std::max(qi[static_cast<size_t>(c)] * lo[static_cast<size_t>(c)], qi[static_cast<size_t>(c)] * hi[static_cast<size_t>(c)]);
+        b += std::max(qi[static_cast<size_t>(c)] * lo[static_cast<size_t>(c)],
+                      qi[static_cast<size_t>(c)] * hi[static_cast<size_t>(c)]);
       bound = std::max(bound, b);
     }
     ranked.emplace_back(-bound, page);

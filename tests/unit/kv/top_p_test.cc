@@ -128,9 +128,9 @@ TEST(TopP, EverySelectingPolicyTakesItAndNoOtherDoes) {
     for (const ParamDoc& d : doc.params) has_top_p |= d.key == "top_p";
     const bool selects = doc.name == "quest" || doc.name == "lserve" || doc.name == "hip" || doc.name == "recycled";
     EXPECT_EQ(has_top_p, selects) << doc.name;
-    EXPECT_EQ(kv_policy_selects_pages(doc.name), selects) << doc.name;
+    EXPECT_EQ(kv_policy_takes_top_p(doc.name), selects) << doc.name;
   }
-  EXPECT_FALSE(kv_policy_selects_pages("no-such-policy"));
+  EXPECT_FALSE(kv_policy_takes_top_p("no-such-policy"));
   Result<BuiltKvPolicy> bad = make_kv_policy("quest:top_p=0", context);
   ASSERT_FALSE(bad.is_ok());
   EXPECT_NE(bad.message().find("top_p"), std::string::npos) << bad.message();
