@@ -257,14 +257,7 @@ class InfllmPolicy final : public KvPolicy {
     }
     // Bounds of every key, turned back by the block's last position.
     rotate_by(rope, -positions[static_cast<size_t>(span.first_cell + n - 1)], keys.data(), n, dk, angles);
-    block.key_min.assign(keys.begin(), keys.begin() + dk);
-    block.key_max = block.key_min;
-    for (int32_t j = 1; j < n; ++j)
-      for (int32_t c = 0; c < dk; ++c) {
-        const float k = keys[static_cast<size_t>(j) * dk + c];
-        block.key_min[static_cast<size_t>(c)] = std::min(block.key_min[static_cast<size_t>(c)], k);
-        block.key_max[static_cast<size_t>(c)] = std::max(block.key_max[static_cast<size_t>(c)], k);
-      }
+    key_bounds(keys, n, dk, block.key_min, block.key_max);
     block.first_cell = span.first_cell;
     block.n_cells = span.n_cells;
     return block;

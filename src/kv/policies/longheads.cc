@@ -199,14 +199,7 @@ class LongheadsPolicy final : public KvPolicy {
     for (int32_t j = 0; j < n; ++j)
       for (int32_t c = 0; c < dk; ++c)
         chunk.repr[static_cast<size_t>(c)] += w[static_cast<size_t>(j)] / w_sum * keys[static_cast<size_t>(j) * dk + c];
-    chunk.key_min.assign(keys.begin(), keys.begin() + dk);
-    chunk.key_max = chunk.key_min;
-    for (int32_t j = 1; j < n; ++j)
-      for (int32_t c = 0; c < dk; ++c) {
-        const float k = keys[static_cast<size_t>(j) * dk + c];
-        chunk.key_min[static_cast<size_t>(c)] = std::min(chunk.key_min[static_cast<size_t>(c)], k);
-        chunk.key_max[static_cast<size_t>(c)] = std::max(chunk.key_max[static_cast<size_t>(c)], k);
-      }
+    key_bounds(keys, n, dk, chunk.key_min, chunk.key_max);
     chunk.first_cell = span.first_cell;
     chunk.n_cells = span.n_cells;
     return chunk;

@@ -50,6 +50,20 @@ inline std::vector<float> page_keys(const KvPolicy::PageQuery& query, int32_t ip
   return keys;
 }
 
+// Per-channel minimum and maximum of keys [n, dk] (n >= 1): Quest's page summary (Tang et al., 2024), for
+// page_key_bound.
+inline void key_bounds(const std::vector<float>& keys, int32_t n, int32_t dk, std::vector<float>& key_min,
+                       std::vector<float>& key_max) {
+  key_min.assign(keys.begin(), keys.begin() + dk);
+  key_max = key_min;
+  for (int32_t j = 1; j < n; ++j)
+    for (int32_t c = 0; c < dk; ++c) {
+      const float k = keys[static_cast<size_t>(j) * dk + c];
+      key_min[static_cast<size_t>(c)] = std::min(key_min[static_cast<size_t>(c)], k);
+      key_max[static_cast<size_t>(c)] = std::max(key_max[static_cast<size_t>(c)], k);
+    }
+}
+
 // One State per (layer, KV head), each behind its own mutex: select_placed_pages and observe_scores run on the
 // attention threads, several of them for the same (layer, KV head) in one step. Copies (a forked sequence's
 // policy) copy every State.
