@@ -212,11 +212,28 @@ class KvPolicy {
   // positions, under the layer's window and the head's span) and `placed` (read as placed; causal by true position
   // and the placement's min_distance, no window or span). A page may be in both, e.g. InfLLM's page at the edge of
   // the local window: its near cells at their own positions, its far ones placed. Same thread-safety as select_pages.
-  // A policy that places pages overrides this instead of select_pages: the plan asks only this.
+  // A policy that places pages overrides this instead of select_pages (the plan asks select_reads, below).
   virtual void select_placed_pages(const PageQuery& query, std::vector<int32_t>& pages,
                                    std::vector<PagePlacement>& placed) const {
     placed.clear();
     select_pages(query, pages);
+  }
+
+  // Everything one (block, KV head) reads: pages at their positions, placed pages, and single cells. Token-level
+  // sparse attention (RetrievalAttention, Liu et al., 2024: the keys an index retrieves) reads `cells` (cell
+  // indices, any order) at their own positions under the same rule as `pages`; the plan drops cells that lie in
+  // `pages` (they are read there) and cells of the step itself. A policy's cells must not lie in its placed pages.
+  struct PageReads {
+    std::vector<int32_t> pages;
+    std::vector<PagePlacement> placed;
+    std::vector<int32_t> cells;
+    int64_t scanned = 0;  // keys the policy's own search scored to choose (an index's distance computations)
+  };
+  // What the attention plan asks of a policy that selects pages; the default reads no single cells. A policy that
+  // reads cells overrides this instead of select_placed_pages. Same thread-safety as select_pages.
+  virtual void select_reads(const PageQuery& query, PageReads& reads) const {
+    reads.cells.clear();
+    select_placed_pages(query, reads.pages, reads.placed);
   }
 
   // The policy's statistics (per-cell scores and the like), flattened, for tests and introspection: two policies

@@ -5,7 +5,8 @@
 //   - an ancestor mask among a sequence's new tokens when the step carries a tree (speculative decoding), and
 //   - the pages a policy selects per (sequence, layer, KV head) for the step's queries (query-aware sparse
 //     attention: Quest, Tang et al., 2024, and its successors), and the pages it reads at other positions
-//     (placements: InfLLM's memory blocks and LongHeads' chunks, moved within the trained context), and
+//     (placements: InfLLM's memory blocks and LongHeads' chunks, moved within the trained context), and the single
+//     cells it reads (RetrievalAttention's retrieved keys), and
 //   - in a long prompt chunk of a sequence that asks for sparse prefill, each query head's key set (blocks,
 //     columns, diagonals: MInference, Jiang et al., 2024; model/sparse_prefill.h),
 // into kernels::AttentionMask values and page lists. The flash pass, the probability pass that policies observe,
@@ -81,6 +82,9 @@ class AttentionPlan {
   // places pages.
   int32_t n_unit_placed(int64_t unit) const;
   const kv::KvPolicy::PagePlacement& unit_placement(int64_t unit, int32_t i) const;
+  // Single cells unit reads at their own positions (kv::KvPolicy::PageReads::cells), ascending, none of them in
+  // the unit's pages, after select_pages: none unless its policy reads cells.
+  std::span<const int32_t> unit_cells(int64_t unit) const;
 
   // Key cells read by the step's decode queries (blocks of one token), per sequence: summed over layers and KV
   // heads, the cells of the pages each (token, KV head) visits (its selection, or every page; rows a head freed
@@ -129,12 +133,15 @@ class AttentionPlan {
   std::vector<int32_t> selected_begin_;
   std::vector<uint8_t> selected_all_;
   std::vector<int32_t> selected_;
-  std::vector<std::vector<int32_t>> unit_pages_;  // [n_units] scratch of select_pages
+  std::vector<kv::KvPolicy::PageReads> unit_reads_;  // [n_units] scratch of select_pages
   // Placements of the current layer: unit u reads placed_[placed_begin_[u] .. placed_begin_[u + 1]) (empty
   // placed_begin_: no unit places pages).
   std::vector<int32_t> placed_begin_;
   std::vector<kv::KvPolicy::PagePlacement> placed_;
-  std::vector<std::vector<kv::KvPolicy::PagePlacement>> unit_placed_;  // [n_units] scratch of select_pages
+  // Single cells of the current layer: unit u reads cells_[cells_begin_[u] .. cells_begin_[u + 1]) (empty
+  // cells_begin_: no unit reads cells).
+  std::vector<int32_t> cells_begin_;
+  std::vector<int32_t> cells_;
   // Sparse prefill of the current layer: one entry per sequence whose chunk is sparse.
   struct SparseSequence {
     kv::SeqId seq = -1;
@@ -164,6 +171,11 @@ struct AttentionScratch {
   std::vector<float> sparse_probs;    // [n_last, n_cells] the last queries' attention in that estimate
   std::vector<float> q_placed;        // [n_q, dk] the queries rotated for one placed page
   kernels::RopeAngles placed_angles;  // [1, n_rot / 2, 2] the rotation by -shift of that page
+  // One head's rows of a unit's single cells (AttentionPlan::unit_cells), gathered from their pages:
+  std::vector<uint16_t> cell_keys;    // [n, dk]
+  std::vector<uint16_t> cell_values;  // [n, dv]
+  std::vector<int32_t> cell_pos;      // [n] positions
+  std::vector<int32_t> cell_index;    // [n] cell indices (cells whose head rows were freed are left out)
 };
 
 // Rotates the queries q [n_q, dk] (after RoPE) of layer il by -shift positions, in place: RoPE scores depend on
