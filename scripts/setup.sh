@@ -9,7 +9,7 @@ set -euo pipefail
 models_dir="${LONGHAUL_MODELS:-$HOME/.cache/longhaul/models}"
 apt_packages=(build-essential cmake pkg-config python3-pip
   libcli11-dev nlohmann-json3-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev clang gnuplot-nox
-  libcpp-httplib-dev python3-venv)
+  libcpp-httplib-dev python3-venv libhnswlib-dev)
 
 # The serving tests: nginx in front of replicas (tests/integration/nginx_sticky_test.py), the chat page in headless
 # Chromium driven by Selenium (tests/integration/chat_page_test.py).

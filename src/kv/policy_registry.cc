@@ -31,6 +31,7 @@ constexpr Entry kPolicies[] = {
     {"lserve", make_lserve_policy, "LServe: duo's streaming heads plus hierarchical, reused Quest selection on the rest", true},
     {"infllm", make_infllm_policy, "InfLLM: a local window plus the most relevant memory blocks, seen at the window's edge"},
     {"longheads", make_longheads_policy, "LongHeads: each head reads its own chunks, laid side by side within the span"},
+    {"retrieval", make_retrieval_policy, "RetrievalAttention: sinks and a window, plus the keys an HNSW index returns per query"},
 };
 
 const Entry* find_entry(std::string_view name) {
