@@ -22,6 +22,12 @@ Usage (from the repository root, after scripts/build.sh release):
   python3 bench/compare_llamacpp.py --models smollm2-135m,smollm2-135m-q8,gemma3-270m \\
       --threads 1,2 -p 512 -n 128 --reps 3 --rounds 2
   python3 bench/compare_llamacpp.py --models smollm2-135m --threads 2 -p 0 -n 32 --depths 4096
+
+With --kv-policies full,quest,... longhaul runs each test once per KV policy (right after llama.cpp), and a
+second table gives, per test, llama.cpp's t/s and each policy's, its ratio to `full` and to llama.cpp, and the share
+of the cached keys a decode token read (bench's keys_read):
+  python3 bench/compare_llamacpp.py --models smollm2-135m --threads 2 -p 0 -n 32 --depths 0,4096,16384,32768 \
+      --kv-policies full,quest,lserve --reps 2 --rounds 1
 """
 import argparse
 import json
@@ -219,6 +225,32 @@ def fmt_rate(samples):
     return f"{statistics.fmean(samples):.2f} ± {sd:.2f}"
 
 
+def print_policy_table(samples, round_means, info, engines):
+    """One row per test: llama.cpp, then each KV policy's t/s with its ratio to the first policy (`full` when
+    listed first) and to llama.cpp, and the share of cached keys a decode token read."""
+    base = engines[0]
+    head = " | ".join(f"{e.removeprefix('longhaul ')} t/s (x {base.removeprefix('longhaul ')}, x llama.cpp; keys read)"
+                      for e in engines)
+    print(f"| model | test | threads | llama.cpp t/s | {head} |")
+    print("| ----- | ---- | ------: | ------------: |" + " ---: |" * len(engines))
+    for key, by_engine in samples.items():
+        model, test, t = key
+        if "llama.cpp" not in by_engine:
+            continue
+        cells = []
+        for e in engines:
+            if e not in by_engine:
+                cells.append("-")
+                continue
+            rate = statistics.fmean(by_engine[e])
+            vs_base = rate / statistics.fmean(by_engine[base]) if base in by_engine else float("nan")
+            vs_llama = statistics.fmean(round_means[key][e]) / statistics.fmean(round_means[key]["llama.cpp"])
+            kr = info.get((key, e), {}).get("keys_read")
+            kr_text = f"; {kr:.3f}" if isinstance(kr, (int, float)) and kr >= 0 else ""
+            cells.append(f"{fmt_rate(by_engine[e])} ({vs_base:.2f}, {vs_llama:.2f}{kr_text})")
+        print(f"| {model} | {test} | {t} | {fmt_rate(by_engine['llama.cpp'])} | " + " | ".join(cells) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description="longhaul vs llama.cpp, side by side")
     ap.add_argument("--models", default="smollm2-135m", help="comma list of short names or GGUF paths")
@@ -234,6 +266,9 @@ def main():
     ap.add_argument("--longhaul", default=os.path.join(ROOT, "build/release/cli/longhaul"))
     ap.add_argument("--probe", default=os.path.join(ROOT, "build/release/bench/longhaul_bandwidth_probe"))
     ap.add_argument("--json-out", default="", help="also write every raw result to this file")
+    ap.add_argument("--kv-policies", default="",
+                    help="comma list of longhaul KV policies (--kv-policy specs) to run each test with; "
+                         "adds the per-policy table")
     # Internal: the llama.cpp side, in its own process.
     ap.add_argument("--llama-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", default="", help=argparse.SUPPRESS)
@@ -259,6 +294,10 @@ def main():
     # A and B alternate per test (not per model), so that both engines measure a cell within
     # seconds of each other and a burst of load from other jobs hits both.
     tests = test_list(int_list(args.n_prompt), int_list(args.n_gen), int_list(args.depths))
+    # Engines of longhaul's side: one per KV policy ("longhaul" alone when none is asked for, the default policy).
+    policies = [p for p in args.kv_policies.split(",") if p]
+    longhaul_engines = [("longhaul", [])] if not policies else [
+        (f"longhaul {p}", ["--kv-policy", p]) for p in policies]
     for rnd in range(args.rounds):
         for model in models:
             for t in threads:
@@ -268,24 +307,28 @@ def main():
                                   *sizes, "--depths", str(depth), "--threads", str(t), "--reps", str(args.reps),
                                   "--warmup", str(args.warmup), "--flash-attn", args.flash_attn,
                                   "--seed", str(args.seed)])
-                    b = run_json([args.longhaul, "bench", "-m", model, *sizes, "-d", str(depth), "-t", str(t),
-                                  "-r", str(args.reps), "--warmup", str(args.warmup), "-s", str(args.seed), "--json"])
+                    outs = [("llama.cpp", a)]
+                    for engine, policy_args in longhaul_engines:
+                        outs.append((engine, run_json(
+                            [args.longhaul, "bench", "-m", model, *sizes, "-d", str(depth), "-t", str(t),
+                             "-r", str(args.reps), "--warmup", str(args.warmup), "-s", str(args.seed), *policy_args,
+                             "--json"])))
                     load = loadavg()
                     raw.append({"round": rnd, "model": model, "threads": t, "test": test_name(kind, size, depth),
-                                "load": load, "llama.cpp": a, "longhaul": b})
-                    for engine, out in (("llama.cpp", a), ("longhaul", b)):
+                                "load": load, **dict(outs)})
+                    for engine, out in outs:
                         for r in out["results"]:
                             key = (os.path.basename(model), r["test"], r["threads"])
                             samples.setdefault(key, {}).setdefault(engine, []).extend(r["samples"])
                             cpu.setdefault(key, {}).setdefault(engine, []).extend(r["cpu_samples"])
                             round_means.setdefault(key, {}).setdefault(engine, []).append(r["tokens_per_s"])
-                            if engine == "longhaul":
-                                info[key] = r
-                                info["machine"] = b["machine"]
+                            if engine != "llama.cpp":
+                                info.setdefault(key, r)
+                                info[(key, engine)] = r
+                                info["machine"] = out["machine"]
+                    rates = ", ".join(f"{engine} {out['results'][0]['tokens_per_s']:.1f}" for engine, out in outs)
                     print(f"round {rnd + 1}/{args.rounds} {os.path.basename(model)} t={t} "
-                          f"{test_name(kind, size, depth)}: llama.cpp {a['results'][0]['tokens_per_s']:.1f}, "
-                          f"longhaul {b['results'][0]['tokens_per_s']:.1f} t/s (load {' '.join(load)})",
-                          file=sys.stderr)
+                          f"{test_name(kind, size, depth)}: {rates} t/s (load {' '.join(load)})", file=sys.stderr)
     load_end = loadavg()
 
     machine = info.get("machine", {})
@@ -296,6 +339,13 @@ def main():
               ", ".join(f"{t} thread{'s' if t > 1 else ''} {bw:.2f} GB/s" for t, bw in sorted(bandwidth.items())))
     print(f"load average at start {' '.join(load_start)}, at end {' '.join(load_end)}; "
           f"{args.rounds} rounds x {args.reps} reps; {time.time() - started:.0f} s\n")
+    if policies:
+        print_policy_table(samples, round_means, info, [e for e, _ in longhaul_engines])
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                json.dump({"args": vars(args), "load_start": load_start, "load_end": load_end, "rounds": raw}, f,
+                          indent=1)
+        return 0
     print("| model | test | threads | llama.cpp t/s | longhaul t/s | longhaul / llama.cpp (min-max over rounds) "
           "| same, by CPU time | bytes/token | llama.cpp BW frac | longhaul BW frac | cores busy (llama.cpp / longhaul) |")
     print("| ----- | ---- | ------: | ------------: | -----------: | :---: | :---: | ---------: | ---: | ---: | :---: |")
