@@ -204,27 +204,21 @@ void AttentionPlan::select_pages(StepContext& step, int32_t il, const float* q, 
     }
     selected_begin_[static_cast<size_t>(u) + 1] = static_cast<int32_t>(selected_.size());
   }
-  bool places = false, reads_cells = false;
-  for (const auto& reads : unit_reads_) {
-    places = places || !reads.placed.empty();
-    reads_cells = reads_cells || !reads.cells.empty();
-  }
-  if (places) {
-    placed_begin_.assign(static_cast<size_t>(n_units) + 1, 0);
+  // Each unit's placements and single cells, flattened: unit u's are [begin[u], begin[u + 1]); begin stays empty
+  // when no unit has any.
+  auto flatten = [&](auto member, auto& flat, std::vector<int32_t>& begin) {
+    bool any_entry = false;
+    for (const auto& reads : unit_reads_) any_entry = any_entry || !(reads.*member).empty();
+    if (!any_entry) return;
+    begin.assign(static_cast<size_t>(n_units) + 1, 0);
     for (int64_t u = 0; u < n_units; ++u) {
-      const auto& placed = unit_reads_[static_cast<size_t>(u)].placed;
-      placed_.insert(placed_.end(), placed.begin(), placed.end());
-      placed_begin_[static_cast<size_t>(u) + 1] = static_cast<int32_t>(placed_.size());
+      const auto& entries = unit_reads_[static_cast<size_t>(u)].*member;
+      flat.insert(flat.end(), entries.begin(), entries.end());
+      begin[static_cast<size_t>(u) + 1] = static_cast<int32_t>(flat.size());
     }
-  }
-  if (reads_cells) {
-    cells_begin_.assign(static_cast<size_t>(n_units) + 1, 0);
-    for (int64_t u = 0; u < n_units; ++u) {
-      const auto& cells = unit_reads_[static_cast<size_t>(u)].cells;
-      cells_.insert(cells_.end(), cells.begin(), cells.end());
-      cells_begin_[static_cast<size_t>(u) + 1] = static_cast<int32_t>(cells_.size());
-    }
-  }
+  };
+  flatten(&kv::KvPolicy::PageReads::placed, placed_, placed_begin_);
+  flatten(&kv::KvPolicy::PageReads::cells, cells_, cells_begin_);
 }
 
 std::span<const int32_t> AttentionPlan::unit_cells(int64_t unit) const {

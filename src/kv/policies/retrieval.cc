@@ -206,8 +206,6 @@ class RetrievalPolicy final : public KvPolicy {
     reads.pages.clear();
     for (int32_t ip = 0; ip < n_pages; ++ip)
       if (pc.always[static_cast<size_t>(ip)]) reads.pages.push_back(ip);
-    // The index's batches end at page boundaries it saw; cells of the candidates past indexed_end (none after
-    // update_index) would be read whole here.
   }
 
  private:
