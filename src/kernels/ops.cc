@@ -12,7 +12,7 @@ const FloatOps& generic_ops() {
   static const FloatOps table{ref::rms_norm,       ref::silu_mul,     ref::gelu_mul,
                               ref::softmax,        ref::dot_f16_f32,  ref::axpy_f16,
                               ref::f32_to_f16_row, ref::dot_f16_rows, ref::accumulate_f16_rows,
-                              ref::attention_update};
+                              ref::attention_update, ref::key_bound, ref::key_bound_f16};
   return table;
 }
 
@@ -57,6 +57,14 @@ void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint1
                                           mask.n_ancestor_words > 0),
                "attention_update: a mask with k_node needs q_node, ancestors and n_ancestor_words > 0");
   active_ops().attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
+}
+
+float key_bound(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub) {
+  return active_ops().key_bound(q, n_q, d, lo, hi, n_sub);
+}
+
+float key_bound_f16(const float* q, int32_t n_q, int32_t d, const uint16_t* lo, const uint16_t* hi, int32_t n_sub) {
+  return active_ops().key_bound_f16(q, n_q, d, lo, hi, n_sub);
 }
 
 void RopeAngles::compute(const int32_t* positions, int64_t n_positions, int32_t n_rot, float freq_base,

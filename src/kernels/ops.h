@@ -55,6 +55,14 @@ float dot_f16_f32(const uint16_t* a, const float* b, int64_t n);     // [simd] s
 void axpy_f16(float alpha, const uint16_t* x, float* y, int64_t n);  // [simd] y += alpha * x
 void f32_to_f16_row(const float* x, uint16_t* y, int64_t n);         // [simd] round to nearest even
 
+// [simd] Quest's bound on q . k over pages of keys (Tang et al., 2024), from per-channel key summaries lo <= hi:
+//   max over queries i < n_q and logical pages s < n_sub of sum_c max(q[i][c] * lo[s][c], q[i][c] * hi[s][c])
+// q: [n_q, d] f32; lo, hi: [n_sub, d] f32. -infinity when n_q or n_sub is 0. Scoring every page of a long cache is
+// on every sparse decode step's path (kv/policies/page_key_summaries.h).
+float key_bound(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub);
+// [simd] The same over f16 summaries (half the bytes to stream per page, which is what scoring a long cache costs).
+float key_bound_f16(const float* q, int32_t n_q, int32_t d, const uint16_t* lo, const uint16_t* hi, int32_t n_sub);
+
 // Attention over rows of f16 (one head's keys or values in a KV page), n_rows rows of d elements, row stride
 // `stride` elements:
 //   [simd] scores[r] = dot(q, k[r])                  q: [d] f32, k: [n_rows, stride] f16, scores: [n_rows]
@@ -90,6 +98,9 @@ struct FloatOps {
   void (*attention_update)(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
                            const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                            int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+  float (*key_bound)(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub);
+  float (*key_bound_f16)(const float* q, int32_t n_q, int32_t d, const uint16_t* lo, const uint16_t* hi,
+                         int32_t n_sub);
 };
 // The table of `isa` (which this CPU must support).
 const FloatOps& float_ops(Isa isa);
@@ -108,6 +119,8 @@ void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int6
 void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
                       const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                       int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+float key_bound(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub);
+float key_bound_f16(const float* q, int32_t n_q, int32_t d, const uint16_t* lo, const uint16_t* hi, int32_t n_sub);
 }  // namespace ref
 
 }  // namespace longhaul::kernels

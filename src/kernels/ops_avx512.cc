@@ -8,6 +8,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/ops_isa.h"
@@ -178,6 +179,34 @@ void accumulate_f16_rows_avx512(const float* p, const uint16_t* v, int64_t strid
   }
 }
 
+
+// key_bound / key_bound_f16: per logical page, up to four queries at a time share each loaded chunk of lo and hi.
+inline __m512 load_summary(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load_summary(const uint16_t* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+
+template <typename T>
+float key_bound_avx512(const float* q, int32_t n_q, int32_t d, const T* lo, const T* hi, int32_t n_sub) {
+  float best = -INFINITY;
+  for (int32_t s = 0; s < n_sub; ++s) {
+    const T* lo_s = lo + static_cast<int64_t>(s) * d;
+    const T* hi_s = hi + static_cast<int64_t>(s) * d;
+    for (int32_t i0 = 0; i0 < n_q; i0 += 4) {
+      const int32_t n = n_q - i0 < 4 ? n_q - i0 : 4;
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int32_t c = 0; c < d; c += 16) {
+        const __mmask16 m = c + 16 <= d ? __mmask16(0xffff) : first_lanes(d - c);
+        const __m512 l = load_summary(lo_s + c, m), h = load_summary(hi_s + c, m);
+        for (int32_t j = 0; j < n; ++j) {
+          const __m512 qj = _mm512_maskz_loadu_ps(m, q + static_cast<int64_t>(i0 + j) * d + c);
+          acc[j] = _mm512_add_ps(acc[j], _mm512_max_ps(_mm512_mul_ps(qj, l), _mm512_mul_ps(qj, h)));
+        }
+      }
+      for (int32_t j = 0; j < n; ++j) best = std::max(best, _mm512_reduce_add_ps(acc[j]));
+    }
+  }
+  return best;
+}
+
 }  // namespace
 
 const FloatOps& avx512_float_ops(const FloatOps& generic) {
@@ -193,6 +222,8 @@ const FloatOps& avx512_float_ops(const FloatOps& generic) {
     t.dot_f16_rows = dot_f16_rows_avx512;
     t.accumulate_f16_rows = accumulate_f16_rows_avx512;
     t.attention_update = attention_update_avx512;
+    t.key_bound = key_bound_avx512<float>;
+    t.key_bound_f16 = key_bound_avx512<uint16_t>;
     return t;
   }();
   return table;

@@ -79,6 +79,19 @@ inline uint16_t f32_to_f16(float f) {
 #endif
 }
 
+// f32 -> f16 bits rounded toward -infinity: the largest f16 <= f (f not NaN; below -65504 that is -infinity). For
+// bounds that must stay bounds once stored in f16 (a page's per-channel key minimum).
+inline uint16_t f32_to_f16_down(float f) {
+  uint16_t h = f32_to_f16(f);
+  if (f16_to_f32(h) > f) {
+    if ((h & 0x7fffu) == 0) return 0x8001u;  // +-0 above a tiny negative f: the smallest negative subnormal
+    h = (h & 0x8000u) ? static_cast<uint16_t>(h + 1) : static_cast<uint16_t>(h - 1);  // one step toward -infinity
+  }
+  return h;
+}
+// Rounded toward +infinity: the smallest f16 >= f (a page's per-channel key maximum).
+inline uint16_t f32_to_f16_up(float f) { return static_cast<uint16_t>(f32_to_f16_down(-f) ^ 0x8000u); }
+
 inline float bf16_to_f32(uint16_t b) { return f32_from_bits(static_cast<uint32_t>(b) << 16); }
 
 // f32 -> bf16 bits, round to nearest even; NaN is made quiet (bit 6 of the bf16 mantissa set), as ggml does.

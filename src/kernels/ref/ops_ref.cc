@@ -2,6 +2,7 @@
 // SIMD versions are tested against.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -101,6 +102,35 @@ void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint1
     l[i] = l[i] * alpha + sum;
     m[i] = m_new;
   }
+}
+
+namespace {
+float to_f32(float x) { return x; }
+float to_f32(uint16_t h) { return tensor::f16_to_f32(h); }
+
+template <typename T>
+float key_bound_of(const float* q, int32_t n_q, int32_t d, const T* lo, const T* hi, int32_t n_sub) {
+  float best = -std::numeric_limits<float>::infinity();
+  for (int32_t s = 0; s < n_sub; ++s) {
+    const T* lo_s = lo + static_cast<int64_t>(s) * d;
+    const T* hi_s = hi + static_cast<int64_t>(s) * d;
+    for (int32_t i = 0; i < n_q; ++i) {
+      const float* qi = q + static_cast<int64_t>(i) * d;
+      float bound = 0.0f;
+      for (int32_t c = 0; c < d; ++c) bound += std::max(qi[c] * to_f32(lo_s[c]), qi[c] * to_f32(hi_s[c]));
+      best = std::max(best, bound);
+    }
+  }
+  return best;
+}
+}  // namespace
+
+float key_bound(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub) {
+  return key_bound_of(q, n_q, d, lo, hi, n_sub);
+}
+
+float key_bound_f16(const float* q, int32_t n_q, int32_t d, const uint16_t* lo, const uint16_t* hi, int32_t n_sub) {
+  return key_bound_of(q, n_q, d, lo, hi, n_sub);
 }
 
 }  // namespace longhaul::kernels::ref

@@ -4,30 +4,14 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/ops.h"
+#include "tensor/half.h"
+
 namespace longhaul::kv {
 
 float page_key_bound(const float* q, int32_t n_q, int32_t dk, const float* key_min, const float* key_max,
                      int32_t n_sub) {
-  float best = -std::numeric_limits<float>::infinity();
-  for (int32_t s = 0; s < n_sub; ++s) {
-    const float* lo = key_min + static_cast<int64_t>(s) * dk;
-    const float* hi = key_max + static_cast<int64_t>(s) * dk;
-    for (int32_t i = 0; i < n_q; ++i) {
-      const float* qi = q + static_cast<int64_t>(i) * dk;
-      // Eight partial sums: without them the float sum is one dependency chain the compiler may not reorder
-      // (no -ffast-math), and scoring every page of a long cache is on every decode step's path.
-      constexpr int kLanes = 8;
-      float partial[kLanes] = {};
-      int32_t c = 0;
-      for (; c + kLanes <= dk; c += kLanes)
-        for (int j = 0; j < kLanes; ++j) partial[j] += std::max(qi[c + j] * lo[c + j], qi[c + j] * hi[c + j]);
-      for (; c < dk; ++c) partial[0] += std::max(qi[c] * lo[c], qi[c] * hi[c]);
-      float bound = 0.0f;
-      for (float v : partial) bound += v;
-      best = std::max(best, bound);
-    }
-  }
-  return best;
+  return kernels::key_bound(q, n_q, dk, key_min, key_max, n_sub);
 }
 
 PageKeySummaries::PageKeySummaries(const KvShape& shape, int32_t logical_tokens, KeySummary kind, float std_scale)
@@ -108,7 +92,7 @@ void PageKeySummaries::select(const KvPolicy::PageQuery& query, const BoundSelec
     if (u.layout.always[static_cast<size_t>(ip)]) continue;
     const Summary& s = summary(u, query, ip, u.layout.spans[static_cast<size_t>(ip)]);
     u.bound[static_cast<size_t>(ip)] =
-        page_key_bound(query.q, query.n_q, dk, s.key_min.data(), s.key_max.data(), s.n_sub);
+        kernels::key_bound_f16(query.q, query.n_q, dk, s.key_min.data(), s.key_max.data(), s.n_sub);
   }
   const TopPPruning top_p{how.top_p, {}};
   if (top_p.active()) page_mass_from_scores(u.bound, u.layout.spans, u.layout.always, u.mass);
@@ -142,10 +126,12 @@ void PageKeySummaries::summarize(Unit& u, Summary& s, int32_t kv_head, int32_t l
   const int32_t dk = shape_.head_dim_k, n_head_kv = shape_.n_head_kv;
   s.key_min.resize(static_cast<size_t>(s.n_sub) * dk);
   s.key_max.resize(static_cast<size_t>(s.n_sub) * dk);
+  u.lo.resize(static_cast<size_t>(dk));
+  u.hi.resize(static_cast<size_t>(dk));
+  float* lo = u.lo.data();
+  float* hi = u.hi.data();
   for (int32_t sub = 0; sub < s.n_sub; ++sub) {
     const int32_t first = sub * logical, end = std::min(s.n_cells, first + logical);
-    float* lo = s.key_min.data() + static_cast<int64_t>(sub) * dk;
-    float* hi = s.key_max.data() + static_cast<int64_t>(sub) * dk;
     auto key = [&](int32_t i) { return u.keys.data() + (static_cast<int64_t>(i) * n_head_kv + kv_head) * dk; };
     if (kind_ == KeySummary::kMinMax) {
       std::fill(lo, lo + dk, std::numeric_limits<float>::infinity());
@@ -157,23 +143,29 @@ void PageKeySummaries::summarize(Unit& u, Summary& s, int32_t kv_head, int32_t l
           hi[c] = std::max(hi[c], k[c]);
         }
       }
-      continue;
-    }
-    u.sum.assign(static_cast<size_t>(dk), 0.0);
-    u.sum_sq.assign(static_cast<size_t>(dk), 0.0);
-    for (int32_t i = first; i < end; ++i) {
-      const float* k = key(i);
+    } else {
+      u.sum.assign(static_cast<size_t>(dk), 0.0);
+      u.sum_sq.assign(static_cast<size_t>(dk), 0.0);
+      for (int32_t i = first; i < end; ++i) {
+        const float* k = key(i);
+        for (int32_t c = 0; c < dk; ++c) {
+          u.sum[static_cast<size_t>(c)] += k[c];
+          u.sum_sq[static_cast<size_t>(c)] += static_cast<double>(k[c]) * k[c];
+        }
+      }
+      const double n = end - first;
       for (int32_t c = 0; c < dk; ++c) {
-        u.sum[static_cast<size_t>(c)] += k[c];
-        u.sum_sq[static_cast<size_t>(c)] += static_cast<double>(k[c]) * k[c];
+        const double mean = u.sum[static_cast<size_t>(c)] / n;
+        const double spread = std::sqrt(std::max(0.0, u.sum_sq[static_cast<size_t>(c)] / n - mean * mean));
+        lo[c] = static_cast<float>(mean - std_scale_ * spread);
+        hi[c] = static_cast<float>(mean + std_scale_ * spread);
       }
     }
-    const double n = end - first;
+    uint16_t* lo16 = s.key_min.data() + static_cast<int64_t>(sub) * dk;
+    uint16_t* hi16 = s.key_max.data() + static_cast<int64_t>(sub) * dk;
     for (int32_t c = 0; c < dk; ++c) {
-      const double mean = u.sum[static_cast<size_t>(c)] / n;
-      const double spread = std::sqrt(std::max(0.0, u.sum_sq[static_cast<size_t>(c)] / n - mean * mean));
-      lo[c] = static_cast<float>(mean - std_scale_ * spread);
-      hi[c] = static_cast<float>(mean + std_scale_ * spread);
+      lo16[c] = tensor::f32_to_f16_down(lo[c]);
+      hi16[c] = tensor::f32_to_f16_up(hi[c]);
     }
   }
 }

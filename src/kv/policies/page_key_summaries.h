@@ -4,7 +4,8 @@
 // A summary covers one page of one (layer, KV head), split into logical pages of `logical_tokens` cells (LServe's
 // hierarchical paging: small logical pages are scored, and a physical page scores the largest of its logical
 // pages' bounds; logical_tokens = 0 or >= the page: one logical page, Quest's rule). Per logical page and channel
-// it keeps a lower and an upper value lo_c <= hi_c of the keys (after RoPE, as the queries are), and a page is
+// it keeps a lower and an upper value lo_c <= hi_c of the keys (after RoPE, as the queries are; stored in f16,
+// rounded outward), and a page is
 // scored by
 //   sum_c max(q_c * lo_c, q_c * hi_c).
 // With lo/hi the minimum and maximum (KeySummary::kMinMax, Quest's), that is a bound: q . k <= it for every key k
@@ -29,7 +30,8 @@
 namespace longhaul::kv {
 
 // Quest's bound for the queries q [n_q, dk] over n_sub logical pages whose key bounds are key_min / key_max
-// [n_sub, dk]: max over queries i and logical pages s of sum_c max(q_ic * min_sc, q_ic * max_sc).
+// [n_sub, dk]: max over queries i and logical pages s of sum_c max(q_ic * min_sc, q_ic * max_sc). The active ISA's
+// kernels::key_bound.
 float page_key_bound(const float* q, int32_t n_q, int32_t dk, const float* key_min, const float* key_max,
                      int32_t n_sub);
 
@@ -79,7 +81,9 @@ class PageKeySummaries {
     int32_t first_cell = 0;
     int32_t n_cells = 0;
     int32_t n_sub = 0;                    // logical pages
-    std::vector<float> key_min, key_max;  // [n_sub, dk] lo and hi
+    // [n_sub, dk] lo and hi in f16, rounded outward (lo down, hi up), so min/max stay a bound: scoring streams
+    // every candidate page's summary per decode token, and half the bytes is most of its cost at long contexts.
+    std::vector<uint16_t> key_min, key_max;
   };
   // A selection kept for reuse.
   struct KeptSelection {
@@ -97,6 +101,7 @@ class PageKeySummaries {
     PageCandidates layout;
     std::vector<float> keys;   // [n_cells of a page, n_head_kv, dk]
     std::vector<double> sum, sum_sq;  // [dk] (kMeanStd)
+    std::vector<float> lo, hi;        // [dk] one logical page's lo and hi before rounding to f16
     std::vector<float> bound;  // [n_pages]
     std::vector<float> mass;   // [n_pages] estimated attention mass (top-p)
     std::vector<std::pair<float, int32_t>> ranked;

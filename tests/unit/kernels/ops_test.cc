@@ -5,6 +5,7 @@
 // (dot products, softmax) 1e-6 of the sum of magnitudes; f32 -> f16 rounding is exact.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -185,6 +186,72 @@ TEST(FloatOps, AttentionRowsHandWorked) {
     EXPECT_EQ(out[0], 0.5f);
     EXPECT_EQ(out[1], 0.5f);
     EXPECT_EQ(out[2], 0.0f);
+  }
+}
+
+// Quest's bound: every ISA against the twin on queries and summaries of the models' head sizes and around the
+// vector widths, and hand-worked: q = (1, -2), lo = (0, -1), hi = (3, 1) gives max(0, 3) + max(2, -2) = 5.
+TEST(FloatOps, KeyBoundMatchesTwin) {
+  for (Isa isa : supported_isas()) {
+    const FloatOps& ops = float_ops(isa);
+    for (int32_t d : {2, 7, 16, 40, 64, 256}) {
+      for (int32_t n_q : {1, 3, 4, 5, 8}) {
+        for (int32_t n_sub : {1, 4}) {
+          const std::vector<float> q = random_floats(int64_t{n_q} * d, 12, 1.0f);
+          std::vector<float> lo = random_floats(int64_t{n_sub} * d, 13, 1.0f), hi = lo;
+          const std::vector<float> spread = random_floats(int64_t{n_sub} * d, 14, 0.5f);
+          for (size_t i = 0; i < hi.size(); ++i) hi[i] += std::fabs(spread[i]);
+          double mag = 0;  // the largest sum of magnitudes a bound adds up
+          for (int32_t i = 0; i < n_q; ++i)
+            for (int32_t s = 0; s < n_sub; ++s) {
+              double m = 0;
+              for (int32_t c = 0; c < d; ++c)
+                m += std::fabs(q[i * d + c]) * std::max(std::fabs(lo[s * d + c]), std::fabs(hi[s * d + c]));
+              mag = std::max(mag, m);
+            }
+          const float want = ref::key_bound(q.data(), n_q, d, lo.data(), hi.data(), n_sub);
+          ASSERT_NEAR(ops.key_bound(q.data(), n_q, d, lo.data(), hi.data(), n_sub), want, 1e-6 * mag)
+              << isa_name(isa) << " d=" << d << " n_q=" << n_q << " n_sub=" << n_sub;
+          const std::vector<uint16_t> lo16 = to_f16(lo), hi16 = to_f16(hi);
+          const float want16 = ref::key_bound_f16(q.data(), n_q, d, lo16.data(), hi16.data(), n_sub);
+          ASSERT_NEAR(ops.key_bound_f16(q.data(), n_q, d, lo16.data(), hi16.data(), n_sub), want16, 1e-6 * mag)
+              << isa_name(isa) << " f16 d=" << d << " n_q=" << n_q << " n_sub=" << n_sub;
+        }
+      }
+    }
+    const float q[2] = {1.0f, -2.0f}, lo[2] = {0.0f, -1.0f}, hi[2] = {3.0f, 1.0f};
+    EXPECT_EQ(ops.key_bound(q, 1, 2, lo, hi, 1), 5.0f) << isa_name(isa);
+    EXPECT_EQ(ops.key_bound(q, 0, 2, lo, hi, 1), -INFINITY) << isa_name(isa);
+    const uint16_t lo16[2] = {tensor::f32_to_f16(0.0f), tensor::f32_to_f16(-1.0f)};
+    const uint16_t hi16[2] = {tensor::f32_to_f16(3.0f), tensor::f32_to_f16(1.0f)};
+    EXPECT_EQ(ops.key_bound_f16(q, 1, 2, lo16, hi16, 1), 5.0f) << isa_name(isa);
+  }
+}
+
+// Directed f16 rounding keeps a bound a bound: down(x) <= x <= up(x), each the nearest f16 on its side, and exact
+// values stay exact.
+TEST(HalfRounding, DownAndUpAreTheNearestF16OnEachSide) {
+  EXPECT_EQ(tensor::f32_to_f16_down(1.0f), tensor::f32_to_f16(1.0f));
+  EXPECT_EQ(tensor::f32_to_f16_up(-2.5f), tensor::f32_to_f16(-2.5f));
+  EXPECT_EQ(tensor::f32_to_f16_down(0.0f), 0u);
+  EXPECT_EQ(tensor::f32_to_f16_down(-1e-9f), 0x8001u);  // the smallest negative subnormal
+  EXPECT_EQ(tensor::f32_to_f16_up(1e-9f), 0x0001u);
+  EXPECT_EQ(tensor::f32_to_f16_down(70000.0f), 0x7bffu);  // 65504, the largest finite f16
+  EXPECT_EQ(tensor::f32_to_f16_up(70000.0f), 0x7c00u);    // infinity
+  const std::vector<float> xs = random_floats(20000, 15, 30.0f);
+  for (float x : xs) {
+    const uint16_t d = tensor::f32_to_f16_down(x), u = tensor::f32_to_f16_up(x);
+    const float fd = tensor::f16_to_f32(d), fu = tensor::f16_to_f32(u);
+    ASSERT_LE(fd, x);
+    ASSERT_GE(fu, x);
+    // Nearest on its side: the next f16 past it (one step in the bits, same sign here) crosses x.
+    if (fd != x) {
+      ASSERT_NE(fu, fd);
+      const uint16_t next_up = fd >= 0 ? static_cast<uint16_t>(d + 1) : static_cast<uint16_t>(d - 1);
+      ASSERT_GT(tensor::f16_to_f32(next_up), x) << x;
+    } else {
+      ASSERT_EQ(fu, x);
+    }
   }
 }
 
