@@ -41,11 +41,14 @@ std::vector<std::pair<std::string, std::vector<const EvalRow*>>> by_policy(const
 }  // namespace
 
 PlotInput plot_input(const std::vector<EvalRow>& rows, const std::string& png_path, const std::string& data_path) {
-  bool has_accuracy = false;
-  for (const EvalRow& r : rows) has_accuracy = has_accuracy || r.accuracy.has_value();
+  bool has_accuracy = false, has_keys_read = false;
+  for (const EvalRow& r : rows) {
+    has_accuracy = has_accuracy || r.accuracy.has_value();
+    has_keys_read = has_keys_read || (r.accuracy.has_value() && r.keys_read.has_value());
+  }
   const auto groups = by_policy(rows);
   std::ostringstream data, script;
-  // Data: per policy, columns "x1 y1 x2 y2" where the two panels read different columns.
+  // Data: per policy, columns "x1 y1 x2 y2 [x3 y3]" where the panels read different columns.
   for (size_t g = 0; g < groups.size(); ++g) {
     if (g > 0) data << "\n\n";
     data << "# " << groups[g].first << "\n";
@@ -73,6 +76,14 @@ PlotInput plot_input(const std::vector<EvalRow>& rows, const std::string& png_pa
         } else {
           data << " NaN NaN";
         }
+        // Panel 3: one point per row (share of keys read, accuracy).
+        if (has_keys_read) {
+          const EvalRow* r = i < groups[g].second.size() ? groups[g].second[i] : nullptr;
+          if (r != nullptr && r->accuracy && r->keys_read)
+            data << ' ' << *r->keys_read << ' ' << *r->accuracy;
+          else
+            data << " NaN NaN";
+        }
         data << '\n';
       }
     } else {
@@ -87,12 +98,13 @@ PlotInput plot_input(const std::vector<EvalRow>& rows, const std::string& png_pa
   // Series whose points coincide (two policies that keep everything at a short length) would hide each other, so
   // each series draws open rings that grow with its index, one inside another where they coincide, and its own
   // dash pattern.
-  script << "set terminal pngcairo size 1400,900 noenhanced font \"sans,10\"\n"
+  const bool three_panels = has_accuracy && has_keys_read;
+  script << "set terminal pngcairo size 1400," << (three_panels ? 1300 : 900) << " noenhanced font \"sans,10\"\n"
          << "set output " << quoted(png_path) << "\n"
          << "set datafile missing \"NaN\"\n"
          << "set key outside right top vertical Left reverse spacing 1.3 width 2\n"
          << "set grid\n"
-         << "set multiplot layout 2,1\n";
+         << "set multiplot layout " << (three_panels ? 3 : 2) << ",1\n";
   const size_t n_series = groups.size();
   auto plot_all = [&](int x_col, int y_col, const char* style) {
     script << "plot ";
@@ -111,6 +123,12 @@ PlotInput plot_input(const std::vector<EvalRow>& rows, const std::string& png_pa
     script << "set title \"mean accuracy over depths against prompt length\"\n"
            << "set xlabel \"prompt tokens\"\nset logscale x 2\n";
     plot_all(3, 4, "linespoints");
+    if (three_panels) {
+      // Sparse decode policies keep every cell (the first panel cannot tell them apart) but read a share of them.
+      script << "unset logscale x\nset title \"accuracy against the share of cached keys a decode token reads\"\n"
+             << "set xlabel \"keys read per decode token / keys cached\"\nset xrange [0:*]\n";
+      plot_all(5, 6, "points");
+    }
   } else {
     script << "set title \"perplexity against position\"\n"
            << "set xlabel \"position (end of bucket, tokens)\"\nset ylabel \"perplexity\"\nset logscale y\n";

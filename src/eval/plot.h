@@ -1,8 +1,10 @@
 // Plots of eval results, drawn by gnuplot (Debian package gnuplot-nox, installed by scripts/setup.sh).
 //
-// Two panels, one above the other, in one PNG, with one legend to the right of the data:
+// Two or three panels, one above the other, in one PNG, with one legend to the right of the data:
 //   retrieval tasks (rows with accuracy: passkey, niah*): accuracy against the KV bytes each point held (one
-//     series per policy, a point per length and depth), and mean accuracy over depths against prompt length;
+//     series per policy, a point per length and depth), mean accuracy over depths against prompt length, and,
+//     when the rows have keys_read, accuracy against the share of the cached keys a decode token read (a third
+//     panel: sparse decode policies keep every cell, so only this one tells them apart);
 //   ppl (rows with ppl): perplexity against position (one line per policy, log scale), and KV bytes against
 //     position, which shows whether a policy's memory stays flat.
 #pragma once

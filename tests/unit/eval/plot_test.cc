@@ -38,6 +38,7 @@ TEST(EvalPlot, RetrievalRowsGiveOneBlockPerPolicyWithTheirValues) {
   EXPECT_NE(in.script.find("set output \"out.png\""), std::string::npos);
   EXPECT_EQ(count(in.script, "title \"h2o(budget=128)\""), 2u);  // in both panels
   EXPECT_NE(in.script.find("accuracy against KV memory"), std::string::npos);
+  EXPECT_NE(in.script.find("set multiplot layout 2,1"), std::string::npos);  // no keys_read: two panels
   // The legend sits outside the data, and coinciding series stay visible: open rings of different sizes.
   EXPECT_NE(in.script.find("set key outside right"), std::string::npos) << in.script;
   EXPECT_NE(in.script.find("pointtype 6 pointsize 1.7 dashtype 1 linewidth 1.5 title \"full\""), std::string::npos)
@@ -45,6 +46,19 @@ TEST(EvalPlot, RetrievalRowsGiveOneBlockPerPolicyWithTheirValues) {
   EXPECT_NE(in.script.find("pointtype 6 pointsize 1 dashtype 2 linewidth 1.5 title \"h2o(budget=128)\""),
             std::string::npos)
       << in.script;
+}
+
+TEST(EvalPlot, RowsWithKeysReadAddAPanelOfAccuracyAgainstKeysRead) {
+  std::vector<EvalRow> rows = {accuracy_row("full", 4096, 0.5, 1.0, 8 << 20),
+                               accuracy_row("quest(budget=1024)", 4096, 0.5, 0.0, 8 << 20)};
+  rows[0].keys_read = 1.0;
+  rows[1].keys_read = 0.25;
+  const PlotInput in = plot_input(rows, "k.png", "k.txt");
+  EXPECT_NE(in.data.find("# full\n8 1 4096 1 1 1\n"), std::string::npos) << in.data;
+  EXPECT_NE(in.data.find("# quest(budget=1024)\n8 0 4096 0 0.25 0\n"), std::string::npos) << in.data;
+  EXPECT_NE(in.script.find("set multiplot layout 3,1"), std::string::npos) << in.script;
+  EXPECT_NE(in.script.find("using 5:6 with points"), std::string::npos) << in.script;
+  EXPECT_EQ(count(in.script, "title \"quest(budget=1024)\""), 3u);
 }
 
 TEST(EvalPlot, PerplexityRowsPlotAgainstPosition) {
