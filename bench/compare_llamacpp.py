@@ -32,6 +32,8 @@ of the cached keys a decode token read (bench's keys_read):
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -251,6 +253,46 @@ def print_policy_table(samples, round_means, info, engines):
         print(f"| {model} | {test} | {t} | {fmt_rate(by_engine['llama.cpp'])} | " + " | ".join(cells) + " |")
 
 
+def write_depth_plot(samples, engines, png):
+    """Decode tokens/s against cache depth, one panel per model and thread count, one line per engine (gnuplot)."""
+    panels = {}
+    for (model, test, t), by_engine in samples.items():
+        m = re.fullmatch(r"tg\d+(?:@d(\d+))?", test)
+        if not m:
+            continue
+        depth = int(m.group(1) or 0)
+        for e in engines:
+            if e in by_engine:
+                panels.setdefault((model, t), {}).setdefault(e, []).append((depth, statistics.fmean(by_engine[e])))
+    if not panels:
+        raise SystemExit("compare: --plot needs tg tests")
+    if shutil.which("gnuplot") is None:
+        raise SystemExit("compare: --plot needs gnuplot (scripts/setup.sh installs gnuplot-nox)")
+    data_path, script_path = png + ".dat", png + ".gp"
+    blocks, plots = [], []
+    for (model, t), lines in panels.items():
+        cmds = []
+        for e in engines:
+            if e not in lines:
+                continue
+            cmds.append(f'"{data_path}" index {len(blocks)} using 1:2 with linespoints linewidth 1.5 '
+                        f'title "{e.removeprefix("longhaul ")}"')
+            blocks.append("\n".join(f"{d} {rate:.3f}" for d, rate in sorted(lines[e])))
+        plots.append(f'set title "{model}, {t} thread{"s" if t > 1 else ""}: decode tokens/s against cache depth"\n'
+                     "plot " + ", \\\n     ".join(cmds))
+    with open(data_path, "w") as f:
+        f.write("\n\n\n".join(blocks) + "\n")
+    with open(script_path, "w") as f:
+        f.write(f'set terminal pngcairo size 1200,{500 * len(plots)} noenhanced font "sans,10"\n'
+                f'set output "{png}"\nset key outside right top\nset grid\nset logscale y 2\n'
+                'set xlabel "tokens in the cache before the test"\nset ylabel "decode tokens/s"\n'
+                f"set multiplot layout {len(plots)},1\n" + "\n".join(plots) + "\nunset multiplot\n")
+    subprocess.run(["gnuplot", script_path], check=True)
+    os.remove(data_path)
+    os.remove(script_path)
+    print(f"plot: {png}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description="longhaul vs llama.cpp, side by side")
     ap.add_argument("--models", default="smollm2-135m", help="comma list of short names or GGUF paths")
@@ -265,7 +307,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--longhaul", default=os.path.join(ROOT, "build/release/cli/longhaul"))
     ap.add_argument("--probe", default=os.path.join(ROOT, "build/release/bench/longhaul_bandwidth_probe"))
-    ap.add_argument("--json-out", default="", help="also write every raw result to this file")
+    ap.add_argument("--json-out", default="", help="also write every raw result to this file (after every test)")
+    ap.add_argument("--plot", default="", help="with tg tests: also draw decode t/s against depth to this PNG")
     ap.add_argument("--kv-policies", default="",
                     help="comma list of longhaul KV policies (--kv-policy specs) to run each test with; "
                          "adds the per-policy table")
@@ -326,9 +369,17 @@ def main():
                                 info.setdefault(key, r)
                                 info[(key, engine)] = r
                                 info["machine"] = out["machine"]
-                    rates = ", ".join(f"{engine} {out['results'][0]['tokens_per_s']:.1f}" for engine, out in outs)
+                    def rate_text(engine, out):
+                        r = out["results"][0]
+                        kr = r.get("keys_read")
+                        kr_text = f" (keys read {kr:.3f})" if isinstance(kr, (int, float)) and kr >= 0 else ""
+                        return f"{engine} {r['tokens_per_s']:.1f}{kr_text}"
+                    rates = ", ".join(rate_text(engine, out) for engine, out in outs)
                     print(f"round {rnd + 1}/{args.rounds} {os.path.basename(model)} t={t} "
                           f"{test_name(kind, size, depth)}: {rates} t/s (load {' '.join(load)})", file=sys.stderr)
+                    if args.json_out:  # so far: a long run stopped early keeps what it measured
+                        with open(args.json_out, "w") as f:
+                            json.dump({"args": vars(args), "rounds": raw}, f, indent=1)
     load_end = loadavg()
 
     machine = info.get("machine", {})
@@ -339,6 +390,8 @@ def main():
               ", ".join(f"{t} thread{'s' if t > 1 else ''} {bw:.2f} GB/s" for t, bw in sorted(bandwidth.items())))
     print(f"load average at start {' '.join(load_start)}, at end {' '.join(load_end)}; "
           f"{args.rounds} rounds x {args.reps} reps; {time.time() - started:.0f} s\n")
+    if args.plot:
+        write_depth_plot(samples, ["llama.cpp"] + [e for e, _ in longhaul_engines], args.plot)
     if policies:
         print_policy_table(samples, round_means, info, [e for e, _ in longhaul_engines])
         if args.json_out:
