@@ -32,6 +32,7 @@ constexpr Entry kPolicies[] = {
     {"infllm", make_infllm_policy, "InfLLM: a local window plus the most relevant memory blocks, seen at the window's edge"},
     {"longheads", make_longheads_policy, "LongHeads: each head reads its own chunks, laid side by side within the span"},
     {"retrieval", make_retrieval_policy, "RetrievalAttention: sinks and a window, plus the keys an HNSW index returns per query"},
+    {"actqkv", make_actqkv_policy, "ActQKV: pages an activation-weighted probe of recent queries ranks, cut off by score entropy"},
 };
 
 const Entry* find_entry(std::string_view name) {

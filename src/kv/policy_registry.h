@@ -75,6 +75,7 @@ Result<std::unique_ptr<KvPolicy>> make_duo_policy(const KvPolicyContext& context
 Result<std::unique_ptr<KvPolicy>> make_infllm_policy(const KvPolicyContext& context, PolicyParams& params);
 Result<std::unique_ptr<KvPolicy>> make_longheads_policy(const KvPolicyContext& context, PolicyParams& params);
 Result<std::unique_ptr<KvPolicy>> make_retrieval_policy(const KvPolicyContext& context, PolicyParams& params);
+Result<std::unique_ptr<KvPolicy>> make_actqkv_policy(const KvPolicyContext& context, PolicyParams& params);
 
 struct HeadProfile;
 // duo: which KV heads keep every cell, [n_layer * n_head_kv]: the round(fraction * n) best-scored heads of the n
