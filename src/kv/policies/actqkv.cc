@@ -39,6 +39,11 @@
 // out. Defaults follow quest's (sink 4, window 32, dense 2, page 32) so the two compare at equal budgets; the
 // authors run sink 64, window 512, blocks of 32, at most 92 and at least 32 blocks; `probe` = 256 is their window.
 //
+// Cost: the probe is O(probe * group * dk) per (layer, KV head) (about 50K multiply-adds on SmolLM2), more than
+// scoring the pages at a few thousand tokens, so one probe serves `refresh` consecutive decode positions (the
+// paper builds one per context window; LServe reuses a selection the same way); the selection itself, the scores
+// and the cut-off, is redone for every query with it.
+//
 // Memory beyond `full`'s: per (layer, KV head) `probe` query rows of group * dk floats, and two dk-float bounds per
 // page (SmolLM2, at most 30 layers x 3 KV heads x 256 rows x 192 floats: 17.7 MB).
 #include "kv/policies/actqkv.h"
@@ -133,6 +138,7 @@ struct ActQkvOptions {
   int32_t window = 32;                // pages holding one of the last `window` cells are always read
   int32_t dense_layers = 2;           // the first layers read every page
   int32_t probe = 256;                // positions whose queries form the probe's window (the authors' window: 256)
+  int32_t refresh = 8;                // consecutive decode positions that share one probe
 };
 
 // One token of the probe's window.
@@ -153,6 +159,7 @@ struct HeadState {
   int32_t group = 0;                // query heads per KV head (0 = no query seen yet)
   std::deque<WindowToken> window;   // [<= probe] oldest first
   std::vector<PageBounds> pages;    // by page index
+  int32_t probe_position = -1;      // the decode position `probe` was built for (-1: none)
   // Scratch, reused from call to call.
   PageCandidates layout;
   std::vector<float> x;             // [window, group * dk]
@@ -177,7 +184,7 @@ class ActQkvPolicy final : public KvPolicy {
     return "actqkv(budget=" + std::to_string(o.budget) + ", min=" + std::to_string(o.min_tokens) +
            ", page=" + std::to_string(o.page_tokens) + ", sink=" + std::to_string(o.sink_tokens) +
            ", window=" + std::to_string(o.window) + ", dense=" + std::to_string(o.dense_layers) +
-           ", probe=" + std::to_string(o.probe) + ")";
+           ", probe=" + std::to_string(o.probe) + ", refresh=" + std::to_string(o.refresh) + ")";
   }
   int32_t max_cells() const override { return 0; }
   int32_t page_tokens() const override { return options_.page_tokens; }
@@ -192,6 +199,7 @@ class ActQkvPolicy final : public KvPolicy {
       for (PageBounds& b : h.pages)
         if (b.first_cell + b.n_cells > n_cells) b = PageBounds{};
       while (!h.window.empty() && h.window.back().position > last_position) h.window.pop_back();
+      if (h.probe_position > last_position) h.probe_position = -1;
     });
   }
 
@@ -270,12 +278,18 @@ class ActQkvPolicy final : public KvPolicy {
       return;
     }
     const int32_t dk = query.dk, row = h.group * dk;
-    const auto n = static_cast<int32_t>(h.window.size());
-    h.x.resize(static_cast<size_t>(n) * row);
-    for (int32_t j = 0; j < n; ++j)
-      std::copy(h.window[static_cast<size_t>(j)].q.begin(), h.window[static_cast<size_t>(j)].q.end(),
-                h.x.begin() + static_cast<int64_t>(j) * row);
-    probe_query(h.x, n, row, h.weights, h.probe);  // probe [group, dk]: one per query head
+    const int32_t position = query.q_pos[0];
+    // A probe built for an earlier position less than `refresh` back serves this one too (not for the same
+    // position again: a rejected draft's query is asked again with other tokens before it).
+    if (!(h.probe_position >= 0 && position > h.probe_position && position - h.probe_position < options_.refresh)) {
+      const auto n = static_cast<int32_t>(h.window.size());
+      h.x.resize(static_cast<size_t>(n) * row);
+      for (int32_t j = 0; j < n; ++j)
+        std::copy(h.window[static_cast<size_t>(j)].q.begin(), h.window[static_cast<size_t>(j)].q.end(),
+                  h.x.begin() + static_cast<int64_t>(j) * row);
+      probe_query(h.x, n, row, h.weights, h.probe);  // probe [group, dk]: one per query head
+      h.probe_position = position;
+    }
 
     if (h.pages.size() < static_cast<size_t>(n_pages)) h.pages.resize(static_cast<size_t>(n_pages));
     h.score.assign(static_cast<size_t>(n_pages), 0.0f);
@@ -321,6 +335,7 @@ Result<std::unique_ptr<KvPolicy>> make_actqkv_policy(const KvPolicyContext& cont
   o.window = params.get_int("window", o.window, 0, kMaxParamCount, "most recent tokens always read");
   o.dense_layers = params.get_int("dense", o.dense_layers, 0, 1024, "first layers that read every page");
   o.probe = params.get_int("probe", o.probe, 1, 65536, "recent positions whose queries form the probe query");
+  o.refresh = params.get_int("refresh", o.refresh, 1, 65536, "consecutive decode positions that share one probe");
   if (Status st = params.refusal(); !st.is_ok()) return st;
   LH_RETURN_IF_ERROR(check_page_budget("actqkv", o.budget, o.page_tokens));
   if (o.min_tokens > o.budget)

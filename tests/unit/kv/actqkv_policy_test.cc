@@ -170,6 +170,21 @@ TEST(ActQkvPolicy, TheProbeFindsTheNeedlePageTheDecodeQueryAloneMisses) {
   EXPECT_EQ(select_for_decode(*policy, c.cache, c.seq, 0, 0, kAlongChannel2, 62).size(), 16u);
 }
 
+TEST(ActQkvPolicy, OneProbeServesRefreshConsecutivePositions) {
+  NeedleCache c(/*n_cells=*/62, /*needle_page=*/7);
+  auto policy = actqkv(c.shape, ":budget=4:min=4:probe=1:refresh=2");  // probe = the decode query it was built for
+  const std::vector<float> along_needle = {10, 0, 0, 0};
+  EXPECT_EQ(select_for_decode(*policy, c.cache, c.seq, 1, 0, along_needle, 62), (std::vector<int32_t>{0, 7, 14, 15}));
+  // The same position again rebuilds it (a query along channel 2 alone: the earliest candidate)...
+  EXPECT_EQ(select_for_decode(*policy, c.cache, c.seq, 1, 0, kAlongChannel2, 62), (std::vector<int32_t>{0, 1, 14, 15}));
+  EXPECT_EQ(select_for_decode(*policy, c.cache, c.seq, 1, 0, along_needle, 62), (std::vector<int32_t>{0, 7, 14, 15}));
+  // ... the next position keeps it (the needle, whatever the query), and the one after builds a new one.
+  ASSERT_TRUE(c.cache.append_cells(c.seq, std::vector<int32_t>{62}).is_ok());
+  EXPECT_EQ(select_for_decode(*policy, c.cache, c.seq, 1, 0, kAlongChannel2, 63), (std::vector<int32_t>{0, 7, 14, 15}));
+  ASSERT_TRUE(c.cache.append_cells(c.seq, std::vector<int32_t>{63}).is_ok());
+  EXPECT_EQ(select_for_decode(*policy, c.cache, c.seq, 1, 0, kAlongChannel2, 64), (std::vector<int32_t>{0, 1, 14, 15}));
+}
+
 TEST(ActQkvPolicy, CutoffReadsWhatTheScoresEntropyGivesWithinTheBudget) {
   NeedleCache c(/*n_cells=*/100, /*needle_page=*/11);  // pages 0..24
   // At most 5 selected pages, at least 1; probe=1: the probe is the decode query.
