@@ -17,7 +17,7 @@ struct QuestOptions {
   int32_t page_tokens = 32;           // cells per page: the unit of selection (Quest: 16)
   int32_t sink_tokens = 4;            // pages holding positions < sink_tokens are always read (attention sinks)
   int32_t window = 32;                // pages holding one of the last `window` cells are always read
-  int32_t dense_layers = 2;           // the first layers read every page (Quest keeps two)
+  int32_t dense_layers = 0;           // the first layers that read every page (Quest keeps two; see quest.cc)
   KeySummary summary = KeySummary::kMinMax;  // per-channel key bounds of a page: min/max (Quest) or mean -/+ k * std
   float std_scale = 2.0f;             // k of KeySummary::kMeanStd
   float top_p = 1.0f;                 // Twilight top-p over the selected pages' estimated attention; 1 = off
