@@ -28,12 +28,7 @@ TEST_P(ActQkvEngineTest, SmallBudgetReadsFewerKeys) {
   std::vector<double> share;
   for (const char* spec : {"actqkv:budget=128", "actqkv:budget=4096"}) {
     const kv::SeqId seq = add_sequence(*engine, spec);
-    const std::vector<float> logits = feed(*engine, seq, prompt);
-    const model::AttentionPlan::KeysRead before = engine->keys_read(seq);
-    const std::vector<float> decoded = decode_each(*engine, seq, {argmax(logits), 300, 4000});
-    for (float x : decoded) ASSERT_TRUE(std::isfinite(x));
-    const model::AttentionPlan::KeysRead after = engine->keys_read(seq);
-    share.push_back(static_cast<double>(after.read - before.read) / static_cast<double>(after.held - before.held));
+    share.push_back(decode_keys_share(*engine, seq, prompt, {300, 4000}));
     // Every selecting (layer, KV head) holds the probe's window: the queries of the last 256 positions, the prompt's
     // tail and the three decoded tokens (positions 1247 .. 1502); dense and sliding-window layers hold none.
     const std::vector<double> stats = engine->policy(seq).statistics();

@@ -142,6 +142,19 @@ inline int32_t argmax(std::span<const float> logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
+// Feeds `prompt` to seq, decodes the greedy token and then `more`, one step each, and returns the share of the
+// cached keys those decode steps read (Engine::keys_read between them). Every decoded logit must be finite.
+inline double decode_keys_share(Engine& engine, kv::SeqId seq, const std::vector<int32_t>& prompt,
+                                const std::vector<int32_t>& more) {
+  const std::vector<float> logits = feed(engine, seq, prompt);
+  const model::AttentionPlan::KeysRead before = engine.keys_read(seq);
+  std::vector<int32_t> tokens{argmax(logits)};
+  tokens.insert(tokens.end(), more.begin(), more.end());
+  for (float x : decode_each(engine, seq, tokens)) EXPECT_TRUE(std::isfinite(x));
+  const model::AttentionPlan::KeysRead after = engine.keys_read(seq);
+  return static_cast<double>(after.read - before.read) / static_cast<double>(after.held - before.held);
+}
+
 // Difference between the largest and the second largest logit.
 inline float top2_gap(std::span<const float> logits) {
   float first = -INFINITY, second = -INFINITY;

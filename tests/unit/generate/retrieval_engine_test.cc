@@ -36,12 +36,7 @@ TEST_P(RetrievalEngineTest, SmallKTouchesFewerKeys) {
   std::vector<double> share;
   for (const char* spec : {"retrieval:k=8:window=64:ef=16", "retrieval:k=4096:window=64:ef=4096"}) {
     const kv::SeqId seq = add_sequence(*engine, spec);
-    const std::vector<float> logits = feed(*engine, seq, prompt);
-    const model::AttentionPlan::KeysRead before = engine->keys_read(seq);
-    const std::vector<float> decoded = decode_each(*engine, seq, {argmax(logits), 300, 4000});
-    for (float x : decoded) ASSERT_TRUE(std::isfinite(x));
-    const model::AttentionPlan::KeysRead after = engine->keys_read(seq);
-    share.push_back(static_cast<double>(after.read - before.read) / static_cast<double>(after.held - before.held));
+    share.push_back(decode_keys_share(*engine, seq, prompt, {300, 4000}));
     engine->remove(seq);
   }
   EXPECT_GT(share[0], 0.0);
