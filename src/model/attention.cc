@@ -145,45 +145,113 @@ void attend_one(StepContext& step, int32_t il, int32_t t, int32_t head, int32_t 
   std::fill(scores + end, scores + n_cells, 0.0f);
 }
 
-// One flash update of a task's queries over one page whose queries all have sparse key sets: the page is cut at
-// multiples of 64 cells (a key block, as the cells of a sparse prefill are its positions), a run no query's set
-// selects is skipped before any kernel call, and adjacent kept runs go to the kernel in one call.
-//   distinct: the different sets among the queries; rows: the page's keys [n_cells, dk] and values [n_cells, dv].
-void attend_sparse_runs(const float* q, int32_t n_q, int32_t dk, int32_t dv, const kv::KvCache::HeadRows& rows,
-                        const kv::KvCache::PageSpan& span, const kernels::AttentionMask& mask,
-                        std::span<const kernels::SparseKeys* const> distinct, float* m, float* l, float* o) {
+// Sparse prefill, every query of a task sparse. The queries are taken one key set at a time -- a set is one query
+// head's for one 64-token query block, so a task (a block of tokens times a GQA group's query heads) holds `group`
+// sets -- and each set's queries pass only over what their own set selects. Passed together, every query would pay
+// for the union of the group's sets: the kernel scores a 16-key block for a pass of queries as soon as one of them
+// sees part of it, and a pass holds different heads' queries.
+//
+// A set is computed as MInference's kernel computes it: the selected 64-cell key blocks (and any block a diagonal
+// crosses) in place, page by page, cut at multiples of 64 cells (the cells of a sparse prefill are its positions),
+// adjacent kept blocks in one kernel call; then the set's columns that lie outside those blocks, gathered into one
+// contiguous run. Scored where they lie, scattered columns would each cost the kernel a 16-key block per pass.
+//   pages [page_begin, page_end) of the unit's list; q [n_q, dk] and scratch.q_pos / q_node / q_sparse [n_q]: the
+//   task's queries; m, l [n_q] and o [n_q, dv]: their flash state, updated in place.
+void attend_sparse_by_set(const StepContext& step, int32_t il, int64_t unit, const AttentionPlan::HeadMask& head,
+                          int32_t page_begin, int32_t page_end, const float* q, int32_t n_q, int32_t dk, int32_t dv,
+                          AttentionScratch& scratch, float* m, float* l, float* o) {
   constexpr int32_t kRun = kernels::SparseKeys::kBlockPositions;
-  const kernels::QueryBounds qb = kernels::query_bounds(mask, n_q);
-  int32_t run_begin = -1;
-  auto flush = [&](int32_t end) {
-    if (run_begin < 0) return;
-    kernels::AttentionMask sub = mask;
-    sub.k_pos += run_begin;
-    if (sub.k_node != nullptr) sub.k_node += run_begin;
-    kernels::attention_update(q, dk, n_q, rows.keys + static_cast<int64_t>(run_begin) * dk, dk,
-                              rows.values + static_cast<int64_t>(run_begin) * dv, dv, end - run_begin, sub, dk, dv, m,
-                              l, o, dv);
-    run_begin = -1;
-  };
-  for (int32_t j = 0; j < span.n_cells;) {
-    const int32_t end = std::min(span.n_cells, ((span.first_cell + j) / kRun + 1) * kRun - span.first_cell);
-    int32_t k_min = mask.k_pos[j], k_max = mask.k_pos[j];
-    for (int32_t i = j + 1; i < end; ++i) {
-      k_min = std::min(k_min, mask.k_pos[i]);
-      k_max = std::max(k_max, mask.k_pos[i]);
+  const AttentionPlan& plan = step.state.plan;
+  const int32_t n_head_kv = step.config.n_head_kv;
+  const kv::SeqId seq = plan.block_sequence(static_cast<int32_t>(unit / n_head_kv));
+  const int32_t kv_head = static_cast<int32_t>(unit % n_head_kv);
+  const std::span<const int32_t> positions = step.cache.positions(seq, il);
+  const std::vector<const kernels::SparseKeys*> sets = scratch.distinct_sparse;
+  for (const kernels::SparseKeys* set : sets) {
+    // The set's queries, gathered with their flash state.
+    scratch.set_index.clear();
+    for (int32_t i = 0; i < n_q; ++i)
+      if (scratch.q_sparse[static_cast<size_t>(i)] == set) scratch.set_index.push_back(i);
+    const auto n = static_cast<int32_t>(scratch.set_index.size());
+    scratch.set_q.resize(static_cast<size_t>(n) * dk);
+    scratch.set_pos.resize(static_cast<size_t>(n));
+    scratch.set_node.resize(static_cast<size_t>(n));
+    scratch.set_sparse.assign(static_cast<size_t>(n), set);
+    scratch.set_mlo.resize(static_cast<size_t>(n) * (dv + 2));
+    float* set_m = scratch.set_mlo.data();
+    float* set_l = set_m + n;
+    float* set_o = set_l + n;
+    for (int32_t s = 0; s < n; ++s) {
+      const int32_t i = scratch.set_index[static_cast<size_t>(s)];
+      std::copy_n(q + static_cast<int64_t>(i) * dk, dk, scratch.set_q.data() + static_cast<int64_t>(s) * dk);
+      scratch.set_pos[static_cast<size_t>(s)] = scratch.q_pos[static_cast<size_t>(i)];
+      scratch.set_node[static_cast<size_t>(s)] = scratch.q_node[static_cast<size_t>(i)];
+      set_m[s] = m[i];
+      set_l[s] = l[i];
+      std::copy_n(o + static_cast<int64_t>(i) * dv, dv, set_o + static_cast<int64_t>(s) * dv);
     }
-    bool keep = false;
-    if (k_min <= qb.max)  // else every key is in every query's future
-      for (const kernels::SparseKeys* sparse : distinct)
-        keep = keep || kernels::sparse_range_selected(*sparse, qb.min, qb.max, k_min, k_max);
-    if (keep) {
-      if (run_begin < 0) run_begin = j;
-    } else {
-      flush(j);
+    // Which 64-cell runs are computed in place: those the set's blocks or diagonals reach (its columns are left
+    // out of this test, and computed below where no kept run holds them).
+    kernels::SparseKeys lines = *set;
+    lines.n_columns = 0;
+    const kernels::QueryBounds qb{*std::min_element(scratch.set_pos.begin(), scratch.set_pos.end()),
+                                  *std::max_element(scratch.set_pos.begin(), scratch.set_pos.end())};
+    auto run_kept = [&](int32_t k_min, int32_t k_max) {
+      return k_min <= qb.max && kernels::sparse_range_selected(lines, qb.min, qb.max, k_min, k_max);
+    };
+    scratch.set_columns.clear();
+    for (int32_t ip_index = page_begin; ip_index < page_end; ++ip_index) {
+      const int32_t ip = plan.unit_page(unit, ip_index);
+      const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
+      const kv::KvCache::HeadRows rows = step.cache.head_rows(seq, il, kv_head, ip, scratch.kv);
+      if (rows.keys == nullptr) continue;
+      kernels::AttentionMask mask =
+          plan.page_mask(head, seq, span, positions, scratch.set_pos.data(), scratch.set_node.data());
+      mask.q_sparse = scratch.set_sparse.data();
+      int32_t run_begin = -1;
+      auto flush = [&](int32_t end) {
+        if (run_begin < 0) return;
+        kernels::AttentionMask sub = mask;
+        sub.k_pos += run_begin;
+        if (sub.k_node != nullptr) sub.k_node += run_begin;
+        kernels::attention_update(scratch.set_q.data(), dk, n, rows.keys + static_cast<int64_t>(run_begin) * dk, dk,
+                                  rows.values + static_cast<int64_t>(run_begin) * dv, dv, end - run_begin, sub, dk, dv,
+                                  set_m, set_l, set_o, dv);
+        run_begin = -1;
+      };
+      int32_t c = kernels::lower_index(set->columns, set->n_columns, span.first_cell);
+      for (int32_t j = 0; j < span.n_cells;) {
+        const int32_t end = std::min(span.n_cells, ((span.first_cell + j) / kRun + 1) * kRun - span.first_cell);
+        const bool keep = run_kept(span.first_cell + j, span.first_cell + end - 1);
+        if (keep) {
+          if (run_begin < 0) run_begin = j;
+        } else {
+          flush(j);
+        }
+        for (; c < set->n_columns && set->columns[c] < span.first_cell + end; ++c)
+          if (!keep && set->columns[c] <= qb.max) scratch.set_columns.push_back(set->columns[c]);
+        j = end;
+      }
+      flush(span.n_cells);
     }
-    j = end;
+    if (!scratch.set_columns.empty()) {
+      const int32_t n_cols = gather_cells(step.cache, seq, il, kv_head, scratch.set_columns, dk, dv, true, scratch);
+      kernels::AttentionMask mask;  // every gathered column is in the set: causality (and a head span) decide
+      mask.q_pos = scratch.set_pos.data();
+      mask.k_pos = scratch.cell_pos.data();
+      mask.window = head.window;
+      mask.n_sink = head.n_sink;
+      if (n_cols > 0)
+        kernels::attention_update(scratch.set_q.data(), dk, n, scratch.cell_keys.data(), dk, scratch.cell_values.data(),
+                                  dv, n_cols, mask, dk, dv, set_m, set_l, set_o, dv);
+    }
+    for (int32_t s = 0; s < n; ++s) {
+      const int32_t i = scratch.set_index[static_cast<size_t>(s)];
+      m[i] = set_m[s];
+      l[i] = set_l[s];
+      std::copy_n(set_o + static_cast<int64_t>(s) * dv, dv, o + static_cast<int64_t>(i) * dv);
+    }
   }
-  flush(span.n_cells);
 }
 
 // Flash attention (Dao et al., 2022) for every query of the step. A unit is a block of the plan (up to
@@ -280,6 +348,11 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
     const std::span<const int32_t> cells = plan.unit_cells(unit);
     const int32_t i_end =
         std::min(n_pages + n_placed + (cells.empty() ? 0 : 1), (split + 1) * pages_per_split);
+    if (any_sparse && !any_dense && n_placed == 0 && cells.empty()) {
+      attend_sparse_by_set(step, il, unit, head, split * pages_per_split, i_end, scratch.q.data(), n_q, dk, dv, scratch,
+                           m, l, o);
+      return;
+    }
     // Keys of a head are contiguous rows within a page: one update per page. An f16 page is read in place; a
     // quantized one (KIVI storage) is dequantized to f16 rows in the thread's scratch first.
     for (int32_t i = split * pages_per_split; i < i_end; ++i) {
@@ -317,10 +390,6 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
       kernels::AttentionMask mask =
           plan.page_mask(head, seq, span, positions, scratch.q_pos.data(), scratch.q_node.data());
       if (any_sparse) mask.q_sparse = scratch.q_sparse.data();
-      if (any_sparse && !any_dense) {
-        attend_sparse_runs(scratch.q.data(), n_q, dk, dv, rows, span, mask, scratch.distinct_sparse, m, l, o);
-        continue;
-      }
       kernels::attention_update(scratch.q.data(), dk, n_q, rows.keys, dk, rows.values, dv, span.n_cells, mask, dk, dv,
                                 m, l, o, dv);
     }

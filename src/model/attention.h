@@ -147,7 +147,7 @@ class AttentionPlan {
     kv::SeqId seq = -1;
     int32_t first_pos = 0;         // position of the chunk's first token
     int32_t n_tokens = 0;          // tokens of the chunk
-    int32_t dense_from = 0;        // position from which queries attend densely (the chunk's last queries)
+    int32_t dense_from = 0;        // position from which queries attend densely (those before an output token)
     std::vector<int32_t> tokens;   // [n_tokens] batch index of each
     std::vector<HeadSparseKeys> heads;       // [n_head]
     std::vector<kernels::SparseKeys> keys;   // [n_head, heads[h].n_qblocks] (pointers into heads)
@@ -169,6 +169,14 @@ struct AttentionScratch {
   std::vector<const kernels::SparseKeys*> distinct_sparse;  // the different sets of one task's queries
   std::vector<uint16_t> sparse_keys;  // [n_cells, dk] one head's keys gathered for the sparse prefill estimate
   std::vector<float> sparse_probs;    // [n_last, n_cells] the last queries' attention in that estimate
+  // The queries of a task that share one sparse key set, gathered (attend_sparse_by_set):
+  std::vector<int32_t> set_index;                      // [n] their indices among the task's queries
+  std::vector<float> set_q;                            // [n, dk]
+  std::vector<int32_t> set_pos;                        // [n]
+  std::vector<int32_t> set_node;                       // [n]
+  std::vector<const kernels::SparseKeys*> set_sparse;  // [n] the set, once per query (the mask's q_sparse)
+  std::vector<float> set_mlo;                          // [n] m, [n] l, [n, dv] o of the flash update
+  std::vector<int32_t> set_columns;                    // the set's column cells outside its kept runs, ascending
   std::vector<float> q_placed;        // [n_q, dk] the queries rotated for one placed page
   kernels::RopeAngles placed_angles;  // [1, n_rot / 2, 2] the rotation by -shift of that page
   // One head's rows of a unit's single cells (AttentionPlan::unit_cells), gathered from their pages:

@@ -318,7 +318,14 @@ void AttentionPlan::plan_sparse_prefill(StepContext& step, int32_t il, const flo
     for (int32_t ip = 0; ip < cache.n_pages(seq, il) && in_order; ++ip)
       for (int32_t h = 0; h < n_head_kv && in_order; ++h) in_order = cache.head_rows_present(seq, il, h, ip);
     if (!in_order) continue;
-    ss.dense_from = n_keys - options->n_last_queries;
+    // The queries up to a token whose output the step returns attend densely (the prompt's last chunk): its
+    // logits see exact attention rows. A chunk in the middle of a prompt returns nothing and is sparse throughout;
+    // its estimate reads its last queries' rows on its own (build_minference).
+    int32_t last_output_pos = -1;
+    for (int32_t u : ss.tokens)
+      if (step.batch.outputs[static_cast<size_t>(u)] != TokenOutput::kNone)
+        last_output_pos = step.batch.positions[static_cast<size_t>(u)];
+    ss.dense_from = last_output_pos < 0 ? INT32_MAX : last_output_pos + 1 - options->n_last_queries;
     ss.heads.resize(static_cast<size_t>(n_head));
     sparse_.push_back(std::move(ss));
   }

@@ -17,6 +17,10 @@ constexpr int32_t kB = HeadSparseKeys::kBlock;
 // diagonals (the local band) are always among the vertical-slash selections.
 constexpr int32_t kForcedColumns = 30;
 constexpr int32_t kForcedDiagonals = 100;
+// The key blocks those diagonals cross (offsets 0, 1 and 2 from the query's block).
+constexpr int32_t kForcedSlashBlocks = (kForcedDiagonals - 1) / HeadSparseKeys::kBlock + 2;
+// The smallest budget that holds them, in whole key blocks: 256 keys.
+constexpr int32_t kMinBudget = ((kForcedColumns + kForcedSlashBlocks * kB) / kB + 1) * kB;
 
 int32_t query_block_count(const HeadQueriesKeys& h) {
   return h.n_q == 0 ? 0 : (h.first_pos + h.n_q - 1) / kB - h.first_pos / kB + 1;
@@ -68,7 +72,8 @@ Result<PrefillAttentionOptions> parse_prefill_attention(std::string_view spec) {
     o.mode = PrefillAttention::kDense;
   } else if (params.name() == "minference") {
     o.mode = PrefillAttention::kMInference;
-    o.budget = params.get_int("budget", o.budget, 2 * kB, kv::kMaxParamCount, "keys per query a pattern computes");
+    // At least vertical-slash's forced lines: 30 columns and the 3 key blocks of the 100 nearest diagonals.
+    o.budget = params.get_int("budget", o.budget, kMinBudget, kv::kMaxParamCount, "keys per query a pattern computes");
     o.min_context = params.get_int("min_context", o.min_context, 0, kv::kMaxParamCount,
                                    "shorter contexts prefill densely (tokens)");
   } else {
@@ -154,12 +159,8 @@ void build_a_shape(const HeadQueriesKeys& h, int32_t n_sink_blocks, int32_t n_lo
 }
 
 void build_vertical_slash(const HeadQueriesKeys& h, const std::vector<float>& probs, int32_t n_last, int32_t n_vertical,
-                          int32_t n_slash, HeadSparseKeys& out) {
-  out.pattern = SparsePattern::kVerticalSlash;
-  out.first_qblock = h.first_pos / kB;
-  out.n_qblocks = query_block_count(h);
-  out.n_block_words = 0;
-  out.blocks.clear();
+                          int32_t n_slash_blocks, HeadSparseKeys& out) {
+  start_blocks(h, SparsePattern::kVerticalSlash, out);
   // Column sums and diagonal sums (offset q - k) of the last queries' probabilities.
   std::vector<double> column(static_cast<size_t>(h.n_k), 0.0), diagonal(static_cast<size_t>(h.n_k), 0.0);
   for (int32_t r = 0; r < n_last; ++r) {
@@ -173,7 +174,28 @@ void build_vertical_slash(const HeadQueriesKeys& h, const std::vector<float>& pr
   for (int32_t k = 0; k < std::min(kForcedColumns, h.n_k); ++k) column[static_cast<size_t>(k)] = INFINITY;
   for (int32_t d = 0; d < std::min(kForcedDiagonals, h.n_k); ++d) diagonal[static_cast<size_t>(d)] = INFINITY;
   out.columns = top_indices(column, n_vertical);
-  out.diagonals = top_indices(diagonal, n_slash);
+  // Diagonals in order of their sums (ties to the nearer), each taking the key blocks it crosses: for query block
+  // qb, diagonal d runs through key blocks qb - ceil(d / 64) .. qb - floor(d / 64), the same offsets for every
+  // query block. A diagonal is taken while its offsets fit in n_slash_blocks.
+  std::vector<int32_t> order(diagonal.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return diagonal[static_cast<size_t>(a)] > diagonal[static_cast<size_t>(b)];
+  });
+  std::vector<bool> offset_taken(static_cast<size_t>(h.n_k / kB + 2), false);
+  int32_t n_offsets = 0;
+  for (int32_t d : order) {
+    if (diagonal[static_cast<size_t>(d)] <= 0.0) break;  // no query of the estimate reaches it
+    const int32_t lo = d / kB, hi = (d + kB - 1) / kB;
+    const int32_t add = (offset_taken[static_cast<size_t>(lo)] ? 0 : 1) + (hi != lo && !offset_taken[static_cast<size_t>(hi)] ? 1 : 0);
+    if (n_offsets + add > n_slash_blocks) continue;
+    offset_taken[static_cast<size_t>(lo)] = offset_taken[static_cast<size_t>(hi)] = true;
+    n_offsets += add;
+    if (n_offsets == n_slash_blocks) break;
+  }
+  for (int32_t qb = out.first_qblock; qb < out.first_qblock + out.n_qblocks; ++qb)
+    for (int32_t off = 0; off <= qb && off < static_cast<int32_t>(offset_taken.size()); ++off)
+      if (offset_taken[static_cast<size_t>(off)]) set_block(out, qb, qb - off);
 }
 
 void build_block_sparse(const HeadQueriesKeys& h, int32_t n_top_blocks, HeadSparseKeys& out) {
@@ -210,8 +232,8 @@ void build_block_sparse(const HeadQueriesKeys& h, int32_t n_top_blocks, HeadSpar
 
 double last_query_recall(const HeadQueriesKeys& h, const std::vector<float>& probs, int32_t n_last,
                          const HeadSparseKeys& keys) {
-  // Per row: the mass in the selected blocks, plus the columns, plus the diagonals, minus the keys that are both a
-  // column and on a diagonal (counted twice). Blocks and lines do not overlap in one pattern.
+  // Per row: the mass in the selected blocks, plus the columns outside them, plus the diagonal keys that are
+  // neither -- each key once.
   double total = 0.0;
   for (int32_t r = 0; r < n_last; ++r) {
     const int32_t q = h.first_pos + h.n_q - n_last + r;
@@ -221,15 +243,15 @@ double last_query_recall(const HeadQueriesKeys& h, const std::vector<float>& pro
       if (!keys.block_selected(q / kB, kb)) continue;
       for (int32_t k = kb * kB; k <= std::min(q, kb * kB + kB - 1); ++k) kept += row[k];
     }
-    const auto n_diagonals = static_cast<int32_t>(keys.diagonals.size());
     for (int32_t c : keys.columns) {
       if (c > q) break;
-      kept += row[c];
-      if (kernels::sorted_contains(keys.diagonals.data(), n_diagonals, q - c)) kept -= row[c];
+      if (!keys.block_selected(q / kB, c / kB)) kept += row[c];
     }
     for (int32_t d : keys.diagonals) {
       if (d > q) break;
-      kept += row[q - d];
+      const int32_t k = q - d;
+      if (!keys.block_selected(q / kB, k / kB) && !kernels::sorted_contains(keys.columns.data(), static_cast<int32_t>(keys.columns.size()), k))
+        kept += row[k];
     }
     total += kept;
   }
@@ -251,8 +273,10 @@ void build_minference(const HeadQueriesKeys& h, const PrefillAttentionOptions& o
   build_block_sparse(h, n_blocks - 1, candidate);  // the query's own block comes on top of the top ones
   candidate.recall = last_query_recall(h, probs, n_last, candidate);
   if (candidate.recall > out.recall + kRecallMargin) std::swap(out, candidate);
+  // Vertical-slash at the same compute: budget / 8 columns, and the rest as the key blocks its diagonals cross.
   const int32_t n_vertical = std::max(kForcedColumns, options.budget / 8);
-  build_vertical_slash(h, probs, n_last, n_vertical, std::max(kForcedDiagonals, options.budget - n_vertical), candidate);
+  build_vertical_slash(h, probs, n_last, n_vertical, std::max(kForcedSlashBlocks, (options.budget - n_vertical) / kB),
+                       candidate);
   candidate.recall = last_query_recall(h, probs, n_last, candidate);
   if (candidate.recall > out.recall + kRecallMargin) std::swap(out, candidate);
 }

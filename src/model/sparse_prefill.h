@@ -13,9 +13,11 @@
 // the very rows the vertical-slash indices are taken from, so it favours vertical-slash somewhat; docs/long-context.md
 // says so.
 //
-// Each chunk's last n_last_queries queries (the prompt's last ones among them) attend densely: their rows are what
-// the estimate reads, and the first generated token then sees an exact attention row. A chunk whose context is
-// shorter than min_context stays dense: on short prompts the indexing costs more than it saves.
+// Each chunk's last n_last_queries queries are what the estimate reads (their exact attention rows, computed for it).
+// In the chunk that ends the prompt -- the one whose last token returns logits -- those queries also attend densely,
+// so the first generated token sees an exact attention row; a chunk in the middle of the prompt is sparse throughout.
+// A chunk whose context is shorter than min_context stays dense: on short prompts the indexing costs more than it
+// saves.
 #pragma once
 
 #include <cstdint>
@@ -34,10 +36,11 @@ enum class PrefillAttention : uint8_t { kDense, kMInference };
 struct PrefillAttentionOptions {
   PrefillAttention mode = PrefillAttention::kDense;
   int32_t budget = 2048;       // keys per query a pattern may compute: A-shape and block-sparse take budget / 64
-                               // key blocks, vertical-slash budget / 8 columns and the rest as diagonals
+                               // key blocks, vertical-slash budget / 8 columns and the rest as the key blocks
+                               // of its diagonals
   int32_t min_context = 4096;  // tokens: a chunk whose last position + 1 is below this prefills densely
-  int32_t n_last_queries = 64;  // queries at the end of each chunk that attend densely and whose attention the
-                                // estimates read (the paper's 64)
+  int32_t n_last_queries = 64;  // queries at the end of each chunk whose attention the estimates read (the paper's
+                                // 64); before a token that returns logits they attend densely
 };
 
 // Parses --prefill-attn; the error names the value and the accepted forms or range.
@@ -71,7 +74,7 @@ struct HeadSparseKeys {
   int32_t n_block_words = 0;       // 64-bit words per query block's key-block row
   std::vector<uint64_t> blocks;    // [n_qblocks, n_block_words] selected key blocks (A-shape, block-sparse)
   std::vector<int32_t> columns;    // ascending key positions (vertical-slash, every query block)
-  std::vector<int32_t> diagonals;  // ascending offsets q - k (vertical-slash)
+  std::vector<int32_t> diagonals;  // ascending offsets q - k, each key on one (no builder uses them at present)
   double recall = 0.0;             // share of the last queries' attention mass the sets keep
 
   // The kernel's view of query block qblock's set (pointers into this object).
@@ -85,11 +88,14 @@ void last_query_attention(const HeadQueriesKeys& h, int32_t n_last, std::vector<
 
 // A-shape: key blocks [0, n_sink_blocks) and the n_local_blocks up to the query's own block.
 void build_a_shape(const HeadQueriesKeys& h, int32_t n_sink_blocks, int32_t n_local_blocks, HeadSparseKeys& out);
-// Vertical-slash from the last queries' probabilities: the n_vertical columns with the largest column sums and the
-// n_slash diagonals with the largest diagonal sums, the first 30 columns and the 100 nearest diagonals always
-// among them (the reference implementation forces them the same way: sinks and the local band).
+// Vertical-slash from the last queries' probabilities: the n_vertical columns with the largest column sums, and the
+// key blocks crossed by the diagonals with the largest diagonal sums, taken in that order while they fit in
+// n_slash_blocks blocks per query block (a diagonal d crosses blocks qb - ceil(d/64) .. qb - floor(d/64) of query
+// block qb). The first 30 columns and the 100 nearest diagonals are always taken (the reference implementation
+// forces them the same way: sinks and the local band). MInference's kernel computes a diagonal the same way, as
+// the 64-key ranges it crosses, and gathers the columns outside them; here the ranges are aligned to key blocks.
 void build_vertical_slash(const HeadQueriesKeys& h, const std::vector<float>& probs, int32_t n_last, int32_t n_vertical,
-                          int32_t n_slash, HeadSparseKeys& out);
+                          int32_t n_slash_blocks, HeadSparseKeys& out);
 // Block-sparse: per query block, the n_top_blocks causal key blocks with the largest mean-pooled Q . mean-pooled K,
 // and the query's own block (a query must see itself).
 void build_block_sparse(const HeadQueriesKeys& h, int32_t n_top_blocks, HeadSparseKeys& out);

@@ -1,7 +1,7 @@
 // The index builders of sparse prefill (model/sparse_prefill.h) on crafted queries and keys, whose attention has a
 // known shape: each selects what MInference's rule gives (Jiang et al., 2024: A-shape blocks; the top columns and
 // diagonals of the last 64 queries' attention, with the reference implementation's 30 forced columns and 100 forced
-// diagonals; the top blocks of mean-pooled Q . K), each selects every causal key when its budget covers them, and
+// diagonals, taken as the key blocks they cross; the top blocks of mean-pooled Q . K), each selects every causal key when its budget covers them, and
 // the run-time choice takes the pattern the crafted head follows. Also the --prefill-attn parser.
 #include "model/sparse_prefill.h"
 
@@ -83,6 +83,19 @@ Head vertical_slash_head() {
   return h;
 }
 
+// Scattered-columns head: eleven keys, each in a key block of its own (70, 134, ..., 710), are u, which every query
+// looks for, besides the key 333 positions behind it: block-sparse's blocks cannot hold eleven columns and a
+// diagonal at a budget of eight blocks, vertical-slash's columns and the diagonal's blocks can.
+Head scattered_columns_head() {
+  Head h;
+  for (int32_t i = 0; i < 11; ++i) std::copy(h.u.begin(), h.u.end(), h.key(70 + 64 * i));
+  for (int32_t t = kFirstPos; t < kKeys; ++t) {
+    add_scaled(h.query(t), h.u.data(), 16.0f);
+    add_scaled(h.query(t), h.key(t - 333), 16.0f);
+  }
+  return h;
+}
+
 // Block-sparse head: the keys of blocks 3 and 7 all carry u, which every query looks for.
 Head block_head() {
   Head h;
@@ -122,24 +135,31 @@ TEST(SparsePrefill, AShapeIsSinksAndLocalBlocks) {
   EXPECT_TRUE(keys.diagonals.empty());
 }
 
-TEST(SparsePrefill, VerticalSlashTakesTheTopColumnsAndDiagonalsOfTheLastQueries) {
+TEST(SparsePrefill, VerticalSlashTakesTheTopColumnsAndTheBlocksOfTheTopDiagonals) {
   Head h = vertical_slash_head();
   const HeadQueriesKeys view = h.view();
   std::vector<float> probs;
   last_query_attention(view, 64, probs);
   HeadSparseKeys keys;
-  // 30 forced columns + the 2 strongest; 100 forced diagonals + the strongest.
-  build_vertical_slash(view, probs, 64, 32, 101, keys);
+  // 30 forced columns + the 2 strongest. The forced diagonals 0 .. 99 cross key blocks qb, qb - 1 and qb - 2 of
+  // query block qb; the strongest other diagonal, 333 (320 < 333 < 384), crosses qb - 6 and qb - 5.
+  build_vertical_slash(view, probs, 64, 32, 5, keys);
   EXPECT_EQ(keys.pattern, SparsePattern::kVerticalSlash);
   std::vector<int32_t> want_columns = range(0, 30);
   want_columns.insert(want_columns.end(), {200, 500});
-  std::vector<int32_t> want_diagonals = range(0, 100);
-  want_diagonals.push_back(333);
   EXPECT_EQ(keys.columns, want_columns);
-  EXPECT_EQ(keys.diagonals, want_diagonals);
-  EXPECT_TRUE(keys.blocks.empty());
+  EXPECT_TRUE(keys.diagonals.empty());
+  for (int32_t qb = 12; qb <= 15; ++qb)
+    EXPECT_EQ(selected_blocks(keys, qb), (std::vector<int32_t>{qb - 6, qb - 5, qb - 2, qb - 1, qb})) << qb;
   // Those lines hold nearly all of the last queries' attention.
   EXPECT_GT(last_query_recall(view, probs, 64, keys), 0.95);
+  // One block fewer: diagonal 333 no longer fits, and a diagonal that crosses one new block takes the place.
+  build_vertical_slash(view, probs, 64, 32, 4, keys);
+  const std::vector<int32_t> blocks = selected_blocks(keys, 12);
+  ASSERT_EQ(blocks.size(), 4u);
+  EXPECT_EQ(std::vector<int32_t>(blocks.end() - 3, blocks.end()), (std::vector<int32_t>{10, 11, 12}));
+  EXPECT_FALSE(keys.block_selected(12, 6) && keys.block_selected(12, 7));
+  EXPECT_LT(last_query_recall(view, probs, 64, keys), 0.8);
 }
 
 TEST(SparsePrefill, LastQueryAttentionIsCausalSoftmax) {
@@ -212,10 +232,10 @@ TEST(SparsePrefill, RecallCountsAKeyOnAColumnAndADiagonalOnce) {
 TEST(SparsePrefill, RunTimeChoiceFollowsTheHeadsShape) {
   PrefillAttentionOptions options;
   options.mode = PrefillAttention::kMInference;
-  options.budget = 256;  // 4 blocks, or 32 columns and 224 diagonals
+  options.budget = 512;  // 8 blocks, or 64 columns and the blocks of the diagonals: 7
   std::vector<float> probs;
   HeadSparseKeys keys;
-  Head vs = vertical_slash_head();
+  Head vs = scattered_columns_head();
   build_minference(vs.view(), options, probs, keys);
   EXPECT_EQ(keys.pattern, SparsePattern::kVerticalSlash) << keys.recall;
   EXPECT_GT(keys.recall, 0.95);
@@ -247,7 +267,7 @@ TEST(SparsePrefill, ParsesPrefillAttention) {
   ASSERT_TRUE(m.is_ok()) << m.message();
   EXPECT_EQ(m->budget, 512);
   EXPECT_EQ(m->min_context, 0);
-  for (const char* bad : {"sparse", "minference:budget=64", "minference:budget=x", "minference:window=3",
+  for (const char* bad : {"sparse", "minference:budget=192", "minference:budget=x", "minference:window=3",
                           "dense:budget=512", "", "minference:min_context=-1"}) {
     Result<PrefillAttentionOptions> r = parse_prefill_attention(bad);
     ASSERT_FALSE(r.is_ok()) << bad;
