@@ -57,8 +57,8 @@ struct SequenceOptions {
   // The model's head profile, for the policies that read one (duo): a model-level input, not a key=value (a path
   // may hold ':'). Null = none given.
   std::shared_ptr<const kv::HeadProfile> head_profile;
-  // How the sequence's long prompt chunks attend (--prefill-attn): dense, or MInference sparse prefill
-  // (model/sparse_prefill.h). Independent of the KV policy; tentative steps are always dense.
+  // How the sequence's long prompt chunks attend (--prefill-attn): dense, or MInference, HiP or HyperAttention sparse
+  // prefill (model/sparse_prefill.h). Independent of the KV policy; tentative steps are always dense.
   model::PrefillAttentionOptions prefill_attn;
 };
 

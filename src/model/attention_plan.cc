@@ -6,6 +6,8 @@
 #include "model/attention.h"
 #include "model/blocks.h"
 #include "model/model.h"
+#include "model/sparse_prefill_hip.h"
+#include "model/sparse_prefill_hyper.h"
 
 namespace longhaul::model {
 
@@ -352,7 +354,22 @@ void AttentionPlan::plan_sparse_prefill(StepContext& step, int32_t il, const flo
       std::copy(src, src + dk, scratch.q.data() + static_cast<int64_t>(i) * dk);
     }
     const HeadQueriesKeys qk{scratch.q.data(), ss.n_tokens, ss.first_pos, scratch.sparse_keys.data(), n_keys, dk};
-    build_minference(qk, *policy_of(ss.seq).prefill, scratch.sparse_probs, ss.heads[static_cast<size_t>(h)]);
+    const PrefillAttentionOptions& options = *policy_of(ss.seq).prefill;
+    HeadSparseKeys& keys = ss.heads[static_cast<size_t>(h)];
+    switch (options.mode) {
+      case PrefillAttention::kMInference:
+        build_minference(qk, options, scratch.sparse_probs, keys);
+        break;
+      case PrefillAttention::kHip:
+        build_hip(qk, options.budget, keys);
+        break;
+      case PrefillAttention::kHyper:
+        build_hyper(qk, options, static_cast<uint64_t>(il) * static_cast<uint64_t>(n_head) + static_cast<uint64_t>(h),
+                    keys);
+        break;
+      case PrefillAttention::kDense:
+        LH_CHECK(false);  // dense sequences are not planned (above)
+    }
   });
 
   for (int32_t i = 0; i < static_cast<int32_t>(sparse_.size()); ++i) {

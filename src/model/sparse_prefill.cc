@@ -7,6 +7,8 @@
 #include "base/status.h"
 #include "kernels/ops.h"
 #include "kv/policy_params.h"
+#include "model/sparse_prefill_hip.h"
+#include "model/sparse_prefill_hyper.h"
 
 namespace longhaul::model {
 
@@ -24,22 +26,6 @@ constexpr int32_t kMinBudget = ((kForcedColumns + kForcedSlashBlocks * kB) / kB 
 
 int32_t query_block_count(const HeadQueriesKeys& h) {
   return h.n_q == 0 ? 0 : (h.first_pos + h.n_q - 1) / kB - h.first_pos / kB + 1;
-}
-
-// Sizes `out` for block rows over every key block of the context.
-void start_blocks(const HeadQueriesKeys& h, SparsePattern pattern, HeadSparseKeys& out) {
-  out.pattern = pattern;
-  out.first_qblock = h.first_pos / kB;
-  out.n_qblocks = query_block_count(h);
-  out.n_block_words = (h.n_k + kB - 1) / kB / 64 + 1;
-  out.blocks.assign(static_cast<size_t>(out.n_qblocks) * out.n_block_words, 0);
-  out.columns.clear();
-  out.diagonals.clear();
-}
-
-void set_block(HeadSparseKeys& out, int32_t qblock, int32_t key_block) {
-  uint64_t* row = out.blocks.data() + static_cast<int64_t>(qblock - out.first_qblock) * out.n_block_words;
-  row[key_block / 64] |= uint64_t{1} << (key_block % 64);
 }
 
 // Indices of the n largest entries of score[0 .. n_all) (all of them when n >= n_all), ascending.
@@ -68,17 +54,29 @@ Result<PrefillAttentionOptions> parse_prefill_attention(std::string_view spec) {
   if (!parsed) return Status::error("--prefill-attn " + std::string(spec) + ": " + parsed.message());
   kv::PolicyParams params = std::move(parsed).value();
   PrefillAttentionOptions o;
+  // The keys every sparse pattern reads; min_budget: the fewest keys per query the pattern can be held to.
+  auto read_budget = [&](int32_t min_budget) {
+    o.budget = params.get_int("budget", o.budget, min_budget, kv::kMaxParamCount, "keys per query a pattern computes");
+    o.min_context = params.get_int("min_context", o.min_context, 0, kv::kMaxParamCount,
+                                   "shorter contexts prefill densely (tokens)");
+  };
   if (params.name() == "dense") {
     o.mode = PrefillAttention::kDense;
   } else if (params.name() == "minference") {
     o.mode = PrefillAttention::kMInference;
     // At least vertical-slash's forced lines: 30 columns and the 3 key blocks of the 100 nearest diagonals.
-    o.budget = params.get_int("budget", o.budget, kMinBudget, kv::kMaxParamCount, "keys per query a pattern computes");
-    o.min_context = params.get_int("min_context", o.min_context, 0, kv::kMaxParamCount,
-                                   "shorter contexts prefill densely (tokens)");
+    read_budget(kMinBudget);
+  } else if (params.name() == "hip") {
+    o.mode = PrefillAttention::kHip;
+    read_budget(kHipMinBudget);
+  } else if (params.name() == "hyper") {
+    o.mode = PrefillAttention::kHyper;
+    o.lsh_bits = params.get_int("bits", o.lsh_bits, 1, kHyperMaxBits, "hyperplanes of the angular hash");
+    o.n_samples = params.get_int("samples", o.n_samples, 0, kv::kMaxParamCount, "sampled key columns per head");
+    read_budget(hyper_min_budget(o.n_samples));
   } else {
     return Status::error("--prefill-attn " + std::string(spec) + ": unknown prefill attention '" + params.name() +
-                         "' (dense, minference)");
+                         "' (dense, minference, hip, hyper)");
   }
   const Status st = params.status();
   if (!st.is_ok()) {
@@ -92,15 +90,30 @@ Result<PrefillAttentionOptions> parse_prefill_attention(std::string_view spec) {
 }
 
 std::string describe_prefill_attention(const PrefillAttentionOptions& options) {
-  if (options.mode == PrefillAttention::kDense) return "dense";
-  return "minference(budget=" + std::to_string(options.budget) + ", min_context=" + std::to_string(options.min_context) +
-         ")";
+  const std::string budget =
+      "(budget=" + std::to_string(options.budget) + ", min_context=" + std::to_string(options.min_context);
+  switch (options.mode) {
+    case PrefillAttention::kDense:
+      return "dense";
+    case PrefillAttention::kMInference:
+      return "minference" + budget + ")";
+    case PrefillAttention::kHip:
+      return "hip" + budget + ")";
+    case PrefillAttention::kHyper:
+      return "hyper" + budget + ", bits=" + std::to_string(options.lsh_bits) +
+             ", samples=" + std::to_string(options.n_samples) + ")";
+  }
+  return "?";
 }
 
 std::string prefill_attention_help() {
-  return "prefill attention: dense (every key), or minference[:budget=N][:min_context=N] (MInference 1.0 sparse "
+  return "prefill attention: dense (every key); minference[:budget=N][:min_context=N] (MInference 1.0 sparse "
          "prefill: per head A-shape, vertical-slash or block-sparse, N keys per query, default 2048; contexts "
-         "under min_context tokens, default 4096, stay dense)";
+         "under min_context tokens, default 4096, stay dense); hip[:budget=N][:min_context=N] (HiP: per 64-token "
+         "query block, a hierarchical top-k tree search over key blocks, N >= 448); "
+         "hyper[:budget=N][:min_context=N][:bits=N][:samples=N] (HyperAttention: key blocks whose keys share "
+         "angular-hash buckets (2^bits, default 7 bits) with the block's queries, plus `samples` key columns "
+         "sampled uniformly, default 256; N >= samples + 192)";
 }
 
 const char* sparse_pattern_name(SparsePattern pattern) {
@@ -111,6 +124,10 @@ const char* sparse_pattern_name(SparsePattern pattern) {
       return "vertical-slash";
     case SparsePattern::kBlockSparse:
       return "block-sparse";
+    case SparsePattern::kHip:
+      return "hip";
+    case SparsePattern::kHyper:
+      return "hyper";
   }
   return "?";
 }
@@ -136,6 +153,27 @@ bool HeadSparseKeys::block_selected(int32_t qblock, int32_t key_block) const {
   return ((row[key_block / 64] >> (key_block % 64)) & 1u) != 0;
 }
 
+void HeadSparseKeys::reset_blocks(const HeadQueriesKeys& h, SparsePattern pattern_of_sets) {
+  pattern = pattern_of_sets;
+  first_qblock = h.first_pos / kB;
+  n_qblocks = query_block_count(h);
+  n_block_words = (h.n_k + kB - 1) / kB / 64 + 1;
+  blocks.assign(static_cast<size_t>(n_qblocks) * n_block_words, 0);
+  columns.clear();
+  diagonals.clear();
+}
+
+void HeadSparseKeys::select_block(int32_t qblock, int32_t key_block) {
+  LH_CHECK(qblock >= first_qblock && qblock < first_qblock + n_qblocks && key_block >= 0 &&
+           key_block < n_block_words * 64);
+  uint64_t* row = blocks.data() + static_cast<int64_t>(qblock - first_qblock) * n_block_words;
+  row[key_block / 64] |= uint64_t{1} << (key_block % 64);
+}
+
+std::pair<int32_t, int32_t> HeadSparseKeys::block_queries(const HeadQueriesKeys& h, int32_t qblock) {
+  return {std::max(0, qblock * kB - h.first_pos), std::min(h.n_q, (qblock + 1) * kB - h.first_pos)};
+}
+
 // ---- builders ----
 
 void last_query_attention(const HeadQueriesKeys& h, int32_t n_last, std::vector<float>& probs) {
@@ -151,16 +189,16 @@ void last_query_attention(const HeadQueriesKeys& h, int32_t n_last, std::vector<
 }
 
 void build_a_shape(const HeadQueriesKeys& h, int32_t n_sink_blocks, int32_t n_local_blocks, HeadSparseKeys& out) {
-  start_blocks(h, SparsePattern::kAShape, out);
+  out.reset_blocks(h, SparsePattern::kAShape);
   for (int32_t qb = out.first_qblock; qb < out.first_qblock + out.n_qblocks; ++qb) {
     for (int32_t kb = 0; kb <= qb; ++kb)
-      if (kb < n_sink_blocks || kb > qb - n_local_blocks) set_block(out, qb, kb);
+      if (kb < n_sink_blocks || kb > qb - n_local_blocks) out.select_block(qb, kb);
   }
 }
 
 void build_vertical_slash(const HeadQueriesKeys& h, const std::vector<float>& probs, int32_t n_last, int32_t n_vertical,
                           int32_t n_slash_blocks, HeadSparseKeys& out) {
-  start_blocks(h, SparsePattern::kVerticalSlash, out);
+  out.reset_blocks(h, SparsePattern::kVerticalSlash);
   // Column sums and diagonal sums (offset q - k) of the last queries' probabilities.
   std::vector<double> column(static_cast<size_t>(h.n_k), 0.0), diagonal(static_cast<size_t>(h.n_k), 0.0);
   for (int32_t r = 0; r < n_last; ++r) {
@@ -195,11 +233,11 @@ void build_vertical_slash(const HeadQueriesKeys& h, const std::vector<float>& pr
   }
   for (int32_t qb = out.first_qblock; qb < out.first_qblock + out.n_qblocks; ++qb)
     for (int32_t off = 0; off <= qb && off < static_cast<int32_t>(offset_taken.size()); ++off)
-      if (offset_taken[static_cast<size_t>(off)]) set_block(out, qb, qb - off);
+      if (offset_taken[static_cast<size_t>(off)]) out.select_block(qb, qb - off);
 }
 
 void build_block_sparse(const HeadQueriesKeys& h, int32_t n_top_blocks, HeadSparseKeys& out) {
-  start_blocks(h, SparsePattern::kBlockSparse, out);
+  out.reset_blocks(h, SparsePattern::kBlockSparse);
   const int32_t dk = h.dk;
   const int32_t n_kblocks = (h.n_k + kB - 1) / kB;
   // Mean-pooled keys per key block [n_kblocks, dk] (the last block may be partial), with the SIMD f16 accumulate.
@@ -214,7 +252,7 @@ void build_block_sparse(const HeadQueriesKeys& h, int32_t n_top_blocks, HeadSpar
   std::vector<double> score;
   for (int32_t qb = out.first_qblock; qb < out.first_qblock + out.n_qblocks; ++qb) {
     // The chunk's queries in this block (a chunk edge may cut it).
-    const int32_t i0 = std::max(0, qb * kB - h.first_pos), i1 = std::min(h.n_q, (qb + 1) * kB - h.first_pos);
+    const auto [i0, i1] = HeadSparseKeys::block_queries(h, qb);
     std::fill(pooled_q.begin(), pooled_q.end(), 0.0f);
     for (int32_t i = i0; i < i1; ++i)
       for (int32_t c = 0; c < dk; ++c) pooled_q[static_cast<size_t>(c)] += h.q[static_cast<int64_t>(i) * dk + c];
@@ -225,8 +263,8 @@ void build_block_sparse(const HeadQueriesKeys& h, int32_t n_top_blocks, HeadSpar
       for (int32_t c = 0; c < dk; ++c) s += static_cast<double>(pooled_q[static_cast<size_t>(c)]) * pooled_k[static_cast<size_t>(kb) * dk + c];
       score[static_cast<size_t>(kb)] = s;
     }
-    for (int32_t kb : top_indices(score, n_top_blocks)) set_block(out, qb, kb);
-    set_block(out, qb, qb);
+    for (int32_t kb : top_indices(score, n_top_blocks)) out.select_block(qb, kb);
+    out.select_block(qb, qb);
   }
 }
 

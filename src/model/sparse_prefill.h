@@ -18,11 +18,16 @@
 // so the first generated token sees an exact attention row; a chunk in the middle of the prompt is sparse throughout.
 // A chunk whose context is shorter than min_context stays dense: on short prompts the indexing costs more than it
 // saves.
+//
+// Two more patterns build the same key sets by other rules: HiP's hierarchical tree search (--prefill-attn hip,
+// model/sparse_prefill_hip.h) and HyperAttention's hashing plus sampling (--prefill-attn hyper,
+// model/sparse_prefill_hyper.h).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -30,27 +35,32 @@
 
 namespace longhaul::model {
 
-enum class PrefillAttention : uint8_t { kDense, kMInference };
+enum class PrefillAttention : uint8_t { kDense, kMInference, kHip, kHyper };
 
-// A sequence's prefill attention, as --prefill-attn writes it: "dense" or "minference[:budget=N][:min_context=N]".
+// A sequence's prefill attention, as --prefill-attn writes it: "dense", "minference[:budget=N][:min_context=N]",
+// "hip[:budget=N][:min_context=N]" or "hyper[:budget=N][:min_context=N][:bits=N][:samples=N]".
 struct PrefillAttentionOptions {
   PrefillAttention mode = PrefillAttention::kDense;
   int32_t budget = 2048;       // keys per query a pattern may compute: A-shape and block-sparse take budget / 64
                                // key blocks, vertical-slash budget / 8 columns and the rest as the key blocks
-                               // of its diagonals
+                               // of its diagonals; hip and hyper: see their headers
   int32_t min_context = 4096;  // tokens: a chunk whose last position + 1 is below this prefills densely
   int32_t n_last_queries = 64;  // queries at the end of each chunk whose attention the estimates read (the paper's
                                 // 64); before a token that returns logits they attend densely
+  int32_t lsh_bits = 7;    // hyper: random hyperplanes of the angular hash, 2^bits buckets (the paper's 7)
+  int32_t n_samples = 256;  // hyper: uniformly sampled key columns per head, counted in the budget (the paper's
+                            // 256); 0 = none
 };
 
 // Parses --prefill-attn; the error names the value and the accepted forms or range.
 Result<PrefillAttentionOptions> parse_prefill_attention(std::string_view spec);
-// "dense" or "minference(budget=2048, min_context=4096)", for bench and eval rows.
+// "dense", "minference(budget=2048, min_context=4096)", "hyper(budget=2048, min_context=4096, bits=7,
+// samples=256)"..., for bench and eval rows.
 std::string describe_prefill_attention(const PrefillAttentionOptions& options);
 // One line per accepted form, for --help.
 std::string prefill_attention_help();
 
-enum class SparsePattern : uint8_t { kAShape, kVerticalSlash, kBlockSparse };
+enum class SparsePattern : uint8_t { kAShape, kVerticalSlash, kBlockSparse, kHip, kHyper };
 const char* sparse_pattern_name(SparsePattern pattern);
 
 // One query head's queries and keys for the index builders (positions are key indices).
@@ -80,6 +90,13 @@ struct HeadSparseKeys {
   // The kernel's view of query block qblock's set (pointers into this object).
   kernels::SparseKeys keys(int32_t qblock) const;
   bool block_selected(int32_t qblock, int32_t key_block) const;
+  // Empties the sets and sizes the block rows for h's query blocks over every key block of its context; no
+  // columns or diagonals.
+  void reset_blocks(const HeadQueriesKeys& h, SparsePattern pattern_of_sets);
+  // Adds key block key_block to query block qblock's set (qblock within the chunk's, key_block < the row's bits).
+  void select_block(int32_t qblock, int32_t key_block);
+  // The chunk's queries [first, end) (indices into h.q) in query block qblock: a chunk edge may cut a block.
+  static std::pair<int32_t, int32_t> block_queries(const HeadQueriesKeys& h, int32_t qblock);
 };
 
 // Causal attention probabilities of the chunk's last n_last queries over every key: probs [n_last, n_k], row r for

@@ -1,6 +1,7 @@
-// Sparse prefill (--prefill-attn minference, model/sparse_prefill.h) through the engine on the real models: with a
-// budget that covers every key the logits are dense prefill's; a small budget moves the prompt's logits (the
-// sparse path is really taken); below min_context the prefill is dense bit for bit; and the dense tail -- the
+// Sparse prefill (--prefill-attn minference|hip|hyper, model/sparse_prefill.h) through the engine on the real
+// models: with a budget that covers every key the logits are dense prefill's (each pattern); a small budget moves
+// the prompt's logits (the sparse path is really taken); below min_context the prefill is dense bit for bit; and the
+// dense tail -- the
 // chunk's last 64 queries -- is exact: on a one-layer copy of SmolLM2, where a token's logits depend only on its
 // own attention row over keys no attention changed, the last 64 tokens' logits equal dense prefill's bit for bit.
 #include <gtest/gtest.h>
@@ -55,11 +56,14 @@ TEST_P(SparsePrefillEngineTest, CoveringBudgetGivesDenseLogits) {
   ASSERT_NE(engine, nullptr);
   const std::vector<int32_t> tokens = some_tokens(kPrompt, 3);
   const std::vector<float> dense = prompt_logits(*engine, "dense", tokens);
-  const std::vector<float> sparse = prompt_logits(*engine, "minference:budget=16777216:min_context=0", tokens);
-  ASSERT_EQ(dense.size(), sparse.size());
-  // Every key is selected, so each query sums the same keys in the same kernel blocks: the logits agree far
-  // inside the engine's tolerance (in practice bit for bit).
-  EXPECT_LE(max_abs_diff(dense, sparse), 1e-4f);
+  for (const char* spec : {"minference:budget=16777216:min_context=0", "hip:budget=16777216:min_context=0",
+                           "hyper:budget=16777216:min_context=0"}) {
+    const std::vector<float> sparse = prompt_logits(*engine, spec, tokens);
+    ASSERT_EQ(dense.size(), sparse.size()) << spec;
+    // Every key is selected, so each query sums the same keys in the same kernel blocks: the logits agree far
+    // inside the engine's tolerance (in practice bit for bit).
+    EXPECT_LE(max_abs_diff(dense, sparse), 1e-4f) << spec;
+  }
 }
 
 TEST_P(SparsePrefillEngineTest, SmallBudgetTakesTheSparsePath) {
@@ -68,13 +72,27 @@ TEST_P(SparsePrefillEngineTest, SmallBudgetTakesTheSparsePath) {
   const std::vector<int32_t> tokens = some_tokens(kPrompt, 4);
   const int32_t n_vocab = model_->config().n_vocab;
   const std::vector<float> dense = prompt_logits(*engine, "dense", tokens);
-  const std::vector<float> sparse = prompt_logits(*engine, "minference:budget=256:min_context=0", tokens);
-  ASSERT_EQ(dense.size(), sparse.size());
-  for (float x : sparse) ASSERT_TRUE(std::isfinite(x));
-  // The first chunk's first 64 tokens see at most 64 keys (all selected); at query block 5, short of the second
-  // chunk's dense tail (448 .. 511), every pattern's 4 blocks leave keys out.
-  EXPECT_TRUE(bit_identical(rows(dense, n_vocab, 0, 64), rows(sparse, n_vocab, 0, 64)));
-  EXPECT_GT(max_abs_diff(rows(dense, n_vocab, 320, 64), rows(sparse, n_vocab, 320, 64)), 1e-2f);
+  // Chunks 0..255, 256..511 and 512..599, each sparse up to its last 64 tokens (every token returns logits here).
+  // minference at 256 keys: at query block 5 (320 .. 383) every pattern's 4 blocks leave keys out. hip at 448 keeps
+  // block 0 and the 5 blocks up to the query's and searches 1 of the rest: only the third chunk's sparse rows
+  // (512 .. 535, query block 8, candidates 1 .. 3) drop keys. hyper at 320 with 64 samples keeps block 0, the own
+  // block, 2 hashed blocks and 64 columns: the second chunk's sparse rows (256 .. 447, query blocks 4 .. 6) drop keys.
+  struct Case {
+    const char* spec;
+    int32_t first_moved, n_moved;  // rows that must move
+  };
+  for (const Case& c : {Case{"minference:budget=256:min_context=0", 320, 64},
+                        Case{"hip:budget=448:min_context=0", 512, 24},
+                        Case{"hyper:budget=320:samples=64:min_context=0", 256, 192}}) {
+    const std::vector<float> sparse = prompt_logits(*engine, c.spec, tokens);
+    ASSERT_EQ(dense.size(), sparse.size()) << c.spec;
+    for (float x : sparse) ASSERT_TRUE(std::isfinite(x)) << c.spec;
+    // The first chunk's first 64 tokens see at most 64 keys, all selected.
+    EXPECT_TRUE(bit_identical(rows(dense, n_vocab, 0, 64), rows(sparse, n_vocab, 0, 64))) << c.spec;
+    const float moved = max_abs_diff(rows(dense, n_vocab, c.first_moved, c.n_moved),
+                                     rows(sparse, n_vocab, c.first_moved, c.n_moved));
+    EXPECT_GT(moved, 1e-2f) << c.spec;
+  }
 }
 
 TEST_P(SparsePrefillEngineTest, ShortContextStaysDense) {
