@@ -261,31 +261,34 @@ def write_depth_plot(samples, engines, png):
         if not m:
             continue
         depth = int(m.group(1) or 0)
+        title = f'{model}, {t} thread{"s" if t > 1 else ""}: decode tokens/s against cache depth'
         for e in engines:
             if e in by_engine:
-                panels.setdefault((model, t), {}).setdefault(e, []).append((depth, statistics.fmean(by_engine[e])))
+                panels.setdefault(title, {}).setdefault(e.removeprefix("longhaul "), []).append(
+                    (depth, statistics.fmean(by_engine[e])))
     if not panels:
         raise SystemExit("compare: --plot needs tg tests")
+    write_line_panels(panels, "tokens in the cache before the test", "decode tokens/s", png)
+
+
+def write_line_panels(panels, xlabel, ylabel, png):
+    """One gnuplot panel per entry of panels {title: {line label: [(x, y)]}}, stacked, y on a log2 scale."""
     if shutil.which("gnuplot") is None:
-        raise SystemExit("compare: --plot needs gnuplot (scripts/setup.sh installs gnuplot-nox)")
+        raise SystemExit(f"{os.path.basename(sys.argv[0])}: --plot needs gnuplot (scripts/setup.sh installs gnuplot-nox)")
     data_path, script_path = png + ".dat", png + ".gp"
     blocks, plots = [], []
-    for (model, t), lines in panels.items():
+    for title, lines in panels.items():
         cmds = []
-        for e in engines:
-            if e not in lines:
-                continue
-            cmds.append(f'"{data_path}" index {len(blocks)} using 1:2 with linespoints linewidth 1.5 '
-                        f'title "{e.removeprefix("longhaul ")}"')
-            blocks.append("\n".join(f"{d} {rate:.3f}" for d, rate in sorted(lines[e])))
-        plots.append(f'set title "{model}, {t} thread{"s" if t > 1 else ""}: decode tokens/s against cache depth"\n'
-                     "plot " + ", \\\n     ".join(cmds))
+        for label, points in lines.items():
+            cmds.append(f'"{data_path}" index {len(blocks)} using 1:2 with linespoints linewidth 1.5 title "{label}"')
+            blocks.append("\n".join(f"{x} {y:.3f}" for x, y in sorted(points)))
+        plots.append(f'set title "{title}"\nplot ' + ", \\\n     ".join(cmds))
     with open(data_path, "w") as f:
         f.write("\n\n\n".join(blocks) + "\n")
     with open(script_path, "w") as f:
         f.write(f'set terminal pngcairo size 1200,{500 * len(plots)} noenhanced font "sans,10"\n'
                 f'set output "{png}"\nset key outside right top\nset grid\nset logscale y 2\n'
-                'set xlabel "tokens in the cache before the test"\nset ylabel "decode tokens/s"\n'
+                f'set xlabel "{xlabel}"\nset ylabel "{ylabel}"\n'
                 f"set multiplot layout {len(plots)},1\n" + "\n".join(plots) + "\nunset multiplot\n")
     subprocess.run(["gnuplot", script_path], check=True)
     os.remove(data_path)

@@ -14,6 +14,8 @@ a clean two-thread cell from one where another job held a core.
 Usage (from the repository root, after scripts/build.sh release), on an otherwise idle machine:
   python3 bench/prefill_speed.py --models gemma3-270m --lengths 8192,16384,32768 --threads 2
   python3 bench/prefill_speed.py --models smollm2-135m --lengths 4096,8192 --patterns dense,minference
+--json-out FILE keeps every figure as it comes (rewritten after each run: a stopped sweep keeps what it measured);
+--plot PNG draws prompt tokens/s against length, one panel per model, one line per engine.
 """
 import argparse
 import json
@@ -25,6 +27,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPARE = os.path.join(ROOT, "bench", "compare_llamacpp.py")
+sys.path.insert(0, os.path.dirname(COMPARE))
+from compare_llamacpp import write_line_panels  # noqa: E402
 SHORT_NAMES = {
     "smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf",
     "gemma3-270m": "gemma-3-270m-q4_k_m.gguf",
@@ -53,6 +57,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--longhaul", default=os.path.join(ROOT, "build/release/cli/longhaul"))
+    ap.add_argument("--json-out", help="write every figure to this JSON file, after each run")
+    ap.add_argument("--plot", help="draw prompt tokens/s against length to this PNG (gnuplot)")
     args = ap.parse_args()
 
     patterns = [p for p in args.patterns.split(",") if p]
@@ -77,6 +83,10 @@ def main():
                     # cpu_samples are tokens per CPU second: wall t/s over CPU t/s = CPU seconds per wall second.
                     busy = tps / r["cpu_samples"][0] if r.get("cpu_samples") else float("nan")
                     cell.setdefault(label, []).append((tps, busy))
+                    if args.json_out:
+                        with open(args.json_out, "w") as f:
+                            json.dump([{"model": m, "prompt": n, "engine": l, "tokens_per_s": t, "cores_busy": b}
+                                       for (m, n), c in rows.items() for l, v in c.items() for t, b in v], f, indent=1)
                     print(f"round {rnd + 1}/{args.rounds} {os.path.basename(model)} pp{length} {label}: {tps:.1f} t/s "
                           f"(cores busy {busy:.2f}, load {' '.join(open('/proc/loadavg').read().split()[:3])})",
                           file=sys.stderr, flush=True)
@@ -99,6 +109,15 @@ def main():
         ratio = f"{best_lh / best_ll:.2f}" if best_ll else "-"
         print(f"| {model} | {length} | " + " | ".join(f"{mean[l]:.1f}" if l in mean else "-" for l in labels) +
               f" | {ups or '-'} | {ratio} | {busy} |")
+    if args.plot:
+        panels = {}
+        for (model, length), cell in rows.items():
+            lines = panels.setdefault(f"{model}, {args.threads} threads: prompt tokens/s against prompt length", {})
+            for l in labels:
+                if l in cell:
+                    lines.setdefault(l.removeprefix("longhaul "), []).append(
+                        (length, statistics.fmean(t for t, _ in cell[l])))
+        write_line_panels(panels, "prompt tokens", "prompt tokens/s", args.plot)
     return 0
 
 
