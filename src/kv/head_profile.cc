@@ -74,8 +74,93 @@ bool parse_sublayer(std::string_view s, int32_t n_layer, Sublayer& out) {
 
 // The sub-layer section's format version (the `sublayers V T` line).
 constexpr int64_t kSublayerSectionVersion = 1;
+// The prefill section's format version (the `prefill V T B D` line).
+constexpr int64_t kPrefillSectionVersion = 1;
+// The newest file version this reader takes.
+constexpr int64_t kNewestVersion = 3;
+
+// A whole field as a finite float in [lo, hi].
+bool parse_real(std::string_view s, double lo, double hi, float& out) {
+  float v = 0;
+  if (!parse_mass(s, v) || v < lo || v > hi) return false;
+  out = v;
+  return true;
+}
+
+bool parse_pattern(std::string_view s, PrefillPattern& out) {
+  for (PrefillPattern p : {PrefillPattern::kAShape, PrefillPattern::kVerticalSlash, PrefillPattern::kBlockSparse})
+    if (s == prefill_pattern_name(p)) {
+      out = p;
+      return true;
+    }
+  return false;
+}
+
+// The prefill section's header and head lines (`prefill V T B D`, `prefill-head L H PATTERN COLUMNS RECALL ALPHA
+// BETA`); `seen` is empty until the header was read.
+Status parse_prefill_line(const std::vector<std::string_view>& f, int64_t line_no, int64_t version, HeadProfile& p,
+                          std::vector<bool>& seen) {
+  if (f[0] == "prefill") {
+    if (version < 3) return line_error(line_no, "a prefill section needs version 3 of the file");
+    if (!seen.empty()) return line_error(line_no, "a second prefill section");
+    if (p.n_layer == 0 || p.n_head == 0) return line_error(line_no, "prefill section before n_layer and n_head");
+    int64_t section = 0, tokens = 0, budget = 0;
+    if (f.size() != 5 || !parse_int(f[1], 0, 1 << 20, section))
+      return line_error(line_no, "expected 'prefill VERSION TOKENS BUDGET DENSITY'");
+    if (section != kPrefillSectionVersion)
+      return line_error(line_no, "prefill section version " + std::to_string(section) + " is not " +
+                                     std::to_string(kPrefillSectionVersion) + " (written by a newer longhaul?)");
+    if (!parse_int(f[2], 1, kMaxProfileTokens, tokens) || !parse_int(f[3], 1, kMaxProfileTokens, budget))
+      return line_error(
+          line_no, "calibration tokens and budget must be integers in [1, " + std::to_string(kMaxProfileTokens) + "]");
+    if (!parse_real(f[4], 0, 1, p.prefill_density) || p.prefill_density <= 0)
+      return line_error(line_no, "density must be a finite number in (0, 1]");
+    const int64_t n = static_cast<int64_t>(p.n_layer) * p.n_head;
+    if (n > kMaxProfileEntries)
+      return line_error(line_no,
+                        "n_layer * n_head = " + std::to_string(n) + " exceeds " + std::to_string(kMaxProfileEntries));
+    p.prefill_tokens = static_cast<int32_t>(tokens);
+    p.prefill_budget = static_cast<int32_t>(budget);
+    seen.assign(static_cast<size_t>(n), false);
+    p.prefill.assign(static_cast<size_t>(n), HeadPrefill{});
+    return Status::ok();
+  }
+  if (seen.empty()) return line_error(line_no, "prefill-head line before the 'prefill' line");
+  if (f.size() != 8) return line_error(line_no, "expected 'prefill-head LAYER HEAD PATTERN COLUMNS RECALL ALPHA BETA'");
+  int64_t il = 0, h = 0, columns = 0;
+  if (!parse_int(f[1], 0, p.n_layer - 1, il)) return line_error(line_no, "layer is not an integer in [0, n_layer)");
+  if (!parse_int(f[2], 0, p.n_head - 1, h)) return line_error(line_no, "head is not an integer in [0, n_head)");
+  const size_t i = static_cast<size_t>(il * p.n_head + h);
+  if (seen[i])
+    return line_error(line_no, "layer " + std::to_string(il) + " head " + std::to_string(h) + " listed twice");
+  HeadPrefill& e = p.prefill[i];
+  if (!parse_pattern(f[3], e.pattern))
+    return line_error(
+        line_no, "pattern '" + std::string(f[3].substr(0, 32)) + "' is not a-shape, vertical-slash or block-sparse");
+  if (!parse_int(f[4], 0, p.prefill_budget, columns) || (columns > 0) != (e.pattern == PrefillPattern::kVerticalSlash))
+    return line_error(line_no, "columns must be in [1, budget] for vertical-slash and 0 for the other patterns");
+  if (!parse_real(f[5], 0, 1, e.recall)) return line_error(line_no, "recall must be a finite number in [0, 1]");
+  if (!parse_real(f[6], 0, kMaxProfileTokens, e.moa_alpha) || !parse_real(f[7], 0, 1, e.moa_beta))
+    return line_error(line_no, "MoA's alpha must be a finite number of tokens >= 0 and beta one in [0, 1]");
+  e.n_columns = static_cast<int32_t>(columns);
+  e.listed = true;
+  seen[i] = true;
+  return Status::ok();
+}
 
 }  // namespace
+
+const char* prefill_pattern_name(PrefillPattern pattern) {
+  switch (pattern) {
+    case PrefillPattern::kAShape:
+      return "a-shape";
+    case PrefillPattern::kVerticalSlash:
+      return "vertical-slash";
+    case PrefillPattern::kBlockSparse:
+      return "block-sparse";
+  }
+  return "?";
+}
 
 std::string sublayer_name(const Sublayer& s) {
   return (s.kind == SublayerKind::kAttention ? "attn." : "ffn.") + std::to_string(s.layer);
@@ -85,6 +170,7 @@ Result<HeadProfile> parse_head_profile(std::string_view text) {
   HeadProfile p;
   std::vector<bool> seen;
   std::vector<bool> seen_sublayers;  // [n_layer * 2] once the sub-layer section is open
+  std::vector<bool> seen_prefill;    // [n_layer * n_head] once the prefill section is open
   bool have_magic = false;
   int64_t version = 0, line_no = 0, n_seen = 0;
   for (size_t pos = 0; pos <= text.size();) {
@@ -96,8 +182,9 @@ Result<HeadProfile> parse_head_profile(std::string_view text) {
     const std::vector<std::string_view> f = fields(line);
     if (f.empty() || f[0][0] == '#') continue;
     if (!have_magic) {
-      if (f.size() != 2 || f[0] != kMagic || !parse_int(f[1], 1, 2, version))
-        return line_error(line_no, "expected '" + std::string(kMagic) + " 1' or '2', not a head profile (or a newer version)");
+      if (f.size() != 2 || f[0] != kMagic || !parse_int(f[1], 1, kNewestVersion, version))
+        return line_error(
+            line_no, "expected '" + std::string(kMagic) + " 1', '2' or '3', not a head profile (or a newer version)");
       have_magic = true;
       continue;
     }
@@ -106,15 +193,20 @@ Result<HeadProfile> parse_head_profile(std::string_view text) {
       p.model = std::string(f[1]);
       continue;
     }
-    if (f[0] == "n_layer" || f[0] == "n_head_kv") {
+    if (f[0] == "n_layer" || f[0] == "n_head_kv" || f[0] == "n_head") {
       const bool layers = f[0] == "n_layer";
       int64_t v = 0;
       if (f.size() != 2 || !parse_int(f[1], 1, layers ? kMaxProfileLayers : kMaxProfileHeads, v))
         return line_error(line_no, std::string(f[0]) + " must be an integer in [1, " +
                                        std::to_string(layers ? kMaxProfileLayers : kMaxProfileHeads) + "]");
-      if (!seen.empty() || !seen_sublayers.empty())
-        return line_error(line_no, std::string(f[0]) + " must come before the head and sub-layer lines");
-      (layers ? p.n_layer : p.n_head_kv) = static_cast<int32_t>(v);
+      if (!seen.empty() || !seen_sublayers.empty() || !seen_prefill.empty())
+        return line_error(line_no, std::string(f[0]) + " must come before the head, sub-layer and prefill lines");
+      if (f[0] == "n_head" && version < 3) return line_error(line_no, "n_head needs version 3 of the file");
+      (layers ? p.n_layer : f[0] == "n_head" ? p.n_head : p.n_head_kv) = static_cast<int32_t>(v);
+      continue;
+    }
+    if (f[0] == "prefill" || f[0] == "prefill-head") {
+      LH_RETURN_IF_ERROR(parse_prefill_line(f, line_no, version, p, seen_prefill));
       continue;
     }
     if (f[0] == "sublayers") {
@@ -181,16 +273,23 @@ Result<HeadProfile> parse_head_profile(std::string_view text) {
   if (n_seen != n && (version < 2 || n_seen != 0))
     return Status::error("head profile lists " + std::to_string(n_seen) + " of " + std::to_string(n) + " heads");
   if (n_seen == 0) p.heads.clear();
+  if (p.n_head != 0 && p.n_head % p.n_head_kv != 0)
+    return Status::error("head profile: n_head " + std::to_string(p.n_head) + " is not a multiple of n_head_kv " +
+                         std::to_string(p.n_head_kv));
+  if (!seen_prefill.empty() && std::find(seen_prefill.begin(), seen_prefill.end(), true) == seen_prefill.end())
+    return Status::error("head profile: the prefill section lists no heads");
   return p;
 }
 
 std::string format_head_profile(const HeadProfile& p) {
-  // Version 1 while the file holds head scores alone, so that a reader of version 1 still reads it.
-  const bool v1 = p.has_head_scores() && p.sublayer_order.empty();
-  std::string out = std::string(kMagic) + (v1 ? " 1\n" : " 2\n");
+  // The lowest version that holds the file's sections (version 1: head scores alone), so that older readers still
+  // read it.
+  const bool v1 = p.has_head_scores() && p.sublayer_order.empty() && !p.has_prefill();
+  std::string out = std::string(kMagic) + (p.has_prefill() ? " 3\n" : v1 ? " 1\n" : " 2\n");
   if (!p.model.empty()) out += "model " + p.model + "\n";
   out += "n_layer " + std::to_string(p.n_layer) + "\n";
   out += "n_head_kv " + std::to_string(p.n_head_kv) + "\n";
+  if (p.has_prefill()) out += "n_head " + std::to_string(p.n_head) + "\n";
   char line[160];
   if (p.has_head_scores()) {
     out += "# layer head score needle induction echo\n";
@@ -210,6 +309,20 @@ std::string format_head_profile(const HeadProfile& p) {
                     r.agreement);
       out += line;
     }
+  }
+  if (p.has_prefill()) {
+    std::snprintf(line, sizeof line, "prefill %lld %d %d %.6g\n", static_cast<long long>(kPrefillSectionVersion),
+                  std::max(1, p.prefill_tokens), std::max(1, p.prefill_budget), p.prefill_density);
+    out += line;
+    out += "# layer head pattern columns recall moa_alpha moa_beta\n";
+    for (int32_t il = 0; il < p.n_layer; ++il)
+      for (int32_t h = 0; h < p.n_head; ++h) {
+        const HeadPrefill& e = p.prefill_at(il, h);
+        if (!e.listed) continue;
+        std::snprintf(line, sizeof line, "prefill-head %d %d %s %d %.6g %.6g %.6g\n", il, h,
+                      prefill_pattern_name(e.pattern), e.n_columns, e.recall, e.moa_alpha, e.moa_beta);
+        out += line;
+      }
   }
   return out;
 }

@@ -46,7 +46,7 @@ TEST(HeadProfile, RejectsMalformedFiles) {
   const Case cases[] = {
       {"", "empty"},
       {"GGUF\n", "not a head profile"},
-      {"longhaul-head-profile 3\n", "newer version"},
+      {"longhaul-head-profile 4\n", "newer version"},
       {head + "0 0 0.5 0.5 0 0\n", "1 of 2 heads"},
       {head + "0 0 0.5 0.5 0 0\n0 0 0.5 0.5 0 0\n", "listed twice"},
       {head + "0 2 0.5 0.5 0 0\n", "head is not"},
