@@ -87,7 +87,10 @@ int run(const BenchFlags& f) {
   const model::Model& m = **loaded;
   check_kv_policy(m, f.kv.policy);
   check_prune(m, f.prune);
-  const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
+  Result<model::PrefillAttentionOptions> prepared =
+      prepare_prefill_attention(m, f.prefill, f.kv.head_profile, thread_counts.back());
+  if (!prepared) return report_error(prepared.message());
+  const model::PrefillAttentionOptions prefill = std::move(prepared).value();
   for (const generate::BenchTest& test : tests)
     warn_past_training_context(m, static_cast<int64_t>(test.n_depth) + test.n_prompt + test.n_gen,
                                "test " + test.name() + " (depth + prompt + generated)");

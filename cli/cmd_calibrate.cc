@@ -20,21 +20,16 @@ struct CalibrateFlags {
 };
 
 int run(const CalibrateFlags& f) {
-  // The output path is checked before calibrating, which takes minutes.
-  if (!f.output.empty()) require_writable_path(f.output, "-o");
   eval::CalibrationOptions options = f.options;
   options.n_threads = cap_threads(options.n_threads);
-  Result<std::string> path = resolve_model_path(f.model.model);
-  if (!path) return report_error(path.message());
-  Result<LoadedModel> loaded = load_model(*path);
-  if (!loaded) return report_error(loaded.message());
-  const std::string out = f.output.empty() ? default_head_profile_path(*path) : f.output;
-  Result<kv::HeadProfile> profile =
-      eval::calibrate_heads(*loaded->model, *loaded->tokenizer, options, status_line_printer());
-  clear_status_line();
+  std::string out;
+  Result<kv::HeadProfile> profile = calibrate_into_profile(
+      f.model, f.output,
+      [&](const LoadedModel& loaded, const std::function<void(const std::string&)>& progress) {
+        return eval::calibrate_heads(*loaded.model, *loaded.tokenizer, options, progress);
+      },
+      out);
   if (!profile) return report_error(profile.message());
-  keep_other_sections(out, *profile);
-  if (Status s = kv::save_head_profile(*profile, out); !s) return report_error(s.message());
 
   // The best-scored heads, so the user sees what duo will keep.
   const kv::HeadProfile& p = *profile;

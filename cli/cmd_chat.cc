@@ -67,7 +67,10 @@ int run(const ChatFlags& f) {
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
   const tokenizer::ChatFormat format = tokenizer::detect_chat_format(loaded->model->file());
   check_prune(*loaded->model, f.prune);
-  const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
+  Result<model::PrefillAttentionOptions> prepared =
+      prepare_prefill_attention(*loaded->model, f.prefill, f.kv.head_profile, n_threads);
+  if (!prepared) return report_error(prepared.message());
+  const model::PrefillAttentionOptions prefill = std::move(prepared).value();
 
   generate::SessionOptions so;
   so.n_ctx = generation->n_ctx;

@@ -60,7 +60,10 @@ int run(const EvalFlags& f) {
   Result<LoadedModel> loaded = load_model(f.model.model);
   if (!loaded) return report_error(loaded.message());
   const std::vector<eval::PolicySpec> policies = check_kv_policies(*loaded->model, f.kv.policy, spec.lengths);
-  const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
+  Result<model::PrefillAttentionOptions> prepared =
+      prepare_prefill_attention(*loaded->model, f.prefill, f.kv.head_profile, n_threads);
+  if (!prepared) return report_error(prepared.message());
+  const model::PrefillAttentionOptions prefill = std::move(prepared).value();
   check_prune(*loaded->model, f.prune);
   require_valid(task->check(*loaded->tokenizer, spec));
   warn_past_training_context(*loaded->model, *std::max_element(spec.lengths.begin(), spec.lengths.end()),

@@ -63,7 +63,10 @@ int run(const RunFlags& f) {
   const LoadedModel* loaded = &generation->loaded;
   const tokenizer::Tokenizer& tok = *loaded->tokenizer;
   check_prune(*loaded->model, f.prune);
-  const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
+  Result<model::PrefillAttentionOptions> prepared =
+      prepare_prefill_attention(*loaded->model, f.prefill, f.kv.head_profile, n_threads);
+  if (!prepared) return report_error(prepared.message());
+  const model::PrefillAttentionOptions prefill = std::move(prepared).value();
 
   // Chat mode wraps the prompt in the model's chat format: the format's markers are control tokens, the prompt and
   // system message stay user text. Plain prompts are user text too. --special lets control-token texts through.

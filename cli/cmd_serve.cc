@@ -104,7 +104,10 @@ int run(const ServeFlags& f) {
   const LoadedModel* loaded = &generation->loaded;
   const model::Model& model = *loaded->model;
   const int32_t n_ctx = generation->n_ctx;
-  const model::PrefillAttentionOptions prefill = prefill_attention(f.prefill);
+  Result<model::PrefillAttentionOptions> prepared =
+      prepare_prefill_attention(*loaded->model, f.prefill, f.kv.head_profile, n_threads);
+  if (!prepared) return report_error(prepared.message());
+  const model::PrefillAttentionOptions prefill = std::move(prepared).value();
   note_if_not_instruction_tuned(model);
   generate::EngineOptions eo;
   eo.n_ctx = n_ctx;

@@ -18,6 +18,7 @@ Runner add_bench_command(CLI::App& app);
 Runner add_eval_command(CLI::App& app);
 Runner add_calibrate_command(CLI::App& app);
 Runner add_calibrate_sublayers_command(CLI::App& app);
+Runner add_calibrate_prefill_command(CLI::App& app);
 Runner add_batch_command(CLI::App& app);
 Runner add_serve_command(CLI::App& app);
 

@@ -17,6 +17,7 @@
 #include "base/mapped_file.h"
 #include "base/sys_info.h"
 #include "eval/head_calibration.h"
+#include "eval/prefill_calibration.h"
 #include "eval/report.h"
 #include "eval/sublayer_calibration.h"
 #include "generate/session.h"
@@ -117,8 +118,8 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
                  false)
       ->type_name("P");
   app.add_option("--head-profile", flags.head_profile,
-                 "duo, lserve: head profile from `longhaul calibrate-heads` (default: the one saved beside the model, "
-                 "computed on first use)");
+                 "duo, lserve, --prefill-attn minference and moa: head profile from `longhaul calibrate-heads` and "
+                 "`calibrate-prefill` (default: the one saved beside the model, computed on first use)");
   app.footer(kv::kv_policy_help());
 }
 
@@ -258,6 +259,17 @@ std::string dir_of(const std::string& path) {
 }
 }  // namespace
 
+namespace {
+// Copies the prefill section (and n_head, its shape) of `from` into `to`.
+void copy_prefill_section(const kv::HeadProfile& from, kv::HeadProfile& to) {
+  to.n_head = from.n_head;
+  to.prefill = from.prefill;
+  to.prefill_tokens = from.prefill_tokens;
+  to.prefill_budget = from.prefill_budget;
+  to.prefill_density = from.prefill_density;
+}
+}  // namespace
+
 std::string default_head_profile_path(const std::string& model_path) {
   const std::string beside = model_path + ".heads";
   const char* home = std::getenv("HOME");
@@ -280,6 +292,68 @@ void keep_other_sections(const std::string& path, kv::HeadProfile& profile) {
     profile.sublayer_order = std::move(old->sublayer_order);
     profile.sublayer_tokens = old->sublayer_tokens;
   }
+  if (!profile.has_prefill() && old->has_prefill()) copy_prefill_section(*old, profile);
+}
+
+Result<kv::HeadProfile> calibrate_into_profile(const ModelFlags& model, const std::string& output,
+                                               const CalibrateFn& calibrate, std::string& out) {
+  // The output path is checked before calibrating, which takes minutes.
+  if (!output.empty()) require_writable_path(output, "-o");
+  LH_ASSIGN_OR_RETURN(const std::string path, resolve_model_path(model.model));
+  LH_ASSIGN_OR_RETURN(const LoadedModel loaded, load_model(path));
+  out = output.empty() ? default_head_profile_path(path) : output;
+  Result<kv::HeadProfile> profile = calibrate(loaded, status_line_printer());
+  clear_status_line();
+  if (!profile) return profile;
+  keep_other_sections(out, *profile);
+  LH_RETURN_IF_ERROR(kv::save_head_profile(*profile, out));
+  return profile;
+}
+
+Result<model::PrefillAttentionOptions> prepare_prefill_attention(const model::Model& model, const PrefillFlags& flags,
+                                                                 const std::string& head_profile_path,
+                                                                 int32_t n_threads) {
+  model::PrefillAttentionOptions options = prefill_attention(flags);
+  if (options.mode == model::PrefillAttention::kDense) return options;
+  const std::string& model_path = model.file().path();
+  const std::string model_name = model_path.substr(model_path.find_last_of('/') + 1);
+  const std::string file = head_profile_path.empty() ? default_head_profile_path(model_path) : head_profile_path;
+  kv::HeadProfile profile;
+  const bool exists = !head_profile_path.empty() || file_exists(file);
+  if (exists) {
+    LH_ASSIGN_OR_RETURN(profile, kv::load_head_profile(file));
+  }
+  // Only the profile saved beside the model is computed or completed here; one the user names is used as it is.
+  const bool other_density = options.mode == model::PrefillAttention::kMoA && profile.has_prefill() &&
+                             std::abs(profile.prefill_density - options.density) > 1e-4f;
+  if (head_profile_path.empty() && (!profile.has_prefill() || other_density)) {
+    const model::ModelConfig& cfg = model.config();
+    if (exists && (profile.n_layer != cfg.n_layer || profile.n_head_kv != cfg.n_head_kv))
+      return Status::error("the head profile '" + file + "' is for " + std::to_string(profile.n_layer) + " layers x " +
+                           std::to_string(profile.n_head_kv) + " KV heads (" + profile.model + "), the model has " +
+                           std::to_string(cfg.n_layer) + " x " + std::to_string(cfg.n_head_kv) +
+                           ": remove it to have it computed again");
+    std::fprintf(stderr, "no prefill section %s in the head profile yet; computing it into %s (once)\n",
+                 other_density ? "for this density" : "for this model", file.c_str());
+    LH_ASSIGN_OR_RETURN(tokenizer::Tokenizer tok, tokenizer::Tokenizer::from_gguf(model.file()));
+    eval::PrefillCalibrationOptions co;
+    co.n_threads = n_threads;
+    co.density = options.density;
+    LH_ASSIGN_OR_RETURN(kv::HeadProfile computed, eval::calibrate_prefill(model, tok, co, status_line_printer()));
+    clear_status_line();
+    if (exists) {
+      computed.heads = std::move(profile.heads);
+      computed.sublayer_order = std::move(profile.sublayer_order);
+      computed.sublayer_tokens = profile.sublayer_tokens;
+    }
+    profile = std::move(computed);
+    if (file.find("/.cache/longhaul/heads/") != std::string::npos) ::mkdir(dir_of(file).c_str(), 0755);
+    LH_RETURN_IF_ERROR(kv::save_head_profile(profile, file));
+  }
+  profile.source = file;
+  options.profile = std::make_shared<kv::HeadProfile>(std::move(profile));
+  LH_RETURN_IF_ERROR(model::check_prefill_profile(options, model.config(), model_name));
+  return options;
 }
 
 std::function<void(const std::string&)> status_line_printer() {
@@ -342,6 +416,7 @@ Result<std::shared_ptr<const kv::HeadProfile>> prepare_head_profile(const model:
     clear_status_line();
     heads.sublayer_order = std::move(profile.sublayer_order);
     heads.sublayer_tokens = profile.sublayer_tokens;
+    if (profile.has_prefill()) copy_prefill_section(profile, heads);
     profile = std::move(heads);
   }
   if (compute_sublayers) {

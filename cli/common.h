@@ -97,6 +97,13 @@ struct PrefillFlags {
 void add_prefill_flags(CLI::App& app, PrefillFlags& flags);
 // The options the flag names; a UsageError (exit 2) naming the value for a bad one.
 model::PrefillAttentionOptions prefill_attention(const PrefillFlags& flags);
+// The same for `model`, with the head profile that minference and moa read: the profile at `head_profile_path`
+// (used as it is), or when it is empty the one saved beside the model (default_head_profile_path), whose prefill
+// section is computed and saved first when it lacks one (or moa's was chosen for another density), with a progress
+// line on stderr, as prepare_head_profile does for duo. A profile that does not fit the model is an error naming it.
+Result<model::PrefillAttentionOptions> prepare_prefill_attention(const model::Model& model, const PrefillFlags& flags,
+                                                                 const std::string& head_profile_path,
+                                                                 int32_t n_threads);
 
 // Speculative decoding flags shared by run, chat, batch and serve: --spec-type NAME, --draft-max N, --draft-min N,
 // --draft-fixed, --spec-corpus FILE (retrieval), -md MODEL and --draft-p-min P (draft, self), --draft-skip N (self).
@@ -151,11 +158,20 @@ Result<std::shared_ptr<const kv::HeadProfile>> prepare_head_profile(const model:
                                                                     const std::string& path, int32_t n_threads,
                                                                     bool needs_sublayers = false);
 // Copies into `profile` the sections it lacks from the profile already at `path`, when one is there, parses and has
-// the same shape: calibrate-heads and calibrate-sublayers each rewrite their own section of a file and keep the other.
+// the same shape: calibrate-heads, calibrate-sublayers and calibrate-prefill each rewrite their own section of a file
+// and keep the others.
 void keep_other_sections(const std::string& path, kv::HeadProfile& profile);
 // Where that profile lives for the model file at `model_path` (the first candidate that exists, else the first
 // writable one).
 std::string default_head_profile_path(const std::string& model_path);
+// The frame of calibrate-heads and calibrate-prefill: checks `output` (-o; "" = default_head_profile_path) before the
+// minutes of work, loads the model, runs `calibrate` on it with a status line for its progress, and saves the
+// profile it returns at the output path with the other sections of the profile already there. Returns the saved
+// profile and `out` = where; an error result names what failed.
+using CalibrateFn = std::function<Result<kv::HeadProfile>(const LoadedModel& loaded,
+                                                          const std::function<void(const std::string&)>& progress)>;
+Result<kv::HeadProfile> calibrate_into_profile(const ModelFlags& model, const std::string& output,
+                                               const CalibrateFn& calibrate, std::string& out);
 
 // Reads a prompt from -p or -f (exactly one must be given when `required`; -f - reads standard input). Giving both,
 // or neither when required, is a UsageError; a file that cannot be read is an error result.

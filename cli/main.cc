@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   runners["eval"] = add_eval_command(app);
   runners["calibrate-heads"] = add_calibrate_command(app);
   runners["calibrate-sublayers"] = add_calibrate_sublayers_command(app);
+  runners["calibrate-prefill"] = add_calibrate_prefill_command(app);
   std::vector<std::string> args;
   try {
     args = translate_llama_cpp_flags(std::vector<std::string>(argv, argv + argc));

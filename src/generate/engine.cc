@@ -84,6 +84,9 @@ Result<kv::SeqId> Engine::add_sequence(const SequenceOptions& options, std::uniq
                                        const kv::KvQuantOptions& storage) {
   const int32_t n_ctx = options.n_ctx > 0 ? options.n_ctx : options_.n_ctx;
   if (n_ctx < 1 || n_ctx > (1 << 24)) return Status::error("context size " + std::to_string(n_ctx) + " is outside [1, 16777216]");
+  const std::string& path = model_.file().path();
+  LH_RETURN_IF_ERROR(
+      model::check_prefill_profile(options.prefill_attn, model_.config(), path.substr(path.find_last_of('/') + 1)));
   kv::KvSequenceOptions so;
   so.page_tokens = options_.page_tokens > 0 ? options_.page_tokens
                    : policy->page_tokens() > 0 ? policy->page_tokens()

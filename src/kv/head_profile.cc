@@ -158,6 +158,10 @@ const char* prefill_pattern_name(PrefillPattern pattern) {
       return "vertical-slash";
     case PrefillPattern::kBlockSparse:
       return "block-sparse";
+    case PrefillPattern::kHip:
+      return "hip";
+    case PrefillPattern::kHyper:
+      return "hyper";
   }
   return "?";
 }

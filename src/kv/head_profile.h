@@ -75,9 +75,10 @@ struct SublayerRemoval {
   float agreement = 1;  // share of tokens whose top token the two agree on, in [0, 1]
 };
 
-// MInference's three patterns (model/sparse_prefill.h builds them).
-enum class PrefillPattern : uint8_t { kAShape = 0, kVerticalSlash = 1, kBlockSparse = 2 };
-// "a-shape", "vertical-slash", "block-sparse".
+// The patterns of sparse prefill (model/sparse_prefill.h builds them): MInference's three, which the prefill section
+// assigns to heads, and HiP's and HyperAttention's, which need no calibration (a profile never names them).
+enum class PrefillPattern : uint8_t { kAShape = 0, kVerticalSlash = 1, kBlockSparse = 2, kHip = 3, kHyper = 4 };
+// "a-shape", "vertical-slash", "block-sparse", "hip", "hyper".
 const char* prefill_pattern_name(PrefillPattern pattern);
 
 // One query head's sparse prefill assignment (the prefill section).

@@ -16,7 +16,8 @@
 //   3. begin_step(seq, next)             announces the step's query positions (for
 //                                        policies that only listen to some queries).
 //   4. Model::forward(...)               appends the step's cells; during it,
-//                                        observe_scores(...) is called from worker threads.
+//                                        observe_scores(...) is called from worker threads
+//                                        and observe_queries(...) from the step's thread.
 // Step 2 is skipped when the plan changes nothing (plan.changes() == false).
 // When the Session rewinds (reset, chat truncation) the cache is cut first, then
 // truncate(cache, seq, n_cells) lets the policy drop its state past the cut.
@@ -145,6 +146,8 @@ class KvPolicy {
   virtual int32_t max_step_tokens() const { return 0; }
   // True when the policy needs observe_scores during steps.
   virtual bool needs_scores() const { return false; }
+  // True when the policy needs observe_queries during steps.
+  virtual bool needs_queries() const { return false; }
   // With needs_scores: whether the query at `query_position` of the current step is observed at all. The
   // attention skips the probabilities of the others, which for a policy that listens to a few queries (SnapKV's
   // observation window) saves the quadratic second pass over a long prompt. Called from the attention threads
@@ -264,6 +267,17 @@ class KvPolicy {
     (void)kv_head;
     (void)query_position;
     (void)probs;
+  }
+
+  // During a step, from the step's calling thread, once per (layer, token) in token order: the token's queries of
+  // every query head, as attention reads them (after RoPE and the attention scale). Calibration reads them beside
+  // the cached keys, to study attention rows it chooses (eval/prefill_calibration.h).
+  //   q: [n_head, dk]
+  virtual void observe_queries(SeqId seq, int32_t il, int32_t query_position, std::span<const float> q) {
+    (void)seq;
+    (void)il;
+    (void)query_position;
+    (void)q;
   }
 
   // The cache has just cut the sequence to its first n_cells cells (0 = cleared); per-cell

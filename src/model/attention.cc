@@ -474,6 +474,13 @@ void self_attention(StepContext& step, int32_t il) {
   st.plan.select_pages(step, il, st.q.data(), n_head, dk);
   st.plan.count_keys_read(step.cache, il, n_head_kv, window);
   st.plan.plan_sparse_prefill(step, il, st.q.data(), n_head, dk, window);
+  for (int32_t t = 0; t < n_tokens; ++t) {
+    const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t)];
+    const StepPolicy& p = st.plan.policy_of(seq);
+    if (p.observe && p.policy != nullptr && p.policy->needs_queries())
+      p.policy->observe_queries(seq, il, step.batch.positions[static_cast<size_t>(t)],
+                                std::span<const float>(st.q.data() + t * q_row, static_cast<size_t>(q_row)));
+  }
   attend_flash(step, il, window);
   // A KV policy that reads the probabilities gets every observed query's row from a second pass (one task per
   // token and query head); the output above stays the same with or without it, bit for bit.

@@ -333,14 +333,25 @@ void AttentionPlan::plan_sparse_prefill(StepContext& step, int32_t il, const flo
   }
   if (sparse_.empty()) return;
 
-  // One task per (sequence, query head): gather the head's keys and the chunk's queries, then estimate.
+  // One task per (sequence, query head): the head's assigned key sets (for minference from the chunk's queries and
+  // the head's keys, gathered here).
   const auto n_tasks = static_cast<int64_t>(sparse_.size()) * n_head;
   step.pool.for_each_chunk(n_tasks, [&](int64_t task, int i_thread) {
     SparseSequence& ss = sparse_[static_cast<size_t>(task / n_head)];
     const auto h = static_cast<int32_t>(task % n_head);
     const int32_t kv_head = h / group;
-    AttentionScratch& scratch = step.state.attention_threads[static_cast<size_t>(i_thread)];
+    const PrefillAttentionOptions& options = *policy_of(ss.seq).prefill;
     const int32_t n_keys = ss.first_pos + ss.n_tokens;
+    HeadSparseKeys& out = ss.heads[static_cast<size_t>(h)];
+    AttentionScratch& scratch = step.state.attention_threads[static_cast<size_t>(i_thread)];
+    // minference and moa follow the head's calibrated assignment; MoA's span and A-shape are static, with no queries
+    // or keys to read.
+    const bool calibrated = options.mode == PrefillAttention::kMInference || options.mode == PrefillAttention::kMoA;
+    const kv::HeadPrefill* assigned = calibrated ? &options.profile->prefill_at(il, h) : nullptr;
+    const HeadQueriesKeys positions_only{nullptr, ss.n_tokens, ss.first_pos, nullptr, n_keys, dk};
+    if (options.mode == PrefillAttention::kMoA) return build_moa(positions_only, *assigned, out);
+    if (options.mode == PrefillAttention::kMInference && assigned->pattern == SparsePattern::kAShape)
+      return build_assigned_pattern(positions_only, options, *assigned, scratch.sparse_probs, out);
     scratch.sparse_keys.resize(static_cast<size_t>(n_keys) * dk);
     for (int32_t ip = 0; ip < cache.n_pages(ss.seq, il); ++ip) {
       const kv::KvCache::PageSpan span = cache.page_span(ss.seq, il, ip);
@@ -354,21 +365,20 @@ void AttentionPlan::plan_sparse_prefill(StepContext& step, int32_t il, const flo
       std::copy(src, src + dk, scratch.q.data() + static_cast<int64_t>(i) * dk);
     }
     const HeadQueriesKeys qk{scratch.q.data(), ss.n_tokens, ss.first_pos, scratch.sparse_keys.data(), n_keys, dk};
-    const PrefillAttentionOptions& options = *policy_of(ss.seq).prefill;
-    HeadSparseKeys& keys = ss.heads[static_cast<size_t>(h)];
     switch (options.mode) {
       case PrefillAttention::kMInference:
-        build_minference(qk, options, scratch.sparse_probs, keys);
+        build_assigned_pattern(qk, options, *assigned, scratch.sparse_probs, out);
         break;
       case PrefillAttention::kHip:
-        build_hip(qk, options.budget, keys);
+        build_hip(qk, options.budget, out);
         break;
       case PrefillAttention::kHyper:
         build_hyper(qk, options, static_cast<uint64_t>(il) * static_cast<uint64_t>(n_head) + static_cast<uint64_t>(h),
-                    keys);
+                    out);
         break;
+      case PrefillAttention::kMoA:
       case PrefillAttention::kDense:
-        LH_CHECK(false);  // dense sequences are not planned (above)
+        LH_CHECK(false);  // moa returned above; dense sequences are not planned
     }
   });
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 
 #include "base/status.h"
@@ -45,6 +46,13 @@ std::vector<int32_t> top_indices(const std::vector<double>& score, int32_t n) {
   return idx;
 }
 
+// A density as the profile and the messages write it ("0.5", "0.125").
+std::string format_density(float density) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", static_cast<double>(density));
+  return text;
+}
+
 }  // namespace
 
 // ---- options ----
@@ -66,6 +74,11 @@ Result<PrefillAttentionOptions> parse_prefill_attention(std::string_view spec) {
     o.mode = PrefillAttention::kMInference;
     // At least vertical-slash's forced lines: 30 columns and the 3 key blocks of the 100 nearest diagonals.
     read_budget(kMinBudget);
+  } else if (params.name() == "moa") {
+    o.mode = PrefillAttention::kMoA;
+    o.density = params.get_float("density", o.density, 0.0f, 1.0f, true, "mean span / N over heads");
+    o.min_context = params.get_int("min_context", o.min_context, 0, kv::kMaxParamCount,
+                                   "shorter contexts prefill densely (tokens)");
   } else if (params.name() == "hip") {
     o.mode = PrefillAttention::kHip;
     read_budget(kHipMinBudget);
@@ -76,7 +89,7 @@ Result<PrefillAttentionOptions> parse_prefill_attention(std::string_view spec) {
     read_budget(hyper_min_budget(o.n_samples));
   } else {
     return Status::error("--prefill-attn " + std::string(spec) + ": unknown prefill attention '" + params.name() +
-                         "' (dense, minference, hip, hyper)");
+                         "' (dense, minference, moa, hip, hyper)");
   }
   const Status st = params.status();
   if (!st.is_ok()) {
@@ -97,6 +110,9 @@ std::string describe_prefill_attention(const PrefillAttentionOptions& options) {
       return "dense";
     case PrefillAttention::kMInference:
       return "minference" + budget + ")";
+    case PrefillAttention::kMoA:
+      return "moa(density=" + format_density(options.density) + ", min_context=" + std::to_string(options.min_context) +
+             ")";
     case PrefillAttention::kHip:
       return "hip" + budget + ")";
     case PrefillAttention::kHyper:
@@ -108,28 +124,42 @@ std::string describe_prefill_attention(const PrefillAttentionOptions& options) {
 
 std::string prefill_attention_help() {
   return "prefill attention: dense (every key); minference[:budget=N][:min_context=N] (MInference 1.0 sparse "
-         "prefill: per head A-shape, vertical-slash or block-sparse, N keys per query, default 2048; contexts "
-         "under min_context tokens, default 4096, stay dense); hip[:budget=N][:min_context=N] (HiP: per 64-token "
-         "query block, a hierarchical top-k tree search over key blocks, N >= 448); "
-         "hyper[:budget=N][:min_context=N][:bits=N][:samples=N] (HyperAttention: key blocks whose keys share "
-         "angular-hash buckets (2^bits, default 7 bits) with the block's queries, plus `samples` key columns "
-         "sampled uniformly, default 256; N >= samples + 192)";
+         "prefill: each head's A-shape, vertical-slash or block-sparse pattern from the head profile, N keys per "
+         "query, default 2048); or moa[:density=D][:min_context=N] (MoA: each head's sink block and local band, "
+         "its width growing with the input by the head's rule from the head profile, mean width D of the input, "
+         "default 0.5). The profile's prefill section comes from `longhaul calibrate-prefill` and is computed on "
+         "first use; hip[:budget=N][:min_context=N] (HiP: per 64-token query block, a hierarchical top-k tree "
+         "search over key blocks, N >= 448); hyper[:budget=N][:min_context=N][:bits=N][:samples=N] "
+         "(HyperAttention: key blocks whose keys share angular-hash buckets (2^bits, default 7 bits) with the "
+         "block's queries, plus `samples` key columns sampled uniformly, default 256; N >= samples + 192); contexts "
+         "under min_context tokens, default 4096, stay dense";
 }
 
-const char* sparse_pattern_name(SparsePattern pattern) {
-  switch (pattern) {
-    case SparsePattern::kAShape:
-      return "a-shape";
-    case SparsePattern::kVerticalSlash:
-      return "vertical-slash";
-    case SparsePattern::kBlockSparse:
-      return "block-sparse";
-    case SparsePattern::kHip:
-      return "hip";
-    case SparsePattern::kHyper:
-      return "hyper";
+Status check_prefill_profile(const PrefillAttentionOptions& options, const ModelConfig& config,
+                             const std::string& model_name) {
+  if (options.mode != PrefillAttention::kMInference && options.mode != PrefillAttention::kMoA) return Status::ok();
+  const std::string what = "--prefill-attn " + describe_prefill_attention(options);
+  const kv::HeadProfile* p = options.profile.get();
+  if (p == nullptr || !p->has_prefill())
+    return Status::error(what + " needs the prefill section of the model's head profile (longhaul calibrate-prefill)");
+  const std::string source = p->source.empty() ? "the head profile" : "the head profile '" + p->source + "'";
+  if (p->n_layer != config.n_layer || p->n_head != config.n_head || (!p->model.empty() && p->model != model_name))
+    return Status::error(source + " is for " + (p->model.empty() ? "a model" : p->model) + " of " +
+                         std::to_string(p->n_layer) + " layers x " + std::to_string(p->n_head) + " heads, not " +
+                         model_name + " of " + std::to_string(config.n_layer) + " x " + std::to_string(config.n_head) +
+                         ": remove it to have it computed again");
+  for (int32_t il = 0; il < config.n_layer; ++il) {
+    if (config.is_local(il)) continue;
+    for (int32_t h = 0; h < config.n_head; ++h)
+      if (!p->prefill_at(il, h).listed)
+        return Status::error(source + ": the prefill section lacks layer " + std::to_string(il) + " head " +
+                             std::to_string(h) + " (a global layer)");
   }
-  return "?";
+  if (options.mode == PrefillAttention::kMoA && std::abs(p->prefill_density - options.density) > 1e-4)
+    return Status::error(source + ": MoA's spans were chosen for density " + format_density(p->prefill_density) +
+                         ", not " + format_density(options.density) +
+                         " (longhaul calibrate-prefill --density D chooses them again)");
+  return Status::ok();
 }
 
 // ---- key sets ----
@@ -196,9 +226,8 @@ void build_a_shape(const HeadQueriesKeys& h, int32_t n_sink_blocks, int32_t n_lo
   }
 }
 
-void build_vertical_slash(const HeadQueriesKeys& h, const std::vector<float>& probs, int32_t n_last, int32_t n_vertical,
-                          int32_t n_slash_blocks, HeadSparseKeys& out) {
-  out.reset_blocks(h, SparsePattern::kVerticalSlash);
+VerticalSlashLines select_vertical_slash(const HeadQueriesKeys& h, const std::vector<float>& probs, int32_t n_last,
+                                         int32_t n_vertical, int32_t n_slash_blocks) {
   // Column sums and diagonal sums (offset q - k) of the last queries' probabilities.
   std::vector<double> column(static_cast<size_t>(h.n_k), 0.0), diagonal(static_cast<size_t>(h.n_k), 0.0);
   for (int32_t r = 0; r < n_last; ++r) {
@@ -211,7 +240,8 @@ void build_vertical_slash(const HeadQueriesKeys& h, const std::vector<float>& pr
   }
   for (int32_t k = 0; k < std::min(kForcedColumns, h.n_k); ++k) column[static_cast<size_t>(k)] = INFINITY;
   for (int32_t d = 0; d < std::min(kForcedDiagonals, h.n_k); ++d) diagonal[static_cast<size_t>(d)] = INFINITY;
-  out.columns = top_indices(column, n_vertical);
+  VerticalSlashLines lines;
+  lines.columns = top_indices(column, n_vertical);
   // Diagonals in order of their sums (ties to the nearer), each taking the key blocks it crosses: for query block
   // qb, diagonal d runs through key blocks qb - ceil(d / 64) .. qb - floor(d / 64), the same offsets for every
   // query block. A diagonal is taken while its offsets fit in n_slash_blocks.
@@ -220,20 +250,27 @@ void build_vertical_slash(const HeadQueriesKeys& h, const std::vector<float>& pr
   std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
     return diagonal[static_cast<size_t>(a)] > diagonal[static_cast<size_t>(b)];
   });
-  std::vector<bool> offset_taken(static_cast<size_t>(h.n_k / kB + 2), false);
-  int32_t n_offsets = 0;
+  std::vector<bool> taken(static_cast<size_t>(h.n_k / kB + 2), false);
+  int32_t n_taken = 0;
   for (int32_t d : order) {
-    if (diagonal[static_cast<size_t>(d)] <= 0.0) break;  // no query of the estimate reaches it
-    const int32_t lo = d / kB, hi = (d + kB - 1) / kB;
-    const int32_t add = (offset_taken[static_cast<size_t>(lo)] ? 0 : 1) + (hi != lo && !offset_taken[static_cast<size_t>(hi)] ? 1 : 0);
-    if (n_offsets + add > n_slash_blocks) continue;
-    offset_taken[static_cast<size_t>(lo)] = offset_taken[static_cast<size_t>(hi)] = true;
-    n_offsets += add;
-    if (n_offsets == n_slash_blocks) break;
+    if (n_taken == n_slash_blocks || diagonal[static_cast<size_t>(d)] <= 0.0) break;  // full, or no query reaches d
+    const auto lo = static_cast<size_t>(d / kB), hi = static_cast<size_t>((d + kB - 1) / kB);
+    const int32_t add = (taken[lo] ? 0 : 1) + (hi != lo && !taken[hi] ? 1 : 0);
+    if (n_taken + add > n_slash_blocks) continue;
+    taken[lo] = taken[hi] = true;
+    n_taken += add;
   }
+  for (size_t off = 0; off < taken.size(); ++off)
+    if (taken[off]) lines.block_offsets.push_back(static_cast<int32_t>(off));
+  return lines;
+}
+
+void build_vertical_slash(const HeadQueriesKeys& h, const VerticalSlashLines& lines, HeadSparseKeys& out) {
+  out.reset_blocks(h, SparsePattern::kVerticalSlash);
+  out.columns = lines.columns;
   for (int32_t qb = out.first_qblock; qb < out.first_qblock + out.n_qblocks; ++qb)
-    for (int32_t off = 0; off <= qb && off < static_cast<int32_t>(offset_taken.size()); ++off)
-      if (offset_taken[static_cast<size_t>(off)]) out.select_block(qb, qb - off);
+    for (int32_t off : lines.block_offsets)
+      if (off <= qb) out.select_block(qb, qb - off);
 }
 
 void build_block_sparse(const HeadQueriesKeys& h, int32_t n_top_blocks, HeadSparseKeys& out) {
@@ -296,27 +333,41 @@ double last_query_recall(const HeadQueriesKeys& h, const std::vector<float>& pro
   return n_last > 0 ? total / n_last : 1.0;
 }
 
-void build_minference(const HeadQueriesKeys& h, const PrefillAttentionOptions& options, std::vector<float>& probs,
-                      HeadSparseKeys& out) {
-  const int32_t n_last = std::min(options.n_last_queries, h.n_q);
-  last_query_attention(h, n_last, probs);
+int32_t vertical_slash_columns(int32_t budget, int32_t n_columns, int32_t profile_budget) {
+  const double share = profile_budget > 0 ? static_cast<double>(n_columns) / profile_budget : 0.125;
+  const auto scaled = static_cast<int32_t>(std::lround(share * budget));
+  return std::max(kForcedColumns, std::min(scaled, budget - kForcedSlashBlocks * kB));
+}
+
+int32_t vertical_slash_blocks(int32_t budget, int32_t n_columns) {
+  return std::max(kForcedSlashBlocks, (budget - n_columns) / kB);
+}
+
+void build_assigned_pattern(const HeadQueriesKeys& h, const PrefillAttentionOptions& options,
+                            const kv::HeadPrefill& assigned, std::vector<float>& probs, HeadSparseKeys& out) {
   // Equal compute: budget keys per query row in each pattern.
   const int32_t n_blocks = std::max(2, options.budget / kB);
-  // A costlier pattern replaces a cheaper one only when it keeps noticeably more of the mass: recalls within
-  // kRecallMargin of each other differ by the noise of keys nobody attends to.
-  constexpr double kRecallMargin = 1e-3;
-  HeadSparseKeys candidate;
-  build_a_shape(h, 1, n_blocks - 1, out);
-  out.recall = last_query_recall(h, probs, n_last, out);
-  build_block_sparse(h, n_blocks - 1, candidate);  // the query's own block comes on top of the top ones
-  candidate.recall = last_query_recall(h, probs, n_last, candidate);
-  if (candidate.recall > out.recall + kRecallMargin) std::swap(out, candidate);
-  // Vertical-slash at the same compute: budget / 8 columns, and the rest as the key blocks its diagonals cross.
-  const int32_t n_vertical = std::max(kForcedColumns, options.budget / 8);
-  build_vertical_slash(h, probs, n_last, n_vertical, std::max(kForcedSlashBlocks, (options.budget - n_vertical) / kB),
-                       candidate);
-  candidate.recall = last_query_recall(h, probs, n_last, candidate);
-  if (candidate.recall > out.recall + kRecallMargin) std::swap(out, candidate);
+  switch (assigned.pattern) {
+    case SparsePattern::kAShape:
+      build_a_shape(h, 1, n_blocks - 1, out);
+      break;
+    case SparsePattern::kBlockSparse:
+      build_block_sparse(h, n_blocks - 1, out);  // the query's own block comes on top of the top ones
+      break;
+    case SparsePattern::kVerticalSlash: {
+      const int32_t n_last = std::min(options.n_last_queries, h.n_q);
+      last_query_attention(h, n_last, probs);
+      const int32_t profile_budget = options.profile != nullptr ? options.profile->prefill_budget : 0;
+      const int32_t n_vertical = vertical_slash_columns(options.budget, assigned.n_columns, profile_budget);
+      build_vertical_slash(
+          h, select_vertical_slash(h, probs, n_last, n_vertical, vertical_slash_blocks(options.budget, n_vertical)), out);
+      break;
+    }
+    case SparsePattern::kHip:
+    case SparsePattern::kHyper:
+      LH_CHECK(false);  // a profile never assigns them
+  }
+  out.recall = assigned.recall;
 }
 
 }  // namespace longhaul::model

@@ -7,11 +7,12 @@
 //     their indices taken as the top sums of the last 64 queries' attention along columns and along diagonals;
 //   - block-sparse: per 64-token query block, the key blocks whose mean-pooled keys score highest against the
 //     block's mean-pooled query.
-// The paper assigns each head one pattern offline by a search on calibration prompts. Until longhaul has that
-// calibration, the pattern is chosen here at run time, per head and per prompt chunk, as the one that keeps the
-// largest share of the last queries' attention mass at the same budget (keys per query). That is an estimate from
-// the very rows the vertical-slash indices are taken from, so it favours vertical-slash somewhat; docs/long-context.md
-// says so.
+// Each head's pattern is assigned offline, as the paper does, by a search on calibration prompts (the head
+// profile's prefill section, eval/prefill_calibration.h); at run time the head builds only its pattern's indices.
+//
+// MoA (Fu et al., 2024, "Mixture of Sparse Attention") gives each head a static sliding span instead -- the sink
+// block and a local band -- whose width follows the head's own elastic rule span = alpha + beta * N at input length
+// N, also from the profile (sparse_prefill_moa.cc). It reads no queries or keys at run time.
 //
 // Each chunk's last n_last_queries queries are what the estimate reads (their exact attention rows, computed for it).
 // In the chunk that ends the prompt -- the one whose last token returns logits -- those queries also attend densely,
@@ -25,6 +26,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -32,36 +34,50 @@
 
 #include "base/status.h"
 #include "kernels/attention_mask.h"
+#include "kv/head_profile.h"
+#include "model/config.h"
 
 namespace longhaul::model {
 
-enum class PrefillAttention : uint8_t { kDense, kMInference, kHip, kHyper };
+enum class PrefillAttention : uint8_t { kDense, kMInference, kMoA, kHip, kHyper };
 
 // A sequence's prefill attention, as --prefill-attn writes it: "dense", "minference[:budget=N][:min_context=N]",
-// "hip[:budget=N][:min_context=N]" or "hyper[:budget=N][:min_context=N][:bits=N][:samples=N]".
+// "moa[:density=D][:min_context=N]", "hip[:budget=N][:min_context=N]" or
+// "hyper[:budget=N][:min_context=N][:bits=N][:samples=N]".
 struct PrefillAttentionOptions {
   PrefillAttention mode = PrefillAttention::kDense;
-  int32_t budget = 2048;       // keys per query a pattern may compute: A-shape and block-sparse take budget / 64
-                               // key blocks, vertical-slash budget / 8 columns and the rest as the key blocks
-                               // of its diagonals; hip and hyper: see their headers
+  int32_t budget = 2048;       // minference: keys per query a pattern may compute: A-shape and block-sparse take
+                               // budget / 64 key blocks, vertical-slash the profile's share of it as columns and
+                               // the rest as the key blocks of its diagonals; hip and hyper: see their headers
+  float density = 0.5f;        // moa: the mean span / N over heads the profile's spans were chosen under, in (0, 1]
   int32_t min_context = 4096;  // tokens: a chunk whose last position + 1 is below this prefills densely
-  int32_t n_last_queries = 64;  // queries at the end of each chunk whose attention the estimates read (the paper's
-                                // 64); before a token that returns logits they attend densely
+  int32_t n_last_queries = 64;  // queries at the end of each chunk whose attention the vertical-slash estimate reads
+                                // (the paper's 64); before a token that returns logits they attend densely
   int32_t lsh_bits = 7;    // hyper: random hyperplanes of the angular hash, 2^bits buckets (the paper's 7)
   int32_t n_samples = 256;  // hyper: uniformly sampled key columns per head, counted in the budget (the paper's
                             // 256); 0 = none
+  // The model's head profile with a prefill section (minference, moa; null otherwise): each query head's pattern
+  // or span. Set after the model is known (check_prefill_profile says whether it fits).
+  std::shared_ptr<const kv::HeadProfile> profile;
 };
 
 // Parses --prefill-attn; the error names the value and the accepted forms or range.
 Result<PrefillAttentionOptions> parse_prefill_attention(std::string_view spec);
-// "dense", "minference(budget=2048, min_context=4096)", "hyper(budget=2048, min_context=4096, bits=7,
-// samples=256)"..., for bench and eval rows.
+// "dense", "minference(budget=2048, min_context=4096)", "moa(density=0.5, min_context=4096)", "hyper(budget=2048,
+// min_context=4096, bits=7, samples=256)"..., for bench and eval rows.
 std::string describe_prefill_attention(const PrefillAttentionOptions& options);
 // One line per accepted form, for --help.
 std::string prefill_attention_help();
+// Whether `options` can run on a model of this shape (n_layer, n_head, which layers slide) and file name: dense
+// always; minference and moa need options.profile with a prefill section measured on that model, listing every
+// query head of every global layer, and moa's density the one the profile's spans were chosen under. The error
+// names the mismatch.
+Status check_prefill_profile(const PrefillAttentionOptions& options, const ModelConfig& config,
+                             const std::string& model_name);
 
-enum class SparsePattern : uint8_t { kAShape, kVerticalSlash, kBlockSparse, kHip, kHyper };
-const char* sparse_pattern_name(SparsePattern pattern);
+// The patterns are the head profile's (it stores each minference head's; hip and hyper are patterns of their own).
+using SparsePattern = kv::PrefillPattern;
+inline const char* sparse_pattern_name(SparsePattern pattern) { return kv::prefill_pattern_name(pattern); }
 
 // One query head's queries and keys for the index builders (positions are key indices).
 struct HeadQueriesKeys {
@@ -85,7 +101,7 @@ struct HeadSparseKeys {
   std::vector<uint64_t> blocks;    // [n_qblocks, n_block_words] selected key blocks (A-shape, block-sparse)
   std::vector<int32_t> columns;    // ascending key positions (vertical-slash, every query block)
   std::vector<int32_t> diagonals;  // ascending offsets q - k, each key on one (no builder uses them at present)
-  double recall = 0.0;             // share of the last queries' attention mass the sets keep
+  double recall = 0.0;             // share of attention mass the sets keep (measured, or the profile's)
 
   // The kernel's view of query block qblock's set (pointers into this object).
   kernels::SparseKeys keys(int32_t qblock) const;
@@ -105,14 +121,21 @@ void last_query_attention(const HeadQueriesKeys& h, int32_t n_last, std::vector<
 
 // A-shape: key blocks [0, n_sink_blocks) and the n_local_blocks up to the query's own block.
 void build_a_shape(const HeadQueriesKeys& h, int32_t n_sink_blocks, int32_t n_local_blocks, HeadSparseKeys& out);
-// Vertical-slash from the last queries' probabilities: the n_vertical columns with the largest column sums, and the
-// key blocks crossed by the diagonals with the largest diagonal sums, taken in that order while they fit in
+// Vertical-slash's lines from the last queries' probabilities: the n_vertical columns with the largest column sums,
+// and the key blocks crossed by the diagonals with the largest diagonal sums, taken in that order while they fit in
 // n_slash_blocks blocks per query block (a diagonal d crosses blocks qb - ceil(d/64) .. qb - floor(d/64) of query
-// block qb). The first 30 columns and the 100 nearest diagonals are always taken (the reference implementation
-// forces them the same way: sinks and the local band). MInference's kernel computes a diagonal the same way, as
-// the 64-key ranges it crosses, and gathers the columns outside them; here the ranges are aligned to key blocks.
-void build_vertical_slash(const HeadQueriesKeys& h, const std::vector<float>& probs, int32_t n_last, int32_t n_vertical,
-                          int32_t n_slash_blocks, HeadSparseKeys& out);
+// block qb, the same offsets for every query block). The first 30 columns and the 100 nearest diagonals are always
+// taken (the reference implementation forces them the same way: sinks and the local band). MInference's kernel
+// computes a diagonal the same way, as the 64-key ranges it crosses, and gathers the columns outside them; here the
+// ranges are aligned to key blocks.
+struct VerticalSlashLines {
+  std::vector<int32_t> columns;        // ascending key positions
+  std::vector<int32_t> block_offsets;  // ascending offsets qb - kb of the key blocks the chosen diagonals cross
+};
+VerticalSlashLines select_vertical_slash(const HeadQueriesKeys& h, const std::vector<float>& probs, int32_t n_last,
+                                         int32_t n_vertical, int32_t n_slash_blocks);
+// The key sets of `lines` for every query block of h (any chunk: the lines are relative to the query block).
+void build_vertical_slash(const HeadQueriesKeys& h, const VerticalSlashLines& lines, HeadSparseKeys& out);
 // Block-sparse: per query block, the n_top_blocks causal key blocks with the largest mean-pooled Q . mean-pooled K,
 // and the query's own block (a query must see itself).
 void build_block_sparse(const HeadQueriesKeys& h, int32_t n_top_blocks, HeadSparseKeys& out);
@@ -120,9 +143,24 @@ void build_block_sparse(const HeadQueriesKeys& h, int32_t n_top_blocks, HeadSpar
 double last_query_recall(const HeadQueriesKeys& h, const std::vector<float>& probs, int32_t n_last,
                          const HeadSparseKeys& keys);
 
-// All three patterns at options.budget; out is the one with the highest recall, a costlier pattern winning only by
-// more than 0.001 (order of cost: A-shape, block-sparse, vertical-slash). probs: scratch.
-void build_minference(const HeadQueriesKeys& h, const PrefillAttentionOptions& options, std::vector<float>& probs,
-                      HeadSparseKeys& out);
+// Vertical-slash's split of `budget` keys per query when n_columns of profile_budget were columns: columns scaled
+// to the budget, at least the 30 forced ones and at most budget - 192 (the forced diagonals' 3 key blocks).
+int32_t vertical_slash_columns(int32_t budget, int32_t n_columns, int32_t profile_budget);
+// The rest of the split: the key blocks its diagonals may cross per query block, at least the forced 3.
+int32_t vertical_slash_blocks(int32_t budget, int32_t n_columns);
+
+// MInference with the offline assignment: only the head's assigned pattern, at options.budget keys per query
+// (vertical-slash's indices estimated from the chunk's last n_last_queries queries; A-shape reads no queries or
+// keys, h.q and h.k may then be null). probs: scratch. out.recall is the profile's.
+void build_assigned_pattern(const HeadQueriesKeys& h, const PrefillAttentionOptions& options,
+                            const kv::HeadPrefill& assigned, std::vector<float>& probs, HeadSparseKeys& out);
+
+// MoA (sparse_prefill_moa.cc): the head's span at input length n_keys, in tokens: alpha + beta * n_keys, at least
+// one token.
+int32_t moa_span(const kv::HeadPrefill& assigned, int32_t n_keys);
+// The chunk's key sets for MoA: the sink block and the ceil(span / 64) key blocks up to and including each query's
+// own (the A-shape builder with a per-head width), span at n_keys = h.n_k. Reads no queries or keys (h.q and h.k
+// may be null).
+void build_moa(const HeadQueriesKeys& h, const kv::HeadPrefill& assigned, HeadSparseKeys& out);
 
 }  // namespace longhaul::model

@@ -179,19 +179,49 @@ TEST(CliErrors, BadPrefillAttentionIsAUsageError) {
   }
 }
 
-// bench's rows name the prefill attention each test ran with.
+std::string smollm2_sublayer_profile();
+
+// A head profile for SmolLM2 (30 layers, 9 query heads, 3 KV heads) holding only a prefill section: the heads take
+// the three patterns in turn, MoA's spans a quarter of the input, chosen under density 0.25 (made up).
+std::string smollm2_prefill_profile() {
+  const std::string path = temp_path("smollm2_prefill.heads");
+  std::ofstream out(path);
+  out << "longhaul-head-profile 3\nmodel SmolLM2-135M-Instruct.Q4_1.gguf\nn_layer 30\nn_head_kv 3\nn_head 9\n"
+      << "prefill 1 8192 2048 0.25\n";
+  const char* patterns[] = {"a-shape 0", "vertical-slash 256", "block-sparse 0"};
+  for (int il = 0; il < 30; ++il)
+    for (int h = 0; h < 9; ++h)
+      out << "prefill-head " << il << " " << h << " " << patterns[(il + h) % 3] << " 0.9 0 0.25\n";
+  return path;
+}
+
+// bench's rows name the prefill attention each test ran with; minference and moa read the prefill section of the
+// profile they are given, and one without a fitting section is an error naming it (exit 1).
 TEST(CliEndToEnd, BenchRowsNameThePrefillAttention) {
   if (!testing::file_exists(testing::smollm2_path())) GTEST_SKIP();
-  const CliRun r = run_cli(
-      "bench -m smollm2-135m -t 1 -p 128 -n 0 -r 1 --warmup 0 --prefill-attn minference:budget=128:min_context=0 --json");
+  const std::string profile = smollm2_prefill_profile();
+  const CliRun r = run_cli("bench -m smollm2-135m -t 1 -p 128 -n 0 -r 1 --warmup 0 --head-profile " + profile +
+                           " --prefill-attn minference:budget=256:min_context=0 --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j["results"].size(), 1u);
-  EXPECT_EQ(j["results"][0]["prefill_attn"], "minference(budget=128, min_context=0)");
+  EXPECT_EQ(j["results"][0]["prefill_attn"], "minference(budget=256, min_context=0)");
   const CliRun table = run_cli("bench -m smollm2-135m -t 1 -p 16 -n 0 -r 1 --warmup 0");
   ASSERT_EQ(table.exit_code, 0) << table.err;
   EXPECT_NE(table.out.find("| kv | prefill | test |"), std::string::npos) << table.out;
   EXPECT_NE(table.out.find("| full | dense | pp16 |"), std::string::npos) << table.out;
+  const CliRun moa = run_cli("bench -m smollm2-135m -t 1 -p 128 -n 0 -r 1 --warmup 0 --head-profile " + profile +
+                             " --prefill-attn moa:density=0.25:min_context=0 --json");
+  ASSERT_EQ(moa.exit_code, 0) << moa.err;
+  EXPECT_EQ(nlohmann::json::parse(moa.out)["results"][0]["prefill_attn"], "moa(density=0.25, min_context=0)");
+  expect_error(run_cli("bench -m smollm2-135m -t 1 -p 16 -n 0 -r 1 --head-profile " + profile +
+                       " --prefill-attn moa:density=0.5"),
+               1, "chosen for density 0.25, not 0.5");
+  expect_error(run_cli("run -m smollm2-135m -p hi -n 1 --head-profile " + smollm2_sublayer_profile() +
+                       " --prefill-attn minference"),
+               1, "needs the prefill section of the model's head profile");
+  expect_error(run_cli("calibrate-prefill -m smollm2-135m --lengths 64"), 2, "--lengths");
+  expect_error(run_cli("calibrate-prefill -m smollm2-135m --density 2"), 2, "--density");
 }
 
 // Every command that takes --kv-policy lists the policies and their parameters, generated from the registry.

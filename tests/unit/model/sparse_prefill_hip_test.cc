@@ -114,7 +114,7 @@ TEST(SparsePrefillHip, ParsesAndDescribes) {
       {"hip:budget=447", "448"},
       {"hip:bits=3", "bits"},
       {"hip:budget=x", "budget"},
-      {"hipp", "dense, minference, hip, hyper"}};
+      {"hipp", "dense, minference, moa, hip, hyper"}};
   for (const auto& [spec, names] : bad) expect_refused(spec, names);
   EXPECT_NE(prefill_attention_help().find("hip[:budget=N][:min_context=N]"), std::string::npos);
 }

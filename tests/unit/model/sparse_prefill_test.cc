@@ -2,7 +2,8 @@
 // known shape: each selects what MInference's rule gives (Jiang et al., 2024: A-shape blocks; the top columns and
 // diagonals of the last 64 queries' attention, with the reference implementation's 30 forced columns and 100 forced
 // diagonals, taken as the key blocks they cross; the top blocks of mean-pooled Q . K), each selects every causal key when its budget covers them, and
-// the run-time choice takes the pattern the crafted head follows. Also the --prefill-attn parser.
+// the head's assigned pattern is the one built (at the run-time budget), MoA's span rule in blocks, and a profile
+// must fit the model. Also the --prefill-attn parser.
 #include "model/sparse_prefill.h"
 
 #include <gtest/gtest.h>
@@ -83,19 +84,6 @@ Head vertical_slash_head() {
   return h;
 }
 
-// Scattered-columns head: eleven keys, each in a key block of its own (70, 134, ..., 710), are u, which every query
-// looks for, besides the key 333 positions behind it: block-sparse's blocks cannot hold eleven columns and a
-// diagonal at a budget of eight blocks, vertical-slash's columns and the diagonal's blocks can.
-Head scattered_columns_head() {
-  Head h;
-  for (int32_t i = 0; i < 11; ++i) std::copy(h.u.begin(), h.u.end(), h.key(70 + 64 * i));
-  for (int32_t t = kFirstPos; t < kKeys; ++t) {
-    add_scaled(h.query(t), h.u.data(), 16.0f);
-    add_scaled(h.query(t), h.key(t - 333), 16.0f);
-  }
-  return h;
-}
-
 // Block-sparse head: the keys of blocks 3 and 7 all carry u, which every query looks for.
 Head block_head() {
   Head h;
@@ -143,7 +131,7 @@ TEST(SparsePrefill, VerticalSlashTakesTheTopColumnsAndTheBlocksOfTheTopDiagonals
   HeadSparseKeys keys;
   // 30 forced columns + the 2 strongest. The forced diagonals 0 .. 99 cross key blocks qb, qb - 1 and qb - 2 of
   // query block qb; the strongest other diagonal, 333 (320 < 333 < 384), crosses qb - 6 and qb - 5.
-  build_vertical_slash(view, probs, 64, 32, 5, keys);
+  build_vertical_slash(view, select_vertical_slash(view, probs, 64, 32, 5), keys);
   EXPECT_EQ(keys.pattern, SparsePattern::kVerticalSlash);
   std::vector<int32_t> want_columns = range(0, 30);
   want_columns.insert(want_columns.end(), {200, 500});
@@ -154,7 +142,7 @@ TEST(SparsePrefill, VerticalSlashTakesTheTopColumnsAndTheBlocksOfTheTopDiagonals
   // Those lines hold nearly all of the last queries' attention.
   EXPECT_GT(last_query_recall(view, probs, 64, keys), 0.95);
   // One block fewer: diagonal 333 no longer fits, and a diagonal that crosses one new block takes the place.
-  build_vertical_slash(view, probs, 64, 32, 4, keys);
+  build_vertical_slash(view, select_vertical_slash(view, probs, 64, 32, 4), keys);
   const std::vector<int32_t> blocks = selected_blocks(keys, 12);
   ASSERT_EQ(blocks.size(), 4u);
   EXPECT_EQ(std::vector<int32_t>(blocks.end() - 3, blocks.end()), (std::vector<int32_t>{10, 11, 12}));
@@ -202,7 +190,7 @@ TEST(SparsePrefill, EveryBuilderWithAFullBudgetSelectsEveryCausalKey) {
   last_query_attention(view, 64, probs);
   HeadSparseKeys a, vs, bs;
   build_a_shape(view, 1, 16, a);
-  build_vertical_slash(view, probs, 64, kKeys, kKeys, vs);
+  build_vertical_slash(view, select_vertical_slash(view, probs, 64, kKeys, kKeys), vs);
   build_block_sparse(view, 16, bs);
   for (const HeadSparseKeys* keys : {&a, &vs, &bs}) {
     for (int32_t q = kFirstPos; q < kKeys; ++q) {
@@ -229,27 +217,129 @@ TEST(SparsePrefill, RecallCountsAKeyOnAColumnAndADiagonalOnce) {
   EXPECT_NEAR(last_query_recall(view, probs, 64, keys), 1.0, 1e-5);
 }
 
-TEST(SparsePrefill, RunTimeChoiceFollowsTheHeadsShape) {
+// A profile of one layer whose heads have the given assignments (head h = assigned[h]).
+std::shared_ptr<kv::HeadProfile> one_layer_profile(const std::vector<kv::HeadPrefill>& assigned, int32_t budget) {
+  auto p = std::make_shared<kv::HeadProfile>();
+  p->model = "tiny.gguf";
+  p->n_layer = 1;
+  p->n_head = static_cast<int32_t>(assigned.size());
+  p->n_head_kv = 1;
+  p->prefill = assigned;
+  for (kv::HeadPrefill& e : p->prefill) e.listed = true;
+  p->prefill_budget = budget;
+  p->prefill_density = 0.5f;
+  return p;
+}
+
+kv::HeadPrefill assigned(SparsePattern pattern, int32_t n_columns = 0) {
+  kv::HeadPrefill e;
+  e.listed = true;
+  e.pattern = pattern;
+  e.n_columns = n_columns;
+  e.recall = 0.75f;
+  return e;
+}
+
+TEST(SparsePrefill, AssignedPatternIsTheOnlyOneBuilt) {
   PrefillAttentionOptions options;
   options.mode = PrefillAttention::kMInference;
-  options.budget = 512;  // 8 blocks, or 64 columns and the blocks of the diagonals: 7
+  options.budget = 192;  // 3 blocks
+  options.profile = one_layer_profile({assigned(SparsePattern::kAShape)}, 1024);
   std::vector<float> probs;
   HeadSparseKeys keys;
-  Head vs = scattered_columns_head();
-  build_minference(vs.view(), options, probs, keys);
-  EXPECT_EQ(keys.pattern, SparsePattern::kVerticalSlash) << keys.recall;
-  EXPECT_GT(keys.recall, 0.95);
+  // The block head's pooled score would pick blocks 3 and 7; assigned A-shape, it gets the sinks and local band.
   Head bs = block_head();
-  build_minference(bs.view(), options, probs, keys);
-  EXPECT_EQ(keys.pattern, SparsePattern::kBlockSparse) << keys.recall;
-  EXPECT_GT(keys.recall, 0.95);
-  // A head that attends to its most recent keys only: the local band of A-shape holds it all, and A-shape wins
-  // the tie with the other patterns (the cheapest to run).
-  Head local;
-  for (int32_t t = kFirstPos; t < kKeys; ++t) add_scaled(local.query(t), local.key(t - 1), 16.0f);
-  build_minference(local.view(), options, probs, keys);
-  EXPECT_GT(keys.recall, 0.95);
-  EXPECT_EQ(keys.pattern, SparsePattern::kAShape) << keys.recall;
+  build_assigned_pattern(bs.view(), options, assigned(SparsePattern::kAShape), probs, keys);
+  EXPECT_EQ(keys.pattern, SparsePattern::kAShape);
+  EXPECT_EQ(selected_blocks(keys, 12), (std::vector<int32_t>{0, 11, 12}));
+  EXPECT_FLOAT_EQ(static_cast<float>(keys.recall), 0.75f);
+  build_assigned_pattern(bs.view(), options, assigned(SparsePattern::kBlockSparse), probs, keys);
+  EXPECT_EQ(keys.pattern, SparsePattern::kBlockSparse);
+  EXPECT_EQ(selected_blocks(keys, 13), (std::vector<int32_t>{3, 7, 13}));
+  // Vertical-slash: 512 of the profile's 1024 keys were columns, so half of 640 here (320), and the rest the key
+  // blocks of 5 diagonal offsets: the forced 0, 1, 2 and diagonal 333's 5 and 6.
+  options.budget = 640;
+  // the indices still come from the chunk's last 64 queries.
+  Head vs = vertical_slash_head();
+  build_assigned_pattern(vs.view(), options, assigned(SparsePattern::kVerticalSlash, 512), probs, keys);
+  EXPECT_EQ(keys.pattern, SparsePattern::kVerticalSlash);
+  EXPECT_EQ(keys.columns.size(), 320u);
+  EXPECT_TRUE(keys.diagonals.empty());
+  EXPECT_TRUE(std::binary_search(keys.columns.begin(), keys.columns.end(), 200));
+  EXPECT_TRUE(std::binary_search(keys.columns.begin(), keys.columns.end(), 500));
+  EXPECT_EQ(selected_blocks(keys, 12), (std::vector<int32_t>{6, 7, 10, 11, 12}));
+  // The split keeps the 30 forced columns and the forced diagonals' 3 blocks.
+  EXPECT_EQ(vertical_slash_columns(256, 1, 1024), 30);
+  EXPECT_EQ(vertical_slash_columns(256, 1024, 1024), 64);
+  EXPECT_EQ(vertical_slash_blocks(256, 64), 3);
+  EXPECT_EQ(vertical_slash_blocks(2048, 256), 28);
+  EXPECT_EQ(vertical_slash_columns(2048, 256, 2048), 256);
+}
+
+TEST(SparsePrefill, MoaSpanIsAlphaPlusBetaNInBlocks) {
+  kv::HeadPrefill e;
+  e.moa_alpha = 100.0f;
+  e.moa_beta = 0.125f;
+  EXPECT_EQ(moa_span(e, 1024), 228);  // 100 + 128
+  EXPECT_EQ(moa_span(e, 0), 1);       // at least one token
+  e.moa_beta = 1.0f;
+  EXPECT_EQ(moa_span(e, 1024), 1024);  // never past the input
+  // 228 tokens: ceil(228 / 64) = 4 key blocks up to the query's own, and the sink block.
+  e.moa_beta = 0.125f;
+  HeadSparseKeys keys;
+  const HeadQueriesKeys chunk{nullptr, kQueries, kFirstPos, nullptr, kKeys, kDk};
+  build_moa(chunk, e, keys);
+  EXPECT_EQ(keys.pattern, SparsePattern::kAShape);
+  EXPECT_EQ(selected_blocks(keys, 12), (std::vector<int32_t>{0, 9, 10, 11, 12}));
+  EXPECT_EQ(selected_blocks(keys, 15), (std::vector<int32_t>{0, 12, 13, 14, 15}));
+  // A span of the whole input selects every causal block.
+  e.moa_alpha = 0.0f;
+  e.moa_beta = 1.0f;
+  build_moa(chunk, e, keys);
+  EXPECT_EQ(selected_blocks(keys, 15), range(0, 16));
+}
+
+TEST(SparsePrefill, ProfileMustFitTheModel) {
+  ModelConfig cfg;
+  cfg.n_layer = 1;
+  cfg.n_head = 2;
+  cfg.n_head_kv = 1;
+  PrefillAttentionOptions options;
+  EXPECT_TRUE(check_prefill_profile(options, cfg, "tiny.gguf").is_ok());  // dense needs none
+  options.mode = PrefillAttention::kMInference;
+  Status st = check_prefill_profile(options, cfg, "tiny.gguf");
+  ASSERT_FALSE(st.is_ok());
+  EXPECT_NE(st.message().find("longhaul calibrate-prefill"), std::string::npos) << st.message();
+  options.profile = one_layer_profile({assigned(SparsePattern::kAShape), assigned(SparsePattern::kBlockSparse)}, 1024);
+  EXPECT_TRUE(check_prefill_profile(options, cfg, "tiny.gguf").is_ok());
+  st = check_prefill_profile(options, cfg, "other.gguf");
+  ASSERT_FALSE(st.is_ok());
+  EXPECT_NE(st.message().find("is for tiny.gguf of 1 layers x 2 heads, not other.gguf"), std::string::npos)
+      << st.message();
+  cfg.n_head = 4;
+  cfg.n_head_kv = 2;
+  EXPECT_FALSE(check_prefill_profile(options, cfg, "tiny.gguf").is_ok());
+  cfg.n_head = 2;
+  cfg.n_head_kv = 1;
+  auto partial = std::make_shared<kv::HeadProfile>(*options.profile);
+  partial->prefill[1].listed = false;
+  options.profile = partial;
+  st = check_prefill_profile(options, cfg, "tiny.gguf");
+  ASSERT_FALSE(st.is_ok());
+  EXPECT_NE(st.message().find("lacks layer 0 head 1"), std::string::npos) << st.message();
+  // A sliding-window layer needs no line.
+  cfg.layer_is_local = {1};
+  EXPECT_TRUE(check_prefill_profile(options, cfg, "tiny.gguf").is_ok());
+  cfg.layer_is_local.clear();
+  // moa: the density must be the one the spans were chosen under.
+  options.mode = PrefillAttention::kMoA;
+  options.profile = one_layer_profile({assigned(SparsePattern::kAShape), assigned(SparsePattern::kAShape)}, 1024);
+  options.density = 0.5f;
+  EXPECT_TRUE(check_prefill_profile(options, cfg, "tiny.gguf").is_ok());
+  options.density = 0.25f;
+  st = check_prefill_profile(options, cfg, "tiny.gguf");
+  ASSERT_FALSE(st.is_ok());
+  EXPECT_NE(st.message().find("chosen for density 0.5, not 0.25"), std::string::npos) << st.message();
 }
 
 TEST(SparsePrefill, ParsesPrefillAttention) {
@@ -267,8 +357,18 @@ TEST(SparsePrefill, ParsesPrefillAttention) {
   ASSERT_TRUE(m.is_ok()) << m.message();
   EXPECT_EQ(m->budget, 512);
   EXPECT_EQ(m->min_context, 0);
-  for (const char* bad : {"sparse", "minference:budget=192", "minference:budget=x", "minference:window=3",
-                          "dense:budget=512", "", "minference:min_context=-1"}) {
+  Result<PrefillAttentionOptions> moa = parse_prefill_attention("moa");
+  ASSERT_TRUE(moa.is_ok()) << moa.message();
+  EXPECT_EQ(moa->mode, PrefillAttention::kMoA);
+  EXPECT_FLOAT_EQ(moa->density, 0.5f);
+  EXPECT_EQ(describe_prefill_attention(*moa), "moa(density=0.5, min_context=4096)");
+  moa = parse_prefill_attention("moa:density=0.25:min_context=0");
+  ASSERT_TRUE(moa.is_ok()) << moa.message();
+  EXPECT_FLOAT_EQ(moa->density, 0.25f);
+  EXPECT_EQ(moa->min_context, 0);
+  for (const char* bad :
+       {"sparse", "minference:budget=192", "minference:budget=x", "minference:window=3", "dense:budget=512", "",
+        "minference:min_context=-1", "moa:density=0", "moa:density=1.5", "moa:budget=512", "minference:density=0.5"}) {
     Result<PrefillAttentionOptions> r = parse_prefill_attention(bad);
     ASSERT_FALSE(r.is_ok()) << bad;
     EXPECT_NE(r.message().find("--prefill-attn"), std::string::npos) << r.message();
