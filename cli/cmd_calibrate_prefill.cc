@@ -69,7 +69,7 @@ Runner add_calibrate_prefill_command(CLI::App& app) {
       ->check(CLI::Range(128, kv::kMaxProfileTokens));
   cmd->add_option("--budget", o.budget, "keys per query each candidate pattern computes (equal compute)")
       ->capture_default_str()
-      ->check(CLI::Range(128, kv::kMaxProfileTokens));
+      ->check(CLI::Range(model::kMInferenceMinBudget, kv::kMaxProfileTokens));
   cmd->add_option("--spread", o.n_spread_blocks, "64-query blocks sampled over each prompt besides its last 64 queries")
       ->capture_default_str()
       ->check(CLI::Range(0, 4096));

@@ -22,8 +22,8 @@ constexpr int32_t kForcedColumns = 30;
 constexpr int32_t kForcedDiagonals = 100;
 // The key blocks those diagonals cross (offsets 0, 1 and 2 from the query's block).
 constexpr int32_t kForcedSlashBlocks = (kForcedDiagonals - 1) / HeadSparseKeys::kBlock + 2;
-// The smallest budget that holds them, in whole key blocks: 256 keys.
-constexpr int32_t kMinBudget = ((kForcedColumns + kForcedSlashBlocks * kB) / kB + 1) * kB;
+static_assert(kMInferenceMinBudget == ((kForcedColumns + kForcedSlashBlocks * kB) / kB + 1) * kB,
+              "the smallest budget holds the forced lines in whole key blocks");
 
 int32_t query_block_count(const HeadQueriesKeys& h) {
   return h.n_q == 0 ? 0 : (h.first_pos + h.n_q - 1) / kB - h.first_pos / kB + 1;
@@ -73,7 +73,7 @@ Result<PrefillAttentionOptions> parse_prefill_attention(std::string_view spec) {
   } else if (params.name() == "minference") {
     o.mode = PrefillAttention::kMInference;
     // At least vertical-slash's forced lines: 30 columns and the 3 key blocks of the 100 nearest diagonals.
-    read_budget(kMinBudget);
+    read_budget(kMInferenceMinBudget);
   } else if (params.name() == "moa") {
     o.mode = PrefillAttention::kMoA;
     o.density = params.get_float("density", o.density, 0.0f, 1.0f, true, "mean span / N over heads");

@@ -61,6 +61,10 @@ struct PrefillAttentionOptions {
   std::shared_ptr<const kv::HeadProfile> profile;
 };
 
+// The fewest keys per query minference's patterns can be held to (its budget's minimum): vertical-slash's forced
+// lines -- 30 columns and the 3 key blocks of the 100 nearest diagonals -- in whole 64-key blocks.
+inline constexpr int32_t kMInferenceMinBudget = 256;
+
 // Parses --prefill-attn; the error names the value and the accepted forms or range.
 Result<PrefillAttentionOptions> parse_prefill_attention(std::string_view spec);
 // "dense", "minference(budget=2048, min_context=4096)", "moa(density=0.5, min_context=4096)", "hyper(budget=2048,

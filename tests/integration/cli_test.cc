@@ -222,6 +222,7 @@ TEST(CliEndToEnd, BenchRowsNameThePrefillAttention) {
                1, "needs the prefill section of the model's head profile");
   expect_error(run_cli("calibrate-prefill -m smollm2-135m --lengths 64"), 2, "--lengths");
   expect_error(run_cli("calibrate-prefill -m smollm2-135m --density 2"), 2, "--density");
+  expect_error(run_cli("calibrate-prefill -m smollm2-135m --budget 192"), 2, "--budget");
 }
 
 // Every command that takes --kv-policy lists the policies and their parameters, generated from the registry.
