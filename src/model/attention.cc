@@ -64,6 +64,23 @@ int32_t gather_cells(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_
   return n;
 }
 
+// Gathers KV head kv_head's rows of `cells` (gather_cells) and takes them into the flash state m, l [n_q] and
+// o [n_q, dv] of the queries q [n_q, dk] at q_pos: each cell at its own position, under the head's window and sinks.
+void attend_gathered_cells(const StepContext& step, kv::SeqId seq, int32_t il, int32_t kv_head,
+                           std::span<const int32_t> cells, const AttentionPlan::HeadMask& head, const float* q,
+                           const int32_t* q_pos, int32_t n_q, int32_t dk, int32_t dv, AttentionScratch& scratch,
+                           float* m, float* l, float* o) {
+  const int32_t n = gather_cells(step.cache, seq, il, kv_head, cells, dk, dv, true, scratch);
+  if (n == 0) return;
+  kernels::AttentionMask mask;
+  mask.q_pos = q_pos;
+  mask.k_pos = scratch.cell_pos.data();
+  mask.window = head.window;
+  mask.n_sink = head.n_sink;
+  kernels::attention_update(q, dk, n_q, scratch.cell_keys.data(), dk, scratch.cell_values.data(), dv, n, mask, dk, dv, m,
+                            l, o, dv);
+}
+
 // Probabilities of one query head of token t over the cells of its sequence, for a policy that observes them.
 //   q:      [head_dim_k] (already scaled)
 //   scores: [n_cells] on return the attention probabilities (0 for cells the plan hides from this query)
@@ -234,17 +251,10 @@ void attend_sparse_by_set(const StepContext& step, int32_t il, int64_t unit, con
       }
       flush(span.n_cells);
     }
-    if (!scratch.set_columns.empty()) {
-      const int32_t n_cols = gather_cells(step.cache, seq, il, kv_head, scratch.set_columns, dk, dv, true, scratch);
-      kernels::AttentionMask mask;  // every gathered column is in the set: causality (and a head span) decide
-      mask.q_pos = scratch.set_pos.data();
-      mask.k_pos = scratch.cell_pos.data();
-      mask.window = head.window;
-      mask.n_sink = head.n_sink;
-      if (n_cols > 0)
-        kernels::attention_update(scratch.set_q.data(), dk, n, scratch.cell_keys.data(), dk, scratch.cell_values.data(),
-                                  dv, n_cols, mask, dk, dv, set_m, set_l, set_o, dv);
-    }
+    // Every gathered column is in the set: causality (and a head span) decide.
+    if (!scratch.set_columns.empty())
+      attend_gathered_cells(step, seq, il, kv_head, scratch.set_columns, head, scratch.set_q.data(),
+                            scratch.set_pos.data(), n, dk, dv, scratch, set_m, set_l, set_o);
     for (int32_t s = 0; s < n; ++s) {
       const int32_t i = scratch.set_index[static_cast<size_t>(s)];
       m[i] = set_m[s];
@@ -358,15 +368,8 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
     for (int32_t i = split * pages_per_split; i < i_end; ++i) {
       if (i == n_pages + n_placed) {
         // The single cells, gathered: at their own positions, under the head's window and sinks.
-        const int32_t n = gather_cells(step.cache, seq, il, kv_head, cells, dk, dv, true, scratch);
-        kernels::AttentionMask mask;
-        mask.q_pos = scratch.q_pos.data();
-        mask.k_pos = scratch.cell_pos.data();
-        mask.window = head.window;
-        mask.n_sink = head.n_sink;
-        if (n > 0)
-          kernels::attention_update(scratch.q.data(), dk, n_q, scratch.cell_keys.data(), dk, scratch.cell_values.data(),
-                                    dv, n, mask, dk, dv, m, l, o, dv);
+        attend_gathered_cells(step, seq, il, kv_head, cells, head, scratch.q.data(), scratch.q_pos.data(), n_q, dk, dv,
+                              scratch, m, l, o);
         continue;
       }
       if (i >= n_pages) {
