@@ -183,8 +183,8 @@ void attend_sparse_by_set(const StepContext& step, int32_t il, int64_t unit, con
   const kv::SeqId seq = plan.block_sequence(static_cast<int32_t>(unit / n_head_kv));
   const int32_t kv_head = static_cast<int32_t>(unit % n_head_kv);
   const std::span<const int32_t> positions = step.cache.positions(seq, il);
-  const std::vector<const kernels::SparseKeys*> sets = scratch.distinct_sparse;
-  for (const kernels::SparseKeys* set : sets) {
+  // Nothing below changes scratch.distinct_sparse (only the set_* and cell_* scratch).
+  for (const kernels::SparseKeys* set : scratch.distinct_sparse) {
     // The set's queries, gathered with their flash state.
     scratch.set_index.clear();
     for (int32_t i = 0; i < n_q; ++i)

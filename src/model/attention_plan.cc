@@ -322,7 +322,7 @@ void AttentionPlan::plan_sparse_prefill(StepContext& step, int32_t il, const flo
     if (!in_order) continue;
     // The queries up to a token whose output the step returns attend densely (the prompt's last chunk): its
     // logits see exact attention rows. A chunk in the middle of a prompt returns nothing and is sparse throughout;
-    // its estimate reads its last queries' rows on its own (build_minference).
+    // vertical-slash's estimate reads its last queries' rows on its own (build_assigned_pattern).
     int32_t last_output_pos = -1;
     for (int32_t u : ss.tokens)
       if (step.batch.outputs[static_cast<size_t>(u)] != TokenOutput::kNone)
