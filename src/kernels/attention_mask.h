@@ -16,17 +16,16 @@ namespace longhaul::kernels {
 
 // Sparse prefill (MInference 1.0, Jiang et al., 2024): the keys one query head computes in a long prompt chunk, on
 // top of the positional rule (causality, window and sinks still apply). A key at position k is in the set when its
-// 64-position key block is selected, or k is one of the columns (vertical lines), or q - k is one of the diagonals
-// (slash lines) for the query at position q. Keys that are nodes of a speculative tree ignore it (a tree step is
-// never a sparse prefill).
+// 64-position key block is selected or k is one of the columns (vertical lines). A pattern's diagonals (slash
+// lines) are given as the key blocks they cross, as MInference's kernel computes them (model/sparse_prefill.h), so a
+// set is the same for every query of its 64-token query block. Keys that are nodes of a speculative tree ignore it
+// (a tree step is never a sparse prefill).
 struct SparseKeys {
   static constexpr int32_t kBlockPositions = 64;  // positions per key block
   const uint64_t* blocks = nullptr;  // [n_block_words] bit b set = positions [64 b, 64 b + 64) selected
   int32_t n_block_words = 0;         // 0 = no block selected
   const int32_t* columns = nullptr;  // [n_columns] ascending key positions
   int32_t n_columns = 0;
-  const int32_t* diagonals = nullptr;  // [n_diagonals] ascending offsets q - k (>= 0)
-  int32_t n_diagonals = 0;
 };
 
 struct AttentionMask {
@@ -104,17 +103,15 @@ inline bool sparse_block_selected(const SparseKeys& s, int64_t block) {
          ((s.blocks[block / 64] >> (block % 64)) & 1u) != 0;
 }
 
-// Whether the key at k_pos is in the sparse set of the query at q_pos.
-inline bool sparse_key_selected(const SparseKeys& s, int32_t q_pos, int32_t k_pos) {
+// Whether the key at k_pos is in the sparse set.
+inline bool sparse_key_selected(const SparseKeys& s, int32_t k_pos) {
   if (k_pos >= 0 && sparse_block_selected(s, k_pos / SparseKeys::kBlockPositions)) return true;
-  return sorted_contains(s.columns, s.n_columns, k_pos) ||
-         sorted_contains(s.diagonals, s.n_diagonals, static_cast<int64_t>(q_pos) - k_pos);
+  return sorted_contains(s.columns, s.n_columns, k_pos);
 }
 
-// Whether some query at a position in [q_min, q_max] has some key at a position in [k_min, k_max] in its sparse
-// set. Conservative in one direction only: false means no such pair exists. The attention plan skips a run of
-// cells no query of a unit selects before any kernel call.
-inline bool sparse_range_selected(const SparseKeys& s, int32_t q_min, int32_t q_max, int32_t k_min, int32_t k_max) {
+// Whether some key at a position in [k_min, k_max] is in the sparse set. Sparse prefill skips a run of cells the
+// set does not reach before any kernel call.
+inline bool sparse_range_selected(const SparseKeys& s, int32_t k_min, int32_t k_max) {
   constexpr int32_t kB = SparseKeys::kBlockPositions;
   if (k_max >= 0) {
     const int64_t last = std::min<int64_t>(k_max / kB, static_cast<int64_t>(s.n_block_words) * 64 - 1);
@@ -122,9 +119,7 @@ inline bool sparse_range_selected(const SparseKeys& s, int32_t q_min, int32_t q_
       if (sparse_block_selected(s, b)) return true;
   }
   const int32_t c = lower_index(s.columns, s.n_columns, k_min);
-  if (c < s.n_columns && s.columns[c] <= k_max) return true;
-  const int32_t d = lower_index(s.diagonals, s.n_diagonals, static_cast<int64_t>(q_min) - k_max);
-  return d < s.n_diagonals && s.diagonals[d] <= static_cast<int64_t>(q_max) - k_min;
+  return c < s.n_columns && s.columns[c] <= k_max;
 }
 
 // Whether key j is a node of the step's tree.
@@ -139,22 +134,21 @@ inline bool key_visible(const AttentionMask& m, int32_t i, int32_t j) {
     return ((m.ancestors[static_cast<int64_t>(qn) * m.n_ancestor_words + kn / 64] >> (kn % 64)) & 1u) != 0;
   }
   return position_visible(m, m.q_pos[i], m.k_pos[j]) &&
-         (m.q_sparse == nullptr || m.q_sparse[i] == nullptr || sparse_key_selected(*m.q_sparse[i], m.q_pos[i], m.k_pos[j]));
+         (m.q_sparse == nullptr || m.q_sparse[i] == nullptr || sparse_key_selected(*m.q_sparse[i], m.k_pos[j]));
 }
 
 // Bits j (0 <= j < n <= 32) set when key j0 + j is in query i's sparse set (every bit when the query is dense),
 // for keys that are not tree nodes. k_min/k_max: min and max of k_pos[j0 .. j0+n). When the keys span fewer than
-// 64 positions (a block of a page), the set is built once over those positions -- the blocks, the columns and the
-// diagonals that fall in them, each found by one binary search -- and each key reads its bit.
+// 64 positions (a block of a page), the set is built once over those positions -- the blocks and the columns that
+// fall in them, the columns found by one binary search -- and each key reads its bit.
 inline uint32_t sparse_visibility(const AttentionMask& m, int32_t i, int32_t j0, int32_t n, int32_t k_min,
                                   int32_t k_max) {
   const uint32_t all = n >= 32 ? ~0u : (1u << n) - 1u;
   const SparseKeys* s = m.q_sparse != nullptr ? m.q_sparse[i] : nullptr;
   if (s == nullptr) return all;
-  const int32_t q = m.q_pos[i];
   uint32_t bits = 0;
   if (k_min < 0 || static_cast<int64_t>(k_max) - k_min >= 64) {
-    for (int32_t j = 0; j < n; ++j) bits |= static_cast<uint32_t>(sparse_key_selected(*s, q, m.k_pos[j0 + j])) << j;
+    for (int32_t j = 0; j < n; ++j) bits |= static_cast<uint32_t>(sparse_key_selected(*s, m.k_pos[j0 + j])) << j;
     return bits;
   }
   constexpr int32_t kB = SparseKeys::kBlockPositions;
@@ -168,9 +162,6 @@ inline uint32_t sparse_visibility(const AttentionMask& m, int32_t i, int32_t j0,
   }
   for (int32_t c = lower_index(s->columns, s->n_columns, k_min); c < s->n_columns && s->columns[c] <= k_max; ++c)
     selected |= uint64_t{1} << (s->columns[c] - k_min);
-  for (int32_t d = lower_index(s->diagonals, s->n_diagonals, static_cast<int64_t>(q) - k_max);
-       d < s->n_diagonals && s->diagonals[d] <= static_cast<int64_t>(q) - k_min; ++d)
-    selected |= uint64_t{1} << (q - s->diagonals[d] - k_min);
   for (int32_t j = 0; j < n; ++j) bits |= static_cast<uint32_t>((selected >> (m.k_pos[j0 + j] - k_min)) & 1u) << j;
   return bits;
 }

@@ -168,8 +168,8 @@ void attend_one(StepContext& step, int32_t il, int32_t t, int32_t head, int32_t 
 // for the union of the group's sets: the kernel scores a 16-key block for a pass of queries as soon as one of them
 // sees part of it, and a pass holds different heads' queries.
 //
-// A set is computed as MInference's kernel computes it: the selected 64-cell key blocks (and any block a diagonal
-// crosses) in place, page by page, cut at multiples of 64 cells (the cells of a sparse prefill are its positions),
+// A set is computed as MInference's kernel computes it: the selected 64-cell key blocks (vertical-slash's diagonals
+// among them, as the blocks they cross) in place, page by page, cut at multiples of 64 cells (the cells of a sparse prefill are its positions),
 // adjacent kept blocks in one kernel call; then the set's columns that lie outside those blocks, gathered into one
 // contiguous run. Scored where they lie, scattered columns would each cost the kernel a 16-key block per pass.
 //   pages [page_begin, page_end) of the unit's list; q [n_q, dk] and scratch.q_pos / q_node / q_sparse [n_q]: the
@@ -207,14 +207,13 @@ void attend_sparse_by_set(const StepContext& step, int32_t il, int64_t unit, con
       set_l[s] = l[i];
       std::copy_n(o + static_cast<int64_t>(i) * dv, dv, set_o + static_cast<int64_t>(s) * dv);
     }
-    // Which 64-cell runs are computed in place: those the set's blocks or diagonals reach (its columns are left
-    // out of this test, and computed below where no kept run holds them).
-    kernels::SparseKeys lines = *set;
-    lines.n_columns = 0;
-    const kernels::QueryBounds qb{*std::min_element(scratch.set_pos.begin(), scratch.set_pos.end()),
-                                  *std::max_element(scratch.set_pos.begin(), scratch.set_pos.end())};
+    // Which 64-cell runs are computed in place: those the set's blocks reach (its columns are left out of this
+    // test, and computed below where no kept run holds them).
+    kernels::SparseKeys blocks_only = *set;
+    blocks_only.n_columns = 0;
+    const int32_t last_query = *std::max_element(scratch.set_pos.begin(), scratch.set_pos.end());
     auto run_kept = [&](int32_t k_min, int32_t k_max) {
-      return k_min <= qb.max && kernels::sparse_range_selected(lines, qb.min, qb.max, k_min, k_max);
+      return k_min <= last_query && kernels::sparse_range_selected(blocks_only, k_min, k_max);
     };
     scratch.set_columns.clear();
     for (int32_t ip_index = page_begin; ip_index < page_end; ++ip_index) {
@@ -246,7 +245,7 @@ void attend_sparse_by_set(const StepContext& step, int32_t il, int64_t unit, con
           flush(j);
         }
         for (; c < set->n_columns && set->columns[c] < span.first_cell + end; ++c)
-          if (!keep && set->columns[c] <= qb.max) scratch.set_columns.push_back(set->columns[c]);
+          if (!keep && set->columns[c] <= last_query) scratch.set_columns.push_back(set->columns[c]);
         j = end;
       }
       flush(span.n_cells);

@@ -7,8 +7,8 @@
 //     attention: Quest, Tang et al., 2024, and its successors), and the pages it reads at other positions
 //     (placements: InfLLM's memory blocks and LongHeads' chunks, moved within the trained context), and the single
 //     cells it reads (RetrievalAttention's retrieved keys), and
-//   - in a long prompt chunk of a sequence that asks for sparse prefill, each query head's key set (blocks,
-//     columns, diagonals: MInference, Jiang et al., 2024; model/sparse_prefill.h),
+//   - in a long prompt chunk of a sequence that asks for sparse prefill, each query head's key set (key
+//     blocks and columns: MInference, Jiang et al., 2024; model/sparse_prefill.h),
 // into kernels::AttentionMask values and page lists. The flash pass, the probability pass that policies observe,
 // and every ISA's kernel read them; the visibility rule itself is kernels/attention_mask.h.
 #pragma once

@@ -172,8 +172,6 @@ kernels::SparseKeys HeadSparseKeys::keys(int32_t qblock) const {
   }
   s.columns = columns.data();
   s.n_columns = static_cast<int32_t>(columns.size());
-  s.diagonals = diagonals.data();
-  s.n_diagonals = static_cast<int32_t>(diagonals.size());
   return s;
 }
 
@@ -190,7 +188,6 @@ void HeadSparseKeys::reset_blocks(const HeadQueriesKeys& h, SparsePattern patter
   n_block_words = (h.n_k + kB - 1) / kB / 64 + 1;
   blocks.assign(static_cast<size_t>(n_qblocks) * n_block_words, 0);
   columns.clear();
-  diagonals.clear();
 }
 
 void HeadSparseKeys::select_block(int32_t qblock, int32_t key_block) {
@@ -307,8 +304,7 @@ void build_block_sparse(const HeadQueriesKeys& h, int32_t n_top_blocks, HeadSpar
 
 double last_query_recall(const HeadQueriesKeys& h, const std::vector<float>& probs, int32_t n_last,
                          const HeadSparseKeys& keys) {
-  // Per row: the mass in the selected blocks, plus the columns outside them, plus the diagonal keys that are
-  // neither -- each key once.
+  // Per row: the mass in the selected blocks, plus the columns outside them -- each key once.
   double total = 0.0;
   for (int32_t r = 0; r < n_last; ++r) {
     const int32_t q = h.first_pos + h.n_q - n_last + r;
@@ -321,12 +317,6 @@ double last_query_recall(const HeadQueriesKeys& h, const std::vector<float>& pro
     for (int32_t c : keys.columns) {
       if (c > q) break;
       if (!keys.block_selected(q / kB, c / kB)) kept += row[c];
-    }
-    for (int32_t d : keys.diagonals) {
-      if (d > q) break;
-      const int32_t k = q - d;
-      if (!keys.block_selected(q / kB, k / kB) && !kernels::sorted_contains(keys.columns.data(), static_cast<int32_t>(keys.columns.size()), k))
-        kept += row[k];
     }
     total += kept;
   }

@@ -104,14 +104,13 @@ struct HeadSparseKeys {
   int32_t n_block_words = 0;       // 64-bit words per query block's key-block row
   std::vector<uint64_t> blocks;    // [n_qblocks, n_block_words] selected key blocks (A-shape, block-sparse)
   std::vector<int32_t> columns;    // ascending key positions (vertical-slash, every query block)
-  std::vector<int32_t> diagonals;  // ascending offsets q - k, each key on one (no builder uses them at present)
   double recall = 0.0;             // share of attention mass the sets keep (measured, or the profile's)
 
   // The kernel's view of query block qblock's set (pointers into this object).
   kernels::SparseKeys keys(int32_t qblock) const;
   bool block_selected(int32_t qblock, int32_t key_block) const;
   // Empties the sets and sizes the block rows for h's query blocks over every key block of its context; no
-  // columns or diagonals.
+  // columns.
   void reset_blocks(const HeadQueriesKeys& h, SparsePattern pattern_of_sets);
   // Adds key block key_block to query block qblock's set (qblock within the chunk's, key_block < the row's bits).
   void select_block(int32_t qblock, int32_t key_block);

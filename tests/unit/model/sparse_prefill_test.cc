@@ -120,7 +120,6 @@ TEST(SparsePrefill, AShapeIsSinksAndLocalBlocks) {
   EXPECT_EQ(selected_blocks(keys, 12), (std::vector<int32_t>{0, 10, 11, 12}));
   EXPECT_EQ(selected_blocks(keys, 15), (std::vector<int32_t>{0, 13, 14, 15}));
   EXPECT_TRUE(keys.columns.empty());
-  EXPECT_TRUE(keys.diagonals.empty());
 }
 
 TEST(SparsePrefill, VerticalSlashTakesTheTopColumnsAndTheBlocksOfTheTopDiagonals) {
@@ -136,7 +135,6 @@ TEST(SparsePrefill, VerticalSlashTakesTheTopColumnsAndTheBlocksOfTheTopDiagonals
   std::vector<int32_t> want_columns = range(0, 30);
   want_columns.insert(want_columns.end(), {200, 500});
   EXPECT_EQ(keys.columns, want_columns);
-  EXPECT_TRUE(keys.diagonals.empty());
   for (int32_t qb = 12; qb <= 15; ++qb)
     EXPECT_EQ(selected_blocks(keys, qb), (std::vector<int32_t>{qb - 6, qb - 5, qb - 2, qb - 1, qb})) << qb;
   // Those lines hold nearly all of the last queries' attention.
@@ -196,25 +194,31 @@ TEST(SparsePrefill, EveryBuilderWithAFullBudgetSelectsEveryCausalKey) {
     for (int32_t q = kFirstPos; q < kKeys; ++q) {
       const kernels::SparseKeys s = keys->keys(q / 64);
       for (int32_t k = 0; k <= q; ++k)
-        ASSERT_TRUE(kernels::sparse_key_selected(s, q, k)) << sparse_pattern_name(keys->pattern) << " " << q << " " << k;
+        ASSERT_TRUE(kernels::sparse_key_selected(s, k)) << sparse_pattern_name(keys->pattern) << " " << q << " " << k;
     }
     EXPECT_NEAR(last_query_recall(view, probs, 64, *keys), 1.0, 1e-5) << sparse_pattern_name(keys->pattern);
   }
 }
 
-TEST(SparsePrefill, RecallCountsAKeyOnAColumnAndADiagonalOnce) {
+TEST(SparsePrefill, RecallCountsAKeyOnAColumnAndInABlockOnce) {
   Head h = vertical_slash_head();
   const HeadQueriesKeys view = h.view();
   std::vector<float> probs;
   last_query_attention(view, 64, probs);
-  // Every column and every diagonal: each causal key is on both, and the recall must still be 1.
+  // Every column and every causal key block: each causal key is in both, and the recall must still be 1.
   HeadSparseKeys keys;
-  keys.pattern = SparsePattern::kVerticalSlash;
-  keys.first_qblock = 12;
-  keys.n_qblocks = 4;
+  keys.reset_blocks(view, SparsePattern::kVerticalSlash);
+  for (int32_t qb = keys.first_qblock; qb < keys.first_qblock + keys.n_qblocks; ++qb)
+    for (int32_t kb = 0; kb <= qb; ++kb) keys.select_block(qb, kb);
   keys.columns = range(0, kKeys);
-  keys.diagonals = range(0, kKeys);
   EXPECT_NEAR(last_query_recall(view, probs, 64, keys), 1.0, 1e-5);
+  // Half the columns and no block: the recall is the mass on those columns alone.
+  keys.reset_blocks(view, SparsePattern::kVerticalSlash);
+  keys.columns = range(0, kKeys / 2);
+  double want = 0.0;
+  for (int32_t r = 0; r < 64; ++r)
+    for (int32_t k = 0; k < kKeys / 2; ++k) want += probs[static_cast<size_t>(r) * kKeys + k];
+  EXPECT_NEAR(last_query_recall(view, probs, 64, keys), want / 64, 1e-5);
 }
 
 // A profile of one layer whose heads have the given assignments (head h = assigned[h]).
@@ -264,7 +268,6 @@ TEST(SparsePrefill, AssignedPatternIsTheOnlyOneBuilt) {
   build_assigned_pattern(vs.view(), options, assigned(SparsePattern::kVerticalSlash, 512), probs, keys);
   EXPECT_EQ(keys.pattern, SparsePattern::kVerticalSlash);
   EXPECT_EQ(keys.columns.size(), 320u);
-  EXPECT_TRUE(keys.diagonals.empty());
   EXPECT_TRUE(std::binary_search(keys.columns.begin(), keys.columns.end(), 200));
   EXPECT_TRUE(std::binary_search(keys.columns.begin(), keys.columns.end(), 500));
   EXPECT_EQ(selected_blocks(keys, 12), (std::vector<int32_t>{6, 7, 10, 11, 12}));

@@ -60,7 +60,7 @@ inline std::vector<int32_t> selected_blocks(const HeadSparseKeys& keys, int32_t 
 inline void expect_every_causal_key(const HeadSparseKeys& keys, int32_t q_begin, int32_t q_end) {
   for (int32_t q = q_begin; q < q_end; ++q) {
     const kernels::SparseKeys s = keys.keys(q / HeadSparseKeys::kBlock);
-    for (int32_t k = 0; k <= q; ++k) ASSERT_TRUE(kernels::sparse_key_selected(s, q, k)) << q << " " << k;
+    for (int32_t k = 0; k <= q; ++k) ASSERT_TRUE(kernels::sparse_key_selected(s, k)) << q << " " << k;
   }
 }
 
