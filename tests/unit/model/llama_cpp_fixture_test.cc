@@ -16,6 +16,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "generate/session.h"
@@ -98,8 +101,21 @@ TEST_P(LlamaCppFixture, LogitsMatchAtRecordedPositions) {
   const int32_t n_vocab = index["n_vocab"];
   ASSERT_EQ(n_vocab, model_->config().n_vocab);
   const bool f16 = index["dtype"] == "f16";
+  // LONGHAUL_FIXTURE_PROMPTS=NAME[,NAME...] restricts the comparison to those prompts (the scalar run: see
+  // tests/unit/model/CMakeLists.txt); each name must exist, so a renamed prompt cannot empty the run.
+  std::vector<std::string> only;
+  if (const char* names = std::getenv("LONGHAUL_FIXTURE_PROMPTS"); names != nullptr) {
+    std::stringstream list(names);
+    for (std::string name; std::getline(list, name, ',');) {
+      const bool known = std::any_of(index["prompts"].begin(), index["prompts"].end(),
+                                     [&](const nlohmann::json& p) { return p["name"] == name; });
+      ASSERT_TRUE(known) << "LONGHAUL_FIXTURE_PROMPTS names " << name << ", which the fixture does not hold";
+      only.push_back(name);
+    }
+  }
   int checked = 0;
   for (const auto& prompt : index["prompts"]) {
+    if (!only.empty() && std::find(only.begin(), only.end(), prompt["name"]) == only.end()) continue;
     const std::vector<int32_t> ids = prompt["prompt_ids"];
     auto session = new_session(static_cast<int32_t>(ids.size()) + 8);
     std::vector<float> ours;  // [n_tokens, n_vocab]
