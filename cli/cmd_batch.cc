@@ -166,9 +166,7 @@ Runner add_batch_command(CLI::App& app) {
   cmd->add_option("-b,--batch-size", flags->n_batch, "tokens per forward step (decode tokens and prefill chunks)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("-t,--threads", flags->n_threads, "threads (0: all cores; capped at the cores available)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+  add_threads_flag(*cmd, flags->n_threads);
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "keep generating past end-of-generation tokens (throughput runs)");
   cmd->add_flag("--prefix-cache", flags->prefix_cache,
                 "reuse the KV pages of earlier prompts' common starts, in whole pages (full policy and bits= only)");

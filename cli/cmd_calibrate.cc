@@ -73,9 +73,7 @@ Runner add_calibrate_command(CLI::App& app) {
       ->check(CLI::Range(8, 1 << 16));
   cmd->add_option("--seed", o.seed, "seed of the keys and random tokens")->capture_default_str();
   cmd->add_option("--top", flags->top, "heads listed in the table")->capture_default_str()->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("-t,--threads", o.n_threads, "threads (0: all cores)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+  add_threads_flag(*cmd, o.n_threads);
   return [flags]() { return run(*flags); };
 }
 

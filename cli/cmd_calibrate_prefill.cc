@@ -77,9 +77,7 @@ Runner add_calibrate_prefill_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1e-3, 1.0));
   cmd->add_option("--seed", o.seed, "seed of the passkeys")->capture_default_str();
-  cmd->add_option("-t,--threads", o.n_threads, "threads (0: all cores)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+  add_threads_flag(*cmd, o.n_threads);
   return [flags]() { return run(*flags); };
 }
 

@@ -67,9 +67,7 @@ Runner add_calibrate_sublayers_command(CLI::App& app) {
   cmd->add_option("--ranked", o.n_ranked, "sub-layers to rank (0: a quarter of them)")
       ->capture_default_str()
       ->check(CLI::Range(0, 2 * kv::kMaxProfileLayers));
-  cmd->add_option("-t,--threads", o.n_threads, "threads (0: all cores)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+  add_threads_flag(*cmd, o.n_threads);
   return [flags]() { return run(*flags); };
 }
 

@@ -60,7 +60,7 @@ size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& 
 int run(const ChatFlags& f) {
   require_valid(sampling::validate(f.sampling.options));
   require_valid_speculative(f.speculative);
-  const int32_t n_threads = cap_threads(f.n_threads > 0 || f.n_threads_batch < 0 ? f.n_threads : f.n_threads_batch);
+  const int32_t n_threads = threads_to_use(f.n_threads, f.n_threads_batch);
   Result<GenerationModel> generation = load_generation_model(f.model.model, f.kv.policy, f.n_ctx, "the context (-c)");
   if (!generation) return report_error(generation.message());
   const LoadedModel* loaded = &generation->loaded;
@@ -218,13 +218,8 @@ Runner add_chat_command(CLI::App& app) {
   cmd->add_option("-c,--ctx-size", flags->n_ctx, "context size in tokens")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 24));
-  cmd->add_option("-t,--threads", flags->n_threads, "threads (0: all cores; capped at the cores available)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
-  cmd->add_option("--threads-batch", flags->n_threads_batch,
-                  "(-tb) llama.cpp's prompt-processing threads: longhaul uses one thread count, this one when -t is not "
-                  "given")
-      ->check(CLI::Range(0, 1024));
+  add_threads_flag(*cmd, flags->n_threads);
+  add_threads_batch_flag(*cmd, flags->n_threads_batch);
   cmd->add_flag("--context-shift", flags->context_shift,
                 "when the context is full, drop the oldest turns (the system message stays) instead of stopping");
   add_sampling_flags(*cmd, flags->sampling);

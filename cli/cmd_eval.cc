@@ -173,9 +173,7 @@ Runner add_eval_command(CLI::App& app) {
   cmd->add_option("--chunk", flags->chunk, "ppl: tokens per step (1: token by token, exact for every policy)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("-t,--threads", flags->n_threads, "threads (0: all cores)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+  add_threads_flag(*cmd, flags->n_threads);
   return [flags]() { return run(*flags); };
 }
 

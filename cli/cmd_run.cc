@@ -55,7 +55,7 @@ int run(const RunFlags& f) {
     throw UsageError("--system needs --chat: a system message is part of the chat format");
   require_valid(sampling::validate(f.sampling.options));
   require_valid_speculative(f.speculative);
-  const int32_t n_threads = cap_threads(f.n_threads > 0 || f.n_threads_batch < 0 ? f.n_threads : f.n_threads_batch);
+  const int32_t n_threads = threads_to_use(f.n_threads, f.n_threads_batch);
   Result<std::string> prompt = read_prompt(f.prompt, f.prompt_file, true);
   if (!prompt) return report_error(prompt.message());
   Result<GenerationModel> generation = load_generation_model(f.model.model, f.kv.policy, f.n_ctx, "the context (-c)");
@@ -180,12 +180,8 @@ Runner add_run_command(CLI::App& app) {
   cmd->add_option("-b,--batch-size", flags->n_batch, "prompt tokens per forward step")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("-t,--threads", flags->n_threads, "threads (0: all cores; capped at the cores available)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
-  cmd->add_option("--threads-batch", flags->n_threads_batch,
-                  "(-tb) llama.cpp's prompt-processing threads: longhaul uses one thread count, this one when -t is not given")
-      ->check(CLI::Range(0, 1024));
+  add_threads_flag(*cmd, flags->n_threads);
+  add_threads_batch_flag(*cmd, flags->n_threads_batch);
   add_sampling_flags(*cmd, flags->sampling);
   add_kv_policy_flags(*cmd, flags->kv);
   add_prefill_flags(*cmd, flags->prefill);

@@ -164,9 +164,7 @@ Runner add_serve_command(CLI::App& app) {
   cmd->add_option("-c,--ctx-size", flags->n_ctx, "context size of each sequence in tokens (0: the model's training context)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 24));
-  cmd->add_option("-t,--threads", flags->n_threads, "threads (0: all cores; capped at the cores available)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
+  add_threads_flag(*cmd, flags->n_threads);
   cmd->add_option("--prefill-chunk,-b,--batch-size", flags->prefill_chunk,
                   "tokens per step: every running sequence's decode token first, then prompt chunks (SARATHI)")
       ->capture_default_str()

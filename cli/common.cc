@@ -465,6 +465,23 @@ int32_t cap_threads(int32_t requested) {
   return n_cores;
 }
 
+void add_threads_flag(CLI::App& app, int32_t& n_threads) {
+  app.add_option("-t,--threads", n_threads, "threads (0: all cores; capped at the cores available)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+}
+
+void add_threads_batch_flag(CLI::App& app, int32_t& n_threads_batch) {
+  app.add_option("--threads-batch", n_threads_batch,
+                 "(-tb) llama.cpp's prompt-processing threads: longhaul uses one thread count, this one when -t is not "
+                 "given")
+      ->check(CLI::Range(0, 1024));
+}
+
+int32_t threads_to_use(int32_t n_threads, int32_t n_threads_batch) {
+  return cap_threads(n_threads > 0 || n_threads_batch < 0 ? n_threads : n_threads_batch);
+}
+
 void require_writable_path(const std::string& path, const std::string& flag) {
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) {

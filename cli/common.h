@@ -185,6 +185,13 @@ Result<std::string> read_stdin();
 // (sched_getaffinity) oversubscribes them -- every step waits for the slowest thread, which waits for a core -- so
 // it is capped there with a one-line warning.
 int32_t cap_threads(int32_t requested);
+// -t,--threads (0 = all cores), as every command but bench (a comma list there) declares it.
+void add_threads_flag(CLI::App& app, int32_t& n_threads);
+// llama.cpp's --threads-batch (-tb), for run and chat: longhaul has one thread count, and -tb gives it when -t is
+// not given. n_threads_batch starts at -1 (not given).
+void add_threads_batch_flag(CLI::App& app, int32_t& n_threads_batch);
+// The capped thread count of -t, or of -tb when only -tb was given.
+int32_t threads_to_use(int32_t n_threads, int32_t n_threads_batch);
 // Cores this process may run on.
 int32_t available_cores();
 
