@@ -170,14 +170,16 @@ void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, const uin
 // Few queries (decode: the query heads of one KV head for one token): converting and transposing a key block
 // costs more than the scores it serves, so keys stay rows. Four keys are converted at a time and dotted with
 // each query (one accumulator per key, reduced together), and values are converted as they are accumulated.
-template <int KV, int VV>  // dk = 16 KV, dv = 16 VV
-void attention_update_few(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
-                          const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m,
-                          float* l, float* o, int64_t o_stride) {
-  constexpr int kQb = kQueriesPerPass;
-  alignas(64) float sbuf[kQb][16];  // scores of the block, then probabilities
+// The query count NQ is a template parameter: with a run-time count GCC 12 kept the accumulators on the stack and
+// tested the count inside every inner loop, which made this kernel slower than the AVX2 one.
+template <int KV, int VV, int NQ>  // dk = 16 KV, dv = 16 VV, NQ queries (1..kQueriesPerPass)
+void attention_update_few(const float* q, int64_t q_stride, const uint16_t* k, int64_t k_stride, const uint16_t* v,
+                          int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m, float* l, float* o,
+                          int64_t o_stride) {
+  static_assert(NQ >= 1 && NQ <= kQueriesPerPass, "NQ queries per call");
+  alignas(64) float sbuf[NQ][16];  // scores of the block, then probabilities
   const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
-  const QueryBounds qb = query_bounds(mask, n_q);
+  const QueryBounds qb = query_bounds(mask, NQ);
   for (int32_t kb = 0; kb < n_k; kb += 16) {
     const int32_t nk = n_k - kb < 16 ? n_k - kb : 16;
     const __mmask16 kmask = first_lanes(nk);
@@ -186,43 +188,38 @@ void attention_update_few(const float* q, int64_t q_stride, int32_t n_q, const u
     const int32_t max_kp = _mm512_mask_reduce_max_epi32(kmask, kp);
     if (!block_maybe_visible(mask, qb, kb, nk, min_kp, max_kp)) continue;
     // Visibility first: a block none of the queries sees (a sparse prefill's) costs no dot product.
-    __mmask16 vis[kQb];
+    __mmask16 vis[NQ];
     bool any = false;
-    for (int i = 0; i < kQb; ++i) {
-      vis[i] = i < n_q ? static_cast<__mmask16>(block_visibility(mask, i, kb, nk, min_kp, max_kp)) : 0;
+    for (int i = 0; i < NQ; ++i) {
+      vis[i] = static_cast<__mmask16>(block_visibility(mask, i, kb, nk, min_kp, max_kp));
       any = any || vis[i] != 0;
     }
     if (!any) continue;
     // Scores, four keys at a time; keys past nk are zero rows (masked below).
     for (int32_t j4 = 0; j4 < 16; j4 += 4) {
       if (j4 >= nk) {
-        for (int i = 0; i < n_q; ++i) _mm_store_ps(sbuf[i] + j4, _mm_setzero_ps());
+        for (int i = 0; i < NQ; ++i) _mm_store_ps(sbuf[i] + j4, _mm_setzero_ps());
         continue;
       }
-      __m512 acc[kQb][4];
-      for (int i = 0; i < kQb; ++i)
+      __m512 acc[NQ][4];
+      for (int i = 0; i < NQ; ++i)
         for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
       for (int c = 0; c < KV; ++c) {
         __m512 kv[4];
         for (int j = 0; j < 4; ++j)
           kv[j] = j4 + j < nk ? load_f16x16(k + (kb + j4 + j) * k_stride + 16 * c) : _mm512_setzero_ps();
-        for (int i = 0; i < kQb; ++i) {
-          if (i >= n_q) break;
+        for (int i = 0; i < NQ; ++i) {
           const __m512 qc = _mm512_loadu_ps(q + i * q_stride + 16 * c);
           for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_fmadd_ps(kv[j], qc, acc[i][j]);
         }
       }
-      for (int i = 0; i < n_q; ++i)
+      for (int i = 0; i < NQ; ++i)
         _mm_store_ps(sbuf[i] + j4, reduce4_ps(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
     }
     // Online softmax per query.
-    float alpha[kQb];
-    for (int i = 0; i < kQb; ++i) {
+    float alpha[NQ];
+    for (int i = 0; i < NQ; ++i) {
       alpha[i] = 1.0f;
-      if (i >= n_q) {
-        _mm512_store_ps(sbuf[i], _mm512_setzero_ps());
-        continue;
-      }
       if (vis[i] == 0) {
         _mm512_store_ps(sbuf[i], _mm512_setzero_ps());
         continue;
@@ -238,23 +235,21 @@ void attention_update_few(const float* q, int64_t q_stride, int32_t n_q, const u
     }
     // o = o * alpha + sum_j p_j v_j, 64 dimensions at a time; each value vector is converted once per block.
     for (int cb = 0; cb < VV; cb += 4) {
-      const int nv = VV - cb < 4 ? VV - cb : 4;
-      __m512 acc[kQb][4];
-      for (int i = 0; i < n_q; ++i) {
+      constexpr int kNv = VV < 4 ? VV : 4;  // VV is a multiple of 4 in every instantiation
+      static_assert(VV % kNv == 0, "dv must be a multiple of 64");
+      __m512 acc[NQ][kNv];
+      for (int i = 0; i < NQ; ++i) {
         const __m512 a = _mm512_set1_ps(alpha[i]);
-        for (int c = 0; c < nv; ++c) acc[i][c] = _mm512_mul_ps(_mm512_loadu_ps(o + i * o_stride + 16 * (cb + c)), a);
+        for (int c = 0; c < kNv; ++c) acc[i][c] = _mm512_mul_ps(_mm512_loadu_ps(o + i * o_stride + 16 * (cb + c)), a);
       }
       for (int32_t j = 0; j < nk; ++j) {
-        for (int c = 0; c < nv; ++c) {
+        for (int c = 0; c < kNv; ++c) {
           const __m512 vj = load_f16x16(v + (kb + j) * v_stride + 16 * (cb + c));
-          for (int i = 0; i < kQb; ++i) {
-            if (i >= n_q) break;
-            acc[i][c] = _mm512_fmadd_ps(_mm512_set1_ps(sbuf[i][j]), vj, acc[i][c]);
-          }
+          for (int i = 0; i < NQ; ++i) acc[i][c] = _mm512_fmadd_ps(_mm512_set1_ps(sbuf[i][j]), vj, acc[i][c]);
         }
       }
-      for (int i = 0; i < n_q; ++i) {
-        for (int c = 0; c < nv; ++c) _mm512_storeu_ps(o + i * o_stride + 16 * (cb + c), acc[i][c]);
+      for (int i = 0; i < NQ; ++i) {
+        for (int c = 0; c < kNv; ++c) _mm512_storeu_ps(o + i * o_stride + 16 * (cb + c), acc[i][c]);
       }
     }
   }
@@ -264,10 +259,12 @@ template <int KV, int VV>
 void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
                             const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m,
                             float* l, float* o, int64_t o_stride) {
-  if (n_q <= kQueriesPerPass) {
-    attention_update_few<KV, VV>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
-  } else {
-    attention_update_n<KV, VV>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+  switch (n_q) {
+    case 1: return attention_update_few<KV, VV, 1>(q, q_stride, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+    case 2: return attention_update_few<KV, VV, 2>(q, q_stride, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+    case 3: return attention_update_few<KV, VV, 3>(q, q_stride, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+    case 4: return attention_update_few<KV, VV, 4>(q, q_stride, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+    default: return attention_update_n<KV, VV>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
   }
 }
 

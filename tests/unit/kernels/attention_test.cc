@@ -268,7 +268,8 @@ float normalised(const Flash& f, const Problem& p, int32_t i, int32_t c) {
 std::vector<Problem> all_problems() {
   std::vector<Problem> ps;
   // Head dims of the supported models (64: SmolLM2, 128, 256: Gemma 3) take the SIMD kernels; 40 falls back to the
-  // twin. Up to 4 queries take AVX-512's decode kernel (keys as rows), more its prompt kernel (transposed blocks).
+  // twin. 1 to 4 queries take AVX-512's decode kernel (keys as rows, one instantiation per count), more its prompt
+  // kernel (transposed blocks).
   for (int32_t d : {64, 128, 256, 40}) {
     const std::string ds = " d=" + std::to_string(d);
     // Queries at 20..27 over keys 0..39 (n_k not a multiple of 16): the later keys are in their future.
@@ -277,6 +278,9 @@ std::vector<Problem> all_problems() {
     ps.push_back(positional("causal decode" + ds, d, {20, 20, 20}, 40, 0, 0, 0));
     ps.push_back(positional("window prompt" + ds, d, prompt, 40, 0, 8, 0));
     ps.push_back(positional("window decode" + ds, d, {39, 39, 39, 39}, 40, 0, 8, 0));
+    // One and two queries per call (a model without GQA, a group of two): the decode kernel's other query counts.
+    ps.push_back(positional("causal decode one query" + ds, d, {33}, 40, 0, 0, 0));
+    ps.push_back(positional("window decode two queries" + ds, d, {39, 39}, 40, 0, 8, 0));
     // Head span: sinks 0..3 exempt from the window; the first key block holds sinks, keys behind the window and
     // keys within it.
     ps.push_back(positional("head span prompt" + ds, d, prompt, 40, 0, 8, 4));
