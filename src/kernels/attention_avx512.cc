@@ -264,7 +264,8 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const
     case 2: return attention_update_few<KV, VV, 2>(q, q_stride, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
     case 3: return attention_update_few<KV, VV, 3>(q, q_stride, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
     case 4: return attention_update_few<KV, VV, 4>(q, q_stride, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
-    default: return attention_update_n<KV, VV>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+    default:
+      return attention_update_n<KV, VV>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
   }
 }
 

@@ -13,6 +13,7 @@
 #include "kernels/x86/avx512_gemm32.h"
 #include "kernels/x86/avx512_gemm_k.h"
 #include "kernels/x86/avx512_gemm_x16.h"
+#include "kernels/x86/avx512_gemm_x16_k.h"
 #endif
 
 namespace longhaul::kernels::detail {
@@ -53,6 +54,12 @@ GemmKernel gemm_x16() {
                      kX16Rows);
 }
 
+// Interleaved K-quants read the natural-order Q8_K packing under the pack_id every ISA's interleaved K kernels share.
+template <class L>
+GemmKernel gemm_x16_k() {
+  return gemm_kernel(kPackInterleavedK, packed_row_bytes_k, pack_q8_k<kNaturalOrder>, x16_tile<L>, kX16Rows);
+}
+
 template <class U>
 GemmKernel gemm_k(int pack_id) {
   return gemm_kernel(pack_id, packed_row_bytes_k, pack_q8_k<U::kOrder>, gemm_k_tile<U>);
@@ -85,7 +92,9 @@ void add_avx512_gemm_kernels(IsaKernels& k) {
   k.gemm_interleaved[slot(DType::Q5_0)] = gemm_x16<X16Q5_0>();
   k.gemm_interleaved[slot(DType::Q5_1)] = gemm_x16<X16Q5_1>();
   k.gemm_interleaved[slot(DType::Q8_0)] = gemm_x16<X16Q8_0>();
-  for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0})
+  k.gemm_interleaved[slot(DType::Q4_K)] = gemm_x16_k<X16Q4_K>();
+  k.gemm_interleaved[slot(DType::Q6_K)] = gemm_x16_k<X16Q6_K>();
+  for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4_K, DType::Q6_K})
     k.interleave_at_load[slot(type)] = true;
 }
 #else

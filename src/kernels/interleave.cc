@@ -3,6 +3,7 @@
 #include "kernels/interleave.h"
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -217,6 +218,142 @@ detail::GemmKernel twin() {
   return k;
 }
 
+// ---- The K-quant layouts (Q4_K, Q6_K; interleave.h): super-blocks of 256 elements.
+
+constexpr int64_t kQkK = tensor::kQkK;
+
+// A field of the row-major super-block and its place in a group's super-block: a 2-byte field (an f16 scale) goes
+// to group_at + 2 r for row r; a longer one, as 4-byte words, word c to group_at + 64 c + 4 r (lane r of vector c).
+struct KField {
+  int64_t at, bytes, group_at;
+};
+constexpr KField kQ4KFields[] = {{0, 2, 0}, {2, 2, 32}, {4, 12, 64}, {16, 128, 256}};          // d, dmin, scales, qs
+constexpr KField kQ6KFields[] = {{208, 2, 0}, {192, 16, 32}, {0, 128, 288}, {128, 64, 2336}};  // d, scales, ql, qh
+static_assert(offsetof(tensor::BlockQ4_K, dmin) == 2 && offsetof(tensor::BlockQ4_K, scales) == 4 &&
+              offsetof(tensor::BlockQ4_K, qs) == 16);
+static_assert(offsetof(tensor::BlockQ6_K, qh) == 128 && offsetof(tensor::BlockQ6_K, scales) == 192 &&
+              offsetof(tensor::BlockQ6_K, d) == 208);
+
+bool has_k_layout(DType type) { return type == DType::Q4_K || type == DType::Q6_K; }
+
+int64_t k_block_bytes(DType type) { return tensor::row_size_bytes(type, kQkK); }
+
+// Calls copy(byte in the row-major super-block, byte in the group's super-block for row r, bytes) for each piece.
+template <class Copy>
+void for_each_k_piece(DType type, int64_t r, Copy copy) {
+  for (const KField& f : type == DType::Q4_K ? kQ4KFields : kQ6KFields) {
+    if (f.bytes == 2) {
+      copy(f.at, f.group_at + 2 * r, 2);
+      continue;
+    }
+    for (int64_t c = 0; c < f.bytes / 4; ++c) copy(f.at + 4 * c, f.group_at + 64 * c + 4 * r, 4);
+  }
+}
+
+// Row r's super-block blk into its group's super-block gb, and back out.
+void k_block_to_group(DType type, const uint8_t* blk, int64_t r, uint8_t* gb) {
+  for_each_k_piece(type, r, [&](int64_t at, int64_t group_at, size_t n) { std::memcpy(gb + group_at, blk + at, n); });
+}
+void k_block_from_group(DType type, const uint8_t* gb, int64_t r, uint8_t* blk) {
+  for_each_k_piece(type, r, [&](int64_t at, int64_t group_at, size_t n) { std::memcpy(blk + at, gb + group_at, n); });
+}
+
+// Packed activations of the K kernels (interleave.h): per super-block the Q8_K quants, bsums and d.
+constexpr int64_t kKPackBytes = 384;
+int64_t packed_row_bytes_k(int64_t n_in) { return n_in / kQkK * kKPackBytes; }
+
+void pack_row_k(const float* x, int64_t n_in, uint8_t* dst) {
+  for (int64_t ib = 0; ib < n_in / kQkK; ++ib) {
+    tensor::BlockQ8_K b;
+    ref::quantize_q8_k(x + ib * kQkK, &b, kQkK);
+    uint8_t* out = dst + ib * kKPackBytes;
+    std::memcpy(out, b.qs, 256);
+    std::memcpy(out + 256, b.bsums, 32);
+    std::memset(out + 288, 0, 32);
+    for (int l = 0; l < 16; ++l) std::memcpy(out + 320 + 4 * l, &b.d, 4);
+  }
+}
+
+// Unsigned quant of element e (0..255) of a row-major super-block: Q4_K's nibble (0..15), Q6_K's q + 32 (0..63).
+uint32_t k_quant(DType type, const uint8_t* blk, int e) {
+  if (type == DType::Q4_K) {
+    const uint8_t byte = blk[16 + 32 * (e / 64) + e % 32];  // qs
+    return e % 64 < 32 ? byte & 0x0fu : byte >> 4;
+  }
+  // Q6_K: e = 128 h + 32 k + l; low 4 bits from ql[64 h + 32 (k % 2) + l] (high nibble for k >= 2), bits 4-5 from
+  // bits 2k, 2k + 1 of qh[32 h + l].
+  const int h = e / 128, k = (e % 128) / 32, l = e % 32;
+  const uint8_t low = blk[64 * h + 32 * (k % 2) + l];
+  const uint8_t high = blk[128 + 32 * h + l];
+  return (k < 2 ? low & 0x0fu : low >> 4) | ((high >> (2 * k)) & 3u) << 4;
+}
+
+// y[t * ldy + r], per row from its super-blocks read back out of the group: the integer total of a super-block is
+// exact (avx512_gemm_x16_k.h), then acc = fma(float(total), d_w * d_a, acc) and, for Q4_K,
+// acc = fma(-float(mins), dmin_w * d_a, acc): the SIMD kernels' float steps.
+template <DType kType>
+void tile_twin_k(int64_t n_in, const uint8_t* w, int64_t w_stride_bytes, int64_t n_rows, const uint8_t* act,
+                 int64_t act_stride_bytes, int64_t n_tokens, float* y, int64_t ldy) {
+  const int64_t nb = n_in / kQkK;
+  const int64_t block_bytes = k_block_bytes(kType);
+  uint8_t blk[sizeof(tensor::BlockQ6_K)];  // one row's super-block (Q6_K's is the larger)
+  static_assert(sizeof(tensor::BlockQ6_K) >= sizeof(tensor::BlockQ4_K));
+  for (int64_t g = 0; g < n_rows / kInterleaveRows; ++g) {
+    const uint8_t* wg = w + g * kInterleaveRows * w_stride_bytes;
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int r = 0; r < kInterleaveRows; ++r) {
+        float acc = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+          k_block_from_group(kType, wg + b * kInterleaveRows * block_bytes, r, blk);
+          const uint8_t* a = act + t * act_stride_bytes + b * kKPackBytes;
+          const auto* aq = reinterpret_cast<const int8_t*>(a);
+          int16_t bsums[16];
+          std::memcpy(bsums, a + 256, sizeof(bsums));
+          float d_a;
+          std::memcpy(&d_a, a + 320, 4);
+          const int sub = kType == DType::Q4_K ? 32 : 16;  // elements per sub-block
+          int32_t total = 0, mins = 0;
+          for (int s = 0; s < kQkK / sub; ++s) {
+            int32_t isum = 0;
+            for (int e = sub * s; e < sub * (s + 1); ++e)
+              isum += static_cast<int32_t>(k_quant(kType, blk, e)) * aq[e];
+            if constexpr (kType == DType::Q4_K) {
+              uint8_t sc, mn;
+              ref::k4_scale_min(s, blk + 4, &sc, &mn);
+              total += sc * isum;
+              mins += mn * (bsums[2 * s] + bsums[2 * s + 1]);
+            } else {
+              const auto sc = static_cast<int8_t>(blk[192 + s]);
+              total += sc * (isum - 32 * bsums[s]);
+            }
+          }
+          uint16_t d16;
+          std::memcpy(&d16, blk + (kType == DType::Q4_K ? 0 : 208), 2);
+          acc = std::fma(static_cast<float>(total), tensor::f16_to_f32(d16) * d_a, acc);
+          if constexpr (kType == DType::Q4_K) {
+            uint16_t dmin16;
+            std::memcpy(&dmin16, blk + 2, 2);
+            acc = std::fma(-static_cast<float>(mins), tensor::f16_to_f32(dmin16) * d_a, acc);
+          }
+        }
+        y[t * ldy + g * kInterleaveRows + r] = acc;
+      }
+    }
+  }
+}
+
+template <DType kType>
+detail::GemmKernel twin_k() {
+  detail::GemmKernel k;
+  k.pack_id = detail::kPackInterleavedK;
+  k.packed_row_bytes = packed_row_bytes_k;
+  k.pack = pack_row_k;
+  k.tile = tile_twin_k<kType>;
+  k.chunk_rows_multiple = kInterleaveRows;
+  k.chunk_tokens = 64;
+  return k;
+}
+
 }  // namespace
 
 namespace detail {
@@ -226,10 +363,24 @@ void add_interleaved_twins(IsaKernels& k) {
   k.gemm_interleaved[slot(DType::Q5_0)] = twin<DType::Q5_0>();
   k.gemm_interleaved[slot(DType::Q5_1)] = twin<DType::Q5_1>();
   k.gemm_interleaved[slot(DType::Q8_0)] = twin<DType::Q8_0>();
+  k.gemm_interleaved[slot(DType::Q4_K)] = twin_k<DType::Q4_K>();
+  k.gemm_interleaved[slot(DType::Q6_K)] = twin_k<DType::Q6_K>();
 }
 }  // namespace detail
 
 void interleaved_row(DType type, const void* w, int64_t n_in, int64_t row, void* dst) {
+  if (has_k_layout(type)) {
+    LH_CHECK_MSG(n_in % kQkK == 0 && row >= 0, "interleaved_row: n_in=" + std::to_string(n_in) + " row=" +
+                                                    std::to_string(row));
+    const int64_t block_bytes = k_block_bytes(type);
+    const uint8_t* group = static_cast<const uint8_t*>(w) + row / kInterleaveRows * kInterleaveRows * (n_in / kQkK) *
+                                                                 block_bytes;
+    for (int64_t b = 0; b < n_in / kQkK; ++b) {
+      k_block_from_group(type, group + b * kInterleaveRows * block_bytes, row % kInterleaveRows,
+                         static_cast<uint8_t*>(dst) + b * block_bytes);
+    }
+    return;
+  }
   Format f;
   const bool has_format = format_of(type, f);
   LH_CHECK_MSG(has_format, std::string("interleaved_row: no interleaved layout for ") + tensor::dtype_name(type));
@@ -255,7 +406,7 @@ void get_rows_interleaved(DType type, const void* w, int64_t n_cols, const int32
 }
 
 bool prefers_interleaved(Isa isa, DType type, int64_t n_out) {
-  if (!has_layout(type) || n_out % kInterleaveRows != 0 || n_out <= 0) return false;
+  if (!(has_layout(type) || has_k_layout(type)) || n_out % kInterleaveRows != 0 || n_out <= 0) return false;
   const detail::IsaKernels& k = detail::kernels_for(isa);
   return k.interleave_at_load[detail::slot(type)];
 }
@@ -263,6 +414,24 @@ bool prefers_interleaved(Isa isa, DType type, int64_t n_out) {
 bool prefers_interleaved(DType type, int64_t n_out) { return prefers_interleaved(active_isa(), type, n_out); }
 
 void interleave_rows(DType type, const void* src, int64_t n_out, int64_t n_in, void* dst) {
+  if (has_k_layout(type)) {
+    LH_CHECK_MSG(n_out % kInterleaveRows == 0 && n_in % kQkK == 0,
+                 "interleave_rows: [" + std::to_string(n_out) + ", " + std::to_string(n_in) +
+                     "] is not whole groups of 16 rows of 256-element super-blocks");
+    const int64_t nb = n_in / kQkK, block_bytes = k_block_bytes(type);
+    const auto* in = static_cast<const uint8_t*>(src);
+    auto* out = static_cast<uint8_t*>(dst);
+    for (int64_t g = 0; g < n_out / kInterleaveRows; ++g) {
+      for (int64_t b = 0; b < nb; ++b) {
+        uint8_t* gb = out + (g * nb + b) * kInterleaveRows * block_bytes;
+        for (int64_t r = 0; r < kInterleaveRows; ++r) {
+          const uint8_t* blk = in + ((g * kInterleaveRows + r) * nb + b) * block_bytes;
+          k_block_to_group(type, blk, r, gb);
+        }
+      }
+    }
+    return;
+  }
   Format f;
   const bool has_format = format_of(type, f);
   LH_CHECK_MSG(has_format, std::string("interleave_rows: no interleaved layout for ") + tensor::dtype_name(type));

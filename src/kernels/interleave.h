@@ -30,6 +30,17 @@
 //   [32 nb, 36 nb)      f32 d of each block (the f16-rounded scale)
 //   [36 nb, 40 nb)      Q4_1, Q5_1: f32 s = f16(d * sum a) of each block (Q8_1's s); Q4_0, Q5_0, Q8_0: i32 sum a
 // rounded up to a multiple of 64 bytes: the packing of the AVX2 long-batch kernels (pack_act_32, x86/x86_quantize.h).
+//
+// The K-quants Q4_K and Q6_K (super-blocks of 256 elements) are interleaved the same way, super-block b of group g
+// at byte (g * nb + b) * 16 * sizeof(super-block), nb = n_in / 256; a group's super-block holds each field of the
+// 16 rows, a 2-byte field as 16 f16 (row r at 2r), a longer one as 64-byte vectors whose lane r (bytes 4r..4r+3)
+// holds 4 consecutive bytes of row r's field:
+//   Q4_K (2304 bytes): d at 0, dmin at 32, scales[12] as 3 vectors at 64, qs[128] as 32 vectors at 256
+//   Q6_K (3360 bytes): d at 0, scales[16] as 4 vectors at 32, ql[128] as 32 vectors at 288, qh[64] as 16 vectors
+//          at 2336
+// The quants stay as the block stores them (Q4_K nibbles, Q6_K low nibbles and high bit pairs); the kernels
+// assemble an element's unsigned quant (Q6_K: q + 32) in the lanes. Their packed activations are Q8_K super-blocks
+// of 384 bytes: 256 i8 quants in element order, 16 i16 bsums at 256, zeros to 320, f32 d in 16 lanes at 320.
 #pragma once
 
 #include <cstdint>
@@ -47,7 +58,7 @@ enum class WeightLayout : uint8_t { kRows, kInterleaved16 };
 
 // Whether a model should store a [n_out, n_in] matrix of `type` interleaved for `isa`: the ISA's kernels for the
 // layout beat its row-major ones at every batch size (IsaKernels::interleave_at_load; AMX keeps the row layout its
-// prompt kernels read), and n_out is a multiple of 16. Types with a layout: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
+// prompt kernels read), and n_out is a multiple of 16. Types with a layout: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K.
 bool prefers_interleaved(Isa isa, tensor::DType type, int64_t n_out);
 bool prefers_interleaved(tensor::DType type, int64_t n_out);  // on the active ISA
 

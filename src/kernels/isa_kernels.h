@@ -71,6 +71,7 @@ constexpr int64_t kLargeMinTokens = 32;
 // apart from every other kernel's.
 constexpr int kPackInterleavedSum = 1001;  // Q4_0, Q5_0, Q8_0: i32 sum of each block's quants
 constexpr int kPackInterleavedS = 1002;    // Q4_1, Q5_1: f32 s of each block
+constexpr int kPackInterleavedK = 1003;    // Q4_K, Q6_K: Q8_K super-blocks (quants, bsums, d)
 
 inline int slot(tensor::DType type) { return static_cast<int>(type); }
 

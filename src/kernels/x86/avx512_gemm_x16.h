@@ -139,11 +139,24 @@ void x16_group(int64_t nb, const uint8_t* w, const uint8_t* act, int64_t act_str
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + t * ldy, acc[t]);
 }
 
+// The K-quant layouts (avx512_gemm_x16_k.h, included after this header) have super-blocks of 256 elements and a
+// group kernel of their own.
+template <class L>
+concept X16SuperBlocks = requires { L::kSuperBlockElements; };
+
+template <class L, int NT>
+void x16_k_group(int64_t nb, const uint8_t* w, const uint8_t* act, int64_t act_stride, float* y, int64_t ldy);
+
 template <class L, int NT>
 void x16_groups(int64_t nb, const uint8_t* w, int64_t group_bytes, int64_t n_groups, const uint8_t* act,
                 int64_t act_stride, float* y, int64_t ldy) {
-  for (int64_t g = 0; g < n_groups; ++g)
-    x16_group<L, NT>(nb, w + g * group_bytes, act, act_stride, y + g * kX16Rows, ldy);
+  for (int64_t g = 0; g < n_groups; ++g) {
+    if constexpr (X16SuperBlocks<L>) {
+      x16_k_group<L, NT>(nb, w + g * group_bytes, act, act_stride, y + g * kX16Rows, ldy);
+    } else {
+      x16_group<L, NT>(nb, w + g * group_bytes, act, act_stride, y + g * kX16Rows, ldy);
+    }
+  }
 }
 
 // Tokens per tile: 8 accumulators and 8 integer sums, the two unpacked weight vectors and the scales fit in the
@@ -153,7 +166,8 @@ constexpr int kX16TileTokens = 8;
 template <class L>
 void x16_tile(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
               int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy) {
-  const int64_t nb = n_in / tensor::kQk32;
+  int64_t nb = n_in / tensor::kQk32;
+  if constexpr (X16SuperBlocks<L>) nb = n_in / L::kSuperBlockElements;
   const int64_t group_bytes = kX16Rows * w_stride;
   const int64_t n_groups = n_rows / kX16Rows;
   if (n_tokens <= 2) {

@@ -1,4 +1,4 @@
-// The 16-row interleaved layout (kernels/interleave.h): matmul over an interleaved matrix equals the naive loop of
+// The 16-row interleaved layouts (kernels/interleave.h): matmul over an interleaved matrix equals the naive loop of
 // scalar-twin dot products over the row-major one (every ISA, 1 and 2 threads, token counts on and off the 8-token
 // tiles, block counts off the 4-block groups), the SIMD kernels equal the interleaved scalar twin bit for bit, and
 // the load-time choice is made only where a kernel exists.
@@ -38,12 +38,16 @@ TEST_P(Interleaved, MatmulMatchesRowMajorNaiveLoop) {
   // (past the 32-token threshold where the AVX2 kernel unpacks each half-group once for the chunk); 3, 18, 5 and
   // 66 blocks per row (66: two of the AVX2 long-batch segments of 64 blocks); 16, 48 and 80 rows (one group,
   // several, an odd number of groups for two threads).
-  const Shape shapes[] = {{16, 96, 1},  {48, 576, 1},  {48, 576, 2},  {80, 160, 3},  {16, 96, 8},
-                          {48, 576, 13}, {80, 160, 16}, {48, 96, 17},  {16, 576, 40}, {80, 160, 70},
-                          {32, 2112, 5}, {32, 2112, 36}};
+  const std::vector<Shape> shapes32 = {{16, 96, 1},  {48, 576, 1},  {48, 576, 2},  {80, 160, 3},  {16, 96, 8},
+                                       {48, 576, 13}, {80, 160, 16}, {48, 96, 17},  {16, 576, 40}, {80, 160, 70},
+                                       {32, 2112, 5}, {32, 2112, 36}};
+  // K-quants: rows of 1, 2, 3 and 9 super-blocks of 256, the same token counts.
+  const std::vector<Shape> shapes256 = {{16, 256, 1},  {48, 512, 1},  {48, 512, 2},  {80, 256, 3},
+                                        {16, 256, 8},  {48, 768, 13}, {80, 256, 16}, {48, 256, 17},
+                                        {16, 512, 40}, {80, 256, 70}, {32, 2304, 5}, {32, 2304, 36}};
   ThreadPool pool1(1), pool2(2);
   MatmulScratch scratch;
-  for (const Shape& s : shapes) {
+  for (const Shape& s : tensor::info(type).block_size == 256 ? shapes256 : shapes32) {
     const std::vector<uint8_t> w = random_matrix(type, s.n_out, s.n_in);
     std::vector<uint8_t> wi(w.size());
     interleave_rows(type, w.data(), s.n_out, s.n_in, wi.data());
@@ -78,7 +82,7 @@ TEST_P(Interleaved, MatmulMatchesRowMajorNaiveLoop) {
 // get_rows over the row-major matrix bit for bit (a tied output projection is looked up there).
 TEST_P(Interleaved, RowsReadBackAsStored) {
   const DType type = GetParam();
-  const int64_t n_out = 48, n_in = 160;
+  const int64_t n_out = 48, n_in = tensor::info(type).block_size == 256 ? 512 : 160;
   const std::vector<uint8_t> w = random_matrix(type, n_out, n_in);
   std::vector<uint8_t> wi(w.size());
   interleave_rows(type, w.data(), n_out, n_in, wi.data());
@@ -97,7 +101,8 @@ TEST_P(Interleaved, RowsReadBackAsStored) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, Interleaved,
-                         ::testing::Values(DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0),
+                         ::testing::Values(DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
+                                           DType::Q4_K, DType::Q6_K),
                          [](const ::testing::TestParamInfo<DType>& info) {
                            return std::string(tensor::dtype_name(info.param));
                          });
@@ -105,8 +110,9 @@ INSTANTIATE_TEST_SUITE_P(Types, Interleaved,
 // The layout keeps each group's bytes where the row-major group was: rows 16g.. start at byte 16g * row bytes (for
 // the types whose bytes it moves without changing them; Q8_0 flips the top bits, Q5 regroups the fifth bits).
 TEST(InterleaveRows, GroupsStayInPlaceAndHoldTheirRowsBytes) {
-  const int64_t n_out = 32, n_in = 64;
-  for (DType type : {DType::Q4_0, DType::Q4_1}) {
+  const int64_t n_out = 32;
+  for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K}) {
+    const int64_t n_in = tensor::info(type).block_size == 256 ? 512 : 64;
     const std::vector<uint8_t> w = random_matrix(type, n_out, n_in);
     std::vector<uint8_t> wi(w.size());
     interleave_rows(type, w.data(), n_out, n_in, wi.data());
@@ -126,7 +132,12 @@ TEST(InterleaveRows, ChosenOnlyWhereAKernelReadsIt) {
   const DType with_layout[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0};
   for (DType type : with_layout) EXPECT_FALSE(prefers_interleaved(Isa::kGeneric, type, 576)) << "scalar twin only";
   for (Isa isa : supported_isas()) {
-    EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_K, 576)) << "no interleaved Q4_K kernel";
+    EXPECT_FALSE(prefers_interleaved(isa, DType::Q5_K, 576)) << "no interleaved Q5_K kernel";
+    // The K-quant layouts have AVX-512 kernels only; AVX2 keeps its row-major K kernels.
+    if (isa == Isa::kAvx2 || isa == Isa::kGeneric || isa == Isa::kAmx) {
+      EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_K, 576)) << isa_name(isa);
+      EXPECT_FALSE(prefers_interleaved(isa, DType::Q6_K, 576)) << isa_name(isa);
+    }
     EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_1, 570)) << "570 rows are not whole groups";
     for (DType type : with_layout) {
       // AMX keeps the row layout its prompt kernels read; AVX2 always has its interleaved kernels, AVX-512 where
