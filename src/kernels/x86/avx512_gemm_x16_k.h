@@ -25,18 +25,8 @@ namespace longhaul::kernels::detail {
 namespace {
 
 // Packed Q8_K activations (pack_q8_k<kNaturalOrder>): per super-block 256 i8 quants, 16 i16 bsums at 256, f32 d at
-// 320.
-inline __m512i broadcast_i32(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm512_set1_epi32(v);
-}
-
-inline float activation_d(const uint8_t* a) {
-  float d;
-  std::memcpy(&d, a + 320, 4);
-  return d;
-}
+// 320. Four of their bytes (or two bsums) at p in every lane: load_i32 of avx512_gemm_x16.h, broadcast.
+inline __m512i broadcast_i32(const uint8_t* p) { return _mm512_set1_epi32(load_i32(p)); }
 
 // Byte `byte` (0..3) of each i32 lane, zero-extended.
 inline __m512i byte_lanes(__m512i v, int byte) {
@@ -102,7 +92,7 @@ struct X16Q4_K {
     const __m512 dmin_w = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + kDminAt)));
 #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) {
-      const __m512 da = _mm512_set1_ps(activation_d(a[t]));
+      const __m512 da = _mm512_set1_ps(load_f32(a[t] + 320));
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total[t]), _mm512_mul_ps(d_w, da), acc[t]);
       acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins[t]), _mm512_mul_ps(dmin_w, da), acc[t]);
     }
@@ -161,7 +151,7 @@ struct X16Q6_K {
 #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) {
       const __m512i q = _mm512_sub_epi32(total[t], _mm512_slli_epi32(offs[t], 5));
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_mul_ps(d_w, _mm512_set1_ps(activation_d(a[t]))), acc[t]);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_mul_ps(d_w, _mm512_set1_ps(load_f32(a[t] + 320))), acc[t]);
     }
   }
 };
