@@ -350,7 +350,7 @@ void AttentionPlan::plan_sparse_prefill(StepContext& step, int32_t il, const flo
     const kv::HeadPrefill* assigned = calibrated ? &options.profile->prefill_at(il, h) : nullptr;
     const HeadQueriesKeys positions_only{nullptr, ss.n_tokens, ss.first_pos, nullptr, n_keys, dk};
     if (options.mode == PrefillAttention::kMoA) return build_moa(positions_only, *assigned, out);
-    if (options.mode == PrefillAttention::kMInference && assigned->pattern == SparsePattern::kAShape)
+    if (options.mode == PrefillAttention::kMInference && head_reads_no_rows(options, *assigned))
       return build_assigned_pattern(positions_only, options, *assigned, scratch.sparse_probs, out);
     scratch.sparse_keys.resize(static_cast<size_t>(n_keys) * dk);
     for (int32_t ip = 0; ip < cache.n_pages(ss.seq, il); ++ip) {

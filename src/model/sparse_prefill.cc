@@ -74,6 +74,8 @@ Result<PrefillAttentionOptions> parse_prefill_attention(std::string_view spec) {
     o.mode = PrefillAttention::kMInference;
     // At least vertical-slash's forced lines: 30 columns and the 3 key blocks of the 100 nearest diagonals.
     read_budget(kMInferenceMinBudget);
+    o.min_recall = params.get_float("min_recall", o.min_recall, 0.0f, 1.0f, false,
+                                    "heads whose searched recall is below it attend densely");
   } else if (params.name() == "moa") {
     o.mode = PrefillAttention::kMoA;
     o.density = params.get_float("density", o.density, 0.0f, 1.0f, true, "mean span / N over heads");
@@ -109,7 +111,8 @@ std::string describe_prefill_attention(const PrefillAttentionOptions& options) {
     case PrefillAttention::kDense:
       return "dense";
     case PrefillAttention::kMInference:
-      return "minference" + budget + ")";
+      return "minference" + budget +
+             (options.min_recall > 0.0f ? ", min_recall=" + format_density(options.min_recall) : std::string()) + ")";
     case PrefillAttention::kMoA:
       return "moa(density=" + format_density(options.density) + ", min_context=" + std::to_string(options.min_context) +
              ")";
@@ -123,9 +126,10 @@ std::string describe_prefill_attention(const PrefillAttentionOptions& options) {
 }
 
 std::string prefill_attention_help() {
-  return "prefill attention: dense (every key); minference[:budget=N][:min_context=N] (MInference 1.0 sparse "
-         "prefill: each head's A-shape, vertical-slash or block-sparse pattern from the head profile, N keys per "
-         "query, default 2048); or moa[:density=D][:min_context=N] (MoA: each head's sink block and local band, "
+  return "prefill attention: dense (every key); minference[:budget=N][:min_context=N][:min_recall=R] (MInference "
+         "1.0 sparse prefill: each head's A-shape, vertical-slash or block-sparse pattern from the head profile, N "
+         "keys per query, default 2048; heads whose pattern kept less than R of their attention in the search attend "
+         "densely, default 0); or moa[:density=D][:min_context=N] (MoA: each head's sink block and local band, "
          "its width growing with the input by the head's rule from the head profile, mean width D of the input, "
          "default 0.5). The profile's prefill section comes from `longhaul calibrate-prefill` and is computed on "
          "first use; hip[:budget=N][:min_context=N] (HiP: per 64-token query block, a hierarchical top-k tree "
@@ -333,10 +337,20 @@ int32_t vertical_slash_blocks(int32_t budget, int32_t n_columns) {
   return std::max(kForcedSlashBlocks, (budget - n_columns) / kB);
 }
 
+bool head_reads_no_rows(const PrefillAttentionOptions& options, const kv::HeadPrefill& assigned) {
+  return assigned.pattern == SparsePattern::kAShape || assigned.recall < options.min_recall;
+}
+
 void build_assigned_pattern(const HeadQueriesKeys& h, const PrefillAttentionOptions& options,
                             const kv::HeadPrefill& assigned, std::vector<float>& probs, HeadSparseKeys& out) {
   // Equal compute: budget keys per query row in each pattern.
   const int32_t n_blocks = std::max(2, options.budget / kB);
+  if (assigned.recall < options.min_recall) {
+    // No pattern fits the head at this budget: the sink block and a band reaching back to it, every causal key.
+    build_a_shape(h, 1, (h.n_k + kB - 1) / kB, out);
+    out.recall = assigned.recall;
+    return;
+  }
   switch (assigned.pattern) {
     case SparsePattern::kAShape:
       build_a_shape(h, 1, n_blocks - 1, out);

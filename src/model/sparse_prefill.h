@@ -41,7 +41,8 @@ namespace longhaul::model {
 
 enum class PrefillAttention : uint8_t { kDense, kMInference, kMoA, kHip, kHyper };
 
-// A sequence's prefill attention, as --prefill-attn writes it: "dense", "minference[:budget=N][:min_context=N]",
+// A sequence's prefill attention, as --prefill-attn writes it: "dense",
+// "minference[:budget=N][:min_context=N][:min_recall=R]",
 // "moa[:density=D][:min_context=N]", "hip[:budget=N][:min_context=N]" or
 // "hyper[:budget=N][:min_context=N][:bits=N][:samples=N]".
 struct PrefillAttentionOptions {
@@ -50,6 +51,8 @@ struct PrefillAttentionOptions {
                                // budget / 64 key blocks, vertical-slash the profile's share of it as columns and
                                // the rest as the key blocks of its diagonals; hip and hyper: see their headers
   float density = 0.5f;        // moa: the mean span / N over heads the profile's spans were chosen under, in (0, 1]
+  float min_recall = 0.0f;     // minference: a head whose assigned pattern kept less than this share of its dense
+                               // attention mass in the search (the profile's recall) attends densely; 0: none
   int32_t min_context = 4096;  // tokens: a chunk whose last position + 1 is below this prefills densely
   int32_t n_last_queries = 64;  // queries at the end of each chunk whose attention the vertical-slash estimate reads
                                 // (the paper's 64); before a token that returns logits they attend densely
@@ -154,9 +157,12 @@ int32_t vertical_slash_blocks(int32_t budget, int32_t n_columns);
 
 // MInference with the offline assignment: only the head's assigned pattern, at options.budget keys per query
 // (vertical-slash's indices estimated from the chunk's last n_last_queries queries; A-shape reads no queries or
-// keys, h.q and h.k may then be null). probs: scratch. out.recall is the profile's.
+// keys, h.q and h.k may then be null). A head whose profile recall is below options.min_recall gets every causal
+// key instead (reading no queries or keys either: head_reads_no_rows). probs: scratch. out.recall is the profile's.
 void build_assigned_pattern(const HeadQueriesKeys& h, const PrefillAttentionOptions& options,
                             const kv::HeadPrefill& assigned, std::vector<float>& probs, HeadSparseKeys& out);
+// Whether build_assigned_pattern builds the head's key sets from positions alone (A-shape, or a head kept dense).
+bool head_reads_no_rows(const PrefillAttentionOptions& options, const kv::HeadPrefill& assigned);
 
 // MoA (sparse_prefill_moa.cc): the head's span at input length n_keys, in tokens: alpha + beta * n_keys, at least
 // one token.

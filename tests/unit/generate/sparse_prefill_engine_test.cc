@@ -90,8 +90,11 @@ TEST_P(SparsePrefillEngineTest, CoveringBudgetGivesDenseLogits) {
   const std::vector<int32_t> tokens = some_tokens(kPrompt, 3);
   const std::vector<float> dense = prompt_logits(*engine, "dense", tokens);
   // A budget past every key, and MoA spans of the whole input (span = N): every causal key block is selected.
+  // And minference at the 256 keys that move the logits (SmallBudgetTakesTheSparsePath) with min_recall=1: every
+  // head of the test's profile (recall 0) is kept dense.
   for (const char* spec : {"minference:budget=16777216:min_context=0", "moa:density=1:min_context=0",
-                           "hip:budget=16777216:min_context=0", "hyper:budget=16777216:min_context=0"}) {
+                           "hip:budget=16777216:min_context=0", "hyper:budget=16777216:min_context=0",
+                           "minference:budget=256:min_context=0:min_recall=1"}) {
     SCOPED_TRACE(spec);
     const std::vector<float> sparse = prompt_logits(*engine, spec, tokens, 0.0f, 1.0f);
     ASSERT_EQ(dense.size(), sparse.size());

@@ -279,6 +279,35 @@ TEST(SparsePrefill, AssignedPatternIsTheOnlyOneBuilt) {
   EXPECT_EQ(vertical_slash_columns(2048, 256, 2048), 256);
 }
 
+TEST(SparsePrefill, HeadBelowMinRecallGetsEveryCausalKey) {
+  PrefillAttentionOptions options;
+  options.mode = PrefillAttention::kMInference;
+  options.budget = 192;  // 3 blocks
+  options.min_recall = 0.9f;
+  std::vector<float> probs;
+  HeadSparseKeys keys;
+  Head bs = block_head();
+  kv::HeadPrefill low = assigned(SparsePattern::kBlockSparse);
+  low.recall = 0.6f;
+  EXPECT_TRUE(head_reads_no_rows(options, low));
+  // Positions only, as the plan passes them for such a head.
+  const HeadQueriesKeys view = bs.view();
+  const HeadQueriesKeys positions{nullptr, view.n_q, view.first_pos, nullptr, view.n_k, view.dk};
+  build_assigned_pattern(positions, options, low, probs, keys);
+  for (int32_t q = view.first_pos; q < view.first_pos + view.n_q; ++q) {
+    const kernels::SparseKeys s = keys.keys(q / 64);
+    for (int32_t k = 0; k <= q; ++k) ASSERT_TRUE(kernels::sparse_key_selected(s, k)) << q << " " << k;
+  }
+  EXPECT_FLOAT_EQ(static_cast<float>(keys.recall), 0.6f);
+  // At or above the threshold the assigned pattern stands (the top pooled blocks 3 and 7 and the own block).
+  kv::HeadPrefill high = assigned(SparsePattern::kBlockSparse);
+  high.recall = 0.9f;
+  EXPECT_FALSE(head_reads_no_rows(options, high));
+  build_assigned_pattern(bs.view(), options, high, probs, keys);
+  EXPECT_EQ(selected_blocks(keys, 13), (std::vector<int32_t>{3, 7, 13}));
+  EXPECT_TRUE(head_reads_no_rows(options, assigned(SparsePattern::kAShape)));
+}
+
 TEST(SparsePrefill, MoaSpanIsAlphaPlusBetaNInBlocks) {
   kv::HeadPrefill e;
   e.moa_alpha = 100.0f;
@@ -360,6 +389,11 @@ TEST(SparsePrefill, ParsesPrefillAttention) {
   ASSERT_TRUE(m.is_ok()) << m.message();
   EXPECT_EQ(m->budget, 512);
   EXPECT_EQ(m->min_context, 0);
+  EXPECT_EQ(m->min_recall, 0.0f);
+  m = parse_prefill_attention("minference:min_recall=0.9");
+  ASSERT_TRUE(m.is_ok()) << m.message();
+  EXPECT_FLOAT_EQ(m->min_recall, 0.9f);
+  EXPECT_EQ(describe_prefill_attention(*m), "minference(budget=2048, min_context=4096, min_recall=0.9)");
   Result<PrefillAttentionOptions> moa = parse_prefill_attention("moa");
   ASSERT_TRUE(moa.is_ok()) << moa.message();
   EXPECT_EQ(moa->mode, PrefillAttention::kMoA);
@@ -371,7 +405,8 @@ TEST(SparsePrefill, ParsesPrefillAttention) {
   EXPECT_EQ(moa->min_context, 0);
   for (const char* bad :
        {"sparse", "minference:budget=192", "minference:budget=x", "minference:window=3", "dense:budget=512", "",
-        "minference:min_context=-1", "moa:density=0", "moa:density=1.5", "moa:budget=512", "minference:density=0.5"}) {
+        "minference:min_context=-1", "moa:density=0", "moa:density=1.5", "moa:budget=512", "minference:density=0.5",
+        "minference:min_recall=1.5", "minference:min_recall=-0.1", "hip:min_recall=0.5"}) {
     Result<PrefillAttentionOptions> r = parse_prefill_attention(bad);
     ASSERT_FALSE(r.is_ok()) << bad;
     EXPECT_NE(r.message().find("--prefill-attn"), std::string::npos) << r.message();
