@@ -49,7 +49,7 @@ bool format_of(DType type, Format& f) {
   }
 }
 
-bool has_layout(DType type) {
+bool has_32_layout(DType type) {
   Format f;
   return format_of(type, f);
 }
@@ -236,6 +236,9 @@ static_assert(offsetof(tensor::BlockQ6_K, qh) == 128 && offsetof(tensor::BlockQ6
 
 bool has_k_layout(DType type) { return type == DType::Q4_K || type == DType::Q6_K; }
 
+// Whether the type has an interleaved layout of either family.
+bool has_layout(DType type) { return has_32_layout(type) || has_k_layout(type); }
+
 int64_t k_block_bytes(DType type) { return tensor::row_size_bytes(type, kQkK); }
 
 // Calls copy(byte in the row-major super-block, byte in the group's super-block for row r, bytes) for each piece.
@@ -406,7 +409,7 @@ void get_rows_interleaved(DType type, const void* w, int64_t n_cols, const int32
 }
 
 bool prefers_interleaved(Isa isa, DType type, int64_t n_out) {
-  if (!(has_layout(type) || has_k_layout(type)) || n_out % kInterleaveRows != 0 || n_out <= 0) return false;
+  if (!has_layout(type) || n_out % kInterleaveRows != 0 || n_out <= 0) return false;
   const detail::IsaKernels& k = detail::kernels_for(isa);
   return k.interleave_at_load[detail::slot(type)];
 }

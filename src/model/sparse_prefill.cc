@@ -337,16 +337,23 @@ int32_t vertical_slash_blocks(int32_t budget, int32_t n_columns) {
   return std::max(kForcedSlashBlocks, (budget - n_columns) / kB);
 }
 
+namespace {
+// min_recall: no pattern fits the head at this budget.
+bool head_kept_dense(const PrefillAttentionOptions& options, const kv::HeadPrefill& assigned) {
+  return assigned.recall < options.min_recall;
+}
+}  // namespace
+
 bool head_reads_no_rows(const PrefillAttentionOptions& options, const kv::HeadPrefill& assigned) {
-  return assigned.pattern == SparsePattern::kAShape || assigned.recall < options.min_recall;
+  return assigned.pattern == SparsePattern::kAShape || head_kept_dense(options, assigned);
 }
 
 void build_assigned_pattern(const HeadQueriesKeys& h, const PrefillAttentionOptions& options,
                             const kv::HeadPrefill& assigned, std::vector<float>& probs, HeadSparseKeys& out) {
   // Equal compute: budget keys per query row in each pattern.
   const int32_t n_blocks = std::max(2, options.budget / kB);
-  if (assigned.recall < options.min_recall) {
-    // No pattern fits the head at this budget: the sink block and a band reaching back to it, every causal key.
+  if (head_kept_dense(options, assigned)) {
+    // The sink block and a band reaching back to it: every causal key.
     build_a_shape(h, 1, (h.n_k + kB - 1) / kB, out);
     out.recall = assigned.recall;
     return;
