@@ -24,7 +24,11 @@ int64_t find_latest_earlier(std::span<const int32_t> text, int32_t n) {
 }
 
 void NgramSource::propose(const DraftContext& context, int32_t max_tokens, Draft& draft) {
-  const std::span<const int32_t> text = context.tokens;
+  lookup(context.tokens, max_tokens, draft.tokens);
+}
+
+int32_t NgramSource::lookup(std::span<const int32_t> text, int32_t max_tokens, std::vector<int32_t>& tokens) const {
+  tokens.clear();
   const auto size = static_cast<int64_t>(text.size());
   for (int32_t n = n_max_; n >= n_min_; --n) {
     const int64_t start = find_latest_earlier(text, n);
@@ -32,9 +36,10 @@ void NgramSource::propose(const DraftContext& context, int32_t max_tokens, Draft
     // start + n <= size - 1: at least one token follows the occurrence.
     const int64_t from = start + n;
     const int64_t count = std::min<int64_t>(max_tokens, size - from);
-    draft.tokens.assign(text.begin() + from, text.begin() + from + count);
-    return;
+    tokens.assign(text.begin() + from, text.begin() + from + count);
+    return n;
   }
+  return 0;
 }
 
 }  // namespace longhaul::generate::speculative

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "generate/speculative/draft_source.h"
 
@@ -22,6 +23,9 @@ class NgramSource final : public DraftSource {
   // The continuation (up to max_tokens, never past the text's end) of the latest earlier occurrence of the
   // longest tail of n_max..n_min tokens that occurs earlier; nothing when none does.
   void propose(const DraftContext& context, int32_t max_tokens, Draft& draft) override;
+  // propose()'s lookup on `text`: the continuation into `tokens` (replaced), and the length of the tail it
+  // matched (0: none, tokens left empty).
+  int32_t lookup(std::span<const int32_t> text, int32_t max_tokens, std::vector<int32_t>& tokens) const;
 
  private:
   int32_t n_min_;

@@ -150,13 +150,16 @@ void RetrievalSource::propose(const DraftContext& context, int32_t max_tokens, D
     }
     n_occurrences = n_text + n_corpus;
   }
-  // RASD's fusion: prompt lookup's chain merged in by longest-prefix matching.
-  Draft chain;
-  ngram_.propose(context, static_cast<int32_t>(depth), chain);
-  insert(chain.tokens, 0, true);
+  // RASD's fusion: prompt lookup's chain merged in by longest-prefix matching. Its recency makes it the likelier
+  // guess where it matched as long a tail as the retrieval did; where the retrieval matched a longer one (a corpus
+  // passage that holds the text's last sentence, against prompt lookup's last word), the retrieval's is likelier.
+  std::vector<int32_t> chain;
+  const int32_t chain_length = ngram_.lookup(text, static_cast<int32_t>(depth), chain);
+  insert(chain, 0, true);
   if (trie_.size() == 1) return;
+  const bool chain_first = chain_length >= length;
 
-  // Pruning and order: prompt lookup's nodes, then by count, shallower first, then as inserted.
+  // Pruning and order: prompt lookup's nodes (when chain_first), then by count, shallower first, then as inserted.
   std::vector<int32_t> order;
   for (int32_t i = 1; i < static_cast<int32_t>(trie_.size()); ++i) {
     const TrieNode& t = trie_[static_cast<size_t>(i)];
@@ -165,7 +168,7 @@ void RetrievalSource::propose(const DraftContext& context, int32_t max_tokens, D
   std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
     const TrieNode& x = trie_[static_cast<size_t>(a)];
     const TrieNode& y = trie_[static_cast<size_t>(b)];
-    if (x.from_ngram != y.from_ngram) return x.from_ngram;
+    if (chain_first && x.from_ngram != y.from_ngram) return x.from_ngram;
     if (x.count != y.count) return x.count > y.count;
     return x.depth < y.depth;
   });

@@ -14,9 +14,11 @@
 // the most frequent prefixes the same way). RASD then fuses the retrieval tree with a second draft tree by longest
 // prefix matching: the second tree's path is walked down the trie, shared prefixes merge, and the rest hangs
 // below the deepest shared node. Here the second tree is prompt lookup's chain (ngram.h: the latest occurrence of
-// the longest 4..1-token tail), whose recency makes it the likelier guess, so its nodes are kept first; the rest
-// follows by count (ties: shallower first), at most max_tokens nodes. Parents always come before their children:
-// a child's count never exceeds its parent's, and prompt lookup's nodes form one path from the root.
+// the longest 4..1-token tail), whose recency makes it the likelier guess when its tail is as long as the
+// retrieval's match, so its nodes are then kept first; a longer retrieval match predicts better, and then the chain
+// ranks by count like the rest. The rest follows by count (ties: shallower first), at most max_tokens nodes.
+// Parents always come before their children: a child's count never exceeds its parent's, and prompt lookup's
+// nodes form one path from the root.
 #pragma once
 
 #include <cstdint>

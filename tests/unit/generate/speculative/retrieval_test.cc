@@ -1,6 +1,7 @@
 // The retrieval source on crafted token streams: the suffix array against a brute-force sort of the suffixes, the
 // range search, and the draft trees worked out by hand from the rules in retrieval.h (longest match over the text
-// and the corpus, continuations merged into a trie, pruning by share, prompt lookup's chain fused first).
+// and the corpus, continuations merged into a trie, pruning by share, prompt lookup's chain fused first unless the
+// retrieval matched a longer tail).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -76,6 +77,20 @@ TEST(RetrievalSource, CorpusContinuationsAreCountedAndTheMostFrequentComeFirst) 
   d = propose(source, {0, 1, 2, 3}, 3);
   EXPECT_EQ(d.tokens, (std::vector<int32_t>{6, 7, 1}));
   EXPECT_EQ(d.parents, (std::vector<int32_t>{kDraftRoot, 0, 1}));
+}
+
+TEST(RetrievalSource, ALongerCorpusMatchComesBeforePromptLookupsChain) {
+  RetrievalSource source(std::vector<int32_t>{9, 2, 3, 1, 4, 4});
+  // Prompt lookup matches the text's last token, 1, at 1 and proposes 7 2 3 1; the corpus matches its last three,
+  // 2 3 1, and proposes 4 4. The longer match goes first; the chain follows, ranked by count (none).
+  const std::vector<int32_t> text = {5, 1, 7, 2, 3, 1};
+  Draft d = propose(source, text, 3);
+  EXPECT_EQ(d.tokens, (std::vector<int32_t>{4, 4, 7}));
+  EXPECT_EQ(d.parents, (std::vector<int32_t>{kDraftRoot, 0, kDraftRoot}));
+  // As long a match in the text as the chain's: the chain stays first (TextOccurrences... above).
+  RetrievalSource short_corpus(std::vector<int32_t>{1, 4, 4});
+  d = propose(short_corpus, text, 3);
+  EXPECT_EQ(d.tokens, (std::vector<int32_t>{7, 2, 3}));
 }
 
 TEST(RetrievalSource, RareContinuationsArePruned) {
