@@ -76,8 +76,18 @@ std::vector<Isa> supported_isas() {
   return isas;
 }
 
+Isa default_isa() {
+  // amx only when forced: its tile kernels read the weights' row layout, so a model loaded under it gives up the
+  // interleaved layout's decode kernels. Measured on a 2-core Xeon with AMX (docs/benchmarks.md, "AMX"): decode
+  // 40-45% slower under amx on both default models, prompts 7-10% slower on SmolLM2 and 9-11% faster on Gemma 3.
+  Isa best = Isa::kGeneric;
+  for (Isa isa : supported_isas())
+    if (isa != Isa::kAmx) best = isa;
+  return best;
+}
+
 Result<Isa> resolve_isa(const char* forced) {
-  if (forced == nullptr || forced[0] == '\0') return supported_isas().back();
+  if (forced == nullptr || forced[0] == '\0') return default_isa();
   const std::optional<Isa> isa = parse_isa(forced);
   if (!isa) return Status::error(std::string("LONGHAUL_ISA='") + forced + "' is not one of generic, avx2, avx512, amx");
   if (!cpu_supports(*isa)) {

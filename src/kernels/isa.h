@@ -13,14 +13,16 @@ namespace longhaul::kernels {
 // well, and the OS's permission for the tile state, which cpu_supports(kAmx) requests.
 enum class Isa { kGeneric, kAvx2, kAvx512, kAmx };
 
-// The ISA every kernel call uses, chosen on first use: the best one this CPU supports, or the one the environment
-// variable LONGHAUL_ISA (generic | avx2 | avx512 | amx) forces. Forcing an ISA the CPU lacks, or an unknown value,
+// The ISA every kernel call uses, chosen on first use: default_isa(), or the one the environment variable
+// LONGHAUL_ISA (generic | avx2 | avx512 | amx) forces. Forcing an ISA the CPU lacks, or an unknown value,
 // prints a one-line error naming it and exits with status 1. Thread-safe (function-local static).
 Isa active_isa();
 const char* isa_name(Isa isa);
+// The best ISA this CPU supports other than amx, which is used only when forced (isa.cc says why).
+Isa default_isa();
 // Parses a LONGHAUL_ISA value; nullopt for an unknown name.
 std::optional<Isa> parse_isa(std::string_view name);
-// The ISA active_isa() picks for a LONGHAUL_ISA value (nullptr or "" = not set: the best supported one), or the
+// The ISA active_isa() picks for a LONGHAUL_ISA value (nullptr or "" = not set: default_isa()), or the
 // one-line error it prints before exiting: an unknown name, or an ISA this CPU lacks.
 Result<Isa> resolve_isa(const char* forced);
 // Whether this CPU (and OS) can run code built for `isa`.
