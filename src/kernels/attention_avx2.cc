@@ -17,6 +17,7 @@
 
 #include "kernels/attention_mask.h"
 #include "kernels/ops_isa.h"
+#include "kernels/x86/attention_prefetch.h"
 #include "kernels/x86/avx2_math.h"
 
 namespace longhaul::kernels::detail {
@@ -41,6 +42,8 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const
   const QueryBounds qb = query_bounds(mask, n_q);
   for (int32_t kb = 0; kb < n_k; kb += kBlock) {
     const int32_t nk = std::min(kBlock, n_k - kb);
+    if constexpr (KV <= 8 && VV <= 8)  // heads of up to 64 dimensions (x86_common.h)
+      prefetch_kv_rows(k, k_stride, v, v_stride, 16 * KV, 16 * VV, kb + kBlock, std::min(n_k, kb + 2 * kBlock));
     int32_t min_kp = INT32_MAX, max_kp = INT32_MIN;
     for (int32_t j = 0; j < nk; ++j) {
       min_kp = std::min(min_kp, mask.k_pos[kb + j]);

@@ -15,6 +15,7 @@
 
 #include "kernels/attention_mask.h"
 #include "kernels/ops_isa.h"
+#include "kernels/x86/attention_prefetch.h"
 #include "kernels/x86/avx512_math.h"
 
 namespace longhaul::kernels::detail {
@@ -182,6 +183,8 @@ void attention_update_few(const float* q, int64_t q_stride, const uint16_t* k, i
   const QueryBounds qb = query_bounds(mask, NQ);
   for (int32_t kb = 0; kb < n_k; kb += 16) {
     const int32_t nk = n_k - kb < 16 ? n_k - kb : 16;
+    if constexpr (KV <= 4 && VV <= 4)
+      prefetch_kv_rows(k, k_stride, v, v_stride, 32 * KV, 32 * VV, kb + 16, std::min(n_k, kb + 32));
     const __mmask16 kmask = first_lanes(nk);
     const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, mask.k_pos + kb);
     const int32_t min_kp = _mm512_reduce_min_epi32(kp);
