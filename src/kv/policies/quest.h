@@ -14,7 +14,7 @@ namespace longhaul::kv {
 
 struct QuestOptions {
   int32_t budget = kDefaultKvBudget;  // tokens' worth of selected pages each decode query reads, besides those below
-  int32_t page_tokens = 32;           // cells per page: the unit of selection (Quest: 16)
+  int32_t page_tokens = 64;           // cells per page: the unit of selection (Quest: 16; see quest.cc)
   int32_t sink_tokens = 4;            // pages holding positions < sink_tokens are always read (attention sinks)
   int32_t window = 32;                // pages holding one of the last `window` cells are always read
   int32_t dense_layers = 0;           // the first layers that read every page (Quest keeps two; see quest.cc)

@@ -66,7 +66,7 @@ TEST(KeysReadSmolLM2, QuestReadsItsBudgetsPages) {
   // layer reads the selected pages plus the partial page that holds its own cell; never more than every cell.
   const int32_t n_prompt = 900, n_decode = 2;
   const Counts full = count(*model_, pool_, "full", n_prompt, n_decode, 32);
-  const Counts quest = count(*model_, pool_, "quest:budget=256", n_prompt, n_decode, 32);
+  const Counts quest = count(*model_, pool_, "quest:budget=256:page=32", n_prompt, n_decode, 32);
   EXPECT_EQ(quest.after_decode.held, full.after_decode.held);
   const double share = static_cast<double>(quest.after_decode.read) / static_cast<double>(quest.after_decode.held);
   const double full_share = static_cast<double>(full.after_decode.read) / static_cast<double>(full.after_decode.held);
@@ -87,7 +87,7 @@ TEST(KeysReadSmolLM2, TopPReadsLessThanACoveringBudget) {
     const std::string spec = std::string(policy) + ":budget=4096";
     const Counts all = count(*model_, pool_, spec + ":top_p=1", n_prompt, n_decode, 32);
     const Counts pruned = count(*model_, pool_, spec + ":top_p=0.9", n_prompt, n_decode, 32);
-    const Counts few = count(*model_, pool_, std::string(policy) + ":budget=32", n_prompt, n_decode, 32);
+    const Counts few = count(*model_, pool_, std::string(policy) + ":budget=32:page=32", n_prompt, n_decode, 32);
     EXPECT_EQ(all.after_decode.read, full.after_decode.read) << policy;
     EXPECT_EQ(pruned.after_decode.held, full.after_decode.held) << policy;
     EXPECT_LT(pruned.after_decode.read, all.after_decode.read) << policy;

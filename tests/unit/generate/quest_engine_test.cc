@@ -18,7 +18,7 @@ TEST_P(QuestEngineTest, LargerBudgetsComeCloserToFull) {
   // 8, 16 and 24 of the 27 pages (plus sinks and window); 24 leaves out only the least promising ones.
   // Decode-step logits of `full` and of quest at each budget, after the same 840-token prompt, in pages of 32.
   const std::vector<std::vector<float>> l = first_decode_logits(
-      *model_, pool_, {"full", "quest:budget=256", "quest:budget=512", "quest:budget=768"}, 840, 32);
+      *model_, pool_, {"full", "quest:budget=256:page=32", "quest:budget=512:page=32", "quest:budget=768:page=32"}, 840, 32);
   ASSERT_EQ(l.size(), 4u);
   const float d256 = max_abs_diff(l[1], l[0]), d512 = max_abs_diff(l[2], l[0]), d768 = max_abs_diff(l[3], l[0]);
   // The selection is active (reading every page would match full bit for bit) ...
