@@ -42,7 +42,7 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const
   const QueryBounds qb = query_bounds(mask, n_q);
   for (int32_t kb = 0; kb < n_k; kb += kBlock) {
     const int32_t nk = std::min(kBlock, n_k - kb);
-    if constexpr (KV <= 8 && VV <= 8)  // heads of up to 64 dimensions (x86_common.h)
+    if constexpr (KV <= 8 && VV <= 8)  // heads of up to 64 dimensions (attention_prefetch.h)
       prefetch_kv_rows(k, k_stride, v, v_stride, 16 * KV, 16 * VV, kb + kBlock, std::min(n_k, kb + 2 * kBlock));
     int32_t min_kp = INT32_MAX, max_kp = INT32_MIN;
     for (int32_t j = 0; j < nk; ++j) {
