@@ -79,7 +79,7 @@ std::vector<Isa> supported_isas() {
 Isa default_isa() {
   // amx only when forced: its tile kernels read the weights' row layout, so a model loaded under it gives up the
   // interleaved layout's decode kernels. Measured on a 2-core Xeon with AMX (docs/benchmarks.md, "AMX"): decode
-  // 40-45% slower under amx on both default models, prompts 7-10% slower on SmolLM2 and 9-11% faster on Gemma 3.
+  // 39-48% faster under avx512 on both default models; prompts 8-10% faster on SmolLM2, 8-10% slower on Gemma 3.
   Isa best = Isa::kGeneric;
   for (Isa isa : supported_isas())
     if (isa != Isa::kAmx) best = isa;
