@@ -83,6 +83,13 @@ void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int6
 void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
                       const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                       int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+// Asks the cache for rows [0, n_rows) of a head's f16 keys and values (strides in elements, dk / dv used), ahead of
+// the attention_update that will read them. Decode walks a head's pages one call each: the kernels ask for the next
+// 16-key block of their own call, and this lets the caller ask for the next page's first rows while the current
+// page is worked on. A hint only: nothing is read or written.
+void prefetch_attention_rows(const uint16_t* k, int64_t k_stride, const uint16_t* v, int64_t v_stride, int32_t n_rows,
+                             int32_t dk, int32_t dv);
+
 // The [simd] functions of one ISA. Tests compare every supported ISA's table with namespace ref.
 struct FloatOps {
   void (*rms_norm)(const float* x, const float* w, float* y, int64_t n, float eps);

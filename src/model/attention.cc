@@ -263,6 +263,23 @@ void attend_sparse_by_set(const StepContext& step, int32_t il, int64_t unit, con
   }
 }
 
+// Decode reads a head's pages one attention_update each, from memory: the kernel asks for its own next 16-key
+// block, and this asks for the first block of the unit's next page (page `next` of its list) while the current one
+// is worked on, so no page starts cold. f16 pages only (a quantized page is dequantized into scratch first), heads
+// of up to 64 dimensions, where the kernels ask too (kernels/x86/attention_prefetch.h has the measurements).
+void prefetch_next_page(const StepContext& step, kv::SeqId seq, int32_t il, int64_t unit, int32_t kv_head,
+                        int32_t next, AttentionScratch& scratch) {
+  constexpr int32_t kRows = 16;  // the kernels' key block
+  const int32_t dk = step.config.head_dim_k, dv = step.config.head_dim_v;
+  if (dk > 64 || dv > 64) return;
+  const int32_t ip = step.state.plan.unit_page(unit, next);
+  const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
+  if (span.quantized) return;
+  const kv::KvCache::HeadRows rows = step.cache.head_rows(seq, il, kv_head, ip, scratch.kv);
+  if (rows.keys == nullptr) return;
+  kernels::prefetch_attention_rows(rows.keys, dk, rows.values, dv, std::min(kRows, span.n_cells), dk, dv);
+}
+
 // Flash attention (Dao et al., 2022) for every query of the step. A unit is a block of the plan (up to
 // kBlockTokens consecutive tokens of one sequence) and one KV head: its queries (every query head of the KV
 // head's group, for each token) pass over the unit's pages, so each key and value is converted once for all of
@@ -389,6 +406,8 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
       const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
       const kv::KvCache::HeadRows rows = step.cache.head_rows(seq, il, kv_head, ip, scratch.kv);
       if (rows.keys == nullptr) continue;  // this head's rows were freed: no query of it sees these cells
+      if (n_q <= group && i + 1 < std::min(i_end, n_pages))  // decode
+        prefetch_next_page(step, seq, il, unit, kv_head, i + 1, scratch);
       kernels::AttentionMask mask =
           plan.page_mask(head, seq, span, positions, scratch.q_pos.data(), scratch.q_node.data());
       if (any_sparse) mask.q_sparse = scratch.q_sparse.data();

@@ -14,7 +14,8 @@ namespace {
 // in flight while the current block's dot products run. Measured (docs/benchmarks.md, "Decode attention
 // prefetch"): SmolLM2 (64 dimensions) decodes 7-18% faster at depth 4096 with it; Gemma 3 (256 dimensions, rows of
 // 512 bytes that the hardware prefetcher already streams) 9-13% slower, so the kernels ask only for heads of up to
-// 64 dimensions.
+// 64 dimensions. A call is one page: model/attention.cc asks for the next page's first block
+// (kernels::prefetch_attention_rows) before the call, so that no page starts cold.
 inline void prefetch_kv_rows(const uint16_t* k, int64_t k_stride, const uint16_t* v, int64_t v_stride,
                              int k_row_bytes, int v_row_bytes, int32_t j0, int32_t j1) {
   for (int32_t j = j0; j < j1; ++j) {

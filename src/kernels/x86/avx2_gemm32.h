@@ -139,6 +139,7 @@ inline void tile_tokens_32(const Src& rp, int64_t ib0, int64_t n_blocks, int64_t
   for (int t = 0; t < NT; ++t) a[t] = act + t * act_stride;
   for (int64_t j = 0; j < n_blocks; ++j) {
     const int64_t ib = ib0 + j;
+    if constexpr (requires { rp.prefetch(j); }) rp.prefetch(j);  // a source read in place from memory
     __m256i s32[NT], s16[NT];
     for (int t = 0; t < NT; ++t) s32[t] = s16[t] = _mm256_setzero_si256();  // only to quiet -Wmaybe-uninitialized
 #pragma GCC unroll 8

@@ -165,10 +165,8 @@ void x16_k_group(int64_t nb, const uint8_t* w, const uint8_t* act, int64_t act_s
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* wb = w + b * L::kGroupBlockBytes;
-    if constexpr (NT <= 2) {
-      for (int64_t off = 0; off < L::kGroupBlockBytes; off += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(wb + kX16PrefetchBytes + off), _MM_HINT_T0);
-    }
+    for (int64_t off = 0; off < L::kGroupBlockBytes; off += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(wb + kX16PrefetchBytes + off), _MM_HINT_T0);
     const uint8_t* a[NT];
 #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) a[t] = act + t * act_stride + b * kKActBytes;
