@@ -42,8 +42,6 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const
   const QueryBounds qb = query_bounds(mask, n_q);
   for (int32_t kb = 0; kb < n_k; kb += kBlock) {
     const int32_t nk = std::min(kBlock, n_k - kb);
-    if constexpr (KV <= 8 && VV <= 8)  // heads of up to 64 dimensions (attention_prefetch.h)
-      prefetch_kv_rows(k, k_stride, v, v_stride, 16 * KV, 16 * VV, kb + kBlock, std::min(n_k, kb + 2 * kBlock));
     int32_t min_kp = INT32_MAX, max_kp = INT32_MIN;
     for (int32_t j = 0; j < nk; ++j) {
       min_kp = std::min(min_kp, mask.k_pos[kb + j]);
@@ -64,6 +62,9 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const
       if (!converted) {
         // Rows of missing keys are zero (their scores are masked, their probabilities 0).
         for (int32_t j = 0; j < kBlock; ++j) {
+          // The next block's row j, one per row converted (attention_prefetch.h), for heads of up to 64 dimensions.
+          if (KV <= 8 && VV <= 8 && kb + kBlock + j < n_k)
+            prefetch_kv_rows(k, k_stride, v, v_stride, 16 * KV, 16 * VV, kb + kBlock + j, kb + kBlock + j + 1);
           for (int c = 0; c < KV; ++c)
             _mm256_store_ps(kf + j * kDk + 8 * c, j < nk ? load_f16x8(k + (kb + j) * k_stride + 8 * c) : _mm256_setzero_ps());
           for (int c = 0; c < VV; ++c)

@@ -183,8 +183,6 @@ void attention_update_few(const float* q, int64_t q_stride, const uint16_t* k, i
   const QueryBounds qb = query_bounds(mask, NQ);
   for (int32_t kb = 0; kb < n_k; kb += 16) {
     const int32_t nk = n_k - kb < 16 ? n_k - kb : 16;
-    if constexpr (KV <= 4 && VV <= 4)
-      prefetch_kv_rows(k, k_stride, v, v_stride, 32 * KV, 32 * VV, kb + 16, std::min(n_k, kb + 32));
     const __mmask16 kmask = first_lanes(nk);
     const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, mask.k_pos + kb);
     const int32_t min_kp = _mm512_reduce_min_epi32(kp);
@@ -198,8 +196,11 @@ void attention_update_few(const float* q, int64_t q_stride, const uint16_t* k, i
       any = any || vis[i] != 0;
     }
     if (!any) continue;
-    // Scores, four keys at a time; keys past nk are zero rows (masked below).
+    // Scores, four keys at a time; keys past nk are zero rows (masked below). Each group of four asks for the
+    // next block's four rows (attention_prefetch.h: spread, not in one burst).
     for (int32_t j4 = 0; j4 < 16; j4 += 4) {
+      prefetch_kv_rows(k, k_stride, v, v_stride, 32 * KV, 32 * VV, std::min(n_k, kb + 16 + j4),
+                       std::min(n_k, kb + 20 + j4));
       if (j4 >= nk) {
         for (int i = 0; i < NQ; ++i) _mm_store_ps(sbuf[i] + j4, _mm_setzero_ps());
         continue;

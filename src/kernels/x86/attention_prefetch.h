@@ -11,11 +11,14 @@ namespace {
 
 // Requests rows [j0, j1) of an attention call's f16 keys and values (k_row_bytes / v_row_bytes each) into the
 // cache. Decode reads a head's rows once, from memory, a page at a time: asking one 16-key block ahead keeps loads
-// in flight while the current block's dot products run. Measured (docs/benchmarks.md, "Decode attention
-// prefetch"): SmolLM2 (64 dimensions) decodes 7-18% faster at depth 4096 with it; Gemma 3 (256 dimensions, rows of
-// 512 bytes that the hardware prefetcher already streams) 9-13% slower, so the kernels ask only for heads of up to
-// 64 dimensions. A call is one page: model/attention.cc asks for the next page's first block
-// (kernels::prefetch_attention_rows) before the call, so that no page starts cold.
+// in flight while the current block's dot products run. The kernels ask a few rows at a time, spread over the
+// block's work: asked in one burst, the block's 64 lines (at 64 dimensions) overran the core's fill buffers and the
+// prefetch instructions themselves waited for memory. Measured (docs/benchmarks.md, "Decode attention prefetch" and
+// "Weight prefetch in batched decode, and attention prefetch across pages and spread out"): SmolLM2 (64 dimensions)
+// decodes 15-25% faster at depth 4096 with it. Gemma 3 (256 dimensions) was 9-13% slower with the burst and is
+// 5-11% faster with the spread requests of the AVX-512 kernel, which asks at every head size; the AVX2 kernel asks
+// only for heads of up to 64 dimensions (neutral on Gemma 3). A call is one page: model/attention.cc asks for the
+// next page's first block (kernels::prefetch_attention_rows) before the call, so that no page starts cold.
 inline void prefetch_kv_rows(const uint16_t* k, int64_t k_stride, const uint16_t* v, int64_t v_stride,
                              int k_row_bytes, int v_row_bytes, int32_t j0, int32_t j1) {
   for (int32_t j = j0; j < j1; ++j) {
