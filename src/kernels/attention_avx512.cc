@@ -15,7 +15,7 @@
 
 #include "kernels/attention_mask.h"
 #include "kernels/ops_isa.h"
-#include "kernels/x86/attention_prefetch.h"
+#include "kernels/attention_prefetch.h"
 #include "kernels/x86/avx512_math.h"
 
 namespace longhaul::kernels::detail {

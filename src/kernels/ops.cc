@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "base/status.h"
+#include "kernels/attention_prefetch.h"
 #include "kernels/ops_isa.h"
 
 namespace longhaul::kernels {
@@ -61,11 +62,7 @@ void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint1
 
 void prefetch_attention_rows(const uint16_t* k, int64_t k_stride, const uint16_t* v, int64_t v_stride, int32_t n_rows,
                              int32_t dk, int32_t dv) {
-  constexpr int32_t kLineElements = 32;  // f16 elements per 64-byte cache line
-  for (int32_t r = 0; r < n_rows; ++r) {
-    for (int32_t c = 0; c < dk; c += kLineElements) __builtin_prefetch(k + r * k_stride + c, 0, 3);
-    for (int32_t c = 0; c < dv; c += kLineElements) __builtin_prefetch(v + r * v_stride + c, 0, 3);
-  }
+  detail::prefetch_kv_rows(k, k_stride, v, v_stride, dk * 2, dv * 2, 0, n_rows);  // f16 rows: 2 bytes an element
 }
 
 float key_bound(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub) {

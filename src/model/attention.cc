@@ -266,7 +266,7 @@ void attend_sparse_by_set(const StepContext& step, int32_t il, int64_t unit, con
 // Decode reads a head's pages one attention_update each, from memory: the kernel asks for its own next 16-key
 // block, and this asks for the first block of the unit's next page (page `next` of its list) while the current one
 // is worked on, so no page starts cold. f16 pages only (a quantized page is dequantized into scratch first), and
-// heads of up to 64 dimensions: at 256 (Gemma 3) it measured 1-4% slower (kernels/x86/attention_prefetch.h).
+// heads of up to 64 dimensions: at 256 (Gemma 3) it measured 1-4% slower (kernels/attention_prefetch.h).
 void prefetch_next_page(const StepContext& step, kv::SeqId seq, int32_t il, int64_t unit, int32_t kv_head,
                         int32_t next, AttentionScratch& scratch) {
   constexpr int32_t kRows = 16;  // the kernels' key block

@@ -1,8 +1,7 @@
-// Internal: software prefetch of attention rows, for the per-ISA attention kernels (attention_avx2.cc,
-// attention_avx512.cc). _mm_prefetch is SSE, so either translation unit may include this.
+// Internal: software prefetch of attention rows, the one helper behind the per-ISA attention kernels
+// (attention_avx2.cc, attention_avx512.cc) and kernels::prefetch_attention_rows (ops.cc). __builtin_prefetch(p, 0, 3)
+// is prefetcht0 on x86 and needs no ISA flags, so any translation unit may include this.
 #pragma once
-
-#include <immintrin.h>
 
 #include <cstdint>
 
@@ -24,8 +23,8 @@ inline void prefetch_kv_rows(const uint16_t* k, int64_t k_stride, const uint16_t
   for (int32_t j = j0; j < j1; ++j) {
     const char* kr = reinterpret_cast<const char*>(k + j * k_stride);
     const char* vr = reinterpret_cast<const char*>(v + j * v_stride);
-    for (int off = 0; off < k_row_bytes; off += 64) _mm_prefetch(kr + off, _MM_HINT_T0);
-    for (int off = 0; off < v_row_bytes; off += 64) _mm_prefetch(vr + off, _MM_HINT_T0);
+    for (int off = 0; off < k_row_bytes; off += 64) __builtin_prefetch(kr + off, 0, 3);
+    for (int off = 0; off < v_row_bytes; off += 64) __builtin_prefetch(vr + off, 0, 3);
   }
 }
 
