@@ -26,6 +26,7 @@ class PenaltiesStage final : public SamplerStage {
   std::string name() const override { return "penalties"; }
   std::string describe() const override;
   void apply(TokenCandidates& candidates) override;
+  bool changes_nothing() const override { return !active() || n_in_window_ == 0; }  // as apply() tests
   void accept(int32_t token) override;
   void reset() override;
   std::unique_ptr<SamplerStage> clone() const override;

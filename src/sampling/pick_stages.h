@@ -17,6 +17,7 @@ class GreedyStage final : public SamplerStage {
   std::string name() const override { return "greedy"; }
   void apply(TokenCandidates& candidates) override;
   bool selection_distribution(TokenCandidates& candidates) override;  // the argmax alone, probability 1
+  bool picks_best() const override { return true; }
   std::unique_ptr<SamplerStage> clone() const override { return std::make_unique<GreedyStage>(); }
 };
 

@@ -1,5 +1,8 @@
 #include "sampling/sampler_chain.h"
 
+#include <cmath>
+#include <limits>
+#include <string>
 #include <utility>
 
 #include "sampling/filter_stages.h"
@@ -33,13 +36,49 @@ SamplerChain::SamplerChain(std::vector<std::unique_ptr<SamplerStage>> stages, ui
   for (const auto& s : stages_) LH_CHECK(s != nullptr);
 }
 
+namespace {
+
+// The id TokenCandidates::argmax() would give after fill(): the highest logit (NaN counts as -inf, as fill() makes
+// it), ties to the lowest id.
+int32_t best_logit(const float* logits, int32_t n_vocab) {
+  int32_t best = 0;
+  float best_logit = std::isnan(logits[0]) ? -std::numeric_limits<float>::infinity() : logits[0];
+  for (int32_t i = 1; i < n_vocab; ++i) {
+    if (logits[i] > best_logit) {  // false for NaN
+      best_logit = logits[i];
+      best = i;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
 int32_t SamplerChain::sample(const float* logits, int32_t n_vocab) {
+  if (takes_raw_argmax()) {
+    // Greedy with every other stage switched off: the argmax of the row, without building n_vocab candidates
+    // (fill and argmax were 4.5% of a batched decode step of 8 sequences on SmolLM2's 49152 tokens). The
+    // candidates keep only the pick.
+    LH_CHECK_MSG(n_vocab > 0 && logits != nullptr, "n_vocab = " + std::to_string(n_vocab) + ": must be > 0");
+    const int32_t best = best_logit(logits, n_vocab);
+    candidates_.data.assign(1, TokenData{best, logits[best], 1.0f});
+    candidates_.n_sorted = 1;
+    candidates_.selected = 0;
+    return best;
+  }
   candidates_.fill(logits, n_vocab);
   for (const auto& s : stages_) s->apply(candidates_);
   const int64_t selected = candidates_.selected;
   LH_CHECK_MSG(selected >= 0 && selected < static_cast<int64_t>(candidates_.size()),
                "no token selected: the last stage of \"" + describe() + "\" must pick one");
   return candidates_.data[static_cast<size_t>(selected)].id;
+}
+
+bool SamplerChain::takes_raw_argmax() const {
+  if (!stages_.back()->picks_best()) return false;
+  for (size_t i = 0; i + 1 < stages_.size(); ++i)
+    if (!stages_[i]->changes_nothing()) return false;
+  return true;
 }
 
 const TokenCandidates& SamplerChain::distribution(const float* logits, int32_t n_vocab) {

@@ -70,10 +70,15 @@ class SamplerChain {
   size_t n_stages() const { return stages_.size(); }
   const SamplerStage& stage(size_t i) const { return *stages_.at(i); }
 
-  // The candidates as the last stage left them (probabilities of the final distribution for dist).
+  // The candidates as the last stage left them (probabilities of the final distribution for dist). A greedy chain
+  // whose other stages change nothing keeps only its pick, with probability 1.
   const TokenCandidates& last_candidates() const { return candidates_; }
 
  private:
+  // Whether sample() may take the argmax of the raw logits: the picking stage picks the best and every other stage
+  // would leave the candidates as they are.
+  bool takes_raw_argmax() const;
+
   std::vector<std::unique_ptr<SamplerStage>> stages_;
   uint64_t seed_ = 0;
   TokenCandidates candidates_;  // reused by every sample() so a step allocates nothing

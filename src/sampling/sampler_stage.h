@@ -38,6 +38,14 @@ class SamplerStage {
   // Speculative decoding verifies draft tokens against this distribution. Other stages return false.
   virtual bool selection_distribution(TokenCandidates& /*candidates*/) { return false; }
 
+  // True when apply() would leave any candidates exactly as they are at this point of the history (a stage switched
+  // off, penalties with nothing in their window): the chain may skip it.
+  virtual bool changes_nothing() const { return false; }
+
+  // True for a picking stage whose apply() selects the best candidate by TokenCandidates::better and does nothing
+  // else (greedy): a chain whose other stages change nothing can take the argmax of the raw logits.
+  virtual bool picks_best() const { return false; }
+
   // Records that `token` became part of the sequence: the chain's own pick, a prompt token, or
   // a token forced by speculative decoding. The only call that changes a stage's history.
   virtual void accept(int32_t /*token*/) {}

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <limits>
+#include <utility>
 #include <vector>
 
 namespace longhaul::sampling {
@@ -64,6 +66,30 @@ TEST(SamplerChain, GreedyHonoursRepeatPenalty) {
   o.repeat_penalty = 2.0f;
   SamplerChain chain = make_chain(o);
   EXPECT_EQ(run(chain, {3.0f, 2.0f, 0.1f}, 3), (std::vector<int32_t>{0, 1, 0}));
+}
+
+// A greedy chain with its penalties off takes the argmax of the raw logits: the highest logit, ties to the lowest
+// id, NaN never (it counts as -inf), and the first id when nothing beats -inf.
+TEST(SamplerChain, GreedyArgmaxOfRawLogits) {
+  SamplingOptions o;
+  o.temperature = 0.0f;
+  SamplerChain chain = make_chain(o);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::vector<std::pair<std::vector<float>, int32_t>> cases = {
+      {{1.0f, 3.0f, nan, 3.0f, -inf}, 1},
+      {{nan, -2.0f, nan, 5.0f, 5.0f}, 3},
+      {{nan, nan, nan}, 0},
+      {{-inf, -inf, nan, -inf}, 0},
+      {{-inf, nan, -7.5f}, 2},
+      {{nan, inf, 1e30f}, 1},
+      {{0.25f}, 0},
+  };
+  for (const auto& [logits, expected] : cases) {
+    EXPECT_EQ(chain.sample(logits.data(), static_cast<int32_t>(logits.size())), expected);
+    ASSERT_EQ(chain.last_candidates().size(), 1u) << "the pick alone";
+    EXPECT_EQ(chain.last_candidates().data[0].id, expected);
+    EXPECT_EQ(chain.last_candidates().data[0].prob, 1.0f);
+  }
 }
 
 TEST(SamplerChain, CreateRejectsInvalidOptions) {
