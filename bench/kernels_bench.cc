@@ -268,6 +268,31 @@ void BM_FlashAttention(benchmark::State& state) {
                  (diagonal ? " diagonal" : ""));
 }
 
+// Quest's page bound (key_bound_f16) as a selecting policy scores a 16384-token cache: 1024 logical pages of 16
+// tokens, scored as 256 pages of 4, one KV head's `group` queries. args: isa, head_dim, group
+void BM_KeyBound(benchmark::State& state) {
+  const auto isa = static_cast<Isa>(state.range(0));
+  const auto d = static_cast<int32_t>(state.range(1)), n_q = static_cast<int32_t>(state.range(2));
+  constexpr int32_t kPages = 256, kSub = 4;
+  const std::vector<float> q = random_activations(static_cast<int64_t>(n_q) * d);  // [n_q, d]
+  const std::vector<float> lo = random_activations(static_cast<int64_t>(kPages) * kSub * d);
+  std::vector<uint16_t> lo16(lo.size()), hi16(lo.size());  // [kPages, kSub, d]
+  for (size_t i = 0; i < lo.size(); ++i) {
+    lo16[i] = tensor::f32_to_f16(lo[i]);
+    hi16[i] = tensor::f32_to_f16(lo[i] + 0.5f);
+  }
+  const FloatOps& ops = float_ops(isa);
+  for (auto _ : state) {
+    float sum = 0.0f;
+    for (int32_t p = 0; p < kPages; ++p)
+      sum += ops.key_bound_f16(q.data(), n_q, d, lo16.data() + static_cast<int64_t>(p) * kSub * d,
+                               hi16.data() + static_cast<int64_t>(p) * kSub * d, kSub);
+    benchmark::DoNotOptimize(sum);
+  }
+  state.counters["pages/s"] = benchmark::Counter(kPages, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(isa_name(isa)) + " d=" + std::to_string(d) + " queries=" + std::to_string(n_q));
+}
+
 void register_threads_and_attention() {
   for (int n_threads : {1, 2}) {
     for (int64_t n_chunks : {1, 8, 64})
@@ -286,6 +311,8 @@ void register_threads_and_attention() {
           ->Args({i, d, 16 * group, 512, 0, 1, 0})
           ->Unit(benchmark::kMicrosecond);
     }
+    for (const auto& [d, group] : {std::pair<int64_t, int64_t>{64, 3}, {128, 2}, {256, 4}})
+      benchmark::RegisterBenchmark("KeyBound", BM_KeyBound)->Args({i, d, group})->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark("FlashAttentionDecodeWindow", BM_FlashAttention)
         ->Args({i, 256, 4, 4096, 512, 0, 0})
         ->Unit(benchmark::kMicrosecond);

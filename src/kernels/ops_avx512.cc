@@ -184,8 +184,69 @@ void accumulate_f16_rows_avx512(const float* p, const uint16_t* v, int64_t strid
 inline __m512 load_summary(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
 inline __m512 load_summary(const uint16_t* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
 
+// The largest horizontal sum of v[0, n), n <= 16: the 16 vectors are summed together in a transposing tree (45
+// shuffles and adds instead of 16 reductions of 8), each vector's lanes in _mm512_reduce_add_ps's order.
+inline float max_of_sums(__m512 (&v)[16], int n) {
+  for (int i = n; i < 16; ++i) v[i] = _mm512_set1_ps(-INFINITY);  // lanes of different vectors never mix
+  __m512 w[8], u[4], z[2];
+  for (int i = 0; i < 8; ++i)  // 256-bit halves: [a.l0 + a.l2, a.l1 + a.l3, b.l0 + b.l2, b.l1 + b.l3]
+    w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  for (int i = 0; i < 4; ++i)  // 128-bit lane L: the four partial sums of v[4i + L]
+    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(w[2 * i], w[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  for (int i = 0; i < 2; ++i)
+    z[i] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_reduce_max_ps(r);  // lane 4L + m: the sum of v[4m + L]
+}
+
+// key_bound for heads of 16 NC dimensions and NQ <= 4 queries (NQ * NC <= 16): the queries stay in registers for
+// every logical page, and the pages' sums are reduced 16 at a time.
+template <typename T, int NC, int NQ>
+float key_bound_in_registers(const float* q, int32_t d, const T* lo, const T* hi, int32_t n_sub) {
+  __m512 qv[NQ][NC];
+  for (int j = 0; j < NQ; ++j)
+    for (int c = 0; c < NC; ++c) qv[j][c] = _mm512_loadu_ps(q + static_cast<int64_t>(j) * d + 16 * c);
+  float best = -INFINITY;
+  __m512 sums[16];
+  int n_sums = 0;
+  for (int32_t s = 0; s < n_sub; ++s) {
+    const T* lo_s = lo + static_cast<int64_t>(s) * d;
+    const T* hi_s = hi + static_cast<int64_t>(s) * d;
+    __m512 acc[NQ];
+    for (int j = 0; j < NQ; ++j) acc[j] = _mm512_setzero_ps();
+    for (int c = 0; c < NC; ++c) {
+      const __m512 l = load_summary(lo_s + 16 * c, __mmask16(0xffff)), h = load_summary(hi_s + 16 * c, __mmask16(0xffff));
+      for (int j = 0; j < NQ; ++j)
+        acc[j] = _mm512_add_ps(acc[j], _mm512_max_ps(_mm512_mul_ps(qv[j][c], l), _mm512_mul_ps(qv[j][c], h)));
+    }
+    for (int j = 0; j < NQ; ++j) sums[n_sums++] = acc[j];
+    if (n_sums > 16 - NQ) {
+      best = std::max(best, max_of_sums(sums, n_sums));
+      n_sums = 0;
+    }
+  }
+  if (n_sums > 0) best = std::max(best, max_of_sums(sums, n_sums));
+  return best;
+}
+
 template <typename T>
 float key_bound_avx512(const float* q, int32_t n_q, int32_t d, const T* lo, const T* hi, int32_t n_sub) {
+  if (d == 64 && n_q >= 1 && n_q <= 4) {
+    switch (n_q) {
+      case 1: return key_bound_in_registers<T, 4, 1>(q, d, lo, hi, n_sub);
+      case 2: return key_bound_in_registers<T, 4, 2>(q, d, lo, hi, n_sub);
+      case 3: return key_bound_in_registers<T, 4, 3>(q, d, lo, hi, n_sub);
+      default: return key_bound_in_registers<T, 4, 4>(q, d, lo, hi, n_sub);
+    }
+  }
+  if (d == 128 && n_q >= 1 && n_q <= 2) {
+    return n_q == 1 ? key_bound_in_registers<T, 8, 1>(q, d, lo, hi, n_sub)
+                    : key_bound_in_registers<T, 8, 2>(q, d, lo, hi, n_sub);
+  }
   float best = -INFINITY;
   for (int32_t s = 0; s < n_sub; ++s) {
     const T* lo_s = lo + static_cast<int64_t>(s) * d;

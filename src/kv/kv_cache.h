@@ -179,6 +179,8 @@ class KvCache {
   };
   int32_t n_pages(SeqId seq, int32_t il) const;
   PageSpan page_span(SeqId seq, int32_t il, int32_t i_page) const;
+  // Every page's span at once: out = [n_pages(seq, il)] (a selecting policy classifies every page each decode step).
+  void page_spans(SeqId seq, int32_t il, std::vector<PageSpan>& out) const;
 
   // One head's rows of a page as f16, the attention kernels' input: keys [n_cells, head_dim_k], values
   // [n_cells, head_dim_v], row stride = head dim. An f16 page is read in place (zero copy); a quantized page is

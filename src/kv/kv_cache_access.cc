@@ -56,6 +56,12 @@ KvCache::PageSpan KvCache::page_span(SeqId seq, int32_t il, int32_t i_page) cons
   return {l.page_first[i], l.pages[i].n_cells, l.pages[i].quantized != nullptr};
 }
 
+void KvCache::page_spans(SeqId seq, int32_t il, std::vector<PageSpan>& out) const {
+  const LayerCells& l = layer(seq, il);
+  out.resize(l.pages.size());
+  for (size_t i = 0; i < l.pages.size(); ++i) out[i] = {l.page_first[i], l.pages[i].n_cells, l.pages[i].quantized != nullptr};
+}
+
 KvCache::HeadRows KvCache::head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page, Scratch& scratch,
                                      bool want_keys, bool want_values) const {
   const Page& page = layer(seq, il).pages[static_cast<size_t>(i_page)];

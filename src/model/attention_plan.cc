@@ -166,9 +166,11 @@ void AttentionPlan::select_pages(StepContext& step, int32_t il, const float* q, 
     placed.erase(std::remove_if(placed.begin(), placed.end(),
                                 [&](const kv::KvPolicy::PagePlacement& p) { return p.page < 0 || p.page >= n_pages; }),
                  placed.end());
-    for (int32_t ip = 0; ip < n_pages; ++ip) {
+    // Pages are in cell order: the ones ending past first_new are the last few.
+    for (int32_t ip = n_pages - 1; ip >= 0; --ip) {
       const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
-      if (span.first_cell + span.n_cells > first_new) pages.push_back(ip);
+      if (span.first_cell + span.n_cells <= first_new) break;
+      pages.push_back(ip);
     }
     std::sort(pages.begin(), pages.end());
     pages.erase(std::unique(pages.begin(), pages.end()), pages.end());

@@ -20,14 +20,13 @@ void select_every_page(int32_t n_pages, std::vector<int32_t>& pages) {
 
 void classify_pages(const KvCache& cache, SeqId seq, int32_t il, int32_t sink_tokens, int32_t first_local_cell,
                     PageCandidates& out) {
-  const int32_t n_pages = cache.n_pages(seq, il);
+  cache.page_spans(seq, il, out.spans);
+  const auto n_pages = static_cast<int32_t>(out.spans.size());
   const std::span<const int32_t> positions = cache.positions(seq, il);
-  out.spans.resize(static_cast<size_t>(n_pages));
   out.always.resize(static_cast<size_t>(n_pages));
   out.n_candidates = 0;
   for (int32_t ip = 0; ip < n_pages; ++ip) {
-    const KvCache::PageSpan span = cache.page_span(seq, il, ip);
-    out.spans[static_cast<size_t>(ip)] = span;
+    const KvCache::PageSpan span = out.spans[static_cast<size_t>(ip)];
     const bool last = ip == n_pages - 1;
     const bool sink = span.n_cells > 0 && positions[static_cast<size_t>(span.first_cell)] < sink_tokens;
     const bool local = span.first_cell + span.n_cells > first_local_cell;

@@ -190,13 +190,15 @@ TEST(FloatOps, AttentionRowsHandWorked) {
 }
 
 // Quest's bound: every ISA against the twin on queries and summaries of the models' head sizes and around the
-// vector widths, and hand-worked: q = (1, -2), lo = (0, -1), hi = (3, 1) gives max(0, 3) + max(2, -2) = 5.
+// vector widths, one to 16 logical pages, and hand-worked: q = (1, -2), lo = (0, -1), hi = (3, 1) gives max(0, 3) + max(2, -2) = 5.
 TEST(FloatOps, KeyBoundMatchesTwin) {
   for (Isa isa : supported_isas()) {
     const FloatOps& ops = float_ops(isa);
-    for (int32_t d : {2, 7, 16, 40, 64, 256}) {
-      for (int32_t n_q : {1, 3, 4, 5, 8}) {
-        for (int32_t n_sub : {1, 4}) {
+    // 64 x up to 4 and 128 x up to 2 keep the queries in registers; 7 and 16 logical pages reduce their sums in
+    // more than one batch of 16.
+    for (int32_t d : {2, 7, 16, 40, 64, 128, 256}) {
+      for (int32_t n_q : {1, 2, 3, 4, 5, 8}) {
+        for (int32_t n_sub : {1, 4, 7, 16}) {
           const std::vector<float> q = random_floats(int64_t{n_q} * d, 12, 1.0f);
           std::vector<float> lo = random_floats(int64_t{n_sub} * d, 13, 1.0f), hi = lo;
           const std::vector<float> spread = random_floats(int64_t{n_sub} * d, 14, 0.5f);
