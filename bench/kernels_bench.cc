@@ -268,12 +268,14 @@ void BM_FlashAttention(benchmark::State& state) {
                  (diagonal ? " diagonal" : ""));
 }
 
-// Quest's page bound (key_bound_f16) as a selecting policy scores a 16384-token cache: 1024 logical pages of 16
-// tokens, scored as 256 pages of 4, one KV head's `group` queries. args: isa, head_dim, group
+// Quest's page bound (key_bound_f16) as a selecting policy scores a 16384-token cache of 64-token pages, one KV
+// head's `group` queries: 256 pages of `sub` summaries (quest: 1; lserve: 4 logical pages of 16 tokens).
+// args: isa, head_dim, group, sub
 void BM_KeyBound(benchmark::State& state) {
   const auto isa = static_cast<Isa>(state.range(0));
   const auto d = static_cast<int32_t>(state.range(1)), n_q = static_cast<int32_t>(state.range(2));
-  constexpr int32_t kPages = 256, kSub = 4;
+  const auto kSub = static_cast<int32_t>(state.range(3));
+  constexpr int32_t kPages = 256;
   const std::vector<float> q = random_activations(static_cast<int64_t>(n_q) * d);  // [n_q, d]
   const std::vector<float> lo = random_activations(static_cast<int64_t>(kPages) * kSub * d);
   std::vector<uint16_t> lo16(lo.size()), hi16(lo.size());  // [kPages, kSub, d]
@@ -290,7 +292,8 @@ void BM_KeyBound(benchmark::State& state) {
     benchmark::DoNotOptimize(sum);
   }
   state.counters["pages/s"] = benchmark::Counter(kPages, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(isa_name(isa)) + " d=" + std::to_string(d) + " queries=" + std::to_string(n_q));
+  state.SetLabel(std::string(isa_name(isa)) + " d=" + std::to_string(d) + " queries=" + std::to_string(n_q) +
+                 " summaries per page=" + std::to_string(kSub));
 }
 
 void register_threads_and_attention() {
@@ -312,7 +315,8 @@ void register_threads_and_attention() {
           ->Unit(benchmark::kMicrosecond);
     }
     for (const auto& [d, group] : {std::pair<int64_t, int64_t>{64, 3}, {128, 2}, {256, 4}})
-      benchmark::RegisterBenchmark("KeyBound", BM_KeyBound)->Args({i, d, group})->Unit(benchmark::kMicrosecond);
+      for (int64_t sub : {1, 4})
+        benchmark::RegisterBenchmark("KeyBound", BM_KeyBound)->Args({i, d, group, sub})->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark("FlashAttentionDecodeWindow", BM_FlashAttention)
         ->Args({i, 256, 4, 4096, 512, 0, 0})
         ->Unit(benchmark::kMicrosecond);

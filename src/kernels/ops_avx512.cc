@@ -203,6 +203,20 @@ inline float max_of_sums(__m512 (&v)[16], int n) {
   return _mm512_reduce_max_ps(r);  // lane 4L + m: the sum of v[4m + L]
 }
 
+// The same for n <= 4 vectors (a Quest page: one summary, a GQA group's queries): a tree of 4.
+inline float max_of_sums4(const __m512* v, int n) {
+  __m512 a[4];
+  for (int i = 0; i < 4; ++i) a[i] = i < n ? v[i] : _mm512_set1_ps(-INFINITY);
+  const __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(a[0], a[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_f32x4(a[0], a[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(a[2], a[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_f32x4(a[2], a[3], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 u = _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)));  // lane L: a[L]'s 4 partials
+  const __m512 z = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm512_reduce_max_ps(_mm512_add_ps(z, _mm512_permute_ps(z, _MM_SHUFFLE(1, 0, 3, 2))));
+}
+
 // key_bound for heads of 16 NC dimensions and NQ <= 4 queries (NQ * NC <= 16): the queries stay in registers for
 // every logical page, and the pages' sums are reduced 16 at a time.
 template <typename T, int NC, int NQ>
@@ -229,7 +243,11 @@ float key_bound_in_registers(const float* q, int32_t d, const T* lo, const T* hi
       n_sums = 0;
     }
   }
-  if (n_sums > 0) best = std::max(best, max_of_sums(sums, n_sums));
+  if (n_sums > 4) {
+    best = std::max(best, max_of_sums(sums, n_sums));
+  } else if (n_sums > 0) {
+    best = std::max(best, max_of_sums4(sums, n_sums));
+  }
   return best;
 }
 
