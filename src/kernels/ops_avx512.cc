@@ -218,7 +218,7 @@ inline float max_of_sums4(const __m512* v, int n) {
 }
 
 // key_bound for heads of 16 NC dimensions and NQ <= 4 queries (NQ * NC <= 16): the queries stay in registers for
-// every logical page, and the pages' sums are reduced 16 at a time.
+// every logical page, and the pages' sums are reduced 16 at a time (the last 4 or fewer in a tree of 4).
 template <typename T, int NC, int NQ>
 float key_bound_in_registers(const float* q, int32_t d, const T* lo, const T* hi, int32_t n_sub) {
   __m512 qv[NQ][NC];
@@ -233,7 +233,8 @@ float key_bound_in_registers(const float* q, int32_t d, const T* lo, const T* hi
     __m512 acc[NQ];
     for (int j = 0; j < NQ; ++j) acc[j] = _mm512_setzero_ps();
     for (int c = 0; c < NC; ++c) {
-      const __m512 l = load_summary(lo_s + 16 * c, __mmask16(0xffff)), h = load_summary(hi_s + 16 * c, __mmask16(0xffff));
+      const __m512 l = load_summary(lo_s + 16 * c, __mmask16(0xffff));
+      const __m512 h = load_summary(hi_s + 16 * c, __mmask16(0xffff));
       for (int j = 0; j < NQ; ++j)
         acc[j] = _mm512_add_ps(acc[j], _mm512_max_ps(_mm512_mul_ps(qv[j][c], l), _mm512_mul_ps(qv[j][c], h)));
     }

@@ -59,7 +59,8 @@ KvCache::PageSpan KvCache::page_span(SeqId seq, int32_t il, int32_t i_page) cons
 void KvCache::page_spans(SeqId seq, int32_t il, std::vector<PageSpan>& out) const {
   const LayerCells& l = layer(seq, il);
   out.resize(l.pages.size());
-  for (size_t i = 0; i < l.pages.size(); ++i) out[i] = {l.page_first[i], l.pages[i].n_cells, l.pages[i].quantized != nullptr};
+  for (size_t i = 0; i < l.pages.size(); ++i)
+    out[i] = {l.page_first[i], l.pages[i].n_cells, l.pages[i].quantized != nullptr};
 }
 
 KvCache::HeadRows KvCache::head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page, Scratch& scratch,

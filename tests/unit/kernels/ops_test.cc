@@ -190,7 +190,8 @@ TEST(FloatOps, AttentionRowsHandWorked) {
 }
 
 // Quest's bound: every ISA against the twin on queries and summaries of the models' head sizes and around the
-// vector widths, one to 16 logical pages, and hand-worked: q = (1, -2), lo = (0, -1), hi = (3, 1) gives max(0, 3) + max(2, -2) = 5.
+// vector widths, one to 16 logical pages, and hand-worked: q = (1, -2), lo = (0, -1), hi = (3, 1) gives
+// max(0, 3) + max(2, -2) = 5.
 TEST(FloatOps, KeyBoundMatchesTwin) {
   for (Isa isa : supported_isas()) {
     const FloatOps& ops = float_ops(isa);

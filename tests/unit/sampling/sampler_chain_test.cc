@@ -90,6 +90,9 @@ TEST(SamplerChain, GreedyArgmaxOfRawLogits) {
     EXPECT_EQ(chain.last_candidates().data[0].id, expected);
     EXPECT_EQ(chain.last_candidates().data[0].prob, 1.0f);
   }
+  const std::vector<float> all_nan = {nan, nan};
+  EXPECT_EQ(chain.sample(all_nan.data(), 2), 0);
+  EXPECT_EQ(chain.last_candidates().data[0].logit, -inf) << "NaN counts as -inf, as fill() makes it";
 }
 
 TEST(SamplerChain, CreateRejectsInvalidOptions) {
