@@ -39,6 +39,9 @@ import subprocess
 import sys
 import time
 
+# ggml_type values of llama.cpp's cache types (ggml.h: GGML_TYPE_F16 = 1, Q4_0 = 2, Q8_0 = 8).
+GGML_CACHE_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+
 SHORT_NAMES = {
     "smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf",
     "smollm2-135m-q8": "SmolLM2-135M-Instruct.Q8_0.gguf",  # made by bench/make_q8_0.py
@@ -123,8 +126,8 @@ def llama_worker(args):
             cparams.n_threads = n_threads
             cparams.n_threads_batch = n_threads
             cparams.flash_attn_type = fa
-            cparams.type_k = 1  # GGML_TYPE_F16
-            cparams.type_v = 1
+            cparams.type_k = GGML_CACHE_TYPES[args.llama_cache_type]
+            cparams.type_v = GGML_CACHE_TYPES[args.llama_cache_type]
             cparams.no_perf = True
             ctx = lc.llama_init_from_model(model, cparams)
             if not ctx:
@@ -307,6 +310,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=1, help="unmeasured runs before them")
     ap.add_argument("--rounds", type=int, default=2, help="A/B rounds (llama.cpp, then longhaul)")
     ap.add_argument("--flash-attn", choices=["off", "on", "auto"], default="off", help="llama.cpp flash attention")
+    ap.add_argument("--llama-cache-type", choices=sorted(GGML_CACHE_TYPES), default="f16",
+                    help="llama.cpp's K and V cache type (-ctk / -ctv); q8_0 and q4_0 need --flash-attn on, as "
+                         "llama.cpp's quantized V cache does: the anchor for longhaul's bits=8 / bits=4 cells")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--longhaul", default=os.path.join(ROOT, "build/release/cli/longhaul"))
     ap.add_argument("--probe", default=os.path.join(ROOT, "build/release/bench/longhaul_bandwidth_probe"))
@@ -319,6 +325,9 @@ def main():
     ap.add_argument("--llama-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.llama_cache_type != "f16" and args.flash_attn != "on":
+        raise SystemExit(f"compare: --llama-cache-type {args.llama_cache_type} needs --flash-attn on "
+                         "(llama.cpp quantizes the V cache only with flash attention)")
     if args.llama_worker:
         return llama_worker(args)
 
@@ -352,6 +361,7 @@ def main():
                     a = run_json([sys.executable, os.path.abspath(__file__), "--llama-worker", "--model", model,
                                   *sizes, "--depths", str(depth), "--threads", str(t), "--reps", str(args.reps),
                                   "--warmup", str(args.warmup), "--flash-attn", args.flash_attn,
+                                  "--llama-cache-type", args.llama_cache_type,
                                   "--seed", str(args.seed)])
                     outs = [("llama.cpp", a)]
                     for engine, policy_args in longhaul_engines:
@@ -387,7 +397,7 @@ def main():
 
     machine = info.get("machine", {})
     print(f"machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, longhaul kernels "
-          f"{machine.get('isa', '?')}; llama.cpp flash-attn {args.flash_attn}, KV f16")
+          f"{machine.get('isa', '?')}; llama.cpp flash-attn {args.flash_attn}, KV {args.llama_cache_type}")
     if bandwidth:
         print("probed read bandwidth (1 GiB buffer, median): " +
               ", ".join(f"{t} thread{'s' if t > 1 else ''} {bw:.2f} GB/s" for t, bw in sorted(bandwidth.items())))

@@ -268,6 +268,67 @@ void BM_FlashAttention(benchmark::State& state) {
                  (diagonal ? " diagonal" : ""));
 }
 
+// Decode attention over stored cells as a KV page holds them: separate keys and values, f16 (bits 16:
+// attention_update) or KIVI codes in key groups of 32 cells (bits 8 / 4: attention_update_quantized, read in place),
+// one token's `group` queries at position n_k, every key visible. 4096 keys of SmolLM2's head stay in the L2 cache
+// (what the arithmetic costs); 65536 do not (what reading the cells from memory costs).
+// args: isa, head_dim, n_q, n_k, bits
+void BM_AttentionStorage(benchmark::State& state) {
+  const auto isa = static_cast<Isa>(state.range(0));
+  const auto d = static_cast<int32_t>(state.range(1));
+  const auto n_q = static_cast<int32_t>(state.range(2)), n_k = static_cast<int32_t>(state.range(3));
+  const auto bits = static_cast<int32_t>(state.range(4));
+  constexpr int32_t kGroup = 32;
+  const std::vector<float> q = random_activations(static_cast<int64_t>(n_q) * d);  // [n_q, d]
+  const int64_t n = static_cast<int64_t>(n_k) * d;
+  const std::vector<float> kf = random_activations(n), vf = random_activations(n);
+  std::vector<uint16_t> k16(static_cast<size_t>(n)), v16(static_cast<size_t>(n));  // [n_k, d] f16
+  std::vector<uint8_t> k_codes, v_codes;                                             // [n_k, d * bits / 8]
+  std::vector<uint16_t> k_params, v_params;  // [n_k / 32, 2, d], [n_k, d / 32, 2]
+  std::vector<int32_t> group_end;            // [n_k / 32]
+  QuantizedRows rows;
+  if (bits == 16) {
+    for (int64_t i = 0; i < n; ++i) {
+      k16[static_cast<size_t>(i)] = tensor::f32_to_f16(kf[static_cast<size_t>(i)]);
+      v16[static_cast<size_t>(i)] = tensor::f32_to_f16(vf[static_cast<size_t>(i)]);
+    }
+  } else {  // codes from the activations' bit patterns: any byte will do for speed
+    k_codes.resize(static_cast<size_t>(n * bits / 8));
+    v_codes.resize(k_codes.size());
+    for (size_t i = 0; i < k_codes.size(); ++i) {
+      k_codes[i] = static_cast<uint8_t>(kf[i % kf.size()] * 37.0f);
+      v_codes[i] = static_cast<uint8_t>(vf[i % vf.size()] * 37.0f);
+    }
+    k_params.assign(static_cast<size_t>(n_k / kGroup) * 2 * d, tensor::f32_to_f16(0.01f));
+    v_params.assign(static_cast<size_t>(n_k) * (d / kQuantizedValueGroup) * 2, tensor::f32_to_f16(0.01f));
+    for (int32_t g = 1; g <= n_k / kGroup; ++g) group_end.push_back(g * kGroup);
+    rows = {bits, k_codes.data(), k_params.data(), group_end.data(), static_cast<int32_t>(group_end.size()),
+            v_codes.data(), v_params.data()};
+  }
+  std::vector<int32_t> q_pos(static_cast<size_t>(n_q), n_k), k_pos(static_cast<size_t>(n_k));  // [n_q], [n_k]
+  for (int32_t j = 0; j < n_k; ++j) k_pos[static_cast<size_t>(j)] = j;
+  std::vector<float> m(static_cast<size_t>(n_q)), l(static_cast<size_t>(n_q)), o(static_cast<size_t>(n_q) * d);
+  AttentionMask mask;
+  mask.q_pos = q_pos.data();
+  mask.k_pos = k_pos.data();
+  const FloatOps& ops = float_ops(isa);
+  for (auto _ : state) {
+    std::fill(m.begin(), m.end(), -INFINITY);
+    std::fill(l.begin(), l.end(), 0.0f);
+    std::fill(o.begin(), o.end(), 0.0f);
+    if (bits == 16) {
+      ops.attention_update(q.data(), d, n_q, k16.data(), d, v16.data(), d, n_k, mask, d, d, m.data(), l.data(),
+                           o.data(), d);
+    } else {
+      ops.attention_update_quantized(q.data(), d, n_q, rows, n_k, mask, d, d, m.data(), l.data(), o.data(), d);
+    }
+    benchmark::DoNotOptimize(o.data());
+  }
+  state.counters["keys/s"] = benchmark::Counter(n_k, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(isa_name(isa)) + " d=" + std::to_string(d) + " queries=" + std::to_string(n_q) +
+                 " keys=" + std::to_string(n_k) + " bits=" + std::to_string(bits));
+}
+
 // Quest's page bound (key_bound_f16) as a selecting policy scores a 16384-token cache of 64-token pages, one KV
 // head's `group` queries: 256 pages of `sub` summaries (quest: 1; lserve: 4 logical pages of 16 tokens).
 // args: isa, head_dim, group, sub
@@ -314,6 +375,12 @@ void register_threads_and_attention() {
           ->Args({i, d, 16 * group, 512, 0, 1, 0})
           ->Unit(benchmark::kMicrosecond);
     }
+    for (const auto& [d, group] : {std::pair<int64_t, int64_t>{64, 3}, {256, 4}})
+      for (int64_t n_k : {4096, 65536})
+        for (int64_t bits : {16, 8, 4})
+          benchmark::RegisterBenchmark("AttentionStorage", BM_AttentionStorage)
+              ->Args({i, d, group, n_k, bits})
+              ->Unit(benchmark::kMicrosecond);
     for (const auto& [d, group] : {std::pair<int64_t, int64_t>{64, 3}, {128, 2}, {256, 4}})
       for (int64_t sub : {1, 4})
         benchmark::RegisterBenchmark("KeyBound", BM_KeyBound)->Args({i, d, group, sub})->Unit(benchmark::kMicrosecond);

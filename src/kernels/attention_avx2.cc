@@ -1,4 +1,5 @@
-// AVX2 flash attention (kernels::attention_update), built with the flags of ops_avx2.cc.
+// AVX2 flash attention (kernels::attention_update, and attention_update_quantized over KIVI codes through the same
+// kernel with another reader), built with the flags of ops_avx2.cc.
 //
 // Keys arrive in blocks of 16 (one page run is many blocks). A block is converted from f16 once, into rows of f32
 // that stay in L1, and then serves every query of the call: a query's 16 scores are four-row dot products reduced
@@ -18,6 +19,7 @@
 #include "kernels/attention_mask.h"
 #include "kernels/ops_isa.h"
 #include "kernels/attention_prefetch.h"
+#include "kernels/quantized_cursor.h"
 #include "kernels/x86/avx2_math.h"
 
 namespace longhaul::kernels::detail {
@@ -27,10 +29,85 @@ namespace {
 
 constexpr int kBlock = 16;  // keys per block
 
+// Where the kernel's keys and values come from. A reader hands out key / value vectors of 8 channels as f32 (key
+// j's channels [8 c, 8 c + 8)). block_end(kb, n_k) is where the block starting at key kb ends (at most kBlock keys);
+// begin_block(kb, nk) comes before the vectors of a block are asked for; prefetch(j0, j1) asks for rows ahead.
+//
+// f16 rows (the cache's f16 pages), read in place.
 template <int KV, int VV>  // dk = 8 KV, dv = 8 VV
-void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
-                            const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m,
-                            float* l, float* o, int64_t o_stride) {
+struct F16Rows {
+  const uint16_t* k;
+  int64_t k_stride;
+  const uint16_t* v;
+  int64_t v_stride;
+  int32_t block_end(int32_t kb, int32_t n_k) const { return std::min(n_k, kb + kBlock); }
+  void begin_block(int32_t, int32_t) {}
+  __m256 key(int32_t j, int c) const { return load_f16x8(k + j * k_stride + 8 * c); }
+  __m256 value(int32_t j, int c) const { return load_f16x8(v + j * v_stride + 8 * c); }
+  void prefetch(int32_t j0, int32_t j1) const { prefetch_kv_rows(k, k_stride, v, v_stride, 16 * KV, 16 * VV, j0, j1); }
+};
+
+// KIVI codes (kernels::QuantizedRows), dequantized as a block is converted: code * scale + zero. A block stays
+// inside one key group, whose scales and zeros are converted to f32 once; the value scales and zeros of a block's
+// keys are converted together when the block begins.
+template <int Bits, int KV, int VV>
+struct QuantizedReader {
+  static constexpr int kDk = 8 * KV, kDv = 8 * VV;
+  static constexpr int kKeyBytes = kDk * Bits / 8, kValueBytes = kDv * Bits / 8;
+  static constexpr int kValueGroups = kDv / kQuantizedValueGroup;
+  static_assert(kDv % kQuantizedValueGroup == 0 && (Bits == 8 || KV % 2 == 0), "whole value groups, whole bytes");
+  QuantizedCursor at;
+  alignas(32) float scale[kDk];
+  alignas(32) float zero[kDk];
+  alignas(32) float value_params[kBlock * kValueGroups * 2];  // [kBlock keys, value groups, (scale, zero)]
+
+  explicit QuantizedReader(const QuantizedRows& r) : at{r} {}
+  int32_t block_end(int32_t kb, int32_t n_k) { return at.block_end(kb, n_k, kBlock); }
+  [[gnu::always_inline]] void begin_block(int32_t kb, int32_t nk) {
+    if (at.begin_block(kb, kDk)) {
+      const uint16_t* params = at.key_params(kDk);
+      for (int c = 0; c < KV; ++c) {
+        _mm256_store_ps(scale + 8 * c, load_f16x8(params + 8 * c));
+        _mm256_store_ps(zero + 8 * c, load_f16x8(params + kDk + 8 * c));
+      }
+    }
+    const int32_t n = nk * kValueGroups * 2;
+    const uint16_t* params = at.value_params(kValueGroups);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_store_ps(value_params + i, load_f16x8(params + i));
+    if (i < n) {  // a tail of 4 (an odd nk): no 16-bit masked load on AVX2
+      alignas(16) uint16_t tail[8] = {};
+      std::copy(params + i, params + n, tail);
+      _mm256_store_ps(value_params + i, load_f16x8(tail));
+    }
+  }
+  // Channels [8 c, 8 c + 8) of a row of codes of d = 8 * NVec channels, as f32 codes.
+  template <int NVec>
+  static __m256 codes(const uint8_t* row, int c) {
+    if constexpr (Bits == 8) {
+      return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + 8 * c))));
+    } else {  // planar nibbles: the first half of the channels in the low nibbles
+      const bool low = c < NVec / 2;
+      const __m256i bytes = _mm256_cvtepu8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + (low ? 8 * c : 8 * c - 4 * NVec))));
+      return _mm256_cvtepi32_ps(low ? _mm256_and_si256(bytes, _mm256_set1_epi32(0x0f)) : _mm256_srli_epi32(bytes, 4));
+    }
+  }
+  __m256 key(int32_t j, int c) const {
+    return _mm256_fmadd_ps(codes<KV>(at.rows.key_codes + static_cast<int64_t>(j) * kKeyBytes, c),
+                           _mm256_load_ps(scale + 8 * c), _mm256_load_ps(zero + 8 * c));
+  }
+  __m256 value(int32_t j, int c) const {
+    const float* p = value_params + ((j - at.block_begin) * kValueGroups + c * 8 / kQuantizedValueGroup) * 2;
+    return _mm256_fmadd_ps(codes<VV>(at.rows.value_codes + static_cast<int64_t>(j) * kValueBytes, c),
+                           _mm256_broadcast_ss(p), _mm256_broadcast_ss(p + 1));
+  }
+  void prefetch(int32_t j0, int32_t j1) const { at.prefetch(j0, j1, kKeyBytes, kValueBytes, kValueGroups); }
+};
+
+template <int KV, int VV, typename Rows>  // dk = 8 KV, dv = 8 VV
+void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
+                            const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
   constexpr int kDk = 8 * KV, kDv = 8 * VV;
   alignas(32) float kf[kBlock * kDk];  // [16][dk] keys of the block
   alignas(32) float vf[kBlock * kDv];  // [16][dv] values of the block
@@ -40,8 +117,9 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const
   const __m256i lane_bit0 = _mm256_setr_epi32(1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7);
   const __m256i lane_bit1 = _mm256_slli_epi32(lane_bit0, 8);
   const QueryBounds qb = query_bounds(mask, n_q);
-  for (int32_t kb = 0; kb < n_k; kb += kBlock) {
-    const int32_t nk = std::min(kBlock, n_k - kb);
+  for (int32_t kb = 0, kb_end = 0; kb < n_k; kb = kb_end) {
+    kb_end = rows.block_end(kb, n_k);
+    const int32_t nk = kb_end - kb;
     int32_t min_kp = INT32_MAX, max_kp = INT32_MIN;
     for (int32_t j = 0; j < nk; ++j) {
       min_kp = std::min(min_kp, mask.k_pos[kb + j]);
@@ -61,14 +139,14 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const
       const __m256i vis1 = _mm256_cmpeq_epi32(_mm256_and_si256(bitv, lane_bit1), lane_bit1);
       if (!converted) {
         // Rows of missing keys are zero (their scores are masked, their probabilities 0).
+        rows.begin_block(kb, nk);
         for (int32_t j = 0; j < kBlock; ++j) {
           // The next block's row j, one per row converted (attention_prefetch.h), for heads of up to 64 dimensions.
-          if (KV <= 8 && VV <= 8 && kb + kBlock + j < n_k)
-            prefetch_kv_rows(k, k_stride, v, v_stride, 16 * KV, 16 * VV, kb + kBlock + j, kb + kBlock + j + 1);
+          if (KV <= 8 && VV <= 8 && kb + kBlock + j < n_k) rows.prefetch(kb + kBlock + j, kb + kBlock + j + 1);
           for (int c = 0; c < KV; ++c)
-            _mm256_store_ps(kf + j * kDk + 8 * c, j < nk ? load_f16x8(k + (kb + j) * k_stride + 8 * c) : _mm256_setzero_ps());
+            _mm256_store_ps(kf + j * kDk + 8 * c, j < nk ? rows.key(kb + j, c) : _mm256_setzero_ps());
           for (int c = 0; c < VV; ++c)
-            _mm256_store_ps(vf + j * kDv + 8 * c, j < nk ? load_f16x8(v + (kb + j) * v_stride + 8 * c) : _mm256_setzero_ps());
+            _mm256_store_ps(vf + j * kDv + 8 * c, j < nk ? rows.value(kb + j, c) : _mm256_setzero_ps());
         }
         converted = true;
       }
@@ -118,18 +196,46 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const
   }
 }
 
+template <int KV, int VV>
+void f16_sized(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride, const uint16_t* v,
+               int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m, float* l, float* o,
+               int64_t o_stride) {
+  F16Rows<KV, VV> rows{k, k_stride, v, v_stride};
+  attention_update_sized<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+}
+
+template <int KV, int VV>
+void quantized_sized(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv, int32_t n_k,
+                     const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
+  if (kv.bits == 8) {
+    QuantizedReader<8, KV, VV> rows(kv);
+    return attention_update_sized<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+  }
+  QuantizedReader<4, KV, VV> rows(kv);
+  attention_update_sized<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+}
+
 }  // namespace
 
 void attention_update_avx2(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
                            const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                            int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
   if (dk == 64 && dv == 64)
-    return attention_update_sized<8, 8>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+    return f16_sized<8, 8>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
   if (dk == 128 && dv == 128)
-    return attention_update_sized<16, 16>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+    return f16_sized<16, 16>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
   if (dk == 256 && dv == 256)
-    return attention_update_sized<32, 32>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+    return f16_sized<32, 32>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
   ref::attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
+}
+
+void attention_update_quantized_avx2(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv,
+                                     int32_t n_k, const AttentionMask& mask, int32_t dk, int32_t dv, float* m, float* l,
+                                     float* o, int64_t o_stride) {
+  if (dk == 64 && dv == 64) return quantized_sized<8, 8>(q, q_stride, n_q, kv, n_k, mask, m, l, o, o_stride);
+  if (dk == 128 && dv == 128) return quantized_sized<16, 16>(q, q_stride, n_q, kv, n_k, mask, m, l, o, o_stride);
+  if (dk == 256 && dv == 256) return quantized_sized<32, 32>(q, q_stride, n_q, kv, n_k, mask, m, l, o, o_stride);
+  ref::attention_update_quantized(q, q_stride, n_q, kv, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 
 #else
@@ -137,6 +243,11 @@ void attention_update_avx2(const float* q, int64_t q_stride, int32_t n_q, const 
                            const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                            int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
   ref::attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
+}
+void attention_update_quantized_avx2(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv,
+                                     int32_t n_k, const AttentionMask& mask, int32_t dk, int32_t dv, float* m, float* l,
+                                     float* o, int64_t o_stride) {
+  ref::attention_update_quantized(q, q_stride, n_q, kv, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 #endif
 

@@ -1,4 +1,5 @@
-// AVX-512 flash attention (kernels::attention_update), built with the flags of ops_avx512.cc.
+// AVX-512 flash attention (kernels::attention_update, and attention_update_quantized over KIVI codes through the
+// same kernels with another reader), built with the flags of ops_avx512.cc.
 // Which keys a query sees comes only from kernels/attention_mask.h: block_maybe_visible skips a block before it is
 // converted, and block_visibility's 16 bits are the __mmask16 of the query's scores.
 
@@ -16,6 +17,7 @@
 #include "kernels/attention_mask.h"
 #include "kernels/ops_isa.h"
 #include "kernels/attention_prefetch.h"
+#include "kernels/quantized_cursor.h"
 #include "kernels/x86/avx512_math.h"
 
 namespace longhaul::kernels::detail {
@@ -52,16 +54,86 @@ inline void transpose16(__m512* r) {
   }
 }
 
+// Where a kernel's keys and values come from. A reader hands out key / value vectors of 16 channels as f32 (key
+// j's channels [16 c, 16 c + 16)). block_end(kb, n_k) is where the block starting at key kb ends (at most 16 keys);
+// begin_block(kb, nk) comes before the vectors of a block are asked for; prefetch(j0, j1) asks for rows ahead.
+//
+// f16 rows (the cache's f16 pages), read in place.
+template <int KV, int VV>  // dk = 16 KV, dv = 16 VV
+struct F16Rows {
+  const uint16_t* k;
+  int64_t k_stride;
+  const uint16_t* v;
+  int64_t v_stride;
+  int32_t block_end(int32_t kb, int32_t n_k) const { return std::min(n_k, kb + 16); }
+  void begin_block(int32_t, int32_t) {}
+  __m512 key(int32_t j, int c) const { return load_f16x16(k + j * k_stride + 16 * c); }
+  __m512 value(int32_t j, int c) const { return load_f16x16(v + j * v_stride + 16 * c); }
+  void prefetch(int32_t j0, int32_t j1) const { prefetch_kv_rows(k, k_stride, v, v_stride, 32 * KV, 32 * VV, j0, j1); }
+};
+
+// KIVI codes (kernels::QuantizedRows), dequantized in registers: code * scale + zero. A block stays inside one key
+// group, whose scales and zeros are converted to f32 once; the value scales and zeros of a block's keys are
+// converted together when the block begins.
+template <int Bits, int KV, int VV>
+struct QuantizedReader {
+  static constexpr int kDk = 16 * KV, kDv = 16 * VV;
+  static constexpr int kKeyBytes = kDk * Bits / 8, kValueBytes = kDv * Bits / 8;
+  static constexpr int kValueGroups = kDv / kQuantizedValueGroup;
+  static_assert(kDv % kQuantizedValueGroup == 0 && (Bits == 8 || KV % 2 == 0), "whole value groups, whole bytes");
+  QuantizedCursor at;
+  alignas(64) float scale[kDk];
+  alignas(64) float zero[kDk];
+  alignas(64) float value_params[16 * kValueGroups * 2];  // [16 keys, value groups, (scale, zero)]
+
+  explicit QuantizedReader(const QuantizedRows& r) : at{r} {}
+  int32_t block_end(int32_t kb, int32_t n_k) { return at.block_end(kb, n_k, 16); }
+  [[gnu::always_inline]] void begin_block(int32_t kb, int32_t nk) {
+    if (at.begin_block(kb, kDk)) {
+      const uint16_t* params = at.key_params(kDk);
+      for (int c = 0; c < KV; ++c) {
+        _mm512_store_ps(scale + 16 * c, load_f16x16(params + 16 * c));
+        _mm512_store_ps(zero + 16 * c, load_f16x16(params + kDk + 16 * c));
+      }
+    }
+    const int32_t n = nk * kValueGroups * 2;
+    const uint16_t* params = at.value_params(kValueGroups);
+    for (int32_t i = 0; i < n; i += 16)
+      _mm512_store_ps(value_params + i, load_f16x16_masked(params + i, std::min(16, n - i)));
+  }
+  // Channels [16 c, 16 c + 16) of a row of codes of d = 16 * n_vec channels, as f32 codes.
+  template <int NVec>
+  static __m512 codes(const uint8_t* row, int c) {
+    if constexpr (Bits == 8) {
+      return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16 * c))));
+    } else {  // planar nibbles: the first half of the channels in the low nibbles
+      const bool low = c < NVec / 2;
+      const __m512i bytes = _mm512_cvtepu8_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + (low ? 16 * c : 16 * c - 8 * NVec))));
+      return _mm512_cvtepi32_ps(low ? _mm512_and_si512(bytes, _mm512_set1_epi32(0x0f)) : _mm512_srli_epi32(bytes, 4));
+    }
+  }
+  __m512 key(int32_t j, int c) const {
+    return _mm512_fmadd_ps(codes<KV>(at.rows.key_codes + static_cast<int64_t>(j) * kKeyBytes, c),
+                           _mm512_load_ps(scale + 16 * c), _mm512_load_ps(zero + 16 * c));
+  }
+  __m512 value(int32_t j, int c) const {
+    const float* p = value_params + ((j - at.block_begin) * kValueGroups + c * 16 / kQuantizedValueGroup) * 2;
+    return _mm512_fmadd_ps(codes<VV>(at.rows.value_codes + static_cast<int64_t>(j) * kValueBytes, c),
+                           _mm512_set1_ps(p[0]), _mm512_set1_ps(p[1]));
+  }
+  void prefetch(int32_t j0, int32_t j1) const { at.prefetch(j0, j1, kKeyBytes, kValueBytes, kValueGroups); }
+};
+
 // Flash attention update with each key block (16 keys) converted once and shared by all queries: keys transposed
 // to [dk][16] f32, so that a query's 16 scores are dk multiply-adds of a broadcast query element with a row of the
 // block (no horizontal sums), values converted to [16][dv] f32. Queries go four at a time, so every key or value
 // vector loaded serves four multiply-adds.
 constexpr int kQueriesPerPass = 4;
 
-template <int KV, int VV>  // dk = 16 KV, dv = 16 VV
-void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
-                        const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m, float* l,
-                        float* o, int64_t o_stride) {
+template <int KV, int VV, typename Rows>  // dk = 16 KV, dv = 16 VV
+void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
+                        const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
   constexpr int kDk = 16 * KV, kDv = 16 * VV;
   constexpr int kQb = kQueriesPerPass;
   alignas(64) float kt[kDk * 16];     // [dk][16]
@@ -70,8 +142,9 @@ void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, const uin
   alignas(64) float o_dummy[kDv];     // output row of a query slot past n_q
   const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
   const QueryBounds qb = query_bounds(mask, n_q);
-  for (int32_t kb = 0; kb < n_k; kb += 16) {
-    const int32_t nk = n_k - kb < 16 ? n_k - kb : 16;
+  for (int32_t kb = 0, kb_end = 0; kb < n_k; kb = kb_end) {
+    kb_end = rows.block_end(kb, n_k);
+    const int32_t nk = kb_end - kb;
     const __mmask16 kmask = first_lanes(nk);
     const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, mask.k_pos + kb);
     const int32_t min_kp = _mm512_reduce_min_epi32(kp);
@@ -99,18 +172,16 @@ void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, const uin
       if (!any) continue;
       if (!converted) {
         // Keys: 16 x 16 blocks converted and transposed; rows of missing keys are zero (their scores are masked).
+        rows.begin_block(kb, nk);
         for (int c = 0; c < KV; ++c) {
-          __m512 rows[16];
-          for (int j = 0; j < 16; ++j)
-            rows[j] = j < nk ? load_f16x16(k + (kb + j) * k_stride + 16 * c) : _mm512_setzero_ps();
-          transpose16(rows);
-          for (int i = 0; i < 16; ++i) _mm512_store_ps(kt + (16 * c + i) * 16, rows[i]);
+          __m512 block[16];
+          for (int j = 0; j < 16; ++j) block[j] = j < nk ? rows.key(kb + j, c) : _mm512_setzero_ps();
+          transpose16(block);
+          for (int i = 0; i < 16; ++i) _mm512_store_ps(kt + (16 * c + i) * 16, block[i]);
         }
         for (int32_t j = 0; j < 16; ++j) {
-          for (int c = 0; c < VV; ++c) {
-            _mm512_store_ps(vf + j * kDv + 16 * c,
-                            j < nk ? load_f16x16(v + (kb + j) * v_stride + 16 * c) : _mm512_setzero_ps());
-          }
+          for (int c = 0; c < VV; ++c)
+            _mm512_store_ps(vf + j * kDv + 16 * c, j < nk ? rows.value(kb + j, c) : _mm512_setzero_ps());
         }
         converted = true;
       }
@@ -173,16 +244,16 @@ void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, const uin
 // each query (one accumulator per key, reduced together), and values are converted as they are accumulated.
 // The query count NQ is a template parameter: with a run-time count GCC 12 kept the accumulators on the stack and
 // tested the count inside every inner loop, which made this kernel slower than the AVX2 one.
-template <int KV, int VV, int NQ>  // dk = 16 KV, dv = 16 VV, NQ queries (1..kQueriesPerPass)
-void attention_update_few(const float* q, int64_t q_stride, const uint16_t* k, int64_t k_stride, const uint16_t* v,
-                          int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m, float* l, float* o,
-                          int64_t o_stride) {
+template <int KV, int VV, int NQ, typename Rows>  // dk = 16 KV, dv = 16 VV, NQ queries (1..kQueriesPerPass)
+void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t n_k, const AttentionMask& mask,
+                          float* m, float* l, float* o, int64_t o_stride) {
   static_assert(NQ >= 1 && NQ <= kQueriesPerPass, "NQ queries per call");
   alignas(64) float sbuf[NQ][16];  // scores of the block, then probabilities
   const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
   const QueryBounds qb = query_bounds(mask, NQ);
-  for (int32_t kb = 0; kb < n_k; kb += 16) {
-    const int32_t nk = n_k - kb < 16 ? n_k - kb : 16;
+  for (int32_t kb = 0, kb_end = 0; kb < n_k; kb = kb_end) {
+    kb_end = rows.block_end(kb, n_k);
+    const int32_t nk = kb_end - kb;
     const __mmask16 kmask = first_lanes(nk);
     const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, mask.k_pos + kb);
     const int32_t min_kp = _mm512_reduce_min_epi32(kp);
@@ -196,11 +267,11 @@ void attention_update_few(const float* q, int64_t q_stride, const uint16_t* k, i
       any = any || vis[i] != 0;
     }
     if (!any) continue;
+    rows.begin_block(kb, nk);
     // Scores, four keys at a time; keys past nk are zero rows (masked below). Each group of four asks for the
     // next block's four rows (attention_prefetch.h: spread, not in one burst).
     for (int32_t j4 = 0; j4 < 16; j4 += 4) {
-      prefetch_kv_rows(k, k_stride, v, v_stride, 32 * KV, 32 * VV, std::min(n_k, kb + 16 + j4),
-                       std::min(n_k, kb + 20 + j4));
+      rows.prefetch(std::min(n_k, kb + 16 + j4), std::min(n_k, kb + 20 + j4));
       if (j4 >= nk) {
         for (int i = 0; i < NQ; ++i) _mm_store_ps(sbuf[i] + j4, _mm_setzero_ps());
         continue;
@@ -211,7 +282,7 @@ void attention_update_few(const float* q, int64_t q_stride, const uint16_t* k, i
       for (int c = 0; c < KV; ++c) {
         __m512 kv[4];
         for (int j = 0; j < 4; ++j)
-          kv[j] = j4 + j < nk ? load_f16x16(k + (kb + j4 + j) * k_stride + 16 * c) : _mm512_setzero_ps();
+          kv[j] = j4 + j < nk ? rows.key(kb + j4 + j, c) : _mm512_setzero_ps();
         for (int i = 0; i < NQ; ++i) {
           const __m512 qc = _mm512_loadu_ps(q + i * q_stride + 16 * c);
           for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_fmadd_ps(kv[j], qc, acc[i][j]);
@@ -248,7 +319,7 @@ void attention_update_few(const float* q, int64_t q_stride, const uint16_t* k, i
       }
       for (int32_t j = 0; j < nk; ++j) {
         for (int c = 0; c < kNv; ++c) {
-          const __m512 vj = load_f16x16(v + (kb + j) * v_stride + 16 * (cb + c));
+          const __m512 vj = rows.value(kb + j, cb + c);
           for (int i = 0; i < NQ; ++i) acc[i][c] = _mm512_fmadd_ps(_mm512_set1_ps(sbuf[i][j]), vj, acc[i][c]);
         }
       }
@@ -259,18 +330,35 @@ void attention_update_few(const float* q, int64_t q_stride, const uint16_t* k, i
   }
 }
 
-template <int KV, int VV>
-void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
-                            const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m,
-                            float* l, float* o, int64_t o_stride) {
+template <int KV, int VV, typename Rows>
+void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
+                            const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
   switch (n_q) {
-    case 1: return attention_update_few<KV, VV, 1>(q, q_stride, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
-    case 2: return attention_update_few<KV, VV, 2>(q, q_stride, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
-    case 3: return attention_update_few<KV, VV, 3>(q, q_stride, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
-    case 4: return attention_update_few<KV, VV, 4>(q, q_stride, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
-    default:
-      return attention_update_n<KV, VV>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+    case 1: return attention_update_few<KV, VV, 1>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
+    case 2: return attention_update_few<KV, VV, 2>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
+    case 3: return attention_update_few<KV, VV, 3>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
+    case 4: return attention_update_few<KV, VV, 4>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
+    default: return attention_update_n<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
   }
+}
+
+template <int KV, int VV>
+void f16_sized(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride, const uint16_t* v,
+               int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m, float* l, float* o,
+               int64_t o_stride) {
+  F16Rows<KV, VV> rows{k, k_stride, v, v_stride};
+  attention_update_sized<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+}
+
+template <int KV, int VV>
+void quantized_sized(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv, int32_t n_k,
+                     const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
+  if (kv.bits == 8) {
+    QuantizedReader<8, KV, VV> rows(kv);
+    return attention_update_sized<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+  }
+  QuantizedReader<4, KV, VV> rows(kv);
+  attention_update_sized<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
 }
 
 }  // namespace
@@ -279,12 +367,21 @@ void attention_update_avx512(const float* q, int64_t q_stride, int32_t n_q, cons
                              const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                              int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
   if (dk == 64 && dv == 64)
-    return attention_update_sized<4, 4>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+    return f16_sized<4, 4>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
   if (dk == 128 && dv == 128)
-    return attention_update_sized<8, 8>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+    return f16_sized<8, 8>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
   if (dk == 256 && dv == 256)
-    return attention_update_sized<16, 16>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+    return f16_sized<16, 16>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
   ref::attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
+}
+
+void attention_update_quantized_avx512(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv,
+                                       int32_t n_k, const AttentionMask& mask, int32_t dk, int32_t dv, float* m,
+                                       float* l, float* o, int64_t o_stride) {
+  if (dk == 64 && dv == 64) return quantized_sized<4, 4>(q, q_stride, n_q, kv, n_k, mask, m, l, o, o_stride);
+  if (dk == 128 && dv == 128) return quantized_sized<8, 8>(q, q_stride, n_q, kv, n_k, mask, m, l, o, o_stride);
+  if (dk == 256 && dv == 256) return quantized_sized<16, 16>(q, q_stride, n_q, kv, n_k, mask, m, l, o, o_stride);
+  ref::attention_update_quantized(q, q_stride, n_q, kv, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 
 #else
@@ -292,6 +389,11 @@ void attention_update_avx512(const float* q, int64_t q_stride, int32_t n_q, cons
                              const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                              int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
   ref::attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
+}
+void attention_update_quantized_avx512(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv,
+                                       int32_t n_k, const AttentionMask& mask, int32_t dk, int32_t dv, float* m,
+                                       float* l, float* o, int64_t o_stride) {
+  ref::attention_update_quantized(q, q_stride, n_q, kv, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 #endif
 

@@ -28,5 +28,11 @@ inline void prefetch_kv_rows(const uint16_t* k, int64_t k_stride, const uint16_t
   }
 }
 
+// Requests the n_bytes from p (a quantized page's codes and scales, which the kernels read as bytes).
+inline void prefetch_bytes(const void* p, int64_t n_bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = 0; off < n_bytes; off += 64) __builtin_prefetch(c + off, 0, 3);
+}
+
 }  // namespace
 }  // namespace longhaul::kernels::detail

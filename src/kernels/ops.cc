@@ -1,6 +1,7 @@
 #include "kernels/ops.h"
 
 #include <cmath>
+#include <string>
 
 #include "base/status.h"
 #include "kernels/attention_prefetch.h"
@@ -13,7 +14,8 @@ const FloatOps& generic_ops() {
   static const FloatOps table{ref::rms_norm,       ref::silu_mul,     ref::gelu_mul,
                               ref::softmax,        ref::dot_f16_f32,  ref::axpy_f16,
                               ref::f32_to_f16_row, ref::dot_f16_rows, ref::accumulate_f16_rows,
-                              ref::attention_update, ref::key_bound, ref::key_bound_f16};
+                              ref::attention_update, ref::key_bound, ref::key_bound_f16,
+                              ref::attention_update_quantized};
   return table;
 }
 
@@ -60,9 +62,30 @@ void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint1
   active_ops().attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 
+void attention_update_quantized(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv, int32_t n_k,
+                                const AttentionMask& mask, int32_t dk, int32_t dv, float* m, float* l, float* o,
+                                int64_t o_stride) {
+  LH_CHECK_MSG(kv.bits == 8 || (kv.bits == 4 && dk % 2 == 0 && dv % 2 == 0),
+               "attention_update_quantized: bits must be 8, or 4 with even head dims; got " + std::to_string(kv.bits));
+  LH_CHECK_MSG(n_k == 0 || (kv.n_groups > 0 && kv.group_end[kv.n_groups - 1] >= n_k),
+               "attention_update_quantized: the key groups end before key " + std::to_string(n_k));
+  LH_CHECK_MSG(mask.k_node == nullptr || (mask.q_node != nullptr && mask.ancestors != nullptr &&
+                                          mask.n_ancestor_words > 0),
+               "attention_update_quantized: a mask with k_node needs q_node, ancestors and n_ancestor_words > 0");
+  active_ops().attention_update_quantized(q, q_stride, n_q, kv, n_k, mask, dk, dv, m, l, o, o_stride);
+}
+
 void prefetch_attention_rows(const uint16_t* k, int64_t k_stride, const uint16_t* v, int64_t v_stride, int32_t n_rows,
                              int32_t dk, int32_t dv) {
   detail::prefetch_kv_rows(k, k_stride, v, v_stride, dk * 2, dv * 2, 0, n_rows);  // f16 rows: 2 bytes an element
+}
+
+void prefetch_quantized_rows(const QuantizedRows& kv, int32_t n_rows, int32_t dk, int32_t dv) {
+  const int32_t n_value_groups = (dv + kQuantizedValueGroup - 1) / kQuantizedValueGroup;
+  detail::prefetch_bytes(kv.key_codes, static_cast<int64_t>(n_rows) * dk * kv.bits / 8);
+  detail::prefetch_bytes(kv.value_codes, static_cast<int64_t>(n_rows) * dv * kv.bits / 8);
+  detail::prefetch_bytes(kv.value_params, static_cast<int64_t>(n_rows) * n_value_groups * 2 * 2);
+  detail::prefetch_bytes(kv.key_params, static_cast<int64_t>(2) * dk * 2);
 }
 
 float key_bound(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub) {

@@ -83,12 +83,37 @@ void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int6
 void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
                       const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                       int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+// One KV head's cells of a KIVI-quantized page (Liu et al., 2024; kv/quantized_page.h keeps them), as attention
+// reads them in place. Keys are quantized per channel over key groups of consecutive cells, values per cell over
+// groups of kQuantizedValueGroup channels; an element is code * scale + zero. With 4 bits two channels share a
+// byte, planar: byte c holds channel c in its low nibble and channel c + d/2 in its high one.
+constexpr int32_t kQuantizedValueGroup = 32;
+struct QuantizedRows {
+  int32_t bits = 8;                       // 8 or 4
+  const uint8_t* key_codes = nullptr;     // [n_k, dk * bits / 8]
+  const uint16_t* key_params = nullptr;   // [n_groups, 2, dk] f16: the group's scale row, then its zero row
+  const int32_t* group_end = nullptr;     // [n_groups] ascending: key group g holds keys [group_end[g-1], group_end[g])
+  int32_t n_groups = 0;                   // group_end[n_groups - 1] >= n_k
+  const uint8_t* value_codes = nullptr;   // [n_k, dv * bits / 8]
+  const uint16_t* value_params = nullptr; // [n_k, ceil(dv / 32), 2] f16: scale, zero of each channel group
+};
+// [simd] attention_update over quantized keys and values, dequantized in registers: a decode step reads a page's
+// codes (a quarter or an eighth of the f32 bytes, half or a quarter of f16's) and no f16 copy is written.
+// Elements are not rounded to f16 on the way, so results differ from attention over dequantize-then-round rows by
+// that rounding (about 2^-11 relative per element).
+void attention_update_quantized(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv, int32_t n_k,
+                                const AttentionMask& mask, int32_t dk, int32_t dv, float* m, float* l, float* o,
+                                int64_t o_stride);
 // Asks the cache for rows [0, n_rows) of a head's f16 keys and values (strides in elements, dk / dv used), ahead of
 // the attention_update that will read them. Decode walks a head's pages one call each: the kernels ask for the next
 // 16-key block of their own call, and this lets the caller ask for the next page's first rows while the current
 // page is worked on. A hint only: nothing is read or written.
 void prefetch_attention_rows(const uint16_t* k, int64_t k_stride, const uint16_t* v, int64_t v_stride, int32_t n_rows,
                              int32_t dk, int32_t dv);
+
+// The same for the first n_rows rows of a quantized head (kernels::QuantizedRows): their key and value codes, their
+// value scales and zeros, and the first key group's scales and zeros.
+void prefetch_quantized_rows(const QuantizedRows& kv, int32_t n_rows, int32_t dk, int32_t dv);
 
 // The [simd] functions of one ISA. Tests compare every supported ISA's table with namespace ref.
 struct FloatOps {
@@ -108,6 +133,9 @@ struct FloatOps {
   float (*key_bound)(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub);
   float (*key_bound_f16)(const float* q, int32_t n_q, int32_t d, const uint16_t* lo, const uint16_t* hi,
                          int32_t n_sub);
+  void (*attention_update_quantized)(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv,
+                                     int32_t n_k, const AttentionMask& mask, int32_t dk, int32_t dv, float* m,
+                                     float* l, float* o, int64_t o_stride);
 };
 // The table of `isa` (which this CPU must support).
 const FloatOps& float_ops(Isa isa);
@@ -128,6 +156,9 @@ void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint1
                       int32_t dv, float* m, float* l, float* o, int64_t o_stride);
 float key_bound(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub);
 float key_bound_f16(const float* q, int32_t n_q, int32_t d, const uint16_t* lo, const uint16_t* hi, int32_t n_sub);
+void attention_update_quantized(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv, int32_t n_k,
+                                const AttentionMask& mask, int32_t dk, int32_t dv, float* m, float* l, float* o,
+                                int64_t o_stride);
 }  // namespace ref
 
 }  // namespace longhaul::kernels

@@ -227,6 +227,7 @@ const FloatOps& avx2_float_ops(const FloatOps& generic) {
     t.dot_f16_rows = dot_f16_rows_avx2;
     t.accumulate_f16_rows = accumulate_f16_rows_avx2;
     t.attention_update = attention_update_avx2;
+    t.attention_update_quantized = attention_update_quantized_avx2;
     t.key_bound = key_bound_avx2<float>;
     t.key_bound_f16 = key_bound_avx2<uint16_t>;
     return t;

@@ -302,6 +302,7 @@ const FloatOps& avx512_float_ops(const FloatOps& generic) {
     t.dot_f16_rows = dot_f16_rows_avx512;
     t.accumulate_f16_rows = accumulate_f16_rows_avx512;
     t.attention_update = attention_update_avx512;
+    t.attention_update_quantized = attention_update_quantized_avx512;
     t.key_bound = key_bound_avx512<float>;
     t.key_bound_f16 = key_bound_avx512<uint16_t>;
     return t;

@@ -17,4 +17,12 @@ void attention_update_avx512(const float* q, int64_t q_stride, int32_t n_q, cons
                              const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                              int32_t dv, float* m, float* l, float* o, int64_t o_stride);
 
+// The same files: FloatOps::attention_update_quantized of the avx2 / avx512 tables.
+void attention_update_quantized_avx2(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv,
+                                     int32_t n_k, const AttentionMask& mask, int32_t dk, int32_t dv, float* m, float* l,
+                                     float* o, int64_t o_stride);
+void attention_update_quantized_avx512(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv,
+                                       int32_t n_k, const AttentionMask& mask, int32_t dk, int32_t dv, float* m,
+                                       float* l, float* o, int64_t o_stride);
+
 }  // namespace longhaul::kernels::detail

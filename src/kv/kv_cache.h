@@ -196,6 +196,9 @@ class KvCache {
   // A head whose rows of an f16 page were released gets null rows: attention skips the page for that head.
   HeadRows head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page, Scratch& scratch, bool want_keys = true,
                      bool want_values = true) const;
+  // One head's codes of a quantized page (PageSpan::quantized) in place, for kernels::attention_update_quantized,
+  // which reads them without the f16 copy head_rows makes; null codes when the head's rows were released.
+  kernels::QuantizedRows quantized_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page) const;
 
   // Per-head retention (DuoAttention, Xiao et al., 2024): frees one head's keys and values of an f16 page, for a
   // policy that knows no future query of that head attends to those cells (a streaming head's cells behind its

@@ -2,6 +2,7 @@
 // bookkeeping is kv_cache.cc.
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <unordered_map>
 
 #include "kernels/ops.h"
@@ -81,6 +82,13 @@ KvCache::HeadRows KvCache::head_rows(SeqId seq, int32_t il, int32_t head, int32_
   if (want_keys) rows.keys = scratch.keys.data();
   if (want_values) rows.values = scratch.values.data();
   return rows;
+}
+
+kernels::QuantizedRows KvCache::quantized_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page) const {
+  const Page& page = layer(seq, il).pages[static_cast<size_t>(i_page)];
+  LH_CHECK_MSG(page.quantized != nullptr, "KvCache::quantized_rows: page " + std::to_string(i_page) + " is f16");
+  if (!page.quantized->head_present(head)) return {};  // released: nothing to attend to
+  return page.quantized->head_view(head);
 }
 
 void KvCache::release_head_rows(SeqId seq, int32_t il, int32_t head, int32_t i_page) {

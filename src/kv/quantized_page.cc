@@ -348,6 +348,20 @@ void QuantizedPage::dequantize_head(int32_t head, uint16_t* keys, uint16_t* valu
   }
 }
 
+kernels::QuantizedRows QuantizedPage::head_view(int32_t head) const {
+  const HeadCells& cells = heads_[static_cast<size_t>(head)];
+  LH_CHECK_MSG(cells.present, "QuantizedPage::head_view: the head's rows were released");
+  kernels::QuantizedRows rows;
+  rows.bits = format_.bits;
+  rows.key_codes = cells.key_codes.data();
+  rows.key_params = cells.key_params.data();
+  rows.group_end = group_end_.data();
+  rows.n_groups = n_groups();
+  rows.value_codes = cells.value_codes.data();
+  rows.value_params = cells.value_params.data();
+  return rows;
+}
+
 void QuantizedPage::read(int32_t first, int32_t count, float* keys, float* values) const {
   LH_CHECK(first >= 0 && count >= 0 && first + count <= n_cells_);
   const KvQuantFormat& f = format_;

@@ -33,10 +33,13 @@
 #include <span>
 #include <vector>
 
+#include "kernels/ops.h"
+
 namespace longhaul::kv {
 
-// Channels per value quantization group (KIVI uses its group size G = 32 for both keys and values).
-constexpr int32_t kValueChannelGroup = 32;
+// Channels per value quantization group (KIVI uses its group size G = 32 for both keys and values); the attention
+// kernels read the codes in place with the same layout (kernels::QuantizedRows).
+constexpr int32_t kValueChannelGroup = kernels::kQuantizedValueGroup;
 
 // The quantized cell format of one cache (all layers alike).
 struct KvQuantFormat {
@@ -105,6 +108,9 @@ class QuantizedPage {
   // Head `head`'s rows of every cell, dequantized and rounded to f16 (the attention kernels' input):
   //   keys [n_cells, dk], values [n_cells, dv]; either may be null.
   void dequantize_head(int32_t head, uint16_t* keys, uint16_t* values, Scratch& scratch) const;
+  // Head `head`'s codes and parameters in place, as attention_update_quantized reads them (valid until the page
+  // is modified); the head must be present (CHECK).
+  kernels::QuantizedRows head_view(int32_t head) const;
   // Cells [first, first + count), every head, f32: keys [count, n_head, dk], values [count, n_head, dv]; either
   // may be null.
   void read(int32_t first, int32_t count, float* keys, float* values) const;

@@ -263,10 +263,27 @@ void attend_sparse_by_set(const StepContext& step, int32_t il, int64_t unit, con
   }
 }
 
+// Takes KV head kv_head's rows of page ip (cells `span`) into the flash state m, l [n_q], o [n_q, dv] of the
+// queries q [n_q, dk] under `mask`: an f16 page in place, a quantized (KIVI) page through its codes, dequantized in
+// the kernel's registers. Nothing when the head's rows were released (no query of the head sees those cells).
+void attend_page(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_t kv_head, int32_t ip,
+                 const kv::KvCache::PageSpan& span, const float* q, int32_t n_q, const kernels::AttentionMask& mask,
+                 int32_t dk, int32_t dv, AttentionScratch& scratch, float* m, float* l, float* o) {
+  if (span.quantized) {
+    const kernels::QuantizedRows rows = cache.quantized_rows(seq, il, kv_head, ip);
+    if (rows.key_codes == nullptr) return;
+    kernels::attention_update_quantized(q, dk, n_q, rows, span.n_cells, mask, dk, dv, m, l, o, dv);
+    return;
+  }
+  const kv::KvCache::HeadRows rows = cache.head_rows(seq, il, kv_head, ip, scratch.kv);
+  if (rows.keys == nullptr) return;
+  kernels::attention_update(q, dk, n_q, rows.keys, dk, rows.values, dv, span.n_cells, mask, dk, dv, m, l, o, dv);
+}
+
 // Decode reads a head's pages one attention_update each, from memory: the kernel asks for its own next 16-key
 // block, and this asks for the first block of the unit's next page (page `next` of its list) while the current one
-// is worked on, so no page starts cold. f16 pages only (a quantized page is dequantized into scratch first), and
-// heads of up to 64 dimensions: at 256 (Gemma 3) it measured 1-4% slower (kernels/attention_prefetch.h).
+// is worked on, so no page starts cold (a quantized page's codes and scales: prefetch_quantized_rows), for heads of
+// up to 64 dimensions: at 256 (Gemma 3) it measured 1-4% slower (kernels/attention_prefetch.h).
 void prefetch_next_page(const StepContext& step, kv::SeqId seq, int32_t il, int64_t unit, int32_t kv_head,
                         int32_t next, AttentionScratch& scratch) {
   constexpr int32_t kRows = 16;  // the kernels' key block
@@ -274,7 +291,11 @@ void prefetch_next_page(const StepContext& step, kv::SeqId seq, int32_t il, int6
   if (dk > 64 || dv > 64) return;
   const int32_t ip = step.state.plan.unit_page(unit, next);
   const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
-  if (span.quantized) return;
+  if (span.quantized) {
+    const kernels::QuantizedRows rows = step.cache.quantized_rows(seq, il, kv_head, ip);
+    if (rows.key_codes != nullptr) kernels::prefetch_quantized_rows(rows, std::min(kRows, span.n_cells), dk, dv);
+    return;
+  }
   const kv::KvCache::HeadRows rows = step.cache.head_rows(seq, il, kv_head, ip, scratch.kv);
   if (rows.keys == nullptr) return;
   kernels::prefetch_attention_rows(rows.keys, dk, rows.values, dv, std::min(kRows, span.n_cells), dk, dv);
@@ -379,8 +400,8 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
                            m, l, o);
       return;
     }
-    // Keys of a head are contiguous rows within a page: one update per page. An f16 page is read in place; a
-    // quantized one (KIVI storage) is dequantized to f16 rows in the thread's scratch first.
+    // Keys of a head are contiguous rows within a page: one update per page (attend_page: an f16 page in place, a
+    // quantized one through its codes).
     for (int32_t i = split * pages_per_split; i < i_end; ++i) {
       if (i == n_pages + n_placed) {
         // The single cells, gathered: at their own positions, under the head's window and sinks.
@@ -392,27 +413,21 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
         // A placed page: the queries turned by its shift, visible by true position and its min_distance.
         const kv::KvPolicy::PagePlacement& placed = plan.unit_placement(unit, i - n_pages);
         const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, placed.page);
-        const kv::KvCache::HeadRows rows = step.cache.head_rows(seq, il, kv_head, placed.page, scratch.kv);
-        if (rows.keys == nullptr) continue;
         kernels::AttentionMask mask =
             plan.page_mask({}, seq, span, positions, scratch.q_pos.data(), scratch.q_node.data());
         mask.min_distance = placed.min_distance;
         const float* q_placed = place_queries(cfg, il, placed.shift, scratch.q.data(), n_q, dk, scratch);
-        kernels::attention_update(q_placed, dk, n_q, rows.keys, dk, rows.values, dv, span.n_cells, mask, dk, dv, m,
-                                  l, o, dv);
+        attend_page(step.cache, seq, il, kv_head, placed.page, span, q_placed, n_q, mask, dk, dv, scratch, m, l, o);
         continue;
       }
       const int32_t ip = plan.unit_page(unit, i);
       const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
-      const kv::KvCache::HeadRows rows = step.cache.head_rows(seq, il, kv_head, ip, scratch.kv);
-      if (rows.keys == nullptr) continue;  // this head's rows were freed: no query of it sees these cells
       if (n_q <= group && i + 1 < std::min(i_end, n_pages))  // decode
         prefetch_next_page(step, seq, il, unit, kv_head, i + 1, scratch);
       kernels::AttentionMask mask =
           plan.page_mask(head, seq, span, positions, scratch.q_pos.data(), scratch.q_node.data());
       if (any_sparse) mask.q_sparse = scratch.q_sparse.data();
-      kernels::attention_update(scratch.q.data(), dk, n_q, rows.keys, dk, rows.values, dv, span.n_cells, mask, dk, dv,
-                                m, l, o, dv);
+      attend_page(step.cache, seq, il, kv_head, ip, span, scratch.q.data(), n_q, mask, dk, dv, scratch, m, l, o);
     }
   });
 

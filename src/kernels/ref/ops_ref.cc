@@ -74,17 +74,19 @@ void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int6
   for (int64_t r = 0; r < n_rows; ++r) axpy_f16(p[r], v + r * stride, out, d);
 }
 
-void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
-                      const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
-                      int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
+namespace {
+// The online-softmax update of attention_update for keys and values given by accessors: score(i, j) is q_i . k_j,
+// add_value(p, j, out) adds p * v_j to out [dv].
+template <typename Score, typename AddValue>
+void flash_update(int32_t n_q, int32_t n_k, const AttentionMask& mask, int32_t dv, float* m, float* l, float* o,
+                  int64_t o_stride, Score&& score, AddValue&& add_value) {
   std::vector<float> s(static_cast<size_t>(n_k));  // [n_k] one query's scores
   for (int32_t i = 0; i < n_q; ++i) {
     // Scores of the visible keys; -infinity for the others. The twin asks key_visible for every key, so the block
     // fast paths of the SIMD kernels (block_visibility, block_maybe_visible) are tested against the rule itself.
     float block_max = -INFINITY;
     for (int32_t j = 0; j < n_k; ++j) {
-      s[static_cast<size_t>(j)] =
-          key_visible(mask, i, j) ? dot_f16_f32(k + j * k_stride, q + i * q_stride, dk) : -INFINITY;
+      s[static_cast<size_t>(j)] = key_visible(mask, i, j) ? score(i, j) : -INFINITY;
       block_max = std::max(block_max, s[static_cast<size_t>(j)]);
     }
     if (block_max == -INFINITY) continue;  // nothing visible in this run
@@ -97,11 +99,65 @@ void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint1
       if (s[static_cast<size_t>(j)] == -INFINITY) continue;
       const float p = std::exp(s[static_cast<size_t>(j)] - m_new);
       sum += p;
-      axpy_f16(p, v + j * v_stride, oi, dv);
+      add_value(p, j, oi);
     }
     l[i] = l[i] * alpha + sum;
     m[i] = m_new;
   }
+}
+
+// Element c of a row of d channels stored as `bits`-bit codes (4 bits: planar, ops.h).
+float code_at(const uint8_t* codes, int32_t c, int32_t d, int32_t bits) {
+  if (bits == 8) return static_cast<float>(codes[c]);
+  const int32_t half = d / 2;
+  return static_cast<float>(c < half ? codes[c] & 0x0f : codes[c - half] >> 4);
+}
+}  // namespace
+
+void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                      const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
+                      int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
+  flash_update(
+      n_q, n_k, mask, dv, m, l, o, o_stride,
+      [&](int32_t i, int32_t j) { return dot_f16_f32(k + j * k_stride, q + i * q_stride, dk); },
+      [&](float p, int32_t j, float* out) { axpy_f16(p, v + j * v_stride, out, dv); });
+}
+
+// The same update, each key and value dequantized to f32 (code * scale + zero) first.
+void attention_update_quantized(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv, int32_t n_k,
+                                const AttentionMask& mask, int32_t dk, int32_t dv, float* m, float* l, float* o,
+                                int64_t o_stride) {
+  const int64_t key_bytes = static_cast<int64_t>(dk) * kv.bits / 8;
+  const int64_t value_bytes = static_cast<int64_t>(dv) * kv.bits / 8;
+  const int32_t n_value_groups = (dv + kQuantizedValueGroup - 1) / kQuantizedValueGroup;
+  std::vector<float> keys(static_cast<size_t>(n_k) * dk), values(static_cast<size_t>(n_k) * dv);  // [n_k, dk / dv]
+  int32_t g = 0;
+  for (int32_t j = 0; j < n_k; ++j) {
+    while (kv.group_end[g] <= j) ++g;
+    const uint16_t* scale = kv.key_params + static_cast<int64_t>(g) * 2 * dk;
+    const uint16_t* zero = scale + dk;
+    for (int32_t c = 0; c < dk; ++c)
+      keys[static_cast<size_t>(j) * dk + c] = code_at(kv.key_codes + j * key_bytes, c, dk, kv.bits) *
+                                                  tensor::f16_to_f32(scale[c]) +
+                                              tensor::f16_to_f32(zero[c]);
+    const uint16_t* params = kv.value_params + static_cast<int64_t>(j) * n_value_groups * 2;
+    for (int32_t c = 0; c < dv; ++c) {
+      const int32_t vg = c / kQuantizedValueGroup;
+      values[static_cast<size_t>(j) * dv + c] = code_at(kv.value_codes + j * value_bytes, c, dv, kv.bits) *
+                                                    tensor::f16_to_f32(params[2 * vg]) +
+                                                tensor::f16_to_f32(params[2 * vg + 1]);
+    }
+  }
+  flash_update(
+      n_q, n_k, mask, dv, m, l, o, o_stride,
+      [&](int32_t i, int32_t j) {
+        float dot = 0.0f;
+        for (int32_t c = 0; c < dk; ++c) dot += q[i * q_stride + c] * keys[static_cast<size_t>(j) * dk + c];
+        return dot;
+      },
+      [&](float p, int32_t j, float* out) {
+        for (int32_t c = 0; c < dv; ++c) out[c] += p * values[static_cast<size_t>(j) * dv + c];
+      });
 }
 
 namespace {

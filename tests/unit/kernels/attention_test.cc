@@ -217,7 +217,9 @@ Flash run_flash(AttentionFn fn, const Problem& p, bool in_runs) {
 }
 
 // Direct softmax over the keys p.visible admits, in double: [n_q, dv]; sees_any[i] = query i sees some key.
-std::vector<double> direct(const Problem& p, std::vector<bool>& sees_any) {
+// key(j, c) and value(j, c) give element c of key / value j (the problem's f16 rows by default).
+template <typename Key, typename Value>
+std::vector<double> direct(const Problem& p, std::vector<bool>& sees_any, Key&& key, Value&& value) {
   std::vector<double> out(static_cast<size_t>(p.n_q()) * p.dv, 0.0);
   sees_any.assign(static_cast<size_t>(p.n_q()), false);
   for (int32_t i = 0; i < p.n_q(); ++i) {
@@ -226,9 +228,7 @@ std::vector<double> direct(const Problem& p, std::vector<bool>& sees_any) {
     for (int32_t j = 0; j < p.n_k(); ++j) {
       if (!p.visible(i, j)) continue;
       double dot = 0;
-      for (int32_t c = 0; c < p.dk; ++c)
-        dot += static_cast<double>(p.q[static_cast<size_t>(i) * p.dk + c]) *
-               tensor::f16_to_f32(p.k[static_cast<size_t>(j) * p.dk + c]);
+      for (int32_t c = 0; c < p.dk; ++c) dot += static_cast<double>(p.q[static_cast<size_t>(i) * p.dk + c]) * key(j, c);
       s[static_cast<size_t>(j)] = dot;
       mx = std::max(mx, dot);
     }
@@ -238,11 +238,16 @@ std::vector<double> direct(const Problem& p, std::vector<bool>& sees_any) {
     for (auto& x : s) sum += (x = std::exp(x - mx));  // exp(-inf) = 0 for hidden keys
     for (int32_t j = 0; j < p.n_k(); ++j) {
       for (int32_t c = 0; c < p.dv; ++c)
-        out[static_cast<size_t>(i) * p.dv + c] +=
-            s[static_cast<size_t>(j)] / sum * tensor::f16_to_f32(p.v[static_cast<size_t>(j) * p.dv + c]);
+        out[static_cast<size_t>(i) * p.dv + c] += s[static_cast<size_t>(j)] / sum * value(j, c);
     }
   }
   return out;
+}
+
+std::vector<double> direct(const Problem& p, std::vector<bool>& sees_any) {
+  return direct(
+      p, sees_any, [&](int32_t j, int32_t c) { return tensor::f16_to_f32(p.k[static_cast<size_t>(j) * p.dk + c]); },
+      [&](int32_t j, int32_t c) { return tensor::f16_to_f32(p.v[static_cast<size_t>(j) * p.dv + c]); });
 }
 
 // A query that saw no key keeps the starting state exactly; the others carry a positive sum.
@@ -398,6 +403,150 @@ TEST(FlashAttention, TreeBranchEqualsDecodeOfThatBranchAlone) {
         float max_diff = 0.0f;
         for (int32_t c = 0; c < d; ++c) max_diff = std::max(max_diff, std::fabs(branch_out[2][c] - branch_out[4][c]));
         EXPECT_GT(max_diff, 1e-2f) << isa_name(isa) << " d=" << d;
+      }
+    }
+  }
+}
+
+// KIVI-quantized keys and values (attention_update_quantized): random codes under random per-group parameters, in
+// key groups of irregular sizes (eviction leaves groups of any size), so that the kernels' blocks end at group
+// boundaries that are not multiples of 16.
+struct QuantizedProblem {
+  int32_t bits = 8;
+  std::vector<uint8_t> key_codes, value_codes;     // [n_k, dk * bits / 8], [n_k, dv * bits / 8]
+  std::vector<uint16_t> key_params, value_params;  // [n_groups, 2, dk], [n_k, dv / 32, 2]
+  std::vector<int32_t> group_end;                  // [n_groups]
+  std::vector<float> keys, values;                 // [n_k, dk], [n_k, dv]: code * scale + zero, written out here
+
+  QuantizedRows rows(int32_t first_group = 0) const {
+    // Keys from the start of group first_group, with their groups renumbered from 0 (a page's later cells).
+    const int32_t first_key = first_group == 0 ? 0 : group_end[static_cast<size_t>(first_group - 1)];
+    rebased.clear();
+    for (size_t g = static_cast<size_t>(first_group); g < group_end.size(); ++g)
+      rebased.push_back(group_end[g] - first_key);
+    const int64_t dk = static_cast<int64_t>(key_params.size()) / (2 * static_cast<int64_t>(group_end.size()));
+    const int64_t dv = static_cast<int64_t>(values.size()) / static_cast<int64_t>(group_end.back());
+    QuantizedRows r;
+    r.bits = bits;
+    r.key_codes = key_codes.data() + first_key * dk * bits / 8;
+    r.key_params = key_params.data() + first_group * 2 * dk;
+    r.group_end = rebased.data();
+    r.n_groups = static_cast<int32_t>(rebased.size());
+    r.value_codes = value_codes.data() + first_key * dv * bits / 8;
+    r.value_params = value_params.data() + first_key * (dv / kQuantizedValueGroup) * 2;
+    return r;
+  }
+  mutable std::vector<int32_t> rebased;
+};
+
+QuantizedProblem quantize_randomly(const Problem& p, int32_t bits, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int32_t levels = (1 << bits) - 1;
+  std::uniform_int_distribution<int32_t> code(0, levels);
+  std::uniform_real_distribution<float> spread(0.5f, 4.0f), shift(-2.5f, -0.25f);
+  QuantizedProblem qp;
+  qp.bits = bits;
+  const int32_t group_sizes[] = {32, 5, 16, 1, 27, 40, 32, 32};
+  for (int32_t end = 0, i = 0; end < p.n_k(); ++i) {
+    end = std::min(p.n_k(), end + group_sizes[i % 8]);
+    qp.group_end.push_back(end);
+  }
+  // Codes as numbers first ([n, d] ints), packed as the format says.
+  auto pack = [&](int32_t n, int32_t d, std::vector<int32_t>& ints) {
+    std::vector<uint8_t> bytes(static_cast<size_t>(n) * d * bits / 8, 0);
+    ints.resize(static_cast<size_t>(n) * d);
+    for (int32_t r = 0; r < n; ++r) {
+      for (int32_t c = 0; c < d; ++c) {
+        const int32_t x = code(rng);
+        ints[static_cast<size_t>(r) * d + c] = x;
+        uint8_t* row = bytes.data() + static_cast<int64_t>(r) * d * bits / 8;
+        if (bits == 8) row[c] = static_cast<uint8_t>(x);
+        else if (c < d / 2) row[c] |= static_cast<uint8_t>(x);
+        else row[c - d / 2] |= static_cast<uint8_t>(x << 4);
+      }
+    }
+    return bytes;
+  };
+  std::vector<int32_t> kc, vc;
+  qp.key_codes = pack(p.n_k(), p.dk, kc);
+  qp.value_codes = pack(p.n_k(), p.dv, vc);
+  auto f16 = [](float x) { return tensor::f32_to_f16(x); };
+  for (size_t g = 0; g < qp.group_end.size(); ++g) {
+    for (int32_t c = 0; c < p.dk; ++c) qp.key_params.push_back(f16(spread(rng) / levels));
+    for (int32_t c = 0; c < p.dk; ++c) qp.key_params.push_back(f16(shift(rng)));
+  }
+  const int32_t n_value_groups = p.dv / kQuantizedValueGroup;
+  for (int32_t j = 0; j < p.n_k() * n_value_groups; ++j) {
+    qp.value_params.push_back(f16(spread(rng) / levels));
+    qp.value_params.push_back(f16(shift(rng)));
+  }
+  size_t g = 0;
+  for (int32_t j = 0; j < p.n_k(); ++j) {
+    while (qp.group_end[g] <= j) ++g;
+    for (int32_t c = 0; c < p.dk; ++c)
+      qp.keys.push_back(static_cast<float>(kc[static_cast<size_t>(j) * p.dk + c]) *
+                            tensor::f16_to_f32(qp.key_params[g * 2 * p.dk + c]) +
+                        tensor::f16_to_f32(qp.key_params[g * 2 * p.dk + p.dk + c]));
+    for (int32_t c = 0; c < p.dv; ++c) {
+      const size_t vg = static_cast<size_t>(j) * n_value_groups + c / kQuantizedValueGroup;
+      qp.values.push_back(static_cast<float>(vc[static_cast<size_t>(j) * p.dv + c]) *
+                              tensor::f16_to_f32(qp.value_params[2 * vg]) +
+                          tensor::f16_to_f32(qp.value_params[2 * vg + 1]));
+    }
+  }
+  return qp;
+}
+
+using QuantizedFn = decltype(FloatOps::attention_update_quantized);
+
+// All keys in one call, or in two: the groups before the middle one, then the rest (a caller's two pages).
+Flash run_quantized(QuantizedFn fn, const Problem& p, const QuantizedProblem& qp, bool split) {
+  Flash f;
+  f.m.assign(static_cast<size_t>(p.n_q()), -INFINITY);
+  f.l.assign(static_cast<size_t>(p.n_q()), 0.0f);
+  f.o.assign(static_cast<size_t>(p.n_q()) * p.dv, 0.0f);
+  const auto middle = static_cast<int32_t>(qp.group_end.size() / 2);
+  const int32_t cut = split && middle > 0 ? qp.group_end[static_cast<size_t>(middle - 1)] : 0;
+  if (cut > 0) {
+    fn(p.q.data(), p.dk, p.n_q(), qp.rows(0), cut, p.mask(0), p.dk, p.dv, f.m.data(), f.l.data(), f.o.data(), p.dv);
+  }
+  fn(p.q.data(), p.dk, p.n_q(), qp.rows(cut > 0 ? middle : 0), p.n_k() - cut, p.mask(cut), p.dk, p.dv, f.m.data(),
+     f.l.data(), f.o.data(), p.dv);
+  return f;
+}
+
+// The twin against a direct softmax in double over the dequantized keys and values written out above, and every
+// ISA against the twin, for every mask of all_problems(), with 8- and 4-bit codes.
+TEST(FlashAttention, QuantizedMatchesTwinAndDirectSoftmax) {
+  for (const Problem& p : all_problems()) {
+    if (p.dk % kQuantizedValueGroup != 0) continue;  // value groups are whole: 64, 128, 256
+    for (int32_t bits : {8, 4}) {
+      const QuantizedProblem qp = quantize_randomly(p, bits, 400 + static_cast<uint32_t>(p.dk + bits));
+      std::vector<bool> sees_any;
+      const std::vector<double> want = direct(
+          p, sees_any, [&](int32_t j, int32_t c) { return qp.keys[static_cast<size_t>(j) * p.dk + c]; },
+          [&](int32_t j, int32_t c) { return qp.values[static_cast<size_t>(j) * p.dv + c]; });
+      const std::string name = p.name + " bits=" + std::to_string(bits);
+      const Flash twin = run_quantized(ref::attention_update_quantized, p, qp, /*split=*/true);
+      expect_state(twin, p, sees_any, "twin " + name);
+      for (int32_t i = 0; i < p.n_q(); ++i) {
+        if (!sees_any[static_cast<size_t>(i)]) continue;
+        for (int32_t c = 0; c < p.dv; ++c)
+          ASSERT_NEAR(normalised(twin, p, i, c), want[static_cast<size_t>(i) * p.dv + c], 2 * tolerance(p.dk))
+              << "twin " << name << " query " << i << " dim " << c;
+      }
+      for (Isa isa : supported_isas()) {
+        for (bool split : {true, false}) {
+          const std::string what = std::string(isa_name(isa)) + " " + name + (split ? " in two calls" : " one call");
+          const Flash got = run_quantized(float_ops(isa).attention_update_quantized, p, qp, split);
+          expect_state(got, p, sees_any, what);
+          for (int32_t i = 0; i < p.n_q(); ++i) {
+            if (!sees_any[static_cast<size_t>(i)]) continue;
+            for (int32_t c = 0; c < p.dv; ++c)
+              ASSERT_NEAR(normalised(got, p, i, c), normalised(twin, p, i, c), 2 * tolerance(p.dk))
+                  << what << " query " << i << " dim " << c;
+          }
+        }
       }
     }
   }
