@@ -8,6 +8,12 @@
 namespace longhaul::kernels::detail {
 namespace {
 
+// Requests the n_bytes from p, a 64-byte line at a time (rows of f16 cells; a quantized page's codes and scales).
+inline void prefetch_bytes(const void* p, int64_t n_bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = 0; off < n_bytes; off += 64) __builtin_prefetch(c + off, 0, 3);
+}
+
 // Requests rows [j0, j1) of an attention call's f16 keys and values (k_row_bytes / v_row_bytes each) into the
 // cache. Decode reads a head's rows once, from memory, a page at a time: asking one 16-key block ahead keeps loads
 // in flight while the current block's dot products run. The kernels ask a few rows at a time, spread over the
@@ -21,17 +27,9 @@ namespace {
 inline void prefetch_kv_rows(const uint16_t* k, int64_t k_stride, const uint16_t* v, int64_t v_stride,
                              int k_row_bytes, int v_row_bytes, int32_t j0, int32_t j1) {
   for (int32_t j = j0; j < j1; ++j) {
-    const char* kr = reinterpret_cast<const char*>(k + j * k_stride);
-    const char* vr = reinterpret_cast<const char*>(v + j * v_stride);
-    for (int off = 0; off < k_row_bytes; off += 64) __builtin_prefetch(kr + off, 0, 3);
-    for (int off = 0; off < v_row_bytes; off += 64) __builtin_prefetch(vr + off, 0, 3);
+    prefetch_bytes(k + j * k_stride, k_row_bytes);
+    prefetch_bytes(v + j * v_stride, v_row_bytes);
   }
-}
-
-// Requests the n_bytes from p (a quantized page's codes and scales, which the kernels read as bytes).
-inline void prefetch_bytes(const void* p, int64_t n_bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (int64_t off = 0; off < n_bytes; off += 64) __builtin_prefetch(c + off, 0, 3);
 }
 
 }  // namespace
