@@ -244,10 +244,13 @@ void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, Rows& row
 // each query (one accumulator per key, reduced together), and values are converted as they are accumulated.
 // The query count NQ is a template parameter: with a run-time count GCC 12 kept the accumulators on the stack and
 // tested the count inside every inner loop, which made this kernel slower than the AVX2 one.
-template <int KV, int VV, int NQ, typename Rows>  // dk = 16 KV, dv = 16 VV, NQ queries (1..kQueriesPerPass)
+// Up to kFewQueries queries: 6 x 4 score accumulators, 4 key vectors and a query vector fill 29 of the 32 registers.
+constexpr int kFewQueries = 6;
+
+template <int KV, int VV, int NQ, typename Rows>  // dk = 16 KV, dv = 16 VV, NQ queries (1..kFewQueries)
 void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t n_k, const AttentionMask& mask,
                           float* m, float* l, float* o, int64_t o_stride) {
-  static_assert(NQ >= 1 && NQ <= kQueriesPerPass, "NQ queries per call");
+  static_assert(NQ >= 1 && NQ <= kFewQueries, "NQ queries per call");
   alignas(64) float sbuf[NQ][16];  // scores of the block, then probabilities
   const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
   const QueryBounds qb = query_bounds(mask, NQ);
@@ -330,16 +333,37 @@ void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t 
   }
 }
 
+// Which kernel a call's queries take. Decode (the query heads of one KV head, 1-4) takes the kernel that keeps keys
+// as rows, a prompt chunk the transposing one. Between them, a step of 2-4 tokens (speculative verification, a
+// short chunk) with 64-dimension heads (SmolLM2: 3 query heads per KV head) runs the row kernel for up to 6 queries
+// and twice, over halves, for up to 12: the second half reads the rows the first brought into the cache. The
+// transposing kernel ran passes of four query slots with up to three empty; on SmolLM2 at depth 4096 a 2-token step
+// is 15% faster this way and a 3-token one 12% (docs/benchmarks.md, "Verification steps of a few tokens"). With
+// 256-dimension heads (Gemma 3) the halves were 2-8% slower than the transposing kernel at 8 and 12 queries.
 template <int KV, int VV, typename Rows>
 void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
                             const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
+  constexpr bool kSmallHeads = KV <= 4;
   switch (n_q) {
     case 1: return attention_update_few<KV, VV, 1>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
     case 2: return attention_update_few<KV, VV, 2>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
     case 3: return attention_update_few<KV, VV, 3>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
     case 4: return attention_update_few<KV, VV, 4>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
-    default: return attention_update_n<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+    default: break;
   }
+  if constexpr (kSmallHeads) {
+    if (n_q == 5) return attention_update_few<KV, VV, 5>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
+    if (n_q == 6) return attention_update_few<KV, VV, 6>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
+    if (n_q <= 2 * kFewQueries) {
+      const int32_t first = (n_q + 1) / 2;
+      Rows again = rows;  // a reader as it was before any block
+      attention_update_sized<KV, VV>(q, q_stride, first, rows, n_k, mask, m, l, o, o_stride);
+      return attention_update_sized<KV, VV>(q + first * q_stride, q_stride, n_q - first, again, n_k,
+                                            queries_from(mask, first), m + first, l + first, o + first * o_stride,
+                                            o_stride);
+    }
+  }
+  return attention_update_n<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
 }
 
 template <int KV, int VV>

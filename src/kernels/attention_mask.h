@@ -205,6 +205,16 @@ inline uint32_t block_visibility(const AttentionMask& m, int32_t i, int32_t j0, 
   return bits;
 }
 
+// The mask of queries [i0, ...) of `m`: the per-query arrays start at query i0, the rest is shared. A kernel that
+// runs a call's queries in parts gives each part its own.
+inline AttentionMask queries_from(const AttentionMask& m, int32_t i0) {
+  AttentionMask part = m;
+  part.q_pos = m.q_pos + i0;
+  if (m.q_node != nullptr) part.q_node = m.q_node + i0;
+  if (m.q_sparse != nullptr) part.q_sparse = m.q_sparse + i0;
+  return part;
+}
+
 // The range of the query positions of [0, n_q).
 inline QueryBounds query_bounds(const AttentionMask& m, int32_t n_q) {
   QueryBounds b;

@@ -273,7 +273,7 @@ float normalised(const Flash& f, const Problem& p, int32_t i, int32_t c) {
 std::vector<Problem> all_problems() {
   std::vector<Problem> ps;
   // Head dims of the supported models (64: SmolLM2, 128, 256: Gemma 3) take the SIMD kernels; 40 falls back to the
-  // twin. 1 to 4 queries take AVX-512's decode kernel (keys as rows, one instantiation per count), more its prompt
+  // twin. 1 to 6 queries take AVX-512's decode kernel (keys as rows, one instantiation per count), more its prompt
   // kernel (transposed blocks).
   for (int32_t d : {64, 128, 256, 40}) {
     const std::string ds = " d=" + std::to_string(d);
@@ -286,6 +286,9 @@ std::vector<Problem> all_problems() {
     // One and two queries per call (a model without GQA, a group of two): the decode kernel's other query counts.
     ps.push_back(positional("causal decode one query" + ds, d, {33}, 40, 0, 0, 0));
     ps.push_back(positional("window decode two queries" + ds, d, {39, 39}, 40, 0, 8, 0));
+    // A 2-token step of three query heads per KV head (six queries), and five: the decode kernel's largest counts.
+    ps.push_back(positional("causal two-token step" + ds, d, {38, 38, 38, 39, 39, 39}, 40, 0, 0, 0));
+    ps.push_back(positional("head span five queries" + ds, d, {36, 37, 37, 39, 39}, 40, 0, 8, 4));
     // Head span: sinks 0..3 exempt from the window; the first key block holds sinks, keys behind the window and
     // keys within it.
     ps.push_back(positional("head span prompt" + ds, d, prompt, 40, 0, 8, 4));
@@ -306,6 +309,7 @@ std::vector<Problem> all_problems() {
     ps.push_back(tree("tree few" + ds, d, {2, 4, -1}, 0, 0));
     ps.push_back(tree("tree head span" + ds, d, all_nodes, 16, 4));
     ps.push_back(tree("tree head span few" + ds, d, {4, 1, 2}, 16, 4));
+    ps.push_back(tree("tree six" + ds, d, {0, 0, 3, 3, 4, 4}, 0, 0));
     // Sparse prefill: a prompt chunk's queries (two heads per token, as a GQA group) over contiguous keys, with and
     // without a window; a decode-sized call; keys with gaps (a 16-key block spans under 64 positions) and spread
     // wider (over 64 positions: the per-key path).
@@ -314,6 +318,7 @@ std::vector<Problem> all_problems() {
     ps.push_back(sparse("sparse prefill" + ds, d, chunk, iota(0, 310), 0, 0));
     ps.push_back(sparse("sparse prefill window" + ds, d, chunk, iota(0, 310), 100, 4));
     ps.push_back(sparse("sparse few" + ds, d, {309, 309, 309}, iota(0, 310), 0, 0));
+    ps.push_back(sparse("sparse five" + ds, d, {305, 306, 307, 309, 309}, iota(0, 310, 2), 0, 0));
     ps.push_back(sparse("sparse gaps" + ds, d, {450, 451, 452, 453, 454, 455, 456, 456, 456, 456}, iota(0, 152, 3), 0, 0));
     ps.push_back(sparse("sparse spread" + ds, d, {600, 601, 602, 603, 604, 605, 606, 606, 606, 606}, iota(0, 122, 5), 0, 0));
   }
