@@ -338,7 +338,7 @@ void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t 
 // short chunk) with 64-dimension heads (SmolLM2: 3 query heads per KV head) runs the row kernel for up to 6 queries
 // and twice, over halves, for up to 12: the second half reads the rows the first brought into the cache. The
 // transposing kernel ran passes of four query slots with up to three empty; on SmolLM2 at depth 4096 a 2-token step
-// is 15% faster this way and a 3-token one 12% (docs/benchmarks.md, "Verification steps of a few tokens"). With
+// is 20% faster this way and a 3-token one 8% (docs/benchmarks.md, "Verification steps of a few tokens"). With
 // 256-dimension heads (Gemma 3) the halves were 2-8% slower than the transposing kernel at 8 and 12 queries.
 template <int KV, int VV, typename Rows>
 void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
