@@ -273,8 +273,9 @@ float normalised(const Flash& f, const Problem& p, int32_t i, int32_t c) {
 std::vector<Problem> all_problems() {
   std::vector<Problem> ps;
   // Head dims of the supported models (64: SmolLM2, 128, 256: Gemma 3) take the SIMD kernels; 40 falls back to the
-  // twin. 1 to 6 queries take AVX-512's decode kernel (keys as rows, one instantiation per count), more its prompt
-  // kernel (transposed blocks).
+  // twin. On AVX-512, 1 to 4 queries take the decode kernel (keys as rows, one instantiation per count); at 64
+  // dimensions 5 and 6 do too, and 7 to 12 run it over two halves; the rest take the prompt kernel (transposed
+  // blocks).
   for (int32_t d : {64, 128, 256, 40}) {
     const std::string ds = " d=" + std::to_string(d);
     // Queries at 20..27 over keys 0..39 (n_k not a multiple of 16): the later keys are in their future.
