@@ -12,7 +12,7 @@ namespace longhaul::kernels {
 namespace {
 const FloatOps& generic_ops() {
   static const FloatOps table{ref::rms_norm,       ref::silu_mul,     ref::gelu_mul,
-                              ref::softmax,        ref::dot_f16_f32,  ref::axpy_f16,
+                              ref::softmax,        ref::argmax,       ref::dot_f16_f32,  ref::axpy_f16,
                               ref::f32_to_f16_row, ref::dot_f16_rows, ref::accumulate_f16_rows,
                               ref::attention_update, ref::key_bound, ref::key_bound_f16,
                               ref::attention_update_quantized};
@@ -42,6 +42,10 @@ void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
 void silu_mul(const float* gate, const float* up, float* out, int64_t n) { active_ops().silu_mul(gate, up, out, n); }
 void gelu_mul(const float* gate, const float* up, float* out, int64_t n) { active_ops().gelu_mul(gate, up, out, n); }
 float softmax(float* x, int64_t n) { return active_ops().softmax(x, n); }
+int64_t argmax(const float* x, int64_t n) {
+  LH_CHECK_MSG(n >= 1, "argmax: n = " + std::to_string(n) + ": must be >= 1");
+  return active_ops().argmax(x, n);
+}
 float dot_f16_f32(const uint16_t* a, const float* b, int64_t n) { return active_ops().dot_f16_f32(a, b, n); }
 void axpy_f16(float alpha, const uint16_t* x, float* y, int64_t n) { active_ops().axpy_f16(alpha, x, y, n); }
 void f32_to_f16_row(const float* x, uint16_t* y, int64_t n) { active_ops().f32_to_f16_row(x, y, n); }

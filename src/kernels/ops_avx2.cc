@@ -100,6 +100,29 @@ float softmax_avx2(float* x, int64_t n) {
   return total;
 }
 
+// The AVX-512 version's two passes (ops_avx512.cc), 8 lanes at a time and the tail in scalar code.
+int64_t argmax_avx2(const float* x, int64_t n) {
+  const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
+  __m256 mx0 = neg_inf, mx1 = neg_inf;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    mx0 = _mm256_max_ps(_mm256_loadu_ps(x + i), mx0);  // NaN in x: keeps the running maximum
+    mx1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), mx1);
+  }
+  for (; i + 8 <= n; i += 8) mx0 = _mm256_max_ps(_mm256_loadu_ps(x + i), mx0);
+  float best = hmax_ps(_mm256_max_ps(mx0, mx1));
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  if (!(best > -INFINITY)) return 0;
+  const __m256 target = _mm256_set1_ps(best);
+  for (i = 0; i + 8 <= n; i += 8) {
+    const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), target, _CMP_EQ_OQ));
+    if (hit != 0) return i + __builtin_ctz(static_cast<unsigned>(hit));
+  }
+  for (; i < n; ++i)
+    if (x[i] == best) return i;
+  return 0;  // not reached: the maximum is one of the entries
+}
+
 float dot_f16_f32_avx2(const uint16_t* a, const float* b, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t i = 0;
@@ -221,6 +244,7 @@ const FloatOps& avx2_float_ops(const FloatOps& generic) {
     t.silu_mul = gated_avx2<false>;
     t.gelu_mul = gated_avx2<true>;
     t.softmax = softmax_avx2;
+    t.argmax = argmax_avx2;
     t.dot_f16_f32 = dot_f16_f32_avx2;
     t.axpy_f16 = axpy_f16_avx2;
     t.f32_to_f16_row = f32_to_f16_row_avx2;

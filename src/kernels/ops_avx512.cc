@@ -89,6 +89,32 @@ float softmax_avx512(float* x, int64_t n) {
   return total;
 }
 
+// Two passes over the row (it sits in L2): the largest value, then its first index. vmaxps returns its second
+// operand when either is NaN, so max(x, running) skips NaN entries; comparing equal to the maximum is false for
+// NaN, and -0 == +0 finds the first zero of either sign, as the scalar twin keeps the first.
+int64_t argmax_avx512(const float* x, int64_t n) {
+  const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+  __m512 mx0 = neg_inf, mx1 = neg_inf;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    mx0 = _mm512_max_ps(_mm512_loadu_ps(x + i), mx0);
+    mx1 = _mm512_max_ps(_mm512_loadu_ps(x + i + 16), mx1);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = i + 16 <= n ? __mmask16(0xffff) : first_lanes(n - i);
+    mx0 = _mm512_mask_max_ps(mx0, m, _mm512_maskz_loadu_ps(m, x + i), mx0);
+  }
+  const float best = _mm512_reduce_max_ps(_mm512_max_ps(mx0, mx1));
+  if (!(best > -INFINITY)) return 0;
+  const __m512 target = _mm512_set1_ps(best);
+  for (i = 0; i < n; i += 16) {
+    const __mmask16 m = i + 16 <= n ? __mmask16(0xffff) : first_lanes(n - i);
+    const __mmask16 hit = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, x + i), target, _CMP_EQ_OQ);
+    if (hit != 0) return i + __builtin_ctz(hit);
+  }
+  return 0;  // not reached: the maximum is one of the entries
+}
+
 float dot_f16_f32_avx512(const uint16_t* a, const float* b, int64_t n) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   int64_t i = 0;
@@ -296,6 +322,7 @@ const FloatOps& avx512_float_ops(const FloatOps& generic) {
     t.silu_mul = gated_avx512<false>;
     t.gelu_mul = gated_avx512<true>;
     t.softmax = softmax_avx512;
+    t.argmax = argmax_avx512;
     t.dot_f16_f32 = dot_f16_f32_avx512;
     t.axpy_f16 = axpy_f16_avx512;
     t.f32_to_f16_row = f32_to_f16_row_avx512;

@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "kernels/ops.h"
 #include "sampling/filter_stages.h"
 #include "sampling/penalties_stage.h"
 #include "sampling/pick_stages.h"
@@ -39,13 +40,10 @@ SamplerChain::SamplerChain(std::vector<std::unique_ptr<SamplerStage>> stages, ui
 namespace {
 
 // The candidate TokenCandidates::argmax() would give after fill(): the highest logit (NaN counts as -inf, as fill()
-// makes it), ties to the lowest id.
+// makes it), ties to the lowest id. kernels::argmax keeps exactly that order.
 TokenData best_logit(const float* logits, int32_t n_vocab) {
-  TokenData best{0, std::isnan(logits[0]) ? -std::numeric_limits<float>::infinity() : logits[0], 1.0f};
-  for (int32_t i = 1; i < n_vocab; ++i) {
-    if (logits[i] > best.logit) best = TokenData{i, logits[i], 1.0f};  // false for NaN
-  }
-  return best;
+  const auto id = static_cast<int32_t>(kernels::argmax(logits, n_vocab));
+  return TokenData{id, std::isnan(logits[id]) ? -std::numeric_limits<float>::infinity() : logits[id], 1.0f};
 }
 
 }  // namespace

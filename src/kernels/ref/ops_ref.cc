@@ -52,6 +52,18 @@ float softmax(float* x, int64_t n) {
   return static_cast<float>(sum);
 }
 
+int64_t argmax(const float* x, int64_t n) {
+  int64_t best = 0;
+  float best_value = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) {
+    if (x[i] > best_value) {  // false for NaN, and for a tie
+      best = i;
+      best_value = x[i];
+    }
+  }
+  return best;
+}
+
 float dot_f16_f32(const uint16_t* a, const float* b, int64_t n) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n; ++i) sum += tensor::f16_to_f32(a[i]) * b[i];

@@ -107,6 +107,63 @@ TEST(FloatOps, SoftmaxMatchesTwinWithMaskedEntries) {
   }
 }
 
+// Greedy sampling's pick: the first index of the largest value, NaN skipped, 0 when nothing is above -infinity.
+// Rows long enough for both passes' vector loops and their tails; the maximum placed in a tail, in the first and
+// the last lane, tied with a later copy, next to NaNs and infinities.
+TEST(FloatOps, ArgmaxMatchesTwin) {
+  const int64_t lengths[] = {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 47, 100, 576, 49152};
+  for (Isa isa : supported_isas()) {
+    const FloatOps& ops = float_ops(isa);
+    for (int64_t n : lengths) {
+      for (uint32_t seed = 0; seed < 6; ++seed) {
+        std::vector<float> x = random_floats(n, 1000 + seed, 3.0f);
+        std::mt19937 rng(seed);
+        const auto at = [&] { return static_cast<size_t>(std::uniform_int_distribution<int64_t>(0, n - 1)(rng)); };
+        const int64_t peak = static_cast<int64_t>(at());
+        x[static_cast<size_t>(peak)] = 100.0f;
+        if (seed == 1) x[at()] = 100.0f;  // a tie: the lower index wins
+        if (seed >= 2) x[at()] = NAN;     // a NaN never wins (the peak may be overwritten: the twin decides)
+        if (seed >= 3) x[at()] = -INFINITY;
+        if (seed == 4) x[at()] = INFINITY;
+        const int64_t want = ref::argmax(x.data(), n);
+        ASSERT_EQ(ops.argmax(x.data(), n), want) << isa_name(isa) << " n=" << n << " seed=" << seed;
+        if (seed == 0) {
+          ASSERT_EQ(want, peak);
+        }
+      }
+    }
+  }
+}
+
+TEST(FloatOps, ArgmaxHandWorked) {
+  const float nan = NAN, inf = INFINITY;
+  struct Case {
+    std::vector<float> x;
+    int64_t want;
+  };
+  std::vector<Case> cases = {
+      {{1, 3, 2}, 1},
+      {{nan, 1, nan, 1}, 1},  // NaN skipped, the first of a tie
+      {{nan, nan, nan}, 0},   // nothing above -infinity
+      {{-inf, -inf}, 0},
+      {{-inf, nan, -5}, 2},
+      {{-0.0f, 0.0f}, 0},     // -0 == +0: the first
+      {{1, inf, inf, 2}, 1},
+  };
+  std::vector<float> long_row(40, -1.0f);  // the maximum in the last lane of a 16- and an 8-lane pass, and a tail
+  long_row[31] = 2.0f;
+  long_row[39] = 2.0f;
+  cases.push_back({long_row, 31});
+  long_row[31] = nan;
+  cases.push_back({long_row, 39});
+  for (Isa isa : supported_isas()) {
+    for (const Case& c : cases) {
+      ASSERT_EQ(float_ops(isa).argmax(c.x.data(), static_cast<int64_t>(c.x.size())), c.want)
+          << isa_name(isa) << " row of " << c.x.size();
+    }
+  }
+}
+
 TEST(FloatOps, SoftmaxHandWorked) {
   // After subtracting the maximum ln 3: exp(-ln 3) + exp(0) = 4/3; normalised 1/4 and 3/4.
   for (Isa isa : supported_isas()) {
