@@ -44,7 +44,9 @@ struct F16Rows {
   void begin_block(int32_t, int32_t) {}
   __m256 key(int32_t j, int c) const { return load_f16x8(k + j * k_stride + 8 * c); }
   __m256 value(int32_t j, int c) const { return load_f16x8(v + j * v_stride + 8 * c); }
-  void prefetch(int32_t j0, int32_t j1) const { prefetch_kv_rows(k, k_stride, v, v_stride, 16 * KV, 16 * VV, j0, j1); }
+  LONGHAUL_PREFETCH_INLINE void prefetch(int32_t j0, int32_t j1) const {
+    prefetch_kv_rows(k, k_stride, v, v_stride, 16 * KV, 16 * VV, j0, j1);
+  }
 };
 
 // KIVI codes (kernels::QuantizedRows), dequantized as a block is converted: code * scale + zero. A block stays
@@ -102,7 +104,9 @@ struct QuantizedReader {
     return _mm256_fmadd_ps(codes<VV>(at.rows.value_codes + static_cast<int64_t>(j) * kValueBytes, c),
                            _mm256_broadcast_ss(p), _mm256_broadcast_ss(p + 1));
   }
-  void prefetch(int32_t j0, int32_t j1) const { at.prefetch(j0, j1, kKeyBytes, kValueBytes, kValueGroups); }
+  LONGHAUL_PREFETCH_INLINE void prefetch(int32_t j0, int32_t j1) const {
+    at.prefetch(j0, j1, kKeyBytes, kValueBytes, kValueGroups);
+  }
 };
 
 template <int KV, int VV, typename Rows>  // dk = 8 KV, dv = 8 VV

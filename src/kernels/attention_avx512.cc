@@ -69,7 +69,9 @@ struct F16Rows {
   void begin_block(int32_t, int32_t) {}
   __m512 key(int32_t j, int c) const { return load_f16x16(k + j * k_stride + 16 * c); }
   __m512 value(int32_t j, int c) const { return load_f16x16(v + j * v_stride + 16 * c); }
-  void prefetch(int32_t j0, int32_t j1) const { prefetch_kv_rows(k, k_stride, v, v_stride, 32 * KV, 32 * VV, j0, j1); }
+  LONGHAUL_PREFETCH_INLINE void prefetch(int32_t j0, int32_t j1) const {
+    prefetch_kv_rows(k, k_stride, v, v_stride, 32 * KV, 32 * VV, j0, j1);
+  }
 };
 
 // KIVI codes (kernels::QuantizedRows), dequantized in registers: code * scale + zero. A block stays inside one key
@@ -122,7 +124,9 @@ struct QuantizedReader {
     return _mm512_fmadd_ps(codes<VV>(at.rows.value_codes + static_cast<int64_t>(j) * kValueBytes, c),
                            _mm512_set1_ps(p[0]), _mm512_set1_ps(p[1]));
   }
-  void prefetch(int32_t j0, int32_t j1) const { at.prefetch(j0, j1, kKeyBytes, kValueBytes, kValueGroups); }
+  LONGHAUL_PREFETCH_INLINE void prefetch(int32_t j0, int32_t j1) const {
+    at.prefetch(j0, j1, kKeyBytes, kValueBytes, kValueGroups);
+  }
 };
 
 // Flash attention update with each key block (16 keys) converted once and shared by all queries: keys transposed

@@ -40,7 +40,8 @@ struct QuantizedCursor {
     return rows.value_params + static_cast<int64_t>(block_begin) * n_value_groups * 2;
   }
   // Asks for rows [j0, j1): their key and value codes and their value scales and zeros.
-  void prefetch(int32_t j0, int32_t j1, int32_t key_bytes, int32_t value_bytes, int32_t n_value_groups) const {
+  LONGHAUL_PREFETCH_INLINE void prefetch(int32_t j0, int32_t j1, int32_t key_bytes, int32_t value_bytes,
+                                         int32_t n_value_groups) const {
     if (j1 <= j0) return;
     prefetch_bytes(rows.key_codes + static_cast<int64_t>(j0) * key_bytes, static_cast<int64_t>(j1 - j0) * key_bytes);
     prefetch_bytes(rows.value_codes + static_cast<int64_t>(j0) * value_bytes,
