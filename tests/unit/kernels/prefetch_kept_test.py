@@ -25,14 +25,15 @@ FUNCTION = re.compile(r"^[0-9a-f]+ <(.*)>:$")
 
 
 def functions(objdump, path):
-    """{demangled name: number of prefetch instructions} for every function of the object."""
+    """{demangled name: number of prefetch instructions} for every function of the object, a function's clones and
+    split-off parts (" [clone .cold]", " [clone .isra.0]"...) counted with it."""
     text = subprocess.run([objdump, "-d", "-C", "--no-show-raw-insn", path], check=True, capture_output=True,
                           text=True).stdout
     counts, name = {}, None
     for line in text.splitlines():
         m = FUNCTION.match(line)
         if m:
-            name = m.group(1)
+            name = re.sub(r" \[clone [^\]]*\]", "", m.group(1))
             counts.setdefault(name, 0)
         elif name is not None and re.search(r"\bprefetch(t0|t1|t2|nta|w)?\b", line):
             counts[name] += 1
