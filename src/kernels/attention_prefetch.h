@@ -11,8 +11,9 @@ namespace {
 // Every function that only prefetches is always inlined, and so is every reader's prefetch() that calls one. GCC 12
 // counts a function whose only effect is __builtin_prefetch as pure, and its dead code elimination then deletes a
 // call to it (a pure call whose result is unused) before the late inliner could keep the prefetches: the f16
-// attention kernels had lost every prefetch this way, SmolLM2's decode attention ran 1.5x slower from memory, and no
-// test or result showed it. kernels_test's PrefetchesSurvive checks the built kernels for them.
+// attention kernels had lost every prefetch this way (from 9a902e9 to 124bd0b), SmolLM2's decode attention ran about
+// 1.4x slower from memory, and no test or result showed it. The ctest kernels_prefetch_kept
+// (tests/unit/kernels/prefetch_kept_test.py) reads the built kernels for them.
 #define LONGHAUL_PREFETCH_INLINE [[gnu::always_inline]] inline
 
 // Requests the n_bytes from p, a 64-byte line at a time (rows of f16 cells; a quantized page's codes and scales).
@@ -31,8 +32,9 @@ LONGHAUL_PREFETCH_INLINE void prefetch_bytes(const void* p, int64_t n_bytes) {
 // 5-11% faster with the spread requests of the AVX-512 kernel, which asks at every head size; the AVX2 kernel asks
 // only for heads of up to 64 dimensions (neutral on Gemma 3). A call is one page: model/attention.cc asks for the
 // next page's first block (kernels::prefetch_attention_rows) before the call, so that no page starts cold.
-LONGHAUL_PREFETCH_INLINE void prefetch_kv_rows(const uint16_t* k, int64_t k_stride, const uint16_t* v, int64_t v_stride,
-                             int k_row_bytes, int v_row_bytes, int32_t j0, int32_t j1) {
+LONGHAUL_PREFETCH_INLINE void prefetch_kv_rows(const uint16_t* k, int64_t k_stride, const uint16_t* v,
+                                               int64_t v_stride, int k_row_bytes, int v_row_bytes, int32_t j0,
+                                               int32_t j1) {
   for (int32_t j = j0; j < j1; ++j) {
     prefetch_bytes(k + j * k_stride, k_row_bytes);
     prefetch_bytes(v + j * v_stride, v_row_bytes);

@@ -108,8 +108,8 @@ TEST(FloatOps, SoftmaxMatchesTwinWithMaskedEntries) {
 }
 
 // Greedy sampling's pick: the first index of the largest value, NaN skipped, 0 when nothing is above -infinity.
-// Rows long enough for both passes' vector loops and their tails; the maximum placed in a tail, in the first and
-// the last lane, tied with a later copy, next to NaNs and infinities.
+// Rows long enough for both passes' vector loops and their tails (up to SmolLM2's vocabulary); the maximum placed
+// at random, tied with a copy, next to NaNs and infinities. ArgmaxHandWorked puts it in the last lane of a pass.
 TEST(FloatOps, ArgmaxMatchesTwin) {
   const int64_t lengths[] = {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 47, 100, 576, 49152};
   for (Isa isa : supported_isas()) {
