@@ -7,6 +7,7 @@
 
 #include "eval/ppl.h"
 #include "generate/engine.h"
+#include "kernels/ops.h"
 
 namespace longhaul::eval {
 namespace {
@@ -23,8 +24,6 @@ void log_softmax_rows(std::vector<float>& rows, int32_t n_vocab) {
     for (int32_t i = 0; i < n_vocab; ++i) row[i] -= log_z;
   }
 }
-
-int32_t argmax(const float* row, int32_t n) { return static_cast<int32_t>(std::max_element(row, row + n) - row); }
 
 // The logits [n_tokens, n_vocab] of every token of `tokens` under the model with `skip` left out, on an engine of
 // its own (a few pages of KV) over the shared pool.
@@ -80,7 +79,9 @@ Result<std::vector<kv::SublayerRemoval>> calibrate_sublayers(const model::Model&
   log_softmax_rows(whole, n_vocab);
   const auto n_rows = static_cast<int32_t>(tokens.size());
   std::vector<int32_t> whole_top(static_cast<size_t>(n_rows));
-  for (int32_t r = 0; r < n_rows; ++r) whole_top[static_cast<size_t>(r)] = argmax(whole.data() + int64_t{r} * n_vocab, n_vocab);
+  for (int32_t r = 0; r < n_rows; ++r)
+    whole_top[static_cast<size_t>(r)] =
+        static_cast<int32_t>(kernels::argmax(whole.data() + int64_t{r} * n_vocab, n_vocab));
   std::vector<float> whole_p(whole.size());  // [n_tokens, n_vocab] its probabilities, computed once
   for (size_t i = 0; i < whole.size(); ++i) whole_p[i] = std::exp(whole[i]);
 
@@ -113,7 +114,7 @@ Result<std::vector<kv::SublayerRemoval>> calibrate_sublayers(const model::Model&
         double row = 0.0;
         for (int32_t v = 0; v < n_vocab; ++v) row += static_cast<double>(p[v]) * static_cast<double>(log_p[v] - log_q[v]);
         kl += std::max(0.0, row);  // rounding can leave a tiny negative sum for equal rows
-        n_agree += argmax(log_q, n_vocab) == whole_top[static_cast<size_t>(r)];
+        n_agree += kernels::argmax(log_q, n_vocab) == whole_top[static_cast<size_t>(r)];
       }
       kl /= n_rows;
       if (!chosen || kl < best_kl) {  // strict: a tie keeps the earlier sub-layer
