@@ -11,12 +11,6 @@ constexpr int kSpinPolls = 20000;
 // shared with other processes the worker it waits for may be the one that needs the core.
 constexpr int kWaitPollsBeforeYield = 2000;
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 constexpr uint64_t kOpen = 1;
 inline uint64_t generation_of(uint64_t state) { return state >> 1; }
 }  // namespace

@@ -93,6 +93,13 @@ class ThreadPool {
   std::condition_variable wake_;
 };
 
+// One poll of a spin-wait: tells the core (and a sibling hyper-thread) that this thread is only waiting.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 // Threads to use when the user does not say: the cores this process may run on.
 int default_thread_count();
 

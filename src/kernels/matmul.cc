@@ -1,8 +1,10 @@
 // Threaded quantized matrix multiply: quantize the activations once, then split the output rows (and, for long
 // batches, the tokens) into chunks that the pool's threads claim.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "base/status.h"
 #include "kernels/isa_kernels.h"
@@ -27,8 +29,11 @@ constexpr int64_t kChunksPerThread = 8;
 // At most this many weight bytes per chunk: the threads of a decode step stream a large matrix (a vocabulary-sized
 // output head is 30-180 MB) at memory speed, and the last chunk is what one of them waits for at the end.
 constexpr int64_t kMaxChunkWeightBytes = 256 * 1024;
-// Activation rows are quantized in parallel when there are at least this many.
-constexpr int64_t kMinTokensToQuantizeInParallel = 16;
+// Tokens per quantizing chunk of a call's job at most (enough to spread a prompt chunk over the threads in pieces
+// that still amortize a claim).
+constexpr int64_t kMaxTokensPerQuantizeGroup = 8;
+// A thread waiting for the activations yields its core after this many polls.
+constexpr int kWaitPollsBeforeYield = 2000;
 
 // One activation format a call needs: the packed layout of a gemm kernel, or a vec_dot_type row.
 struct ActFormat {
@@ -220,24 +225,6 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
     std::memset(af.data + af.row_bytes * n_tokens, 0, static_cast<size_t>(af.row_bytes * (af.n_rows - n_tokens)));
     ++n_to_quantize;
   }
-  if (n_to_quantize > 0) {
-    if (n_tokens < kMinTokensToQuantizeInParallel || pool.n_threads() == 1) {
-      for (int f = 0; f < call.n_formats; ++f) {
-        if (call.formats[f].quantize != nullptr || call.formats[f].gemm != nullptr)
-          quantize_tokens(call, call.formats[f], 0, n_tokens);
-      }
-    } else {
-      constexpr int64_t kTokensPerChunk = 8;
-      const int64_t per_format = (n_tokens + kTokensPerChunk - 1) / kTokensPerChunk;
-      pool.for_each_chunk(per_format * call.n_formats, [&](int64_t c, int) {
-        const ActFormat& f = call.formats[c / per_format];
-        if (f.quantize == nullptr && f.gemm == nullptr) return;
-        const int64_t t0 = (c % per_format) * kTokensPerChunk;
-        quantize_tokens(call, f, t0, std::min(n_tokens, t0 + kTokensPerChunk));
-      });
-    }
-  }
-
   // Chunks.
   const int n_threads = total_work < kMinParallelWork ? 1 : pool.n_threads();
   for (int i = 0; i < call.n_parts; ++i) {
@@ -255,11 +242,48 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
     p.first_chunk = call.n_chunks;
     call.n_chunks += p.n_row_chunks * n_token_chunks;
   }
+  // One job quantizes the activations and runs the products: its first chunks are groups of tokens to quantize
+  // (per format), the rest the products, which start once every group is done. Chunks are claimed in order, so
+  // a thread that reaches a product has only the other threads' last groups to wait for: one wait for the
+  // threads per call instead of two (a separate quantizing job, then the products). A single token, or a call
+  // that runs on one thread, is quantized here first.
+  int64_t tokens_per_group = n_tokens;
+  if (n_to_quantize > 0 && (n_threads == 1 || n_tokens == 1)) {
+    for (int f = 0; f < call.n_formats; ++f) {
+      if (call.formats[f].quantize != nullptr || call.formats[f].gemm != nullptr)
+        quantize_tokens(call, call.formats[f], 0, n_tokens);
+    }
+    n_to_quantize = 0;
+  } else if (n_to_quantize > 0) {
+    tokens_per_group = std::min(kMaxTokensPerQuantizeGroup, (n_tokens + n_threads - 1) / n_threads);
+  }
   if (n_threads == 1) {
     for (int64_t c = 0; c < call.n_chunks; ++c) run_chunk(call, c);
     return;
   }
-  pool.for_each_chunk(call.n_chunks, [&call](int64_t c, int) { run_chunk(call, c); });
+  const int64_t groups_per_format = n_to_quantize > 0 ? (n_tokens + tokens_per_group - 1) / tokens_per_group : 0;
+  const int64_t n_groups = groups_per_format * call.n_formats;
+  std::atomic<int64_t> n_groups_done{0};
+  pool.for_each_chunk(n_groups + call.n_chunks, [&](int64_t c, int) {
+    if (c < n_groups) {
+      const ActFormat& f = call.formats[c / groups_per_format];
+      if (f.quantize != nullptr || f.gemm != nullptr) {
+        const int64_t t0 = (c % groups_per_format) * tokens_per_group;
+        quantize_tokens(call, f, t0, std::min(n_tokens, t0 + tokens_per_group));
+      }
+      n_groups_done.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    // The groups still running are another thread's; on a shared machine that thread may need this core.
+    for (int poll = 0; n_groups_done.load(std::memory_order_acquire) != n_groups; ++poll) {
+      if (poll >= kWaitPollsBeforeYield) {
+        std::this_thread::yield();
+      } else {
+        cpu_relax();
+      }
+    }
+    run_chunk(call, c - n_groups);
+  });
 }
 
 void matmul_fused(const MatmulTarget* targets, int n_targets, int64_t n_in, const float* x, int64_t n_tokens,

@@ -348,7 +348,8 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
     st.attention_partials.resize(static_cast<size_t>(n_tasks * task_floats));
   float* const partials = st.attention_partials.data();
 
-  step.pool.for_each_chunk(n_tasks, [&](int64_t task, int i_thread) {
+  // One task: split `split` of unit `unit`'s pages, into the task's m, l and o.
+  const auto attend_task = [&](int64_t task, int i_thread) {
     AttentionScratch& scratch = st.attention_threads[static_cast<size_t>(i_thread)];
     const int32_t split = static_cast<int32_t>(task % n_splits);
     const int64_t unit = task / n_splits;
@@ -429,10 +430,10 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
       if (any_sparse) mask.q_sparse = scratch.q_sparse.data();
       attend_page(step.cache, seq, il, kv_head, ip, span, scratch.q.data(), n_q, mask, dk, dv, scratch, m, l, o);
     }
-  });
+  };
 
-  // Merge the splits of each unit (rescaling each to the common maximum) and normalise into st.attn.
-  for (int64_t unit = 0; unit < n_units; ++unit) {
+  // Merges the splits of a unit (rescaling each to the common maximum) and normalises them into st.attn.
+  const auto merge_unit = [&](int64_t unit) {
     const int32_t b = static_cast<int32_t>(unit / n_head_kv), kv_head = static_cast<int32_t>(unit % n_head_kv);
     const int32_t t0 = plan.block_begin(b), t1 = plan.block_end(b);
     for (int32_t i = 0; i < (t1 - t0) * group; ++i) {
@@ -454,7 +455,16 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
       const float inv = 1.0f / l_all;
       for (int32_t c = 0; c < dv; ++c) out[c] *= inv;
     }
-  }
+  };
+
+  // An unsplit unit (every unit of a step of many sequences) is normalised by the task that computed it, so the
+  // other threads need not wait for a serial pass; split units are merged once every split is done.
+  step.pool.for_each_chunk(n_tasks, [&](int64_t task, int i_thread) {
+    attend_task(task, i_thread);
+    if (n_splits == 1) merge_unit(task);
+  });
+  if (n_splits > 1)
+    for (int64_t unit = 0; unit < n_units; ++unit) merge_unit(unit);
 }
 
 }  // namespace

@@ -3,9 +3,11 @@
 // (float types) of sum |w||a| per output; on the generic ISA the result must be identical.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "base/thread_pool.h"
+#include "kernels/interleave.h"
 #include "kernels/quant.h"
 #include "quant_test_util.h"
 
@@ -75,6 +77,58 @@ INSTANTIATE_TEST_SUITE_P(AllWeightTypes, Matmul,
                          [](const ::testing::TestParamInfo<DType>& info) {
                            return std::string(tensor::dtype_name(info.param));
                          });
+
+// matmul_fused over targets of different activation formats (an interleaved Q4_1 matrix packs Q8_1-style rows, a
+// row-major Q6_K matrix quantizes to Q8_K, an F32 one reads the activations as they are) equals one call per
+// target alone on one thread, bit for bit, on every ISA and on 1, 2 and 3 threads. Token counts from 1 (quantized on the
+// calling thread) to 19 (several quantizing groups per format, the products waiting for all of them).
+TEST(MatmulFused, FormatsQuantizedInTheJobEqualSeparateCalls) {
+  const int64_t n_in = 512;
+  const int64_t n_out[] = {160, 96, 48};
+  const DType types[] = {DType::Q4_1, DType::Q6_K, DType::F32};
+  std::vector<std::vector<uint8_t>> w(3);
+  for (int i = 0; i < 3; ++i) {
+    for (int64_t o = 0; o < n_out[i]; ++o) {
+      const std::vector<uint8_t> row = testing::random_weight_row(types[i], n_in, static_cast<uint32_t>(300 * i + o));
+      w[static_cast<size_t>(i)].insert(w[static_cast<size_t>(i)].end(), row.begin(), row.end());
+    }
+  }
+  std::vector<uint8_t> q4_1_interleaved(w[0].size());
+  interleave_rows(DType::Q4_1, w[0].data(), n_out[0], n_in, q4_1_interleaved.data());
+  ThreadPool pool1(1), pool2(2), pool3(3);
+  MatmulScratch scratch;
+  for (int64_t n_tokens : {1, 2, 3, 5, 8, 13, 19}) {
+    const std::vector<float> x = testing::random_activations(n_tokens * n_in, static_cast<uint32_t>(40 + n_tokens));
+    for (Isa isa : supported_isas()) {
+      // One target per call on one thread: each matrix alone, quantized before its product.
+      const auto target = [&](int i, std::vector<float>& y) {
+        return MatmulTarget{types[i], i == 0 ? q4_1_interleaved.data() : w[static_cast<size_t>(i)].data(), n_out[i],
+                            y.data(), n_out[i], i == 0 ? WeightLayout::kInterleaved16 : WeightLayout::kRows};
+      };
+      std::vector<std::vector<float>> expected(3);
+      for (int i = 0; i < 3; ++i) {
+        expected[static_cast<size_t>(i)].assign(static_cast<size_t>(n_tokens * n_out[i]), 0.0f);
+        const MatmulTarget alone = target(i, expected[static_cast<size_t>(i)]);
+        matmul_fused(isa, &alone, 1, n_in, x.data(), n_tokens, pool1, scratch);
+      }
+      for (ThreadPool* pool : {&pool1, &pool2, &pool3}) {
+        std::vector<std::vector<float>> y(3);
+        MatmulTarget targets[3];
+        for (int i = 0; i < 3; ++i) {
+          y[static_cast<size_t>(i)].assign(static_cast<size_t>(n_tokens * n_out[i]), -7.0f);
+          targets[i] = target(i, y[static_cast<size_t>(i)]);
+        }
+        // Activations left in the scratch by an earlier call must not stand in for a group that was skipped.
+        std::fill(scratch.act.begin(), scratch.act.end(), uint8_t{0x5a});
+        matmul_fused(isa, targets, 3, n_in, x.data(), n_tokens, *pool, scratch);
+        for (int i = 0; i < 3; ++i)
+          ASSERT_EQ(y[static_cast<size_t>(i)], expected[static_cast<size_t>(i)])
+              << tensor::dtype_name(types[i]) << " " << isa_name(isa) << " threads=" << pool->n_threads()
+              << " tokens=" << n_tokens;
+      }
+    }
+  }
+}
 
 // The scratch buffer is reused: a second call of the same size does not reallocate it.
 TEST(MatmulScratchTest, ReusedAcrossCalls) {
