@@ -7,9 +7,6 @@ namespace longhaul {
 namespace {
 // A worker spins this many polls (about a millisecond) for the next job before sleeping on the condition variable.
 constexpr int kSpinPolls = 20000;
-// The owning thread, waiting for workers to leave a job, yields its core after this many polls: on a machine
-// shared with other processes the worker it waits for may be the one that needs the core.
-constexpr int kWaitPollsBeforeYield = 2000;
 
 constexpr uint64_t kOpen = 1;
 inline uint64_t generation_of(uint64_t state) { return state >> 1; }
@@ -89,13 +86,7 @@ void ThreadPool::share_chunks(int64_t n_chunks, ChunkFn fn, void* ctx) {
   run_chunks(0);
   // Every chunk is claimed: close the job, then wait only for the workers that joined it.
   state_.store(state_.load(std::memory_order_relaxed) & ~kOpen);
-  for (int poll = 0; n_active_.load(std::memory_order_acquire) != 0; ++poll) {
-    if (poll >= kWaitPollsBeforeYield) {
-      std::this_thread::yield();
-    } else {
-      cpu_relax();
-    }
-  }
+  spin_wait([&] { return n_active_.load(std::memory_order_acquire) == 0; });
 }
 
 void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
@@ -112,13 +103,7 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
   job_ = Job{nullptr, nullptr, 0, &counted};
   publish();
   fn(0);
-  for (int poll = 0; n_done.load(std::memory_order_acquire) != n_threads_ - 1; ++poll) {
-    if (poll >= kWaitPollsBeforeYield) {
-      std::this_thread::yield();
-    } else {
-      cpu_relax();
-    }
-  }
+  spin_wait([&] { return n_done.load(std::memory_order_acquire) == n_threads_ - 1; });
   state_.store(state_.load(std::memory_order_relaxed) & ~kOpen);
   while (n_active_.load(std::memory_order_acquire) != 0) cpu_relax();
 }

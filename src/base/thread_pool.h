@@ -100,6 +100,21 @@ inline void cpu_relax() {
 #endif
 }
 
+// Waits until done() is true: polls, then yields the core after kSpinWaitPollsBeforeYield polls, since on a machine
+// shared with other processes the thread waited for may be the one that needs the core. For the short waits inside
+// a job (the other threads' last chunks), where sleeping would cost more than the wait.
+constexpr int kSpinWaitPollsBeforeYield = 2000;
+template <class Done>
+void spin_wait(Done&& done) {
+  for (int poll = 0; !done(); ++poll) {
+    if (poll >= kSpinWaitPollsBeforeYield) {
+      std::this_thread::yield();
+    } else {
+      cpu_relax();
+    }
+  }
+}
+
 // Threads to use when the user does not say: the cores this process may run on.
 int default_thread_count();
 

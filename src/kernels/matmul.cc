@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cstring>
 #include <string>
-#include <thread>
 
 #include "base/status.h"
 #include "kernels/isa_kernels.h"
@@ -32,8 +31,6 @@ constexpr int64_t kMaxChunkWeightBytes = 256 * 1024;
 // Tokens per quantizing chunk of a call's job at most (enough to spread a prompt chunk over the threads in pieces
 // that still amortize a claim).
 constexpr int64_t kMaxTokensPerQuantizeGroup = 8;
-// A thread waiting for the activations yields its core after this many polls.
-constexpr int kWaitPollsBeforeYield = 2000;
 
 // One activation format a call needs: the packed layout of a gemm kernel, or a vec_dot_type row.
 struct ActFormat {
@@ -274,14 +271,7 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
       n_groups_done.fetch_add(1, std::memory_order_release);
       return;
     }
-    // The groups still running are another thread's; on a shared machine that thread may need this core.
-    for (int poll = 0; n_groups_done.load(std::memory_order_acquire) != n_groups; ++poll) {
-      if (poll >= kWaitPollsBeforeYield) {
-        std::this_thread::yield();
-      } else {
-        cpu_relax();
-      }
-    }
+    spin_wait([&] { return n_groups_done.load(std::memory_order_acquire) == n_groups; });
     run_chunk(call, c - n_groups);
   });
 }

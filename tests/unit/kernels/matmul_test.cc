@@ -80,8 +80,8 @@ INSTANTIATE_TEST_SUITE_P(AllWeightTypes, Matmul,
 
 // matmul_fused over targets of different activation formats (an interleaved Q4_1 matrix packs Q8_1-style rows, a
 // row-major Q6_K matrix quantizes to Q8_K, an F32 one reads the activations as they are) equals one call per
-// target alone on one thread, bit for bit, on every ISA and on 1, 2 and 3 threads. Token counts from 1 (quantized on the
-// calling thread) to 19 (several quantizing groups per format, the products waiting for all of them).
+// target alone on one thread, bit for bit, on every ISA and on 1, 2 and 3 threads. Token counts from 1 (quantized
+// on the calling thread) to 19 (several quantizing groups per format, the products waiting for all of them).
 TEST(MatmulFused, FormatsQuantizedInTheJobEqualSeparateCalls) {
   const int64_t n_in = 512;
   const int64_t n_out[] = {160, 96, 48};
