@@ -330,15 +330,13 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
   }
   // About kFlashTasksPerThread tasks per thread, so that threads finish together; a split keeps at least
   // kFlashMinCellsPerSplit cells, below which merging costs more than it saves.
+  const int32_t max_splits = std::max(1, std::min(max_cells / kFlashMinCellsPerSplit, max_pages));
   int32_t n_splits = 1;
   const int64_t want_tasks = static_cast<int64_t>(kFlashTasksPerThread) * step.pool.n_threads();
   if (step.pool.n_threads() > 1 && n_units < want_tasks)
-    n_splits = std::max(1, std::min<int32_t>(static_cast<int32_t>((want_tasks + n_units - 1) / n_units),
-                                             max_cells / kFlashMinCellsPerSplit));
-  n_splits = std::max(1, std::min(n_splits, max_pages));
+    n_splits = std::min<int32_t>(static_cast<int32_t>((want_tasks + n_units - 1) / n_units), max_splits);
   // A task count that is a multiple of the threads: a single sequence's 3 KV heads in 3 splits were 9 tasks on 2
   // threads, so one thread ran a task more while the other waited.
-  const int32_t max_splits = std::max(1, std::min(max_cells / kFlashMinCellsPerSplit, max_pages));
   while (n_splits > 1 && n_splits < max_splits && (n_units * n_splits) % step.pool.n_threads() != 0) ++n_splits;
   // Splits are whole pages of the unit's list. With f16 pages (all full but the last) and no selection this is
   // ceil(max_cells / (n_splits * page)) pages, the same boundaries as splitting the cells into page multiples.
