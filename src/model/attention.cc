@@ -312,21 +312,24 @@ constexpr int32_t kFlashTasksPerThread = 4;
 void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
   const ModelConfig& cfg = step.config;
   ForwardState& st = step.state;
-  const AttentionPlan& plan = st.plan;
   const int32_t dk = cfg.head_dim_k, dv = cfg.head_dim_v;
   const int32_t n_head = cfg.n_head, n_head_kv = cfg.n_head_kv, group = n_head / n_head_kv;
   const int64_t q_row = static_cast<int64_t>(n_head) * dk;  // q: [n_tokens, n_head * dk]
+  AttentionPlan& plan = st.plan;
   const int32_t n_blocks = plan.n_blocks();
   const int64_t n_units = static_cast<int64_t>(n_blocks) * n_head_kv;
 
-  // A unit reads its pages (at their own positions), then its placed pages, then its single cells gathered into
-  // one entry: entries 0 .. n_pages + n_placed (+ 1 when it reads cells) - 1.
+  // Page selection, when a policy of the step selects pages, runs in the same job as the attention that reads it:
+  // its n_select tasks (one per unit) come first, and a unit's attention tasks wait for their own unit's only.
+  const int64_t n_select = plan.begin_selection(n_head_kv);
+
+  // Splits are chosen before the selections are known, from the cells and pages each unit's sequence holds (a
+  // selection reads fewer: its splits are smaller, some empty when it reads fewer pages than there are splits).
   int32_t max_cells = 0, max_pages = 0;
   for (int64_t u = 0; u < n_units; ++u) {
     const kv::SeqId seq = plan.block_sequence(static_cast<int32_t>(u / n_head_kv));
     max_cells = std::max(max_cells, step.cache.n_cells(seq, il));
-    max_pages = std::max(max_pages, plan.n_unit_pages(step.cache, il, u, n_head_kv) + plan.n_unit_placed(u) +
-                                        (plan.unit_cells(u).empty() ? 0 : 1));
+    max_pages = std::max(max_pages, step.cache.n_pages(seq, il));
   }
   // About kFlashTasksPerThread tasks per thread, so that threads finish together; a split keeps at least
   // kFlashMinCellsPerSplit cells, below which merging costs more than it saves.
@@ -338,9 +341,6 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
   // A task count that is a multiple of the threads: a single sequence's 3 KV heads in 3 splits were 9 tasks on 2
   // threads, so one thread ran a task more while the other waited.
   while (n_splits > 1 && n_splits < max_splits && (n_units * n_splits) % step.pool.n_threads() != 0) ++n_splits;
-  // Splits are whole pages of the unit's list. With f16 pages (all full but the last) and no selection this is
-  // ceil(max_cells / (n_splits * page)) pages, the same boundaries as splitting the cells into page multiples.
-  const int32_t pages_per_split = (max_pages + n_splits - 1) / n_splits;
 
   // Per task: m, l and o of its queries ([n_q] + [n_q] + [n_q, dv]).
   const int32_t max_q = AttentionPlan::kBlockTokens * group;
@@ -358,6 +358,7 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
     const int32_t b = static_cast<int32_t>(unit / n_head_kv), kv_head = static_cast<int32_t>(unit % n_head_kv);
     const int32_t t0 = plan.block_begin(b), t1 = plan.block_end(b);
     const int32_t n_q = (t1 - t0) * group;
+    plan.wait_selected(unit);
     scratch.q.resize(static_cast<size_t>(max_q) * dk);
     scratch.q_pos.resize(static_cast<size_t>(max_q));
     scratch.q_node.resize(static_cast<size_t>(max_q));
@@ -396,16 +397,19 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
     const int32_t n_pages = plan.n_unit_pages(step.cache, il, unit, n_head_kv);
     const int32_t n_placed = plan.n_unit_placed(unit);
     const std::span<const int32_t> cells = plan.unit_cells(unit);
-    const int32_t i_end =
-        std::min(n_pages + n_placed + (cells.empty() ? 0 : 1), (split + 1) * pages_per_split);
+    // Splits are whole entries of the unit's list: its pages (at their own positions), then its placed pages,
+    // then its single cells gathered into one entry. With f16 pages (all full but the last) and no selection this
+    // is ceil(n_cells / (n_splits * page)) pages, the same boundaries as splitting the cells into page multiples.
+    const int32_t n_entries = n_pages + n_placed + (cells.empty() ? 0 : 1);
+    const int32_t per_split = (n_entries + n_splits - 1) / n_splits;
+    const int32_t i_begin = split * per_split, i_end = std::min(n_entries, i_begin + per_split);
     if (any_sparse && !any_dense && n_placed == 0 && cells.empty()) {
-      attend_sparse_by_set(step, il, unit, head, split * pages_per_split, i_end, scratch.q.data(), n_q, dk, dv, scratch,
-                           m, l, o);
+      attend_sparse_by_set(step, il, unit, head, i_begin, i_end, scratch.q.data(), n_q, dk, dv, scratch, m, l, o);
       return;
     }
     // Keys of a head are contiguous rows within a page: one update per page (attend_page: an f16 page in place, a
     // quantized one through its codes).
-    for (int32_t i = split * pages_per_split; i < i_end; ++i) {
+    for (int32_t i = i_begin; i < i_end; ++i) {
       if (i == n_pages + n_placed) {
         // The single cells, gathered: at their own positions, under the head's window and sinks.
         attend_gathered_cells(step, seq, il, kv_head, cells, head, scratch.q.data(), scratch.q_pos.data(), n_q, dk, dv,
@@ -461,9 +465,13 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
 
   // An unsplit unit (every unit of a step of many sequences) is normalised by the task that computed it, so the
   // other threads need not wait for a serial pass; split units are merged once every split is done.
-  step.pool.for_each_chunk(n_tasks, [&](int64_t task, int i_thread) {
-    attend_task(task, i_thread);
-    if (n_splits == 1) merge_unit(task);
+  step.pool.for_each_chunk(n_select + n_tasks, [&](int64_t chunk, int i_thread) {
+    if (chunk < n_select) {
+      plan.select_unit(step, il, st.q.data(), n_head, dk, chunk, i_thread);
+      return;
+    }
+    attend_task(chunk - n_select, i_thread);
+    if (n_splits == 1) merge_unit(chunk - n_select);
   });
   if (n_splits > 1)
     for (int64_t unit = 0; unit < n_units; ++unit) merge_unit(unit);
@@ -519,9 +527,9 @@ void self_attention(StepContext& step, int32_t il) {
   // Attention. GQA maps query head h to KV head h / (n_head / n_head_kv).
   const int32_t window = local ? cfg.sliding_window : 0;
   const int32_t group = n_head / n_head_kv;
-  st.plan.select_pages(step, il, st.q.data(), n_head, dk);
-  st.plan.count_keys_read(step.cache, il, n_head_kv, window);
   st.plan.plan_sparse_prefill(step, il, st.q.data(), n_head, dk, window);
+  attend_flash(step, il, window);  // selects the pages of policies that select, in the same job
+  st.plan.count_keys_read(step.cache, il, n_head_kv, window);
   for (int32_t t = 0; t < n_tokens; ++t) {
     const kv::SeqId seq = step.batch.seq_ids[static_cast<size_t>(t)];
     const StepPolicy& p = st.plan.policy_of(seq);
@@ -529,7 +537,6 @@ void self_attention(StepContext& step, int32_t il) {
       p.policy->observe_queries(seq, il, step.batch.positions[static_cast<size_t>(t)],
                                 std::span<const float>(st.q.data() + t * q_row, static_cast<size_t>(q_row)));
   }
-  attend_flash(step, il, window);
   // A KV policy that reads the probabilities gets every observed query's row from a second pass (one task per
   // token and query head); the output above stays the same with or without it, bit for bit.
   bool observe = false;

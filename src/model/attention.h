@@ -13,7 +13,9 @@
 // and every ISA's kernel read them; the visibility rule itself is kernels/attention_mask.h.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -71,19 +73,27 @@ class AttentionPlan {
                                    std::span<const int32_t> positions, const int32_t* q_pos,
                                    const int32_t* q_node) const;
 
-  // For layer il: asks each policy that selects pages for the pages of every (block, KV head) unit; the
-  // selection always includes the pages holding the step's own cells. q: [n_tokens, n_head * dk] (after RoPE,
-  // scaled).
-  void select_pages(StepContext& step, int32_t il, const float* q, int32_t n_head, int32_t dk);
-  // Pages unit (block * n_head_kv + kv_head) reads in layer il, after select_pages: a list, or every page.
+  // Page selection for layer il, in parts so that it runs in the same job as the attention that reads it (a
+  // unit's attention starts once its own selection is done, not once every unit's is: a single sequence's 3 KV
+  // heads were 3 selection tasks on 2 threads, then a wait). begin_selection resets the units' selections and
+  // returns how many units there are to select, 0 when no policy of the step selects pages (every unit then reads
+  // every page and wait_selected returns at once). select_unit asks unit's policy for its pages, on any thread, once
+  // per unit; the selection always includes the pages holding the step's own cells. q: [n_tokens, n_head * dk]
+  // (after RoPE, scaled). wait_selected(unit) returns once unit's selection is complete; the unit accessors below
+  // may then be read from any thread.
+  int64_t begin_selection(int32_t n_head_kv);
+  void select_unit(StepContext& step, int32_t il, const float* q, int32_t n_head, int32_t dk, int64_t unit,
+                   int i_thread);
+  void wait_selected(int64_t unit) const;
+  // Pages unit (block * n_head_kv + kv_head) reads in layer il, once selected: a list, or every page.
   int32_t n_unit_pages(const kv::KvCache& cache, int32_t il, int64_t unit, int32_t n_head_kv) const;
   int32_t unit_page(int64_t unit, int32_t i) const;
-  // Pages unit reads at other positions (kv::KvPolicy::PagePlacement), after select_pages: none unless its policy
+  // Pages unit reads at other positions (kv::KvPolicy::PagePlacement), once selected: none unless its policy
   // places pages.
   int32_t n_unit_placed(int64_t unit) const;
   const kv::KvPolicy::PagePlacement& unit_placement(int64_t unit, int32_t i) const;
   // Single cells unit reads at their own positions (kv::KvPolicy::PageReads::cells), ascending, none of them in
-  // the unit's pages, after select_pages: none unless its policy reads cells.
+  // the unit's pages, once selected: none unless its policy reads cells.
   std::span<const int32_t> unit_cells(int64_t unit) const;
 
   // Key cells read by the step's decode queries (blocks of one token), per sequence: summed over layers and KV
@@ -95,7 +105,7 @@ class AttentionPlan {
     int64_t read = 0;
     int64_t held = 0;
   };
-  // For layer il, after select_pages.
+  // For layer il, after its attention (every unit selected).
   void count_keys_read(const kv::KvCache& cache, int32_t il, int32_t n_head_kv, int32_t layer_window);
   // Indexed by SeqId (shorter when the step's highest SeqId is lower): the step's counts so far.
   std::span<const KeysRead> keys_read() const { return keys_read_; }
@@ -121,6 +131,9 @@ class AttentionPlan {
     std::vector<int32_t> cell_node;   // [n_cells of the sequence]: node of each cell, -1 for cached cells
   };
   const SequenceTree* tree_of(kv::SeqId seq) const;
+  // select_unit's work: the policy's reads of unit, into unit_reads_[unit] and selected_all_[unit].
+  void select_unit_reads(StepContext& step, int32_t il, const float* q, int32_t n_head, int32_t dk, int64_t unit,
+                         int i_thread);
 
   std::span<const StepPolicy> policies_;
   std::vector<int32_t> block_start_;  // [n_blocks + 1]
@@ -128,20 +141,15 @@ class AttentionPlan {
   std::vector<int32_t> token_block_;  // [n_tokens]
   std::vector<int32_t> token_node_;   // [n_tokens]
   std::vector<SequenceTree> trees_;   // one per sequence of the step whose tokens are not a chain
-  // Page selections of the current layer: unit u reads selected_[selected_begin_[u] .. selected_begin_[u + 1]),
-  // or every page when selected_begin_ is empty or selected_all_[u].
-  std::vector<int32_t> selected_begin_;
-  std::vector<uint8_t> selected_all_;
-  std::vector<int32_t> selected_;
-  std::vector<kv::KvPolicy::PageReads> unit_reads_;  // [n_units] scratch of select_pages
-  // Placements of the current layer: unit u reads placed_[placed_begin_[u] .. placed_begin_[u + 1]) (empty
-  // placed_begin_: no unit places pages).
-  std::vector<int32_t> placed_begin_;
-  std::vector<kv::KvPolicy::PagePlacement> placed_;
-  // Single cells of the current layer: unit u reads cells_[cells_begin_[u] .. cells_begin_[u + 1]) (empty
-  // cells_begin_: no unit reads cells).
-  std::vector<int32_t> cells_begin_;
-  std::vector<int32_t> cells_;
+  // Page selections of the current layer (select_unit): unit u reads unit_reads_[u].pages, or every page when
+  // !selecting_ or selected_all_[u]; its placements and single cells are unit_reads_[u].placed and .cells.
+  bool selecting_ = false;
+  std::vector<uint8_t> selected_all_;                // [n_units]
+  std::vector<kv::KvPolicy::PageReads> unit_reads_;  // [n_units]
+  // [unit_done_capacity_] unit u's selection is complete: stored (release) by select_unit, read (acquire) by
+  // wait_selected on the threads that attend.
+  std::unique_ptr<std::atomic<uint8_t>[]> unit_done_;
+  int64_t unit_done_capacity_ = 0;
   // Sparse prefill of the current layer: one entry per sequence whose chunk is sparse.
   struct SparseSequence {
     kv::SeqId seq = -1;

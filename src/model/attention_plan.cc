@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "model/attention.h"
+#include "base/thread_pool.h"
 #include "model/blocks.h"
 #include "model/model.h"
 #include "model/sparse_prefill_hip.h"
@@ -26,9 +27,7 @@ void AttentionPlan::build(const Batch& batch, std::span<const int32_t> cells, co
                           std::span<const StepPolicy> policies) {
   const int32_t n_tokens = batch.size();
   policies_ = policies;
-  selected_begin_.clear();
-  placed_begin_.clear();
-  cells_begin_.clear();
+  selecting_ = false;
   sparse_.clear();
   token_sparse_.assign(static_cast<size_t>(n_tokens), -1);
   token_pos_.assign(batch.positions.begin(), batch.positions.end());
@@ -119,125 +118,118 @@ kernels::AttentionMask AttentionPlan::page_mask(const HeadMask& head, kv::SeqId 
   return mask;
 }
 
-void AttentionPlan::select_pages(StepContext& step, int32_t il, const float* q, int32_t n_head, int32_t dk) {
-  selected_begin_.clear();
-  placed_begin_.clear();
-  cells_begin_.clear();
+int64_t AttentionPlan::begin_selection(int32_t n_head_kv) {
+  selecting_ = false;
   bool any = false;
   for (int32_t b = 0; b < n_blocks() && !any; ++b) {
     const kv::KvPolicy* p = policy_of(block_seq_[static_cast<size_t>(b)]).policy;
     any = p != nullptr && p->selects_pages();
   }
-  if (!any) return;
-  const int32_t n_head_kv = step.config.n_head_kv, group = n_head / n_head_kv;
+  if (!any) return 0;
   const int64_t n_units = static_cast<int64_t>(n_blocks()) * n_head_kv;
   unit_reads_.resize(static_cast<size_t>(n_units));
   for (auto& reads : unit_reads_) {
+    reads.pages.clear();
     reads.placed.clear();
     reads.cells.clear();
     reads.scanned = 0;
   }
   selected_all_.assign(static_cast<size_t>(n_units), 1);
-  step.pool.for_each_chunk(n_units, [&](int64_t unit, int i_thread) {
-    const auto b = static_cast<int32_t>(unit / n_head_kv);
-    const auto kv_head = static_cast<int32_t>(unit % n_head_kv);
-    const kv::SeqId seq = block_seq_[static_cast<size_t>(b)];
-    const kv::KvPolicy* policy = policy_of(seq).policy;
-    if (policy == nullptr || !policy->selects_pages()) return;
-    AttentionScratch& scratch = step.state.attention_threads[static_cast<size_t>(i_thread)];
-    const int32_t t0 = block_begin(b), t1 = block_end(b);
-    const int32_t n_q = (t1 - t0) * group;
-    scratch.q.resize(static_cast<size_t>(n_q) * dk);
-    scratch.q_pos.resize(static_cast<size_t>(n_q));
-    for (int32_t t = t0; t < t1; ++t)
-      for (int32_t g = 0; g < group; ++g) {
-        const int32_t i = (t - t0) * group + g;
-        const float* src = q + static_cast<int64_t>(t) * n_head * dk + static_cast<int64_t>(kv_head * group + g) * dk;
-        std::copy(src, src + dk, scratch.q.data() + static_cast<int64_t>(i) * dk);
-        scratch.q_pos[static_cast<size_t>(i)] = step.batch.positions[static_cast<size_t>(t)];
-      }
-    kv::KvPolicy::PageReads& reads = unit_reads_[static_cast<size_t>(unit)];
-    policy->select_reads({step.cache, seq, il, kv_head, scratch.q.data(), scratch.q_pos.data(), n_q, dk}, reads);
-    std::vector<int32_t>& pages = reads.pages;
-    std::vector<kv::KvPolicy::PagePlacement>& placed = reads.placed;
-    // The step's own cells are always read: a query must see itself, and its new neighbours.
-    const int32_t first_new = step.state.cells[static_cast<size_t>(t0)];
-    const int32_t n_pages = step.cache.n_pages(seq, il);
-    placed.erase(std::remove_if(placed.begin(), placed.end(),
-                                [&](const kv::KvPolicy::PagePlacement& p) { return p.page < 0 || p.page >= n_pages; }),
-                 placed.end());
-    // Pages are in cell order: the ones ending past first_new are the last few.
-    for (int32_t ip = n_pages - 1; ip >= 0; --ip) {
-      const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
-      if (span.first_cell + span.n_cells <= first_new) break;
-      pages.push_back(ip);
-    }
-    std::sort(pages.begin(), pages.end());
-    pages.erase(std::unique(pages.begin(), pages.end()), pages.end());
-    pages.erase(std::remove_if(pages.begin(), pages.end(), [&](int32_t ip) { return ip < 0 || ip >= n_pages; }),
-                pages.end());
-    if (!reads.cells.empty()) {
-      // Single cells: valid, before the step's own cells, once each, and not in a page read whole (a cell read
-      // twice would count twice in the softmax).
-      std::vector<int32_t>& cells = reads.cells;
-      cells.erase(std::remove_if(cells.begin(), cells.end(), [&](int32_t c) { return c < 0 || c >= first_new; }),
-                  cells.end());
-      std::sort(cells.begin(), cells.end());
-      cells.erase(std::unique(cells.begin(), cells.end()), cells.end());
-      size_t next_page = 0;
-      int32_t ip = 0;
-      kv::KvCache::PageSpan span = step.cache.page_span(seq, il, 0);
-      cells.erase(std::remove_if(cells.begin(), cells.end(),
-                                 [&](int32_t c) {
-                                   while (c >= span.first_cell + span.n_cells) span = step.cache.page_span(seq, il, ++ip);
-                                   while (next_page < pages.size() && pages[next_page] < ip) ++next_page;
-                                   return next_page < pages.size() && pages[next_page] == ip;
-                                 }),
-                  cells.end());
-    }
-    selected_all_[static_cast<size_t>(unit)] = 0;
-  });
-  selected_begin_.assign(static_cast<size_t>(n_units) + 1, 0);
-  selected_.clear();
-  placed_.clear();
-  cells_.clear();
-  for (int64_t u = 0; u < n_units; ++u) {
-    if (!selected_all_[static_cast<size_t>(u)]) {
-      const std::vector<int32_t>& pages = unit_reads_[static_cast<size_t>(u)].pages;
-      selected_.insert(selected_.end(), pages.begin(), pages.end());
-    }
-    selected_begin_[static_cast<size_t>(u) + 1] = static_cast<int32_t>(selected_.size());
+  if (unit_done_capacity_ < n_units) {
+    unit_done_.reset(new std::atomic<uint8_t>[static_cast<size_t>(n_units)]);
+    unit_done_capacity_ = n_units;
   }
-  // Each unit's placements and single cells, flattened: unit u's are [begin[u], begin[u + 1]); begin stays empty
-  // when no unit has any.
-  auto flatten = [&](auto member, auto& flat, std::vector<int32_t>& begin) {
-    bool any_entry = false;
-    for (const auto& reads : unit_reads_) any_entry = any_entry || !(reads.*member).empty();
-    if (!any_entry) return;
-    begin.assign(static_cast<size_t>(n_units) + 1, 0);
-    for (int64_t u = 0; u < n_units; ++u) {
-      const auto& entries = unit_reads_[static_cast<size_t>(u)].*member;
-      flat.insert(flat.end(), entries.begin(), entries.end());
-      begin[static_cast<size_t>(u) + 1] = static_cast<int32_t>(flat.size());
+  // Relaxed: the pool's publication of the job that selects and attends orders these before its tasks.
+  for (int64_t u = 0; u < n_units; ++u) unit_done_[static_cast<size_t>(u)].store(0, std::memory_order_relaxed);
+  selecting_ = true;
+  return n_units;
+}
+
+void AttentionPlan::wait_selected(int64_t unit) const {
+  if (!selecting_) return;
+  spin_wait([&] { return unit_done_[static_cast<size_t>(unit)].load(std::memory_order_acquire) != 0; });
+}
+
+void AttentionPlan::select_unit(StepContext& step, int32_t il, const float* q, int32_t n_head, int32_t dk,
+                                int64_t unit, int i_thread) {
+  select_unit_reads(step, il, q, n_head, dk, unit, i_thread);
+  unit_done_[static_cast<size_t>(unit)].store(1, std::memory_order_release);
+}
+
+void AttentionPlan::select_unit_reads(StepContext& step, int32_t il, const float* q, int32_t n_head, int32_t dk,
+                                      int64_t unit, int i_thread) {
+  const int32_t n_head_kv = step.config.n_head_kv, group = n_head / n_head_kv;
+  const auto b = static_cast<int32_t>(unit / n_head_kv);
+  const auto kv_head = static_cast<int32_t>(unit % n_head_kv);
+  const kv::SeqId seq = block_seq_[static_cast<size_t>(b)];
+  const kv::KvPolicy* policy = policy_of(seq).policy;
+  if (policy == nullptr || !policy->selects_pages()) return;
+  AttentionScratch& scratch = step.state.attention_threads[static_cast<size_t>(i_thread)];
+  const int32_t t0 = block_begin(b), t1 = block_end(b);
+  const int32_t n_q = (t1 - t0) * group;
+  scratch.q.resize(static_cast<size_t>(n_q) * dk);
+  scratch.q_pos.resize(static_cast<size_t>(n_q));
+  for (int32_t t = t0; t < t1; ++t)
+    for (int32_t g = 0; g < group; ++g) {
+      const int32_t i = (t - t0) * group + g;
+      const float* src = q + static_cast<int64_t>(t) * n_head * dk + static_cast<int64_t>(kv_head * group + g) * dk;
+      std::copy(src, src + dk, scratch.q.data() + static_cast<int64_t>(i) * dk);
+      scratch.q_pos[static_cast<size_t>(i)] = step.batch.positions[static_cast<size_t>(t)];
     }
-  };
-  flatten(&kv::KvPolicy::PageReads::placed, placed_, placed_begin_);
-  flatten(&kv::KvPolicy::PageReads::cells, cells_, cells_begin_);
+  kv::KvPolicy::PageReads& reads = unit_reads_[static_cast<size_t>(unit)];
+  policy->select_reads({step.cache, seq, il, kv_head, scratch.q.data(), scratch.q_pos.data(), n_q, dk}, reads);
+  std::vector<int32_t>& pages = reads.pages;
+  std::vector<kv::KvPolicy::PagePlacement>& placed = reads.placed;
+  // The step's own cells are always read: a query must see itself, and its new neighbours.
+  const int32_t first_new = step.state.cells[static_cast<size_t>(t0)];
+  const int32_t n_pages = step.cache.n_pages(seq, il);
+  placed.erase(std::remove_if(placed.begin(), placed.end(),
+                              [&](const kv::KvPolicy::PagePlacement& p) { return p.page < 0 || p.page >= n_pages; }),
+               placed.end());
+  // Pages are in cell order: the ones ending past first_new are the last few.
+  for (int32_t ip = n_pages - 1; ip >= 0; --ip) {
+    const kv::KvCache::PageSpan span = step.cache.page_span(seq, il, ip);
+    if (span.first_cell + span.n_cells <= first_new) break;
+    pages.push_back(ip);
+  }
+  std::sort(pages.begin(), pages.end());
+  pages.erase(std::unique(pages.begin(), pages.end()), pages.end());
+  pages.erase(std::remove_if(pages.begin(), pages.end(), [&](int32_t ip) { return ip < 0 || ip >= n_pages; }),
+              pages.end());
+  if (!reads.cells.empty()) {
+    // Single cells: valid, before the step's own cells, once each, and not in a page read whole (a cell read
+    // twice would count twice in the softmax).
+    std::vector<int32_t>& cells = reads.cells;
+    cells.erase(std::remove_if(cells.begin(), cells.end(), [&](int32_t c) { return c < 0 || c >= first_new; }),
+                cells.end());
+    std::sort(cells.begin(), cells.end());
+    cells.erase(std::unique(cells.begin(), cells.end()), cells.end());
+    size_t next_page = 0;
+    int32_t ip = 0;
+    kv::KvCache::PageSpan span = step.cache.page_span(seq, il, 0);
+    cells.erase(std::remove_if(cells.begin(), cells.end(),
+                               [&](int32_t c) {
+                                 while (c >= span.first_cell + span.n_cells) span = step.cache.page_span(seq, il, ++ip);
+                                 while (next_page < pages.size() && pages[next_page] < ip) ++next_page;
+                                 return next_page < pages.size() && pages[next_page] == ip;
+                               }),
+                cells.end());
+  }
+  selected_all_[static_cast<size_t>(unit)] = 0;
 }
 
 std::span<const int32_t> AttentionPlan::unit_cells(int64_t unit) const {
-  if (cells_begin_.empty()) return {};
-  const int32_t begin = cells_begin_[static_cast<size_t>(unit)], end = cells_begin_[static_cast<size_t>(unit) + 1];
-  return {cells_.data() + begin, static_cast<size_t>(end - begin)};
+  if (!selecting_) return {};
+  return unit_reads_[static_cast<size_t>(unit)].cells;
 }
 
 int32_t AttentionPlan::n_unit_placed(int64_t unit) const {
-  if (placed_begin_.empty()) return 0;
-  return placed_begin_[static_cast<size_t>(unit) + 1] - placed_begin_[static_cast<size_t>(unit)];
+  if (!selecting_) return 0;
+  return static_cast<int32_t>(unit_reads_[static_cast<size_t>(unit)].placed.size());
 }
 
 const kv::KvPolicy::PagePlacement& AttentionPlan::unit_placement(int64_t unit, int32_t i) const {
-  return placed_[static_cast<size_t>(placed_begin_[static_cast<size_t>(unit)] + i)];
+  return unit_reads_[static_cast<size_t>(unit)].placed[static_cast<size_t>(i)];
 }
 
 void AttentionPlan::count_keys_read(const kv::KvCache& cache, int32_t il, int32_t n_head_kv, int32_t layer_window) {
@@ -269,7 +261,7 @@ void AttentionPlan::count_keys_read(const kv::KvCache& cache, int32_t il, int32_
       }
       read += static_cast<int64_t>(unit_cells(unit).size());  // the single cells the policy chose
       // Keys the policy's search scored to choose them (RetrievalAttention's index scans): read by the token too.
-      if (!selected_begin_.empty()) read += unit_reads_[static_cast<size_t>(unit)].scanned;
+      if (selecting_) read += unit_reads_[static_cast<size_t>(unit)].scanned;
       counts.read += read;
       counts.held += n_cells;
     }
@@ -277,14 +269,14 @@ void AttentionPlan::count_keys_read(const kv::KvCache& cache, int32_t il, int32_
 }
 
 int32_t AttentionPlan::n_unit_pages(const kv::KvCache& cache, int32_t il, int64_t unit, int32_t n_head_kv) const {
-  if (selected_begin_.empty() || selected_all_[static_cast<size_t>(unit)])
+  if (!selecting_ || selected_all_[static_cast<size_t>(unit)])
     return cache.n_pages(block_seq_[static_cast<size_t>(unit / n_head_kv)], il);
-  return selected_begin_[static_cast<size_t>(unit) + 1] - selected_begin_[static_cast<size_t>(unit)];
+  return static_cast<int32_t>(unit_reads_[static_cast<size_t>(unit)].pages.size());
 }
 
 int32_t AttentionPlan::unit_page(int64_t unit, int32_t i) const {
-  if (selected_begin_.empty() || selected_all_[static_cast<size_t>(unit)]) return i;
-  return selected_[static_cast<size_t>(selected_begin_[static_cast<size_t>(unit)] + i)];
+  if (!selecting_ || selected_all_[static_cast<size_t>(unit)]) return i;
+  return unit_reads_[static_cast<size_t>(unit)].pages[static_cast<size_t>(i)];
 }
 
 void AttentionPlan::plan_sparse_prefill(StepContext& step, int32_t il, const float* q, int32_t n_head, int32_t dk,
