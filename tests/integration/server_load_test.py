@@ -47,6 +47,8 @@ SANITIZED = "asan" in BINARY
 # Under ASan+UBSan every step is several times slower: fewer requests keep the test within its time limit while
 # still running each kind of request (abandoned, bad, oversized) many times over.
 REQUESTS = int(os.environ.get("LONGHAUL_LOAD_REQUESTS", "96" if SANITIZED else "256"))
+# How long the server may take to end every sequence after the last client is done (ASan runs ~10x slower).
+SETTLE_SECONDS = 600 if SANITIZED else 120
 WARMUP_REQUESTS = 96  # one in eight bad: each of the 12 kinds of bad or broken request once
 TIMEOUT = 300  # seconds a client waits on a socket
 
@@ -317,13 +319,21 @@ def metrics(port):
     return out
 
 
-def settle(port):
-    """/metrics once no sequence runs or waits any more (abandoned ones end at the server's next write to them)."""
-    deadline = time.monotonic() + 120
+def settle(port, name):
+    """/metrics once no sequence runs or waits any more (abandoned ones end at the server's next write to them), and
+    the loop has published a step after the last one ended (the gauges are written one after another). Gives up after
+    SETTLE_SECONDS and says so: a sequence still running then is a failure of its own, not a KV count to compare."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    idle_since = None
     while True:
         m = metrics(port)
-        if (m["longhaul_running_sequences"], m["longhaul_queued_requests"]) == (0, 0) or time.monotonic() > deadline:
-            return m
+        idle = (m["longhaul_running_sequences"], m["longhaul_queued_requests"]) == (0, 0)
+        if idle and idle_since is not None and m["longhaul_steps_total"] == idle_since["longhaul_steps_total"]:
+            return m, None
+        idle_since = m if idle else None
+        if time.monotonic() > deadline:
+            return m, (f"after the {name}, still {m['longhaul_running_sequences']:.0f} running and "
+                       f"{m['longhaul_queued_requests']:.0f} queued sequences {SETTLE_SECONDS} s later")
         time.sleep(0.2)
 
 
@@ -388,12 +398,16 @@ def main():
             health = HealthPoller(port)
             health.start()
             failures, _ = run_round(port, make_jobs(WARMUP_REQUESTS, targets, bad, seed=1))
-            warm = settle(port)
+            warm, stuck = settle(port, "warm-up")
+            if stuck:
+                failures.append(stuck)
             rss_warm = rss_kib(server.pid)
             round_started = time.monotonic()
             more, counts = run_round(port, make_jobs(REQUESTS, targets, bad, seed=2))
             failures += more
-            after = settle(port)
+            after, stuck = settle(port, "run")
+            if stuck:
+                failures.append(stuck)
             rss_after = rss_kib(server.pid)
             health.stopped.set()
             health.join()
