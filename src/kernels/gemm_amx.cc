@@ -23,7 +23,6 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-#include <vector>
 
 #include "kernels/x86/x86_common.h"
 #include "kernels/x86/x86_quantize.h"
@@ -240,7 +239,7 @@ struct RowTile {
 // Row tiles prepared together: each token tile's scales are gathered once for all of them.
 constexpr int kRowTilesPerGroup = 8;
 
-// Per-thread scratch, 64-byte aligned pieces:
+// A thread's working memory (matmul's MatmulScratch::work), 64-byte aligned pieces:
 //   rows   [16][row_bytes]          element-order quants of the tile being prepared
 //   row_d, row_m [16][scale_floats] their per-chunk scales
 //   tiles  kRowTilesPerGroup x (B tiles [n_chunks][kChunk / 4][64], d, m [n_chunks][16])
@@ -254,18 +253,24 @@ struct Scratch {
   float* sa;
 };
 
-thread_local std::vector<uint8_t> tls_scratch;
-
+// Bytes of a Scratch for rows of n_in elements (every piece keeps the 64-byte alignment of the start).
 template <int kChunk>
-Scratch scratch_for(int64_t n_in) {
+int64_t work_bytes(int64_t n_in) {
   const int64_t n_chunks = n_in / kChunk;
   const int64_t row_bytes = (n_in + 127) / 128 * 128;  // whole groups of 128
   const int64_t scale_floats = (n_chunks + 15) / 16 * 16;
   const int64_t tile_bytes = n_chunks * (kChunk / 4) * 64 + 2 * n_chunks * kTile * 4;
-  const int64_t need = kTile * row_bytes + 2 * kTile * scale_floats * 4 + kRowTilesPerGroup * tile_bytes +
-                       2 * n_chunks * kTile * 4 + 64;
-  if (static_cast<int64_t>(tls_scratch.size()) < need) tls_scratch.resize(static_cast<size_t>(need));
-  uint8_t* p = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(tls_scratch.data()) + 63) & ~uintptr_t{63});
+  return kTile * row_bytes + 2 * kTile * scale_floats * 4 + kRowTilesPerGroup * tile_bytes + 2 * n_chunks * kTile * 4;
+}
+
+// Cuts `work` (work_bytes<kChunk>(n_in) bytes, 64-byte aligned) into a Scratch.
+template <int kChunk>
+Scratch scratch_in(int64_t n_in, uint8_t* work) {
+  const int64_t n_chunks = n_in / kChunk;
+  const int64_t row_bytes = (n_in + 127) / 128 * 128;
+  const int64_t scale_floats = (n_chunks + 15) / 16 * 16;
+  const int64_t tile_bytes = n_chunks * (kChunk / 4) * 64 + 2 * n_chunks * kTile * 4;
+  uint8_t* p = work;
   Scratch sc;
   sc.rows = p;
   p += kTile * row_bytes;
@@ -417,12 +422,12 @@ void tile_product(int64_t n_chunks, const RowTile& rt, const uint8_t* a0, int64_
 
 template <class R>
 void amx_tile(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
-              int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy) {
+              int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy, uint8_t* work) {
   constexpr int kChunk = R::kChunk;
   const int64_t n_chunks = n_in / kChunk;
   const int64_t da_off = n_in / 4;  // in floats from the start of a packed row
   const int64_t s_off = da_off + n_chunks;
-  const Scratch sc = scratch_for<kChunk>(n_in);
+  const Scratch sc = scratch_in<kChunk>(n_in, work);
   configure_tiles<kChunk>();
   for (int64_t g0 = 0; g0 < n_rows; g0 += kRowTilesPerGroup * kTile) {
     const int n_tiles = static_cast<int>(std::min<int64_t>(kRowTilesPerGroup, (n_rows - g0 + kTile - 1) / kTile));
@@ -458,6 +463,7 @@ GemmKernel amx_kernel(int pack_id, void (*pack)(const float*, int64_t, uint8_t*)
   k.packed_row_bytes = amx_row_bytes<R::kChunk>;
   k.pack = pack;
   k.tile = amx_tile<R>;
+  k.tile_work_bytes = work_bytes<R::kChunk>;
   k.chunk_rows_multiple = kTile;
   k.chunk_tokens = 0;
   k.token_multiple = kTile;

@@ -169,7 +169,7 @@ uint32_t stored_quant(const Format& f, const uint8_t* wb, int r, int j) {
 // add: per block, acc = fma(float(isum), d_w * d_a, acc), then (weights with a minimum) acc = fma(m_w, s_a, acc).
 template <DType kType>
 void tile_twin(int64_t n_in, const uint8_t* w, int64_t w_stride_bytes, int64_t n_rows, const uint8_t* act,
-               int64_t act_stride_bytes, int64_t n_tokens, float* y, int64_t ldy) {
+               int64_t act_stride_bytes, int64_t n_tokens, float* y, int64_t ldy, uint8_t* /*work*/) {
   Format f;
   format_of(kType, f);
   const int64_t nb = n_in / kQk;
@@ -296,7 +296,7 @@ uint32_t k_quant(DType type, const uint8_t* blk, int e) {
 // acc = fma(-float(mins), dmin_w * d_a, acc): the SIMD kernels' float steps.
 template <DType kType>
 void tile_twin_k(int64_t n_in, const uint8_t* w, int64_t w_stride_bytes, int64_t n_rows, const uint8_t* act,
-                 int64_t act_stride_bytes, int64_t n_tokens, float* y, int64_t ldy) {
+                 int64_t act_stride_bytes, int64_t n_tokens, float* y, int64_t ldy, uint8_t* /*work*/) {
   const int64_t nb = n_in / kQkK;
   const int64_t block_bytes = k_block_bytes(kType);
   uint8_t blk[sizeof(tensor::BlockQ6_K)];  // one row's super-block (Q6_K's is the larger)

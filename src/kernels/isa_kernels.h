@@ -37,9 +37,13 @@ struct GemmKernel {
   // Packs one activation row: x [n_in] f32 -> dst [packed_row_bytes(n_in)], 64-byte aligned.
   void (*pack)(const float* x, int64_t n_in, uint8_t* dst) = nullptr;
   // y[t * ldy + r] = dot(weight row r, activation row t) for r < n_rows, t < n_tokens.
-  //   w: [n_rows, n_in] with row stride w_stride_bytes; act: [n_tokens, packed_row_bytes(n_in)] packed rows.
+  //   w: [n_rows, n_in] with row stride w_stride_bytes; act: [n_tokens, packed_row_bytes(n_in)] packed rows;
+  //   work: the calling thread's tile_work_bytes(n_in) bytes, 64-byte aligned (nullptr when tile_work_bytes is).
   void (*tile)(int64_t n_in, const uint8_t* w, int64_t w_stride_bytes, int64_t n_rows, const uint8_t* act,
-               int64_t act_stride_bytes, int64_t n_tokens, float* y, int64_t ldy) = nullptr;
+               int64_t act_stride_bytes, int64_t n_tokens, float* y, int64_t ldy, uint8_t* work) = nullptr;
+  // Working memory tile() needs per thread (the AMX kernels' unpacked weight tiles); nullptr: none. matmul keeps it
+  // in MatmulScratch, one slice per pool thread.
+  int64_t (*tile_work_bytes)(int64_t n_in) = nullptr;
   // How matmul splits a call into tile() calls: rows per chunk are a multiple of chunk_rows_multiple, and a chunk
   // covers chunk_tokens tokens (0 = all of them). The packed activation buffer holds n_tokens rounded up to
   // token_multiple rows (the extra rows zero), which tile() may read.

@@ -66,6 +66,8 @@ struct Call {
   Part parts[kMaxTargets];
   int n_parts = 0;
   int64_t n_chunks = 0;
+  uint8_t* work = nullptr;   // [n_threads][work_stride] the tile kernels' working memory
+  int64_t work_stride = 0;   // bytes, a multiple of 64
 };
 
 uint8_t* align64(uint8_t* p) {
@@ -99,7 +101,8 @@ void dot_rows_part(const Call& call, const Part& p, const ActFormat& f, int64_t 
   }
 }
 
-void run_chunk(const Call& call, int64_t chunk) {
+// work: the running thread's slice of MatmulScratch::work (nullptr when no kernel of the call needs one).
+void run_chunk(const Call& call, int64_t chunk, uint8_t* work) {
   int i = 0;
   while (i + 1 < call.n_parts && call.parts[i + 1].first_chunk <= chunk) ++i;
   const Part& p = call.parts[i];
@@ -114,7 +117,7 @@ void run_chunk(const Call& call, int64_t chunk) {
   const int64_t t_begin = (local / p.n_row_chunks) * p.tokens_per_chunk;
   const int64_t t_end = std::min(call.n_tokens, t_begin + p.tokens_per_chunk);
   p.gemm->tile(call.n_in, p.w + r_begin * p.w_row_bytes, p.w_row_bytes, r_end - r_begin, f.data + t_begin * f.row_bytes,
-               f.row_bytes, t_end - t_begin, p.y + t_begin * p.ldy + r_begin, p.ldy);
+               f.row_bytes, t_end - t_begin, p.y + t_begin * p.ldy + r_begin, p.ldy, work);
 }
 
 // Rows per chunk: about kChunksPerThread chunks per thread over the whole call, none below the work floor, none
@@ -182,6 +185,8 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
     const int key = g.tile != nullptr ? g.pack_id : -static_cast<int>(act_type) - 1;
     if (g.tile != nullptr) {
       p.gemm = &g;
+      if (g.tile_work_bytes != nullptr)
+        call.work_stride = std::max(call.work_stride, (g.tile_work_bytes(n_in) + 63) / 64 * 64);
     } else {
       p.dot = kernels.dot_rows[detail::slot(t.type)];
     }
@@ -224,6 +229,11 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
   }
   // Chunks.
   const int n_threads = total_work < kMinParallelWork ? 1 : pool.n_threads();
+  if (call.work_stride > 0) {
+    const auto need = static_cast<size_t>(call.work_stride * n_threads + 64);
+    if (scratch.work.size() < need) scratch.work.resize(need);
+    call.work = align64(scratch.work.data());
+  }
   for (int i = 0; i < call.n_parts; ++i) {
     Part& p = call.parts[i];
     p.tokens_per_chunk = n_tokens;
@@ -255,13 +265,13 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
     tokens_per_group = std::min(kMaxTokensPerQuantizeGroup, (n_tokens + n_threads - 1) / n_threads);
   }
   if (n_threads == 1) {
-    for (int64_t c = 0; c < call.n_chunks; ++c) run_chunk(call, c);
+    for (int64_t c = 0; c < call.n_chunks; ++c) run_chunk(call, c, call.work);
     return;
   }
   const int64_t groups_per_format = n_to_quantize > 0 ? (n_tokens + tokens_per_group - 1) / tokens_per_group : 0;
   const int64_t n_groups = groups_per_format * call.n_formats;
   std::atomic<int64_t> n_groups_done{0};
-  pool.for_each_chunk(n_groups + call.n_chunks, [&](int64_t c, int) {
+  pool.for_each_chunk(n_groups + call.n_chunks, [&](int64_t c, int i_thread) {
     if (c < n_groups) {
       const ActFormat& f = call.formats[c / groups_per_format];
       if (f.quantize != nullptr || f.gemm != nullptr) {
@@ -272,7 +282,7 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
       return;
     }
     spin_wait([&] { return n_groups_done.load(std::memory_order_acquire) == n_groups; });
-    run_chunk(call, c - n_groups);
+    run_chunk(call, c - n_groups, call.work == nullptr ? nullptr : call.work + i_thread * call.work_stride);
   });
 }
 

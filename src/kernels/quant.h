@@ -52,7 +52,8 @@ void dequantize_row(Isa isa, tensor::DType type, const void* src, float* dst, in
 // Reused buffers of matmul(); one per calling thread. Grows to the largest call and is then reused, so a forward
 // pass does not allocate after warm-up.
 struct MatmulScratch {
-  std::vector<uint8_t> act;  // quantized activations of every format a call needs (64-byte aligned inside)
+  std::vector<uint8_t> act;   // quantized activations of every format a call needs (64-byte aligned inside)
+  std::vector<uint8_t> work;  // [n_threads][work bytes] the tile kernels' per-thread working memory, if any
 };
 
 // y[t, o] = dot(W[o, :], x[t, :]) for t < n_tokens, o < n_out.

@@ -112,7 +112,7 @@ inline void run_tokens(const typename Tiles::Repacked& rp, int64_t ib0, int64_t 
 // segment (16-34 KB, on the stack) is built once and read from L1 (or L2) for all the chunk's tokens.
 template <class Tiles>
 void gemm_tile_avx2(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
-                    int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy) {
+                    int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy, uint8_t* /*work*/) {
   const int64_t nb = n_in / Tiles::kBlockElems;
   alignas(32) typename Tiles::Repacked rp;
   constexpr int kT = Tiles::kTokens;

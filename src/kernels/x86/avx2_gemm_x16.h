@@ -121,11 +121,11 @@ struct X16RepackedTiles : Tiles32<W> {
 // The tile function of gemm_interleaved: n_rows is whole groups.
 template <class W>
 void x16_tile_avx2(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
-                   int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy) {
+                   int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy, uint8_t* /*work*/) {
   if (n_tokens >= kLargeMinTokens) {
-    gemm_tile_avx2<X16RepackedTiles<W>>(n_in, w, w_stride, n_rows, act, act_stride, n_tokens, y, ldy);
+    gemm_tile_avx2<X16RepackedTiles<W>>(n_in, w, w_stride, n_rows, act, act_stride, n_tokens, y, ldy, nullptr);
   } else {
-    gemm_tile_avx2<X16DirectTiles<W>>(n_in, w, w_stride, n_rows, act, act_stride, n_tokens, y, ldy);
+    gemm_tile_avx2<X16DirectTiles<W>>(n_in, w, w_stride, n_rows, act, act_stride, n_tokens, y, ldy, nullptr);
   }
 }
 

@@ -294,7 +294,7 @@ void tile_rows(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows,
 
 template <class G>
 void gemm32_tile(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
-                 int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy) {
+                 int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy, uint8_t* /*work*/) {
   if (n_tokens == 1) prefetch_start(w, n_rows * w_stride);
   // Token tiles outermost: a tile's activations stay in L1 while every row of the chunk passes over them.
   int64_t t = 0;

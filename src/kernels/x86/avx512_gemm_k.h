@@ -178,7 +178,7 @@ void k_tile_rows(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_row
 
 template <class U>
 void gemm_k_tile(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
-                 int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy) {
+                 int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy, uint8_t* /*work*/) {
   if (n_tokens == 1) prefetch_start(w, n_rows * w_stride);
   int64_t t = 0;
   for (; t + kKTileTokens <= n_tokens; t += kKTileTokens)

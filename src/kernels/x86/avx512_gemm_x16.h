@@ -166,7 +166,7 @@ constexpr int kX16TileTokens = 8;
 
 template <class L>
 void x16_tile(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
-              int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy) {
+              int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy, uint8_t* /*work*/) {
   int64_t nb = n_in / tensor::kQk32;
   if constexpr (X16SuperBlocks<L>) nb = n_in / L::kSuperBlockElements;
   const int64_t group_bytes = kX16Rows * w_stride;

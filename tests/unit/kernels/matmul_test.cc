@@ -144,5 +144,26 @@ TEST(MatmulScratchTest, ReusedAcrossCalls) {
   EXPECT_EQ(scratch.act.data(), first);
 }
 
+// The AMX prompt kernels unpack weight tiles into working memory of each pool thread: it is the caller's
+// (MatmulScratch::work, as ForwardState holds it), not the threads' own, and reused like the activations.
+TEST(MatmulScratchTest, AmxWorkingMemoryIsTheCallers) {
+  if (!cpu_supports(Isa::kAmx)) GTEST_SKIP() << "no AMX on this CPU";
+  const int64_t n_in = 256, n_out = 64, n_tokens = 40;  // 40 >= 32 tokens: the AMX kernel
+  const std::vector<uint8_t> w = testing::random_weight_row(DType::Q4_1, n_in * n_out, 7);
+  const std::vector<float> x = testing::random_activations(n_in * n_tokens, 8);
+  std::vector<float> y_amx(n_out * n_tokens), y_avx512(n_out * n_tokens);
+  ThreadPool pool(2);
+  MatmulScratch scratch;
+  matmul(Isa::kAmx, DType::Q4_1, w.data(), n_out, n_in, x.data(), n_tokens, y_amx.data(), n_out, pool, scratch);
+  ASSERT_FALSE(scratch.work.empty());
+  const uint8_t* first = scratch.work.data();
+  matmul(Isa::kAmx, DType::Q4_1, w.data(), n_out, n_in, x.data(), n_tokens, y_amx.data(), n_out, pool, scratch);
+  EXPECT_EQ(scratch.work.data(), first);
+  MatmulScratch other;
+  matmul(Isa::kAvx512, DType::Q4_1, w.data(), n_out, n_in, x.data(), n_tokens, y_avx512.data(), n_out, pool, other);
+  EXPECT_TRUE(other.work.empty()) << "the AVX-512 kernels need no working memory";
+  for (size_t i = 0; i < y_amx.size(); ++i) ASSERT_NEAR(y_amx[i], y_avx512[i], 1e-3 * (1 + std::abs(y_avx512[i]))) << i;
+}
+
 }  // namespace
 }  // namespace longhaul::kernels
