@@ -2,7 +2,8 @@
 """Speculative decoding: longhaul's draft sources next to plain decoding and llama.cpp's prompt lookup.
 
 Three workloads, their prompts committed in bench/speculative_prompts/:
-  input-grounded  answer questions by quoting a ~900-token incident report (input_grounded.txt)
+  input-grounded  answer questions by quoting a ~900-token incident report (input_grounded.txt, through --chat:
+                  as a bare completion after "Answers, quoting the report: 1." SmolLM2 only counted "2. 3. 4. ...")
   code-editing    reproduce a 50-line Python function with one parameter renamed (code_editing.txt)
   open-ended      plan a weekend trip, a chat turn with nothing to quote (chat.txt, through --chat)
 For every model and workload, every longhaul --spec-type (none, ngram, recycle, aded, retrieval, self) runs
@@ -12,7 +13,10 @@ LlamaPromptLookupDecoding (num_pred_tokens = --llama-pred, max_ngram_size = 2, i
 max_tokens = N, in its own process (python3 speculative.py --llama-worker ...). The figure is end-to-end
     generated tokens / (prefill + generation seconds)
 of each run (longhaul: prompt_seconds + generate_seconds of --json; llama.cpp: the wall time of
-create_completion), so both engines are timed from the prompt to the last token. Mean accepted length is
+create_completion), so both engines are timed from the prompt to the last token; and the decode figure
+    (generated tokens - 1) / (seconds from the first generated token to the last)
+which leaves out the prefill that speculation cannot change (longhaul: generate_seconds; llama.cpp: streamed, from
+the first chunk to the last). Mean accepted length is
 tokens per decode step (1 = no gain), from longhaul's --json; the speed-up of each row is against plain
 decoding of the same engine in the same round. Engines and settings alternate within each round, so a burst of
 load from other jobs hits all of them. The greedy outputs are compared with longhaul's --spec-type none (mean
@@ -37,7 +41,7 @@ SHORT_NAMES = {
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = os.path.join(ROOT, "bench", "speculative_prompts")
 WORKLOADS = [  # name, prompt file, through the chat format
-    ("input-grounded", "input_grounded.txt", False),
+    ("input-grounded", "input_grounded.txt", True),
     ("code-editing", "code_editing.txt", False),
     ("open-ended", "chat.txt", True),
 ]
@@ -81,7 +85,13 @@ def run_longhaul(binary, model, path, chat, spec, args):
     seconds = t["prompt_seconds"] + t["generate_seconds"]
     spec_stats = j.get("speculative", {})
     return {"tokens": j["tokens"], "tps": t["generated_tokens"] / seconds if seconds > 0 else 0.0,
+            "decode_tps": decode_tps(t["generated_tokens"], t["generate_seconds"]),
             "mal": spec_stats.get("mean_accepted_length", 1.0)}
+
+
+def decode_tps(n_generated, seconds_after_first):
+    """Tokens per second after the first generated token (which the prefill's logits give)."""
+    return (n_generated - 1) / seconds_after_first if n_generated > 1 and seconds_after_first > 0 else 0.0
 
 
 # llama.cpp worker: its own process, so its threads and memory do not mix with the driver's.
@@ -97,17 +107,27 @@ def llama_worker(args):
                           draft_model=draft, logits_all=args.lookup, verbose=False)
     # As longhaul's --ignore-eos: max_tokens tokens every time (the end-of-generation tokens are never picked).
     ignore_eos = {t: -1e9 for t in (llm._model.token_eos(), llm._model.token_eot()) if t >= 0}
+    # Streamed, so the first chunk marks the end of the prefill; each completion chunk is one token.
+    t0 = time.perf_counter()
     if args.chat:
-        messages = [{"role": "user", "content": text}]
-        t0 = time.perf_counter()
-        r = llm.create_chat_completion(messages=messages, max_tokens=args.n_gen, temperature=0.0,
-                                       logit_bias=ignore_eos)
+        chunks = llm.create_chat_completion(messages=[{"role": "user", "content": text}], max_tokens=args.n_gen,
+                                            temperature=0.0, logit_bias=ignore_eos, stream=True)
     else:
-        t0 = time.perf_counter()
-        r = llm.create_completion(text, max_tokens=args.n_gen, temperature=0.0, logit_bias=ignore_eos)
-    seconds = time.perf_counter() - t0
-    n = r["usage"]["completion_tokens"]
-    print(json.dumps({"tps": n / seconds if seconds > 0 else 0.0, "n": n}))
+        chunks = llm.create_completion(text, max_tokens=args.n_gen, temperature=0.0, logit_bias=ignore_eos,
+                                       stream=True)
+    t_first = None
+    n = 0
+    for chunk in chunks:
+        if t_first is None:
+            t_first = time.perf_counter()
+        choice = chunk["choices"][0]
+        # Chat streams open with a role-only delta and close with an empty one carrying finish_reason.
+        if "text" in choice or choice.get("delta", {}).get("content") is not None:
+            n += 1
+    t_end = time.perf_counter()
+    seconds = t_end - t0
+    print(json.dumps({"tps": n / seconds if seconds > 0 else 0.0,
+                      "decode_tps": decode_tps(n, t_end - t_first if t_first is not None else 0.0), "n": n}))
 
 
 def run_llama(model, path, chat, lookup, args):
@@ -154,13 +174,14 @@ def main():
             print("llama-cpp-python is not installed: llama.cpp rows left out", file=sys.stderr)
             with_llama = False
     specs = [s for s in args.spec_types.split(",") if s]
-    print(f"| model | workload | engine | tokens/s | speed-up | mean accepted length | same output (tokens) |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| model | workload | engine | tokens/s | speed-up | decode tokens/s | decode speed-up | "
+          "mean accepted length | same output (tokens) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):
         model = resolve_model(name)
         for workload, file_name, chat in [w for w in WORKLOADS if w[0] in args.workloads.split(",")]:
             path = os.path.join(PROMPTS, file_name)
-            rows = {}  # engine -> [(tps, mal, prefix)]
+            rows = {}  # engine -> [(tps, mal, prefix, speed-up, decode tps, decode speed-up)]
             for round_index in range(args.rounds):
                 plain = None
                 for spec in specs:
@@ -170,22 +191,26 @@ def main():
                     if plain is None:  # the first type, none by default, is the reference
                         plain = r
                     rows.setdefault(f"longhaul {spec}", []).append(
-                        (r["tps"], r["mal"], common_prefix(r["tokens"], plain["tokens"]), r["tps"] / plain["tps"]))
+                        (r["tps"], r["mal"], common_prefix(r["tokens"], plain["tokens"]), r["tps"] / plain["tps"],
+                         r["decode_tps"], r["decode_tps"] / plain["decode_tps"]))
                 if with_llama:
                     print(f"{name} {workload} round {round_index + 1}/{args.rounds}: llama.cpp",
                           file=sys.stderr, flush=True)
                     base = run_llama(model, path, chat, False, args)
                     look = run_llama(model, path, chat, True, args)
-                    rows.setdefault("llama.cpp", []).append((base["tps"], float("nan"), float("nan"), 1.0))
-                    # llama.cpp may stop at once (an end-of-generation token first: it has no ignore-eos here).
+                    nan = float("nan")
+                    rows.setdefault("llama.cpp", []).append((base["tps"], nan, nan, 1.0, base["decode_tps"], 1.0))
                     rows.setdefault("llama.cpp prompt lookup", []).append(
-                        (look["tps"], float("nan"), float("nan"), look["tps"] / base["tps"] if base["tps"] else float("nan")))
+                        (look["tps"], nan, nan, look["tps"] / base["tps"] if base["tps"] else nan, look["decode_tps"],
+                         look["decode_tps"] / base["decode_tps"] if base["decode_tps"] else nan))
             for engine, values in rows.items():
                 tps = statistics.mean(v[0] for v in values)
                 mal = statistics.mean(v[1] for v in values)
                 prefix = statistics.mean(v[2] for v in values)
                 speedup = statistics.mean(v[3] for v in values)
-                print(f"| {name} | {workload} | {engine} | {tps:.1f} | {speedup:.2f}x | "
+                decode = statistics.mean(v[4] for v in values)
+                decode_speedup = statistics.mean(v[5] for v in values)
+                print(f"| {name} | {workload} | {engine} | {tps:.1f} | {speedup:.2f}x | {decode:.1f} | {decode_speedup:.2f}x | "
                       f"{'' if mal != mal else f'{mal:.2f}'} | {'' if prefix != prefix else f'{prefix:.0f}/{args.n_gen}'} |")
             sys.stdout.flush()
 
