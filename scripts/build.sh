@@ -7,7 +7,10 @@ kind="${1:-release}"; shift || true
 case "$kind" in
   release) args=(-DCMAKE_BUILD_TYPE=Release) ;;
   debug)   args=(-DCMAKE_BUILD_TYPE=Debug) ;;
-  asan)    args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DLONGHAUL_SANITIZE=ON -DLONGHAUL_BUILD_BENCH=OFF) ;;
+  # -g1: line tables only, enough for the sanitizers' stack traces; full -g made the objects 2.6x larger and the
+  # build slower.
+  asan)    args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
+                 -DLONGHAUL_SANITIZE=ON -DLONGHAUL_BUILD_BENCH=OFF) ;;
   *) echo "usage: scripts/build.sh [release|debug|asan] [cmake args...]" >&2; exit 2 ;;
 esac
 jobs="${LONGHAUL_JOBS:-$(nproc)}"
