@@ -1,7 +1,11 @@
 #include "server/server.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 
 #include "base/sys_info.h"
@@ -22,6 +26,9 @@ void send_json(httplib::Response& res, int status, const std::string& body) {
 void send_error(httplib::Response& res, const ApiError& error) { send_json(res, error.status, error_json(error)); }
 
 namespace {
+
+// Connections the kernel holds for the accept thread (the system caps it at net.core.somaxconn).
+constexpr int kListenBacklog = 1024;
 
 // The endpoint label of /metrics: the known paths, everything else as "other" (bounded label values).
 std::string endpoint_label(const std::string& path) {
@@ -69,6 +76,10 @@ void Server::add_static_route(const std::string& path, const std::string& conten
 
 Status Server::listen() {
   Impl& s = *impl_;
+  s.http.set_socket_options([&s](socket_t sock) {
+    httplib::default_socket_options(sock);
+    s.listen_socket = static_cast<int>(sock);
+  });
   int port = s.options.port;
   if (port == 0) {
     port = s.http.bind_to_any_port(s.options.host);
@@ -78,6 +89,11 @@ Status Server::listen() {
                          " (in use, or not an address of this machine)");
   }
   s.bound_port = port;
+  // cpp-httplib listens with an accept queue of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed in Debian's compiled library):
+  // a burst of clients connecting while the accept thread waits for a core can overflow it (the kernel then drops
+  // their handshakes). Listening again on the bound socket deepens the queue.
+  if (s.listen_socket >= 0 && ::listen(s.listen_socket, kListenBacklog) != 0)
+    return Status::error("cannot listen on " + s.options.host + ":" + std::to_string(port) + ": " + std::strerror(errno));
   s.listen_thread = std::thread([&s] { s.http.listen_after_bind(); });
   return Status::ok();
 }

@@ -41,6 +41,7 @@ struct Server::Impl {
   ServerOptions options;
   httplib::Server http;
   std::thread listen_thread;
+  int listen_socket = -1;  // the bound socket, captured to deepen its accept queue (Server::listen)
   int32_t bound_port = 0;
   int64_t created = 0;  // unix time the server started (the model's "created")
 
