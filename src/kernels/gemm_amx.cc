@@ -23,7 +23,6 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-
 #include "kernels/x86/x86_common.h"
 #include "kernels/x86/x86_quantize.h"
 #include "kernels/x86/avx512_gemm32.h"
@@ -253,38 +252,44 @@ struct Scratch {
   float* sa;
 };
 
-// Bytes of a Scratch for rows of n_in elements (every piece keeps the 64-byte alignment of the start).
+// The sizes of a Scratch's pieces for rows of n_in elements (each piece keeps the 64-byte alignment of the start).
+template <int kChunk>
+struct WorkLayout {
+  explicit WorkLayout(int64_t n_in)
+      : n_chunks(n_in / kChunk),
+        row_bytes((n_in + 127) / 128 * 128),  // whole groups of 128
+        scale_floats((n_chunks + 15) / 16 * 16),
+        tile_bytes(n_chunks * (kChunk / 4) * 64 + 2 * n_chunks * kTile * 4) {}
+  int64_t n_chunks, row_bytes, scale_floats, tile_bytes;
+  int64_t total_bytes() const {
+    return kTile * row_bytes + 2 * kTile * scale_floats * 4 + kRowTilesPerGroup * tile_bytes + 2 * n_chunks * kTile * 4;
+  }
+};
+
 template <int kChunk>
 int64_t work_bytes(int64_t n_in) {
-  const int64_t n_chunks = n_in / kChunk;
-  const int64_t row_bytes = (n_in + 127) / 128 * 128;  // whole groups of 128
-  const int64_t scale_floats = (n_chunks + 15) / 16 * 16;
-  const int64_t tile_bytes = n_chunks * (kChunk / 4) * 64 + 2 * n_chunks * kTile * 4;
-  return kTile * row_bytes + 2 * kTile * scale_floats * 4 + kRowTilesPerGroup * tile_bytes + 2 * n_chunks * kTile * 4;
+  return WorkLayout<kChunk>(n_in).total_bytes();
 }
 
 // Cuts `work` (work_bytes<kChunk>(n_in) bytes, 64-byte aligned) into a Scratch.
 template <int kChunk>
 Scratch scratch_in(int64_t n_in, uint8_t* work) {
-  const int64_t n_chunks = n_in / kChunk;
-  const int64_t row_bytes = (n_in + 127) / 128 * 128;
-  const int64_t scale_floats = (n_chunks + 15) / 16 * 16;
-  const int64_t tile_bytes = n_chunks * (kChunk / 4) * 64 + 2 * n_chunks * kTile * 4;
+  const WorkLayout<kChunk> l(n_in);
   uint8_t* p = work;
   Scratch sc;
   sc.rows = p;
-  p += kTile * row_bytes;
+  p += kTile * l.row_bytes;
   sc.row_d = reinterpret_cast<float*>(p);
-  sc.row_m = sc.row_d + kTile * scale_floats;
-  p += 2 * kTile * scale_floats * 4;
+  sc.row_m = sc.row_d + kTile * l.scale_floats;
+  p += 2 * kTile * l.scale_floats * 4;
   for (RowTile& t : sc.tiles) {
     t.b = reinterpret_cast<int8_t*>(p);
-    t.d = reinterpret_cast<float*>(p + n_chunks * (kChunk / 4) * 64);
-    t.m = t.d + n_chunks * kTile;
-    p += tile_bytes;
+    t.d = reinterpret_cast<float*>(p + l.n_chunks * (kChunk / 4) * 64);
+    t.m = t.d + l.n_chunks * kTile;
+    p += l.tile_bytes;
   }
   sc.da = reinterpret_cast<float*>(p);
-  sc.sa = sc.da + n_chunks * kTile;
+  sc.sa = sc.da + l.n_chunks * kTile;
   return sc;
 }
 
