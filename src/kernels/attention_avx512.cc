@@ -56,7 +56,9 @@ inline void transpose16(__m512* r) {
 
 // Where a kernel's keys and values come from. A reader hands out key / value vectors of 16 channels as f32 (key
 // j's channels [16 c, 16 c + 16)). block_end(kb, n_k) is where the block starting at key kb ends (at most 16 keys);
-// begin_block(kb, nk) comes before the vectors of a block are asked for; prefetch(j0, j1) asks for rows ahead.
+// begin_keys(kb) comes before the key vectors of a block are asked for, begin_values(kb, nk) before its value
+// vectors (the decode kernel reads a pass's keys first and its values after), begin_block(kb, nk) before both;
+// prefetch(j0, j1) asks for rows ahead.
 //
 // f16 rows (the cache's f16 pages), read in place.
 template <int KV, int VV>  // dk = 16 KV, dv = 16 VV
@@ -66,6 +68,8 @@ struct F16Rows {
   const uint16_t* v;
   int64_t v_stride;
   int32_t block_end(int32_t kb, int32_t n_k) const { return std::min(n_k, kb + 16); }
+  void begin_keys(int32_t) {}
+  void begin_values(int32_t, int32_t) {}
   void begin_block(int32_t, int32_t) {}
   __m512 key(int32_t j, int c) const { return load_f16x16(k + j * k_stride + 16 * c); }
   __m512 value(int32_t j, int c) const { return load_f16x16(v + j * v_stride + 16 * c); }
@@ -90,7 +94,7 @@ struct QuantizedReader {
 
   explicit QuantizedReader(const QuantizedRows& r) : at{r} {}
   int32_t block_end(int32_t kb, int32_t n_k) { return at.block_end(kb, n_k, 16); }
-  [[gnu::always_inline]] void begin_block(int32_t kb, int32_t nk) {
+  [[gnu::always_inline]] void begin_keys(int32_t kb) {
     if (at.begin_block(kb, kDk)) {
       const uint16_t* params = at.key_params(kDk);
       for (int c = 0; c < KV; ++c) {
@@ -98,6 +102,14 @@ struct QuantizedReader {
         _mm512_store_ps(zero + 16 * c, load_f16x16(params + kDk + 16 * c));
       }
     }
+  }
+  [[gnu::always_inline]] void begin_block(int32_t kb, int32_t nk) {
+    begin_keys(kb);
+    begin_values(kb, nk);
+  }
+  // The value scales and zeros of keys [kb, kb + nk), nk <= 16, as f32.
+  [[gnu::always_inline]] void begin_values(int32_t kb, int32_t nk) {
+    at.block_begin = kb;
     const int32_t n = nk * kValueGroups * 2;
     const uint16_t* params = at.value_params(kValueGroups);
     for (int32_t i = 0; i < n; i += 16)
@@ -244,90 +256,132 @@ void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, Rows& row
 }
 
 // Few queries (decode: the query heads of one KV head for one token): converting and transposing a key block
-// costs more than the scores it serves, so keys stay rows. Four keys are converted at a time and dotted with
-// each query (one accumulator per key, reduced together), and values are converted as they are accumulated.
+// costs more than the scores it serves, so keys stay rows. Four keys are converted at a time and dotted with each
+// query (one accumulator per key); the accumulators of a 16-key block are summed together (fold4_ps, sum16_ps).
+// The online softmax runs once per pass of up to kPassBlocks visible blocks (64 keys), not per block: a pass takes
+// one maximum per query, rescales the outputs only when a maximum rose (after the first few blocks it seldom
+// does), and reads and writes the output rows once. Values are converted as they are accumulated.
 // The query count NQ is a template parameter: with a run-time count GCC 12 kept the accumulators on the stack and
 // tested the count inside every inner loop, which made this kernel slower than the AVX2 one.
 // Up to kFewQueries queries: 6 x 4 score accumulators, 4 key vectors and a query vector fill 29 of the 32 registers.
 constexpr int kFewQueries = 6;
+template <int KV>
+constexpr int kPassBlocks = 4;
 
 template <int KV, int VV, int NQ, typename Rows>  // dk = 16 KV, dv = 16 VV, NQ queries (1..kFewQueries)
 void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t n_k, const AttentionMask& mask,
                           float* m, float* l, float* o, int64_t o_stride) {
   static_assert(NQ >= 1 && NQ <= kFewQueries, "NQ queries per call");
-  alignas(64) float sbuf[NQ][16];  // scores of the block, then probabilities
+  constexpr int kPassKeys = 16 * kPassBlocks<KV>;
+  alignas(64) float sbuf[NQ][kPassKeys];  // the pass's scores (-inf where a query does not see a key), then probabilities
   const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
   const QueryBounds qb = query_bounds(mask, NQ);
-  for (int32_t kb = 0, kb_end = 0; kb < n_k; kb = kb_end) {
-    kb_end = rows.block_end(kb, n_k);
-    const int32_t nk = kb_end - kb;
-    const __mmask16 kmask = first_lanes(nk);
-    const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, mask.k_pos + kb);
-    const int32_t min_kp = _mm512_reduce_min_epi32(kp);
-    const int32_t max_kp = _mm512_mask_reduce_max_epi32(kmask, kp);
-    if (!block_maybe_visible(mask, qb, kb, nk, min_kp, max_kp)) continue;
-    // Visibility first: a block none of the queries sees (a sparse prefill's) costs no dot product.
-    __mmask16 vis[NQ];
-    bool any = false;
-    for (int i = 0; i < NQ; ++i) {
-      vis[i] = static_cast<__mmask16>(block_visibility(mask, i, kb, nk, min_kp, max_kp));
-      any = any || vis[i] != 0;
-    }
-    if (!any) continue;
-    rows.begin_block(kb, nk);
-    // Scores, four keys at a time; keys past nk are zero rows (masked below). Each group of four asks for the
-    // next block's four rows (attention_prefetch.h: spread, not in one burst).
-    for (int32_t j4 = 0; j4 < 16; j4 += 4) {
-      rows.prefetch(std::min(n_k, kb + 16 + j4), std::min(n_k, kb + 20 + j4));
-      if (j4 >= nk) {
-        for (int i = 0; i < NQ; ++i) _mm_store_ps(sbuf[i] + j4, _mm_setzero_ps());
-        continue;
+  int32_t pass_kb[kPassBlocks<KV>], pass_nk[kPassBlocks<KV>];  // the pass's blocks: first key, keys
+  for (int32_t kb = 0, kb_end = 0; kb < n_k;) {
+    // Scores of the pass's blocks: the next kPassBlocks blocks that some query sees.
+    int n_blocks = 0;
+    for (; n_blocks < kPassBlocks<KV> && kb < n_k; kb = kb_end) {
+      kb_end = rows.block_end(kb, n_k);
+      const int32_t nk = kb_end - kb;
+      const __mmask16 kmask = first_lanes(nk);
+      const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, mask.k_pos + kb);
+      const int32_t min_kp = _mm512_reduce_min_epi32(kp);
+      const int32_t max_kp = _mm512_mask_reduce_max_epi32(kmask, kp);
+      if (!block_maybe_visible(mask, qb, kb, nk, min_kp, max_kp)) continue;
+      // Visibility first: a block none of the queries sees (a sparse prefill's) costs no dot product.
+      __mmask16 vis[NQ];
+      bool any = false;
+      for (int i = 0; i < NQ; ++i) {
+        vis[i] = static_cast<__mmask16>(block_visibility(mask, i, kb, nk, min_kp, max_kp));
+        any = any || vis[i] != 0;
       }
-      __m512 acc[NQ][4];
-      for (int i = 0; i < NQ; ++i)
-        for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
-      for (int c = 0; c < KV; ++c) {
-        __m512 kv[4];
-        for (int j = 0; j < 4; ++j)
-          kv[j] = j4 + j < nk ? rows.key(kb + j4 + j, c) : _mm512_setzero_ps();
-        for (int i = 0; i < NQ; ++i) {
-          const __m512 qc = _mm512_loadu_ps(q + i * q_stride + 16 * c);
-          for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_fmadd_ps(kv[j], qc, acc[i][j]);
+      if (!any) continue;
+      rows.begin_keys(kb);
+      // Four keys at a time; keys past nk are zero rows (masked below). Each group of four asks for the next
+      // block's four rows (attention_prefetch.h: spread, not in one burst).
+      __m512 folded[NQ][4];
+      for (int32_t j4 = 0; j4 < 16; j4 += 4) {
+        rows.prefetch(std::min(n_k, kb + 16 + j4), std::min(n_k, kb + 20 + j4));
+        if (j4 >= nk) {
+          for (int i = 0; i < NQ; ++i) folded[i][j4 / 4] = _mm512_setzero_ps();
+          continue;
         }
+        __m512 acc[NQ][4];
+        for (int i = 0; i < NQ; ++i)
+          for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
+        for (int c = 0; c < KV; ++c) {
+          __m512 kv[4];
+          for (int j = 0; j < 4; ++j) kv[j] = j4 + j < nk ? rows.key(kb + j4 + j, c) : _mm512_setzero_ps();
+          for (int i = 0; i < NQ; ++i) {
+            const __m512 qc = _mm512_loadu_ps(q + i * q_stride + 16 * c);
+            for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_fmadd_ps(kv[j], qc, acc[i][j]);
+          }
+        }
+        for (int i = 0; i < NQ; ++i) folded[i][j4 / 4] = fold4_ps(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
       }
-      for (int i = 0; i < NQ; ++i)
-        _mm_store_ps(sbuf[i] + j4, reduce4_ps(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+      for (int i = 0; i < NQ; ++i) {
+        const __m512 s = sum16_ps(folded[i][0], folded[i][1], folded[i][2], folded[i][3]);
+        _mm512_store_ps(sbuf[i] + 16 * n_blocks, _mm512_mask_mov_ps(neg_inf, vis[i], s));
+      }
+      pass_kb[n_blocks] = kb;
+      pass_nk[n_blocks] = nk;
+      ++n_blocks;
     }
-    // Online softmax per query.
-    float alpha[NQ];
+    if (n_blocks == 0) break;  // kb reached n_k without a visible block
+    // Online softmax per query over the pass: new maximum, rescale factor of the old sums, probabilities.
+    alignas(64) float m_old[16] = {}, m_new[16] = {};
+    bool rescale = false;
     for (int i = 0; i < NQ; ++i) {
-      alpha[i] = 1.0f;
-      if (vis[i] == 0) {
-        _mm512_store_ps(sbuf[i], _mm512_setzero_ps());
+      __m512 mx = _mm512_load_ps(sbuf[i]);
+      for (int b = 1; b < n_blocks; ++b) mx = _mm512_max_ps(mx, _mm512_load_ps(sbuf[i] + 16 * b));
+      m_old[i] = m[i];
+      m_new[i] = std::max(m[i], _mm512_reduce_max_ps(mx));
+      rescale = rescale || m_new[i] > m_old[i];
+    }
+    // alpha = exp(m_old - m_new) for all queries at once; 0 where nothing was seen before (m_old = -inf, so l and
+    // o are still 0), 1 where the maximum stayed (then the multiplies below are skipped altogether).
+    alignas(64) float alpha[16];
+    if (rescale) {
+      const __m512 mo = _mm512_load_ps(m_old), mn = _mm512_load_ps(m_new);
+      const __mmask16 seen = _mm512_cmp_ps_mask(mo, neg_inf, _CMP_NEQ_OQ);
+      _mm512_store_ps(alpha, _mm512_maskz_mov_ps(seen, exp_ps(_mm512_sub_ps(mo, mn))));
+    }
+    for (int i = 0; i < NQ; ++i) {
+      if (m_new[i] == -INFINITY) {  // the query has seen no key yet: its probabilities are 0
+        for (int b = 0; b < n_blocks; ++b) _mm512_store_ps(sbuf[i] + 16 * b, _mm512_setzero_ps());
         continue;
       }
-      const __m512 si = _mm512_mask_mov_ps(neg_inf, vis[i], _mm512_load_ps(sbuf[i]));
-      const float m_old = m[i];
-      const float m_new = std::max(m_old, _mm512_reduce_max_ps(si));
-      alpha[i] = m_old == -INFINITY ? 0.0f : _mm512_cvtss_f32(exp_ps(_mm512_set1_ps(m_old - m_new)));
-      const __m512 p = exp_ps(_mm512_sub_ps(si, _mm512_set1_ps(m_new)));
-      l[i] = l[i] * alpha[i] + _mm512_reduce_add_ps(p);
-      m[i] = m_new;
-      _mm512_store_ps(sbuf[i], p);
+      const __m512 mn = _mm512_set1_ps(m_new[i]);
+      __m512 sum = _mm512_setzero_ps();
+      for (int b = 0; b < n_blocks; ++b) {
+        const __m512 p = exp_ps(_mm512_sub_ps(_mm512_load_ps(sbuf[i] + 16 * b), mn));  // masked: exp(-inf) = 0
+        sum = _mm512_add_ps(sum, p);
+        _mm512_store_ps(sbuf[i] + 16 * b, p);
+      }
+      l[i] = (rescale ? l[i] * alpha[i] : l[i]) + _mm512_reduce_add_ps(sum);
+      m[i] = m_new[i];
     }
-    // o = o * alpha + sum_j p_j v_j, 64 dimensions at a time; each value vector is converted once per block.
+    // o = o * alpha + sum_j p_j v_j, 64 dimensions at a time; each value vector is converted once per pass.
     for (int cb = 0; cb < VV; cb += 4) {
       constexpr int kNv = VV < 4 ? VV : 4;  // VV is a multiple of 4 in every instantiation
       static_assert(VV % kNv == 0, "dv must be a multiple of 64");
       __m512 acc[NQ][kNv];
       for (int i = 0; i < NQ; ++i) {
-        const __m512 a = _mm512_set1_ps(alpha[i]);
-        for (int c = 0; c < kNv; ++c) acc[i][c] = _mm512_mul_ps(_mm512_loadu_ps(o + i * o_stride + 16 * (cb + c)), a);
+        for (int c = 0; c < kNv; ++c) acc[i][c] = _mm512_loadu_ps(o + i * o_stride + 16 * (cb + c));
+        if (rescale) {
+          const __m512 a = _mm512_set1_ps(alpha[i]);
+          for (int c = 0; c < kNv; ++c) acc[i][c] = _mm512_mul_ps(acc[i][c], a);
+        }
       }
-      for (int32_t j = 0; j < nk; ++j) {
-        for (int c = 0; c < kNv; ++c) {
-          const __m512 vj = rows.value(kb + j, cb + c);
-          for (int i = 0; i < NQ; ++i) acc[i][c] = _mm512_fmadd_ps(_mm512_set1_ps(sbuf[i][j]), vj, acc[i][c]);
+      for (int b = 0; b < n_blocks; ++b) {
+        const int32_t kb0 = pass_kb[b];
+        rows.begin_values(kb0, pass_nk[b]);
+        for (int32_t j = 0; j < pass_nk[b]; ++j) {
+          for (int c = 0; c < kNv; ++c) {
+            const __m512 vj = rows.value(kb0 + j, cb + c);
+            for (int i = 0; i < NQ; ++i)
+              acc[i][c] = _mm512_fmadd_ps(_mm512_set1_ps(sbuf[i][16 * b + j]), vj, acc[i][c]);
+          }
         }
       }
       for (int i = 0; i < NQ; ++i) {

@@ -42,14 +42,30 @@ inline __m512 load_f16x16_masked(const uint16_t* p, int64_t n) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(first_lanes(n), p));
 }
 
+// Decode scores of 16 keys whose dot products are held as 16-lane partial sums (keys as rows): fold4_ps folds the
+// accumulators of keys 4g..4g+3 into one vector whose 128-bit lane L holds four partial sums of key 4g + L (6
+// operations), and sum16_ps finishes four such vectors into the 16 totals in key order (10 operations), 34 per 16
+// keys against 56 for four reduce4_ps.
+inline __m512 fold4_ps(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xee));
+  // ab: [a0+a2, a1+a3, b0+b2, b1+b3] in 128-bit lanes, cd likewise.
+  return _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
+}
+inline __m512 sum16_ps(__m512 x0, __m512 x1, __m512 x2, __m512 x3) {
+  // In every 128-bit lane L: s01 = [x0[0]+x0[2], x1[0]+x1[2], x0[1]+x0[3], x1[1]+x1[3]], s23 likewise.
+  const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(x0, x1), _mm512_unpackhi_ps(x0, x1));
+  const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(x2, x3), _mm512_unpackhi_ps(x2, x3));
+  // Lane L = [x0, x1, x2, x3 totals of key L of each group]: element 4L + g is key 4g + L.
+  const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
+}
+
 // Four row sums at once: the totals of a, b, c, d in lanes 0..3.
 inline __m128 reduce4_ps(__m512 a, __m512 b, __m512 c, __m512 d) {
   // Halve twice across 256 / 128-bit lanes while interleaving the four vectors, then finish inside 128 bits.
-  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
-  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xee));
-  // ab: [a0+a2, a1+a3, b0+b2, b1+b3] in 128-bit lanes.
-  const __m512 abcd = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
-  // abcd: [a, b, c, d] partial sums of 4 floats per 128-bit lane.
+  const __m512 abcd = fold4_ps(a, b, c, d);  // [a, b, c, d] partial sums of 4 floats per 128-bit lane
   const __m256 lo = _mm512_castps512_ps256(abcd);
   const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1));
   const __m256 h = _mm256_hadd_ps(lo, hi);  // [a01 a23 c01 c23 | b01 b23 d01 d23]

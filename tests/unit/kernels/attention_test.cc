@@ -296,6 +296,17 @@ std::vector<Problem> all_problems() {
     ps.push_back(positional("head span decode" + ds, d, {30, 30, 30}, 40, 0, 8, 4));
     // Long runs: most blocks behind the window are skipped, the sink block and the diagonal are mixed.
     ps.push_back(positional("head span long decode" + ds, d, {299, 299, 299}, 300, 0, 64, 4));
+    // Every key visible over many passes of the decode kernel's softmax (64 keys each); keys scaled up along the
+    // run, so that scores reach new maxima (and new minima) in later passes and the outputs are rescaled there.
+    ps.push_back(positional("causal long decode" + ds, d, {299, 299, 299}, 300, 0, 0, 0));
+    Problem growing = positional("growing keys long decode" + ds, d, {299, 299, 299, 299, 299, 299}, 300, 0, 0, 0);
+    for (int32_t j = 0; j < 300; ++j) {
+      for (int32_t c = 0; c < d; ++c) {
+        uint16_t& h = growing.k[static_cast<size_t>(j) * d + c];
+        h = tensor::f32_to_f16(tensor::f16_to_f32(h) * (1.0f + static_cast<float>(j) / 150.0f));
+      }
+    }
+    ps.push_back(growing);
     std::vector<int32_t> diagonal;
     for (int32_t t = 284; t < 300; ++t) diagonal.push_back(t);
     ps.push_back(positional("head span long prefill" + ds, d, diagonal, 300, 0, 64, 4));
