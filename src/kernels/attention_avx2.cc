@@ -1,11 +1,11 @@
 // AVX2 flash attention (kernels::attention_update, and attention_update_quantized over KIVI codes through the same
 // kernel with another reader), built with the flags of ops_avx2.cc.
 //
-// Keys arrive in blocks of 16 (one page run is many blocks). A block is converted from f16 once, into rows of f32
-// that stay in L1, and then serves every query of the call: a query's 16 scores are four-row dot products reduced
-// together, its probabilities come from one online-softmax update (Dao et al., 2022: running maximum m, running
-// sum l, output rescaled by e^(m_old - m_new)), and its output row takes the 16 value rows with up to 8
-// accumulators in registers. Conversion is the cost that a decode step (few queries per key) pays per key; the
+// Keys arrive in blocks of 16 (one page run is many blocks), taken in passes of up to kPassBlocks blocks. A block
+// is converted from f16 once, into rows of f32 that stay in L1, and then serves every query of the call: a query's
+// scores are four-row dot products reduced together, its probabilities over the pass come from one online-softmax
+// update (Dao et al., 2022: running maximum m, running sum l, output rescaled by e^(m_old - m_new)), and its output
+// row takes the pass's value rows with up to 8 accumulators in registers. Conversion is the cost that a decode step (few queries per key) pays per key; the
 // multiply-adds per key and query are dk / 8 for the score and dv / 8 for the output, the minimum for 8 lanes.
 // Which keys a query sees comes only from kernels/attention_mask.h: block_maybe_visible skips a block before it is
 // converted, and block_visibility gives a query's 16 bits (whole blocks decided from their position bounds), which
@@ -109,78 +109,123 @@ struct QuantizedReader {
   }
 };
 
+// Blocks per softmax pass. A pass converts its blocks first (the ones some query sees), and then each query takes
+// one online-softmax update over all of them: one maximum, one rescale of its output row (skipped where the maximum
+// did not rise) and one read and write of that row per pass instead of per block. Heads of up to 64 dimensions
+// take two blocks (32 keys: 8 KB of f32 keys and 8 KB of values, which stay in L1); larger heads one.
+template <int KV, int VV>
+constexpr int kPassBlocks = (KV <= 8 && VV <= 8) ? 2 : 1;
+
 template <int KV, int VV, typename Rows>  // dk = 8 KV, dv = 8 VV
 void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
                             const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
   constexpr int kDk = 8 * KV, kDv = 8 * VV;
-  alignas(32) float kf[kBlock * kDk];  // [16][dk] keys of the block
-  alignas(32) float vf[kBlock * kDv];  // [16][dv] values of the block
-  alignas(32) float sbuf[kBlock];      // one query's scores, then its probabilities
+  constexpr int kPass = kPassBlocks<KV, VV>;
+  alignas(32) float kf[kPass * kBlock * kDk];  // [pass blocks][16][dk] keys of the pass
+  alignas(32) float vf[kPass * kBlock * kDv];  // [pass blocks][16][dv] values of the pass
+  alignas(32) float sbuf[kPass * kBlock];      // one query's scores over the pass, then its probabilities
   const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
   // Lane j of the low / high half of a block holds bit j / j + 8 of the block's visibility bits.
   const __m256i lane_bit0 = _mm256_setr_epi32(1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7);
   const __m256i lane_bit1 = _mm256_slli_epi32(lane_bit0, 8);
   const QueryBounds qb = query_bounds(mask, n_q);
-  for (int32_t kb = 0, kb_end = 0; kb < n_k; kb = kb_end) {
-    kb_end = rows.block_end(kb, n_k);
-    const int32_t nk = kb_end - kb;
-    int32_t min_kp = INT32_MAX, max_kp = INT32_MIN;
-    for (int32_t j = 0; j < nk; ++j) {
-      min_kp = std::min(min_kp, mask.k_pos[kb + j]);
-      max_kp = std::max(max_kp, mask.k_pos[kb + j]);
+  for (int32_t kb = 0, kb_end = 0; kb < n_k;) {
+    // The pass: the next kPass blocks that some query may see (a block none sees, all in the future or all behind
+    // every query's window, is not even converted: long sliding-window layers skip most of the cache this way).
+    int32_t first[kPass], count[kPass], min_kp[kPass], max_kp[kPass];
+    bool converted[kPass];
+    int n_blocks = 0;
+    for (; n_blocks < kPass && kb < n_k; kb = kb_end) {
+      kb_end = rows.block_end(kb, n_k);
+      const int32_t nk = kb_end - kb;
+      int32_t lo = INT32_MAX, hi = INT32_MIN;
+      for (int32_t j = 0; j < nk; ++j) {
+        lo = std::min(lo, mask.k_pos[kb + j]);
+        hi = std::max(hi, mask.k_pos[kb + j]);
+      }
+      if (!block_maybe_visible(mask, qb, kb, nk, lo, hi)) continue;
+      first[n_blocks] = kb;
+      count[n_blocks] = nk;
+      min_kp[n_blocks] = lo;
+      max_kp[n_blocks] = hi;
+      converted[n_blocks] = false;
+      ++n_blocks;
     }
-    // A block no query sees (all in the future, or all behind every query's window) is not even converted: long
-    // sliding-window layers skip most of the cache this way.
-    if (!block_maybe_visible(mask, qb, kb, nk, min_kp, max_kp)) continue;
-    bool converted = false;
+    if (n_blocks == 0) break;  // kb reached n_k without a block anyone may see
     for (int32_t i = 0; i < n_q; ++i) {
-      // Bits of the keys this query sees (decided for the whole block from its position bounds unless it is mixed),
-      // spread into lane masks; missing keys past nk have no bit, so they are masked too.
-      const uint32_t bits = block_visibility(mask, i, kb, nk, min_kp, max_kp);
-      if (bits == 0) continue;
-      const __m256i bitv = _mm256_set1_epi32(static_cast<int32_t>(bits));
-      const __m256i vis0 = _mm256_cmpeq_epi32(_mm256_and_si256(bitv, lane_bit0), lane_bit0);
-      const __m256i vis1 = _mm256_cmpeq_epi32(_mm256_and_si256(bitv, lane_bit1), lane_bit1);
-      if (!converted) {
-        // Rows of missing keys are zero (their scores are masked, their probabilities 0).
-        rows.begin_block(kb, nk);
-        for (int32_t j = 0; j < kBlock; ++j) {
-          // The next block's row j, one per row converted (attention_prefetch.h), for heads of up to 64 dimensions.
-          if (KV <= 8 && VV <= 8 && kb + kBlock + j < n_k) rows.prefetch(kb + kBlock + j, kb + kBlock + j + 1);
-          for (int c = 0; c < KV; ++c)
-            _mm256_store_ps(kf + j * kDk + 8 * c, j < nk ? rows.key(kb + j, c) : _mm256_setzero_ps());
-          for (int c = 0; c < VV; ++c)
-            _mm256_store_ps(vf + j * kDv + 8 * c, j < nk ? rows.value(kb + j, c) : _mm256_setzero_ps());
-        }
-        converted = true;
+      // Bits of the keys this query sees in each block (decided for the whole block from its position bounds
+      // unless it is mixed); missing keys past a block's count have no bit, so they are masked too.
+      uint32_t bits[kPass];
+      bool any = false;
+      for (int b = 0; b < n_blocks; ++b) {
+        bits[b] = block_visibility(mask, i, first[b], count[b], min_kp[b], max_kp[b]);
+        any = any || bits[b] != 0;
       }
-      // Scores, four keys at a time.
+      if (!any) continue;
+      // Scores, four keys at a time, 8 stored together; blocks this query does not see are left out below.
       const float* qi = q + i * q_stride;
-      for (int32_t j4 = 0; j4 < kBlock; j4 += 4) {
-        if (j4 >= nk) {
-          _mm_store_ps(sbuf + j4, _mm_setzero_ps());
-          continue;
+      __m256 mx = neg_inf;
+      for (int b = 0; b < n_blocks; ++b) {
+        if (bits[b] == 0) continue;
+        float* kfb = kf + b * kBlock * kDk;
+        float* vfb = vf + b * kBlock * kDv;
+        if (!converted[b]) {
+          // Converted when the first query that sees the block comes (a sparse prefill leaves most blocks unseen by
+          // most queries). Rows of missing keys are zero (their scores are masked, their probabilities 0).
+          const int32_t kb0 = first[b], nk = count[b];
+          rows.begin_block(kb0, nk);
+          for (int32_t j = 0; j < kBlock; ++j) {
+            // The next block's row j, one per row converted (attention_prefetch.h), for heads of up to 64 dimensions.
+            if (KV <= 8 && VV <= 8 && kb0 + kBlock + j < n_k) rows.prefetch(kb0 + kBlock + j, kb0 + kBlock + j + 1);
+            for (int c = 0; c < KV; ++c)
+              _mm256_store_ps(kfb + j * kDk + 8 * c, j < nk ? rows.key(kb0 + j, c) : _mm256_setzero_ps());
+            for (int c = 0; c < VV; ++c)
+              _mm256_store_ps(vfb + j * kDv + 8 * c, j < nk ? rows.value(kb0 + j, c) : _mm256_setzero_ps());
+          }
+          converted[b] = true;
         }
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int c = 0; c < KV; ++c) {
-          const __m256 qc = _mm256_loadu_ps(qi + 8 * c);
-          for (int jj = 0; jj < 4; ++jj) acc[jj] = _mm256_fmadd_ps(_mm256_load_ps(kf + (j4 + jj) * kDk + 8 * c), qc, acc[jj]);
+        const __m256i bitv = _mm256_set1_epi32(static_cast<int32_t>(bits[b]));
+        for (int32_t j8 = 0; j8 < kBlock; j8 += 8) {
+          __m128 half[2];
+          for (int h = 0; h < 2; ++h) {
+            const int32_t j4 = j8 + 4 * h;
+            if (j4 >= count[b]) {
+              half[h] = _mm_setzero_ps();
+              continue;
+            }
+            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+            for (int c = 0; c < KV; ++c) {
+              const __m256 qc = _mm256_loadu_ps(qi + 8 * c);
+              for (int jj = 0; jj < 4; ++jj)
+                acc[jj] = _mm256_fmadd_ps(_mm256_load_ps(kfb + (j4 + jj) * kDk + 8 * c), qc, acc[jj]);
+            }
+            half[h] = reduce4_ps(acc[0], acc[1], acc[2], acc[3]);
+          }
+          const __m256i lane_bit = j8 == 0 ? lane_bit0 : lane_bit1;
+          const __m256i vis = _mm256_cmpeq_epi32(_mm256_and_si256(bitv, lane_bit), lane_bit);
+          const __m256 s = _mm256_blendv_ps(neg_inf, _mm256_set_m128(half[1], half[0]), _mm256_castsi256_ps(vis));
+          _mm256_store_ps(sbuf + b * kBlock + j8, s);
+          mx = _mm256_max_ps(mx, s);
         }
-        _mm_store_ps(sbuf + j4, reduce4_ps(acc[0], acc[1], acc[2], acc[3]));
       }
-      const __m256 s0 = _mm256_blendv_ps(neg_inf, _mm256_load_ps(sbuf), _mm256_castsi256_ps(vis0));
-      const __m256 s1 = _mm256_blendv_ps(neg_inf, _mm256_load_ps(sbuf + 8), _mm256_castsi256_ps(vis1));
-      // Online softmax: new maximum, rescale factor of the old sums, this block's probabilities.
+      // Online softmax over the pass: new maximum, rescale factor of the old sums (only if the maximum rose), the
+      // probabilities.
       const float m_old = m[i];
-      const float m_new = std::max(m_old, hmax_ps(_mm256_max_ps(s0, s1)));
+      const float m_new = std::max(m_old, hmax_ps(mx));
+      const bool rescale = m_new > m_old;
       const float alpha = m_old == -INFINITY ? 0.0f : _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(m_old - m_new)));
       const __m256 mv = _mm256_set1_ps(m_new);
-      const __m256 p0 = exp_ps(_mm256_sub_ps(s0, mv));  // masked lanes: exp(-inf) = 0
-      const __m256 p1 = exp_ps(_mm256_sub_ps(s1, mv));
-      l[i] = l[i] * alpha + hsum_ps(_mm256_add_ps(p0, p1));
+      __m256 sum = _mm256_setzero_ps();
+      for (int b = 0; b < n_blocks; ++b) {
+        if (bits[b] == 0) continue;
+        for (int32_t j8 = 0; j8 < kBlock; j8 += 8) {
+          const __m256 p = exp_ps(_mm256_sub_ps(_mm256_load_ps(sbuf + b * kBlock + j8), mv));  // masked: exp(-inf) = 0
+          sum = _mm256_add_ps(sum, p);
+          _mm256_store_ps(sbuf + b * kBlock + j8, p);
+        }
+      }
+      l[i] = (rescale ? l[i] * alpha : l[i]) + hsum_ps(sum);
       m[i] = m_new;
-      _mm256_store_ps(sbuf, p0);
-      _mm256_store_ps(sbuf + 8, p1);
       // o = o * alpha + sum_j p_j v_j, 64 dimensions at a time. dv is a multiple of 64 in every instantiation, so
       // every pass uses all 8 accumulators with constant indices: with a variable count GCC 12 kept the array on the
       // stack (a store of all 8 per key) and copied it to o with rep movs.
@@ -189,10 +234,17 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows&
       const __m256 av = _mm256_set1_ps(alpha);
       for (int cb = 0; cb < VV; cb += 8) {
         __m256 acc[8];
-        for (int c = 0; c < 8; ++c) acc[c] = _mm256_mul_ps(_mm256_loadu_ps(oi + 8 * (cb + c)), av);
-        for (int32_t j = 0; j < nk; ++j) {
-          const __m256 pj = _mm256_set1_ps(sbuf[j]);
-          for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(pj, _mm256_load_ps(vf + j * kDv + 8 * (cb + c)), acc[c]);
+        for (int c = 0; c < 8; ++c) {
+          acc[c] = _mm256_loadu_ps(oi + 8 * (cb + c));
+          if (rescale) acc[c] = _mm256_mul_ps(acc[c], av);
+        }
+        for (int b = 0; b < n_blocks; ++b) {
+          if (bits[b] == 0) continue;
+          const float* vfb = vf + b * kBlock * kDv;
+          for (int32_t j = 0; j < count[b]; ++j) {
+            const __m256 pj = _mm256_set1_ps(sbuf[b * kBlock + j]);
+            for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(pj, _mm256_load_ps(vfb + j * kDv + 8 * (cb + c)), acc[c]);
+          }
         }
         for (int c = 0; c < 8; ++c) _mm256_storeu_ps(oi + 8 * (cb + c), acc[c]);
       }

@@ -15,19 +15,24 @@ namespace {  // internal linkage: compiled into translation units of different I
 
 struct QuantizedCursor {
   const QuantizedRows& rows;
-  int32_t group = 0;          // key group of the current block
+  int32_t end_group = 0;      // key group of the last block_end() (a kernel may look a few blocks ahead)
+  int32_t group = 0;          // key group of the block being read (begin_block)
   int32_t loaded_group = -1;  // key group whose scales and zeros the reader holds
   int32_t block_begin = 0;    // first key of the current block
 
-  // Where the block starting at key kb ends: at most max_keys keys, n_k, or the end of kb's key group.
+  // Where the block starting at key kb ends: at most max_keys keys, n_k, or the end of kb's key group. Called with
+  // ascending kb.
   int32_t block_end(int32_t kb, int32_t n_k, int32_t max_keys) {
-    while (rows.group_end[group] <= kb) ++group;
-    return std::min({n_k, kb + max_keys, rows.group_end[group]});
+    while (rows.group_end[end_group] <= kb) ++end_group;
+    return std::min({n_k, kb + max_keys, rows.group_end[end_group]});
   }
-  // Starts the block at kb. True when its key group's scales and zeros are to be loaded (the first block of a
-  // group); the next group's are then asked for, since a decode step reads them from memory.
+  // Starts the block at kb (after its block_end(); a kernel that converts a pass's blocks as queries need them may
+  // come back to an earlier one). True when its key group's scales and zeros are to be loaded (the first block of a
+  // group read); the next group's are then asked for, since a decode step reads them from memory.
   bool begin_block(int32_t kb, int32_t dk) {
     block_begin = kb;
+    while (group > 0 && rows.group_end[group - 1] > kb) --group;
+    while (rows.group_end[group] <= kb) ++group;
     if (group == loaded_group) return false;
     if (group + 1 < rows.n_groups) prefetch_bytes(rows.key_params + static_cast<int64_t>(group + 1) * 2 * dk, 4 * dk);
     loaded_group = group;
