@@ -116,8 +116,10 @@ struct QuantizedReader {
 template <int KV, int VV>
 constexpr int kPassBlocks = (KV <= 8 && VV <= 8) ? 2 : 1;
 
+// Never inlined, so that each reader's kernel is one function of its own name, which the ctest
+// kernels_prefetch_kept reads for its prefetches (GCC inlined some instantiations into their callers and not others).
 template <int KV, int VV, typename Rows>  // dk = 8 KV, dv = 8 VV
-void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
+[[gnu::noinline]] void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
                             const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
   constexpr int kDk = 8 * KV, kDv = 8 * VV;
   constexpr int kPass = kPassBlocks<KV, VV>;
@@ -130,12 +132,14 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows&
   const __m256i lane_bit1 = _mm256_slli_epi32(lane_bit0, 8);
   const QueryBounds qb = query_bounds(mask, n_q);
   for (int32_t kb = 0, kb_end = 0; kb < n_k;) {
-    // The pass: the next kPass blocks that some query may see (a block none sees, all in the future or all behind
-    // every query's window, is not even converted: long sliding-window layers skip most of the cache this way).
+    // The pass: those of the next kPass blocks that some query may see (a block none sees, all in the future or all
+    // behind every query's window, is not even converted: long sliding-window layers skip most of the cache this
+    // way). The passes are fixed runs of blocks, whatever the queries see, so that a query's result depends only on
+    // its own keys: a step of several tokens gives each token what a step of that token alone gives.
     int32_t first[kPass], count[kPass], min_kp[kPass], max_kp[kPass];
     bool converted[kPass];
     int n_blocks = 0;
-    for (; n_blocks < kPass && kb < n_k; kb = kb_end) {
+    for (int slot = 0; slot < kPass && kb < n_k; ++slot, kb = kb_end) {
       kb_end = rows.block_end(kb, n_k);
       const int32_t nk = kb_end - kb;
       int32_t lo = INT32_MAX, hi = INT32_MIN;
@@ -151,7 +155,7 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows&
       converted[n_blocks] = false;
       ++n_blocks;
     }
-    if (n_blocks == 0) break;  // kb reached n_k without a block anyone may see
+    if (n_blocks == 0) continue;  // no query may see any key of these blocks
     for (int32_t i = 0; i < n_q; ++i) {
       // Bits of the keys this query sees in each block (decided for the whole block from its position bounds
       // unless it is mixed); missing keys past a block's count have no bit, so they are masked too.

@@ -265,6 +265,9 @@ void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, Rows& row
 // tested the count inside every inner loop, which made this kernel slower than the AVX2 one.
 // Up to kFewQueries queries: 6 x 4 score accumulators, 4 key vectors and a query vector fill 29 of the 32 registers.
 constexpr int kFewQueries = 6;
+// Calls of up to this many queries at 64 dimensions run the row kernel over parts of up to kFewQueries
+// (attention_update_sized).
+constexpr int kRowKernelMaxQueries = 3 * kFewQueries;
 template <int KV>
 constexpr int kPassBlocks = 4;
 
@@ -278,9 +281,11 @@ void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t 
   const QueryBounds qb = query_bounds(mask, NQ);
   int32_t pass_kb[kPassBlocks<KV>], pass_nk[kPassBlocks<KV>];  // the pass's blocks: first key, keys
   for (int32_t kb = 0, kb_end = 0; kb < n_k;) {
-    // Scores of the pass's blocks: the next kPassBlocks blocks that some query sees.
+    // Scores of the pass's blocks: those of the next kPassBlocks blocks that some query sees. The passes are fixed
+    // runs of blocks, whatever the queries see, so that a query's result depends only on its own keys: a step of
+    // several tokens (verification, batched decode) gives each token what a step of that token alone gives.
     int n_blocks = 0;
-    for (; n_blocks < kPassBlocks<KV> && kb < n_k; kb = kb_end) {
+    for (int slot = 0; slot < kPassBlocks<KV> && kb < n_k; ++slot, kb = kb_end) {
       kb_end = rows.block_end(kb, n_k);
       const int32_t nk = kb_end - kb;
       const __mmask16 kmask = first_lanes(nk);
@@ -327,7 +332,7 @@ void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t 
       pass_nk[n_blocks] = nk;
       ++n_blocks;
     }
-    if (n_blocks == 0) break;  // kb reached n_k without a visible block
+    if (n_blocks == 0) continue;  // no query sees any key of these blocks
     // Online softmax per query over the pass: new maximum, rescale factor of the old sums, probabilities.
     alignas(64) float m_old[16] = {}, m_new[16] = {};
     bool rescale = false;
@@ -394,10 +399,14 @@ void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t 
 // Which kernel a call's queries take. Decode (the query heads of one KV head, 1-4) takes the kernel that keeps keys
 // as rows, a prompt chunk the transposing one. Between them, a step of 2-4 tokens (speculative verification, a
 // short chunk) with 64-dimension heads (SmolLM2: 3 query heads per KV head) runs the row kernel for up to 6 queries
-// and twice, over halves, for up to 12: the second half reads the rows the first brought into the cache. The
-// transposing kernel ran passes of four query slots with up to three empty; on SmolLM2 at depth 4096 a 2-token step
-// is 20% faster this way and a 3-token one 8% (docs/benchmarks.md, "Verification steps of a few tokens"). With
-// 256-dimension heads (Gemma 3) the halves were 2-8% slower than the transposing kernel at 8 and 12 queries.
+// and over parts of up to 6 for up to kRowKernelMaxQueries (a 6-token step): each part after the first reads the
+// rows the first brought into the cache. The transposing kernel ran passes of four query slots with up to three
+// empty; on SmolLM2 at depth 4096 a 2-token step is 20% faster this way and a 3-token one 8% (docs/benchmarks.md,
+// "Verification steps of a few tokens"), and 18 queries took 262 us in three parts against 292 transposed
+// (longhaul_bench_kernels FlashAttentionVerify). The row kernel gives a query the same bits whatever its callmates
+// (the test FlashAttention.DecodeQueryResultIsIndependentOfItsCallmates), so on SmolLM2 a token of a verification
+// step of up to 6 tokens attends exactly as it would in a step of its own. With 256-dimension heads (Gemma 3) the
+// halves were 2-8% slower than the transposing kernel at 8 and 12 queries.
 template <int KV, int VV, typename Rows>
 void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
                             const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
@@ -412,8 +421,9 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows&
   if constexpr (kSmallHeads) {
     if (n_q == 5) return attention_update_few<KV, VV, 5>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
     if (n_q == 6) return attention_update_few<KV, VV, 6>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
-    if (n_q <= 2 * kFewQueries) {
-      const int32_t first = (n_q + 1) / 2;
+    if (n_q <= kRowKernelMaxQueries) {
+      const int32_t n_parts = (n_q + kFewQueries - 1) / kFewQueries;
+      const int32_t first = (n_q + n_parts - 1) / n_parts;
       Rows again = rows;  // a reader as it was before any block
       attention_update_sized<KV, VV>(q, q_stride, first, rows, n_k, mask, m, l, o, o_stride);
       return attention_update_sized<KV, VV>(q + first * q_stride, q_stride, n_q - first, again, n_k,

@@ -274,8 +274,8 @@ std::vector<Problem> all_problems() {
   std::vector<Problem> ps;
   // Head dims of the supported models (64: SmolLM2, 128, 256: Gemma 3) take the SIMD kernels; 40 falls back to the
   // twin. On AVX-512, 1 to 4 queries take the decode kernel (keys as rows, one instantiation per count); at 64
-  // dimensions 5 and 6 do too, and 7 to 12 run it over two halves; the rest take the prompt kernel (transposed
-  // blocks).
+  // dimensions 5 and 6 do too, and 7 to 18 run it over parts of up to 6; the rest take the prompt kernel
+  // (transposed blocks).
   for (int32_t d : {64, 128, 256, 40}) {
     const std::string ds = " d=" + std::to_string(d);
     // Queries at 20..27 over keys 0..39 (n_k not a multiple of 16): the later keys are in their future.
@@ -378,6 +378,52 @@ TEST(FlashAttention, CasesWithInvisibleQueriesHaveThem) {
       EXPECT_EQ(n_blind, p.n_q()) << p.name;
     } else {
       EXPECT_EQ(n_blind, 0) << p.name;
+    }
+  }
+}
+
+std::vector<std::pair<Isa, bool>> isas_and_runs() {
+  std::vector<std::pair<Isa, bool>> out;
+  for (Isa isa : supported_isas())
+    for (bool in_runs : {true, false}) out.emplace_back(isa, in_runs);
+  return out;
+}
+
+// What lossless speculative decoding and batched greedy decoding lean on: in the decode kernel (1 to 18 queries at 64
+// dimensions, 1 to 4 above), a query's result does not depend on the other queries of its call. A step of several
+// tokens (6 with SmolLM2's 3 query heads each, 3 tokens of one head above) gives each token, bit for bit, what a
+// call with that token's query heads alone gives, over a cache that holds keys in its future too (invisible to it),
+// as a verification step's does.
+TEST(FlashAttention, DecodeQueryResultIsIndependentOfItsCallmates) {
+  for (int32_t d : {64, 128, 256}) {
+    for (const auto& [window, n_sink] : {std::pair<int32_t, int32_t>{0, 0}, {96, 4}}) {
+      const int32_t n_heads = d == 64 ? 3 : 1, n_tokens = d == 64 ? 6 : 3;
+      // Tokens far apart (the last at 299), so that under the window each sees blocks the others do not.
+      std::vector<int32_t> q_pos;
+      for (int32_t t = 0; t < n_tokens; ++t)
+        for (int32_t h = 0; h < n_heads; ++h) q_pos.push_back(299 - 30 * (n_tokens - 1 - t));
+      const Problem all = positional("step", d, q_pos, 300, 0, window, n_sink);
+      for (const auto& [isa, in_runs] : isas_and_runs()) {
+        const AttentionFn fn = float_ops(isa).attention_update;
+        const Flash whole = run_flash(fn, all, in_runs);
+        for (int32_t t = 0; t < n_tokens; ++t) {
+          Problem one = all;
+          one.q_pos.assign(all.q_pos.begin() + t * n_heads, all.q_pos.begin() + (t + 1) * n_heads);
+          one.q.assign(all.q.begin() + static_cast<int64_t>(t) * n_heads * d,
+                       all.q.begin() + static_cast<int64_t>(t + 1) * n_heads * d);
+          const Flash alone = run_flash(fn, one, in_runs);
+          for (int32_t h = 0; h < n_heads; ++h) {
+            const size_t i = static_cast<size_t>(t * n_heads + h);
+            const std::string what = std::string(isa_name(isa)) + (in_runs ? " in runs" : " one call") +
+                                     " d=" + std::to_string(d) + " window=" + std::to_string(window) + " token " +
+                                     std::to_string(t) + " head " + std::to_string(h);
+            ASSERT_EQ(whole.m[i], alone.m[static_cast<size_t>(h)]) << what;
+            ASSERT_EQ(whole.l[i], alone.l[static_cast<size_t>(h)]) << what;
+            for (int32_t c = 0; c < d; ++c)
+              ASSERT_EQ(whole.o[i * static_cast<size_t>(d) + c], alone.o[static_cast<size_t>(h * d + c)]) << what;
+          }
+        }
+      }
     }
   }
 }
