@@ -274,8 +274,8 @@ std::vector<Problem> all_problems() {
   std::vector<Problem> ps;
   // Head dims of the supported models (64: SmolLM2, 128, 256: Gemma 3) take the SIMD kernels; 40 falls back to the
   // twin. On AVX-512, 1 to 4 queries take the decode kernel (keys as rows, one instantiation per count); at 64
-  // dimensions 5 and 6 do too, and 7 to 18 run it over parts of up to 6; the rest take the prompt kernel
-  // (transposed blocks).
+  // dimensions 5 and 6 do too, and 7 to 18 (12 with sparse key sets) run it over parts of up to 6; the rest take
+  // the prompt kernel (transposed blocks).
   for (int32_t d : {64, 128, 256, 40}) {
     const std::string ds = " d=" + std::to_string(d);
     // Queries at 20..27 over keys 0..39 (n_k not a multiple of 16): the later keys are in their future.
@@ -330,6 +330,11 @@ std::vector<Problem> all_problems() {
     ps.push_back(sparse("sparse prefill" + ds, d, chunk, iota(0, 310), 0, 0));
     ps.push_back(sparse("sparse prefill window" + ds, d, chunk, iota(0, 310), 100, 4));
     ps.push_back(sparse("sparse few" + ds, d, {309, 309, 309}, iota(0, 310), 0, 0));
+    // A chunk of 9 tokens of two heads: 18 queries with key sets (the transposing kernel: sparse calls keep it
+    // above 12 queries).
+    std::vector<int32_t> short_chunk;
+    for (int32_t t = 301; t < 310; ++t) short_chunk.insert(short_chunk.end(), {t, t});
+    ps.push_back(sparse("sparse eighteen" + ds, d, short_chunk, iota(0, 310), 0, 0));
     ps.push_back(sparse("sparse five" + ds, d, {305, 306, 307, 309, 309}, iota(0, 310, 2), 0, 0));
     ps.push_back(sparse("sparse gaps" + ds, d, {450, 451, 452, 453, 454, 455, 456, 456, 456, 456}, iota(0, 152, 3), 0, 0));
     ps.push_back(sparse("sparse spread" + ds, d, {600, 601, 602, 603, 604, 605, 606, 606, 606, 606}, iota(0, 122, 5), 0, 0));
