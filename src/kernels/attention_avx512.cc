@@ -422,10 +422,10 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows&
   if constexpr (kSmallHeads) {
     if (n_q == 5) return attention_update_few<KV, VV, 5>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
     if (n_q == 6) return attention_update_few<KV, VV, 6>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
-    // Sparse prefill calls (per-query key sets, prompt chunks) keep the transposing kernel above 12 queries: with
-    // the row kernel there, SparsePrefillEngineTest.CoveringBudgetGivesDenseLogits found SmolLM2's dense and sparse
-    // logits 1.2 apart, although the calls' own results agreed with the transposing kernel's and the twin's to
-    // 1e-4 (the cause is not found yet).
+    // Sparse prefill calls (per-query key sets, prompt chunks) keep the transposing kernel above 12 queries, the
+    // kernel a dense prompt chunk's queries take, so that a covering budget sums what dense prefill sums in the same
+    // order. With the row kernel there, each call's results moved by up to 1.1e-5 (relative), and on SmolLM2's
+    // random-token prompt of SparsePrefillEngineTest.CoveringBudgetGivesDenseLogits that grew to 1.2 in some logit.
     if (n_q <= kRowKernelMaxQueries && (n_q <= 2 * kFewQueries || mask.q_sparse == nullptr)) {
       const int32_t n_parts = (n_q + kFewQueries - 1) / kFewQueries;
       const int32_t first = (n_q + n_parts - 1) / n_parts;
