@@ -384,7 +384,7 @@ void register_threads_and_attention() {
     for (const auto& [d, group] : {std::pair<int64_t, int64_t>{64, 3}, {128, 2}, {256, 4}})
       for (int64_t sub : {1, 4})
         benchmark::RegisterBenchmark("KeyBound", BM_KeyBound)->Args({i, d, group, sub})->Unit(benchmark::kMicrosecond);
-    // Verification steps of 2, 4 and 6 tokens on SmolLM2's heads (3 query heads per KV head).
+    // Verification steps of 2, 4, 6, 8 and 16 tokens on SmolLM2's heads (3 query heads per KV head).
     for (int64_t n_q : {6, 12, 18, 24, 48})
       benchmark::RegisterBenchmark("FlashAttentionVerify", BM_FlashAttention)
           ->Args({i, 64, n_q, 4096, 0, 0, 0})

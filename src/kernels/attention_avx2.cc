@@ -5,8 +5,9 @@
 // is converted from f16 once, into rows of f32 that stay in L1, and then serves every query of the call: a query's
 // scores are four-row dot products reduced together, its probabilities over the pass come from one online-softmax
 // update (Dao et al., 2022: running maximum m, running sum l, output rescaled by e^(m_old - m_new)), and its output
-// row takes the pass's value rows with up to 8 accumulators in registers. Conversion is the cost that a decode step (few queries per key) pays per key; the
-// multiply-adds per key and query are dk / 8 for the score and dv / 8 for the output, the minimum for 8 lanes.
+// row takes the pass's value rows with up to 8 accumulators in registers. Conversion is the cost that a decode
+// step (few queries per key) pays per key; the multiply-adds per key and query are dk / 8 for the score and dv / 8
+// for the output, the minimum for 8 lanes.
 // Which keys a query sees comes only from kernels/attention_mask.h: block_maybe_visible skips a block before it is
 // converted, and block_visibility gives a query's 16 bits (whole blocks decided from their position bounds), which
 // become the lane masks of the scores.
@@ -247,7 +248,8 @@ template <int KV, int VV, typename Rows>  // dk = 8 KV, dv = 8 VV
           const float* vfb = vf + b * kBlock * kDv;
           for (int32_t j = 0; j < count[b]; ++j) {
             const __m256 pj = _mm256_set1_ps(sbuf[b * kBlock + j]);
-            for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(pj, _mm256_load_ps(vfb + j * kDv + 8 * (cb + c)), acc[c]);
+            for (int c = 0; c < 8; ++c)
+              acc[c] = _mm256_fmadd_ps(pj, _mm256_load_ps(vfb + j * kDv + 8 * (cb + c)), acc[c]);
           }
         }
         for (int c = 0; c < 8; ++c) _mm256_storeu_ps(oi + 8 * (cb + c), acc[c]);

@@ -258,9 +258,9 @@ void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, Rows& row
 // Few queries (decode: the query heads of one KV head for one token): converting and transposing a key block
 // costs more than the scores it serves, so keys stay rows. Four keys are converted at a time and dotted with each
 // query (one accumulator per key); the accumulators of a 16-key block are summed together (fold4_ps, sum16_ps).
-// The online softmax runs once per pass of up to kPassBlocks visible blocks (64 keys), not per block: a pass takes
-// one maximum per query, rescales the outputs only when a maximum rose (after the first few blocks it seldom
-// does), and reads and writes the output rows once. Values are converted as they are accumulated.
+// The online softmax runs once per pass of kPassBlocks blocks (64 keys; those some query sees), not per block: a
+// pass takes one maximum per query, rescales the outputs only when a maximum rose (after the first few blocks it
+// seldom does), and reads and writes the output rows once. Values are converted as they are accumulated.
 // The query count NQ is a template parameter: with a run-time count GCC 12 kept the accumulators on the stack and
 // tested the count inside every inner loop, which made this kernel slower than the AVX2 one.
 // Up to kFewQueries queries: 6 x 4 score accumulators, 4 key vectors and a query vector fill 29 of the 32 registers.
@@ -268,24 +268,24 @@ constexpr int kFewQueries = 6;
 // Calls of up to this many queries at 64 dimensions run the row kernel over parts of up to kFewQueries
 // (attention_update_sized).
 constexpr int kRowKernelMaxQueries = 3 * kFewQueries;
-template <int KV>
-constexpr int kPassBlocks = 4;
+constexpr int kPassBlocks = 4;  // 16-key blocks per softmax pass
 
 template <int KV, int VV, int NQ, typename Rows>  // dk = 16 KV, dv = 16 VV, NQ queries (1..kFewQueries)
 void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t n_k, const AttentionMask& mask,
                           float* m, float* l, float* o, int64_t o_stride) {
   static_assert(NQ >= 1 && NQ <= kFewQueries, "NQ queries per call");
-  constexpr int kPassKeys = 16 * kPassBlocks<KV>;
-  alignas(64) float sbuf[NQ][kPassKeys];  // the pass's scores (-inf where a query does not see a key), then probabilities
+  constexpr int kPassKeys = 16 * kPassBlocks;
+  // The pass's scores (-inf where a query does not see a key), then its probabilities.
+  alignas(64) float sbuf[NQ][kPassKeys];
   const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
   const QueryBounds qb = query_bounds(mask, NQ);
-  int32_t pass_kb[kPassBlocks<KV>], pass_nk[kPassBlocks<KV>];  // the pass's blocks: first key, keys
+  int32_t pass_kb[kPassBlocks], pass_nk[kPassBlocks];  // the pass's blocks: first key, keys
   for (int32_t kb = 0, kb_end = 0; kb < n_k;) {
     // Scores of the pass's blocks: those of the next kPassBlocks blocks that some query sees. The passes are fixed
     // runs of blocks, whatever the queries see, so that a query's result depends only on its own keys: a step of
     // several tokens (verification, batched decode) gives each token what a step of that token alone gives.
     int n_blocks = 0;
-    for (int slot = 0; slot < kPassBlocks<KV> && kb < n_k; ++slot, kb = kb_end) {
+    for (int slot = 0; slot < kPassBlocks && kb < n_k; ++slot, kb = kb_end) {
       kb_end = rows.block_end(kb, n_k);
       const int32_t nk = kb_end - kb;
       const __mmask16 kmask = first_lanes(nk);
