@@ -405,9 +405,10 @@ void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t 
 // empty; on SmolLM2 at depth 4096 a 2-token step is 20% faster this way and a 3-token one 8% (docs/benchmarks.md,
 // "Verification steps of a few tokens"), and 18 queries took 262 us in three parts against 292 transposed
 // (longhaul_bench_kernels FlashAttentionVerify). The row kernel gives a query the same bits whatever its callmates
-// (the test FlashAttention.DecodeQueryResultIsIndependentOfItsCallmates), so on SmolLM2 a token of a verification
-// step of up to 6 tokens attends exactly as it would in a step of its own. With 256-dimension heads (Gemma 3) the
-// halves were 2-8% slower than the transposing kernel at 8 and 12 queries.
+// (the test FlashAttention.DecodeQueryResultIsIndependentOfItsCallmates), so on SmolLM2 a kernel call gives a token
+// of a verification step of up to 6 tokens what a call of its own would (the engine may still cut a unit's pages
+// into other splits for a larger step). With 256-dimension heads (Gemma 3) the halves were 2-8% slower than the
+// transposing kernel at 8 and 12 queries.
 template <int KV, int VV, typename Rows>
 void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
                             const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
