@@ -56,8 +56,14 @@ CHATS = ["What is the capital of France?", "Name three primary colors."]
 # A few-shot preamble of more than one 256-token block (and, with the question and the reply, less than two):
 # requests starting with it share their first block through the prefix cache, so the cache holds exactly one
 # block after the run, whatever the order the requests came in.
+# The questions' greedy answers must not be near ties, since a request answered in a batch is compared with
+# `longhaul run` answering it alone, and the two sum in other orders (decode splits, prompt chunks). "23 times 3"
+# was one: llama.cpp's logits for its second answer token, "7" and "6", are 34.681 and 34.663 (llama-cpp-python
+# 0.3.36, SmolLM2 Q4_1), and a change of summation order in the attention kernel moved `longhaul run` from " 69" to
+# " 79". The top two logits of every one of the 12 greedy tokens differ by at least 1.4 for "33 times 3" and "40
+# times 3" in llama.cpp.
 PREAMBLE = "".join(f"Question: what is {i} times 3? Answer: {3 * i}.\n" for i in range(1, 23))
-CACHED = [PREAMBLE + "Question: what is 23 times 3? Answer:", PREAMBLE + "Question: what is 40 times 3? Answer:"]
+CACHED = [PREAMBLE + "Question: what is 33 times 3? Answer:", PREAMBLE + "Question: what is 40 times 3? Answer:"]
 
 
 def greedy_run(prompt, chat):
