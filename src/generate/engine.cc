@@ -292,9 +292,10 @@ Status Engine::step(std::span<const SequenceStep> steps, StepResult& result) {
   bool any_tree = false;
   for (const SequenceStep& s : steps) any_tree = any_tree || !s.parents.empty();
   for (const SequenceStep& s : steps) {
-    // A tentative step attends densely: its logits must be those ordinary steps would give the kept tokens.
+    // A tentative step attends densely, each token apart: its logits must be those ordinary steps would give the
+    // kept tokens, bit for bit.
     step_policies_[static_cast<size_t>(s.seq)] = {slot(s.seq).policy.get(), !s.tentative,
-                                                  s.tentative ? nullptr : &slot(s.seq).prefill};
+                                                  s.tentative ? nullptr : &slot(s.seq).prefill, s.tentative};
     const int32_t base = static_cast<int32_t>(batch_.size());
     const int32_t first = n_past(s.seq);
     const auto n = static_cast<int32_t>(s.tokens.size());

@@ -406,9 +406,10 @@ void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t 
 // "Verification steps of a few tokens"), and 18 queries took 262 us in three parts against 292 transposed
 // (longhaul_bench_kernels FlashAttentionVerify). The row kernel gives a query the same bits whatever its callmates
 // (the test FlashAttention.DecodeQueryResultIsIndependentOfItsCallmates), so on SmolLM2 a kernel call gives a token
-// of a verification step of up to 6 tokens what a call of its own would (the engine may still cut a unit's pages
-// into other splits for a larger step). With 256-dimension heads (Gemma 3) the halves were 2-8% slower than the
-// transposing kernel at 8 and 12 queries.
+// of a verification step of up to 6 tokens what a call of its own would. With 256-dimension heads (Gemma 3) the
+// halves were 2-8% slower than the transposing kernel at 8 and 12 queries. A call that asks for it
+// (AttentionMask::queries_apart: the engine's verification steps, whose tokens must get plain decoding's bits) runs
+// the row kernel in parts at any query count and head size (FlashAttention.VerificationTokenGetsItsDecodeBits).
 template <int KV, int VV, typename Rows>
 void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
                             const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
@@ -423,6 +424,19 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows&
   if constexpr (kSmallHeads) {
     if (n_q == 5) return attention_update_few<KV, VV, 5>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
     if (n_q == 6) return attention_update_few<KV, VV, 6>(q, q_stride, rows, n_k, mask, m, l, o, o_stride);
+  }
+  if (mask.queries_apart) {
+    // Parts of the row kernel's most queries, each from a reader as it was before any block.
+    constexpr int32_t kPart = kSmallHeads ? kFewQueries : 4;
+    const Rows fresh = rows;
+    for (int32_t i = 0; i < n_q; i += kPart) {
+      Rows part = fresh;
+      attention_update_sized<KV, VV>(q + i * q_stride, q_stride, std::min(kPart, n_q - i), part, n_k,
+                                     queries_from(mask, i), m + i, l + i, o + i * o_stride, o_stride);
+    }
+    return;
+  }
+  if constexpr (kSmallHeads) {
     // Sparse prefill calls (per-query key sets, prompt chunks) keep the transposing kernel above 12 queries, the
     // kernel a dense prompt chunk's queries take, so that a covering budget sums what dense prefill sums in the same
     // order. With the row kernel there, each call's results moved by up to 1.1e-5 (relative), and on SmolLM2's

@@ -53,6 +53,11 @@ struct AttentionMask {
   int32_t n_ancestor_words = 0;         // 64-bit words per ancestor row: node numbers are < 64 * n_ancestor_words
   // Sparse prefill: q_sparse[i] is the key set of query i (null entry = every key, dense); null = all dense.
   const SparseKeys* const* q_sparse = nullptr;  // [n_q]
+  // Each query's m, l and o must be, bit for bit, what a call of its own gives it (with keys it does not see, as
+  // in its future, there or not), whatever the call's other queries: a speculative verification step gives each
+  // token what plain decoding gives it. The AVX2 and scalar kernels always do; the AVX-512 one then keeps the row
+  // form, in parts, at any query count.
+  bool queries_apart = false;
 };
 
 // The range of the query positions of a call, for block_maybe_visible.

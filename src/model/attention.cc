@@ -304,10 +304,40 @@ void prefetch_next_page(const StepContext& step, kv::SeqId seq, int32_t il, int6
 // Flash attention (Dao et al., 2022) for every query of the step. A unit is a block of the plan (up to
 // kBlockTokens consecutive tokens of one sequence) and one KV head: its queries (every query head of the KV
 // head's group, for each token) pass over the unit's pages, so each key and value is converted once for all of
-// them. When there are fewer units than threads (decode), a unit's pages are also split into ranges whose partial
-// results are merged at the end.
+// them. When there are fewer units than threads (a prompt chunk of few tokens), a unit's pages are also split into
+// ranges whose partial results are merged at the end.
 constexpr int32_t kFlashMinCellsPerSplit = 256;
 constexpr int32_t kFlashTasksPerThread = 4;
+
+// Exact units: a decode token, and each token of a verification step (StepPolicy::tokens_apart), must get the
+// same bits in either: greedy speculation is then lossless even at a near tie. A split chosen from the cells a
+// step finds would not do, since a verification step finds more cells than the plain step of its first token, and
+// more units. So an exact unit's pages are cut into chunks fixed by page index, one task each, merged in chunk
+// order: a chunk past a token's position holds no key it sees and drops out of its merge (m stays -inf), and the
+// kernels keep the queries apart (AttentionMask::queries_apart). The first kExactSmallChunks chunks hold
+// kExactChunkCells cells each, so that a short sequence still gives every thread work; the later ones
+// kExactLargeChunk times that (at 32K cells, 35 chunks; the thread that finishes a unit's last one merges it). A
+// policy's selection reads the chunks' listed pages, so a covering selection sums what full attention sums.
+constexpr int32_t kExactChunkCells = 256;
+constexpr int32_t kExactSmallChunks = 4;
+constexpr int32_t kExactLargeChunk = 4;
+
+// The chunks of an exact unit's list of entries, with `small` entries per small chunk.
+struct ExactChunks {
+  int32_t small = 1;
+  int32_t large() const { return small * kExactLargeChunk; }
+  int32_t begin(int32_t c) const {
+    return c <= kExactSmallChunks ? c * small : kExactSmallChunks * small + (c - kExactSmallChunks) * large();
+  }
+  int32_t count(int32_t n_entries) const {
+    if (n_entries <= kExactSmallChunks * small) return (n_entries + small - 1) / small;
+    return kExactSmallChunks + (n_entries - kExactSmallChunks * small + large() - 1) / large();
+  }
+};
+
+ExactChunks exact_chunks(const kv::KvCache& cache, kv::SeqId seq) {
+  return {std::max(1, kExactChunkCells / std::max(1, cache.sequence_options(seq).page_tokens))};
+}
 
 void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
   const ModelConfig& cfg = step.config;
@@ -323,8 +353,12 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
   // its n_select tasks (one per unit) come first, and a unit's attention tasks wait for their own unit's only.
   const int64_t n_select = plan.begin_selection(n_head_kv);
 
-  // Splits are chosen before the selections are known, from the cells and pages each unit's sequence holds (a
-  // selection reads fewer: its splits are smaller, some empty when it reads fewer pages than there are splits).
+  const auto block_exact = [&](int32_t b) {
+    return plan.block_end(b) - plan.block_begin(b) == 1 || plan.policy_of(plan.block_sequence(b)).tokens_apart;
+  };
+  // The other units' splits are chosen before the selections are known, from the cells and pages each unit's
+  // sequence holds (a selection reads fewer: its splits are smaller, some empty when it reads fewer pages than
+  // there are splits).
   int32_t max_cells = 0, max_pages = 0;
   for (int64_t u = 0; u < n_units; ++u) {
     const kv::SeqId seq = plan.block_sequence(static_cast<int32_t>(u / n_head_kv));
@@ -342,23 +376,89 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
   // threads, so one thread ran a task more while the other waited.
   while (n_splits > 1 && n_splits < max_splits && (n_units * n_splits) % step.pool.n_threads() != 0) ++n_splits;
 
-  // Per task: m, l and o of its queries ([n_q] + [n_q] + [n_q, dv]).
-  const int32_t max_q = AttentionPlan::kBlockTokens * group;
-  const int64_t task_floats = static_cast<int64_t>(max_q) * (dv + 2);
-  const int64_t n_tasks = n_units * n_splits;
-  if (static_cast<int64_t>(st.attention_partials.size()) < n_tasks * task_floats)
-    st.attention_partials.resize(static_cast<size_t>(n_tasks * task_floats));
+  // The tasks, unit by unit: an exact unit's chunks (part = chunk) or another unit's splits (part = split). Each
+  // task's m, l and o: [n_q] + [n_q] + [n_q, dv], n_q the unit's queries.
+  std::vector<AttentionTask>& tasks = st.attention_tasks;
+  std::vector<int64_t>& unit_tasks = st.attention_unit_tasks;
+  tasks.clear();
+  unit_tasks.resize(static_cast<size_t>(n_units) + 1);
+  int64_t n_partial_floats = 0;
+  for (int64_t u = 0; u < n_units; ++u) {
+    const auto b = static_cast<int32_t>(u / n_head_kv);
+    const int64_t n_q = static_cast<int64_t>(plan.block_end(b) - plan.block_begin(b)) * group;
+    int32_t n_parts = n_splits;
+    if (block_exact(b)) {
+      const kv::SeqId seq = plan.block_sequence(b);
+      n_parts = std::max(1, exact_chunks(step.cache, seq).count(step.cache.n_pages(seq, il)));
+    }
+    unit_tasks[static_cast<size_t>(u)] = static_cast<int64_t>(tasks.size());
+    for (int32_t part = 0; part < n_parts; ++part) {
+      tasks.push_back({u, part, n_partial_floats});
+      n_partial_floats += n_q * (dv + 2);
+    }
+  }
+  unit_tasks[static_cast<size_t>(n_units)] = static_cast<int64_t>(tasks.size());
+  const auto n_tasks = static_cast<int64_t>(tasks.size());
+  if (static_cast<int64_t>(st.attention_partials.size()) < n_partial_floats)
+    st.attention_partials.resize(static_cast<size_t>(n_partial_floats));
   float* const partials = st.attention_partials.data();
+  if (static_cast<int64_t>(st.attention_pending.size()) < n_units)
+    st.attention_pending = std::vector<std::atomic<int32_t>>(static_cast<size_t>(n_units));
+  // Relaxed: the pool's publication of the job orders these before its tasks.
+  for (int64_t u = 0; u < n_units; ++u)
+    st.attention_pending[static_cast<size_t>(u)].store(
+        static_cast<int32_t>(unit_tasks[static_cast<size_t>(u) + 1] - unit_tasks[static_cast<size_t>(u)]),
+        std::memory_order_relaxed);
+  const int32_t max_q = AttentionPlan::kBlockTokens * group;
 
-  // One task: split `split` of unit `unit`'s pages, into the task's m, l and o.
-  const auto attend_task = [&](int64_t task, int i_thread) {
+  // One task: part `part` of unit `unit`'s pages, into the task's m, l and o.
+  const auto attend_task = [&](const AttentionTask& task, int i_thread) {
     AttentionScratch& scratch = st.attention_threads[static_cast<size_t>(i_thread)];
-    const int32_t split = static_cast<int32_t>(task % n_splits);
-    const int64_t unit = task / n_splits;
+    const int64_t unit = task.unit;
     const int32_t b = static_cast<int32_t>(unit / n_head_kv), kv_head = static_cast<int32_t>(unit % n_head_kv);
     const int32_t t0 = plan.block_begin(b), t1 = plan.block_end(b);
     const int32_t n_q = (t1 - t0) * group;
+    const bool exact = block_exact(b);
     plan.wait_selected(unit);
+    float* m = partials + task.partial;
+    float* l = m + n_q;
+    float* o = l + n_q;
+    std::fill(m, m + n_q, -INFINITY);
+    std::fill(l, l + n_q, 0.0f);
+    std::fill(o, o + static_cast<int64_t>(n_q) * dv, 0.0f);
+    const kv::SeqId seq = plan.block_sequence(b);
+    const std::span<const int32_t> positions = step.cache.positions(seq, il);
+    const AttentionPlan::HeadMask head = plan.head_mask(il, seq, kv_head, layer_window);
+    const int32_t n_pages = plan.n_unit_pages(step.cache, il, unit, n_head_kv);
+    const int32_t n_placed = plan.n_unit_placed(unit);
+    const std::span<const int32_t> cells = plan.unit_cells(unit);
+    // Parts are whole entries of the unit's list: its pages (at their own positions), then its placed pages,
+    // then its single cells gathered into one entry. With f16 pages (all full but the last) and no selection a
+    // split is ceil(n_cells / (n_splits * page)) pages, the same boundaries as splitting the cells into page
+    // multiples.
+    const int32_t n_entries = n_pages + n_placed + (cells.empty() ? 0 : 1);
+    int32_t i_begin = 0, i_end = 0;
+    if (exact) {
+      // The entries of the chunk's pages: a range of the unit's ascending list (every page, or a selection's).
+      // The last chunk also takes the placed pages and the gathered cells.
+      const ExactChunks chunks = exact_chunks(step.cache, seq);
+      const int64_t n_parts = unit_tasks[static_cast<size_t>(unit) + 1] - unit_tasks[static_cast<size_t>(unit)];
+      const auto first_entry_from = [&](int32_t page) {
+        int32_t lo = 0, hi = n_pages;
+        while (lo < hi) {
+          const int32_t mid = lo + (hi - lo) / 2;
+          if (plan.unit_page(unit, mid) < page) lo = mid + 1; else hi = mid;
+        }
+        return lo;
+      };
+      i_begin = first_entry_from(chunks.begin(task.part));
+      i_end = task.part + 1 == n_parts ? n_entries : first_entry_from(chunks.begin(task.part + 1));
+    } else {
+      const int32_t per_split = (n_entries + n_splits - 1) / n_splits;
+      i_begin = std::min(n_entries, task.part * per_split);
+      i_end = std::min(n_entries, i_begin + per_split);
+    }
+    if (i_begin >= i_end) return;  // nothing to read: m stays -inf and the merge skips the part
     scratch.q.resize(static_cast<size_t>(max_q) * dk);
     scratch.q_pos.resize(static_cast<size_t>(max_q));
     scratch.q_node.resize(static_cast<size_t>(max_q));
@@ -385,24 +485,6 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
         scratch.distinct_sparse.push_back(sparse);
     }
     const bool any_sparse = !scratch.distinct_sparse.empty();
-    float* m = partials + task * task_floats;
-    float* l = m + max_q;
-    float* o = l + max_q;
-    std::fill(m, m + n_q, -INFINITY);
-    std::fill(l, l + n_q, 0.0f);
-    std::fill(o, o + static_cast<int64_t>(n_q) * dv, 0.0f);
-    const kv::SeqId seq = plan.block_sequence(b);
-    const std::span<const int32_t> positions = step.cache.positions(seq, il);
-    const AttentionPlan::HeadMask head = plan.head_mask(il, seq, kv_head, layer_window);
-    const int32_t n_pages = plan.n_unit_pages(step.cache, il, unit, n_head_kv);
-    const int32_t n_placed = plan.n_unit_placed(unit);
-    const std::span<const int32_t> cells = plan.unit_cells(unit);
-    // Splits are whole entries of the unit's list: its pages (at their own positions), then its placed pages,
-    // then its single cells gathered into one entry. With f16 pages (all full but the last) and no selection this
-    // is ceil(n_cells / (n_splits * page)) pages, the same boundaries as splitting the cells into page multiples.
-    const int32_t n_entries = n_pages + n_placed + (cells.empty() ? 0 : 1);
-    const int32_t per_split = (n_entries + n_splits - 1) / n_splits;
-    const int32_t i_begin = split * per_split, i_end = std::min(n_entries, i_begin + per_split);
     if (any_sparse && !any_dense && n_placed == 0 && cells.empty()) {
       attend_sparse_by_set(step, il, unit, head, i_begin, i_end, scratch.q.data(), n_q, dk, dv, scratch, m, l, o);
       return;
@@ -434,28 +516,33 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
       kernels::AttentionMask mask =
           plan.page_mask(head, seq, span, positions, scratch.q_pos.data(), scratch.q_node.data());
       if (any_sparse) mask.q_sparse = scratch.q_sparse.data();
+      mask.queries_apart = exact;
       attend_page(step.cache, seq, il, kv_head, ip, span, scratch.q.data(), n_q, mask, dk, dv, scratch, m, l, o);
     }
   };
 
-  // Merges the splits of a unit (rescaling each to the common maximum) and normalises them into st.attn.
+  // Merges the parts of a unit in order (rescaling each to the common maximum; a part whose keys a query does not
+  // see drops out of its merge) and normalises them into st.attn.
   const auto merge_unit = [&](int64_t unit) {
     const int32_t b = static_cast<int32_t>(unit / n_head_kv), kv_head = static_cast<int32_t>(unit % n_head_kv);
     const int32_t t0 = plan.block_begin(b), t1 = plan.block_end(b);
-    for (int32_t i = 0; i < (t1 - t0) * group; ++i) {
+    const int32_t n_q = (t1 - t0) * group;
+    const int64_t first = unit_tasks[static_cast<size_t>(unit)], end = unit_tasks[static_cast<size_t>(unit) + 1];
+    for (int32_t i = 0; i < n_q; ++i) {
       const int32_t t = t0 + i / group, h = kv_head * group + i % group;
       float* out = st.attn.data() + static_cast<int64_t>(t) * n_head * dv + static_cast<int64_t>(h) * dv;
       float m_all = -INFINITY;
-      for (int32_t s = 0; s < n_splits; ++s) m_all = std::max(m_all, partials[(unit * n_splits + s) * task_floats + i]);
+      for (int64_t k = first; k < end; ++k)
+        m_all = std::max(m_all, partials[tasks[static_cast<size_t>(k)].partial + i]);
       std::fill(out, out + dv, 0.0f);
       if (m_all == -INFINITY) continue;  // nothing visible: cannot happen for a token that sees itself
       float l_all = 0.0f;
-      for (int32_t s = 0; s < n_splits; ++s) {
-        const float* m = partials + (unit * n_splits + s) * task_floats;
+      for (int64_t k = first; k < end; ++k) {
+        const float* m = partials + tasks[static_cast<size_t>(k)].partial;
         if (m[i] == -INFINITY) continue;
         const float w = std::exp(m[i] - m_all);
-        l_all += w * m[max_q + i];
-        const float* o = m + 2 * max_q + static_cast<int64_t>(i) * dv;
+        l_all += w * m[n_q + i];
+        const float* o = m + 2 * n_q + static_cast<int64_t>(i) * dv;
         for (int32_t c = 0; c < dv; ++c) out[c] += w * o[c];
       }
       const float inv = 1.0f / l_all;
@@ -463,18 +550,19 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
     }
   };
 
-  // An unsplit unit (every unit of a step of many sequences) is normalised by the task that computed it, so the
-  // other threads need not wait for a serial pass; split units are merged once every split is done.
+  // The thread that finishes a unit's last task merges the unit, so no thread waits for a serial pass. Tasks are
+  // taken from the last: an exact unit's small first chunks come last, so the threads finish together.
   step.pool.for_each_chunk(n_select + n_tasks, [&](int64_t chunk, int i_thread) {
     if (chunk < n_select) {
       plan.select_unit(step, il, st.q.data(), n_head, dk, chunk, i_thread);
       return;
     }
-    attend_task(chunk - n_select, i_thread);
-    if (n_splits == 1) merge_unit(chunk - n_select);
+    const AttentionTask& task = tasks[static_cast<size_t>(n_tasks - 1 - (chunk - n_select))];
+    attend_task(task, i_thread);
+    // acq_rel: the merging thread sees every other task's partials of the unit.
+    if (st.attention_pending[static_cast<size_t>(task.unit)].fetch_sub(1, std::memory_order_acq_rel) == 1)
+      merge_unit(task.unit);
   });
-  if (n_splits > 1)
-    for (int64_t unit = 0; unit < n_units; ++unit) merge_unit(unit);
 }
 
 }  // namespace

@@ -38,6 +38,10 @@ struct StepPolicy {
   bool observe = true;
   // The sequence's prefill attention (null = dense): how its prompt chunks' queries pick their keys.
   const PrefillAttentionOptions* prefill = nullptr;
+  // Each token's attention must have the bits a step of that token alone gives it (a verification step: greedy
+  // speculative decoding is then lossless bit for bit, near ties included). Its units take fixed page chunks and
+  // the kernels keep its queries apart (attend_flash).
+  bool tokens_apart = false;
 };
 
 class AttentionPlan {
@@ -164,6 +168,15 @@ class AttentionPlan {
   std::vector<KeysRead> keys_read_;  // [max SeqId of the step + 1]
   std::vector<int32_t> token_sparse_;  // [n_tokens] index into sparse_, or -1
   std::vector<int32_t> token_pos_;     // [n_tokens] position of each token
+};
+
+// One task of the flash pass (ForwardState::attention_tasks): pages `part` of unit `unit` (a split, or a fixed
+// chunk of an exact unit), whose m, l and o ([n_q] + [n_q] + [n_q, dv], n_q the unit's queries) start at float
+// `partial` of ForwardState::attention_partials.
+struct AttentionTask {
+  int64_t unit = 0;
+  int32_t part = 0;
+  int64_t partial = 0;
 };
 
 // Per-thread scratch of the attention passes (ForwardState::attention_threads).

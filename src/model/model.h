@@ -3,6 +3,7 @@
 // sessions; everything a step mutates lives in the KV cache and the ForwardState.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,7 +42,10 @@ struct ForwardState {
   std::vector<int32_t> out_rows;  // [n_outputs] batch index of each token whose logits / embedding is returned
   AttentionPlan plan;                              // which cells each query of the step sees
   std::vector<AttentionScratch> attention_threads;  // [n_threads] scratch of the attention passes
-  std::vector<float> attention_partials;            // [tasks, max queries * (dv + 2)] flash partial results
+  std::vector<float> attention_partials;            // flash partial results, AttentionTask::partial
+  std::vector<AttentionTask> attention_tasks;       // [tasks] of the flash pass, unit by unit
+  std::vector<int64_t> attention_unit_tasks;        // [n_units + 1] the first task of each unit
+  std::vector<std::atomic<int32_t>> attention_pending;  // [n_units] tasks of each unit not yet done
   kernels::RopeAngles rope_global;  // angles for the step's positions at the global base
   kernels::RopeAngles rope_local;   // ... at the local (sliding-window) base
   std::vector<kernels::MatmulScratch> matmul;  // [1] scratch of the matrix products

@@ -25,11 +25,9 @@ TEST_P(LServeEngineTest, EveryHeadRetrievingWithACoveringBudgetGivesFullLogits) 
 }
 
 TEST_P(LServeEngineTest, StreamingHeadsSeeWhatDuoKeeps) {
-  // One thread: the flash pass then walks each head's pages in one run, in order, whether they are listed (lserve)
-  // or present (duo frees the others); with two, a decode step splits the page list in halves, which groups the
-  // same cells differently for a short list than for a long one.
-  ThreadPool one_thread(1);
-  auto engine = make_engine(*model_, one_thread, 2048, 256, 64);
+  // A decode step's flash pass reads a head's pages in chunks fixed by page index, whether they are listed
+  // (lserve) or present (duo frees the others), so both sum the same cells in the same groups.
+  auto engine = make_engine(*model_, pool_, 2048, 256, 64);
   ASSERT_NE(engine, nullptr);
   // duo rounds its sinks up to the 64-cell page that holds them; lserve is given those 64.
   const std::vector<float> want = prompt_and_decode_logits(*engine, "duo:retrieval=0.5:sink=4:window=128", profile_);

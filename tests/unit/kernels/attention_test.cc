@@ -54,6 +54,7 @@ struct Problem {
   };
   std::vector<SparseSet> sparse_sets;
   std::vector<int32_t> q_set;  // [n_q]
+  bool queries_apart = false;  // AttentionMask::queries_apart
   std::vector<float> q;        // [n_q, dk]
   std::vector<uint16_t> k, v;  // [n_k, dk], [n_k, dv]
 
@@ -73,6 +74,7 @@ struct Problem {
     m.k_pos = k_pos.data() + first;
     m.window = window;
     m.n_sink = n_sink;
+    m.queries_apart = queries_apart;
     if (!k_node.empty()) {
       m.k_node = k_node.data() + first;
       m.q_node = q_node.data();
@@ -394,6 +396,36 @@ std::vector<std::pair<Isa, bool>> isas_and_runs() {
   return out;
 }
 
+// Token t of a step whose queries are n_heads per token, in token order: its query heads alone, over the keys the
+// step's problem holds, or over only the first n_k of them (n_k > 0: a plain decode step's cache ends at the token).
+Problem token_alone(const Problem& all, int32_t t, int32_t n_heads, int32_t n_k = 0) {
+  Problem one = all;
+  one.queries_apart = false;
+  const int32_t d = all.dk;
+  one.q_pos.assign(all.q_pos.begin() + t * n_heads, all.q_pos.begin() + (t + 1) * n_heads);
+  one.q.assign(all.q.begin() + static_cast<int64_t>(t) * n_heads * d,
+               all.q.begin() + static_cast<int64_t>(t + 1) * n_heads * d);
+  if (n_k > 0) {
+    one.k_pos.resize(static_cast<size_t>(n_k));
+    one.k.resize(static_cast<size_t>(n_k) * all.dk);
+    one.v.resize(static_cast<size_t>(n_k) * all.dv);
+  }
+  return one;
+}
+
+// Token t's m, l and o in `whole` are, bit for bit, those of its heads in `alone`.
+void expect_token_bits(const Flash& whole, const Flash& alone, int32_t t, int32_t n_heads, int32_t dv,
+                       const std::string& what) {
+  for (int32_t h = 0; h < n_heads; ++h) {
+    const size_t i = static_cast<size_t>(t * n_heads + h);
+    const std::string where = what + " token " + std::to_string(t) + " head " + std::to_string(h);
+    ASSERT_EQ(whole.m[i], alone.m[static_cast<size_t>(h)]) << where;
+    ASSERT_EQ(whole.l[i], alone.l[static_cast<size_t>(h)]) << where;
+    for (int32_t c = 0; c < dv; ++c)
+      ASSERT_EQ(whole.o[i * static_cast<size_t>(dv) + c], alone.o[static_cast<size_t>(h * dv + c)]) << where;
+  }
+}
+
 // What lossless speculative decoding and batched greedy decoding lean on: in the decode kernel (1 to 18 queries at 64
 // dimensions, 1 to 4 above), a query's result does not depend on the other queries of its call. A step of several
 // tokens (6 with SmolLM2's 3 query heads each, 3 tokens of one head above) gives each token, bit for bit, what a
@@ -411,22 +443,37 @@ TEST(FlashAttention, DecodeQueryResultIsIndependentOfItsCallmates) {
       for (const auto& [isa, in_runs] : isas_and_runs()) {
         const AttentionFn fn = float_ops(isa).attention_update;
         const Flash whole = run_flash(fn, all, in_runs);
+        const std::string what = std::string(isa_name(isa)) + (in_runs ? " in runs" : " one call") +
+                                 " d=" + std::to_string(d) + " window=" + std::to_string(window);
+        for (int32_t t = 0; t < n_tokens; ++t)
+          expect_token_bits(whole, run_flash(fn, token_alone(all, t, n_heads), in_runs), t, n_heads, d, what);
+      }
+    }
+  }
+}
+
+// What lossless speculation leans on when a verification step has more queries than the row kernel's calls take
+// (AttentionMask::queries_apart, set by the engine for a verification step's tokens): each of 17 consecutive tokens
+// (3 query heads each at 64 dimensions, 4 above, as SmolLM2 and Gemma 3 have) gets, bit for bit, what plain
+// decoding gives it: a call with its own query heads over the keys up to its own position only.
+TEST(FlashAttention, VerificationTokenGetsItsDecodeBits) {
+  for (int32_t d : {64, 128, 256}) {
+    for (const auto& [window, n_sink] : {std::pair<int32_t, int32_t>{0, 0}, {96, 4}}) {
+      const int32_t n_heads = d == 64 ? 3 : 4, n_tokens = 17, last = 299;
+      std::vector<int32_t> q_pos;
+      for (int32_t t = 0; t < n_tokens; ++t)
+        for (int32_t h = 0; h < n_heads; ++h) q_pos.push_back(last - (n_tokens - 1 - t));
+      Problem all = positional("verification", d, q_pos, last + 1, 0, window, n_sink);
+      all.queries_apart = true;
+      for (const auto& [isa, in_runs] : isas_and_runs()) {
+        const AttentionFn fn = float_ops(isa).attention_update;
+        const Flash whole = run_flash(fn, all, in_runs);
+        const std::string what = std::string(isa_name(isa)) + (in_runs ? " in runs" : " one call") +
+                                 " d=" + std::to_string(d) + " window=" + std::to_string(window);
         for (int32_t t = 0; t < n_tokens; ++t) {
-          Problem one = all;
-          one.q_pos.assign(all.q_pos.begin() + t * n_heads, all.q_pos.begin() + (t + 1) * n_heads);
-          one.q.assign(all.q.begin() + static_cast<int64_t>(t) * n_heads * d,
-                       all.q.begin() + static_cast<int64_t>(t + 1) * n_heads * d);
-          const Flash alone = run_flash(fn, one, in_runs);
-          for (int32_t h = 0; h < n_heads; ++h) {
-            const size_t i = static_cast<size_t>(t * n_heads + h);
-            const std::string what = std::string(isa_name(isa)) + (in_runs ? " in runs" : " one call") +
-                                     " d=" + std::to_string(d) + " window=" + std::to_string(window) + " token " +
-                                     std::to_string(t) + " head " + std::to_string(h);
-            ASSERT_EQ(whole.m[i], alone.m[static_cast<size_t>(h)]) << what;
-            ASSERT_EQ(whole.l[i], alone.l[static_cast<size_t>(h)]) << what;
-            for (int32_t c = 0; c < d; ++c)
-              ASSERT_EQ(whole.o[i * static_cast<size_t>(d) + c], alone.o[static_cast<size_t>(h * d + c)]) << what;
-          }
+          // The plain decode step of token t: its query heads, the keys up to its position.
+          const int32_t n_k = all.q_pos[static_cast<size_t>(t * n_heads)] + 1;
+          expect_token_bits(whole, run_flash(fn, token_alone(all, t, n_heads, n_k), in_runs), t, n_heads, d, what);
         }
       }
     }
