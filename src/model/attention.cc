@@ -322,16 +322,17 @@ constexpr int32_t kExactChunkCells = 256;
 constexpr int32_t kExactSmallChunks = 4;
 constexpr int32_t kExactLargeChunk = 4;
 
-// The chunks of an exact unit's list of entries, with `small` entries per small chunk.
+// The chunks of an exact unit's pages, by page index: `small` pages per small chunk. begin(c) is chunk c's first
+// page; count(n_pages) the chunks that n_pages pages fill.
 struct ExactChunks {
   int32_t small = 1;
   int32_t large() const { return small * kExactLargeChunk; }
   int32_t begin(int32_t c) const {
     return c <= kExactSmallChunks ? c * small : kExactSmallChunks * small + (c - kExactSmallChunks) * large();
   }
-  int32_t count(int32_t n_entries) const {
-    if (n_entries <= kExactSmallChunks * small) return (n_entries + small - 1) / small;
-    return kExactSmallChunks + (n_entries - kExactSmallChunks * small + large() - 1) / large();
+  int32_t count(int32_t n_pages) const {
+    if (n_pages <= kExactSmallChunks * small) return (n_pages + small - 1) / small;
+    return kExactSmallChunks + (n_pages - kExactSmallChunks * small + large() - 1) / large();
   }
 };
 
