@@ -6,12 +6,14 @@
 // outside the generation loop.
 //
 // Exactness depends on the kernels. Where a row's logits have the same bits in a one-token step and in a step of
-// several tokens (SmolLM2 with the AVX2 or generic kernels), the outputs must be identical token for token, and
-// the always-right and always-wrong drafts must be accepted entirely and never. Where they do not (Gemma 3's Q5_0
-// products, the AVX-512 attention for several queries: measured in engine_test.cc), a verification step may see
-// logits that differ from plain decoding's in the last bits, amplified through the layers; the outputs may then
-// part at a near tie, and the test checks that they are equal up to the first difference and that there the
-// reference's own logits put the two tokens within kTieTolerance of each other.
+// several tokens (kernels_exact; with the AVX2 kernels on SmolLM2 the ctest speculative_greedy_avx2 requires it),
+// the outputs must be identical token for token, and the always-right and always-wrong drafts must be accepted
+// entirely and never. Where they do not, a verification step may see logits that differ from plain decoding's in
+// the last bits, amplified through the layers; the outputs may then part at a near tie, and the test checks that
+// they are equal up to the first difference and that there the reference's own logits put the two tokens within
+// kTieTolerance of each other. (A chain's verification step has plain decoding's bits on every model since
+// attention keeps its tokens apart: VerificationBitsTest. A tree's nodes share 16-key blocks with their siblings'
+// keys, which sums them in another order.)
 #include <gtest/gtest.h>
 
 #include <cstdlib>
