@@ -425,8 +425,6 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
     float* l = m + n_q;
     float* o = l + n_q;
     std::fill(m, m + n_q, -INFINITY);
-    std::fill(l, l + n_q, 0.0f);
-    std::fill(o, o + static_cast<int64_t>(n_q) * dv, 0.0f);
     const kv::SeqId seq = plan.block_sequence(b);
     const std::span<const int32_t> positions = step.cache.positions(seq, il);
     const AttentionPlan::HeadMask head = plan.head_mask(il, seq, kv_head, layer_window);
@@ -459,7 +457,9 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
       i_begin = std::min(n_entries, task.part * per_split);
       i_end = std::min(n_entries, i_begin + per_split);
     }
-    if (i_begin >= i_end) return;  // nothing to read: m stays -inf and the merge skips the part
+    if (i_begin >= i_end) return;  // nothing to read: m stays -inf and the merge skips the part (l and o unread)
+    std::fill(l, l + n_q, 0.0f);
+    std::fill(o, o + static_cast<int64_t>(n_q) * dv, 0.0f);
     scratch.q.resize(static_cast<size_t>(max_q) * dk);
     scratch.q_pos.resize(static_cast<size_t>(max_q));
     scratch.q_node.resize(static_cast<size_t>(max_q));
