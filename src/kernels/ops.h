@@ -85,6 +85,11 @@ void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int6
 //         its arrays are indexed by the call's queries [0, n_q) and keys [0, n_k). This function aborts on a tree
 //         mask without its query side (k_node set, q_node or ancestors missing); the FloatOps entries do not check.
 //   m, l: [n_q]; o: [n_q, o_stride] f32, dv used
+// Every kernel (the twin too) takes its softmax passes in fixed runs of keys from the call's first key, runs that
+// kAttentionPassKeys is a multiple of: two calls over keys [0, s) and [s, n_k), s a multiple of it, give each query
+// the bits one call over [0, n_k) gives. A tree verification step splits a page there to lay a node's branch out as
+// plain decoding does (model/attention.cc).
+constexpr int32_t kAttentionPassKeys = 64;
 void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
                       const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                       int32_t dv, float* m, float* l, float* o, int64_t o_stride);

@@ -280,6 +280,70 @@ void attend_page(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_t kv
   kernels::attention_update(q, dk, n_q, rows.keys, dk, rows.values, dv, span.n_cells, mask, dk, dv, m, l, o, dv);
 }
 
+// Page ip (cells `span`, f16) of a verification step whose tree starts in or before it, for the queries
+// q [n_q, dk] of tokens [t0, t1) (`group` query heads each; q_pos [n_q]) under `mask`. The tree lays its nodes out
+// by number, so a node's ancestors sit among its siblings' cells, where the kernels would group their sums otherwise
+// than plain decoding does, and a near tie could flip. Each node therefore reads the page as plain decoding of its
+// branch will (Engine::accept keeps the node at depth d in cell root + d): the cached cells, then its branch from
+// the root's cell on. The page's cached cells before the kAttentionPassKeys boundary at or below the root's cell are
+// the same for every node and are read once, in place, by all the queries; from there each node's rows are
+// gathered, at most a pass of cached cells and its branch.
+void attend_tree_page(const StepContext& step, kv::SeqId seq, int32_t il, int32_t kv_head, int32_t ip,
+                      const kv::KvCache::PageSpan& span, int32_t root_cell, int32_t t0, int32_t t1, int32_t group,
+                      const float* q, const int32_t* q_pos, const kernels::AttentionMask& mask, int32_t dk, int32_t dv,
+                      AttentionScratch& scratch, float* m, float* l, float* o) {
+  const kv::KvCache& cache = step.cache;
+  const kv::KvCache::HeadRows rows = cache.head_rows(seq, il, kv_head, ip, scratch.kv);
+  if (rows.keys == nullptr) return;
+  const int32_t n_q = (t1 - t0) * group;
+  const int32_t shared =
+      std::max(0, (root_cell - span.first_cell) / kernels::kAttentionPassKeys * kernels::kAttentionPassKeys);
+  if (shared > 0)
+    kernels::attention_update(q, dk, n_q, rows.keys, dk, rows.values, dv, shared, mask, dk, dv, m, l, o, dv);
+  // f16 pages: cell c is row c % page_tokens of page c / page_tokens.
+  const int32_t page_tokens = cache.sequence_options(seq).page_tokens;
+  const int32_t page_end = span.first_cell + page_tokens;
+  const std::span<const int32_t> positions = cache.positions(seq, il);
+  const AttentionPlan& plan = step.state.plan;
+  kernels::AttentionMask node_mask;
+  node_mask.window = mask.window;
+  node_mask.n_sink = mask.n_sink;
+  node_mask.queries_apart = true;
+  for (int32_t t = t0; t < t1; ++t) {
+    std::vector<int32_t>& branch = scratch.tree_branch;
+    plan.tree_branch(seq, plan.token_node(t), branch);
+    const int32_t from = span.first_cell + shared;
+    const int32_t to = std::min(page_end, root_cell + static_cast<int32_t>(branch.size()));  // past the node's cell
+    if (from >= to) continue;  // the branch ends before this page
+    const int32_t n = to - from;
+    scratch.cell_keys.resize(static_cast<size_t>(n) * dk);
+    scratch.cell_values.resize(static_cast<size_t>(n) * dv);
+    scratch.cell_pos.resize(static_cast<size_t>(n));
+    int32_t rows_page = ip;
+    kv::KvCache::HeadRows from_rows = rows;
+    for (int32_t r = 0; r < n; ++r) {
+      const int32_t v = from + r;  // the cell plain decoding reads here
+      const int32_t cell = v < root_cell ? v : root_cell + branch[static_cast<size_t>(v - root_cell)];
+      if (cell / page_tokens != rows_page) {
+        rows_page = cell / page_tokens;
+        from_rows = cache.head_rows(seq, il, kv_head, rows_page, scratch.kv);
+        if (from_rows.keys == nullptr) break;  // released rows: the node reads no further
+      }
+      const int64_t row = cell - static_cast<int64_t>(rows_page) * page_tokens;
+      std::copy_n(from_rows.keys + row * dk, dk, scratch.cell_keys.data() + static_cast<int64_t>(r) * dk);
+      std::copy_n(from_rows.values + row * dv, dv, scratch.cell_values.data() + static_cast<int64_t>(r) * dv);
+      scratch.cell_pos[static_cast<size_t>(r)] = positions[static_cast<size_t>(cell)];
+    }
+    if (from_rows.keys == nullptr) continue;
+    const int32_t i = (t - t0) * group;
+    node_mask.q_pos = q_pos + i;
+    node_mask.k_pos = scratch.cell_pos.data();
+    kernels::attention_update(q + static_cast<int64_t>(i) * dk, dk, group, scratch.cell_keys.data(), dk,
+                              scratch.cell_values.data(), dv, n, node_mask, dk, dv, m + i, l + i,
+                              o + static_cast<int64_t>(i) * dv, dv);
+  }
+}
+
 // Decode reads a head's pages one attention_update each, from memory: the kernel asks for its own next 16-key
 // block, and this asks for the first block of the unit's next page (page `next` of its list) while the current one
 // is worked on, so no page starts cold (a quantized page's codes and scales: prefetch_quantized_rows), for heads of
@@ -486,6 +550,8 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
         scratch.distinct_sparse.push_back(sparse);
     }
     const bool any_sparse = !scratch.distinct_sparse.empty();
+    // A verification tree laid out node by node (f16 pages): its pages are read branch by branch (attend_tree_page).
+    const int32_t tree_root = exact && !step.cache.quantized(seq) ? plan.tree_root_cell(seq) : -1;
     if (any_sparse && !any_dense && n_placed == 0 && cells.empty()) {
       attend_sparse_by_set(step, il, unit, head, i_begin, i_end, scratch.q.data(), n_q, dk, dv, scratch, m, l, o);
       return;
@@ -518,6 +584,11 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
           plan.page_mask(head, seq, span, positions, scratch.q_pos.data(), scratch.q_node.data());
       if (any_sparse) mask.q_sparse = scratch.q_sparse.data();
       mask.queries_apart = exact;
+      if (tree_root >= 0 && span.first_cell + span.n_cells > tree_root) {
+        attend_tree_page(step, seq, il, kv_head, ip, span, tree_root, t0, t1, group, scratch.q.data(),
+                         scratch.q_pos.data(), mask, dk, dv, scratch, m, l, o);
+        continue;
+      }
       attend_page(step.cache, seq, il, kv_head, ip, span, scratch.q.data(), n_q, mask, dk, dv, scratch, m, l, o);
     }
   };

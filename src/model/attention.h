@@ -63,6 +63,13 @@ class AttentionPlan {
   // The node of token t in its sequence's tree, or -1 when the sequence's step is a chain.
   int32_t token_node(int32_t t) const { return token_node_[static_cast<size_t>(t)]; }
   const StepPolicy& policy_of(kv::SeqId seq) const;
+  // Where plain decoding puts a tree node's branch: when seq's step is a tree whose node i sits in cell root + i, the
+  // sequence's last cells, the root's cell (Engine::accept keeps an accepted branch's node at depth d in cell
+  // root + d, where a plain step would have written it); -1 otherwise (a chain, or cells in another order).
+  int32_t tree_root_cell(kv::SeqId seq) const;
+  // The branch of node `node` of seq's tree: its ancestors and itself, root first, as node numbers (a parent's
+  // number is below its child's, so this is ascending).
+  void tree_branch(kv::SeqId seq, int32_t node, std::vector<int32_t>& out) const;
 
   // The window and sinks that apply to KV head kv_head of layer il for `seq`: the layer's sliding window, or on a
   // global layer the policy's head span.
@@ -133,6 +140,7 @@ class AttentionPlan {
     int32_t n_words = 0;              // 64-bit words per ancestor row
     std::vector<uint64_t> ancestors;  // [n_nodes, n_words]: bit j of row i = node j is node i or an ancestor of it
     std::vector<int32_t> cell_node;   // [n_cells of the sequence]: node of each cell, -1 for cached cells
+    int32_t root_cell = -1;           // tree_root_cell
   };
   const SequenceTree* tree_of(kv::SeqId seq) const;
   // select_unit's work: the policy's reads of unit, into unit_reads_[unit] and selected_all_[unit].
@@ -205,6 +213,7 @@ struct AttentionScratch {
   std::vector<uint16_t> cell_values;  // [n, dv]
   std::vector<int32_t> cell_pos;      // [n] positions
   std::vector<int32_t> cell_index;    // [n] cell indices (cells whose head rows were freed are left out)
+  std::vector<int32_t> tree_branch;   // one tree node's branch (AttentionPlan::tree_branch)
 };
 
 // Rotates the queries q [n_q, dk] (after RoPE) of layer il by -shift positions, in place: RoPE scores depend on

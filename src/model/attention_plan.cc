@@ -85,8 +85,27 @@ void AttentionPlan::build(const Batch& batch, std::span<const int32_t> cells, co
       }
       row[i / 64] |= uint64_t{1} << (i % 64);
     }
+    const int32_t root = cells[static_cast<size_t>(members[0])];
+    bool in_order = root + n_nodes == cache.n_cells(seq, 0);
+    for (int32_t i = 0; i < n_nodes && in_order; ++i)
+      in_order = cells[static_cast<size_t>(members[static_cast<size_t>(i)])] == root + i;
+    tree.root_cell = in_order ? root : -1;
     trees_.push_back(std::move(tree));
   }
+}
+
+int32_t AttentionPlan::tree_root_cell(kv::SeqId seq) const {
+  const SequenceTree* tree = trees_.empty() ? nullptr : tree_of(seq);
+  return tree != nullptr ? tree->root_cell : -1;
+}
+
+void AttentionPlan::tree_branch(kv::SeqId seq, int32_t node, std::vector<int32_t>& out) const {
+  out.clear();
+  const SequenceTree* tree = tree_of(seq);
+  if (tree == nullptr || node < 0) return;
+  const uint64_t* row = tree->ancestors.data() + static_cast<int64_t>(node) * tree->n_words;
+  for (int32_t w = 0; w < tree->n_words; ++w)
+    for (uint64_t bits = row[w]; bits != 0; bits &= bits - 1) out.push_back(64 * w + __builtin_ctzll(bits));
 }
 
 AttentionPlan::HeadMask AttentionPlan::head_mask(int32_t il, kv::SeqId seq, int32_t kv_head, int32_t layer_window) const {

@@ -89,32 +89,36 @@ void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int6
 namespace {
 // The online-softmax update of attention_update for keys and values given by accessors: score(i, j) is q_i . k_j,
 // add_value(p, j, out) adds p * v_j to out [dv].
+// The keys are taken in passes of kAttentionPassKeys, so that a call split at a multiple of it gives the same bits.
 template <typename Score, typename AddValue>
 void flash_update(int32_t n_q, int32_t n_k, const AttentionMask& mask, int32_t dv, float* m, float* l, float* o,
                   int64_t o_stride, Score&& score, AddValue&& add_value) {
-  std::vector<float> s(static_cast<size_t>(n_k));  // [n_k] one query's scores
+  float s[kAttentionPassKeys];  // one query's scores over the pass
   for (int32_t i = 0; i < n_q; ++i) {
-    // Scores of the visible keys; -infinity for the others. The twin asks key_visible for every key, so the block
-    // fast paths of the SIMD kernels (block_visibility, block_maybe_visible) are tested against the rule itself.
-    float block_max = -INFINITY;
-    for (int32_t j = 0; j < n_k; ++j) {
-      s[static_cast<size_t>(j)] = key_visible(mask, i, j) ? score(i, j) : -INFINITY;
-      block_max = std::max(block_max, s[static_cast<size_t>(j)]);
+    for (int32_t j0 = 0; j0 < n_k; j0 += kAttentionPassKeys) {
+      const int32_t n = std::min(kAttentionPassKeys, n_k - j0);
+      // Scores of the visible keys; -infinity for the others. The twin asks key_visible for every key, so the
+      // block fast paths of the SIMD kernels (block_visibility, block_maybe_visible) are tested against the rule.
+      float pass_max = -INFINITY;
+      for (int32_t j = 0; j < n; ++j) {
+        s[j] = key_visible(mask, i, j0 + j) ? score(i, j0 + j) : -INFINITY;
+        pass_max = std::max(pass_max, s[j]);
+      }
+      if (pass_max == -INFINITY) continue;  // nothing visible in this pass
+      const float m_new = std::max(m[i], pass_max);
+      const float alpha = m[i] == -INFINITY ? 0.0f : std::exp(m[i] - m_new);
+      float* oi = o + i * o_stride;
+      for (int32_t c = 0; c < dv; ++c) oi[c] *= alpha;
+      float sum = 0.0f;
+      for (int32_t j = 0; j < n; ++j) {
+        if (s[j] == -INFINITY) continue;
+        const float p = std::exp(s[j] - m_new);
+        sum += p;
+        add_value(p, j0 + j, oi);
+      }
+      l[i] = l[i] * alpha + sum;
+      m[i] = m_new;
     }
-    if (block_max == -INFINITY) continue;  // nothing visible in this run
-    const float m_new = std::max(m[i], block_max);
-    const float alpha = m[i] == -INFINITY ? 0.0f : std::exp(m[i] - m_new);
-    float* oi = o + i * o_stride;
-    for (int32_t c = 0; c < dv; ++c) oi[c] *= alpha;
-    float sum = 0.0f;
-    for (int32_t j = 0; j < n_k; ++j) {
-      if (s[static_cast<size_t>(j)] == -INFINITY) continue;
-      const float p = std::exp(s[static_cast<size_t>(j)] - m_new);
-      sum += p;
-      add_value(p, j, oi);
-    }
-    l[i] = l[i] * alpha + sum;
-    m[i] = m_new;
   }
 }
 

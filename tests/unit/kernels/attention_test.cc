@@ -480,6 +480,49 @@ TEST(FlashAttention, VerificationTokenGetsItsDecodeBits) {
   }
 }
 
+// What a tree verification step leans on to lay a node's branch out as plain decoding does (model/attention.cc,
+// attend_tree_page): a call split at a multiple of kAttentionPassKeys keys gives every query the bits of one call,
+// on every ISA, with queries kept apart or not, under a window with sinks or none.
+TEST(FlashAttention, CallSplitAtPassKeysKeepsBits) {
+  for (int32_t d : {64, 128, 256}) {
+    for (const auto& [window, n_sink] : {std::pair<int32_t, int32_t>{0, 0}, {96, 4}}) {
+      for (const int32_t n_tokens : {1, 5}) {
+        std::vector<int32_t> q_pos;
+        for (int32_t t = 0; t < n_tokens; ++t)
+          for (int32_t h = 0; h < 3; ++h) q_pos.push_back(299 - (n_tokens - 1 - t));
+        Problem p = positional("split", d, q_pos, 300, 0, window, n_sink);
+        for (const bool apart : {false, true}) {
+          p.queries_apart = apart;
+          for (Isa isa : supported_isas()) {
+            const AttentionFn fn = float_ops(isa).attention_update;
+            const Flash whole = run_flash(fn, p, /*in_runs=*/false);
+            constexpr int32_t kPass = kAttentionPassKeys;
+            const std::vector<std::vector<int32_t>> cut_sets = {{kPass}, {2 * kPass, 4 * kPass}, {kPass, 3 * kPass}};
+            for (const std::vector<int32_t>& cuts : cut_sets) {
+              Flash split;
+              split.m.assign(static_cast<size_t>(p.n_q()), -INFINITY);
+              split.l.assign(static_cast<size_t>(p.n_q()), 0.0f);
+              split.o.assign(static_cast<size_t>(p.n_q()) * p.dv, 0.0f);
+              for (size_t c = 0; c <= cuts.size(); ++c) {
+                const int32_t first = c == 0 ? 0 : cuts[c - 1], end = c == cuts.size() ? p.n_k() : cuts[c];
+                fn(p.q.data(), p.dk, p.n_q(), p.k.data() + static_cast<int64_t>(first) * p.dk, p.dk,
+                   p.v.data() + static_cast<int64_t>(first) * p.dv, p.dv, end - first, p.mask(first), p.dk, p.dv,
+                   split.m.data(), split.l.data(), split.o.data(), p.dv);
+              }
+              const std::string what = std::string(isa_name(isa)) + " d=" + std::to_string(d) + " window=" +
+                                       std::to_string(window) + " tokens=" + std::to_string(n_tokens) +
+                                       (apart ? " apart" : "") + " first cut " + std::to_string(cuts[0]);
+              EXPECT_EQ(whole.m, split.m) << what;
+              EXPECT_EQ(whole.l, split.l) << what;
+              EXPECT_EQ(whole.o, split.o) << what;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // What makes tree verification correct: a node's output over the whole tree step equals the output of a plain
 // sequential decode over the cached prefix and that node's own branch (its ancestors, in position order).
 TEST(FlashAttention, TreeBranchEqualsDecodeOfThatBranchAlone) {
