@@ -30,7 +30,7 @@ LONGHAUL_PREFETCH_INLINE void prefetch_bytes(const void* p, int64_t n_bytes) {
 // "Weight prefetch in batched decode, and attention prefetch across pages and spread out"): SmolLM2 (64 dimensions)
 // decodes 15-25% faster at depth 4096 with it. Gemma 3 (256 dimensions) was 9-13% slower with the burst and is
 // 5-11% faster with the spread requests of the AVX-512 kernel, which asks at every head size; the AVX2 kernel asks
-// only for heads of up to 64 dimensions (neutral on Gemma 3). A call is one page: model/attention.cc asks for the
+// only for heads of up to 64 dimensions (neutral on Gemma 3). A call is one page: model/attention_reads.cc asks for the
 // next page's first block (kernels::prefetch_attention_rows) before the call, so that no page starts cold.
 LONGHAUL_PREFETCH_INLINE void prefetch_kv_rows(const uint16_t* k, int64_t k_stride, const uint16_t* v,
                                                int64_t v_stride, int k_row_bytes, int v_row_bytes, int32_t j0,

@@ -88,7 +88,7 @@ void accumulate_f16_rows(const float* p, const uint16_t* v, int64_t stride, int6
 // Every kernel (the twin too) takes its softmax passes in fixed runs of keys from the call's first key, runs that
 // kAttentionPassKeys is a multiple of: two calls over keys [0, s) and [s, n_k), s a multiple of it, give each query
 // the bits one call over [0, n_k) gives. A tree verification step splits a page there to lay a node's branch out as
-// plain decoding does (model/attention.cc).
+// plain decoding does (model/attention_reads.cc).
 constexpr int32_t kAttentionPassKeys = 64;
 void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
                       const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
