@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
-#include <random>
 
 #include "base/sys_info.h"
 #include "generate/speculative/verify.h"
@@ -44,7 +43,6 @@ struct Generator::Live {
   std::unique_ptr<speculative::DraftAcceptance> acceptance;
   double draft_token_seconds = 0.0;  // the source's time per proposed node, decayed mean (draft, self: a forward step)
   int32_t n_proposals = 0;           // propose() calls so far
-  std::mt19937_64 rng;           // verification's draws, seeded from the sampler's seed
   std::vector<double> pooled;    // an embedding request's sum (mean) or last row (last) [n_embd]
   Live(const tokenizer::Tokenizer& tokenizer) : decoder(tokenizer) {}
 };
@@ -250,8 +248,6 @@ void Generator::start_draft(Live& live, const Request& req) {
   if (!req.options.draft) return;
   live.text = req.options.draft_context;
   live.text.insert(live.text.end(), req.prompt.begin(), req.prompt.end());
-  // A stream of its own, fixed by the sampler's seed, so a seeded run with speculation reproduces too.
-  live.rng.seed(req.sampler->seed() ^ 0x5bd1e995u);
   if (req.options.draft_adaptive)
     live.acceptance = std::make_unique<speculative::DraftAcceptance>(std::max(1, req.options.draft_max));
 }
@@ -461,7 +457,7 @@ Status Generator::take_verified(Live& live, const StepResult& out, size_t i, boo
   finished = false;
   const size_t n_text_before = live.text.size();  // the text up to the pending token, as observe() shows it
   const speculative::Verification v = speculative::verify_tree(
-      live.fed, live.parents, [&](int32_t node) { return out.logits(i, node); }, n_vocab, *req.sampler, live.rng,
+      live.fed, live.parents, [&](int32_t node) { return out.logits(i, node); }, n_vocab, *req.sampler,
       [&](int32_t token) {
         finished = emit(live, token);
         return !finished;

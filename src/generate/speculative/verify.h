@@ -9,19 +9,22 @@
 // with probability p(x) and the residual is p without x, renormalised. Where a tree offers several children at a
 // node, they are tried in order, each against the residual left by the ones rejected before it (SpecInfer, Miao et
 // al., 2024; Token Recycling's verification): child i is then emitted with probability p(c_i) and any other token
-// t with p(t), which is p itself. p is the distribution the request's sampler chain draws from after every stage
-// (penalties, top-k, top-p, min-p, temperature; the argmax alone when greedy), under the history of the tokens
-// accepted so far, so greedy verification accepts exactly while the draft token is the target's argmax.
+// t with p(t), which is p itself. Drawing one token t from p and accepting the child equal to t, if any, gives that
+// same law of (emitted token, accepted child), and that is the rule here: t is what plain sampling draws at that
+// point (SamplerChain::sample, one draw of the chain's own generator, none when greedy). So a seeded run emits the
+// same tokens with drafts as without -- whatever was drafted, and however long the drafts were -- wherever the
+// verification step's logits are plain decoding's bits (model/attention.h, StepPolicy::tokens_apart). p is the
+// distribution after every stage of the request's sampler chain (penalties, top-k, top-p, min-p, temperature; the
+// argmax alone when greedy), under the history of the tokens accepted so far, so greedy verification accepts
+// exactly while the draft token is the target's argmax.
 #pragma once
 
 #include <cstdint>
 #include <functional>
-#include <random>
 #include <span>
 #include <vector>
 
 #include "sampling/sampler_chain.h"
-#include "sampling/token_candidates.h"
 
 namespace longhaul::generate::speculative {
 
@@ -31,9 +34,10 @@ struct Choice {
   int32_t child = -1;  // index into the node's children of the accepted draft token, -1: the target's own token
 };
 
-// Picks the token that follows a node whose target distribution is `target` (SamplerChain::distribution()) and
-// whose draft children are `children`, tried in order. Draws uniforms from `rng` only where p is not one-hot.
-Choice choose_token(const sampling::TokenCandidates& target, std::span<const int32_t> children, std::mt19937_64& rng);
+// The token that follows a node with logits [n_vocab] under `chain` (as chain.sample draws it, advancing the
+// chain's generator as plain sampling does), and which of the node's draft `children` it is (the first equal one).
+Choice choose_token(sampling::SamplerChain& chain, const float* logits, int32_t n_vocab,
+                    std::span<const int32_t> children);
 
 // The outcome of walking a verified draft tree.
 struct Verification {
@@ -50,7 +54,6 @@ struct Verification {
 // (the request is finished) — and goes on into the child it matched, if any.
 Verification verify_tree(std::span<const int32_t> tokens, std::span<const int32_t> parents,
                          const std::function<const float*(int32_t node)>& logits, int32_t n_vocab,
-                         sampling::SamplerChain& chain, std::mt19937_64& rng,
-                         const std::function<bool(int32_t token)>& emit);
+                         sampling::SamplerChain& chain, const std::function<bool(int32_t token)>& emit);
 
 }  // namespace longhaul::generate::speculative

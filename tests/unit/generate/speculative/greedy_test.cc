@@ -118,8 +118,8 @@ class SpeculativeGreedy : public ::testing::Test {
     return r;
   }
 
-  // Whether each row of a step of 1 + draft_max tokens gets the same bits as plain decoding's one-token steps:
-  // the steps verification runs, on the reference's own tokens.
+  // Whether each row of a tentative step of 1 + draft_max tokens gets the same bits as plain decoding's one-token
+  // steps: the steps verification runs, on the reference's own tokens.
   bool kernels_exact(const std::vector<int32_t>& prompt, const Reference& ref) {
     const kv::SeqId seq = add_sequence(*engine_, "full", {});
     feed(*engine_, seq, prompt);
@@ -127,6 +127,7 @@ class SpeculativeGreedy : public ::testing::Test {
     s.seq = seq;
     s.tokens = std::span<const int32_t>(ref.tokens).first(std::min<size_t>(ref.tokens.size() - 1, kDraftMax + 1));
     s.output = StepOutput::kAllLogits;
+    s.tentative = true;
     StepResult out;
     EXPECT_TRUE(engine_->step({&s, 1}, out).is_ok());
     const auto n_vocab = static_cast<size_t>(out.n_vocab);
@@ -322,23 +323,29 @@ TEST_F(SpeculativeGreedy, Gemma3SameAsPlainDecoding) { run_model(longhaul::testi
 // draft, where the request ends at the stop and the cache holds exactly what plain decoding's would.
 using SpeculativeLoop = SpeculativeGreedy;
 
-TEST_F(SpeculativeLoop, SampledRunsAreReproducibleAndKeepTheCacheConsistent) {
+TEST_F(SpeculativeLoop, SeededSampledRunsEmitPlainSamplingsTokensAndKeepTheCacheConsistent) {
   if (!load(longhaul::testing::smollm2_path())) GTEST_SKIP() << "SmolLM2 not installed";
   const std::vector<int32_t> prompt = tokenizer_->encode(kPrompts[1].text, true, false);
   sampling::SamplingOptions so;
   so.temperature = 0.8f;
   so.repeat_penalty = 1.1f;
   so.seed = 42;
+  // Verification draws what plain sampling draws (speculative/verify.h) on plain decoding's logits bit for bit, so
+  // a seeded run gives plain sampling's tokens under that seed, however its drafts went.
+  const GenerateResult plain = speculate(prompt, 16, nullptr, so);
   const GenerateResult a = speculate(prompt, 16, std::make_shared<speculative::NgramSource>(), so);
   const GenerateResult b = speculate(prompt, 16, std::make_shared<speculative::NgramSource>(), so);
   ASSERT_EQ(a.tokens.size(), 16u);
+  EXPECT_EQ(a.tokens, plain.tokens);
   EXPECT_EQ(a.tokens, b.tokens);
   EXPECT_GT(a.speculative.n_steps, 0);
   EXPECT_LE(a.speculative.n_steps, 15);
   EXPECT_LE(a.speculative.n_accepted, a.speculative.n_drafted);
   so.seed = 43;
+  const GenerateResult plain43 = speculate(prompt, 16, nullptr, so);
   const GenerateResult c = speculate(prompt, 16, std::make_shared<speculative::RecycleSource>(engine_->model().config().n_vocab), so);
-  EXPECT_EQ(c.tokens.size(), 16u);
+  EXPECT_EQ(c.tokens, plain43.tokens);
+  EXPECT_NE(plain43.tokens, plain.tokens);  // the seed matters, so the equalities above are not trivial
 }
 
 // Adaptive draft lengths (speculative/draft_length.h) follow the drafts' acceptance: always-right drafts keep

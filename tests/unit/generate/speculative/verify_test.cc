@@ -1,7 +1,8 @@
 // The verification rule of speculative sampling, checked for losslessness: tokens emitted through verification
 // must follow the distribution the sampler chain draws from without speculation, for every sampler setting and for
-// chains and trees of drafts. The reference is the plain path itself (SamplerChain::sample), so the tests are
-// two-sample chi-square tests between token frequencies with and without speculation, over fixed seeds.
+// chains and trees of drafts. The reference is the plain path itself (SamplerChain::sample): two-sample chi-square
+// tests between token frequencies with and without speculation, over fixed seeds, and, since the rule draws what
+// plain sampling draws, the same tokens run by run under the same seed.
 //
 // Statistic: X^2 = sum_i (a_i - b_i)^2 / (a_i + b_i) over the cells with a_i + b_i >= 10 (equal sample sizes),
 // chi-square with (cells - 1) degrees of freedom under "same distribution". Threshold: the p = 0.001 critical value
@@ -13,7 +14,6 @@
 #include <array>
 #include <cmath>
 #include <map>
-#include <random>
 #include <vector>
 
 #include "generate/speculative/aded.h"
@@ -100,8 +100,8 @@ std::vector<int32_t> plain(sampling::SamplerChain& chain, std::vector<int32_t> h
 // path. draft_of is then not used.
 constexpr int32_t kSourceDraftMax = 6;
 
-std::vector<int32_t> speculative(sampling::SamplerChain& chain, std::mt19937_64& rng, std::vector<int32_t> history,
-                                 int32_t n, const DraftFn& draft_of, DraftSource* source = nullptr) {
+std::vector<int32_t> speculative(sampling::SamplerChain& chain, std::vector<int32_t> history, int32_t n,
+                                 const DraftFn& draft_of, DraftSource* source = nullptr) {
   std::vector<int32_t> out;
   while (static_cast<int32_t>(out.size()) < n) {
     // Node 0 is the last token; the draft's nodes follow with parents in the step's numbering.
@@ -128,7 +128,7 @@ std::vector<int32_t> speculative(sampling::SamplerChain& chain, std::mt19937_64&
     const std::vector<int32_t> before = history;
     const Verification v = verify_tree(
         tokens, parents, [&](int32_t node) { return node_logits[static_cast<size_t>(node)].data(); }, kVocab, chain,
-        rng, [&](int32_t token) {
+        [&](int32_t token) {
           out.push_back(token);
           history.push_back(token);
           return static_cast<int32_t>(out.size()) < n;
@@ -150,9 +150,11 @@ std::vector<int32_t> speculative(sampling::SamplerChain& chain, std::mt19937_64&
 }
 
 // source: one draft source for all runs (an adaptive one keeps learning across them), or null for draft_of.
+// n_same: when given, the runs whose tokens with speculation are those without (the same seed in both arms).
 ChiSquare compare(const sampling::SamplingOptions& o, const DraftFn& draft_of, int32_t n_tokens, int32_t n_runs,
-                  DraftSource* source = nullptr) {
+                  DraftSource* source = nullptr, int32_t* n_same = nullptr) {
   std::map<std::vector<int32_t>, int64_t> with, without;
+  if (n_same != nullptr) *n_same = 0;
   const std::vector<int32_t> prompt = {2, 3, 2};
   for (int32_t run = 0; run < n_runs; ++run) {
     sampling::SamplingOptions seeded = o;
@@ -163,9 +165,11 @@ ChiSquare compare(const sampling::SamplingOptions& o, const DraftFn& draft_of, i
       a.accept(t);
       b.accept(t);
     }
-    ++without[plain(a, prompt, n_tokens)];
-    std::mt19937_64 rng(static_cast<uint64_t>(run) * 7919 + 17);
-    ++with[speculative(b, rng, prompt, n_tokens, draft_of, source)];
+    const std::vector<int32_t> alone = plain(a, prompt, n_tokens);
+    const std::vector<int32_t> verified = speculative(b, prompt, n_tokens, draft_of, source);
+    ++without[alone];
+    ++with[verified];
+    if (n_same != nullptr && alone == verified) ++*n_same;
   }
   return two_sample(with, without);
 }
@@ -263,6 +267,24 @@ TEST(SpeculativeSampling, DraftModelDraftsKeepTheDistribution) {
   }
 }
 
+// Verification draws what plain sampling draws, so a seeded run emits the same tokens with drafts as without:
+// chains, trees, history-dependent guesses and an adaptive source, under every sampler setting.
+TEST(SpeculativeSampling, SeededRunsEmitPlainSamplingsTokens) {
+  constexpr int32_t kSeededRuns = 300;
+  for (const Setting& s : settings()) {
+    for (const auto& [name, draft] : {std::pair<const char*, DraftFn>{"chain", chain_draft}, {"tree", tree_draft},
+                                      {"echo", echo_draft}}) {
+      int32_t n_same = 0;
+      compare(s.options, draft, 6, kSeededRuns, nullptr, &n_same);
+      EXPECT_EQ(n_same, kSeededRuns) << s.name << ", " << name;
+    }
+    AdedSource source(kVocab, 3);
+    int32_t n_same = 0;
+    compare(s.options, nullptr, 6, kSeededRuns, &source, &n_same);
+    EXPECT_EQ(n_same, kSeededRuns) << s.name << ", aded";
+  }
+}
+
 TEST(SpeculativeSampling, TheTestSeesAWrongRule) {
   // Accepting every draft token the target can emit is not lossless: the same statistic must reject it.
   std::map<std::vector<int32_t>, int64_t> with, without;
@@ -281,16 +303,12 @@ TEST(SpeculativeSampling, TheTestSeesAWrongRule) {
 TEST(ChooseToken, GreedyAcceptsExactlyTheArgmax) {
   sampling::SamplerChain chain = std::move(sampling::SamplerChain::create(options(0.0f, 0, 1.0f, 0.0f, 1.0f, 0.0f))).value();
   const std::vector<float> logits = {0.1f, 2.0f, 1.9f, -1.0f, 0.0f, 0.5f};
-  std::mt19937_64 rng(1);
-  const sampling::TokenCandidates& p = chain.distribution(logits.data(), kVocab);
-  ASSERT_EQ(p.size(), 1u);
-  EXPECT_EQ(p.data[0].id, 1);
   const std::vector<int32_t> wrong_then_right = {2, 1};
-  const Choice c = choose_token(p, wrong_then_right, rng);
+  const Choice c = choose_token(chain, logits.data(), kVocab, wrong_then_right);
   EXPECT_EQ(c.token, 1);
   EXPECT_EQ(c.child, 1);
   const std::vector<int32_t> wrong = {2};
-  const Choice d = choose_token(p, wrong, rng);
+  const Choice d = choose_token(chain, logits.data(), kVocab, wrong);
   EXPECT_EQ(d.token, 1);  // the target's own token at the mismatch
   EXPECT_EQ(d.child, -1);
 }
@@ -301,13 +319,33 @@ TEST(ChooseToken, FilteredTokensAreNeverAccepted) {
   o.seed = 3;
   sampling::SamplerChain chain = std::move(sampling::SamplerChain::create(o)).value();
   const std::vector<float> logits = {0.1f, 2.0f, 1.9f, -1.0f, 0.0f, 1.5f};
-  std::mt19937_64 rng(5);
   const std::vector<int32_t> children = {5};
   for (int i = 0; i < 200; ++i) {
-    const Choice c = choose_token(chain.distribution(logits.data(), kVocab), children, rng);
+    const Choice c = choose_token(chain, logits.data(), kVocab, children);
     EXPECT_EQ(c.child, -1);
     EXPECT_TRUE(c.token == 1 || c.token == 2) << c.token;
   }
+}
+
+TEST(ChooseToken, AcceptsTheChildThatEqualsPlainSamplingsDraw) {
+  // Two chains with one seed: the verifying one's token is the plain one's at every draw, and the child accepted
+  // is the one equal to it (the first of equal children), or none.
+  sampling::SamplingOptions o = options(1.0f, 0, 1.0f, 0.0f, 1.0f, 0.0f);
+  o.seed = 11;
+  sampling::SamplerChain plain_chain = std::move(sampling::SamplerChain::create(o)).value();
+  sampling::SamplerChain verifying = std::move(sampling::SamplerChain::create(o)).value();
+  const std::vector<float> logits = {0.1f, 1.0f, 0.9f, -1.0f, 0.0f, 0.8f};
+  const std::vector<int32_t> children = {2, 5, 2};
+  int32_t n_accepted = 0;
+  for (int i = 0; i < 200; ++i) {
+    const int32_t want = plain_chain.sample(logits.data(), kVocab);
+    const Choice c = choose_token(verifying, logits.data(), kVocab, children);
+    ASSERT_EQ(c.token, want) << "draw " << i;
+    EXPECT_EQ(c.child, want == 2 ? 0 : want == 5 ? 1 : -1) << "draw " << i;
+    n_accepted += c.child >= 0 ? 1 : 0;
+  }
+  EXPECT_GT(n_accepted, 0);
+  EXPECT_LT(n_accepted, 200);
 }
 
 }  // namespace
