@@ -270,7 +270,7 @@ class Generator {
   int64_t kv_budget_bytes_ = 0;
   int64_t kv_reserved_bytes_ = 0;  // sum of the live requests' reservations
   int32_t last_step_tokens_ = 0;
-  speculative::StepCostModel step_cost_;  // forward-step time against step size, for adaptive draft lengths
+  speculative::StepCostModel step_cost_;  // a step's time (with the sampling after it) by size, for draft lengths
   std::vector<SequenceStep> steps_;
   std::vector<Live*> step_live_;  // [steps_.size()]
   std::vector<int32_t> accepted_nodes_;  // scratch of take_verified: the draft nodes a step accepted
