@@ -1,22 +1,11 @@
 #include "sampling/pick_stages.h"
 
-#include <utility>
-
 #include "base/status.h"
 
 namespace longhaul::sampling {
 
 void GreedyStage::apply(TokenCandidates& candidates) {
   candidates.selected = static_cast<int64_t>(candidates.argmax());
-}
-
-bool GreedyStage::selection_distribution(TokenCandidates& candidates) {
-  std::swap(candidates.data[0], candidates.data[candidates.argmax()]);
-  candidates.n_sorted = 1;  // the argmax alone is a sorted prefix
-  candidates.truncate(1);
-  candidates.data[0].prob = 1.0f;
-  candidates.selected = -1;
-  return true;
 }
 
 DistStage::DistStage(uint64_t seed) : seed_(seed), rng_(seed) {}
@@ -48,18 +37,6 @@ void DistStage::apply(TokenCandidates& candidates) {
   }
   // Only reachable through rounding at u close to 1.
   candidates.selected = last_nonzero;
-}
-
-bool DistStage::selection_distribution(TokenCandidates& candidates) {
-  LH_CHECK(!candidates.data.empty());
-  // apply() draws with probability prob / total; normalising here makes the probabilities sum to one exactly as
-  // that draw sees them.
-  candidates.softmax();
-  double total = 0.0;
-  for (const TokenData& t : candidates.data) total += t.prob;
-  for (TokenData& t : candidates.data) t.prob = static_cast<float>(t.prob / total);
-  candidates.selected = -1;
-  return true;
 }
 
 }  // namespace longhaul::sampling

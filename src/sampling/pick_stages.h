@@ -16,7 +16,6 @@ class GreedyStage final : public SamplerStage {
  public:
   std::string name() const override { return "greedy"; }
   void apply(TokenCandidates& candidates) override;
-  bool selection_distribution(TokenCandidates& candidates) override;  // the argmax alone, probability 1
   bool picks_best() const override { return true; }
   std::unique_ptr<SamplerStage> clone() const override { return std::make_unique<GreedyStage>(); }
 };
@@ -35,7 +34,6 @@ class DistStage final : public SamplerStage {
   std::string name() const override { return "dist"; }
   std::string describe() const override;
   void apply(TokenCandidates& candidates) override;
-  bool selection_distribution(TokenCandidates& candidates) override;  // the softmax of the candidates
   void reset() override { rng_.seed(seed_); }
   std::unique_ptr<SamplerStage> clone() const override { return std::make_unique<DistStage>(*this); }
 

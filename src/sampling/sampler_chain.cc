@@ -74,16 +74,6 @@ bool SamplerChain::takes_raw_argmax() const {
   return true;
 }
 
-const TokenCandidates& SamplerChain::distribution(const float* logits, int32_t n_vocab) {
-  candidates_.fill(logits, n_vocab);
-  // Every stage before the picker is deterministic (apply() of a non-picking stage draws nothing), so running them
-  // here leaves exactly the candidates and logits the picker would see in sample().
-  for (size_t i = 0; i + 1 < stages_.size(); ++i) stages_[i]->apply(candidates_);
-  LH_CHECK_MSG(stages_.back()->selection_distribution(candidates_),
-               "the last stage of \"" + describe() + "\" does not state its selection distribution");
-  return candidates_;
-}
-
 void SamplerChain::accept(int32_t token) {
   for (const auto& s : stages_) s->accept(token);
 }

@@ -46,12 +46,6 @@ class SamplerChain {
   // Advances the RNG of a dist stage; does not record the token (call accept()).
   int32_t sample(const float* logits, int32_t n_vocab);  // logits: [n_vocab]
 
-  // The distribution sample() would draw from for `logits` under the current history, without drawing: the
-  // candidates the picking stage may select, each with `prob` its probability (they sum to one; a greedy chain
-  // leaves the argmax alone with probability 1). Speculative decoding's verification accepts draft tokens with
-  // these probabilities. The result stays valid until the next sample() or distribution().
-  const TokenCandidates& distribution(const float* logits, int32_t n_vocab);  // logits: [n_vocab]
-
   // Tells every stage that `token` is now part of the sequence (prompt or generated).
   void accept(int32_t token);
 

@@ -33,11 +33,6 @@ class SamplerStage {
   // without accept() sees the same history.
   virtual void apply(TokenCandidates& candidates) = 0;
 
-  // For the stage that picks (the last of a chain): leaves in `prob` the probability with which apply() would
-  // select each candidate, without drawing (candidates it can never select may be dropped), and returns true.
-  // Speculative decoding verifies draft tokens against this distribution. Other stages return false.
-  virtual bool selection_distribution(TokenCandidates& /*candidates*/) { return false; }
-
   // True when apply() would leave any candidates exactly as they are at this point of the history (a stage switched
   // off, penalties with nothing in their window): the chain may skip it.
   virtual bool changes_nothing() const { return false; }
