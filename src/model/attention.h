@@ -214,6 +214,7 @@ struct AttentionScratch {
   std::vector<int32_t> cell_pos;      // [n] positions
   std::vector<int32_t> cell_index;    // [n] cell indices (cells whose head rows were freed are left out)
   std::vector<int32_t> tree_branch;   // one tree node's branch (AttentionPlan::tree_branch)
+  std::vector<int32_t> tree_cells;    // the cells plain decoding of that branch reads in one page
 };
 
 // Rotates the queries q [n_q, dk] (after RoPE) of layer il by -shift positions, in place: RoPE scores depend on

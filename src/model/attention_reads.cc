@@ -19,18 +19,21 @@ const float* place_queries(const ModelConfig& cfg, int32_t il, int32_t shift, co
 }
 
 int32_t gather_cells(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_t kv_head,
-                     std::span<const int32_t> cells, int32_t dk, int32_t dv, bool values, AttentionScratch& scratch) {
+                     std::span<const int32_t> cells, int32_t dk, int32_t dv, bool values, AttentionScratch& scratch,
+                     int32_t first_page) {
   const auto n_max = static_cast<int64_t>(cells.size());
   scratch.cell_keys.resize(static_cast<size_t>(n_max * dk));
   if (values) scratch.cell_values.resize(static_cast<size_t>(n_max * dv));
   scratch.cell_pos.resize(static_cast<size_t>(n_max));
   scratch.cell_index.resize(static_cast<size_t>(n_max));
   const std::span<const int32_t> positions = cache.positions(seq, il);
-  int32_t n = 0, ip = -1;
+  int32_t n = 0, ip = first_page - 1;
+  bool found = false;  // span is the page of an earlier cell
   kv::KvCache::PageSpan span{};
   kv::KvCache::HeadRows rows;
   for (const int32_t c : cells) {
-    if (ip < 0 || c >= span.first_cell + span.n_cells) {
+    if (!found || c >= span.first_cell + span.n_cells) {
+      found = true;
       do span = cache.page_span(seq, il, ++ip);
       while (c >= span.first_cell + span.n_cells);
       rows = cache.head_rows(seq, il, kv_head, ip, scratch.kv, true, values);
@@ -49,14 +52,15 @@ int32_t gather_cells(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_
 void attend_gathered_cells(const StepContext& step, kv::SeqId seq, int32_t il, int32_t kv_head,
                            std::span<const int32_t> cells, const AttentionPlan::HeadMask& head, const float* q,
                            const int32_t* q_pos, int32_t n_q, int32_t dk, int32_t dv, AttentionScratch& scratch,
-                           float* m, float* l, float* o) {
-  const int32_t n = gather_cells(step.cache, seq, il, kv_head, cells, dk, dv, true, scratch);
+                           float* m, float* l, float* o, int32_t first_page, bool queries_apart) {
+  const int32_t n = gather_cells(step.cache, seq, il, kv_head, cells, dk, dv, true, scratch, first_page);
   if (n == 0) return;
   kernels::AttentionMask mask;
   mask.q_pos = q_pos;
   mask.k_pos = scratch.cell_pos.data();
   mask.window = head.window;
   mask.n_sink = head.n_sink;
+  mask.queries_apart = queries_apart;
   kernels::attention_update(q, dk, n_q, scratch.cell_keys.data(), dk, scratch.cell_values.data(), dv, n, mask, dk, dv,
                             m, l, o, dv);
 }
@@ -177,46 +181,23 @@ void attend_tree_page(const StepContext& step, kv::SeqId seq, int32_t il, int32_
   if (shared > 0)
     kernels::attention_update(q, dk, n_q, rows.keys, dk, rows.values, dv, shared, mask, dk, dv, m, l, o, dv);
   // f16 pages: cell c is row c % page_tokens of page c / page_tokens.
-  const int32_t page_tokens = cache.sequence_options(seq).page_tokens;
-  const int32_t page_end = span.first_cell + page_tokens;
-  const std::span<const int32_t> positions = cache.positions(seq, il);
+  const int32_t page_end = span.first_cell + cache.sequence_options(seq).page_tokens;
   const AttentionPlan& plan = step.state.plan;
-  kernels::AttentionMask node_mask;
-  node_mask.window = mask.window;
-  node_mask.n_sink = mask.n_sink;
-  node_mask.queries_apart = true;
+  const int32_t from = span.first_cell + shared;
+  std::vector<int32_t>& branch = scratch.tree_branch;
+  std::vector<int32_t>& cells = scratch.tree_cells;
   for (int32_t t = t0; t < t1; ++t) {
-    std::vector<int32_t>& branch = scratch.tree_branch;
     plan.tree_branch(seq, plan.token_node(t), branch);
-    const int32_t from = span.first_cell + shared;
     const int32_t to = std::min(page_end, root_cell + static_cast<int32_t>(branch.size()));  // past the node's cell
     if (from >= to) continue;  // the branch ends before this page
-    const int32_t n = to - from;
-    scratch.cell_keys.resize(static_cast<size_t>(n) * dk);
-    scratch.cell_values.resize(static_cast<size_t>(n) * dv);
-    scratch.cell_pos.resize(static_cast<size_t>(n));
-    int32_t rows_page = ip;
-    kv::KvCache::HeadRows from_rows = rows;
-    for (int32_t r = 0; r < n; ++r) {
-      const int32_t v = from + r;  // the cell plain decoding reads here
-      const int32_t cell = v < root_cell ? v : root_cell + branch[static_cast<size_t>(v - root_cell)];
-      if (cell / page_tokens != rows_page) {
-        rows_page = cell / page_tokens;
-        from_rows = cache.head_rows(seq, il, kv_head, rows_page, scratch.kv);
-        if (from_rows.keys == nullptr) break;  // released rows: the node reads no further
-      }
-      const int64_t row = cell - static_cast<int64_t>(rows_page) * page_tokens;
-      std::copy_n(from_rows.keys + row * dk, dk, scratch.cell_keys.data() + static_cast<int64_t>(r) * dk);
-      std::copy_n(from_rows.values + row * dv, dv, scratch.cell_values.data() + static_cast<int64_t>(r) * dv);
-      scratch.cell_pos[static_cast<size_t>(r)] = positions[static_cast<size_t>(cell)];
-    }
-    if (from_rows.keys == nullptr) continue;
+    // The cells plain decoding reads at [from, to): ascending, as the branch's node numbers are.
+    cells.clear();
+    for (int32_t v = from; v < to; ++v)
+      cells.push_back(v < root_cell ? v : root_cell + branch[static_cast<size_t>(v - root_cell)]);
     const int32_t i = (t - t0) * group;
-    node_mask.q_pos = q_pos + i;
-    node_mask.k_pos = scratch.cell_pos.data();
-    kernels::attention_update(q + static_cast<int64_t>(i) * dk, dk, group, scratch.cell_keys.data(), dk,
-                              scratch.cell_values.data(), dv, n, node_mask, dk, dv, m + i, l + i,
-                              o + static_cast<int64_t>(i) * dv, dv);
+    attend_gathered_cells(step, seq, il, kv_head, cells, {mask.window, mask.n_sink}, q + static_cast<int64_t>(i) * dk,
+                          q_pos + i, group, dk, dv, scratch, m + i, l + i, o + static_cast<int64_t>(i) * dv, ip,
+                          /*queries_apart=*/true);
   }
 }
 

@@ -21,16 +21,19 @@ const float* place_queries(const ModelConfig& cfg, int32_t il, int32_t shift, co
 
 // Gathers KV head kv_head's rows of `cells` (ascending cell indices of seq in layer il) into scratch.cell_keys
 // [n, dk], .cell_values [n, dv] (when `values`), .cell_pos and .cell_index [n]; a cell whose head rows were freed
-// is left out. Returns n.
+// is left out. Returns n. first_page: a page at or before the one holding cells[0], where the search for the cells'
+// pages starts (a tree's pages are the last ones).
 int32_t gather_cells(const kv::KvCache& cache, kv::SeqId seq, int32_t il, int32_t kv_head,
-                     std::span<const int32_t> cells, int32_t dk, int32_t dv, bool values, AttentionScratch& scratch);
+                     std::span<const int32_t> cells, int32_t dk, int32_t dv, bool values, AttentionScratch& scratch,
+                     int32_t first_page = 0);
 
 // Gathers KV head kv_head's rows of `cells` (gather_cells) and takes them into the flash state m, l [n_q] and
 // o [n_q, dv] of the queries q [n_q, dk] at q_pos: each cell at its own position, under the head's window and sinks.
+// first_page: as gather_cells; queries_apart: kernels::AttentionMask::queries_apart.
 void attend_gathered_cells(const StepContext& step, kv::SeqId seq, int32_t il, int32_t kv_head,
                            std::span<const int32_t> cells, const AttentionPlan::HeadMask& head, const float* q,
                            const int32_t* q_pos, int32_t n_q, int32_t dk, int32_t dv, AttentionScratch& scratch,
-                           float* m, float* l, float* o);
+                           float* m, float* l, float* o, int32_t first_page = 0, bool queries_apart = false);
 
 // Sparse prefill, every query of a task sparse. The queries are taken one key set at a time -- a set is one query
 // head's for one 64-token query block, so a task (a block of tokens times a GQA group's query heads) holds `group`
