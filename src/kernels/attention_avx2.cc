@@ -7,7 +7,8 @@
 // update (Dao et al., 2022: running maximum m, running sum l, output rescaled by e^(m_old - m_new)), and its output
 // row takes the pass's value rows with up to 8 accumulators in registers. Conversion is the cost that a decode
 // step (few queries per key) pays per key; the multiply-adds per key and query are dk / 8 for the score and dv / 8
-// for the output, the minimum for 8 lanes.
+// for the output, the minimum for 8 lanes. A prompt chunk's queries take the tiled kernel (attention_update_tiled),
+// which shares each loaded key and value vector among six queries.
 // Which keys a query sees comes only from kernels/attention_mask.h: block_maybe_visible skips a block before it is
 // converted, and block_visibility gives a query's 16 bits (whole blocks decided from their position bounds), which
 // become the lane masks of the scores.
@@ -110,6 +111,17 @@ struct QuantizedReader {
   }
 };
 
+// The least and greatest position of keys [kb, kb + nk): a block's bounds for block_maybe_visible and
+// block_visibility.
+inline void key_position_bounds(const AttentionMask& mask, int32_t kb, int32_t nk, int32_t& lo, int32_t& hi) {
+  lo = INT32_MAX;
+  hi = INT32_MIN;
+  for (int32_t j = 0; j < nk; ++j) {
+    lo = std::min(lo, mask.k_pos[kb + j]);
+    hi = std::max(hi, mask.k_pos[kb + j]);
+  }
+}
+
 // Blocks per softmax pass. A pass converts its blocks first (the ones some query sees), and then each query takes
 // one online-softmax update over all of them: one maximum, one rescale of its output row (skipped where the maximum
 // did not rise) and one read and write of that row per pass instead of per block. Heads of up to 64 dimensions
@@ -143,11 +155,8 @@ template <int KV, int VV, typename Rows>  // dk = 8 KV, dv = 8 VV
     for (int slot = 0; slot < kPass && kb < n_k; ++slot, kb = kb_end) {
       kb_end = rows.block_end(kb, n_k);
       const int32_t nk = kb_end - kb;
-      int32_t lo = INT32_MAX, hi = INT32_MIN;
-      for (int32_t j = 0; j < nk; ++j) {
-        lo = std::min(lo, mask.k_pos[kb + j]);
-        hi = std::max(hi, mask.k_pos[kb + j]);
-      }
+      int32_t lo, hi;
+      key_position_bounds(mask, kb, nk, lo, hi);
       if (!block_maybe_visible(mask, qb, kb, nk, lo, hi)) continue;
       first[n_blocks] = kb;
       count[n_blocks] = nk;
@@ -258,12 +267,214 @@ template <int KV, int VV, typename Rows>  // dk = 8 KV, dv = 8 VV
   }
 }
 
+// Prompt chunks (more than kTileQueries queries, not kept apart): the row-at-a-time kernel above reads every key
+// and value vector once per query, as many loads as multiply-adds. This one converts a pass of kTiledPassBlocks
+// blocks (64 keys) once, keys transposed to kt [dk][64] f32 and values to vf [64][dv], and takes the call's queries
+// kTileQueries at a time: per dimension 2 key vectors and 6 broadcasts serve 12 multiply-adds for a block's scores,
+// and per key 2 value vectors and 6 broadcasts serve 12 for the outputs. One online-softmax update per pass and
+// query, as above. A query's sums depend on its own keys only (a block no query of a tile sees is skipped: its
+// probabilities would be 0), and passes start at multiples of 64 keys for f16 rows, so a call split there gives the
+// same bits (FlashAttention.CallSplitAtPassKeysKeepsBits, PromptQueryResultIsIndependentOfItsCallmates).
+constexpr int kTileQueries = 6;  // 6 x 2 accumulators, 2 key or value vectors and a broadcast: 15 of 16 registers
+constexpr int kTiledPassBlocks = 4;
+
+// Transposes an 8 x 8 block of floats held as 8 row vectors: r[i] becomes column i.
+inline void transpose8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+template <int KV, int VV, typename Rows>  // dk = 8 KV, dv = 8 VV
+void attention_update_tiled(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
+                            const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
+  constexpr int kDk = 8 * KV, kDv = 8 * VV, kQt = kTileQueries, kKeys = kTiledPassBlocks * kBlock;
+  static_assert(VV % 2 == 0, "dv must be a multiple of 16");
+  // The converted pass (2 x 64 KiB at 256 dimensions) lives on the stack: kernel calls never nest.
+  alignas(32) float kt[kDk * kKeys];  // [dk][64]: key 16 b + j's channel d at kt[d * 64 + 16 b + j]
+  alignas(32) float vf[kKeys * kDv];  // [64][dv]; rows past a block's keys are zero
+  alignas(32) float pbuf[kQt][kKeys];  // the tile's scores over the pass, then its probabilities
+  alignas(32) float o_dummy[kDv] = {};  // the output row of a query that sees nothing
+  const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
+  // Lane j of the low / high half of a block holds bit j / j + 8 of the block's visibility bits.
+  const __m256i lane_bit0 = _mm256_setr_epi32(1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7);
+  const __m256i lane_bit1 = _mm256_slli_epi32(lane_bit0, 8);
+  const QueryBounds qb = query_bounds(mask, n_q);
+  for (int32_t kb = 0, kb_end = 0; kb < n_k;) {
+    int32_t first[kTiledPassBlocks], count[kTiledPassBlocks], min_kp[kTiledPassBlocks], max_kp[kTiledPassBlocks];
+    int nb = 0;
+    for (int slot = 0; slot < kTiledPassBlocks && kb < n_k; ++slot, kb = kb_end) {
+      kb_end = rows.block_end(kb, n_k);
+      const int32_t nk = kb_end - kb;
+      int32_t lo, hi;
+      key_position_bounds(mask, kb, nk, lo, hi);
+      if (!block_maybe_visible(mask, qb, kb, nk, lo, hi)) continue;
+      first[nb] = kb;
+      count[nb] = nk;
+      min_kp[nb] = lo;
+      max_kp[nb] = hi;
+      rows.begin_block(kb, nk);
+      for (int c = 0; c < KV; ++c) {
+        for (int h = 0; h < 2; ++h) {  // keys 8 h .. 8 h + 7 of the block
+          __m256 block[8];
+          for (int j = 0; j < 8; ++j) block[j] = 8 * h + j < nk ? rows.key(kb + 8 * h + j, c) : _mm256_setzero_ps();
+          transpose8(block);
+          for (int i = 0; i < 8; ++i) _mm256_store_ps(kt + (8 * c + i) * kKeys + kBlock * nb + 8 * h, block[i]);
+        }
+      }
+      for (int32_t j = 0; j < kBlock; ++j) {
+        float* row = vf + (kBlock * nb + j) * kDv;
+        for (int c = 0; c < VV; ++c) _mm256_store_ps(row + 8 * c, j < nk ? rows.value(kb + j, c) : _mm256_setzero_ps());
+      }
+      ++nb;
+    }
+    if (nb == 0) continue;
+    for (int32_t i0 = 0; i0 < n_q; i0 += kQt) {
+      // The tile's query rows, visibility bits, and output rows (null: the query sees no key of the pass).
+      const float* qr[kQt];
+      uint32_t bits[kQt][kTiledPassBlocks];
+      float* orow[kQt];
+      bool block_seen[kTiledPassBlocks] = {};
+      bool any = false;
+      for (int i = 0; i < kQt; ++i) {
+        qr[i] = q + i0 * q_stride;
+        orow[i] = nullptr;
+        for (int b = 0; b < kTiledPassBlocks; ++b) bits[i][b] = 0;
+        if (i0 + i >= n_q) continue;
+        qr[i] = q + (i0 + i) * q_stride;
+        uint32_t seen = 0;
+        for (int b = 0; b < nb; ++b) {
+          bits[i][b] = block_visibility(mask, i0 + i, first[b], count[b], min_kp[b], max_kp[b]);
+          seen |= bits[i][b];
+          block_seen[b] = block_seen[b] || bits[i][b] != 0;
+        }
+        if (seen != 0) orow[i] = o + (i0 + i) * o_stride;
+        any = any || seen != 0;
+      }
+      if (!any) continue;
+      // Scores, a block at a time (a block none of the tile's queries sees is left at -inf).
+      __m256 mx[kQt];
+      for (int i = 0; i < kQt; ++i) mx[i] = neg_inf;
+      for (int b = 0; b < nb; ++b) {
+        if (!block_seen[b]) {
+          for (int i = 0; i < kQt; ++i) {
+            _mm256_store_ps(pbuf[i] + kBlock * b, neg_inf);
+            _mm256_store_ps(pbuf[i] + kBlock * b + 8, neg_inf);
+          }
+          continue;
+        }
+        __m256 s[kQt][2];
+        for (int i = 0; i < kQt; ++i) s[i][0] = s[i][1] = _mm256_setzero_ps();
+        const float* kcol = kt + kBlock * b;
+        for (int d = 0; d < kDk; ++d) {
+          const __m256 k0 = _mm256_load_ps(kcol + d * kKeys), k1 = _mm256_load_ps(kcol + d * kKeys + 8);
+          for (int i = 0; i < kQt; ++i) {
+            const __m256 qd = _mm256_broadcast_ss(qr[i] + d);
+            s[i][0] = _mm256_fmadd_ps(qd, k0, s[i][0]);
+            s[i][1] = _mm256_fmadd_ps(qd, k1, s[i][1]);
+          }
+        }
+        for (int i = 0; i < kQt; ++i) {
+          const __m256i bitv = _mm256_set1_epi32(static_cast<int32_t>(bits[i][b]));
+          for (int h = 0; h < 2; ++h) {
+            const __m256i lane_bit = h == 0 ? lane_bit0 : lane_bit1;
+            const __m256i vis = _mm256_cmpeq_epi32(_mm256_and_si256(bitv, lane_bit), lane_bit);
+            const __m256 sv = _mm256_blendv_ps(neg_inf, s[i][h], _mm256_castsi256_ps(vis));
+            _mm256_store_ps(pbuf[i] + kBlock * b + 8 * h, sv);
+            mx[i] = _mm256_max_ps(mx[i], sv);
+          }
+        }
+      }
+      // Online softmax per query over the pass; alpha is 0 where nothing was seen before (m = -inf, so l and o are
+      // still 0) and exactly 1 where the maximum stayed.
+      float alpha[kQt];
+      for (int i = 0; i < kQt; ++i) {
+        alpha[i] = 1.0f;
+        if (orow[i] == nullptr) {  // the query sees no key of the pass: its slot's products go to o_dummy
+          for (int j = 0; j < kBlock * nb; j += 8) _mm256_store_ps(pbuf[i] + j, _mm256_setzero_ps());
+          continue;
+        }
+        const float m_old = m[i0 + i];
+        const float m_new = std::max(m_old, hmax_ps(mx[i]));
+        if (m_new > m_old)
+          alpha[i] = m_old == -INFINITY ? 0.0f : _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(m_old - m_new)));
+        const __m256 mv = _mm256_set1_ps(m_new);
+        __m256 sum = _mm256_setzero_ps();
+        for (int b = 0; b < nb; ++b) {
+          for (int h = 0; h < 2; ++h) {
+            float* pv = pbuf[i] + kBlock * b + 8 * h;
+            const __m256 p = exp_ps(_mm256_sub_ps(_mm256_load_ps(pv), mv));  // masked: exp(-inf) = 0
+            sum = _mm256_add_ps(sum, p);
+            _mm256_store_ps(pv, p);
+          }
+        }
+        l[i0 + i] = l[i0 + i] * alpha[i] + hsum_ps(sum);
+        m[i0 + i] = m_new;
+      }
+      // o = o * alpha + sum_j p_j v_j, 16 dimensions of the tile's queries at a time (12 accumulators).
+      float* out[kQt];
+      for (int i = 0; i < kQt; ++i) out[i] = orow[i] != nullptr ? orow[i] : o_dummy;
+      for (int cb = 0; cb < VV; cb += 2) {
+        __m256 acc[kQt][2];
+        for (int i = 0; i < kQt; ++i) {
+          const __m256 a = _mm256_set1_ps(alpha[i]);
+          acc[i][0] = _mm256_mul_ps(_mm256_loadu_ps(out[i] + 8 * cb), a);
+          acc[i][1] = _mm256_mul_ps(_mm256_loadu_ps(out[i] + 8 * cb + 8), a);
+        }
+        for (int b = 0; b < nb; ++b) {
+          if (!block_seen[b]) continue;
+          for (int32_t j = kBlock * b; j < kBlock * b + count[b]; ++j) {
+            const __m256 v0 = _mm256_load_ps(vf + j * kDv + 8 * cb), v1 = _mm256_load_ps(vf + j * kDv + 8 * cb + 8);
+            for (int i = 0; i < kQt; ++i) {
+              const __m256 p = _mm256_broadcast_ss(pbuf[i] + j);
+              acc[i][0] = _mm256_fmadd_ps(p, v0, acc[i][0]);
+              acc[i][1] = _mm256_fmadd_ps(p, v1, acc[i][1]);
+            }
+          }
+        }
+        for (int i = 0; i < kQt; ++i) {
+          if (orow[i] == nullptr) continue;
+          _mm256_storeu_ps(out[i] + 8 * cb, acc[i][0]);
+          _mm256_storeu_ps(out[i] + 8 * cb + 8, acc[i][1]);
+        }
+      }
+    }
+  }
+}
+
+// A call's kernel: the tiled one for a prompt chunk's queries, the row one for decode-sized calls and for calls that
+// keep their queries apart (a verification step's tokens get what plain decoding's row kernel gives them).
+template <int KV, int VV, typename Rows>
+void attention_update_any(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
+                          const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
+  if (n_q > kTileQueries && !mask.queries_apart)
+    return attention_update_tiled<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+  attention_update_sized<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+}
+
 template <int KV, int VV>
 void f16_sized(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride, const uint16_t* v,
                int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m, float* l, float* o,
                int64_t o_stride) {
   F16Rows<KV, VV> rows{k, k_stride, v, v_stride};
-  attention_update_sized<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+  attention_update_any<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
 }
 
 template <int KV, int VV>
@@ -271,10 +482,10 @@ void quantized_sized(const float* q, int64_t q_stride, int32_t n_q, const Quanti
                      const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
   if (kv.bits == 8) {
     QuantizedReader<8, KV, VV> rows(kv);
-    return attention_update_sized<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+    return attention_update_any<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
   }
   QuantizedReader<4, KV, VV> rows(kv);
-  attention_update_sized<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+  attention_update_any<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
 }
 
 }  // namespace

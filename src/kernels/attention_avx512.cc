@@ -141,115 +141,177 @@ struct QuantizedReader {
   }
 };
 
-// Flash attention update with each key block (16 keys) converted once and shared by all queries: keys transposed
-// to [dk][16] f32, so that a query's 16 scores are dk multiply-adds of a broadcast query element with a row of the
-// block (no horizontal sums), values converted to [16][dv] f32. Queries go four at a time, so every key or value
-// vector loaded serves four multiply-adds.
-constexpr int kQueriesPerPass = 4;
+// The least and greatest position of keys [kb, kb + nk), nk <= 16: a block's bounds for block_maybe_visible and
+// block_visibility.
+inline void key_position_bounds(const AttentionMask& mask, int32_t kb, int32_t nk, int32_t& min_kp, int32_t& max_kp) {
+  const __mmask16 kmask = first_lanes(nk);
+  const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, mask.k_pos + kb);
+  min_kp = _mm512_reduce_min_epi32(kp);
+  max_kp = _mm512_mask_reduce_max_epi32(kmask, kp);
+}
+
+// Prompt chunks (many queries): flash attention over passes of kPassBlocks key blocks (64 keys), each pass's
+// blocks converted once and shared by all the call's queries: keys transposed to kt [dk][64] f32, so that a
+// query's scores over the pass are dk multiply-adds of a broadcast query element with 4 key vectors (no
+// horizontal sums), values converted to vf [64][dv] f32. Queries go kTileQueries at a time: per dimension, 4 key
+// loads and 6 broadcasts serve 24 multiply-adds, so the scores run at the multiply-add rate, not the load rate.
+// The online softmax runs once per pass and query (one maximum, one rescale of the output row, one read and write
+// of the row per 64 keys instead of per 16), as in the row kernel below. The passes are fixed runs of blocks,
+// whatever the queries see, and a query's sums depend on its own keys only, never on its callmates; a pass
+// starts at a multiple of 64 keys from the call's start for f16 rows, so a call split there gives the same bits
+// (FlashAttention.CallSplitAtPassKeysKeepsBits).
+constexpr int kPassBlocks = 4;  // 16-key blocks per softmax pass
+constexpr int kTileQueries = 6;  // 6 x 4 score accumulators and 4 key vectors: 28 of the 32 registers
+
+// The pass's converted blocks: slot b holds keys [kb[b], kb[b] + nk[b]); rows past nk[b] are zero.
+template <int KV, int VV>
+struct TiledPass {
+  static constexpr int kDk = 16 * KV, kDv = 16 * VV, kKeys = 16 * kPassBlocks;
+  alignas(64) float kt[kDk * kKeys];  // [dk][64]: key 16 b + j's channel d at kt[d * 64 + 16 b + j]
+  alignas(64) float vf[kKeys * kDv];  // [64][dv]
+  int32_t kb[kPassBlocks], nk[kPassBlocks];
+  int32_t k_min[kPassBlocks], k_max[kPassBlocks];  // the blocks' key positions, for block_visibility
+};
+
+// One tile of kTileQueries queries (rows past the call's end see nothing) over a pass of NB blocks.
+template <int KV, int VV, int NB>
+void attention_tile(const TiledPass<KV, VV>& pass, const float* const* qr, const __mmask16 (*vis)[kPassBlocks],
+                    float* m, float* l, float* const* orow) {
+  constexpr int kDk = 16 * KV, kKeys = TiledPass<KV, VV>::kKeys, kDv = 16 * VV;
+  constexpr int kQt = kTileQueries;
+  const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+  __m512 s[kQt][NB];
+  for (int i = 0; i < kQt; ++i)
+    for (int b = 0; b < NB; ++b) s[i][b] = _mm512_setzero_ps();
+  for (int d = 0; d < kDk; ++d) {
+    __m512 kv[NB];
+    for (int b = 0; b < NB; ++b) kv[b] = _mm512_load_ps(pass.kt + d * kKeys + 16 * b);
+    for (int i = 0; i < kQt; ++i) {
+      const __m512 qd = _mm512_set1_ps(qr[i][d]);
+      for (int b = 0; b < NB; ++b) s[i][b] = _mm512_fmadd_ps(qd, kv[b], s[i][b]);
+    }
+  }
+  // Online softmax per query over the pass. alpha rescales the old sums: 0 where nothing was seen before (m = -inf,
+  // so l and o are still 0), exactly 1 where the maximum stayed.
+  alignas(64) float pbuf[kQt][kKeys];
+  alignas(64) float alpha[kQt];
+  for (int i = 0; i < kQt; ++i) {
+    alpha[i] = 1.0f;
+    if (orow[i] == nullptr) {  // the query sees no key of the pass: its slot's products go to o_dummy
+      for (int b = 0; b < NB; ++b) _mm512_store_ps(pbuf[i] + 16 * b, _mm512_setzero_ps());
+      continue;
+    }
+    __m512 mx = neg_inf;
+    for (int b = 0; b < NB; ++b) {
+      s[i][b] = _mm512_mask_mov_ps(neg_inf, vis[i][b], s[i][b]);
+      mx = _mm512_max_ps(mx, s[i][b]);
+    }
+    const float m_old = m[i];
+    const float m_new = std::max(m_old, _mm512_reduce_max_ps(mx));
+    if (m_new > m_old) alpha[i] = m_old == -INFINITY ? 0.0f : _mm512_cvtss_f32(exp_ps(_mm512_set1_ps(m_old - m_new)));
+    const __m512 mn = _mm512_set1_ps(m_new);
+    __m512 sum = _mm512_setzero_ps();
+    for (int b = 0; b < NB; ++b) {
+      const __m512 p = exp_ps(_mm512_sub_ps(s[i][b], mn));  // masked lanes: exp(-inf) = 0
+      sum = _mm512_add_ps(sum, p);
+      _mm512_store_ps(pbuf[i] + 16 * b, p);
+    }
+    l[i] = l[i] * alpha[i] + _mm512_reduce_add_ps(sum);
+    m[i] = m_new;
+  }
+  // o = o * alpha + sum_j p_j v_j, 64 dimensions of the tile's queries at a time (24 accumulators).
+  alignas(64) float o_dummy[kDv] = {};  // the output row of a query that sees nothing
+  float* out[kQt];
+  for (int i = 0; i < kQt; ++i) out[i] = orow[i] != nullptr ? orow[i] : o_dummy;
+  for (int cb = 0; cb < VV; cb += 4) {
+    constexpr int kNv = VV < 4 ? VV : 4;  // VV is a multiple of 4 in every instantiation
+    static_assert(VV % kNv == 0, "dv must be a multiple of 64");
+    __m512 acc[kQt][kNv];
+    for (int i = 0; i < kQt; ++i) {
+      const __m512 a = _mm512_set1_ps(alpha[i]);
+      for (int c = 0; c < kNv; ++c) acc[i][c] = _mm512_mul_ps(_mm512_loadu_ps(out[i] + 16 * (cb + c)), a);
+    }
+    for (int b = 0; b < NB; ++b) {
+      for (int32_t j = 16 * b; j < 16 * b + pass.nk[b]; ++j) {
+        __m512 vj[kNv];
+        for (int c = 0; c < kNv; ++c) vj[c] = _mm512_load_ps(pass.vf + j * kDv + 16 * (cb + c));
+        for (int i = 0; i < kQt; ++i) {
+          const __m512 p = _mm512_set1_ps(pbuf[i][j]);
+          for (int c = 0; c < kNv; ++c) acc[i][c] = _mm512_fmadd_ps(p, vj[c], acc[i][c]);
+        }
+      }
+    }
+    for (int i = 0; i < kQt; ++i) {
+      if (orow[i] == nullptr) continue;
+      for (int c = 0; c < kNv; ++c) _mm512_storeu_ps(out[i] + 16 * (cb + c), acc[i][c]);
+    }
+  }
+}
 
 template <int KV, int VV, typename Rows>  // dk = 16 KV, dv = 16 VV
-void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
-                        const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
-  constexpr int kDk = 16 * KV, kDv = 16 * VV;
-  constexpr int kQb = kQueriesPerPass;
-  alignas(64) float kt[kDk * 16];     // [dk][16]
-  alignas(64) float vf[16 * kDv];     // [16][dv]
-  alignas(64) float pbuf[kQb][16];    // probabilities of the pass's queries
-  alignas(64) float o_dummy[kDv];     // output row of a query slot past n_q
-  const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+void attention_update_tiled(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
+                            const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
+  constexpr int kQt = kTileQueries;
+  // The converted pass (2 x 64 KiB at 256 dimensions) lives on the stack: kernel calls never nest.
+  TiledPass<KV, VV> pass;
   const QueryBounds qb = query_bounds(mask, n_q);
-  for (int32_t kb = 0, kb_end = 0; kb < n_k; kb = kb_end) {
-    kb_end = rows.block_end(kb, n_k);
-    const int32_t nk = kb_end - kb;
-    const __mmask16 kmask = first_lanes(nk);
-    const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, mask.k_pos + kb);
-    const int32_t min_kp = _mm512_reduce_min_epi32(kp);
-    const int32_t max_kp = _mm512_mask_reduce_max_epi32(kmask, kp);
-    // A block no query sees (all in the future, or all behind every query's window) is not even converted: long
-    // sliding-window layers skip most of the cache this way.
-    if (!block_maybe_visible(mask, qb, kb, nk, min_kp, max_kp)) continue;
-    // The block is converted when the first pass with a query that sees some of it comes (a sparse prefill leaves
-    // most blocks unseen by every query of the call).
-    bool converted = false;
-    for (int32_t i0 = 0; i0 < n_q; i0 += kQb) {
-      // Visibility and query rows of the pass; slots past n_q see nothing.
-      __mmask16 vis[kQb];
-      const float* qr[kQb];
+  for (int32_t kb = 0, kb_end = 0; kb < n_k;) {
+    int nb = 0;
+    for (int slot = 0; slot < kPassBlocks && kb < n_k; ++slot, kb = kb_end) {
+      kb_end = rows.block_end(kb, n_k);
+      const int32_t nk = kb_end - kb;
+      int32_t min_kp, max_kp;
+      key_position_bounds(mask, kb, nk, min_kp, max_kp);
+      // A block no query sees (all in the future, or all behind every query's window) is not even converted: long
+      // sliding-window layers skip most of the cache this way.
+      if (!block_maybe_visible(mask, qb, kb, nk, min_kp, max_kp)) continue;
+      pass.kb[nb] = kb;
+      pass.nk[nb] = nk;
+      pass.k_min[nb] = min_kp;
+      pass.k_max[nb] = max_kp;
+      // Keys: 16 x 16 blocks converted and transposed into the slot's columns; rows of missing keys are zero
+      // (their scores are masked). Values: the slot's rows, zero past nk (their probabilities are 0).
+      rows.begin_block(kb, nk);
+      for (int c = 0; c < KV; ++c) {
+        __m512 block[16];
+        for (int j = 0; j < 16; ++j) block[j] = j < nk ? rows.key(kb + j, c) : _mm512_setzero_ps();
+        transpose16(block);
+        for (int i = 0; i < 16; ++i) _mm512_store_ps(pass.kt + (16 * c + i) * TiledPass<KV, VV>::kKeys + 16 * nb, block[i]);
+      }
+      for (int32_t j = 0; j < 16; ++j) {
+        float* row = pass.vf + (16 * nb + j) * (16 * VV);
+        for (int c = 0; c < VV; ++c) _mm512_store_ps(row + 16 * c, j < nk ? rows.value(kb + j, c) : _mm512_setzero_ps());
+      }
+      ++nb;
+    }
+    if (nb == 0) continue;
+    for (int32_t i0 = 0; i0 < n_q; i0 += kQt) {
+      // The tile's query rows, visibility bits and output rows (null: the query sees no key of the pass).
+      const float* qr[kQt];
+      __mmask16 vis[kQt][kPassBlocks];
+      float* orow[kQt];
       bool any = false;
-      for (int i = 0; i < kQb; ++i) {
-        vis[i] = 0;
-        qr[i] = q + (i0 < n_q ? i0 : 0) * q_stride;
+      for (int i = 0; i < kQt; ++i) {
+        qr[i] = q + i0 * q_stride;
+        orow[i] = nullptr;
+        for (int b = 0; b < kPassBlocks; ++b) vis[i][b] = 0;
         if (i0 + i >= n_q) continue;
         qr[i] = q + (i0 + i) * q_stride;
-        // The block's visibility bits are the lane mask (no bits past nk).
-        vis[i] = static_cast<__mmask16>(block_visibility(mask, i0 + i, kb, nk, min_kp, max_kp));
-        any = any || vis[i] != 0;
+        __mmask16 seen = 0;
+        for (int b = 0; b < nb; ++b) {
+          vis[i][b] = static_cast<__mmask16>(
+              block_visibility(mask, i0 + i, pass.kb[b], pass.nk[b], pass.k_min[b], pass.k_max[b]));
+          seen |= vis[i][b];
+        }
+        if (seen != 0) orow[i] = o + (i0 + i) * o_stride;
+        any = any || seen != 0;
       }
       if (!any) continue;
-      if (!converted) {
-        // Keys: 16 x 16 blocks converted and transposed; rows of missing keys are zero (their scores are masked).
-        rows.begin_block(kb, nk);
-        for (int c = 0; c < KV; ++c) {
-          __m512 block[16];
-          for (int j = 0; j < 16; ++j) block[j] = j < nk ? rows.key(kb + j, c) : _mm512_setzero_ps();
-          transpose16(block);
-          for (int i = 0; i < 16; ++i) _mm512_store_ps(kt + (16 * c + i) * 16, block[i]);
-        }
-        for (int32_t j = 0; j < 16; ++j) {
-          for (int c = 0; c < VV; ++c)
-            _mm512_store_ps(vf + j * kDv + 16 * c, j < nk ? rows.value(kb + j, c) : _mm512_setzero_ps());
-        }
-        converted = true;
-      }
-      // Scores: two accumulators per query (even and odd dimensions) hide the multiply-add latency.
-      __m512 s[kQb][2];
-      for (int i = 0; i < kQb; ++i) s[i][0] = s[i][1] = _mm512_setzero_ps();
-      for (int d = 0; d < kDk; d += 2) {
-        const __m512 k0 = _mm512_load_ps(kt + 16 * d);
-        const __m512 k1 = _mm512_load_ps(kt + 16 * (d + 1));
-        for (int i = 0; i < kQb; ++i) {
-          s[i][0] = _mm512_fmadd_ps(_mm512_set1_ps(qr[i][d]), k0, s[i][0]);
-          s[i][1] = _mm512_fmadd_ps(_mm512_set1_ps(qr[i][d + 1]), k1, s[i][1]);
-        }
-      }
-      // Online softmax per query: new maximum, rescale factor of the old sums, this block's probabilities.
-      float alpha[kQb];
-      float* orow[kQb];
-      for (int i = 0; i < kQb; ++i) {
-        alpha[i] = 1.0f;
-        orow[i] = o_dummy;
-        _mm512_store_ps(pbuf[i], _mm512_setzero_ps());
-        if (vis[i] == 0) continue;
-        orow[i] = o + (i0 + i) * o_stride;
-        const __m512 si = _mm512_mask_mov_ps(neg_inf, vis[i], _mm512_add_ps(s[i][0], s[i][1]));
-        const float m_old = m[i0 + i];
-        const float m_new = std::max(m_old, _mm512_reduce_max_ps(si));
-        alpha[i] = m_old == -INFINITY ? 0.0f : _mm512_cvtss_f32(exp_ps(_mm512_set1_ps(m_old - m_new)));
-        const __m512 p = exp_ps(_mm512_sub_ps(si, _mm512_set1_ps(m_new)));  // masked lanes: exp(-inf) = 0
-        l[i0 + i] = l[i0 + i] * alpha[i] + _mm512_reduce_add_ps(p);
-        m[i0 + i] = m_new;
-        _mm512_store_ps(pbuf[i], p);
-      }
-      // o = o * alpha + sum_j p_j v_j, 64 dimensions of the four queries at a time (16 accumulators).
-      for (int cb = 0; cb < VV; cb += 4) {
-        const int nv = VV - cb < 4 ? VV - cb : 4;
-        __m512 acc[kQb][4];
-        for (int i = 0; i < kQb; ++i) {
-          const __m512 a = _mm512_set1_ps(alpha[i]);
-          for (int c = 0; c < 4; ++c) {
-            acc[i][c] = c < nv ? _mm512_mul_ps(_mm512_loadu_ps(orow[i] + 16 * (cb + c)), a) : _mm512_setzero_ps();
-          }
-        }
-        for (int32_t j = 0; j < nk; ++j) {
-          for (int c = 0; c < 4; ++c) {
-            if (c >= nv) continue;
-            const __m512 vj = _mm512_load_ps(vf + j * kDv + 16 * (cb + c));
-            for (int i = 0; i < kQb; ++i) acc[i][c] = _mm512_fmadd_ps(_mm512_set1_ps(pbuf[i][j]), vj, acc[i][c]);
-          }
-        }
-        for (int i = 0; i < kQb; ++i) {
-          for (int c = 0; c < nv; ++c) _mm512_storeu_ps(orow[i] + 16 * (cb + c), acc[i][c]);
-        }
+      switch (nb) {
+        case 1: attention_tile<KV, VV, 1>(pass, qr, vis, m + i0, l + i0, orow); break;
+        case 2: attention_tile<KV, VV, 2>(pass, qr, vis, m + i0, l + i0, orow); break;
+        case 3: attention_tile<KV, VV, 3>(pass, qr, vis, m + i0, l + i0, orow); break;
+        default: attention_tile<KV, VV, 4>(pass, qr, vis, m + i0, l + i0, orow); break;
       }
     }
   }
@@ -265,10 +327,6 @@ void attention_update_n(const float* q, int64_t q_stride, int32_t n_q, Rows& row
 // tested the count inside every inner loop, which made this kernel slower than the AVX2 one.
 // Up to kFewQueries queries: 6 x 4 score accumulators, 4 key vectors and a query vector fill 29 of the 32 registers.
 constexpr int kFewQueries = 6;
-// Calls of up to this many queries at 64 dimensions run the row kernel over parts of up to kFewQueries
-// (attention_update_sized).
-constexpr int kRowKernelMaxQueries = 3 * kFewQueries;
-constexpr int kPassBlocks = 4;  // 16-key blocks per softmax pass
 
 template <int KV, int VV, int NQ, typename Rows>  // dk = 16 KV, dv = 16 VV, NQ queries (1..kFewQueries)
 void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t n_k, const AttentionMask& mask,
@@ -288,10 +346,8 @@ void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t 
     for (int slot = 0; slot < kPassBlocks && kb < n_k; ++slot, kb = kb_end) {
       kb_end = rows.block_end(kb, n_k);
       const int32_t nk = kb_end - kb;
-      const __mmask16 kmask = first_lanes(nk);
-      const __m512i kp = _mm512_mask_loadu_epi32(_mm512_set1_epi32(INT32_MAX), kmask, mask.k_pos + kb);
-      const int32_t min_kp = _mm512_reduce_min_epi32(kp);
-      const int32_t max_kp = _mm512_mask_reduce_max_epi32(kmask, kp);
+      int32_t min_kp, max_kp;
+      key_position_bounds(mask, kb, nk, min_kp, max_kp);
       if (!block_maybe_visible(mask, qb, kb, nk, min_kp, max_kp)) continue;
       // Visibility first: a block none of the queries sees (a sparse prefill's) costs no dot product.
       __mmask16 vis[NQ];
@@ -396,20 +452,14 @@ void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t 
   }
 }
 
-// Which kernel a call's queries take. Decode (the query heads of one KV head, 1-4) takes the kernel that keeps keys
-// as rows, a prompt chunk the transposing one. Between them, a step of 2-4 tokens (speculative verification, a
-// short chunk) with 64-dimension heads (SmolLM2: 3 query heads per KV head) runs the row kernel for up to 6 queries
-// and over parts of up to 6 for up to kRowKernelMaxQueries (a 6-token step; 12 for a sparse prefill's calls): each
-// part after the first reads the
-// rows the first brought into the cache. The transposing kernel ran passes of four query slots with up to three
-// empty; on SmolLM2 at depth 4096 a 2-token step is 20% faster this way and a 3-token one 8% (docs/benchmarks.md,
-// "Verification steps of a few tokens"), and 18 queries took 262 us in three parts against 292 transposed
+// Which kernel a call's queries take. Decode (the query heads of one KV head, 1-4; 5-6 with 64-dimension heads:
+// SmolLM2's 3 query heads per KV head in a 2-token step) takes the row kernel, which keeps keys as rows; a prompt
+// chunk the tiled one. Above 6 queries the tiled kernel is the faster at every head size: at 64 dimensions over
+// 4096 keys, 12 queries took 137 us against 175 in two row-kernel parts, 18 took 185 against 244 in three
 // (longhaul_bench_kernels FlashAttentionVerify). The row kernel gives a query the same bits whatever its callmates
-// (the test FlashAttention.DecodeQueryResultIsIndependentOfItsCallmates), so on SmolLM2 a kernel call gives a token
-// of a verification step of up to 6 tokens what a call of its own would. With 256-dimension heads (Gemma 3) the
-// halves were 2-8% slower than the transposing kernel at 8 and 12 queries. A call that asks for it
-// (AttentionMask::queries_apart: the engine's verification steps, whose tokens must get plain decoding's bits) runs
-// the row kernel in parts at any query count and head size (FlashAttention.VerificationTokenGetsItsDecodeBits).
+// (FlashAttention.DecodeQueryResultIsIndependentOfItsCallmates); a call that asks for it (AttentionMask::
+// queries_apart: the engine's verification steps, whose tokens must get plain decoding's bits) runs the row kernel
+// in parts at any query count and head size (FlashAttention.VerificationTokenGetsItsDecodeBits).
 template <int KV, int VV, typename Rows>
 void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
                             const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
@@ -436,22 +486,7 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows&
     }
     return;
   }
-  if constexpr (kSmallHeads) {
-    // Sparse prefill calls (per-query key sets, prompt chunks) keep the transposing kernel above 12 queries, the
-    // kernel a dense prompt chunk's queries take, so that a covering budget sums what dense prefill sums in the same
-    // order. With the row kernel there, each call's results moved by up to 1.1e-5 (relative), and on SmolLM2's
-    // random-token prompt of SparsePrefillEngineTest.CoveringBudgetGivesDenseLogits that grew to 1.2 in some logit.
-    if (n_q <= kRowKernelMaxQueries && (n_q <= 2 * kFewQueries || mask.q_sparse == nullptr)) {
-      const int32_t n_parts = (n_q + kFewQueries - 1) / kFewQueries;
-      const int32_t first = (n_q + n_parts - 1) / n_parts;
-      Rows again = rows;  // a reader as it was before any block
-      attention_update_sized<KV, VV>(q, q_stride, first, rows, n_k, mask, m, l, o, o_stride);
-      return attention_update_sized<KV, VV>(q + first * q_stride, q_stride, n_q - first, again, n_k,
-                                            queries_from(mask, first), m + first, l + first, o + first * o_stride,
-                                            o_stride);
-    }
-  }
-  return attention_update_n<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+  return attention_update_tiled<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
 }
 
 template <int KV, int VV>
