@@ -267,7 +267,7 @@ template <int KV, int VV, typename Rows>  // dk = 8 KV, dv = 8 VV
   }
 }
 
-// Prompt chunks (more than kTileQueries queries, not kept apart): the row-at-a-time kernel above reads every key
+// Prompt chunks (attention_update_any says which calls): the row-at-a-time kernel above reads every key
 // and value vector once per query, as many loads as multiply-adds. This one converts a pass of kTiledPassBlocks
 // blocks (64 keys) once, keys transposed to kt [dk][64] f32 and values to vf [64][dv], and takes the call's queries
 // kTileQueries at a time: per dimension 2 key vectors and 6 broadcasts serve 12 multiply-adds for a block's scores,
@@ -459,12 +459,16 @@ void attention_update_tiled(const float* q, int64_t q_stride, int32_t n_q, Rows&
   }
 }
 
-// A call's kernel: the tiled one for a prompt chunk's queries, the row one for decode-sized calls and for calls that
-// keep their queries apart (a verification step's tokens get what plain decoding's row kernel gives them).
+// A call's kernel, chosen as on AVX-512 (attention_avx512.cc, attention_update_sized): the row kernel for decode
+// (up to 4 queries), for steps of up to 18 queries with 64-dimension heads (12 with sparse key sets), so that an
+// ordinary step of up to 6 SmolLM2 tokens gives each token a step of its own's bits, and for calls that keep their
+// queries apart (a verification step's tokens get plain decoding's bits); the tiled kernel for the rest.
 template <int KV, int VV, typename Rows>
 void attention_update_any(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
                           const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
-  if (n_q > kTileQueries && !mask.queries_apart)
+  constexpr bool kSmallHeads = KV <= 8;  // dk = 8 KV <= 64
+  const int32_t row_max = !kSmallHeads ? 4 : mask.q_sparse != nullptr ? 2 * kTileQueries : 3 * kTileQueries;
+  if (n_q > row_max && !mask.queries_apart)
     return attention_update_tiled<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
   attention_update_sized<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
 }

@@ -327,7 +327,9 @@ void attention_update_tiled(const float* q, int64_t q_stride, int32_t n_q, Rows&
 // tested the count inside every inner loop, which made this kernel slower than the AVX2 one.
 // Up to kFewQueries queries: 6 x 4 score accumulators, 4 key vectors and a query vector fill 29 of the 32 registers.
 constexpr int kFewQueries = 6;
-
+// Calls of up to this many queries at 64 dimensions run the row kernel over parts of up to kFewQueries
+// (attention_update_sized).
+constexpr int kRowKernelMaxQueries = 3 * kFewQueries;
 template <int KV, int VV, int NQ, typename Rows>  // dk = 16 KV, dv = 16 VV, NQ queries (1..kFewQueries)
 void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t n_k, const AttentionMask& mask,
                           float* m, float* l, float* o, int64_t o_stride) {
@@ -452,14 +454,19 @@ void attention_update_few(const float* q, int64_t q_stride, Rows& rows, int32_t 
   }
 }
 
-// Which kernel a call's queries take. Decode (the query heads of one KV head, 1-4; 5-6 with 64-dimension heads:
-// SmolLM2's 3 query heads per KV head in a 2-token step) takes the row kernel, which keeps keys as rows; a prompt
-// chunk the tiled one. Above 6 queries the tiled kernel is the faster at every head size: at 64 dimensions over
-// 4096 keys, 12 queries took 137 us against 175 in two row-kernel parts, 18 took 185 against 244 in three
-// (longhaul_bench_kernels FlashAttentionVerify). The row kernel gives a query the same bits whatever its callmates
-// (FlashAttention.DecodeQueryResultIsIndependentOfItsCallmates); a call that asks for it (AttentionMask::
-// queries_apart: the engine's verification steps, whose tokens must get plain decoding's bits) runs the row kernel
-// in parts at any query count and head size (FlashAttention.VerificationTokenGetsItsDecodeBits).
+// Which kernel a call's queries take. Decode (the query heads of one KV head, 1-4) takes the kernel that keeps keys
+// as rows, a prompt chunk the tiled one. Between them, a step of 2-6 tokens with 64-dimension heads (SmolLM2: 3
+// query heads per KV head) runs the row kernel for up to 6 queries and over parts of up to 6 for up to
+// kRowKernelMaxQueries (12 for a sparse prefill's calls). The row kernel gives a query the same bits whatever its
+// callmates (FlashAttention.DecodeQueryResultIsIndependentOfItsCallmates), so on SmolLM2 an ordinary step of up to
+// 6 tokens gives each token what a step of its own gives: the cells a tentative step's accepted tokens keep are
+// then those an ordinary step of them computes (EngineRollback). The tiled kernel would be faster there (at 64
+// dimensions over 4096 keys, 12 queries 137 us against 175 in two parts, 18 queries 185 against 244 in three;
+// longhaul_bench_kernels FlashAttentionVerify), but such short steps are not where prefill spends its time. With
+// 256-dimension heads (Gemma 3) the row kernel's halves were 2-8% slower than the prompt kernel at 8 and 12
+// queries. A call that asks for it (AttentionMask::queries_apart: the engine's verification steps, whose tokens
+// must get plain decoding's bits) runs the row kernel in parts at any query count and head size
+// (FlashAttention.VerificationTokenGetsItsDecodeBits).
 template <int KV, int VV, typename Rows>
 void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows& rows, int32_t n_k,
                             const AttentionMask& mask, float* m, float* l, float* o, int64_t o_stride) {
@@ -485,6 +492,21 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows&
                                      queries_from(mask, i), m + i, l + i, o + i * o_stride, o_stride);
     }
     return;
+  }
+  if constexpr (kSmallHeads) {
+    // Sparse prefill calls (per-query key sets, prompt chunks) keep the transposing kernel above 12 queries, the
+    // kernel a dense prompt chunk's queries take, so that a covering budget sums what dense prefill sums in the same
+    // order. With the row kernel there, each call's results moved by up to 1.1e-5 (relative), and on SmolLM2's
+    // random-token prompt of SparsePrefillEngineTest.CoveringBudgetGivesDenseLogits that grew to 1.2 in some logit.
+    if (n_q <= kRowKernelMaxQueries && (n_q <= 2 * kFewQueries || mask.q_sparse == nullptr)) {
+      const int32_t n_parts = (n_q + kFewQueries - 1) / kFewQueries;
+      const int32_t first = (n_q + n_parts - 1) / n_parts;
+      Rows again = rows;  // a reader as it was before any block
+      attention_update_sized<KV, VV>(q, q_stride, first, rows, n_k, mask, m, l, o, o_stride);
+      return attention_update_sized<KV, VV>(q + first * q_stride, q_stride, n_q - first, again, n_k,
+                                            queries_from(mask, first), m + first, l + first, o + first * o_stride,
+                                            o_stride);
+    }
   }
   return attention_update_tiled<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
 }

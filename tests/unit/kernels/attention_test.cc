@@ -276,8 +276,8 @@ std::vector<Problem> all_problems() {
   std::vector<Problem> ps;
   // Head dims of the supported models (64: SmolLM2, 128, 256: Gemma 3) take the SIMD kernels; 40 falls back to the
   // twin. On AVX-512, 1 to 4 queries take the decode kernel (keys as rows, one instantiation per count); at 64
-  // dimensions 5 and 6 do too; the rest take the prompt kernel (transposed blocks, tiles of 6 queries) unless the
-  // call keeps its queries apart.
+  // dimensions 5 and 6 do too, and 7 to 18 (12 with sparse key sets) run it over parts of up to 6; the rest take
+  // the prompt kernel (transposed blocks, tiles of 6 queries).
   for (int32_t d : {64, 128, 256, 40}) {
     const std::string ds = " d=" + std::to_string(d);
     // Queries at 20..27 over keys 0..39 (n_k not a multiple of 16): the later keys are in their future.
@@ -332,7 +332,8 @@ std::vector<Problem> all_problems() {
     ps.push_back(sparse("sparse prefill" + ds, d, chunk, iota(0, 310), 0, 0));
     ps.push_back(sparse("sparse prefill window" + ds, d, chunk, iota(0, 310), 100, 4));
     ps.push_back(sparse("sparse few" + ds, d, {309, 309, 309}, iota(0, 310), 0, 0));
-    // A chunk of 9 tokens of two heads: 18 queries with key sets (the prompt kernel, three tiles).
+    // A chunk of 9 tokens of two heads: 18 queries with key sets (the prompt kernel: sparse calls keep it above 12
+    // queries).
     std::vector<int32_t> short_chunk;
     for (int32_t t = 301; t < 310; ++t) short_chunk.insert(short_chunk.end(), {t, t});
     ps.push_back(sparse("sparse eighteen" + ds, d, short_chunk, iota(0, 310), 0, 0));
@@ -425,15 +426,15 @@ void expect_token_bits(const Flash& whole, const Flash& alone, int32_t t, int32_
   }
 }
 
-// What lossless speculative decoding and batched greedy decoding lean on: in the decode kernel (1 to 6 queries at 64
+// What lossless speculative decoding and batched greedy decoding lean on: in the decode kernel (1 to 18 queries at 64
 // dimensions, 1 to 4 above), a query's result does not depend on the other queries of its call. A step of several
-// tokens (2 with SmolLM2's 3 query heads each, 3 tokens of one head above) gives each token, bit for bit, what a
+// tokens (6 with SmolLM2's 3 query heads each, 3 tokens of one head above) gives each token, bit for bit, what a
 // call with that token's query heads alone gives, over a cache that holds keys in its future too (invisible to it),
 // as a verification step's does.
 TEST(FlashAttention, DecodeQueryResultIsIndependentOfItsCallmates) {
   for (int32_t d : {64, 128, 256}) {
     for (const auto& [window, n_sink] : {std::pair<int32_t, int32_t>{0, 0}, {96, 4}}) {
-      const int32_t n_heads = d == 64 ? 3 : 1, n_tokens = d == 64 ? 2 : 3;
+      const int32_t n_heads = d == 64 ? 3 : 1, n_tokens = d == 64 ? 6 : 3;
       // Tokens far apart (the last at 299), so that under the window each sees blocks the others do not.
       std::vector<int32_t> q_pos;
       for (int32_t t = 0; t < n_tokens; ++t)
@@ -451,23 +452,24 @@ TEST(FlashAttention, DecodeQueryResultIsIndependentOfItsCallmates) {
   }
 }
 
-// The prompt kernel keeps a query's sums its own too: a prompt chunk's queries (12 tokens of 3 query heads, spread
+// The prompt kernel keeps a query's sums its own too: a prompt chunk's queries (16 tokens of 3 query heads, spread
 // out so that under the window each sees blocks the others do not) get the same bits in one call as in calls of
-// tokens 0-3 and 4-11 (12 and 24 queries, over the prompt kernel's tiles of 6 at other offsets).
+// tokens 0-6 and 7-15 (21 and 27 queries, past the row kernel's 18, over the prompt kernel's tiles of 6 at other
+// offsets).
 TEST(FlashAttention, PromptQueryResultIsIndependentOfItsCallmates) {
   for (int32_t d : {64, 256}) {
     for (const auto& [window, n_sink] : {std::pair<int32_t, int32_t>{0, 0}, {96, 4}}) {
-      const int32_t n_heads = 3, n_tokens = 12;
+      const int32_t n_heads = 3, n_tokens = 16;
       std::vector<int32_t> q_pos;
       for (int32_t t = 0; t < n_tokens; ++t)
-        for (int32_t h = 0; h < n_heads; ++h) q_pos.push_back(299 - 20 * (n_tokens - 1 - t));
+        for (int32_t h = 0; h < n_heads; ++h) q_pos.push_back(299 - 15 * (n_tokens - 1 - t));
       const Problem all = positional("chunk", d, q_pos, 300, 0, window, n_sink);
       for (const auto& [isa, in_runs] : isas_and_runs()) {
         const AttentionFn fn = float_ops(isa).attention_update;
         const Flash whole = run_flash(fn, all, in_runs);
         const std::string what = std::string(isa_name(isa)) + (in_runs ? " in runs" : " one call") +
                                  " d=" + std::to_string(d) + " window=" + std::to_string(window);
-        for (const auto& [t0, t1] : {std::pair<int32_t, int32_t>{0, 4}, {4, 12}}) {
+        for (const auto& [t0, t1] : {std::pair<int32_t, int32_t>{0, 7}, {7, 16}}) {
           Problem part = all;
           part.q_pos.assign(all.q_pos.begin() + t0 * n_heads, all.q_pos.begin() + t1 * n_heads);
           part.q.assign(all.q.begin() + static_cast<int64_t>(t0) * n_heads * d,
