@@ -1,5 +1,7 @@
-// AMX-INT8 matrix kernels for long batches (the "amx" ISA: avx512 plus these), built with AMX-TILE / AMX-INT8 on
-// top of the flags of gemm_avx512.cc.
+// AMX-INT8 matrix kernels for long batches over matrices kept in row layout (the "amx" ISA: avx512 plus these and
+// the AMX-BF16 kernels of gemm_amx_bf16.cc for interleaved matrices), built with AMX-TILE / AMX-INT8 on top of the
+// flags of gemm_avx512.cc. A model loaded under amx interleaves what avx512 interleaves, so these serve only the
+// matrices whose row count is off the 16-row groups.
 //
 // One tile product C[16 tokens, 16 rows] += A[16 tokens, K] . B[K, 16 rows] covers one chunk of K elements that
 // share a scale: a 32-element block of Q4_0 .. Q8_0, a 32-element chunk of Q4_K, a 16-element group of Q6_K
@@ -26,6 +28,7 @@
 #include "kernels/x86/x86_common.h"
 #include "kernels/x86/x86_quantize.h"
 #include "kernels/x86/avx512_gemm32.h"
+#include "kernels/x86/amx_tiles.h"
 #endif
 
 namespace longhaul::kernels::detail {
@@ -198,14 +201,6 @@ struct RowsQ6K {
   }
 };
 
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-
 // Tiles: 0, 1 = C of even / odd chunks; 2, 3 = A; 4, 5 = B. A chunk of kChunk elements is the K of one product.
 template <int kChunk>
 void configure_tiles() {
@@ -223,9 +218,7 @@ void configure_tiles() {
     c.rows[t] = kChunk / 4;
     c.colsb[t] = kTile * 4;
   }
-  // GCC 12 does not treat ldtilecfg as reading its operand and drops the stores above without this barrier.
-  __asm__ __volatile__("" : : "r"(&c) : "memory");
-  _tile_loadconfig(&c);
+  load_tile_config(c);
 }
 
 // One row tile's weights in B layout with their per-chunk scales.
@@ -493,8 +486,10 @@ IsaKernels make_amx() {
   k.gemm_large[slot(DType::Q8_0)] = amx_kernel<Rows32<Q8Group, 128>>(kPackAmxQ8, pack_amx_q8);
   k.gemm_large[slot(DType::Q4_K)] = amx_kernel<RowsQ4K>(kPackAmxQ8K32, pack_amx_q8k<32>);
   k.gemm_large[slot(DType::Q6_K)] = amx_kernel<RowsQ6K>(kPackAmxQ8K16, pack_amx_q8k<16>);
-  // The AMX prompt kernels read the row layout and beat the interleaved kernels there: keep the row layout.
-  for (bool& interleave : k.interleave_at_load) interleave = false;
+  // Matrices stay interleaved as under avx512, for its decode kernels; prompts of many tokens take the AMX-BF16
+  // kernels over that layout (gemm_amx_bf16.cc). The int8 row-layout kernels above serve the matrices a model keeps
+  // in rows (a row count off the 16-row groups).
+  add_amx_bf16_kernels(k);
   return k;
 }
 

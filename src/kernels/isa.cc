@@ -60,7 +60,8 @@ bool cpu_supports(Isa isa) {
     case Isa::kAmx:
       return cpu_supports(Isa::kAvx512) && __builtin_cpu_supports("avx512vbmi") &&
              __builtin_cpu_supports("avx512bitalg") && __builtin_cpu_supports("amx-tile") &&
-             __builtin_cpu_supports("amx-int8") && amx_permitted();
+             __builtin_cpu_supports("amx-int8") && __builtin_cpu_supports("amx-bf16") &&
+             __builtin_cpu_supports("avx512bf16") && amx_permitted();
   }
   return false;
 #else
@@ -77,9 +78,11 @@ std::vector<Isa> supported_isas() {
 }
 
 Isa default_isa() {
-  // amx only when forced: its tile kernels read the weights' row layout, so a model loaded under it gives up the
-  // interleaved layout's decode kernels. Measured on a 2-core Xeon with AMX (docs/benchmarks.md, "AMX"): decode
-  // 39-48% faster under avx512 on both default models; prompts 8-10% faster on SmolLM2, 8-10% slower on Gemma 3.
+  // amx only when forced. Its prompt kernels (AMX-BF16 over the interleaved layout, 2.3-2.8x the VNNI kernels on
+  // 512 tokens: docs/benchmarks.md, "Prompt products on AMX tiles in bf16") are chosen by the call's token count,
+  // so a token's bits would depend on the step it shares: a greedy request batched with others, or a speculative
+  // verification, could part from the same tokens decoded alone at a near tie. The default keeps every token's
+  // bits independent of its step.
   Isa best = Isa::kGeneric;
   for (Isa isa : supported_isas())
     if (isa != Isa::kAmx) best = isa;

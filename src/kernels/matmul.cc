@@ -134,8 +134,12 @@ int64_t rows_per_chunk(int64_t n_out, int64_t n_in, int64_t w_row_bytes, int64_t
 
 // The kernel for a matrix stored interleaved: the ISA's, else the scalar twin (an ISA the model did not
 // interleave for, as tests run).
-const detail::GemmKernel& interleaved_kernel(const detail::IsaKernels& kernels, const MatmulTarget& t) {
+// A call of many tokens takes the ISA's prompt kernel for the layout where it has one.
+const detail::GemmKernel& interleaved_kernel(const detail::IsaKernels& kernels, const MatmulTarget& t,
+                                             int64_t n_tokens) {
   const detail::GemmKernel* g = &kernels.gemm_interleaved[detail::slot(t.type)];
+  const detail::GemmKernel& large = kernels.gemm_interleaved_large[detail::slot(t.type)];
+  if (large.tile != nullptr && n_tokens >= kernels.interleaved_large_min_tokens) g = &large;
   if (g->tile == nullptr) g = &detail::generic_kernels().gemm_interleaved[detail::slot(t.type)];
   LH_CHECK_MSG(g->tile != nullptr, std::string("matmul: no kernel for interleaved ") + tensor::dtype_name(t.type));
   LH_CHECK_MSG(t.n_out % kInterleaveRows == 0,
@@ -170,7 +174,7 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
                                         " is not a multiple of the " + tensor::dtype_name(t.type) + " block size " +
                                         std::to_string(block));
     if (t.n_out <= 0) continue;
-    const detail::GemmKernel& g = t.layout == WeightLayout::kInterleaved16 ? interleaved_kernel(kernels, t)
+    const detail::GemmKernel& g = t.layout == WeightLayout::kInterleaved16 ? interleaved_kernel(kernels, t, n_tokens)
                                   : n_tokens >= detail::kLargeMinTokens &&
                                           kernels.gemm_large[detail::slot(t.type)].tile != nullptr
                                       ? kernels.gemm_large[detail::slot(t.type)]

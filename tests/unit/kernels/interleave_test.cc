@@ -9,6 +9,7 @@
 
 #include "base/thread_pool.h"
 #include "kernels/interleave.h"
+#include "kernels/isa_kernels.h"
 #include "kernels/quant.h"
 #include "quant_test_util.h"
 
@@ -31,6 +32,25 @@ std::vector<uint8_t> random_matrix(DType type, int64_t n_out, int64_t n_in) {
 }
 
 class Interleaved : public ::testing::TestWithParam<DType> {};
+
+bool takes_bf16_kernel(Isa isa, DType type, int64_t n_tokens) {
+  const detail::IsaKernels& k = detail::kernels_for(isa);
+  return k.gemm_interleaved_large[detail::slot(type)].tile != nullptr && n_tokens >= k.interleaved_large_min_tokens;
+}
+
+// y = the AMX-BF16 kernels' scalar twin over every row and token of an interleaved matrix, on one thread.
+std::vector<float> bf16_twin_matmul(DType type, const std::vector<uint8_t>& wi, int64_t n_out, int64_t n_in,
+                                    const std::vector<float>& x, int64_t n_tokens, int64_t ldy) {
+  const detail::GemmKernel& twin = detail::bf16_interleaved_twin(type);
+  const int64_t row_bytes = twin.packed_row_bytes(n_in);
+  const int64_t n_rows = (n_tokens + twin.token_multiple - 1) / twin.token_multiple * twin.token_multiple;
+  std::vector<uint8_t> act(static_cast<size_t>(n_rows * row_bytes), 0);
+  for (int64_t t = 0; t < n_tokens; ++t) twin.pack(x.data() + t * n_in, n_in, act.data() + t * row_bytes);
+  std::vector<float> y(static_cast<size_t>(n_tokens * ldy), -7.0f);
+  twin.tile(n_in, wi.data(), tensor::row_size_bytes(type, n_in), n_out, act.data(), row_bytes, n_tokens, y.data(),
+            ldy, nullptr);
+  return y;
+}
 
 TEST_P(Interleaved, MatmulMatchesRowMajorNaiveLoop) {
   const DType type = GetParam();
@@ -62,6 +82,8 @@ TEST_P(Interleaved, MatmulMatchesRowMajorNaiveLoop) {
         const MatmulTarget target{type, wi.data(), s.n_out, y.data(), ldy, WeightLayout::kInterleaved16};
         matmul_fused(isa, &target, 1, s.n_in, x.data(), s.n_tokens, *pool, scratch);
         if (isa == Isa::kGeneric && twin.empty()) twin = y;
+        // A long call on the amx ISA takes the AMX-BF16 kernel, checked against its own twin below.
+        if (takes_bf16_kernel(isa, type, s.n_tokens)) continue;
         for (int64_t t = 0; t < s.n_tokens; ++t) {
           for (int64_t o = 0; o < s.n_out; ++o) {
             const float g = y[t * ldy + o];
@@ -72,6 +94,60 @@ TEST_P(Interleaved, MatmulMatchesRowMajorNaiveLoop) {
             ASSERT_EQ(g, twin[t * ldy + o]) << isa_name(isa) << " t=" << t << " o=" << o;
           }
           for (int64_t o = s.n_out; o < ldy; ++o) ASSERT_EQ(y[t * ldy + o], -7.0f) << "padding written";
+        }
+      }
+    }
+  }
+}
+
+// Prompts on the amx ISA: the AMX-BF16 kernels equal their scalar twin up to the order of float additions (the
+// same bf16 weights and activations; the tile unit sums a tile's products in an order and precision of its own, a
+// few units in the last place from any sequential order), on 1 and 2 threads, token counts on and off the 16- and
+// 32-token tiles, an odd number of groups (a lone 16-row tile); and the twin is within bf16 rounding of the exact
+// product of the dequantized weights and the unrounded activations (each factor off by at most 2^-9 of itself).
+TEST_P(Interleaved, AmxBf16PromptKernelMatchesItsTwin) {
+  const DType type = GetParam();
+  ASSERT_NE(detail::bf16_interleaved_twin(type).tile, nullptr);
+  const bool k_quant = tensor::info(type).block_size == 256;
+  const std::vector<Shape> shapes = {{16, k_quant ? 256 : 96, 64},   {48, k_quant ? 512 : 576, 70},
+                                     {80, k_quant ? 768 : 160, 100}, {32, k_quant ? 2304 : 2112, 64},
+                                     {64, k_quant ? 256 : 64, 129}};
+  ThreadPool pool1(1), pool2(2);
+  MatmulScratch scratch;
+  for (const Shape& s : shapes) {
+    const std::vector<uint8_t> w = random_matrix(type, s.n_out, s.n_in);
+    std::vector<uint8_t> wi(w.size());
+    interleave_rows(type, w.data(), s.n_out, s.n_in, wi.data());
+    const std::vector<float> x = testing::random_activations(s.n_tokens * s.n_in, 93);
+    const int64_t ldy = s.n_out + 3;
+    const std::vector<float> twin = bf16_twin_matmul(type, wi, s.n_out, s.n_in, x, s.n_tokens, ldy);
+    // Against the exact product of the dequantized rows with the float activations.
+    const int64_t row_bytes = tensor::row_size_bytes(type, s.n_in);
+    std::vector<float> wf(static_cast<size_t>(s.n_in)), magnitudes(static_cast<size_t>(s.n_tokens * ldy));
+    for (int64_t o = 0; o < s.n_out; ++o) {
+      dequantize_row(type, w.data() + o * row_bytes, wf.data(), s.n_in);
+      for (int64_t t = 0; t < s.n_tokens; ++t) {
+        double exact = 0, magnitude = 0;
+        for (int64_t i = 0; i < s.n_in; ++i) {
+          exact += static_cast<double>(wf[i]) * x[t * s.n_in + i];
+          magnitude += std::fabs(static_cast<double>(wf[i]) * x[t * s.n_in + i]);
+        }
+        ASSERT_NEAR(twin[t * ldy + o], exact, 5e-3 * magnitude) << "twin t=" << t << " o=" << o;
+        magnitudes[t * ldy + o] = static_cast<float>(magnitude);
+      }
+    }
+    if (!cpu_supports(Isa::kAmx)) continue;
+    ASSERT_TRUE(takes_bf16_kernel(Isa::kAmx, type, s.n_tokens));
+    for (ThreadPool* pool : {&pool1, &pool2}) {
+      std::vector<float> y(s.n_tokens * ldy, -7.0f);
+      const MatmulTarget target{type, wi.data(), s.n_out, y.data(), ldy, WeightLayout::kInterleaved16};
+      matmul_fused(Isa::kAmx, &target, 1, s.n_in, x.data(), s.n_tokens, *pool, scratch);
+      for (int64_t t = 0; t < s.n_tokens; ++t) {
+        for (int64_t o = 0; o < ldy; ++o) {
+          ASSERT_NEAR(y[t * ldy + o], twin[t * ldy + o], 2e-6 * magnitudes[t * ldy + o])
+              << tensor::dtype_name(type) << " threads="
+                                                       << pool->n_threads() << " shape " << s.n_out << "x" << s.n_in
+                                                       << " tokens=" << s.n_tokens << " t=" << t << " o=" << o;
         }
       }
     }
@@ -134,16 +210,17 @@ TEST(InterleaveRows, ChosenOnlyWhereAKernelReadsIt) {
   for (Isa isa : supported_isas()) {
     EXPECT_FALSE(prefers_interleaved(isa, DType::Q5_K, 576)) << "no interleaved Q5_K kernel";
     // The K-quant layouts have AVX-512 kernels only; AVX2 keeps its row-major K kernels.
-    if (isa == Isa::kAvx2 || isa == Isa::kGeneric || isa == Isa::kAmx) {
+    if (isa == Isa::kAvx2 || isa == Isa::kGeneric) {
       EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_K, 576)) << isa_name(isa);
       EXPECT_FALSE(prefers_interleaved(isa, DType::Q6_K, 576)) << isa_name(isa);
     }
     EXPECT_FALSE(prefers_interleaved(isa, DType::Q4_1, 570)) << "570 rows are not whole groups";
     for (DType type : with_layout) {
-      // AMX keeps the row layout its prompt kernels read; AVX2 always has its interleaved kernels, AVX-512 where
-      // the CPU has the VNNI, VBMI and BITALG of its matrix kernels.
+      // AMX interleaves as AVX-512 does (its prompt kernels read that layout); AVX2 always has its interleaved
+      // kernels, AVX-512 where the CPU has the VNNI, VBMI and BITALG of its matrix kernels.
       if (isa == Isa::kAmx) {
-        EXPECT_FALSE(prefers_interleaved(isa, type, 576)) << tensor::dtype_name(type);
+        EXPECT_EQ(prefers_interleaved(isa, type, 576), prefers_interleaved(Isa::kAvx512, type, 576))
+            << tensor::dtype_name(type);
       }
       if (isa == Isa::kAvx2) {
         EXPECT_TRUE(prefers_interleaved(isa, type, 576)) << tensor::dtype_name(type);

@@ -1,0 +1,28 @@
+// Internal: the AMX tile configuration both AMX translation units (gemm_amx.cc, gemm_amx_bf16.cc) load. Included
+// only by them; anonymous namespace as in x86_common.h.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace longhaul::kernels::detail {
+namespace {
+
+// The 64-byte operand of ldtilecfg (palette 1): per tile, its rows and bytes per row.
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+inline void load_tile_config(const TileConfig& c) {
+  // GCC 12 does not treat ldtilecfg as reading its operand and drops the stores that filled it without this barrier.
+  __asm__ __volatile__("" : : "r"(&c) : "memory");
+  _tile_loadconfig(&c);
+}
+
+}  // namespace
+}  // namespace longhaul::kernels::detail
