@@ -117,8 +117,11 @@ void BM_Matmul(benchmark::State& state) {
   MatmulScratch scratch;
   ThreadPool& pool = pool_of(n_threads);
   const MatmulTarget target{type, w.data(), n_out, y.data(), n_out, layout};
+  // Prefill sizes are prompt rows (the amx ISA's AMX-BF16 kernels over interleaved matrices); 1 and 8 tokens are
+  // decode and batched decode.
+  const MatmulRows rows = n_tokens >= 32 ? MatmulRows::kPrompt : MatmulRows::kGenerated;
   for (auto _ : state) {
-    matmul_fused(isa, &target, 1, n_in, x.data(), n_tokens, pool, scratch);
+    matmul_fused(isa, &target, 1, n_in, x.data(), n_tokens, pool, scratch, rows);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -164,8 +167,8 @@ void register_all() {
               ->UseRealTime();
           // Batched decode (8 sequences, one token each) and prefill: 32-, 64- and 512-token batches (prefill sizes
           // skipped for the vocabulary-sized output heads, which prefill runs on 1 row). 512 is a whole pp512
-          // prompt step, 32 the smallest batch that takes the long-batch kernels (kLargeMinTokens): the AMX tiles
-          // on the amx ISA, the repacked 8-row tiles of gemm_avx2.cc on avx2.
+          // prompt step, 32 the smallest batch that takes the long-batch kernels (kLargeMinTokens): the repacked
+          // 8-row tiles of gemm_avx2.cc on avx2. 32 tokens and more run as prompt rows: on amx, the AMX-BF16 tiles.
           for (int64_t n_tokens : {8, 32, 64, 512}) {
             if (n_tokens > 8 && (s.n_out >= 10'000 || huge)) continue;
             {

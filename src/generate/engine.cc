@@ -311,12 +311,13 @@ Status Engine::step(std::span<const SequenceStep> steps, StepResult& result) {
       }
       const int32_t token = s.tokens[static_cast<size_t>(i)];
       if (!any_tree) {
-        batch_.add(token, first + i, s.seq, out);
+        batch_.add(token, first + i, s.seq, out, s.prompt && !s.tentative);
         continue;
       }
       const int32_t parent = s.parents.empty() ? (i == 0 ? model::kStepRoot : i - 1) : s.parents[static_cast<size_t>(i)];
       const int32_t position = parent == model::kStepRoot ? first : batch_.positions[static_cast<size_t>(base + parent)] + 1;
-      batch_.add_child(token, position, s.seq, out, parent == model::kStepRoot ? model::kStepRoot : base + parent);
+      batch_.add_child(token, position, s.seq, out, parent == model::kStepRoot ? model::kStepRoot : base + parent,
+                       s.prompt && !s.tentative);
     }
   }
 
@@ -405,15 +406,16 @@ Status Engine::accept(kv::SeqId seq, std::span<const int32_t> path) {
   sl.policy->truncate(cache_, seq, t.n_cells_before);
   std::vector<int32_t> tokens(static_cast<size_t>(k));
   for (int32_t i = 0; i < k; ++i) tokens[static_cast<size_t>(i)] = t.tokens[static_cast<size_t>(path[static_cast<size_t>(i)])];
-  return feed_chunks(seq, tokens, t.starts_feed, nullptr, nullptr, nullptr);
+  return feed_chunks(seq, tokens, t.starts_feed, false, nullptr, nullptr, nullptr);
 }
 
 Status Engine::feed(kv::SeqId seq, std::span<const int32_t> tokens, std::vector<float>* last_logits,
                     std::vector<float>* all_logits, const ProgressFn& progress) {
-  return feed_chunks(seq, tokens, true, last_logits, all_logits, progress);
+  // A feed of more than one token is a prompt (as SnapKV hears it); one token is a decode step's.
+  return feed_chunks(seq, tokens, true, tokens.size() > 1, last_logits, all_logits, progress);
 }
 
-Status Engine::feed_chunks(kv::SeqId seq, std::span<const int32_t> tokens, bool starts_feed,
+Status Engine::feed_chunks(kv::SeqId seq, std::span<const int32_t> tokens, bool starts_feed, bool prompt,
                            std::vector<float>* last_logits, std::vector<float>* all_logits, const ProgressFn& progress) {
   if (tokens.empty()) return Status::error("nothing to feed: empty token list");
   const auto n_total = static_cast<int32_t>(std::min<size_t>(tokens.size(), INT32_MAX));
@@ -434,6 +436,7 @@ Status Engine::feed_chunks(kv::SeqId seq, std::span<const int32_t> tokens, bool 
                : end == n_total && last_logits != nullptr ? StepOutput::kLastLogits
                                                           : StepOutput::kNone;
     s.starts_feed = begin == 0 && starts_feed;
+    s.prompt = prompt;
     LH_RETURN_IF_ERROR(step({&s, 1}, feed_result_));
     if (all_logits != nullptr)
       std::copy(feed_result_.data.logits.begin(), feed_result_.data.logits.end(),

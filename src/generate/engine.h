@@ -82,6 +82,10 @@ struct SequenceStep {
   std::span<const int32_t> parents;
   bool tentative = false;    // speculative: no eviction, no observation; resolve with accept() or reject()
   bool starts_feed = false;  // the first chunk of a new prompt (policies that listen to a prompt's end: SnapKV)
+  // The tokens are a prompt's (a feed of more than one token; not tentative): their weight products may take the
+  // ISA's prompt kernels (kernels::MatmulRows), whose bits differ from the decode kernels' but are a token's own in
+  // any step. Generated tokens, drafts and re-fed accepted tokens keep the decode kernels.
+  bool prompt = false;
 };
 
 // Called after each prefill chunk with (tokens done, tokens total); returning false cancels the rest of the feed
@@ -207,8 +211,8 @@ class Engine {
   Slot& slot(kv::SeqId seq);
   const Slot& slot(kv::SeqId seq) const;
   Status check_step(const SequenceStep& s) const;
-  Status feed_chunks(kv::SeqId seq, std::span<const int32_t> tokens, bool starts_feed, std::vector<float>* last_logits,
-                     std::vector<float>* all_logits, const ProgressFn& progress);
+  Status feed_chunks(kv::SeqId seq, std::span<const int32_t> tokens, bool starts_feed, bool prompt,
+                     std::vector<float>* last_logits, std::vector<float>* all_logits, const ProgressFn& progress);
 
   const model::Model& model_;
   EngineOptions options_;

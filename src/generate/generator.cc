@@ -572,6 +572,7 @@ Status Generator::step() {
       case Pooling::kLast: s.output = last_chunk ? StepOutput::kLastEmbedding : StepOutput::kNone; break;
     }
     s.starts_feed = l->n_fed == l->result.timings.n_cached;
+    s.prompt = n_prompt > 1;  // as Engine::feed: a prompt of one token is fed as a decode step is
     steps.push_back(s);
     step_live.push_back(l.get());
     budget -= chunk;

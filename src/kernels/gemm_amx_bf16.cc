@@ -1,5 +1,6 @@
 // AMX-BF16 prompt kernels for weights stored 16 rows interleaved (kernels/interleave.h): the amx ISA's products for
-// calls of many tokens (IsaKernels::gemm_interleaved_large), built with AMX-TILE / AMX-BF16 / AVX512-BF16.
+// prompt rows (MatmulRows::kPrompt, IsaKernels::gemm_interleaved_prompt), built with AMX-TILE / AMX-BF16 /
+// AVX512-BF16.
 //
 // Why bf16 and not the int8 tiles: the quantized types scale every block of 32 (Q6_K: 16) elements on its own, so
 // an int8 tile product covers one block and its integer sums must be stored and folded into float accumulators by
@@ -41,9 +42,6 @@ namespace {
 constexpr int kTile = 16;             // tokens per A tile, rows per B tile
 constexpr int64_t kTileK = 32;        // elements of K per tile product
 constexpr int64_t kBTileBytes = 1024; // [16 pair rows][16 rows][2 bf16]
-// Prompts below this many tokens keep the VNNI kernels: dequantizing a weight to bf16 costs about what 32-64
-// tokens' VNNI products of it cost (Gemm32X16 / Gemm64X16 in longhaul_bench_kernels, docs/benchmarks.md).
-constexpr int64_t kMinTokens = 64;
 
 int64_t bf16_row_bytes(int64_t n_in) { return (n_in * 2 + 63) / 64 * 64; }
 
@@ -345,14 +343,13 @@ GemmKernel bf16_kernel() {
 
 void add_amx_bf16_kernels(IsaKernels& k) {
   using tensor::DType;
-  k.gemm_interleaved_large[slot(DType::Q4_0)] = bf16_kernel<NibbleGroups<false, false, 8>>();
-  k.gemm_interleaved_large[slot(DType::Q4_1)] = bf16_kernel<NibbleGroups<true, false, 0>>();
-  k.gemm_interleaved_large[slot(DType::Q5_0)] = bf16_kernel<NibbleGroups<false, true, 16>>();
-  k.gemm_interleaved_large[slot(DType::Q5_1)] = bf16_kernel<NibbleGroups<true, true, 0>>();
-  k.gemm_interleaved_large[slot(DType::Q8_0)] = bf16_kernel<Q8Groups>();
-  k.gemm_interleaved_large[slot(DType::Q4_K)] = bf16_kernel<Q4KGroups>();
-  k.gemm_interleaved_large[slot(DType::Q6_K)] = bf16_kernel<Q6KGroups>();
-  k.interleaved_large_min_tokens = kMinTokens;
+  k.gemm_interleaved_prompt[slot(DType::Q4_0)] = bf16_kernel<NibbleGroups<false, false, 8>>();
+  k.gemm_interleaved_prompt[slot(DType::Q4_1)] = bf16_kernel<NibbleGroups<true, false, 0>>();
+  k.gemm_interleaved_prompt[slot(DType::Q5_0)] = bf16_kernel<NibbleGroups<false, true, 16>>();
+  k.gemm_interleaved_prompt[slot(DType::Q5_1)] = bf16_kernel<NibbleGroups<true, true, 0>>();
+  k.gemm_interleaved_prompt[slot(DType::Q8_0)] = bf16_kernel<Q8Groups>();
+  k.gemm_interleaved_prompt[slot(DType::Q4_K)] = bf16_kernel<Q4KGroups>();
+  k.gemm_interleaved_prompt[slot(DType::Q6_K)] = bf16_kernel<Q6KGroups>();
 }
 #else
 void add_amx_bf16_kernels(IsaKernels&) {}

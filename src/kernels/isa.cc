@@ -78,15 +78,10 @@ std::vector<Isa> supported_isas() {
 }
 
 Isa default_isa() {
-  // amx only when forced. Its prompt kernels (AMX-BF16 over the interleaved layout, 2.3-2.8x the VNNI kernels on
-  // 512 tokens: docs/benchmarks.md, "Prompt products on AMX tiles in bf16") are chosen by the call's token count,
-  // so a token's bits would depend on the step it shares: a greedy request batched with others, or a speculative
-  // verification, could part from the same tokens decoded alone at a near tie. The default keeps every token's
-  // bits independent of its step.
-  Isa best = Isa::kGeneric;
-  for (Isa isa : supported_isas())
-    if (isa != Isa::kAmx) best = isa;
-  return best;
+  // The best the CPU has. amx is avx512 plus AMX-BF16 tiles for prompt rows (2.3-2.8x the VNNI kernels on a
+  // 512-token chunk: docs/benchmarks.md, "Prompt products on AMX tiles in bf16"); its decode kernels are avx512's.
+  const std::vector<Isa> isas = supported_isas();
+  return isas.back();
 }
 
 Result<Isa> resolve_isa(const char* forced) {

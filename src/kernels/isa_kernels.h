@@ -64,10 +64,9 @@ struct IsaKernels {
   // scalar twins, which every ISA without a faster kernel inherits. tile() gets whole groups: w at a group's first
   // row, n_rows a multiple of 16.
   GemmKernel gemm_interleaved[kNumTypeSlots] = {};
-  // By weight type, for matrices stored interleaved in calls of at least interleaved_large_min_tokens tokens (prompt
-  // chunks); tile == nullptr: gemm_interleaved. The amx ISA's AMX-BF16 tile kernels (gemm_amx_bf16.cc).
-  GemmKernel gemm_interleaved_large[kNumTypeSlots] = {};
-  int64_t interleaved_large_min_tokens = 0;
+  // By weight type, for matrices stored interleaved, for prompt rows (MatmulRows::kPrompt) of any count; tile ==
+  // nullptr: gemm_interleaved. The amx ISA's AMX-BF16 tile kernels (gemm_amx_bf16.cc).
+  GemmKernel gemm_interleaved_prompt[kNumTypeSlots] = {};
   // True where this ISA's gemm_interleaved kernel beats its row-major kernels (gemm, gemm_large and dot_rows) at
   // every batch size: models store such matrices interleaved at load (prefers_interleaved).
   bool interleave_at_load[kNumTypeSlots] = {};
@@ -87,7 +86,7 @@ inline int slot(tensor::DType type) { return static_cast<int>(type); }
 const IsaKernels& generic_kernels();
 const IsaKernels& avx2_kernels();    // quant_avx2.cc
 const IsaKernels& avx512_kernels();  // quant_avx512.cc
-const IsaKernels& amx_kernels();     // gemm_amx.cc: avx512_kernels() plus gemm_large and gemm_interleaved_large
+const IsaKernels& amx_kernels();     // gemm_amx.cc: avx512_kernels() plus gemm_large and gemm_interleaved_prompt
 // gemm_avx512.cc: fills `k.gemm` for the types it covers when this CPU has the extra AVX-512 features those kernels
 // use (VBMI byte permutes, BITALG bit shuffles); leaves it untouched otherwise.
 void add_avx512_gemm_kernels(IsaKernels& k);
@@ -97,7 +96,7 @@ void add_interleaved_twins(IsaKernels& k);
 // Q4_K and Q6_K with kernels that need AVX2 + FMA + F16C only; decode and short batches keep dot_rows.
 void add_avx2_gemm_kernels(IsaKernels& k);
 const IsaKernels& kernels_for(Isa isa);
-// gemm_amx.cc calls this (gemm_amx_bf16.cc): fills `k.gemm_interleaved_large` with the AMX-BF16 kernels.
+// gemm_amx.cc calls this (gemm_amx_bf16.cc): fills `k.gemm_interleaved_prompt` with the AMX-BF16 kernels.
 void add_amx_bf16_kernels(IsaKernels& k);
 // gemm_bf16_twin.cc: the scalar twin of the AMX-BF16 kernels for `type` (tile == nullptr: none): the same bf16
 // weights and activations, added in element order (the tile unit's own order differs by float rounding).

@@ -134,12 +134,12 @@ int64_t rows_per_chunk(int64_t n_out, int64_t n_in, int64_t w_row_bytes, int64_t
 
 // The kernel for a matrix stored interleaved: the ISA's, else the scalar twin (an ISA the model did not
 // interleave for, as tests run).
-// A call of many tokens takes the ISA's prompt kernel for the layout where it has one.
+// Prompt rows take the ISA's prompt kernel for the layout where it has one.
 const detail::GemmKernel& interleaved_kernel(const detail::IsaKernels& kernels, const MatmulTarget& t,
-                                             int64_t n_tokens) {
+                                             MatmulRows rows) {
   const detail::GemmKernel* g = &kernels.gemm_interleaved[detail::slot(t.type)];
-  const detail::GemmKernel& large = kernels.gemm_interleaved_large[detail::slot(t.type)];
-  if (large.tile != nullptr && n_tokens >= kernels.interleaved_large_min_tokens) g = &large;
+  const detail::GemmKernel& prompt = kernels.gemm_interleaved_prompt[detail::slot(t.type)];
+  if (prompt.tile != nullptr && rows == MatmulRows::kPrompt) g = &prompt;
   if (g->tile == nullptr) g = &detail::generic_kernels().gemm_interleaved[detail::slot(t.type)];
   LH_CHECK_MSG(g->tile != nullptr, std::string("matmul: no kernel for interleaved ") + tensor::dtype_name(t.type));
   LH_CHECK_MSG(t.n_out % kInterleaveRows == 0,
@@ -150,7 +150,7 @@ const detail::GemmKernel& interleaved_kernel(const detail::IsaKernels& kernels, 
 }  // namespace
 
 void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n_in, const float* x,
-                  int64_t n_tokens, ThreadPool& pool, MatmulScratch& scratch) {
+                  int64_t n_tokens, ThreadPool& pool, MatmulScratch& scratch, MatmulRows rows) {
   LH_CHECK_MSG(cpu_supports(isa), std::string("matmul: this CPU cannot run ISA ") + isa_name(isa));
   LH_CHECK_MSG(n_targets >= 1 && n_targets <= kMaxTargets,
                "matmul_fused: n_targets=" + std::to_string(n_targets) + " is outside [1, 8]");
@@ -174,7 +174,7 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
                                         " is not a multiple of the " + tensor::dtype_name(t.type) + " block size " +
                                         std::to_string(block));
     if (t.n_out <= 0) continue;
-    const detail::GemmKernel& g = t.layout == WeightLayout::kInterleaved16 ? interleaved_kernel(kernels, t, n_tokens)
+    const detail::GemmKernel& g = t.layout == WeightLayout::kInterleaved16 ? interleaved_kernel(kernels, t, rows)
                                   : n_tokens >= detail::kLargeMinTokens &&
                                           kernels.gemm_large[detail::slot(t.type)].tile != nullptr
                                       ? kernels.gemm_large[detail::slot(t.type)]
@@ -291,8 +291,8 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
 }
 
 void matmul_fused(const MatmulTarget* targets, int n_targets, int64_t n_in, const float* x, int64_t n_tokens,
-                  ThreadPool& pool, MatmulScratch& scratch) {
-  matmul_fused(active_isa(), targets, n_targets, n_in, x, n_tokens, pool, scratch);
+                  ThreadPool& pool, MatmulScratch& scratch, MatmulRows rows) {
+  matmul_fused(active_isa(), targets, n_targets, n_in, x, n_tokens, pool, scratch, rows);
 }
 
 void matmul(Isa isa, DType weight_type, const void* w, int64_t n_out, int64_t n_in, const float* x, int64_t n_tokens,

@@ -11,7 +11,8 @@
 //     Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K F16 BF16 F32) on avx2 and avx512 (avx512 adds VNNI for the 32-block types);
 //   matmul on avx512 with VBMI + BITALG (gemm_avx512.cc): Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q6_K read activations packed
 //     once per call for 512-bit loads (kernels/x86/avx512_gemm32.h, avx512_gemm_k.h);
-//   matmul of 32 tokens or more on amx (gemm_amx.cc): the same types on AMX-INT8 tiles;
+//   matmul on amx: prompt rows over interleaved matrices on AMX-BF16 tiles (gemm_amx_bf16.cc), calls of 32 tokens or
+//     more over matrices kept in rows on AMX-INT8 tiles (gemm_amx.cc);
 //   activation quantizers: Q8_0 Q8_1 Q8_K F16 (bit-identical to the scalar twins);
 //   scalar on every ISA: dequantize_row / get_rows, and quantize_row for BF16 and the weight types.
 #pragma once
@@ -79,13 +80,22 @@ struct MatmulTarget {
   WeightLayout layout = WeightLayout::kRows;
 };
 
+// What the token rows of a product are. Prompt rows may take the ISA's prompt kernels for interleaved matrices
+// (amx: AMX-BF16 tiles), whose bits differ from the decode kernels'; the choice follows the kind, never the count, so
+// a token's result is the same whatever else its step carries (greedy speculation and batched requests rely on it).
+enum class MatmulRows : uint8_t {
+  kGenerated,  // decode, verification and re-fed accepted tokens; and any caller that does not say
+  kPrompt,     // a prompt's tokens (a feed of more than one token)
+};
+
 // y_i = W_i x for every target (the Q, K, V projections of a layer; its gate and up projections). Equal to one
 // matmul() per target, but the activations are quantized once per distinct format, and the rows of all targets
 // are split across the pool in one parallel region: one wait for the threads instead of one per matrix.
 void matmul_fused(const MatmulTarget* targets, int n_targets, int64_t n_in, const float* x, int64_t n_tokens,
-                  ThreadPool& pool, MatmulScratch& scratch);
+                  ThreadPool& pool, MatmulScratch& scratch, MatmulRows rows = MatmulRows::kGenerated);
 void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n_in, const float* x,
-                  int64_t n_tokens, ThreadPool& pool, MatmulScratch& scratch);
+                  int64_t n_tokens, ThreadPool& pool, MatmulScratch& scratch,
+                  MatmulRows rows = MatmulRows::kGenerated);
 
 // Embedding lookup: dst[i, :] = dequantize(W[ids[i], :]).
 //   w: [n_rows, n_cols] of `type`; ids: [n_ids], each in [0, n_rows) (the caller checks); dst: [n_ids, n_cols]

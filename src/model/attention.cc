@@ -393,7 +393,7 @@ void self_attention(StepContext& step, int32_t il) {
   // Q, K and V read the same input: one fused product quantizes it once and waits for the threads once.
   const kernels::MatmulTarget qkv[] = {matmul_target(lw.attn_q, st.q.data()), matmul_target(lw.attn_k, st.k.data()),
                                        matmul_target(lw.attn_v, st.v.data())};
-  kernels::matmul_fused(qkv, 3, lw.attn_q.n_in, st.xn.data(), n_tokens, step.pool, st.matmul[0]);
+  step_products(step, qkv, 3, lw.attn_q.n_in, st.xn.data());
 
   const bool local = cfg.is_local(il);
   const kernels::RopeAngles& angles = local ? st.rope_local : st.rope_global;
@@ -462,7 +462,7 @@ void self_attention(StepContext& step, int32_t il) {
     });
   }
 
-  project(step, lw.attn_output, st.attn.data(), n_tokens, st.proj.data());
+  project(step, lw.attn_output, st.attn.data(), st.proj.data());
 }
 
 }  // namespace longhaul::model

@@ -32,6 +32,9 @@ struct Batch {
   // cells and its own ancestors within the step, so sibling branches (which share positions) do not see each
   // other. Speculative decoding verifies a tree of drafts this way in one step.
   std::vector<int32_t> parents;
+  // [n_tokens] 1 where the token is a prompt's (SequenceStep::prompt): its weight products may take the ISA's
+  // prompt kernels (kernels::MatmulRows::kPrompt), the same for it in any step.
+  std::vector<uint8_t> prompt;
 
   int32_t size() const { return static_cast<int32_t>(tokens.size()); }
   void clear() {
@@ -40,16 +43,20 @@ struct Batch {
     seq_ids.clear();
     outputs.clear();
     parents.clear();
+    prompt.clear();
   }
-  void add(int32_t token, int32_t position, kv::SeqId seq, TokenOutput output = TokenOutput::kNone) {
+  void add(int32_t token, int32_t position, kv::SeqId seq, TokenOutput output = TokenOutput::kNone,
+           bool prompt_token = false) {
     tokens.push_back(token);
     positions.push_back(position);
     seq_ids.push_back(seq);
     outputs.push_back(output);
+    prompt.push_back(prompt_token ? 1 : 0);
     if (!parents.empty()) parents.push_back(kStepRoot);
   }
   // As add, with the token's parent within the step (kStepRoot or an earlier batch index); turns on tree mode.
-  void add_child(int32_t token, int32_t position, kv::SeqId seq, TokenOutput output, int32_t parent) {
+  void add_child(int32_t token, int32_t position, kv::SeqId seq, TokenOutput output, int32_t parent,
+                 bool prompt_token = false) {
     if (parents.empty()) {
       // Earlier tokens form chains: each one's parent is the previous token of its sequence.
       parents.assign(tokens.size(), kStepRoot);
@@ -60,7 +67,7 @@ struct Batch {
             break;
           }
     }
-    add(token, position, seq, output);
+    add(token, position, seq, output, prompt_token);
     // add() extends `parents` only when it was already in use: not for the batch's first token.
     if (parents.size() < tokens.size()) {
       parents.push_back(parent);

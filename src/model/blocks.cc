@@ -20,9 +20,31 @@ kernels::MatmulTarget matmul_target(const Weight& w, float* out) {
   return {w.type, w.data, w.n_out, out, w.n_out, w.layout};
 }
 
-void project(StepContext& step, const Weight& w, const float* in, int64_t n_rows, float* out) {
+void step_products(StepContext& step, const kernels::MatmulTarget* targets, int n_targets, int64_t n_in,
+                   const float* in) {
+  const std::vector<uint8_t>& prompt = step.batch.prompt;
+  const int32_t n = step.n_tokens;
+  auto kind = [&](int32_t t) { return prompt.empty() ? uint8_t{0} : prompt[static_cast<size_t>(t)]; };
+  constexpr int kMaxTargets = 4;
+  LH_CHECK_MSG(n_targets >= 1 && n_targets <= kMaxTargets, "step_products: " + std::to_string(n_targets) + " targets");
+  for (int32_t begin = 0; begin < n;) {
+    int32_t end = begin + 1;
+    while (end < n && kind(end) == kind(begin)) ++end;
+    const kernels::MatmulRows rows = kind(begin) != 0 ? kernels::MatmulRows::kPrompt : kernels::MatmulRows::kGenerated;
+    kernels::MatmulTarget run[kMaxTargets];
+    for (int i = 0; i < n_targets; ++i) {
+      run[i] = targets[i];
+      run[i].y += static_cast<int64_t>(begin) * run[i].ldy;
+    }
+    kernels::matmul_fused(run, n_targets, n_in, in + static_cast<int64_t>(begin) * n_in, end - begin, step.pool,
+                          step.state.matmul[0], rows);
+    begin = end;
+  }
+}
+
+void project(StepContext& step, const Weight& w, const float* in, float* out) {
   const kernels::MatmulTarget target = matmul_target(w, out);
-  kernels::matmul_fused(&target, 1, w.n_in, in, n_rows, step.pool, step.state.matmul[0]);
+  step_products(step, &target, 1, w.n_in, in);
 }
 
 void add_residual(StepContext& step, float* x, const float* delta) {
@@ -37,7 +59,7 @@ void feed_forward(StepContext& step, int32_t il) {
   const int32_t n_tokens = step.n_tokens;
   const kernels::MatmulTarget gate_up[] = {matmul_target(lw.ffn_gate, st.gate.data()),
                                            matmul_target(lw.ffn_up, st.up.data())};
-  kernels::matmul_fused(gate_up, 2, lw.ffn_gate.n_in, st.xn.data(), n_tokens, step.pool, st.matmul[0]);
+  step_products(step, gate_up, 2, lw.ffn_gate.n_in, st.xn.data());
   const int64_t n = static_cast<int64_t>(n_tokens) * cfg.n_ff;
   // Chunks of 4096 elements: a decode step's row (n_ff of a few thousand) runs inline, without waking the pool.
   step.pool.parallel_for(n, 4096, [&](int64_t b, int64_t e) {
@@ -47,7 +69,7 @@ void feed_forward(StepContext& step, int32_t il) {
       kernels::silu_mul(st.gate.data() + b, st.up.data() + b, st.gate.data() + b, e - b);
     }
   });
-  project(step, lw.ffn_down, st.gate.data(), n_tokens, st.proj.data());
+  project(step, lw.ffn_down, st.gate.data(), st.proj.data());
 }
 
 namespace {

@@ -34,8 +34,14 @@ struct StepContext {
 // out[r, :] = rms_norm(in[r, :]) * w   for r < n_rows; rows of length n.
 void norm_rows(StepContext& step, const float* in, const Weight& w, float* out, int64_t n_rows, int64_t n);
 
-// out[r, :] = W in[r, :]   in: [n_rows, w.n_in], out: [n_rows, w.n_out]
-void project(StepContext& step, const Weight& w, const float* in, int64_t n_rows, float* out);
+// The fused products y_i = W_i in over the step's token rows, in runs of one kind (the batch's prompt tokens on
+// the ISA's prompt kernels, the rest on the decode kernels: kernels::MatmulRows), so a token's bits are its own in
+// any step. in: [n_tokens, n_in]; each target's y: [n_tokens, ldy]; at most 4 targets.
+void step_products(StepContext& step, const kernels::MatmulTarget* targets, int n_targets, int64_t n_in,
+                   const float* in);
+
+// out[t, :] = W in[t, :] for the step's tokens (step_products)   in: [n_tokens, w.n_in], out: [n_tokens, w.n_out]
+void project(StepContext& step, const Weight& w, const float* in, float* out);
 
 // W as one output of a fused product writing [n_tokens, W.n_out] rows to `out`.
 kernels::MatmulTarget matmul_target(const Weight& w, float* out);

@@ -76,7 +76,8 @@ def greedy_run(prompt, chat):
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     return {"text": r["text"], "completion_tokens": len(r["tokens"]), "prompt_tokens": len(r["prompt_tokens"]),
-            "finish_reason": "length" if len(r["tokens"]) == MAX_TOKENS else "stop"}
+            # run's own reason: a reply whose MAX_TOKENS-th token is the end of generation stopped, not ran out.
+            "finish_reason": "length" if r["stop"] in ("length", "context") else "stop"}
 
 
 class Target:

@@ -125,10 +125,20 @@ TEST_F(EngineFork, SiblingBranchesOfATreeStepSeeOnlyTheirAncestors) {
   const kv::SeqId first = add_sequence(*ref, "full"), second = add_sequence(*ref, "full");
   feed(*ref, first, prefix);
   feed(*ref, second, prefix);
+  // Ordinary steps of generated tokens (not a prompt's feed, whose products may take the ISA's prompt kernels).
   std::vector<float> first_rows, second_rows;
   const int32_t branch1[] = {ta, tb}, branch2[] = {tc, td};
-  ASSERT_TRUE(ref->feed(first, branch1, nullptr, &first_rows).is_ok());
-  ASSERT_TRUE(ref->feed(second, branch2, nullptr, &second_rows).is_ok());
+  auto chain_rows = [&](kv::SeqId seq, std::span<const int32_t> branch, std::vector<float>& rows) {
+    SequenceStep c;
+    c.seq = seq;
+    c.tokens = branch;
+    c.output = StepOutput::kAllLogits;
+    StepResult cr;
+    ASSERT_TRUE(ref->step({&c, 1}, cr).is_ok());
+    rows = cr.data.logits;
+  };
+  chain_rows(first, branch1, first_rows);
+  chain_rows(second, branch2, second_rows);
   const auto n_vocab = static_cast<size_t>(r.n_vocab);
   auto ref_row = [&](const std::vector<float>& rows, size_t k) {
     return std::span<const float>(rows).subspan(k * n_vocab, n_vocab);

@@ -242,6 +242,7 @@ TEST(GeneratorOpen, MeanPooledEmbeddingIsTheMeanOfTheHiddenStates) {
     s.seq = seq;
     s.tokens = input;
     s.output = StepOutput::kAllEmbeddings;
+    s.prompt = true;  // as the generator marks a request's prompt chunks
     StepResult r;
     ASSERT_TRUE(whole->step({&s, 1}, r).is_ok());
     for (int32_t k = 0; k < 20; ++k)

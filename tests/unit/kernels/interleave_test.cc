@@ -33,9 +33,8 @@ std::vector<uint8_t> random_matrix(DType type, int64_t n_out, int64_t n_in) {
 
 class Interleaved : public ::testing::TestWithParam<DType> {};
 
-bool takes_bf16_kernel(Isa isa, DType type, int64_t n_tokens) {
-  const detail::IsaKernels& k = detail::kernels_for(isa);
-  return k.gemm_interleaved_large[detail::slot(type)].tile != nullptr && n_tokens >= k.interleaved_large_min_tokens;
+bool has_prompt_kernel(Isa isa, DType type) {
+  return detail::kernels_for(isa).gemm_interleaved_prompt[detail::slot(type)].tile != nullptr;
 }
 
 // y = the AMX-BF16 kernels' scalar twin over every row and token of an interleaved matrix, on one thread.
@@ -82,8 +81,6 @@ TEST_P(Interleaved, MatmulMatchesRowMajorNaiveLoop) {
         const MatmulTarget target{type, wi.data(), s.n_out, y.data(), ldy, WeightLayout::kInterleaved16};
         matmul_fused(isa, &target, 1, s.n_in, x.data(), s.n_tokens, *pool, scratch);
         if (isa == Isa::kGeneric && twin.empty()) twin = y;
-        // A long call on the amx ISA takes the AMX-BF16 kernel, checked against its own twin below.
-        if (takes_bf16_kernel(isa, type, s.n_tokens)) continue;
         for (int64_t t = 0; t < s.n_tokens; ++t) {
           for (int64_t o = 0; o < s.n_out; ++o) {
             const float g = y[t * ldy + o];
@@ -100,17 +97,18 @@ TEST_P(Interleaved, MatmulMatchesRowMajorNaiveLoop) {
   }
 }
 
-// Prompts on the amx ISA: the AMX-BF16 kernels equal their scalar twin up to the order of float additions (the
+// Prompt rows on the amx ISA: the AMX-BF16 kernels equal their scalar twin up to the order of float additions (the
 // same bf16 weights and activations; the tile unit sums a tile's products in an order and precision of its own, a
-// few units in the last place from any sequential order), on 1 and 2 threads, token counts on and off the 16- and
-// 32-token tiles, an odd number of groups (a lone 16-row tile); and the twin is within bf16 rounding of the exact
+// few units in the last place from any sequential order), on 1 and 2 threads, token counts from 1 on and off the
+// 16- and 32-token tiles, an odd number of groups (a lone 16-row tile); and the twin is within bf16 rounding of the exact
 // product of the dequantized weights and the unrounded activations (each factor off by at most 2^-9 of itself).
 TEST_P(Interleaved, AmxBf16PromptKernelMatchesItsTwin) {
   const DType type = GetParam();
   ASSERT_NE(detail::bf16_interleaved_twin(type).tile, nullptr);
   const bool k_quant = tensor::info(type).block_size == 256;
-  const std::vector<Shape> shapes = {{16, k_quant ? 256 : 96, 64},   {48, k_quant ? 512 : 576, 70},
-                                     {80, k_quant ? 768 : 160, 100}, {32, k_quant ? 2304 : 2112, 64},
+  const std::vector<Shape> shapes = {{16, k_quant ? 256 : 96, 1},    {48, k_quant ? 512 : 576, 5},
+                                     {16, k_quant ? 256 : 96, 64},   {48, k_quant ? 512 : 576, 70},
+                                     {80, k_quant ? 768 : 160, 100}, {32, k_quant ? 2304 : 2112, 17},
                                      {64, k_quant ? 256 : 64, 129}};
   ThreadPool pool1(1), pool2(2);
   MatmulScratch scratch;
@@ -137,11 +135,11 @@ TEST_P(Interleaved, AmxBf16PromptKernelMatchesItsTwin) {
       }
     }
     if (!cpu_supports(Isa::kAmx)) continue;
-    ASSERT_TRUE(takes_bf16_kernel(Isa::kAmx, type, s.n_tokens));
+    ASSERT_TRUE(has_prompt_kernel(Isa::kAmx, type));
     for (ThreadPool* pool : {&pool1, &pool2}) {
       std::vector<float> y(s.n_tokens * ldy, -7.0f);
       const MatmulTarget target{type, wi.data(), s.n_out, y.data(), ldy, WeightLayout::kInterleaved16};
-      matmul_fused(Isa::kAmx, &target, 1, s.n_in, x.data(), s.n_tokens, *pool, scratch);
+      matmul_fused(Isa::kAmx, &target, 1, s.n_in, x.data(), s.n_tokens, *pool, scratch, MatmulRows::kPrompt);
       for (int64_t t = 0; t < s.n_tokens; ++t) {
         for (int64_t o = 0; o < ldy; ++o) {
           ASSERT_NEAR(y[t * ldy + o], twin[t * ldy + o], 2e-6 * magnitudes[t * ldy + o])
