@@ -55,8 +55,22 @@ void pack_bf16(const float* x, int64_t n_in, uint8_t* dst) {
   std::memset(dst + used, 0, static_cast<size_t>(bf16_row_bytes(n_in) - used));
 }
 
-// Tile working memory per thread: two groups' B panels and a staging tile for a partial token tile's results.
-int64_t work_bytes(int64_t n_in) { return 2 * (n_in / kTileK) * kBTileBytes + kTile * kTile * 4; }
+// B panels of this many bytes at most are unpacked together (at least two groups'), and each pair of token tiles
+// serves all of them while its activations are in L1: the panels stream from L2 (2 MB per core where AMX exists).
+// One thread, 512 tokens, medians of 7 (longhaul_bench_kernels Gemm512X16, isa 3), two groups at a time against
+// blocks of at most 512 KB: Q4_1 1536x576 1391-1778 -> 1068-1091 µs, Q5_0 2048x640 1893-2052 -> 1643-2081,
+// Q4_K 640x2048 2426-2451 -> 1859-2025 (192 KB blocks, two groups at 2048 columns, left it at 2367-2444).
+constexpr int64_t kPanelBlockBytes = 512 * 1024;
+
+int64_t groups_per_block(int64_t n_in) {
+  const int64_t group_panel = n_in / kTileK * kBTileBytes;
+  return std::max<int64_t>(2, kPanelBlockBytes / group_panel / 2 * 2);
+}
+
+// Tile working memory per thread: a block of groups' B panels and a staging tile for a partial token tile.
+int64_t work_bytes(int64_t n_in) {
+  return groups_per_block(n_in) * (n_in / kTileK) * kBTileBytes + kTile * kTile * 4;
+}
 
 // ---- Dequantizing one group's quants into B pair rows.
 
@@ -297,28 +311,34 @@ void amx_bf16_tile(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_r
                    int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy, uint8_t* work) {
   const int64_t n_k = n_in / kTileK;
   const int64_t group_bytes = kTile * w_stride;
-  uint8_t* panel[2] = {work, work + n_k * kBTileBytes};
-  auto* stage = reinterpret_cast<float*>(work + 2 * n_k * kBTileBytes);
+  const int64_t panel_bytes = n_k * kBTileBytes;
+  const int64_t block_groups = groups_per_block(n_in);
+  auto* stage = reinterpret_cast<float*>(work + block_groups * panel_bytes);
   const QuarterIdx q;
   configure_tiles();
-  for (int64_t r0 = 0; r0 < n_rows; r0 += 2 * kTile) {
-    const bool two_groups = r0 + 2 * kTile <= n_rows;
-    G::unpack(w + r0 / kTile * group_bytes, n_in, q, panel[0]);
-    if (two_groups) G::unpack(w + (r0 / kTile + 1) * group_bytes, n_in, q, panel[1]);
+  const int64_t n_groups = n_rows / kTile;
+  for (int64_t g0 = 0; g0 < n_groups; g0 += block_groups) {
+    const int64_t nb = std::min(block_groups, n_groups - g0);
+    for (int64_t i = 0; i < nb; ++i) G::unpack(w + (g0 + i) * group_bytes, n_in, q, work + i * panel_bytes);
     for (int64_t t0 = 0; t0 < n_tokens; t0 += 2 * kTile) {
       const int64_t nt = std::min<int64_t>(2 * kTile, n_tokens - t0);
       const uint8_t* a = act + t0 * act_stride;
-      float* yt = y + t0 * ldy + r0;
-      if (nt > kTile) {
-        if (two_groups) {
-          tile_block<2, 2>(n_k, a, act_stride, panel[0], panel[1], yt, ldy, nt, stage);
+      for (int64_t i = 0; i < nb; i += 2) {
+        const uint8_t* b0 = work + i * panel_bytes;
+        const uint8_t* b1 = b0 + panel_bytes;
+        float* yt = y + t0 * ldy + (g0 + i) * kTile;
+        const bool two_groups = i + 1 < nb;
+        if (nt > kTile) {
+          if (two_groups) {
+            tile_block<2, 2>(n_k, a, act_stride, b0, b1, yt, ldy, nt, stage);
+          } else {
+            tile_block<2, 1>(n_k, a, act_stride, b0, nullptr, yt, ldy, nt, stage);
+          }
+        } else if (two_groups) {
+          tile_block<1, 2>(n_k, a, act_stride, b0, b1, yt, ldy, nt, stage);
         } else {
-          tile_block<2, 1>(n_k, a, act_stride, panel[0], nullptr, yt, ldy, nt, stage);
+          tile_block<1, 1>(n_k, a, act_stride, b0, nullptr, yt, ldy, nt, stage);
         }
-      } else if (two_groups) {
-        tile_block<1, 2>(n_k, a, act_stride, panel[0], panel[1], yt, ldy, nt, stage);
-      } else {
-        tile_block<1, 1>(n_k, a, act_stride, panel[0], nullptr, yt, ldy, nt, stage);
       }
     }
   }

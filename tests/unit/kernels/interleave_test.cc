@@ -100,7 +100,8 @@ TEST_P(Interleaved, MatmulMatchesRowMajorNaiveLoop) {
 // Prompt rows on the amx ISA: the AMX-BF16 kernels equal their scalar twin up to the order of float additions (the
 // same bf16 weights and activations; the tile unit sums a tile's products in an order and precision of its own, a
 // few units in the last place from any sequential order), on 1 and 2 threads, token counts from 1 on and off the
-// 16- and 32-token tiles, an odd number of groups (a lone 16-row tile); and the twin is within bf16 rounding of the exact
+// 16- and 32-token tiles, an odd number of groups (a lone 16-row tile), more groups than one block of B panels;
+// and the twin is within bf16 rounding of the exact
 // product of the dequantized weights and the unrounded activations (each factor off by at most 2^-9 of itself).
 TEST_P(Interleaved, AmxBf16PromptKernelMatchesItsTwin) {
   const DType type = GetParam();
@@ -109,7 +110,9 @@ TEST_P(Interleaved, AmxBf16PromptKernelMatchesItsTwin) {
   const std::vector<Shape> shapes = {{16, k_quant ? 256 : 96, 1},    {48, k_quant ? 512 : 576, 5},
                                      {16, k_quant ? 256 : 96, 64},   {48, k_quant ? 512 : 576, 70},
                                      {80, k_quant ? 768 : 160, 100}, {32, k_quant ? 2304 : 2112, 17},
-                                     {64, k_quant ? 256 : 64, 129}};
+                                     {64, k_quant ? 256 : 64, 129},
+                                     // 9 groups of 66-72 KB panels: a block of 6 groups, then one of 3 (a lone group).
+                                     {144, k_quant ? 2304 : 2112, 40}};
   ThreadPool pool1(1), pool2(2);
   MatmulScratch scratch;
   for (const Shape& s : shapes) {
