@@ -132,9 +132,10 @@ int64_t rows_per_chunk(int64_t n_out, int64_t n_in, int64_t w_row_bytes, int64_t
   return std::min(rows, n_out);
 }
 
-// The kernel for a matrix stored interleaved: the ISA's, else the scalar twin (an ISA the model did not
-// interleave for, as tests run).
-// Prompt rows take the ISA's prompt kernel for the layout where it has one.
+// The kernel for a matrix stored interleaved: for prompt rows the ISA's prompt kernel where it has one (amx), else
+// the ISA's kernel, else the scalar twin (an ISA the model did not interleave for, as tests run). Rows kept in the
+// row layout still choose by the call's token count (gemm_large): on avx2 the K-quants, on amx a matrix whose rows
+// are not whole 16-row groups.
 const detail::GemmKernel& interleaved_kernel(const detail::IsaKernels& kernels, const MatmulTarget& t,
                                              MatmulRows rows) {
   const detail::GemmKernel* g = &kernels.gemm_interleaved[detail::slot(t.type)];
