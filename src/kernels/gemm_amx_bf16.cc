@@ -21,6 +21,7 @@
 // Activations: one row of n_in bf16 per token (x rounded to nearest even), 64-byte aligned, padded to 16 tokens.
 #include "kernels/isa_kernels.h"
 
+// GCC 12 reports the _mm512_undefined_* operands inside its own AVX-512 intrinsics as (maybe) uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
