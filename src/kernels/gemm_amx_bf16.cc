@@ -32,6 +32,7 @@
 #include <cstring>
 
 #include "kernels/x86/amx_tiles.h"
+#include "kernels/x86/avx512_nibbles.h"
 #include "tensor/quant_blocks.h"
 #endif
 
@@ -129,8 +130,6 @@ struct NibbleGroups {
   static constexpr int64_t kQuantsAt = kQhAt + (kHasQh ? 64 : 0);
   static constexpr int64_t kBlockBytes = kQuantsAt + 256;  // per group and block of 32
   static void unpack(const uint8_t* group, int64_t n_in, const QuarterIdx& q, uint8_t* panel) {
-    const __m512i low4 = _mm512_set1_epi8(0x0f);
-    const __m512i bit4 = _mm512_set1_epi8(0x10);
     for (int64_t b = 0; b < n_in / 32; ++b) {
       const uint8_t* wb = group + b * kBlockBytes;
       const __m512 d = f16_rows(wb);
@@ -141,15 +140,8 @@ struct NibbleGroups {
       uint8_t* tile = panel + b * kBTileBytes;
 #pragma GCC unroll 4
       for (int c = 0; c < 4; ++c) {
-        const __m512i v = _mm512_loadu_si512(wb + kQuantsAt + 64 * c);
-        __m512i lo = _mm512_and_si512(v, low4);
-        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
-        if constexpr (kHasQh) {
-          // Bit c of a qh byte is the fifth bit of its low-nibble element, bit 4 + c of its high one (ternary
-          // logic 0xF8: a | (b & c)).
-          lo = _mm512_ternarylogic_epi32(lo, _mm512_slli_epi16(qh, 4 - c), bit4, 0xF8);
-          hi = _mm512_ternarylogic_epi32(hi, _mm512_srli_epi16(qh, c), bit4, 0xF8);
-        }
+        __m512i lo, hi;
+        nibble_chunk<kHasQh>(_mm512_loadu_si512(wb + kQuantsAt + 64 * c), qh, c, lo, hi);
         quad_to_pairs(lo, s, tile + 2 * c * 64);
         quad_to_pairs(hi, s, tile + (8 + 2 * c) * 64);
       }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/x86/avx512_nibbles.h"
 #include "tensor/quant_blocks.h"
 
 namespace longhaul::kernels::detail {
@@ -49,22 +50,12 @@ struct X16Nibbles {
   // isum[t] += the 16 rows' block sums with activation block a[t] (32 i8 each).
   template <int NT>
   static inline void block_sums(const uint8_t* wb, const int8_t* const (&a)[NT], __m512i (&isum)[NT]) {
-    const __m512i low4 = _mm512_set1_epi8(0x0f);
-    const __m512i bit4 = _mm512_set1_epi8(0x10);
     __m512i qh = _mm512_setzero_si512();
     if constexpr (kHasQh) qh = _mm512_loadu_si512(wb + kQhAt);
 #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
-      const __m512i v = _mm512_loadu_si512(wb + kQuantsAt + 64 * c);
-      __m512i lo = _mm512_and_si512(v, low4);
-      __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
-      if constexpr (kHasQh) {
-        // Bit c of a qh byte is the fifth bit of its low-nibble element, bit 4 + c of its high one: move each to
-        // bit 4 and OR it in (ternary logic 0xF8: a | (b & c)). 16-bit shifts carry bits across bytes, which the
-        // mask drops.
-        lo = _mm512_ternarylogic_epi32(lo, _mm512_slli_epi16(qh, 4 - c), bit4, 0xF8);
-        hi = _mm512_ternarylogic_epi32(hi, _mm512_srli_epi16(qh, c), bit4, 0xF8);
-      }
+      __m512i lo, hi;
+      nibble_chunk<kHasQh>(_mm512_loadu_si512(wb + kQuantsAt + 64 * c), qh, c, lo, hi);
 #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) {
         isum[t] = _mm512_dpbusd_epi32(isum[t], lo, broadcast_4(a[t] + 4 * c));
