@@ -45,8 +45,6 @@ constexpr int kTile = 16;             // tokens per A tile, rows per B tile
 constexpr int64_t kTileK = 32;        // elements of K per tile product
 constexpr int64_t kBTileBytes = 1024; // [16 pair rows][16 rows][2 bf16]
 
-int64_t bf16_row_bytes(int64_t n_in) { return (n_in * 2 + 63) / 64 * 64; }
-
 void pack_bf16(const float* x, int64_t n_in, uint8_t* dst) {
   int64_t i = 0;
   for (; i + 32 <= n_in; i += 32) {
@@ -54,7 +52,7 @@ void pack_bf16(const float* x, int64_t n_in, uint8_t* dst) {
     _mm512_store_si512(dst + 2 * i, reinterpret_cast<const __m512i&>(v));
   }
   const int64_t used = 2 * i;
-  std::memset(dst + used, 0, static_cast<size_t>(bf16_row_bytes(n_in) - used));
+  std::memset(dst + used, 0, static_cast<size_t>(bf16_packed_row_bytes(n_in) - used));
 }
 
 // B panels of this many bytes at most are unpacked together (at least two groups'), and each pair of token tiles
@@ -298,7 +296,7 @@ void tile_block(int64_t n_k, const uint8_t* a, int64_t a_stride, const uint8_t* 
   if constexpr (NA == 2 && NB == 2) store_c<3>(y + kTile * ldy + kTile, ldy, nt - kTile, stage);
 }
 
-// w: the first of n_rows / 16 groups (n_rows a multiple of 16); act: [n_tokens rounded up to 16][bf16_row_bytes].
+// w: the first of n_rows / 16 groups (n_rows a multiple of 16); act: [n_tokens rounded up to 16][bf16_packed_row_bytes].
 template <class G>
 void amx_bf16_tile(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_rows, const uint8_t* act,
                    int64_t act_stride, int64_t n_tokens, float* y, int64_t ldy, uint8_t* work) {
@@ -342,7 +340,7 @@ template <class G>
 GemmKernel bf16_kernel() {
   GemmKernel k;
   k.pack_id = kPackBf16;
-  k.packed_row_bytes = bf16_row_bytes;
+  k.packed_row_bytes = bf16_packed_row_bytes;
   k.pack = pack_bf16;
   k.tile = amx_bf16_tile<G>;
   k.tile_work_bytes = work_bytes;

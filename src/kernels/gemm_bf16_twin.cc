@@ -14,14 +14,15 @@
 #include "tensor/half.h"
 
 namespace longhaul::kernels::detail {
-namespace {
 
-int64_t bf16_row_bytes(int64_t n_in) { return (n_in * 2 + 63) / 64 * 64; }
+int64_t bf16_packed_row_bytes(int64_t n_in) { return (n_in * 2 + 63) / 64 * 64; }
+
+namespace {
 
 void pack_bf16_twin(const float* x, int64_t n_in, uint8_t* dst) {
   auto* out = reinterpret_cast<uint16_t*>(dst);
   for (int64_t i = 0; i < n_in; ++i) out[i] = tensor::f32_to_bf16(x[i]);
-  for (int64_t i = n_in; i < bf16_row_bytes(n_in) / 2; ++i) out[i] = 0;
+  for (int64_t i = n_in; i < bf16_packed_row_bytes(n_in) / 2; ++i) out[i] = 0;
 }
 
 template <tensor::DType kType>
@@ -47,7 +48,7 @@ template <tensor::DType kType>
 GemmKernel twin() {
   GemmKernel k;
   k.pack_id = kPackBf16;
-  k.packed_row_bytes = bf16_row_bytes;
+  k.packed_row_bytes = bf16_packed_row_bytes;
   k.pack = pack_bf16_twin;
   k.tile = bf16_twin_tile<kType>;
   k.chunk_rows_multiple = 32;

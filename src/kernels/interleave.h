@@ -57,8 +57,8 @@ constexpr int64_t kInterleaveRows = 16;
 enum class WeightLayout : uint8_t { kRows, kInterleaved16 };
 
 // Whether a model should store a [n_out, n_in] matrix of `type` interleaved for `isa`: the ISA's kernels for the
-// layout beat its row-major ones at every batch size (IsaKernels::interleave_at_load; AMX keeps the row layout its
-// prompt kernels read), and n_out is a multiple of 16. Types with a layout: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K.
+// layout beat its row-major ones at every batch size (IsaKernels::interleave_at_load; AMX's prompt kernels read it
+// too), and n_out is a multiple of 16. Types with a layout: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K.
 bool prefers_interleaved(Isa isa, tensor::DType type, int64_t n_out);
 bool prefers_interleaved(tensor::DType type, int64_t n_out);  // on the active ISA
 

@@ -18,7 +18,7 @@ enum class Isa { kGeneric, kAvx2, kAvx512, kAmx };
 // prints a one-line error naming it and exits with status 1. Thread-safe (function-local static).
 Isa active_isa();
 const char* isa_name(Isa isa);
-// The best ISA this CPU supports other than amx, which is used only when forced (isa.cc says why).
+// The best ISA this CPU supports (amx included: its prompt kernels follow the token's kind, isa.cc says why).
 Isa default_isa();
 // Parses a LONGHAUL_ISA value; nullopt for an unknown name.
 std::optional<Isa> parse_isa(std::string_view name);

@@ -101,5 +101,8 @@ void add_amx_bf16_kernels(IsaKernels& k);
 // gemm_bf16_twin.cc: the scalar twin of the AMX-BF16 kernels for `type` (tile == nullptr: none): the same bf16
 // weights and activations, added in element order (the tile unit's own order differs by float rounding).
 const GemmKernel& bf16_interleaved_twin(tensor::DType type);
+// Bytes of one packed bf16 activation row of n_in elements (the kPackBf16 layout), a multiple of 64; defined in
+// gemm_bf16_twin.cc, out of line, so the AMX translation unit calls the same code.
+int64_t bf16_packed_row_bytes(int64_t n_in);
 
 }  // namespace longhaul::kernels::detail
