@@ -332,8 +332,9 @@ void BM_AttentionStorage(benchmark::State& state) {
                  " keys=" + std::to_string(n_k) + " bits=" + std::to_string(bits));
 }
 
-// Quest's page bound (key_bound_f16) as a selecting policy scores a 16384-token cache of 64-token pages, one KV
-// head's `group` queries: 256 pages of `sub` summaries (quest: 1; lserve: 4 logical pages of 16 tokens).
+// Quest's page bound (key_bounds_f16_blocked) as a selecting policy scores a 16384-token cache of 64-token pages, one
+// KV head's `group` queries: 256 pages of `sub` summaries (quest: 1; lserve: 4 logical pages of 16 tokens), in
+// blocks of 16 logical pages.
 // args: isa, head_dim, group, sub
 void BM_KeyBound(benchmark::State& state) {
   const auto isa = static_cast<Isa>(state.range(0));
@@ -342,18 +343,22 @@ void BM_KeyBound(benchmark::State& state) {
   constexpr int32_t kPages = 256;
   const std::vector<float> q = random_activations(static_cast<int64_t>(n_q) * d);  // [n_q, d]
   const std::vector<float> lo = random_activations(static_cast<int64_t>(kPages) * kSub * d);
-  std::vector<uint16_t> lo16(lo.size()), hi16(lo.size());  // [kPages, kSub, d]
-  for (size_t i = 0; i < lo.size(); ++i) {
-    lo16[i] = tensor::f32_to_f16(lo[i]);
-    hi16[i] = tensor::f32_to_f16(lo[i] + 0.5f);
-  }
+  const int64_t n_blocks = (int64_t{kPages} * kSub + 15) / 16;
+  std::vector<uint16_t> blocks(static_cast<size_t>(n_blocks * 2 * d * 16));  // [n_blocks, 2, d, 16]
+  for (int64_t slot = 0; slot < int64_t{kPages} * kSub; ++slot)
+    for (int32_t c = 0; c < d; ++c) {
+      const int64_t at = (slot / 16 * 2 * d + c) * 16 + slot % 16;
+      blocks[static_cast<size_t>(at)] = tensor::f32_to_f16(lo[static_cast<size_t>(slot * d + c)]);
+      blocks[static_cast<size_t>(at + int64_t{d} * 16)] = tensor::f32_to_f16(lo[static_cast<size_t>(slot * d + c)] + 0.5f);
+    }
+  std::vector<float> bounds(static_cast<size_t>(n_blocks) * 16);
   const FloatOps& ops = float_ops(isa);
   for (auto _ : state) {
-    float sum = 0.0f;
+    ops.key_bounds_f16_blocked(q.data(), n_q, d, blocks.data(), n_blocks, bounds.data());
+    float best = bounds[0];  // the page maxima, as the policy takes them
     for (int32_t p = 0; p < kPages; ++p)
-      sum += ops.key_bound_f16(q.data(), n_q, d, lo16.data() + static_cast<int64_t>(p) * kSub * d,
-                               hi16.data() + static_cast<int64_t>(p) * kSub * d, kSub);
-    benchmark::DoNotOptimize(sum);
+      best = std::max(best, *std::max_element(bounds.begin() + p * kSub, bounds.begin() + (p + 1) * kSub));
+    benchmark::DoNotOptimize(best);
   }
   state.counters["pages/s"] = benchmark::Counter(kPages, benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(isa_name(isa)) + " d=" + std::to_string(d) + " queries=" + std::to_string(n_q) +

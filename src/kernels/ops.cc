@@ -14,7 +14,7 @@ const FloatOps& generic_ops() {
   static const FloatOps table{ref::rms_norm,       ref::silu_mul,     ref::gelu_mul,
                               ref::softmax,        ref::argmax,       ref::dot_f16_f32,  ref::axpy_f16,
                               ref::f32_to_f16_row, ref::dot_f16_rows, ref::accumulate_f16_rows,
-                              ref::attention_update, ref::key_bound, ref::key_bound_f16,
+                              ref::attention_update, ref::key_bound, ref::key_bounds_f16_blocked,
                               ref::attention_update_quantized};
   return table;
 }
@@ -96,8 +96,9 @@ float key_bound(const float* q, int32_t n_q, int32_t d, const float* lo, const f
   return active_ops().key_bound(q, n_q, d, lo, hi, n_sub);
 }
 
-float key_bound_f16(const float* q, int32_t n_q, int32_t d, const uint16_t* lo, const uint16_t* hi, int32_t n_sub) {
-  return active_ops().key_bound_f16(q, n_q, d, lo, hi, n_sub);
+void key_bounds_f16_blocked(const float* q, int32_t n_q, int32_t d, const uint16_t* blocks, int64_t n_blocks,
+                            float* bounds) {
+  active_ops().key_bounds_f16_blocked(q, n_q, d, blocks, n_blocks, bounds);
 }
 
 void RopeAngles::compute(const int32_t* positions, int64_t n_positions, int32_t n_rot, float freq_base,

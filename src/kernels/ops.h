@@ -65,8 +65,20 @@ void f32_to_f16_row(const float* x, uint16_t* y, int64_t n);         // [simd] r
 // q: [n_q, d] f32; lo, hi: [n_sub, d] f32. -infinity when n_q or n_sub is 0. Scoring every page of a long cache is
 // on every sparse decode step's path (kv/policies/page_key_summaries.h).
 float key_bound(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub);
-// [simd] The same over f16 summaries (half the bytes to stream per page, which is what scoring a long cache costs).
-float key_bound_f16(const float* q, int32_t n_q, int32_t d, const uint16_t* lo, const uint16_t* hi, int32_t n_sub);
+
+// [simd] Quest's bound for every logical page of a (layer, KV head) at once, as a decode step scores them: f16
+// summaries (rounded outward by the caller) in blocks of 16 logical pages, one page per SIMD lane, so that the
+// summaries stream in order, each converted value serves every query of the group, and no sum is reduced across
+// lanes. Per page the work is 2 d conversions shared by the queries and 2 d fused multiply-adds per query.
+//   q:      [n_q, d] f32
+//   blocks: [n_blocks, 2, d, 16] f16: block b's lo[c][lane] for c < d, then its hi[c][lane]
+//   bounds: [n_blocks * 16] out: bounds[16 b + lane] = max over i < n_q of P_i + N_i, where
+//     P_i = sum_c qp[i][c] * hi[c][lane] and N_i = sum_c qn[i][c] * lo[c][lane], each summed in channel order by fused
+//     multiply-adds from 0; qp = q, qn = 0 where q's sign bit is clear, qp = 0, qn = q where it is set.
+// For lo <= hi that is sum_c max(q lo, q hi), key_bound's value, rounded differently. -infinity when n_q is 0. The
+// SIMD versions give the twin's bits exactly (the same products summed in the same order).
+void key_bounds_f16_blocked(const float* q, int32_t n_q, int32_t d, const uint16_t* blocks, int64_t n_blocks,
+                            float* bounds);
 
 // Attention over rows of f16 (one head's keys or values in a KV page), n_rows rows of d elements, row stride
 // `stride` elements:
@@ -142,8 +154,8 @@ struct FloatOps {
                            const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                            int32_t dv, float* m, float* l, float* o, int64_t o_stride);
   float (*key_bound)(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub);
-  float (*key_bound_f16)(const float* q, int32_t n_q, int32_t d, const uint16_t* lo, const uint16_t* hi,
-                         int32_t n_sub);
+  void (*key_bounds_f16_blocked)(const float* q, int32_t n_q, int32_t d, const uint16_t* blocks, int64_t n_blocks,
+                                 float* bounds);
   void (*attention_update_quantized)(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv,
                                      int32_t n_k, const AttentionMask& mask, int32_t dk, int32_t dv, float* m,
                                      float* l, float* o, int64_t o_stride);
@@ -167,7 +179,8 @@ void attention_update(const float* q, int64_t q_stride, int32_t n_q, const uint1
                       const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                       int32_t dv, float* m, float* l, float* o, int64_t o_stride);
 float key_bound(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub);
-float key_bound_f16(const float* q, int32_t n_q, int32_t d, const uint16_t* lo, const uint16_t* hi, int32_t n_sub);
+void key_bounds_f16_blocked(const float* q, int32_t n_q, int32_t d, const uint16_t* blocks, int64_t n_blocks,
+                            float* bounds);
 void attention_update_quantized(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv, int32_t n_k,
                                 const AttentionMask& mask, int32_t dk, int32_t dv, float* m, float* l, float* o,
                                 int64_t o_stride);

@@ -211,7 +211,6 @@ void accumulate_f16_rows_avx2(const float* p, const uint16_t* v, int64_t stride,
 // key_bound / key_bound_f16: per logical page, up to four queries at a time share each loaded chunk of lo and hi
 // (the partial tail loads zeros, which add max(0, 0) = 0).
 inline __m256 load_summary(const float* p, int64_t n) { return loadu_partial(p, n); }
-inline __m256 load_summary(const uint16_t* p, int64_t n) { return load_f16_partial(p, n); }
 
 template <typename T>
 float key_bound_avx2(const float* q, int32_t n_q, int32_t d, const T* lo, const T* hi, int32_t n_sub) {
@@ -235,6 +234,38 @@ float key_bound_avx2(const float* q, int32_t n_q, int32_t d, const T* lo, const 
   return best;
 }
 
+// key_bounds_f16_blocked (driven by ops_isa.h): a half block (8 of the 16 logical pages, one per lane) and NQ <= 4 queries at a time, P
+// and N in separate accumulators (2 NQ independent chains). qp, qn: [NQ, d]; combine: max into bounds.
+template <int NQ>
+void bounds_of_half_blocks(const float* qp, const float* qn, int32_t d, const uint16_t* blocks, int64_t n_blocks,
+                           float* bounds, bool combine) {
+  for (int64_t h = 0; h < 2 * n_blocks; ++h) {
+    const uint16_t* lo = blocks + (h / 2) * 2 * d * 16 + (h % 2) * 8;
+    __m256 p[NQ], n[NQ];
+    for (int i = 0; i < NQ; ++i) p[i] = n[i] = _mm256_setzero_ps();
+    for (int32_t c = 0; c < d; ++c) {
+      const __m256 l = load_f16x8(lo + static_cast<int64_t>(c) * 16);
+      const __m256 hv = load_f16x8(lo + (static_cast<int64_t>(d) + c) * 16);
+      for (int i = 0; i < NQ; ++i) {
+        p[i] = _mm256_fmadd_ps(_mm256_set1_ps(qp[i * d + c]), hv, p[i]);
+        n[i] = _mm256_fmadd_ps(_mm256_set1_ps(qn[i * d + c]), l, n[i]);
+      }
+    }
+    __m256 best = _mm256_add_ps(p[0], n[0]);
+    for (int i = 1; i < NQ; ++i) best = _mm256_max_ps(best, _mm256_add_ps(p[i], n[i]));
+    float* out = bounds + 8 * h;
+    if (combine) best = _mm256_max_ps(_mm256_loadu_ps(out), best);
+    _mm256_storeu_ps(out, best);
+  }
+}
+
+void key_bounds_f16_blocked_avx2(const float* q, int32_t n_q, int32_t d, const uint16_t* blocks, int64_t n_blocks,
+                                 float* bounds) {
+  static constexpr BlockedBoundsGroup kByCount[4] = {bounds_of_half_blocks<1>, bounds_of_half_blocks<2>,
+                                                     bounds_of_half_blocks<3>, bounds_of_half_blocks<4>};
+  key_bounds_f16_blocked_in_groups(kByCount, q, n_q, d, blocks, n_blocks, bounds);
+}
+
 }  // namespace
 
 const FloatOps& avx2_float_ops(const FloatOps& generic) {
@@ -253,7 +284,7 @@ const FloatOps& avx2_float_ops(const FloatOps& generic) {
     t.attention_update = attention_update_avx2;
     t.attention_update_quantized = attention_update_quantized_avx2;
     t.key_bound = key_bound_avx2<float>;
-    t.key_bound_f16 = key_bound_avx2<uint16_t>;
+    t.key_bounds_f16_blocked = key_bounds_f16_blocked_avx2;
     return t;
   }();
   return table;

@@ -208,7 +208,6 @@ void accumulate_f16_rows_avx512(const float* p, const uint16_t* v, int64_t strid
 
 // key_bound / key_bound_f16: per logical page, up to four queries at a time share each loaded chunk of lo and hi.
 inline __m512 load_summary(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-inline __m512 load_summary(const uint16_t* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
 
 // The largest horizontal sum of v[0, n), n <= 16: the 16 vectors are summed together in a transposing tree (45
 // shuffles and adds instead of 16 reductions of 8), each vector's lanes in _mm512_reduce_add_ps's order.
@@ -313,6 +312,51 @@ float key_bound_avx512(const float* q, int32_t n_q, int32_t d, const T* lo, cons
   return best;
 }
 
+// key_bounds_f16_blocked (driven by ops_isa.h): NB blocks of 16 logical pages and NQ <= 4 queries at a time, with P and N in separate
+// accumulators: 2 NB NQ independent chains of fused multiply-adds hide their latency. qp, qn: [NQ, d] (the twin's
+// split of the queries by sign). combine: max into bounds (a later group of queries) instead of storing.
+template <int NQ, int NB>
+void bounds_of_blocks(const float* qp, const float* qn, int32_t d, const uint16_t* blocks, float* bounds,
+                      bool combine) {
+  __m512 p[NB][NQ], n[NB][NQ];
+  for (int b = 0; b < NB; ++b)
+    for (int i = 0; i < NQ; ++i) p[b][i] = n[b][i] = _mm512_setzero_ps();
+  for (int32_t c = 0; c < d; ++c) {
+    for (int b = 0; b < NB; ++b) {
+      const uint16_t* lo = blocks + (static_cast<int64_t>(b) * 2 * d + c) * 16;
+      const __m512 l = load_f16x16(lo), h = load_f16x16(lo + static_cast<int64_t>(d) * 16);
+      for (int i = 0; i < NQ; ++i) {
+        p[b][i] = _mm512_fmadd_ps(_mm512_set1_ps(qp[i * d + c]), h, p[b][i]);
+        n[b][i] = _mm512_fmadd_ps(_mm512_set1_ps(qn[i * d + c]), l, n[b][i]);
+      }
+    }
+  }
+  for (int b = 0; b < NB; ++b) {
+    __m512 best = _mm512_add_ps(p[b][0], n[b][0]);
+    for (int i = 1; i < NQ; ++i) best = _mm512_max_ps(best, _mm512_add_ps(p[b][i], n[b][i]));
+    float* out = bounds + 16 * b;
+    if (combine) best = _mm512_max_ps(_mm512_loadu_ps(out), best);
+    _mm512_storeu_ps(out, best);
+  }
+}
+
+template <int NQ>
+void bounds_of_all_blocks(const float* qp, const float* qn, int32_t d, const uint16_t* blocks, int64_t n_blocks,
+                          float* bounds, bool combine) {
+  const int64_t block_elems = static_cast<int64_t>(2) * d * 16;
+  int64_t b = 0;
+  for (; b + 2 <= n_blocks; b += 2)
+    bounds_of_blocks<NQ, 2>(qp, qn, d, blocks + b * block_elems, bounds + 16 * b, combine);
+  if (b < n_blocks) bounds_of_blocks<NQ, 1>(qp, qn, d, blocks + b * block_elems, bounds + 16 * b, combine);
+}
+
+void key_bounds_f16_blocked_avx512(const float* q, int32_t n_q, int32_t d, const uint16_t* blocks, int64_t n_blocks,
+                                   float* bounds) {
+  static constexpr BlockedBoundsGroup kByCount[4] = {bounds_of_all_blocks<1>, bounds_of_all_blocks<2>,
+                                                     bounds_of_all_blocks<3>, bounds_of_all_blocks<4>};
+  key_bounds_f16_blocked_in_groups(kByCount, q, n_q, d, blocks, n_blocks, bounds);
+}
+
 }  // namespace
 
 const FloatOps& avx512_float_ops(const FloatOps& generic) {
@@ -331,7 +375,7 @@ const FloatOps& avx512_float_ops(const FloatOps& generic) {
     t.attention_update = attention_update_avx512;
     t.attention_update_quantized = attention_update_quantized_avx512;
     t.key_bound = key_bound_avx512<float>;
-    t.key_bound_f16 = key_bound_avx512<uint16_t>;
+    t.key_bounds_f16_blocked = key_bounds_f16_blocked_avx512;
     return t;
   }();
   return table;

@@ -176,33 +176,41 @@ void attention_update_quantized(const float* q, int64_t q_stride, int32_t n_q, c
       });
 }
 
-namespace {
-float to_f32(float x) { return x; }
-float to_f32(uint16_t h) { return tensor::f16_to_f32(h); }
-
-template <typename T>
-float key_bound_of(const float* q, int32_t n_q, int32_t d, const T* lo, const T* hi, int32_t n_sub) {
+float key_bound(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub) {
   float best = -std::numeric_limits<float>::infinity();
   for (int32_t s = 0; s < n_sub; ++s) {
-    const T* lo_s = lo + static_cast<int64_t>(s) * d;
-    const T* hi_s = hi + static_cast<int64_t>(s) * d;
+    const float* lo_s = lo + static_cast<int64_t>(s) * d;
+    const float* hi_s = hi + static_cast<int64_t>(s) * d;
     for (int32_t i = 0; i < n_q; ++i) {
       const float* qi = q + static_cast<int64_t>(i) * d;
       float bound = 0.0f;
-      for (int32_t c = 0; c < d; ++c) bound += std::max(qi[c] * to_f32(lo_s[c]), qi[c] * to_f32(hi_s[c]));
+      for (int32_t c = 0; c < d; ++c) bound += std::max(qi[c] * lo_s[c], qi[c] * hi_s[c]);
       best = std::max(best, bound);
     }
   }
   return best;
 }
-}  // namespace
 
-float key_bound(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub) {
-  return key_bound_of(q, n_q, d, lo, hi, n_sub);
-}
-
-float key_bound_f16(const float* q, int32_t n_q, int32_t d, const uint16_t* lo, const uint16_t* hi, int32_t n_sub) {
-  return key_bound_of(q, n_q, d, lo, hi, n_sub);
+void key_bounds_f16_blocked(const float* q, int32_t n_q, int32_t d, const uint16_t* blocks, int64_t n_blocks,
+                            float* bounds) {
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const uint16_t* lo = blocks + b * 2 * d * 16;  // [d, 16]
+    const uint16_t* hi = lo + static_cast<int64_t>(d) * 16;
+    for (int32_t lane = 0; lane < 16; ++lane) {
+      float best = -std::numeric_limits<float>::infinity();
+      for (int32_t i = 0; i < n_q; ++i) {
+        const float* qi = q + static_cast<int64_t>(i) * d;
+        float p = 0.0f, n = 0.0f;
+        for (int32_t c = 0; c < d; ++c) {
+          const bool negative = std::signbit(qi[c]);
+          p = std::fma(negative ? 0.0f : qi[c], tensor::f16_to_f32(hi[c * 16 + lane]), p);
+          n = std::fma(negative ? qi[c] : 0.0f, tensor::f16_to_f32(lo[c * 16 + lane]), n);
+        }
+        best = std::max(best, p + n);
+      }
+      bounds[b * 16 + lane] = best;
+    }
+  }
 }
 
 }  // namespace longhaul::kernels::ref

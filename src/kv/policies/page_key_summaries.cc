@@ -33,6 +33,8 @@ PageKeySummaries::PageKeySummaries(const PageKeySummaries& other)
     units_[i] = std::make_unique<Unit>();
     std::lock_guard<std::mutex> lock(other.units_[i]->mutex);
     units_[i]->pages = other.units_[i]->pages;
+    units_[i]->slots_per_page = other.units_[i]->slots_per_page;
+    units_[i]->blocks = other.units_[i]->blocks;
     units_[i]->kept = other.units_[i]->kept;
   }
 }
@@ -87,12 +89,31 @@ void PageKeySummaries::select(const KvPolicy::PageQuery& query, const BoundSelec
   }
   const int32_t dk = shape_.head_dim_k;
   if (u.pages.size() < static_cast<size_t>(n_pages)) u.pages.resize(static_cast<size_t>(n_pages));
+  // Slots per page: a page's logical pages, at least those of a full page; a candidate that needs more (a larger
+  // page than the sequence's page size) lays the blocks out again, every summary to be recomputed.
+  int32_t need = u.slots_per_page > 0 ? u.slots_per_page : logical_pages(cache.sequence_options(query.seq).page_tokens);
+  for (int32_t ip = 0; ip < n_pages; ++ip)
+    if (!u.layout.always[static_cast<size_t>(ip)])
+      need = std::max(need, logical_pages(u.layout.spans[static_cast<size_t>(ip)].n_cells));
+  if (need != u.slots_per_page) {
+    u.slots_per_page = need;
+    u.blocks.clear();
+    for (Summary& s : u.pages) s = Summary{};
+  }
+  const int64_t n_blocks = (static_cast<int64_t>(n_pages) * u.slots_per_page + 15) / 16;
+  if (static_cast<int64_t>(u.blocks.size()) < n_blocks * 2 * dk * 16)
+    u.blocks.resize(static_cast<size_t>(n_blocks * 2 * dk * 16));
+  for (int32_t ip = 0; ip < n_pages; ++ip)
+    if (!u.layout.always[static_cast<size_t>(ip)]) summary(u, query, ip, u.layout.spans[static_cast<size_t>(ip)]);
+  // Every slot up to the last page's is scored (the pages always read among them too: fewer branches than
+  // skipping them, and their bounds are not read).
+  u.slot_bound.resize(static_cast<size_t>(n_blocks) * 16);
+  kernels::key_bounds_f16_blocked(query.q, query.n_q, dk, u.blocks.data(), n_blocks, u.slot_bound.data());
   u.bound.resize(static_cast<size_t>(n_pages));
   for (int32_t ip = 0; ip < n_pages; ++ip) {
     if (u.layout.always[static_cast<size_t>(ip)]) continue;
-    const Summary& s = summary(u, query, ip, u.layout.spans[static_cast<size_t>(ip)]);
-    u.bound[static_cast<size_t>(ip)] =
-        kernels::key_bound_f16(query.q, query.n_q, dk, s.key_min.data(), s.key_max.data(), s.n_sub);
+    const float* slot = u.slot_bound.data() + static_cast<int64_t>(ip) * u.slots_per_page;
+    u.bound[static_cast<size_t>(ip)] = *std::max_element(slot, slot + u.slots_per_page);
   }
   const TopPPruning top_p{how.top_p, {}};
   if (top_p.active()) page_mass_from_scores(u.bound, u.layout.spans, u.layout.always, u.mass);
@@ -117,15 +138,18 @@ const PageKeySummaries::Summary& PageKeySummaries::summary(Unit& u, const KvPoli
   const int32_t logical = logical_tokens_ > 0 ? std::min(logical_tokens_, span.n_cells) : span.n_cells;
   s.first_cell = span.first_cell;
   s.n_cells = span.n_cells;
-  s.n_sub = std::max(1, (span.n_cells + logical - 1) / std::max(logical, 1));
-  summarize(u, s, query.kv_head, logical);
+  s.n_sub = logical_pages(span.n_cells);
+  summarize(u, s, ip, query.kv_head, logical);
   return s;
 }
 
-void PageKeySummaries::summarize(Unit& u, Summary& s, int32_t kv_head, int32_t logical) const {
+int32_t PageKeySummaries::logical_pages(int32_t n_cells) const {
+  if (logical_tokens_ <= 0 || n_cells <= logical_tokens_) return 1;
+  return (n_cells + logical_tokens_ - 1) / logical_tokens_;
+}
+
+void PageKeySummaries::summarize(Unit& u, const Summary& s, int32_t ip, int32_t kv_head, int32_t logical) const {
   const int32_t dk = shape_.head_dim_k, n_head_kv = shape_.n_head_kv;
-  s.key_min.resize(static_cast<size_t>(s.n_sub) * dk);
-  s.key_max.resize(static_cast<size_t>(s.n_sub) * dk);
   u.lo.resize(static_cast<size_t>(dk));
   u.hi.resize(static_cast<size_t>(dk));
   float* lo = u.lo.data();
@@ -161,11 +185,16 @@ void PageKeySummaries::summarize(Unit& u, Summary& s, int32_t kv_head, int32_t l
         hi[c] = static_cast<float>(mean + std_scale_ * spread);
       }
     }
-    uint16_t* lo16 = s.key_min.data() + static_cast<int64_t>(sub) * dk;
-    uint16_t* hi16 = s.key_max.data() + static_cast<int64_t>(sub) * dk;
-    for (int32_t c = 0; c < dk; ++c) {
-      lo16[c] = tensor::f32_to_f16_down(lo[c]);
-      hi16[c] = tensor::f32_to_f16_up(hi[c]);
+    // This logical page's slot, and the page's spare slots after its last logical page.
+    const int32_t last_slot = sub + 1 == s.n_sub ? u.slots_per_page : sub + 1;
+    for (int32_t slot = sub; slot < last_slot; ++slot) {
+      const int64_t at = static_cast<int64_t>(ip) * u.slots_per_page + slot;
+      uint16_t* lo16 = u.blocks.data() + (at / 16) * 2 * dk * 16 + at % 16;  // channel c at lo16[16 c]
+      uint16_t* hi16 = lo16 + static_cast<int64_t>(dk) * 16;
+      for (int32_t c = 0; c < dk; ++c) {
+        lo16[16 * c] = tensor::f32_to_f16_down(lo[c]);
+        hi16[16 * c] = tensor::f32_to_f16_up(hi[c]);
+      }
     }
   }
 }

@@ -5,9 +5,9 @@
 // hierarchical paging: small logical pages are scored, and a physical page scores the largest of its logical
 // pages' bounds; logical_tokens = 0 or >= the page: one logical page, Quest's rule). Per logical page and channel
 // it keeps a lower and an upper value lo_c <= hi_c of the keys (after RoPE, as the queries are; stored in f16,
-// rounded outward), and a page is
-// scored by
-//   sum_c max(q_c * lo_c, q_c * hi_c).
+// rounded outward), and a page is scored by
+//   sum_c max(q_c * lo_c, q_c * hi_c)
+// (kernels::key_bounds_f16_blocked: a unit's pages in one call, 16 logical pages to a block of SIMD lanes).
 // With lo/hi the minimum and maximum (KeySummary::kMinMax, Quest's), that is a bound: q . k <= it for every key k
 // of the logical page. With lo/hi = mean -/+ k * std (kMeanStd) it is no bound but an estimate that one outlying
 // key cannot inflate: min/max over a page grow with every key, while mean and spread describe most of them.
@@ -77,13 +77,11 @@ class PageKeySummaries {
   std::vector<double> kept_selections() const;
 
  private:
+  // Which span a page's slots in Unit::blocks describe.
   struct Summary {
     int32_t first_cell = 0;
     int32_t n_cells = 0;
-    int32_t n_sub = 0;                    // logical pages
-    // [n_sub, dk] lo and hi in f16, rounded outward (lo down, hi up), so min/max stay a bound: scoring streams
-    // every candidate page's summary per decode token, and half the bytes is most of its cost at long contexts.
-    std::vector<uint16_t> key_min, key_max;
+    int32_t n_sub = 0;  // logical pages; 0 = no summary
   };
   // A selection kept for reuse.
   struct KeptSelection {
@@ -96,12 +94,20 @@ class PageKeySummaries {
   struct Unit {
     std::mutex mutex;
     std::vector<Summary> pages;  // by page index
+    // The summaries, laid out for kernels::key_bounds_f16_blocked: [n_blocks, 2, dk, 16] lo and hi in f16, rounded
+    // outward (lo down, hi up) so that min/max stay a bound; logical page s of page ip in slot
+    // ip * slots_per_page + s (block slot / 16, lane slot % 16). A page with fewer logical pages repeats its last
+    // one in its spare slots, which leaves the page's largest bound unchanged. Scoring streams every candidate's
+    // summary per decode token: f16 halves the bytes, and the lanes let one converted value serve 16 pages.
+    int32_t slots_per_page = 0;  // 0 until the first summary
+    std::vector<uint16_t> blocks;
     KeptSelection kept;
     // Scratch, reused from call to call.
     PageCandidates layout;
     std::vector<float> keys;   // [n_cells of a page, n_head_kv, dk]
     std::vector<double> sum, sum_sq;  // [dk] (kMeanStd)
     std::vector<float> lo, hi;        // [dk] one logical page's lo and hi before rounding to f16
+    std::vector<float> slot_bound;  // [n_blocks * 16]
     std::vector<float> bound;  // [n_pages]
     std::vector<float> mass;   // [n_pages] estimated attention mass (top-p)
     std::vector<std::pair<float, int32_t>> ranked;
@@ -110,8 +116,11 @@ class PageKeySummaries {
   // The summary of page ip, computed now if the page is new or its span changed. Caller holds u.mutex.
   const Summary& summary(Unit& u, const KvPolicy::PageQuery& query, int32_t ip, const KvCache::PageSpan& span) const;
 
-  // Fills s.key_min / s.key_max [n_sub, dk] from head kv_head's rows of keys [n_cells, n_head_kv, dk].
-  void summarize(Unit& u, Summary& s, int32_t kv_head, int32_t logical) const;
+  // Fills page ip's slots in u.blocks from head kv_head's rows of keys u.keys [n_cells, n_head_kv, dk].
+  void summarize(Unit& u, const Summary& s, int32_t ip, int32_t kv_head, int32_t logical) const;
+
+  // Logical pages of a page of n_cells cells.
+  int32_t logical_pages(int32_t n_cells) const;
 
   KvShape shape_;
   int32_t logical_tokens_ = 0;

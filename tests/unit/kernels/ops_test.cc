@@ -272,19 +272,74 @@ TEST(FloatOps, KeyBoundMatchesTwin) {
           const float want = ref::key_bound(q.data(), n_q, d, lo.data(), hi.data(), n_sub);
           ASSERT_NEAR(ops.key_bound(q.data(), n_q, d, lo.data(), hi.data(), n_sub), want, 1e-6 * mag)
               << isa_name(isa) << " d=" << d << " n_q=" << n_q << " n_sub=" << n_sub;
-          const std::vector<uint16_t> lo16 = to_f16(lo), hi16 = to_f16(hi);
-          const float want16 = ref::key_bound_f16(q.data(), n_q, d, lo16.data(), hi16.data(), n_sub);
-          ASSERT_NEAR(ops.key_bound_f16(q.data(), n_q, d, lo16.data(), hi16.data(), n_sub), want16, 1e-6 * mag)
-              << isa_name(isa) << " f16 d=" << d << " n_q=" << n_q << " n_sub=" << n_sub;
         }
       }
     }
     const float q[2] = {1.0f, -2.0f}, lo[2] = {0.0f, -1.0f}, hi[2] = {3.0f, 1.0f};
     EXPECT_EQ(ops.key_bound(q, 1, 2, lo, hi, 1), 5.0f) << isa_name(isa);
     EXPECT_EQ(ops.key_bound(q, 0, 2, lo, hi, 1), -INFINITY) << isa_name(isa);
-    const uint16_t lo16[2] = {tensor::f32_to_f16(0.0f), tensor::f32_to_f16(-1.0f)};
-    const uint16_t hi16[2] = {tensor::f32_to_f16(3.0f), tensor::f32_to_f16(1.0f)};
-    EXPECT_EQ(ops.key_bound_f16(q, 1, 2, lo16, hi16, 1), 5.0f) << isa_name(isa);
+  }
+}
+
+// Quest's bound over blocks of 16 logical pages (the layout kv/policies/page_key_summaries.cc scores): every ISA gives
+// the twin's bits (the same fused multiply-adds in the same order), at the models' head sizes and around the vector
+// widths, for one to nine queries (groups of four, then their maximum) and one to three blocks (pairs, then one).
+// Against key_bound, the page-by-page rule sum_c max(q lo, q hi), the twin agrees within rounding; and a hand-worked
+// lane: q = (1, -2), lo = (0, -1), hi = (3, 1) gives 1 * 3 + (-2) * (-1) = 5.
+TEST(FloatOps, BlockedKeyBoundsMatchTheTwinBitForBit) {
+  for (Isa isa : supported_isas()) {
+    const FloatOps& ops = float_ops(isa);
+    for (int32_t d : {2, 7, 16, 64, 128, 256}) {
+      for (int32_t n_q : {1, 2, 3, 4, 5, 9}) {
+        for (int64_t n_blocks : {1, 2, 3}) {
+          const std::vector<float> q = random_floats(int64_t{n_q} * d, 21, 1.0f);
+          // Logical page (b, lane): lo = x, hi = x + |spread|, both f16, in the blocked layout [b, 2, d, 16].
+          const int64_t n_pages = n_blocks * 16;
+          const std::vector<float> x = random_floats(n_pages * d, 22, 1.0f), spread = random_floats(n_pages * d, 23, 0.5f);
+          std::vector<uint16_t> blocks(static_cast<size_t>(n_blocks * 2 * d * 16));
+          std::vector<float> lo_rows(static_cast<size_t>(n_pages * d)), hi_rows(lo_rows.size());  // [n_pages, d]
+          for (int64_t page = 0; page < n_pages; ++page)
+            for (int32_t c = 0; c < d; ++c) {
+              const size_t i = static_cast<size_t>(page * d + c);
+              const uint16_t lo16 = tensor::f32_to_f16(x[i]), hi16 = tensor::f32_to_f16(x[i] + std::fabs(spread[i]));
+              const int64_t at = (page / 16 * 2 * d + c) * 16 + page % 16;
+              blocks[static_cast<size_t>(at)] = lo16;
+              blocks[static_cast<size_t>(at + int64_t{d} * 16)] = hi16;
+              lo_rows[i] = tensor::f16_to_f32(lo16);
+              hi_rows[i] = tensor::f16_to_f32(hi16);
+            }
+          std::vector<float> want(static_cast<size_t>(n_pages)), got(want.size(), 1e30f);
+          ref::key_bounds_f16_blocked(q.data(), n_q, d, blocks.data(), n_blocks, want.data());
+          ops.key_bounds_f16_blocked(q.data(), n_q, d, blocks.data(), n_blocks, got.data());
+          for (int64_t page = 0; page < n_pages; ++page) {
+            ASSERT_EQ(got[static_cast<size_t>(page)], want[static_cast<size_t>(page)])
+                << isa_name(isa) << " d=" << d << " n_q=" << n_q << " n_blocks=" << n_blocks << " page=" << page;
+            double mag = 0;
+            for (int32_t i = 0; i < n_q; ++i) {
+              double m = 0;
+              for (int32_t c = 0; c < d; ++c)
+                m += std::fabs(q[i * d + c]) * std::max(std::fabs(lo_rows[page * d + c]), std::fabs(hi_rows[page * d + c]));
+              mag = std::max(mag, m);
+            }
+            const float rule = ref::key_bound(q.data(), n_q, d, lo_rows.data() + page * d, hi_rows.data() + page * d, 1);
+            ASSERT_NEAR(want[static_cast<size_t>(page)], rule, 1e-6 * mag) << "d=" << d << " n_q=" << n_q;
+          }
+        }
+      }
+    }
+    // Hand-worked: lane 5 holds the example, the other lanes zeros (bound 0); no query gives -infinity.
+    std::vector<uint16_t> block(2 * 2 * 16, tensor::f32_to_f16(0.0f));
+    const float q[2] = {1.0f, -2.0f}, lo[2] = {0.0f, -1.0f}, hi[2] = {3.0f, 1.0f};
+    for (int c = 0; c < 2; ++c) {
+      block[static_cast<size_t>(c * 16 + 5)] = tensor::f32_to_f16(lo[c]);
+      block[static_cast<size_t>((2 + c) * 16 + 5)] = tensor::f32_to_f16(hi[c]);
+    }
+    std::vector<float> bounds(16);
+    ops.key_bounds_f16_blocked(q, 1, 2, block.data(), 1, bounds.data());
+    EXPECT_EQ(bounds[5], 5.0f) << isa_name(isa);
+    EXPECT_EQ(bounds[4], 0.0f) << isa_name(isa);
+    ops.key_bounds_f16_blocked(q, 0, 2, block.data(), 1, bounds.data());
+    EXPECT_EQ(bounds[5], -INFINITY) << isa_name(isa);
   }
 }
 
