@@ -363,13 +363,23 @@ void attend_flash(StepContext& step, int32_t il, int32_t layer_window) {
   };
 
   // The thread that finishes a unit's last task merges the unit, so no thread waits for a serial pass. Tasks are
-  // taken from the last: an exact unit's small first chunks come last, so the threads finish together.
+  // taken from the last: a prompt's later blocks, which see more keys, go first, and an exact unit's small first
+  // chunks come last, so the threads finish together. When the step selects pages, units are taken in order
+  // instead, as their selections are made, each unit's parts still from the last: a thread that finished a
+  // selection then finds the next attention task's pages chosen, where taking the last unit first had it wait for
+  // the last selection (one sequence's 3 KV heads select in 3 tasks on 2 threads).
   step.pool.for_each_chunk(n_select + n_tasks, [&](int64_t chunk, int i_thread) {
     if (chunk < n_select) {
       plan.select_unit(step, il, st.q.data(), n_head, dk, chunk, i_thread);
       return;
     }
-    const AttentionTask& task = tasks[static_cast<size_t>(n_tasks - 1 - (chunk - n_select))];
+    const int64_t k = chunk - n_select;
+    int64_t i_task = n_tasks - 1 - k;
+    if (n_select > 0) {  // k's mirror within its unit's parts
+      const auto next_unit = std::upper_bound(unit_tasks.begin(), unit_tasks.begin() + n_units + 1, k);
+      i_task = *next_unit + *(next_unit - 1) - 1 - k;
+    }
+    const AttentionTask& task = tasks[static_cast<size_t>(i_task)];
     attend_task(task, i_thread);
     // acq_rel: the merging thread sees every other task's partials of the unit.
     if (st.attention_pending[static_cast<size_t>(task.unit)].fetch_sub(1, std::memory_order_acq_rel) == 1)
