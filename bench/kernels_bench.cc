@@ -348,8 +348,9 @@ void BM_KeyBound(benchmark::State& state) {
   for (int64_t slot = 0; slot < int64_t{kPages} * kSub; ++slot)
     for (int32_t c = 0; c < d; ++c) {
       const int64_t at = (slot / 16 * 2 * d + c) * 16 + slot % 16;
-      blocks[static_cast<size_t>(at)] = tensor::f32_to_f16(lo[static_cast<size_t>(slot * d + c)]);
-      blocks[static_cast<size_t>(at + int64_t{d} * 16)] = tensor::f32_to_f16(lo[static_cast<size_t>(slot * d + c)] + 0.5f);
+      const float x = lo[static_cast<size_t>(slot * d + c)];
+      blocks[static_cast<size_t>(at)] = tensor::f32_to_f16(x);
+      blocks[static_cast<size_t>(at + int64_t{d} * 16)] = tensor::f32_to_f16(x + 0.5f);
     }
   std::vector<float> bounds(static_cast<size_t>(n_blocks) * 16);
   const FloatOps& ops = float_ops(isa);

@@ -208,7 +208,7 @@ void accumulate_f16_rows_avx2(const float* p, const uint16_t* v, int64_t stride,
 }
 
 
-// key_bound / key_bound_f16: per logical page, up to four queries at a time share each loaded chunk of lo and hi
+// key_bound: per logical page, up to four queries at a time share each loaded chunk of lo and hi
 // (the partial tail loads zeros, which add max(0, 0) = 0).
 inline __m256 load_summary(const float* p, int64_t n) { return loadu_partial(p, n); }
 
@@ -234,8 +234,9 @@ float key_bound_avx2(const float* q, int32_t n_q, int32_t d, const T* lo, const 
   return best;
 }
 
-// key_bounds_f16_blocked (driven by ops_isa.h): a half block (8 of the 16 logical pages, one per lane) and NQ <= 4 queries at a time, P
-// and N in separate accumulators (2 NQ independent chains). qp, qn: [NQ, d]; combine: max into bounds.
+// key_bounds_f16_blocked, one group of queries (ops_isa.h drives it): a half block (8 of the 16 logical pages, one
+// per lane) and NQ <= 4 queries at a time, P and N in separate accumulators (2 NQ independent chains of fused
+// multiply-adds). qp, qn: [NQ, d]; combine: max into bounds.
 template <int NQ>
 void bounds_of_half_blocks(const float* qp, const float* qn, int32_t d, const uint16_t* blocks, int64_t n_blocks,
                            float* bounds, bool combine) {

@@ -206,7 +206,7 @@ void accumulate_f16_rows_avx512(const float* p, const uint16_t* v, int64_t strid
 }
 
 
-// key_bound / key_bound_f16: per logical page, up to four queries at a time share each loaded chunk of lo and hi.
+// key_bound: per logical page, up to four queries at a time share each loaded chunk of lo and hi.
 inline __m512 load_summary(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
 
 // The largest horizontal sum of v[0, n), n <= 16: the 16 vectors are summed together in a transposing tree (45
@@ -312,9 +312,10 @@ float key_bound_avx512(const float* q, int32_t n_q, int32_t d, const T* lo, cons
   return best;
 }
 
-// key_bounds_f16_blocked (driven by ops_isa.h): NB blocks of 16 logical pages and NQ <= 4 queries at a time, with P and N in separate
-// accumulators: 2 NB NQ independent chains of fused multiply-adds hide their latency. qp, qn: [NQ, d] (the twin's
-// split of the queries by sign). combine: max into bounds (a later group of queries) instead of storing.
+// key_bounds_f16_blocked, one group of queries (ops_isa.h drives it): NB blocks of 16 logical pages and NQ <= 4
+// queries at a time, with P and N in separate accumulators: 2 NB NQ independent chains of fused multiply-adds hide
+// their latency. qp, qn: [NQ, d] (the twin's split of the queries by sign). combine: max into bounds (a later group
+// of queries) instead of storing.
 template <int NQ, int NB>
 void bounds_of_blocks(const float* qp, const float* qn, int32_t d, const uint16_t* blocks, float* bounds,
                       bool combine) {

@@ -295,7 +295,8 @@ TEST(FloatOps, BlockedKeyBoundsMatchTheTwinBitForBit) {
           const std::vector<float> q = random_floats(int64_t{n_q} * d, 21, 1.0f);
           // Logical page (b, lane): lo = x, hi = x + |spread|, both f16, in the blocked layout [b, 2, d, 16].
           const int64_t n_pages = n_blocks * 16;
-          const std::vector<float> x = random_floats(n_pages * d, 22, 1.0f), spread = random_floats(n_pages * d, 23, 0.5f);
+          const std::vector<float> x = random_floats(n_pages * d, 22, 1.0f);
+          const std::vector<float> spread = random_floats(n_pages * d, 23, 0.5f);
           std::vector<uint16_t> blocks(static_cast<size_t>(n_blocks * 2 * d * 16));
           std::vector<float> lo_rows(static_cast<size_t>(n_pages * d)), hi_rows(lo_rows.size());  // [n_pages, d]
           for (int64_t page = 0; page < n_pages; ++page)
@@ -318,10 +319,12 @@ TEST(FloatOps, BlockedKeyBoundsMatchTheTwinBitForBit) {
             for (int32_t i = 0; i < n_q; ++i) {
               double m = 0;
               for (int32_t c = 0; c < d; ++c)
-                m += std::fabs(q[i * d + c]) * std::max(std::fabs(lo_rows[page * d + c]), std::fabs(hi_rows[page * d + c]));
+                m += std::fabs(q[i * d + c]) *
+                     std::max(std::fabs(lo_rows[page * d + c]), std::fabs(hi_rows[page * d + c]));
               mag = std::max(mag, m);
             }
-            const float rule = ref::key_bound(q.data(), n_q, d, lo_rows.data() + page * d, hi_rows.data() + page * d, 1);
+            const float rule =
+                ref::key_bound(q.data(), n_q, d, lo_rows.data() + page * d, hi_rows.data() + page * d, 1);
             ASSERT_NEAR(want[static_cast<size_t>(page)], rule, 1e-6 * mag) << "d=" << d << " n_q=" << n_q;
           }
         }
