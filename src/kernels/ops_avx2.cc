@@ -207,22 +207,18 @@ void accumulate_f16_rows_avx2(const float* p, const uint16_t* v, int64_t stride,
   }
 }
 
-
 // key_bound: per logical page, up to four queries at a time share each loaded chunk of lo and hi
 // (the partial tail loads zeros, which add max(0, 0) = 0).
-inline __m256 load_summary(const float* p, int64_t n) { return loadu_partial(p, n); }
-
-template <typename T>
-float key_bound_avx2(const float* q, int32_t n_q, int32_t d, const T* lo, const T* hi, int32_t n_sub) {
+float key_bound_avx2(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub) {
   float best = -INFINITY;
   for (int32_t s = 0; s < n_sub; ++s) {
-    const T* lo_s = lo + static_cast<int64_t>(s) * d;
-    const T* hi_s = hi + static_cast<int64_t>(s) * d;
+    const float* lo_s = lo + static_cast<int64_t>(s) * d;
+    const float* hi_s = hi + static_cast<int64_t>(s) * d;
     for (int32_t i0 = 0; i0 < n_q; i0 += 4) {
       const int32_t n = n_q - i0 < 4 ? n_q - i0 : 4;
       __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
       for (int32_t c = 0; c < d; c += 8) {
-        const __m256 l = load_summary(lo_s + c, d - c), h = load_summary(hi_s + c, d - c);
+        const __m256 l = loadu_partial(lo_s + c, d - c), h = loadu_partial(hi_s + c, d - c);
         for (int32_t j = 0; j < n; ++j) {
           const __m256 qj = loadu_partial(q + static_cast<int64_t>(i0 + j) * d + c, d - c);
           acc[j] = _mm256_add_ps(acc[j], _mm256_max_ps(_mm256_mul_ps(qj, l), _mm256_mul_ps(qj, h)));
@@ -284,7 +280,7 @@ const FloatOps& avx2_float_ops(const FloatOps& generic) {
     t.accumulate_f16_rows = accumulate_f16_rows_avx2;
     t.attention_update = attention_update_avx2;
     t.attention_update_quantized = attention_update_quantized_avx2;
-    t.key_bound = key_bound_avx2<float>;
+    t.key_bound = key_bound_avx2;
     t.key_bounds_f16_blocked = key_bounds_f16_blocked_avx2;
     return t;
   }();

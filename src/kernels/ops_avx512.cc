@@ -205,10 +205,7 @@ void accumulate_f16_rows_avx512(const float* p, const uint16_t* v, int64_t strid
   }
 }
 
-
 // key_bound: per logical page, up to four queries at a time share each loaded chunk of lo and hi.
-inline __m512 load_summary(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-
 // The largest horizontal sum of v[0, n), n <= 16: the 16 vectors are summed together in a transposing tree (45
 // shuffles and adds instead of 16 reductions of 8), each vector's lanes in _mm512_reduce_add_ps's order.
 inline float max_of_sums(__m512 (&v)[16], int n) {
@@ -244,8 +241,8 @@ inline float max_of_sums4(const __m512* v, int n) {
 
 // key_bound for heads of 16 NC dimensions and NQ <= 4 queries (NQ * NC <= 16): the queries stay in registers for
 // every logical page, and the pages' sums are reduced 16 at a time (the last 4 or fewer in a tree of 4).
-template <typename T, int NC, int NQ>
-float key_bound_in_registers(const float* q, int32_t d, const T* lo, const T* hi, int32_t n_sub) {
+template <int NC, int NQ>
+float key_bound_in_registers(const float* q, int32_t d, const float* lo, const float* hi, int32_t n_sub) {
   __m512 qv[NQ][NC];
   for (int j = 0; j < NQ; ++j)
     for (int c = 0; c < NC; ++c) qv[j][c] = _mm512_loadu_ps(q + static_cast<int64_t>(j) * d + 16 * c);
@@ -253,13 +250,13 @@ float key_bound_in_registers(const float* q, int32_t d, const T* lo, const T* hi
   __m512 sums[16];
   int n_sums = 0;
   for (int32_t s = 0; s < n_sub; ++s) {
-    const T* lo_s = lo + static_cast<int64_t>(s) * d;
-    const T* hi_s = hi + static_cast<int64_t>(s) * d;
+    const float* lo_s = lo + static_cast<int64_t>(s) * d;
+    const float* hi_s = hi + static_cast<int64_t>(s) * d;
     __m512 acc[NQ];
     for (int j = 0; j < NQ; ++j) acc[j] = _mm512_setzero_ps();
     for (int c = 0; c < NC; ++c) {
-      const __m512 l = load_summary(lo_s + 16 * c, __mmask16(0xffff));
-      const __m512 h = load_summary(hi_s + 16 * c, __mmask16(0xffff));
+      const __m512 l = _mm512_loadu_ps(lo_s + 16 * c);
+      const __m512 h = _mm512_loadu_ps(hi_s + 16 * c);
       for (int j = 0; j < NQ; ++j)
         acc[j] = _mm512_add_ps(acc[j], _mm512_max_ps(_mm512_mul_ps(qv[j][c], l), _mm512_mul_ps(qv[j][c], h)));
     }
@@ -277,30 +274,29 @@ float key_bound_in_registers(const float* q, int32_t d, const T* lo, const T* hi
   return best;
 }
 
-template <typename T>
-float key_bound_avx512(const float* q, int32_t n_q, int32_t d, const T* lo, const T* hi, int32_t n_sub) {
+float key_bound_avx512(const float* q, int32_t n_q, int32_t d, const float* lo, const float* hi, int32_t n_sub) {
   if (d == 64 && n_q >= 1 && n_q <= 4) {
     switch (n_q) {
-      case 1: return key_bound_in_registers<T, 4, 1>(q, d, lo, hi, n_sub);
-      case 2: return key_bound_in_registers<T, 4, 2>(q, d, lo, hi, n_sub);
-      case 3: return key_bound_in_registers<T, 4, 3>(q, d, lo, hi, n_sub);
-      default: return key_bound_in_registers<T, 4, 4>(q, d, lo, hi, n_sub);
+      case 1: return key_bound_in_registers<4, 1>(q, d, lo, hi, n_sub);
+      case 2: return key_bound_in_registers<4, 2>(q, d, lo, hi, n_sub);
+      case 3: return key_bound_in_registers<4, 3>(q, d, lo, hi, n_sub);
+      default: return key_bound_in_registers<4, 4>(q, d, lo, hi, n_sub);
     }
   }
   if (d == 128 && n_q >= 1 && n_q <= 2) {
-    return n_q == 1 ? key_bound_in_registers<T, 8, 1>(q, d, lo, hi, n_sub)
-                    : key_bound_in_registers<T, 8, 2>(q, d, lo, hi, n_sub);
+    return n_q == 1 ? key_bound_in_registers<8, 1>(q, d, lo, hi, n_sub)
+                    : key_bound_in_registers<8, 2>(q, d, lo, hi, n_sub);
   }
   float best = -INFINITY;
   for (int32_t s = 0; s < n_sub; ++s) {
-    const T* lo_s = lo + static_cast<int64_t>(s) * d;
-    const T* hi_s = hi + static_cast<int64_t>(s) * d;
+    const float* lo_s = lo + static_cast<int64_t>(s) * d;
+    const float* hi_s = hi + static_cast<int64_t>(s) * d;
     for (int32_t i0 = 0; i0 < n_q; i0 += 4) {
       const int32_t n = n_q - i0 < 4 ? n_q - i0 : 4;
       __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
       for (int32_t c = 0; c < d; c += 16) {
         const __mmask16 m = c + 16 <= d ? __mmask16(0xffff) : first_lanes(d - c);
-        const __m512 l = load_summary(lo_s + c, m), h = load_summary(hi_s + c, m);
+        const __m512 l = _mm512_maskz_loadu_ps(m, lo_s + c), h = _mm512_maskz_loadu_ps(m, hi_s + c);
         for (int32_t j = 0; j < n; ++j) {
           const __m512 qj = _mm512_maskz_loadu_ps(m, q + static_cast<int64_t>(i0 + j) * d + c);
           acc[j] = _mm512_add_ps(acc[j], _mm512_max_ps(_mm512_mul_ps(qj, l), _mm512_mul_ps(qj, h)));
@@ -375,7 +371,7 @@ const FloatOps& avx512_float_ops(const FloatOps& generic) {
     t.accumulate_f16_rows = accumulate_f16_rows_avx512;
     t.attention_update = attention_update_avx512;
     t.attention_update_quantized = attention_update_quantized_avx512;
-    t.key_bound = key_bound_avx512<float>;
+    t.key_bound = key_bound_avx512;
     t.key_bounds_f16_blocked = key_bounds_f16_blocked_avx512;
     return t;
   }();

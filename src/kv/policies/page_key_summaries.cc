@@ -104,7 +104,7 @@ void PageKeySummaries::select(const KvPolicy::PageQuery& query, const BoundSelec
   if (static_cast<int64_t>(u.blocks.size()) < n_blocks * 2 * dk * 16)
     u.blocks.resize(static_cast<size_t>(n_blocks * 2 * dk * 16));
   for (int32_t ip = 0; ip < n_pages; ++ip)
-    if (!u.layout.always[static_cast<size_t>(ip)]) summary(u, query, ip, u.layout.spans[static_cast<size_t>(ip)]);
+    if (!u.layout.always[static_cast<size_t>(ip)]) ensure_summary(u, query, ip, u.layout.spans[static_cast<size_t>(ip)]);
   // Every slot up to the last page's is scored (the pages always read among them too: fewer branches than
   // skipping them, and their bounds are not read).
   u.slot_bound.resize(static_cast<size_t>(n_blocks) * 16);
@@ -128,10 +128,10 @@ void PageKeySummaries::select(const KvPolicy::PageQuery& query, const BoundSelec
   }
 }
 
-const PageKeySummaries::Summary& PageKeySummaries::summary(Unit& u, const KvPolicy::PageQuery& query, int32_t ip,
-                                                           const KvCache::PageSpan& span) const {
+void PageKeySummaries::ensure_summary(Unit& u, const KvPolicy::PageQuery& query, int32_t ip,
+                                      const KvCache::PageSpan& span) const {
   Summary& s = u.pages[static_cast<size_t>(ip)];
-  if (s.first_cell == span.first_cell && s.n_cells == span.n_cells && s.n_sub > 0) return s;
+  if (s.first_cell == span.first_cell && s.n_cells == span.n_cells && s.n_sub > 0) return;
   const int32_t dk = shape_.head_dim_k, n_head_kv = shape_.n_head_kv;
   u.keys.resize(static_cast<size_t>(span.n_cells) * n_head_kv * dk);  // [n_cells, n_head_kv, dk]
   query.cache.read_keys(query.seq, query.il, span.first_cell, span.n_cells, u.keys.data());
@@ -140,7 +140,6 @@ const PageKeySummaries::Summary& PageKeySummaries::summary(Unit& u, const KvPoli
   s.n_cells = span.n_cells;
   s.n_sub = logical_pages(span.n_cells);
   summarize(u, s, ip, query.kv_head, logical);
-  return s;
 }
 
 int32_t PageKeySummaries::logical_pages(int32_t n_cells) const {

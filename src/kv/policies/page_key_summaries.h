@@ -113,8 +113,8 @@ class PageKeySummaries {
     std::vector<std::pair<float, int32_t>> ranked;
   };
 
-  // The summary of page ip, computed now if the page is new or its span changed. Caller holds u.mutex.
-  const Summary& summary(Unit& u, const KvPolicy::PageQuery& query, int32_t ip, const KvCache::PageSpan& span) const;
+  // Computes page ip's summary if the page is new or its span changed. Caller holds u.mutex.
+  void ensure_summary(Unit& u, const KvPolicy::PageQuery& query, int32_t ip, const KvCache::PageSpan& span) const;
 
   // Fills page ip's slots in u.blocks from head kv_head's rows of keys u.keys [n_cells, n_head_kv, dk].
   void summarize(Unit& u, const Summary& s, int32_t ip, int32_t kv_head, int32_t logical) const;
