@@ -184,6 +184,24 @@ bool KvCache::page_shared(SeqId seq, int32_t il, int32_t i_page) const {
   return false;
 }
 
+void KvCache::add_fresh_spares(const Sequence& s, LayerCells& layer, int32_t n_pages) const {
+  if (n_pages < 2) return;  // one page is allocated where it is needed (take_spare)
+  const int32_t capacity = s.options.page_tokens;
+  std::vector<Page> fresh(static_cast<size_t>(n_pages));
+  for (Page& page : fresh) {
+    page.capacity = capacity;
+    page.f16.resize(static_cast<size_t>(shape_.n_head_kv));
+  }
+  // Head by head: the allocator hands out consecutive buffers next to each other, so one head's pages of this
+  // append end up back to back in memory, and decode attention, which reads a head's pages in order, streams them
+  // as one run that the hardware prefetcher follows (docs/benchmarks.md, "KV pages of a head back to back").
+  const size_t elements = static_cast<size_t>(capacity) * (shape_.head_dim_k + shape_.head_dim_v);
+  for (int32_t h = 0; h < shape_.n_head_kv; ++h)
+    for (Page& page : fresh) page.f16[static_cast<size_t>(h)] = std::make_shared<uint16_t[]>(elements);
+  // take_spare takes the last spare first: the first new page goes last.
+  for (auto it = fresh.rbegin(); it != fresh.rend(); ++it) layer.spare.push_back(std::move(*it));
+}
+
 KvCache::Page KvCache::take_spare(const Sequence& s, LayerCells& layer) {
   if (layer.spare.empty()) return new_f16_page(s.options.page_tokens);
   Page page = std::move(layer.spare.back());
@@ -360,11 +378,17 @@ Result<int32_t> KvCache::append_cells(SeqId seq, std::span<const int32_t> positi
   for (LayerCells& layer : s.layers) {
     // Every cell already appended has been written by its step, so the ones that left the residual can be frozen.
     if (s.options.quant.bits < 16) freeze(s, layer);
-    for (int32_t remaining = n_new; remaining > 0;) {
+    auto back_room = [&] {  // cells the last page still takes
       const Page* back = layer.pages.empty() ? nullptr : &layer.pages.back();
-      const bool room = back != nullptr && back->is_f16() && !back->pinned && back->n_cells < back->capacity &&
+      const bool open = back != nullptr && back->is_f16() && !back->pinned &&
                         back->n_heads_present() == shape_.n_head_kv;
-      if (!room) layer.pages.push_back(take_spare(s, layer));
+      return open ? back->capacity - back->n_cells : 0;
+    };
+    const int32_t page_tokens = s.options.page_tokens;
+    const int32_t new_pages = (std::max(0, n_new - back_room()) + page_tokens - 1) / page_tokens;
+    add_fresh_spares(s, layer, new_pages - static_cast<int32_t>(layer.spare.size()));
+    for (int32_t remaining = n_new; remaining > 0;) {
+      if (back_room() == 0) layer.pages.push_back(take_spare(s, layer));
       Page& last = layer.pages.back();
       make_writable(last);  // a forked sequence's partially filled page: the new cells go into its own copy
       const int32_t t = std::min(remaining, last.capacity - last.n_cells);

@@ -13,7 +13,9 @@
 //   sized as kv/quantized_page.h says.
 // With bits = 16 (the default) every page is f16 with capacity page_tokens and every page
 // but the last is full, so cell c is slot c % page_tokens of page c / page_tokens.
-// Memory grows one page at a time, never by re-allocating what is stored.
+// Memory grows one page at a time, never by re-allocating what is stored. The pages one
+// append needs (a prompt chunk's) get their buffers head by head, so that a head's pages of
+// the chunk lie back to back and decode attention reads them as one stream.
 //
 // Quantized storage (KIVI, Liu et al., 2024). Cells are always written f16; when cells are
 // appended, the cells older than the `residual` most recent are frozen in whole groups of
@@ -272,6 +274,9 @@ class KvCache {
   int64_t bytes_per_cell(const KvQuantOptions& quant) const;
   Result<SeqId> claim_sequence_slot();
   Page new_f16_page(int32_t capacity) const;
+  // Adds n_pages new f16 pages of page_tokens cells to the layer's spares (none below 2), their buffers allocated
+  // head by head; append_cells takes them in order.
+  void add_fresh_spares(const Sequence& s, LayerCells& layer, int32_t n_pages) const;
   Page take_spare(const Sequence& s, LayerCells& layer);
   void release(const Sequence& s, LayerCells& layer, Page&& page);
   // Copies the page's buffers that another sequence shares, so that this sequence may write them.
