@@ -60,8 +60,10 @@ inline void transpose16(__m512* r) {
 // vectors (the decode kernel reads a pass's keys first and its values after), begin_block(kb, nk) before both;
 // prefetch(j0, j1) asks for rows ahead.
 //
-// f16 rows (the cache's f16 pages), read in place.
-template <int KV, int VV>  // dk = 16 KV, dv = 16 VV
+// f16 rows (the cache's f16 pages), read in place. kAhead: the kernels ask for the next block's rows while they
+// work on this one (attention_prefetch.h); without it they leave the streaming to the hardware prefetcher
+// (attention_update_avx512_streamed).
+template <int KV, int VV, bool kAhead = true>  // dk = 16 KV, dv = 16 VV
 struct F16Rows {
   const uint16_t* k;
   int64_t k_stride;
@@ -74,7 +76,7 @@ struct F16Rows {
   __m512 key(int32_t j, int c) const { return load_f16x16(k + j * k_stride + 16 * c); }
   __m512 value(int32_t j, int c) const { return load_f16x16(v + j * v_stride + 16 * c); }
   LONGHAUL_PREFETCH_INLINE void prefetch(int32_t j0, int32_t j1) const {
-    prefetch_kv_rows(k, k_stride, v, v_stride, 32 * KV, 32 * VV, j0, j1);
+    if constexpr (kAhead) prefetch_kv_rows(k, k_stride, v, v_stride, 32 * KV, 32 * VV, j0, j1);
   }
 };
 
@@ -511,12 +513,25 @@ void attention_update_sized(const float* q, int64_t q_stride, int32_t n_q, Rows&
   return attention_update_tiled<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
 }
 
-template <int KV, int VV>
+template <int KV, int VV, bool kAhead>
 void f16_sized(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride, const uint16_t* v,
                int64_t v_stride, int32_t n_k, const AttentionMask& mask, float* m, float* l, float* o,
                int64_t o_stride) {
-  F16Rows<KV, VV> rows{k, k_stride, v, v_stride};
+  F16Rows<KV, VV, kAhead> rows{k, k_stride, v, v_stride};
   attention_update_sized<KV, VV>(q, q_stride, n_q, rows, n_k, mask, m, l, o, o_stride);
+}
+
+template <bool kAhead>
+void f16_attention(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
+                   const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk, int32_t dv,
+                   float* m, float* l, float* o, int64_t o_stride) {
+  if (dk == 64 && dv == 64)
+    return f16_sized<4, 4, kAhead>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+  if (dk == 128 && dv == 128)
+    return f16_sized<8, 8, kAhead>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+  if (dk == 256 && dv == 256)
+    return f16_sized<16, 16, kAhead>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
+  ref::attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 
 template <int KV, int VV>
@@ -535,13 +550,14 @@ void quantized_sized(const float* q, int64_t q_stride, int32_t n_q, const Quanti
 void attention_update_avx512(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
                              const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                              int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
-  if (dk == 64 && dv == 64)
-    return f16_sized<4, 4>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
-  if (dk == 128 && dv == 128)
-    return f16_sized<8, 8>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
-  if (dk == 256 && dv == 256)
-    return f16_sized<16, 16>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, m, l, o, o_stride);
-  ref::attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
+  f16_attention<true>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
+}
+
+void attention_update_avx512_streamed(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k,
+                                      int64_t k_stride, const uint16_t* v, int64_t v_stride, int32_t n_k,
+                                      const AttentionMask& mask, int32_t dk, int32_t dv, float* m, float* l, float* o,
+                                      int64_t o_stride) {
+  f16_attention<false>(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 
 void attention_update_quantized_avx512(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv,
@@ -557,6 +573,12 @@ void attention_update_quantized_avx512(const float* q, int64_t q_stride, int32_t
 void attention_update_avx512(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
                              const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                              int32_t dv, float* m, float* l, float* o, int64_t o_stride) {
+  ref::attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
+}
+void attention_update_avx512_streamed(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k,
+                                      int64_t k_stride, const uint16_t* v, int64_t v_stride, int32_t n_k,
+                                      const AttentionMask& mask, int32_t dk, int32_t dv, float* m, float* l, float* o,
+                                      int64_t o_stride) {
   ref::attention_update(q, q_stride, n_q, k, k_stride, v, v_stride, n_k, mask, dk, dv, m, l, o, o_stride);
 }
 void attention_update_quantized_avx512(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv,

@@ -19,6 +19,12 @@ void attention_update_avx2(const float* q, int64_t q_stride, int32_t n_q, const 
 void attention_update_avx512(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k, int64_t k_stride,
                              const uint16_t* v, int64_t v_stride, int32_t n_k, const AttentionMask& mask, int32_t dk,
                              int32_t dv, float* m, float* l, float* o, int64_t o_stride);
+// The avx512 kernel without its requests for the next block's rows, for CPUs whose hardware prefetcher streams
+// a head's pages better alone (avx512_float_ops picks it once, on AMD); the same results bit for bit.
+void attention_update_avx512_streamed(const float* q, int64_t q_stride, int32_t n_q, const uint16_t* k,
+                                      int64_t k_stride, const uint16_t* v, int64_t v_stride, int32_t n_k,
+                                      const AttentionMask& mask, int32_t dk, int32_t dv, float* m, float* l, float* o,
+                                      int64_t o_stride);
 
 // The same files: FloatOps::attention_update_quantized of the avx2 / avx512 tables.
 void attention_update_quantized_avx2(const float* q, int64_t q_stride, int32_t n_q, const QuantizedRows& kv,

@@ -15,11 +15,12 @@ import subprocess
 import sys
 
 # Per attention object: which demangled function names must prefetch. AVX-512: the row ("few") kernels of every
-# reader and head size. AVX2 (whose kernel is never inlined, so each reader's is a function of its own): the f16
+# reader and head size (for f16 rows, those that ask ahead: F16Rows<..., true>; the streamed ones, taken on AMD,
+# leave it to the hardware). AVX2 (whose kernel is never inlined, so each reader's is a function of its own): the f16
 # kernels of heads up to 64 dimensions (the reader of 16 * KV bytes asks only for KV <= 8, attention_avx2.cc) and
 # the quantized ones of every head size.
 MUST_PREFETCH = {
-    "attention_avx512.cc.o": re.compile(r"attention_update_few<.*(F16Rows|QuantizedReader)<"),
+    "attention_avx512.cc.o": re.compile(r"attention_update_few<.*(F16Rows<\d+, \d+, true>|QuantizedReader<)"),
     "attention_avx2.cc.o": re.compile(r"attention_update_sized<.*(F16Rows<(4|8), |QuantizedReader<)"),
 }
 FUNCTION = re.compile(r"^[0-9a-f]+ <(.*)>:$")
