@@ -371,8 +371,9 @@ const FloatOps& avx512_float_ops(const FloatOps& generic) {
     t.accumulate_f16_rows = accumulate_f16_rows_avx512;
     // On AMD (measured on an EPYC, Zen 4) the decode kernel's requests for the next block's rows slow a head's
     // pages down once they lie back to back (kv_cache.cc, add_fresh_spares): SmolLM2 `full` at depth 16384
-    // decoded 23% faster without them. The Intel Xeon measured faster with them (docs/benchmarks.md, "KV pages
-    // of a head back to back, and decode attention without row requests on AMD").
+    // decoded 17% faster without them (39.0 -> 45.7 t/s). The Intel Xeon measured faster with them, before the
+    // pages lay back to back, and keeps them (docs/benchmarks.md, "KV pages of a head back to back, and decode
+    // attention without row requests on AMD").
     t.attention_update = __builtin_cpu_is("amd") ? attention_update_avx512_streamed : attention_update_avx512;
     t.attention_update_quantized = attention_update_quantized_avx512;
     t.key_bound = key_bound_avx512;
