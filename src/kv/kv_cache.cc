@@ -149,14 +149,22 @@ void KvCache::clear_sequence(SeqId seq) {
 
 // ---- pages ----
 
-KvCache::Page KvCache::new_f16_page(int32_t capacity) const {
-  Page page;
-  page.capacity = capacity;
-  page.f16.resize(static_cast<size_t>(shape_.n_head_kv));
-  for (auto& head : page.f16)
-    head = std::make_shared<uint16_t[]>(static_cast<size_t>(capacity) * (shape_.head_dim_k + shape_.head_dim_v));
-  return page;
+std::vector<KvCache::Page> KvCache::new_f16_pages(int32_t capacity, int32_t n_pages) const {
+  std::vector<Page> pages(static_cast<size_t>(n_pages));
+  for (Page& page : pages) {
+    page.capacity = capacity;
+    page.f16.resize(static_cast<size_t>(shape_.n_head_kv));
+  }
+  // Head by head: the allocator hands out consecutive buffers next to each other, so one head's pages end up back
+  // to back in memory, and decode attention, which reads a head's pages in order, streams them as one run that the
+  // hardware prefetcher follows (docs/benchmarks.md, "KV pages of a head back to back").
+  const size_t elements = static_cast<size_t>(capacity) * (shape_.head_dim_k + shape_.head_dim_v);
+  for (int32_t h = 0; h < shape_.n_head_kv; ++h)
+    for (Page& page : pages) page.f16[static_cast<size_t>(h)] = std::make_shared<uint16_t[]>(elements);
+  return pages;
 }
+
+KvCache::Page KvCache::new_f16_page(int32_t capacity) const { return std::move(new_f16_pages(capacity, 1).front()); }
 
 void KvCache::make_writable(Page& page) const {
   const size_t n = static_cast<size_t>(page.capacity) * (shape_.head_dim_k + shape_.head_dim_v);
@@ -185,19 +193,8 @@ bool KvCache::page_shared(SeqId seq, int32_t il, int32_t i_page) const {
 }
 
 void KvCache::add_fresh_spares(const Sequence& s, LayerCells& layer, int32_t n_pages) const {
-  if (n_pages < 2) return;  // one page is allocated where it is needed (take_spare)
-  const int32_t capacity = s.options.page_tokens;
-  std::vector<Page> fresh(static_cast<size_t>(n_pages));
-  for (Page& page : fresh) {
-    page.capacity = capacity;
-    page.f16.resize(static_cast<size_t>(shape_.n_head_kv));
-  }
-  // Head by head: the allocator hands out consecutive buffers next to each other, so one head's pages of this
-  // append end up back to back in memory, and decode attention, which reads a head's pages in order, streams them
-  // as one run that the hardware prefetcher follows (docs/benchmarks.md, "KV pages of a head back to back").
-  const size_t elements = static_cast<size_t>(capacity) * (shape_.head_dim_k + shape_.head_dim_v);
-  for (int32_t h = 0; h < shape_.n_head_kv; ++h)
-    for (Page& page : fresh) page.f16[static_cast<size_t>(h)] = std::make_shared<uint16_t[]>(elements);
+  if (n_pages <= 0) return;
+  std::vector<Page> fresh = new_f16_pages(s.options.page_tokens, n_pages);
   // take_spare takes the last spare first: the first new page goes last.
   for (auto it = fresh.rbegin(); it != fresh.rend(); ++it) layer.spare.push_back(std::move(*it));
 }

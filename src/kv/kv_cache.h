@@ -273,9 +273,10 @@ class KvCache {
   KvQuantFormat quant_format(const KvQuantOptions& quant) const;
   int64_t bytes_per_cell(const KvQuantOptions& quant) const;
   Result<SeqId> claim_sequence_slot();
+  // n_pages empty f16 pages, their buffers allocated head by head (a head's pages back to back).
+  std::vector<Page> new_f16_pages(int32_t capacity, int32_t n_pages) const;
   Page new_f16_page(int32_t capacity) const;
-  // Adds n_pages new f16 pages of page_tokens cells to the layer's spares (none below 2), their buffers allocated
-  // head by head; append_cells takes them in order.
+  // Adds n_pages new f16 pages of page_tokens cells to the layer's spares; append_cells takes them in order.
   void add_fresh_spares(const Sequence& s, LayerCells& layer, int32_t n_pages) const;
   Page take_spare(const Sequence& s, LayerCells& layer);
   void release(const Sequence& s, LayerCells& layer, Page&& page);
