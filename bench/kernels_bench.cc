@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "kernels/isa_kernels.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 #include "tensor/half.h"
@@ -201,12 +202,40 @@ void BM_QuantizeActivations(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * n);
 }
 
+// The packing of a step's activations for the interleaved matrix kernels: 8 tokens of n_in elements, as the
+// kernels of `type` read them (the first part of every matmul of a prompt or batched step). args: isa, type, n_in
+void BM_PackActivations(benchmark::State& state) {
+  const auto isa = static_cast<Isa>(state.range(0));
+  const auto type = static_cast<DType>(state.range(1));
+  const int64_t n_in = state.range(2), n_tokens = 8;
+  const detail::GemmKernel& kernel = detail::kernels_for(isa).gemm_interleaved[detail::slot(type)];
+  if (kernel.pack == nullptr) {
+    state.SkipWithError("no interleaved kernel for this type on this ISA");
+    return;
+  }
+  const std::vector<float> x = random_activations(n_tokens * n_in);  // [n_tokens, n_in]
+  const int64_t row_bytes = kernel.packed_row_bytes(n_in);
+  std::vector<uint8_t> buffer(static_cast<size_t>(n_tokens * row_bytes + 64));  // packed rows, 64-byte aligned
+  uint8_t* out = buffer.data() + (64 - reinterpret_cast<uintptr_t>(buffer.data()) % 64) % 64;
+  for (auto _ : state) {
+    for (int64_t t = 0; t < n_tokens; ++t) kernel.pack(x.data() + t * n_in, n_in, out + t * row_bytes);
+    benchmark::DoNotOptimize(out);
+  }
+  state.SetLabel(std::string(isa_name(isa)) + " " + tensor::dtype_name(type) + " n_in=" + std::to_string(n_in));
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * n_tokens * n_in);
+}
+
 void register_quantize() {
   for (Isa isa : supported_isas()) {
     for (DType t : {DType::Q8_0, DType::Q8_1, DType::Q8_K}) {
       benchmark::RegisterBenchmark("QuantizeActivations", BM_QuantizeActivations)
           ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(t)});
     }
+    // SmolLM2's Q4_1 layers (576 and 1536 inputs) and its Q8_0 output head; Gemma 3's Q4_K layers (1024, 2048).
+    for (const auto& [type, n_in] : {std::pair<DType, int64_t>{DType::Q4_1, 576}, {DType::Q4_1, 1536},
+                                     {DType::Q8_0, 576}, {DType::Q4_K, 1024}, {DType::Q4_K, 2048}})
+      benchmark::RegisterBenchmark("PackActivations", BM_PackActivations)
+          ->Args({static_cast<int64_t>(isa), static_cast<int64_t>(type), n_in});
   }
 }
 

@@ -10,6 +10,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include "kernels/x86/x86_common.h"
 #include "kernels/x86/x86_quantize.h"
+#include "kernels/x86/avx512_quantize.h"
 #include "kernels/x86/avx512_gemm32.h"
 #include "kernels/x86/avx512_gemm_k.h"
 #include "kernels/x86/avx512_gemm_x16.h"
@@ -49,7 +50,7 @@ GemmKernel gemm_kernel(int pack_id, int64_t (*packed_row_bytes)(int64_t), PackFn
 // every ISA's interleaved kernels share.
 template <class L>
 GemmKernel gemm_x16() {
-  const PackFn pack = L::kHasM ? &pack_act_32<ActExtra::kS> : &pack_act_32<ActExtra::kSum>;
+  const PackFn pack = L::kHasM ? &pack_act_32_avx512<ActExtra::kS> : &pack_act_32_avx512<ActExtra::kSum>;
   return gemm_kernel(L::kHasM ? kPackInterleavedS : kPackInterleavedSum, packed_row_bytes_act_32, pack, x16_tile<L>,
                      kX16Rows);
 }

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/x86/avx512_quantize.h"
 #include "tensor/quant_blocks.h"
 
 namespace longhaul::kernels::detail {
@@ -36,7 +37,7 @@ template <const int* kOrder>
 void pack_q8_k(const float* x, int64_t n_in, uint8_t* dst) {
   for (int64_t ib = 0; ib < n_in / tensor::kQkK; ++ib) {
     tensor::BlockQ8_K b;
-    quantize_block_q8_k(x + ib * tensor::kQkK, b);
+    quantize_block_q8_k_avx512(x + ib * tensor::kQkK, b);
     uint8_t* out = dst + ib * kKActBytes;
     for (int slot = 0; slot < 8; ++slot) std::memcpy(out + 32 * slot, b.qs + 32 * kOrder[slot], 32);
     std::memcpy(out + 256, b.bsums, 32);

@@ -90,11 +90,13 @@ inline void quantize_block_q8_k(const float* x, tensor::BlockQ8_K& b) {
     std::memset(&b, 0, sizeof(b));
     return;
   }
-  // The scalar twin keeps the first element of largest magnitude (with its sign).
+  // The scalar twin keeps the first element of largest magnitude (with its sign), found 8 at a time.
   float max = 0.0f;
-  for (int j = 0; j < tensor::kQkK; ++j) {
-    if (x[j] == amax || x[j] == -amax) {
-      max = x[j];
+  const __m256 amax_b = _mm256_set1_ps(amax);
+  for (int k = 0; k < 32; ++k) {
+    const int at = _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(x + 8 * k)), amax_b, _CMP_EQ_OQ));
+    if (at != 0) {
+      max = x[8 * k + __builtin_ctz(static_cast<unsigned>(at))];
       break;
     }
   }

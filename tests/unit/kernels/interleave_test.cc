@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "base/thread_pool.h"
 #include "kernels/interleave.h"
@@ -202,6 +203,56 @@ TEST(InterleaveRows, GroupsStayInPlaceAndHoldTheirRowsBytes) {
       EXPECT_EQ(a, b) << tensor::dtype_name(type) << " group " << g;
     }
     EXPECT_NE(w, wi);
+  }
+}
+
+// Activations with the cases a packer can get wrong: random values, blocks of zeros (scale 0), a largest magnitude
+// met twice with both signs (the Q8_K scale takes the first one's sign), values that scale to exactly k + 0.5
+// (rounding away from zero, or to even for Q8_K), tiny and large magnitudes. [n]
+std::vector<float> packing_activations(int64_t n, uint32_t seed) {
+  std::vector<float> x = testing::random_activations(n, seed);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t block = i / 32, j = i % 32;
+    switch (block % 6) {
+      case 1: x[static_cast<size_t>(i)] = 0.0f; break;
+      case 2: x[static_cast<size_t>(i)] = j == 3 ? 2.0f : j == 9 ? -2.0f : x[static_cast<size_t>(i)]; break;
+      case 3: x[static_cast<size_t>(i)] = j == 0 ? -127.0f : static_cast<float>(j) - 15.5f; break;  // scale 1
+      case 4: x[static_cast<size_t>(i)] *= 1e-30f; break;
+      case 5: x[static_cast<size_t>(i)] *= 1e20f; break;
+      default: break;
+    }
+  }
+  return x;
+}
+
+// Each ISA's packing of a step's activations for its interleaved kernels gives the scalar twin's bytes (the
+// kernels' sums then add the same quants; MatmulMatchesRowMajorNaiveLoop checks the products): every type's
+// packing, rows of 1 to 40 blocks of 32 (the AVX-512 packer takes 16 at a time: whole groups and every remainder)
+// and 1 to 9 super-blocks of 256.
+TEST(InterleavedPacking, EveryIsaPacksTheTwinsBytes) {
+  for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
+    const detail::GemmKernel& twin = detail::kernels_for(Isa::kGeneric).gemm_interleaved[detail::slot(type)];
+    ASSERT_NE(twin.pack, nullptr) << tensor::dtype_name(type);
+    const int64_t block = tensor::info(type).block_size;
+    for (int64_t n_blocks = 1; n_blocks <= (block == 256 ? 9 : 40); ++n_blocks) {
+      const int64_t n_in = n_blocks * block;
+      const std::vector<float> x = packing_activations(n_in, static_cast<uint32_t>(n_blocks));
+      const int64_t row_bytes = twin.packed_row_bytes(n_in);
+      alignas(64) static uint8_t want[16384], got[16384];
+      ASSERT_LE(row_bytes, static_cast<int64_t>(sizeof(want)));
+      twin.pack(x.data(), n_in, want);
+      for (Isa isa : supported_isas()) {
+        const detail::GemmKernel& k = detail::kernels_for(isa).gemm_interleaved[detail::slot(type)];
+        if (k.pack == nullptr || isa == Isa::kGeneric) continue;
+        ASSERT_EQ(k.pack_id, twin.pack_id) << isa_name(isa);
+        ASSERT_EQ(k.packed_row_bytes(n_in), row_bytes) << isa_name(isa);
+        std::memset(got, 0xa5, sizeof(got));
+        k.pack(x.data(), n_in, got);
+        for (int64_t b = 0; b < row_bytes; ++b)
+          ASSERT_EQ(got[b], want[b]) << tensor::dtype_name(type) << " " << isa_name(isa) << " blocks=" << n_blocks
+                                     << " byte " << b;
+      }
+    }
   }
 }
 
