@@ -1,5 +1,6 @@
-// Internal: x86 helpers that quantize one block of activations exactly as the scalar twins do (bit-identical).
-// Included by the per-ISA translation units after x86_common.h.
+// Internal: x86 helpers that quantize activations exactly as the scalar twins do (bit-identical): one block at a
+// time, and the packing of the matrix kernels eight blocks at a time. Included by the per-ISA translation units
+// after x86_common.h.
 #pragma once
 
 #include <algorithm>
