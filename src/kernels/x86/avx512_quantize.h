@@ -95,11 +95,7 @@ inline void pack_16_blocks(const float* x, int64_t nb, int64_t ib, int n, uint8_
 // SmolLM2 prompt step on an AMD EPYC (Zen 4), most of it in each block's two horizontal reductions.
 template <ActExtra kExtra>
 void pack_act_32_avx512(const float* x, int64_t n_in, uint8_t* dst) {
-  const int64_t nb = n_in / tensor::kQk32;
-  for (int64_t ib = 0; ib < nb; ib += 16)
-    pack_16_blocks<kExtra>(x, nb, ib, static_cast<int>(std::min<int64_t>(16, nb - ib)), dst);
-  const int64_t used = 40 * nb;
-  std::memset(dst + used, 0, static_cast<size_t>(packed_row_bytes_act_32(n_in) - used));
+  pack_row_32<16, pack_16_blocks<kExtra>>(x, n_in, dst);
 }
 
 // quantize_block_q8_k (x86_quantize.h) with one group of 16 elements per vector: the same block, byte for byte.

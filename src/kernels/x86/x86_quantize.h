@@ -127,15 +127,22 @@ inline void pack_8_blocks(const float* x, int64_t nb, int64_t ib, int n, uint8_t
   std::memcpy(dst + 36 * nb + 4 * ib, extra, 4 * static_cast<size_t>(n));
 }
 
+// A row in the layout above, kBlocks blocks per call of kPackBlocks (blocks [ib, ib + n) of the row's nb), then
+// the padding zeroed.
+template <int kBlocks, void (*kPackBlocks)(const float* x, int64_t nb, int64_t ib, int n, uint8_t* dst)>
+inline void pack_row_32(const float* x, int64_t n_in, uint8_t* dst) {
+  const int64_t nb = n_in / tensor::kQk32;
+  for (int64_t ib = 0; ib < nb; ib += kBlocks)
+    kPackBlocks(x, nb, ib, static_cast<int>(std::min<int64_t>(kBlocks, nb - ib)), dst);
+  const int64_t used = 40 * nb;
+  std::memset(dst + used, 0, static_cast<size_t>(packed_row_bytes_act_32(n_in) - used));
+}
+
 // Eight blocks at a time: quantizing activations one block at a time, with two horizontal reductions per block,
 // took 9-11% of a SmolLM2 prompt step (measured with the AVX-512 kernels, whose packer does sixteen at a time).
 template <ActExtra kExtra>
 void pack_act_32(const float* x, int64_t n_in, uint8_t* dst) {
-  const int64_t nb = n_in / tensor::kQk32;
-  for (int64_t ib = 0; ib < nb; ib += 8)
-    pack_8_blocks<kExtra>(x, nb, ib, static_cast<int>(std::min<int64_t>(8, nb - ib)), dst);
-  const int64_t used = 40 * nb;
-  std::memset(dst + used, 0, static_cast<size_t>(packed_row_bytes_act_32(n_in) - used));
+  pack_row_32<8, pack_8_blocks<kExtra>>(x, n_in, dst);
 }
 
 // Quantizes one super-block of 256 as Q8_K does.
