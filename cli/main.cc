@@ -9,11 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "base/heap_huge_pages.h"
 #include "commands.h"
 #include "common.h"
 #include "kernels/isa.h"
 
 int main(int argc, char** argv) {
+  // First, before any thread or input: the heap on huge pages (base/heap_huge_pages.h), which re-executes once.
+  longhaul::reexec_with_heap_huge_pages(argv);
   using namespace longhaul::cli;
   CLI::App app{"longhaul: long-context LLM inference on the CPU"};
   app.require_subcommand(1);

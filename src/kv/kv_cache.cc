@@ -158,10 +158,20 @@ std::vector<KvCache::Page> KvCache::new_f16_pages(int32_t capacity, int32_t n_pa
   // Head by head: the allocator hands out consecutive buffers next to each other, so one head's pages end up back
   // to back in memory, and decode attention, which reads a head's pages in order, streams them as one run that the
   // hardware prefetcher follows (docs/benchmarks.md, "KV pages of a head back to back").
-  const size_t elements = static_cast<size_t>(capacity) * (shape_.head_dim_k + shape_.head_dim_v);
   for (int32_t h = 0; h < shape_.n_head_kv; ++h)
-    for (Page& page : pages) page.f16[static_cast<size_t>(h)] = std::make_shared<uint16_t[]>(elements);
+    for (Page& page : pages) page.f16[static_cast<size_t>(h)] = new_f16_head_buffer(capacity);
   return pages;
+}
+
+std::shared_ptr<uint16_t[]> KvCache::new_f16_head_buffer(int32_t capacity) const {
+  const size_t elements = static_cast<size_t>(capacity) * (shape_.head_dim_k + shape_.head_dim_v);
+  const size_t bytes = elements * sizeof(uint16_t);
+  // A buffer under one 4 KiB page gains nothing from huge pages (the f16 prefix page of a KIVI sequence).
+  if (bytes < 4096) return std::make_shared<uint16_t[]>(elements);
+  for (const auto& pool : head_buffer_pools_)
+    if (pool->block_bytes() == HugePageBlockPool::block_bytes_for(bytes)) return pool->allocate<uint16_t>();
+  head_buffer_pools_.push_back(HugePageBlockPool::create(bytes));
+  return head_buffer_pools_.back()->allocate<uint16_t>();
 }
 
 KvCache::Page KvCache::new_f16_page(int32_t capacity) const { return std::move(new_f16_pages(capacity, 1).front()); }
@@ -170,7 +180,7 @@ void KvCache::make_writable(Page& page) const {
   const size_t n = static_cast<size_t>(page.capacity) * (shape_.head_dim_k + shape_.head_dim_v);
   for (auto& head : page.f16) {
     if (head == nullptr || head.use_count() == 1) continue;
-    std::shared_ptr<uint16_t[]> copy(new uint16_t[n]);
+    std::shared_ptr<uint16_t[]> copy = new_f16_head_buffer(page.capacity);
     std::memcpy(copy.get(), head.get(), n * sizeof(uint16_t));
     head = std::move(copy);
   }

@@ -56,6 +56,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/huge_page_block_pool.h"
 #include "base/status.h"
 #include "kv/quantized_page.h"
 
@@ -275,6 +276,8 @@ class KvCache {
   Result<SeqId> claim_sequence_slot();
   // n_pages empty f16 pages, their buffers allocated head by head (a head's pages back to back).
   std::vector<Page> new_f16_pages(int32_t capacity, int32_t n_pages) const;
+  // One head's zeroed buffer of an f16 page of `capacity` cells: keys [capacity, dk] then values [capacity, dv].
+  std::shared_ptr<uint16_t[]> new_f16_head_buffer(int32_t capacity) const;
   Page new_f16_page(int32_t capacity) const;
   // Adds n_pages new f16 pages of page_tokens cells to the layer's spares; append_cells takes them in order.
   void add_fresh_spares(const Sequence& s, LayerCells& layer, int32_t n_pages) const;
@@ -309,6 +312,9 @@ class KvCache {
   KvCacheOptions options_;
   KvQuantOptions quant_;
   std::vector<Sequence> sequences_;  // indexed by SeqId
+  // Where f16 head buffers of at least 4 KiB come from: one pool per buffer size (a cache has one or two), on huge
+  // pages (base/huge_page_block_pool.h says why). Grown by the step's owning thread only.
+  mutable std::vector<std::shared_ptr<HugePageBlockPool>> head_buffer_pools_;
 };
 
 }  // namespace longhaul::kv
