@@ -6,8 +6,8 @@
 // Why: a step touches many heap buffers besides the weights (which get huge pages of their own, HugePageBuffer):
 // the forward pass's activations and scratch, the attention plan, the page summaries a sparse-decode policy scores
 // every token, the KV cache's page lists. On 4 KiB pages each of them costs TLB misses and restarts of the hardware
-// prefetcher; with the heap on 2 MiB pages SmolLM2's decode at depth 16384 ran 8-20% faster on the AMD EPYC
-// (docs/benchmarks.md, "The heap on huge pages").
+// prefetcher; with the heap on 2 MiB pages the whole-run CPU time of SmolLM2 at depth 16384 fell by 11% on the AMD EPYC
+// (docs/benchmarks.md, "The heap and the KV pages on huge pages").
 //
 // Nothing happens (the call returns) when GLIBC_TUNABLES already names glibc.malloc.hugetlb (the user's choice;
 // `glibc.malloc.hugetlb=0` opts out, as does LONGHAUL_HEAP_HUGE_PAGES=0), when the kernel's transparent huge pages

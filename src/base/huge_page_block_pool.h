@@ -4,7 +4,7 @@
 // context holds tens of thousands of them. From the ordinary heap they sit on 4 KiB pages, which Debian's default
 // "madvise" setting never merges into huge pages, so decode attention takes a TLB miss and a restart of the hardware
 // prefetcher every 4 KiB of every page it reads. Quest and LServe read pages scattered over the whole cache, which
-// makes that cost per page rather than per run (docs/benchmarks.md, "KV pages on huge pages").
+// makes that cost per page rather than per run (docs/benchmarks.md, "The heap and the KV pages on huge pages").
 //
 // Blocks of one chunk are handed out in address order, so consecutive allocations lie back to back (the KV cache
 // allocates a head's pages of a prompt chunk one after the other and decode reads them as one stream). A chunk whose
