@@ -14,17 +14,14 @@
 
 namespace longhaul {
 
-namespace {
-constexpr size_t kHugePageBytes = size_t{2} << 20;
-}  // namespace
-
 std::shared_ptr<HugePageBlockPool> HugePageBlockPool::create(size_t block_bytes) {
   return std::shared_ptr<HugePageBlockPool>(new HugePageBlockPool(block_bytes));
 }
 
 HugePageBlockPool::HugePageBlockPool(size_t block_bytes)
     : block_bytes_(block_bytes_for(block_bytes)),
-      chunk_bytes_((block_bytes_ + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes),
+      chunk_bytes_((block_bytes_ + HugePageBuffer::kHugePageBytes - 1) / HugePageBuffer::kHugePageBytes *
+                   HugePageBuffer::kHugePageBytes),
       blocks_per_chunk_(chunk_bytes_ / block_bytes_) {}
 
 HugePageBlockPool::~HugePageBlockPool() {

@@ -7,10 +7,6 @@
 
 namespace longhaul {
 
-namespace {
-constexpr size_t kHugePageBytes = size_t{2} << 20;
-}  // namespace
-
 Result<HugePageBuffer> HugePageBuffer::allocate(size_t n_bytes) {
   HugePageBuffer b;
   if (n_bytes == 0) return b;

@@ -14,6 +14,9 @@ namespace longhaul {
 
 class HugePageBuffer {
  public:
+  // The x86-64 transparent huge page: what data() is aligned to and mappings are rounded to.
+  static constexpr size_t kHugePageBytes = size_t{2} << 20;
+
   // Fails with a message naming the size when the memory cannot be mapped.
   static Result<HugePageBuffer> allocate(size_t n_bytes);
 
