@@ -117,6 +117,13 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
                  "pages its budget selects, read the best until their estimated attention reaches P, in (0, 1]",
                  false)
       ->type_name("P");
+  // Rewritten into each policy's bits=N the same way (translate_llama_cpp_flags, as llama.cpp's -ctk/-ctv).
+  app.add_option("--kv-bits", CLI::callback_t{},
+                 "bits per stored KV cell for every policy given (or for full): 16 (f16, the default), 8 or 4 "
+                 "(KIVI int8 / int4, past the most recent residual=R cells); the same as :bits=N on "
+                 "each --kv-policy",
+                 false)
+      ->type_name("16|8|4");
   app.add_option("--head-profile", flags.head_profile,
                  "duo, lserve, --prefill-attn minference and moa: head profile from `longhaul calibrate-heads` and "
                  "`calibrate-prefill` (default: the one saved beside the model, computed on first use)");

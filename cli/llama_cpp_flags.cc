@@ -1,8 +1,8 @@
 // llama.cpp's command-line habits, translated before CLI11 parses. CLI11 groups single-dash letters, so without
 // this `-ngl 0` reads as -n gl and `-c=64` as a value "=64"; users who come from llama-cli and llama-bench type
 // those by reflex. What longhaul has is mapped to its own flag, what a CPU engine has no use for is accepted with a
-// one-line note, and what would silently mean something else is refused. longhaul's own --kv-top-p rides on the
-// same rewrite as -ctk: a parameter appended to each KV policy spec given.
+// one-line note, and what would silently mean something else is refused. longhaul's own --kv-top-p and --kv-bits
+// ride on the same rewrite as -ctk: a parameter appended to each KV policy spec given.
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -94,7 +94,7 @@ std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string
     }
   }
   std::vector<std::string> out;
-  std::string cache_k, cache_v, top_p;
+  std::string cache_k, cache_v, kv_bits, top_p;
   bool has_top_p = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -141,6 +141,13 @@ std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string
       (a == "-ctk" || a == "--cache-type-k" ? cache_k : cache_v) = type;
       continue;
     }
+    if (a == "--kv-bits" || a.rfind("--kv-bits=", 0) == 0) {
+      if (a == "--kv-bits" && !is_value(args, i + 1)) throw UsageError(a + " needs a value");
+      kv_bits = a == "--kv-bits" ? args[++i] : a.substr(10);
+      if (kv_bits != "16" && kv_bits != "8" && kv_bits != "4")
+        throw UsageError("--kv-bits " + kv_bits + ": must be 16 (f16), 8 or 4 (KIVI int8 / int4)");
+      continue;
+    }
     if (a == "--kv-top-p" || a.rfind("--kv-top-p=", 0) == 0) {
       if (a == "--kv-top-p" && !is_value(args, i + 1)) throw UsageError(a + " needs a value");
       top_p = a == "--kv-top-p" ? args[++i] : a.substr(11);
@@ -158,14 +165,18 @@ std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string
     }
     out.push_back(a);
   }
-  if (!cache_k.empty() || !cache_v.empty()) {
+  if (!cache_k.empty() || !cache_v.empty() || !kv_bits.empty()) {
     // longhaul quantizes keys and values of a cell alike.
     if (!cache_k.empty() && !cache_v.empty() && cache_k != cache_v)
       throw UsageError("-ctk " + cache_k + " -ctv " + cache_v +
                        ": longhaul stores keys and values with the same type; give one type");
+    const std::string cache_type = cache_k.empty() ? cache_v : cache_k;
+    if (!kv_bits.empty() && !cache_type.empty() && kCacheTypeBits.at(cache_type) != kv_bits)
+      throw UsageError("--kv-bits " + kv_bits + " and the cache type " + cache_type + " (" +
+                       kCacheTypeBits.at(cache_type) + " bits) disagree; give one");
     // The cell storage is a parameter of every KV policy: bits=N goes onto each policy given (eval's list has
     // several), or onto the default policy.
-    const std::string bits = ":bits=" + kCacheTypeBits.at(cache_k.empty() ? cache_v : cache_k);
+    const std::string bits = ":bits=" + (kv_bits.empty() ? kCacheTypeBits.at(cache_type) : kv_bits);
     if (!edit_kv_policies(out, [&bits](const std::string& list) { return append_to_each(list, bits); })) {
       out.push_back("--kv-policy");
       out.push_back("full" + bits);

@@ -102,6 +102,11 @@ TEST(CliExitCodes, CommandLineErrorsExit2) {
       {"run -m smollm2-135m -p hi -cnv", "longhaul chat"},
       {"run -m smollm2-135m -p hi -ctk q8_0 -ctv f16", "same type"},
       {"run -m smollm2-135m -p hi -ctk q5_1", "q5_1"},
+      // --kv-bits takes the storage's bit widths, and must agree with a cache type also given.
+      {"run -m smollm2-135m -p hi --kv-bits 3", "--kv-bits 3: must be 16 (f16), 8 or 4"},
+      {"run -m smollm2-135m -p hi --kv-bits", "--kv-bits needs a value"},
+      {"run -m smollm2-135m -p hi --kv-bits 8 -ctk q4_0", "--kv-bits 8 and the cache type q4_0 (4 bits) disagree"},
+      {"run -m smollm2-135m -p hi --kv-policy quest:bits=4 --kv-bits 8", "'bits' is given twice"},
       // --kv-top-p needs policies that select pages, each of them, and a share in (0, 1].
       {"run -m smollm2-135m -p hi --kv-top-p 0.9", "needs a --kv-policy that selects pages"},
       {"chat -m smollm2-135m --kv-policy h2o --kv-top-p 0.9", "KV policy 'h2o' does not select pages"},
@@ -258,6 +263,14 @@ TEST(CliFlags, LlamaCppHabits) {
   ASSERT_EQ(top_p.exit_code, 0) << top_p.err;
   EXPECT_NE(top_p.err.find("hip(budget=64, page=32, sink=4, window=32, dense=2, top_p=0.9)+int8"), std::string::npos)
       << top_p.err;
+  // --kv-bits is the same bits= on each policy of the list, -ctk of the same width beside it changes nothing.
+  const CliRun kv_bits =
+      run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy quest:budget=64 --kv-bits=4 -ctk q4_0 --temp 0 -v");
+  ASSERT_EQ(kv_bits.exit_code, 0) << kv_bits.err;
+  EXPECT_NE(kv_bits.err.find("+int4"), std::string::npos) << kv_bits.err;
+  const CliRun default_bits = run_cli("run -m smollm2-135m -p hi -n 1 --kv-bits 8 --temp 0 -v");
+  ASSERT_EQ(default_bits.exit_code, 0) << default_bits.err;
+  EXPECT_NE(default_bits.err.find("full+int8"), std::string::npos) << default_bits.err;
   const CliRun v = run_cli("--version");
   EXPECT_EQ(v.exit_code, 0);
   EXPECT_EQ(v.out.rfind("longhaul ", 0), 0u) << v.out;
