@@ -117,7 +117,13 @@ void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& flags) {
                  "pages its budget selects, read the best until their estimated attention reaches P, in (0, 1]",
                  false)
       ->type_name("P");
-  // Rewritten into each policy's bits=N the same way (translate_llama_cpp_flags, as llama.cpp's -ctk/-ctv).
+  // --kv-budget and --kv-bits likewise, into budget=N and bits=N (bits as llama.cpp's -ctk/-ctv are).
+  app.add_option("--kv-budget", CLI::callback_t{},
+                 "token budget of every policy given, the same as :budget=N on each --kv-policy: the cells an "
+                 "evicting policy keeps, or the tokens of pages a selecting policy reads per decode query (each "
+                 "policy's budget= below; eval also takes P%, a share of each length)",
+                 false)
+      ->type_name("N");
   app.add_option("--kv-bits", CLI::callback_t{},
                  "bits per stored KV cell for every policy given (or for full): 16 (f16, the default), 8 or 4 "
                  "(KIVI int8 / int4, past the most recent residual=R cells); the same as :bits=N on "

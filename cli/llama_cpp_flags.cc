@@ -1,8 +1,8 @@
 // llama.cpp's command-line habits, translated before CLI11 parses. CLI11 groups single-dash letters, so without
 // this `-ngl 0` reads as -n gl and `-c=64` as a value "=64"; users who come from llama-cli and llama-bench type
 // those by reflex. What longhaul has is mapped to its own flag, what a CPU engine has no use for is accepted with a
-// one-line note, and what would silently mean something else is refused. longhaul's own --kv-top-p and --kv-bits
-// ride on the same rewrite as -ctk: a parameter appended to each KV policy spec given.
+// one-line note, and what would silently mean something else is refused. longhaul's own --kv-bits, --kv-budget and
+// --kv-top-p ride on the same rewrite as -ctk: a parameter appended to each KV policy spec given.
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -49,13 +49,43 @@ std::string append_to_each(const std::string& list, const std::string& suffix) {
   return out;
 }
 
-// The registered policies that take top_p, "quest, hip, ..." (registry order).
-std::string page_selecting_policies() {
+// The registered policies that read their parameter `key`, "quest, hip, ..." (registry order).
+std::string policies_taking(const std::string& key) {
   std::string names;
   for (const std::string& name : kv::kv_policy_names())
-    if (kv::kv_policy_takes_top_p(name)) names += (names.empty() ? "" : ", ") + name;
+    if (kv::kv_policy_takes_parameter(name, key)) names += (names.empty() ? "" : ", ") + name;
   return names;
 }
+
+// A flag that stands for one parameter of the KV policy (--kv-top-p P for top_p=P, --kv-budget N for budget=N).
+// The words of its errors: which policies it needs, and what one that lacks the key does not do.
+struct PolicyParameterFlag {
+  const char* flag;     // "--kv-top-p"
+  const char* key;      // "top_p"
+  const char* needs;    // "selects pages per query": the policies that read the key
+  const char* lacking;  // "does not select pages by a budget per query"
+};
+
+// key=value onto each policy given, each of which must read that key. The value itself is checked by the policy's
+// own parameter reader, as if it had been written in the spec.
+void apply_policy_parameter(std::vector<std::string>& args, const PolicyParameterFlag& f, const std::string& value) {
+  auto with_parameter = [&](const std::string& list) {
+    for (const std::string& spec : split(list, ',')) {
+      const std::string name = spec.substr(0, spec.find(':'));
+      if (!kv::kv_policy_takes_parameter(name, f.key))
+        throw UsageError(std::string(f.flag) + " " + value + ": KV policy '" + name + "' " + f.lacking + " (" +
+                         f.key + " applies to " + policies_taking(f.key) + ")");
+    }
+    return append_to_each(list, ":" + std::string(f.key) + "=" + value);
+  };
+  if (!edit_kv_policies(args, with_parameter))
+    throw UsageError(std::string(f.flag) + " " + value + " needs a --kv-policy that " + f.needs + " (" +
+                     policies_taking(f.key) + "); the default, full, keeps and reads every cell");
+}
+
+constexpr PolicyParameterFlag kKvTopP = {"--kv-top-p", "top_p", "selects pages per query",
+                                         "does not select pages by a budget per query"};
+constexpr PolicyParameterFlag kKvBudget = {"--kv-budget", "budget", "takes a token budget", "takes no budget"};
 
 // --kv-top-p P (Twilight's top-p page budget) as top_p=P on each policy given, each of which must select pages.
 void apply_kv_top_p(std::vector<std::string>& args, const std::string& top_p) {
@@ -63,19 +93,7 @@ void apply_kv_top_p(std::vector<std::string>& args, const std::string& top_p) {
   const double p = std::strtod(top_p.c_str(), &end);
   if (top_p.empty() || *end != '\0' || !(p > 0.0 && p <= 1.0))
     throw UsageError("--kv-top-p " + top_p + ": must be a number in (0, 1] (the share of estimated attention read)");
-  auto with_top_p = [&](const std::string& list) {
-    for (const std::string& spec : split(list, ',')) {
-      const std::string name = spec.substr(0, spec.find(':'));
-      if (!kv::kv_policy_takes_top_p(name))
-        throw UsageError("--kv-top-p " + top_p + ": KV policy '" + name +
-                         "' does not select pages by a budget per query (" +
-                         "top-p applies to " + page_selecting_policies() + ")");
-    }
-    return append_to_each(list, ":top_p=" + top_p);
-  };
-  if (!edit_kv_policies(args, with_top_p))
-    throw UsageError("--kv-top-p " + top_p + " needs a --kv-policy that selects pages per query (" +
-                     page_selecting_policies() + "); the default, full, reads every page");
+  apply_policy_parameter(args, kKvTopP, top_p);
 }
 
 }  // namespace
@@ -94,8 +112,8 @@ std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string
     }
   }
   std::vector<std::string> out;
-  std::string cache_k, cache_v, kv_bits, top_p;
-  bool has_top_p = false;
+  std::string cache_k, cache_v, kv_bits, top_p, budget;
+  bool has_top_p = false, has_budget = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (i == 0 || a.empty() || a[0] != '-') {
@@ -148,6 +166,12 @@ std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string
         throw UsageError("--kv-bits " + kv_bits + ": must be 16 (f16), 8 or 4 (KIVI int8 / int4)");
       continue;
     }
+    if (a == "--kv-budget" || a.rfind("--kv-budget=", 0) == 0) {
+      if (a == "--kv-budget" && !is_value(args, i + 1)) throw UsageError(a + " needs a value");
+      budget = a == "--kv-budget" ? args[++i] : a.substr(12);
+      has_budget = true;
+      continue;
+    }
     if (a == "--kv-top-p" || a.rfind("--kv-top-p=", 0) == 0) {
       if (a == "--kv-top-p" && !is_value(args, i + 1)) throw UsageError(a + " needs a value");
       top_p = a == "--kv-top-p" ? args[++i] : a.substr(11);
@@ -183,6 +207,7 @@ std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string
     }
   }
   if (has_top_p) apply_kv_top_p(out, top_p);
+  if (has_budget) apply_policy_parameter(out, kKvBudget, budget);
   return out;
 }
 

@@ -111,12 +111,14 @@ bool kv_policy_uses_head_profile(std::string_view name) {
   return e != nullptr && e->head_profile;
 }
 
-bool kv_policy_takes_top_p(std::string_view name) {
+bool kv_policy_takes_parameter(std::string_view name, std::string_view key) {
   for (const KvPolicyDoc& doc : kv_policy_docs())
     if (doc.name == name)
-      return std::any_of(doc.params.begin(), doc.params.end(), [](const ParamDoc& d) { return d.key == "top_p"; });
+      return std::any_of(doc.params.begin(), doc.params.end(), [&](const ParamDoc& d) { return d.key == key; });
   return false;
 }
+
+bool kv_policy_takes_top_p(std::string_view name) { return kv_policy_takes_parameter(name, "top_p"); }
 
 std::vector<std::string> kv_policy_names() {
   std::vector<std::string> names;

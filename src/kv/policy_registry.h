@@ -38,6 +38,10 @@ Result<KvQuantOptions> read_kv_storage(PolicyParams& params, const KvPolicy& pol
 // Whether the policy `name` reads the model's head profile (duo, lserve): the commands then load or compute it.
 bool kv_policy_uses_head_profile(std::string_view name);
 
+// Whether the policy `name` reads the parameter `key` of its own (not the cell storage's): asked of its factory, as
+// --help is. False for an unknown name.
+bool kv_policy_takes_parameter(std::string_view name, std::string_view key);
+
 // Whether the policy `name` takes Twilight's top_p: those that select, per decode query, the pages each KV head
 // reads within a budget (quest, lserve, hip, recycled; infllm and longheads select too, but read what they place
 // whole). False for an unknown name.

@@ -107,6 +107,11 @@ TEST(CliExitCodes, CommandLineErrorsExit2) {
       {"run -m smollm2-135m -p hi --kv-bits", "--kv-bits needs a value"},
       {"run -m smollm2-135m -p hi --kv-bits 8 -ctk q4_0", "--kv-bits 8 and the cache type q4_0 (4 bits) disagree"},
       {"run -m smollm2-135m -p hi --kv-policy quest:bits=4 --kv-bits 8", "'bits' is given twice"},
+      // --kv-budget needs policies that read a budget, each of them; the value is the policy's to check.
+      {"run -m smollm2-135m -p hi --kv-budget 512", "needs a --kv-policy that takes a token budget"},
+      {"eval -m smollm2-135m --kv-policy h2o,full --kv-budget 512", "KV policy 'full' takes no budget"},
+      {"run -m smollm2-135m -p hi --kv-policy quest --kv-budget 0", "'budget=0' in 'quest:budget=0' must be >= 1"},
+      {"run -m smollm2-135m -p hi --kv-policy h2o --kv-budget=x", "budget=x"},
       // --kv-top-p needs policies that select pages, each of them, and a share in (0, 1].
       {"run -m smollm2-135m -p hi --kv-top-p 0.9", "needs a --kv-policy that selects pages"},
       {"chat -m smollm2-135m --kv-policy h2o --kv-top-p 0.9", "KV policy 'h2o' does not select pages"},
@@ -268,6 +273,12 @@ TEST(CliFlags, LlamaCppHabits) {
       run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy quest:budget=64 --kv-bits=4 -ctk q4_0 --temp 0 -v");
   ASSERT_EQ(kv_bits.exit_code, 0) << kv_bits.err;
   EXPECT_NE(kv_bits.err.find("+int4"), std::string::npos) << kv_bits.err;
+  // --kv-budget is budget= on each policy given, beside --kv-top-p's top_p=.
+  const CliRun kv_budget =
+      run_cli("run -m smollm2-135m -p hi -n 1 --kv-policy hip --kv-budget 128 --kv-top-p 0.9 --temp 0 -v");
+  ASSERT_EQ(kv_budget.exit_code, 0) << kv_budget.err;
+  EXPECT_NE(kv_budget.err.find("hip(budget=128, page=32, sink=4, window=32, dense=2, top_p=0.9)"), std::string::npos)
+      << kv_budget.err;
   const CliRun default_bits = run_cli("run -m smollm2-135m -p hi -n 1 --kv-bits 8 --temp 0 -v");
   ASSERT_EQ(default_bits.exit_code, 0) << default_bits.err;
   EXPECT_NE(default_bits.err.find("full+int8"), std::string::npos) << default_bits.err;
