@@ -2,6 +2,7 @@
 // like llama.cpp's llama-bench (see src/generate/bench.h for what is measured).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -31,6 +32,10 @@ struct BenchFlags {
   KvPolicyFlags kv;  // --kv-policy and its parameters, for every test
   PrefillFlags prefill;  // --prefill-attn
   PruneFlags prune;      // --prune-sublayers
+  // Speculative mode (--spec-type): greedy decoding of the prompt file, plain and with each draft source.
+  SpeculativeFlags speculative;
+  std::string prompt_file;
+  bool chat = false;
 };
 
 // Weights and parameters as llama-bench counts them: every tensor of the file.
@@ -73,12 +78,144 @@ generate::BenchProgressFn make_progress(const std::string& label) {
   };
 }
 
-int run(const BenchFlags& f) {
+// Speculative mode: for each thread count and each -n, plain greedy decoding of the prompt, then each draft source
+// of --spec-type, in one process, so that each source's speed-up is over plain decoding measured beside it.
+int run_speculative(const BenchFlags& f, const std::vector<int32_t>& thread_counts) {
+  require_valid_speculative(f.speculative);
+  Result<std::string> path = resolve_model_path(f.model.model);
+  if (!path) return report_error(path.message());
+  Result<LoadedModel> loaded = load_model(*path);
+  if (!loaded) return report_error(loaded.message());
+  const model::Model& m = *loaded->model;
+  check_kv_policy(m, f.kv.policy);
+  check_prune(m, f.prune);
+  Result<std::string> text = read_input_file(f.prompt_file);
+  if (!text) return report_error(text.message());
+  if (f.chat) note_if_not_instruction_tuned(m);
+  const std::vector<int32_t> prompt =
+      f.chat ? encode_single_turn(*loaded, "", *text, false) : loaded->tokenizer->encode(*text, true, false);
+  if (prompt.empty()) return report_error("the prompt tokenizes to no tokens; give a non-empty prompt file");
+  Result<model::PrefillAttentionOptions> prepared =
+      prepare_prefill_attention(m, f.prefill, f.kv.head_profile, thread_counts.back());
+  if (!prepared) return report_error(prepared.message());
+  Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
+      prepare_head_profile(m, f.kv.policy, f.kv.head_profile, thread_counts.back(),
+                           f.prune.n_pruned > 0 || speculative_needs_sublayers(f.speculative));
+  if (!head_profile) return report_error(head_profile.message());
+  Result<model::SublayerSkip> pruned = pruned_sublayers(m, f.prune, *head_profile);
+  if (!pruned) return report_error(pruned.message());
+  LoadedModel draft;  // -md, shared by every run of --spec-type draft
+  if (Status st = load_draft_model(f.speculative, draft); !st) return report_error(st.message());
+  const std::string label =
+      model_label(*path) + (f.prune.n_pruned > 0 ? " -" + std::to_string(f.prune.n_pruned) + " sub-layers" : "");
+  const generate::MachineInfo machine = generate::machine_info();
+  // Plain decoding first: the baseline of every source's speed-up and output.
+  std::vector<std::string> types{"none"};
+  for (const std::string& t : speculative_types(f.speculative))
+    if (std::find(types.begin(), types.end(), t) == types.end()) types.push_back(t);
+
+  if (!f.json) {
+    std::printf("| model | threads | kv | prompt | test | spec | t/s | speed-up | mean accepted | accepted / drafted | "
+                "steps | same output |\n");
+    std::printf("| ----- | ------: | -- | -----: | ---- | ---- | --: | -------: | ------------: | -----------------: | "
+                "----: | ----------: |\n");
+    std::fflush(stdout);
+  }
+  nlohmann::ordered_json results = nlohmann::ordered_json::array();
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  for (int32_t n_threads : thread_counts) {
+    for (int32_t n_gen : f.n_gen) {
+      if (n_gen == 0) continue;
+      const std::string test = "tg" + std::to_string(n_gen);
+      generate::SpeculativeBenchResult plain;
+      for (const std::string& type : types) {
+        generate::BenchOptions options;
+        options.n_threads = n_threads;
+        options.n_reps = f.n_reps;
+        options.n_warmup = f.n_warmup;
+        options.n_batch = f.n_batch;
+        options.kv_policy = f.kv.policy;
+        options.head_profile = *head_profile;
+        options.prefill_attn = *prepared;
+        options.skip = *pruned;
+        const SpeculativeFlags one = with_speculative_type(f.speculative, type);
+        generate::GenerateOptions decode;
+        generate::DraftSourceFactory make_draft = nullptr;
+        if (type != "none") {
+          decode.draft_max = one.options.draft_max;
+          decode.draft_min = one.options.draft_min;
+          decode.draft_adaptive = one.options.adaptive;
+          make_draft = [&](ThreadPool& pool, int32_t n_ctx) -> Result<std::shared_ptr<generate::speculative::DraftSource>> {
+            generate::GenerateOptions go;
+            LH_RETURN_IF_ERROR(set_draft_source(one, draft_source_inputs(*loaded, draft, &pool, n_ctx, *head_profile), go));
+            return go.draft;
+          };
+        }
+        const std::string progress_label = "bench " + test + " " + type + " t=" +
+                                           std::to_string(n_threads > 0 ? n_threads : machine.n_cores);
+        Result<generate::SpeculativeBenchResult> r = generate::run_speculative_bench(
+            m, *loaded->tokenizer, prompt, n_gen, options, decode, make_draft, make_progress(progress_label));
+        if (tty) std::fprintf(stderr, "\r\033[K");
+        if (!r) return report_error(test + " " + type + ": " + r.message());
+        if (type == "none") plain = *r;
+        const double speedup = plain.tokens_per_s > 0 ? r->tokens_per_s / plain.tokens_per_s : 0.0;
+        // Tokens equal to plain decoding's (speculation is lossless; a near tie may round the other way).
+        size_t same = 0;
+        while (same < r->tokens.size() && same < plain.tokens.size() && r->tokens[same] == plain.tokens[same]) ++same;
+        const generate::SpeculativeStats& st = r->stats;
+        if (f.json) {
+          results.push_back({{"model", label},
+                             {"test", test},
+                             {"spec_type", type},
+                             {"prompt_tokens", prompt.size()},
+                             {"n_gen", n_gen},
+                             {"threads", r->n_threads},
+                             {"kv_policy", r->kv_policy},
+                             {"tokens_per_s", r->tokens_per_s},
+                             {"stddev", r->stddev},
+                             {"samples", r->tokens_per_s_samples},
+                             {"speedup", speedup},
+                             {"steps", st.n_steps},
+                             {"drafted", st.n_drafted},
+                             {"accepted", st.n_accepted},
+                             {"mean_accepted_length", st.mean_accepted_length()},
+                             {"same_output_tokens", same},
+                             {"reps", f.n_reps}});
+        } else {
+          std::printf("| %s | %d | %s | %zu | %s | %s | %s | %s | %s | %s | %s | %zu/%zu |\n", label.c_str(),
+                      r->n_threads, r->kv_policy.c_str(), prompt.size(), test.c_str(), type.c_str(),
+                      fmt("%.2f ± %.2f", r->tokens_per_s, r->stddev).c_str(), fmt("%.2fx", speedup).c_str(),
+                      fmt("%.2f", st.mean_accepted_length()).c_str(),
+                      type == "none" ? "-" : fmt("%.0f / %.0f", static_cast<double>(st.n_accepted),
+                                                 static_cast<double>(st.n_drafted)).c_str(),
+                      std::to_string(st.n_steps).c_str(), same, plain.tokens.size());
+          std::fflush(stdout);
+        }
+      }
+    }
+  }
+  if (f.json) {
+    nlohmann::ordered_json out;
+    out["results"] = results;
+    out["machine"] = {{"cpu", machine.cpu}, {"isa", machine.isa}, {"cores", machine.n_cores}};
+    std::printf("%s\n", out.dump(1).c_str());
+  } else {
+    std::printf("\nmachine: %s, %d cores, kernels %s | peak RSS %.1f MiB\n", machine.cpu.c_str(), machine.n_cores,
+                machine.isa.c_str(), static_cast<double>(peak_rss_bytes()) / (1 << 20));
+  }
+  return 0;
+}
+
+int run(const BenchFlags& f, bool speculative) {
   // Sizes and thread counts are range-checked while parsing (exit 2 before any test runs).
-  const std::vector<generate::BenchTest> tests = generate::expand_bench_tests(f.n_prompt, f.n_gen, f.n_depth);
-  if (tests.empty()) throw UsageError("no tests: -p and -n are both 0");
   std::vector<int32_t> thread_counts;
   for (int32_t t : f.n_threads) thread_counts.push_back(cap_threads(t));
+  if (speculative) return run_speculative(f, thread_counts);
+  if (!f.prompt_file.empty() || f.chat)
+    throw UsageError(std::string(f.chat ? "--chat" : "-f") + " is read by --spec-type only (the pp and tg tests feed "
+                     "random ids, as llama-bench does)");
+  const std::vector<generate::BenchTest> tests = generate::expand_bench_tests(f.n_prompt, f.n_gen, f.n_depth);
+  if (tests.empty()) throw UsageError("no tests: -p and -n are both 0");
 
   Result<std::string> path = resolve_model_path(f.model.model);
   if (!path) return report_error(path.message());
@@ -213,7 +350,25 @@ Runner add_bench_command(CLI::App& app) {
   add_kv_policy_flags(*cmd, flags->kv);
   add_prefill_flags(*cmd, flags->prefill);
   add_prune_flags(*cmd, flags->prune);
-  return [flags]() { return run(*flags); };
+  // Speculative decoding: with --spec-type, -n tokens are decoded greedily after the prompt file (-f), plain and
+  // with each draft source listed; -p and -d do not apply.
+  add_speculative_flags(*cmd, flags->speculative, /*type_list=*/true);
+  CLI::Option* file = cmd->add_option("-f,--file", flags->prompt_file,
+                                      "--spec-type: the prompt, a text file (the tg tests' random ids give a draft "
+                                      "source nothing to guess)");
+  cmd->add_flag("--chat", flags->chat, "--spec-type: wrap the prompt in the model's chat format");
+  CLI::Option* spec_type = cmd->get_option("--spec-type");
+  CLI::Option* n_prompt = cmd->get_option("-p");
+  CLI::Option* n_depth = cmd->get_option("-d");
+  return [flags, file, spec_type, n_prompt, n_depth]() {
+    const bool speculative = spec_type->count() > 0 && flags->speculative.options.type != "none";
+    if (speculative) {
+      if (file->count() == 0) throw UsageError("--spec-type needs a prompt file (-f FILE) to decode after");
+      if (n_prompt->count() > 0 || n_depth->count() > 0)
+        throw UsageError("-p and -d do not apply with --spec-type: the prompt is the file's, -n the tokens decoded");
+    }
+    return run(*flags, speculative);
+  };
 }
 
 }  // namespace longhaul::cli

@@ -15,6 +15,7 @@
 #include <iterator>
 
 #include "base/mapped_file.h"
+#include "base/strings.h"
 #include "base/sys_info.h"
 #include "eval/head_calibration.h"
 #include "eval/prefill_calibration.h"
@@ -151,16 +152,31 @@ model::PrefillAttentionOptions prefill_attention(const PrefillFlags& flags) {
   return require_valid(model::parse_prefill_attention(flags.spec));
 }
 
-void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags) {
+void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags, bool type_list) {
   auto& o = flags.options;
   std::string names;
   for (const std::string& n : generate::speculative::draft_source_names()) names += (names.empty() ? "" : ", ") + n;
-  app.add_option("--spec-type", o.type,
-                 "speculative decoding's draft source: " + names +
-                     " (ngram: prompt lookup; recycle: Token Recycling; aded: adaptive tri-gram table; retrieval: longest-suffix "
-                     "matches in the text and --spec-corpus; draft: a draft model, -md); output is unchanged")
-      ->capture_default_str()
-      ->check(CLI::IsMember(generate::speculative::draft_source_names()));
+  const std::string what =
+      std::string(type_list ? "draft sources to measure, comma list, each against plain decoding: "
+                            : "speculative decoding's draft source: ") +
+      names +
+      " (ngram: prompt lookup; recycle: Token Recycling; aded: adaptive tri-gram table; retrieval: longest-suffix "
+      "matches in the text and --spec-corpus; draft: a draft model, -md; self: the model with sub-layers skipped); "
+      "output is unchanged";
+  CLI::Option* type = app.add_option("--spec-type", o.type, what)->capture_default_str();
+  if (type_list) {
+    type->check(CLI::Validator(
+        [names](std::string& list) -> std::string {
+          const std::vector<std::string> known = generate::speculative::draft_source_names();
+          for (const std::string& t : split(list, ','))
+            if (std::find(known.begin(), known.end(), t) == known.end())
+              return "unknown draft source '" + t + "' (" + names + ")";
+          return std::string();
+        },
+        "SOURCE[,SOURCE...]"));
+  } else {
+    type->check(CLI::IsMember(generate::speculative::draft_source_names()));
+  }
   app.add_option("--draft-max", o.draft_max, "most draft tokens (tree nodes) verified per step")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
@@ -185,7 +201,22 @@ void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags) {
       ->check(CLI::Range(0, 2 * kv::kMaxProfileLayers));
 }
 
-bool speculative_needs_sublayers(const SpeculativeFlags& flags) { return flags.options.type == "self"; }
+std::vector<std::string> speculative_types(const SpeculativeFlags& flags) {
+  std::vector<std::string> types = split(flags.options.type, ',');
+  if (types.empty()) types.push_back("none");
+  return types;
+}
+
+bool speculative_needs_sublayers(const SpeculativeFlags& flags) {
+  const std::vector<std::string> types = speculative_types(flags);
+  return std::find(types.begin(), types.end(), "self") != types.end();
+}
+
+SpeculativeFlags with_speculative_type(const SpeculativeFlags& flags, const std::string& type) {
+  SpeculativeFlags one = flags;
+  one.options.type = type;
+  return one;
+}
 
 void add_prune_flags(CLI::App& app, PruneFlags& flags) {
   app.add_option("--prune-sublayers", flags.n_pruned,
@@ -213,12 +244,14 @@ Result<model::SublayerSkip> pruned_sublayers(const model::Model& model, const Pr
 
 void require_valid_speculative(const SpeculativeFlags& flags) {
   const auto& o = flags.options;
-  require_valid(generate::speculative::validate(o));
-  if (!o.corpus.empty() && o.type != "retrieval")
+  const std::vector<std::string> types = speculative_types(flags);
+  for (const std::string& type : types) require_valid(generate::speculative::validate(with_speculative_type(flags, type).options));
+  auto named = [&](const char* type) { return std::find(types.begin(), types.end(), type) != types.end(); };
+  if (!o.corpus.empty() && !named("retrieval"))
     throw UsageError("--spec-corpus is read by --spec-type retrieval only (--spec-type is " + o.type + ")");
-  if (!o.draft_model.empty() && o.type != "draft")
+  if (!o.draft_model.empty() && !named("draft"))
     throw UsageError("-md is read by --spec-type draft only (--spec-type is " + o.type + ")");
-  if (o.draft_skip >= 0 && o.type != "self")
+  if (o.draft_skip >= 0 && !named("self"))
     throw UsageError("--draft-skip is read by --spec-type self only (--spec-type is " + o.type + ")");
 }
 
@@ -256,9 +289,9 @@ Status set_draft_source(const SpeculativeFlags& flags, const generate::speculati
 
 std::string speculative_summary(const std::string& type, const generate::SpeculativeStats& stats) {
   char line[160];
-  std::snprintf(line, sizeof line, " | spec %s: %lld/%lld drafted tokens accepted, %.2f tokens/step", type.c_str(),
-                static_cast<long long>(stats.n_accepted), static_cast<long long>(stats.n_drafted),
-                stats.mean_accepted_length());
+  std::snprintf(line, sizeof line, " | spec %s: %lld/%lld drafted tokens accepted in %lld steps, %.2f tokens/step",
+                type.c_str(), static_cast<long long>(stats.n_accepted), static_cast<long long>(stats.n_drafted),
+                static_cast<long long>(stats.n_steps), stats.mean_accepted_length());
   return line;
 }
 

@@ -108,13 +108,18 @@ Result<model::PrefillAttentionOptions> prepare_prefill_attention(const model::Mo
 // Speculative decoding flags shared by run, chat, batch and serve: --spec-type NAME, --draft-max N, --draft-min N,
 // --draft-fixed, --spec-corpus FILE (retrieval), -md MODEL and --draft-p-min P (draft, self), --draft-skip N (self).
 struct SpeculativeFlags {
-  generate::speculative::SpeculativeOptions options;
+  generate::speculative::SpeculativeOptions options;  // bench: options.type is a comma list of draft sources
 };
-void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags);
-// validate(flags.options), and a flag given without the --spec-type that reads it: UsageError.
+// `type_list` (bench): --spec-type takes a comma list, each one measured.
+void add_speculative_flags(CLI::App& app, SpeculativeFlags& flags, bool type_list = false);
+// The draft sources --spec-type names, in order ("none" alone when none is given).
+std::vector<std::string> speculative_types(const SpeculativeFlags& flags);
+// validate() for each source named, and a flag given without a --spec-type that reads it: UsageError.
 void require_valid_speculative(const SpeculativeFlags& flags);
-// Whether the flags ask for the model's sub-layer order (--spec-type self).
+// Whether the flags ask for the model's sub-layer order (--spec-type self, or a list naming it).
 bool speculative_needs_sublayers(const SpeculativeFlags& flags);
+// The flags with --spec-type set to the one source `type` (bench's runs, one per source of its list).
+SpeculativeFlags with_speculative_type(const SpeculativeFlags& flags, const std::string& type);
 // Loads the draft model (-md) into `draft` when the flags name one; it must outlive every source
 // made with it. A model that cannot be loaded is an error result (exit 1).
 Status load_draft_model(const SpeculativeFlags& flags, LoadedModel& draft);
@@ -139,7 +144,8 @@ Result<model::SublayerSkip> pruned_sublayers(const model::Model& model, const Pr
 // require_valid_speculative(); a corpus file or a draft model that cannot be used is an error result (exit 1).
 Status set_draft_source(const SpeculativeFlags& flags, const generate::speculative::DraftSourceInputs& inputs,
                         generate::GenerateOptions& options);
-// The same for the stderr statistics line: " | spec ngram: 40/64 drafted tokens accepted, 2.25 tokens/step".
+// The same for the stderr statistics line: " | spec ngram: 40/64 drafted tokens accepted in 32 steps, 2.25
+// tokens/step".
 std::string speculative_summary(const std::string& type, const generate::SpeculativeStats& stats);
 
 // A one-line status on stderr for long work: rewritten in place on a terminal; in a log (not a terminal), the first

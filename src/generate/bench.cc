@@ -33,6 +33,20 @@ std::vector<BenchTest> expand_bench_tests(const std::vector<int32_t>& n_prompt, 
   return tests;
 }
 
+SampleSummary summarize_samples(const std::vector<double>& samples) {
+  SampleSummary out;
+  if (samples.empty()) return out;
+  double sum = 0;
+  for (double s : samples) sum += s;
+  out.mean = sum / static_cast<double>(samples.size());
+  if (samples.size() > 1) {
+    double sq = 0;
+    for (double s : samples) sq += (s - out.mean) * (s - out.mean);
+    out.stddev = std::sqrt(sq / static_cast<double>(samples.size() - 1));
+  }
+  return out;
+}
+
 int64_t kv_bytes_attended_per_token(const model::ModelConfig& config, int64_t bytes_per_cell, int64_t n_cells_before,
                                     int64_t n_cells_after) {
   if (n_cells_after <= n_cells_before || config.n_layer <= 0) return 0;
@@ -150,15 +164,9 @@ Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, 
     }
   }
 
-  const auto& samples = result.tokens_per_s_samples;
-  double sum = 0;
-  for (double s : samples) sum += s;
-  result.tokens_per_s = sum / static_cast<double>(samples.size());
-  if (samples.size() > 1) {
-    double sq = 0;
-    for (double s : samples) sq += (s - result.tokens_per_s) * (s - result.tokens_per_s);
-    result.stddev = std::sqrt(sq / static_cast<double>(samples.size() - 1));
-  }
+  const SampleSummary summary = summarize_samples(result.tokens_per_s_samples);
+  result.tokens_per_s = summary.mean;
+  result.stddev = summary.stddev;
 
   const int64_t n_steps = test.is_prompt() ? (n_measured + so.n_batch - 1) / so.n_batch : n_measured;
   result.weight_bytes_per_token = model.weight_bytes_per_token(options.skip) * n_steps / n_measured;

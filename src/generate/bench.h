@@ -23,9 +23,11 @@
 #include <vector>
 
 #include "base/status.h"
+#include "generate/generator.h"
 #include "kv/kv_policy.h"
 #include "model/model.h"
 #include "model/sparse_prefill.h"
+#include "tokenizer/tokenizer.h"
 
 namespace longhaul::generate {
 
@@ -101,6 +103,43 @@ using BenchProgressFn = std::function<void(std::string_view stage, int64_t done,
 // of n_prompt / n_gen set, negative counts), bad options, or a forward error.
 Result<BenchResult> run_bench(const model::Model& model, const BenchTest& test, const BenchOptions& options,
                               const BenchProgressFn& progress = nullptr);
+
+// Speculative decoding, measured as a user sees it (the tg tests above feed random ids, which no draft source can
+// guess): n_gen tokens decoded greedily after a real prompt, past any end of generation, each repetition on a fresh
+// session with a fresh draft source (Token Recycling's matrix and ADED's table learn within a run, as they do in
+// one `longhaul run`). The figure is decode tokens per second (Timings::generate_tokens_per_s: from the first
+// generated token, which the prefill yields, to the last): speculation changes it, not the prefill. Run once with
+// a null draft source for plain decoding, in the same process, to give a draft source's speed-up.
+struct SpeculativeBenchResult {
+  int32_t n_threads = 0;
+  std::string kv_policy;                     // the session's, as BenchResult::kv_policy
+  std::vector<double> tokens_per_s_samples;  // [n_reps] decode tokens per second, one per measured repetition
+  double tokens_per_s = 0;                   // mean of the samples
+  double stddev = 0;                         // sample standard deviation (0 for a single repetition)
+  SpeculativeStats stats;                    // of the last measured repetition (plain decoding: its steps only)
+  std::vector<int32_t> tokens;               // the last measured repetition's output
+};
+
+// A repetition's draft source, made for its session (the pool a draft model shares, the context of its
+// sequences); a null source is plain decoding.
+using DraftSourceFactory =
+    std::function<Result<std::shared_ptr<speculative::DraftSource>>(ThreadPool& pool, int32_t n_ctx)>;
+
+// Runs one speculative test. `decode` carries the draft limits (draft_max, draft_min, draft_adaptive); its
+// n_predict, ignore_eos and draft are set here. Fails for an empty prompt, n_gen < 2 (one token is the prefill's),
+// bad options, or a forward or draft error.
+Result<SpeculativeBenchResult> run_speculative_bench(const model::Model& model, const tokenizer::Tokenizer& tokenizer,
+                                                     std::span<const int32_t> prompt, int32_t n_gen,
+                                                     const BenchOptions& options, const GenerateOptions& decode,
+                                                     const DraftSourceFactory& make_draft,
+                                                     const BenchProgressFn& progress = nullptr);
+
+// The mean and sample standard deviation (0 for fewer than two) of a test's per-repetition figures.
+struct SampleSummary {
+  double mean = 0;
+  double stddev = 0;
+};
+SampleSummary summarize_samples(const std::vector<double>& samples);
 
 // Mean KV bytes per token attended over a run that grows the cache from
 // n_cells_before to n_cells_after cells, as BenchResult::kv_bytes_per_token describes.

@@ -181,6 +181,49 @@ TEST(CliErrors, BadPrefillAttentionIsAUsageError) {
   }
 }
 
+// bench --spec-type: plain greedy decoding of the prompt file, then each draft source, in one process. On a text the
+// model copies, prompt lookup accepts drafts, takes fewer steps than plain decoding and gives its tokens.
+TEST(CliEndToEnd, BenchMeasuresDraftSourcesAgainstPlainDecoding) {
+  if (!testing::file_exists(testing::smollm2_path())) GTEST_SKIP();
+  const std::string prompt = temp_path("spec_prompt.txt");
+  {
+    std::ofstream out(prompt);
+    out << "Repeat this text exactly:";
+    for (int i = 0; i < 12; ++i) out << " The quick brown fox jumps over the lazy dog.";
+  }
+  const CliRun r = run_cli("bench -m smollm2-135m -t 1 -f " + prompt + " --spec-type ngram -n 48 -r 1 --warmup 0 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json results = nlohmann::json::parse(r.out)["results"];
+  ASSERT_EQ(results.size(), 2u) << r.out;
+  EXPECT_EQ(results[0]["spec_type"], "none");
+  EXPECT_EQ(results[0]["steps"], 47);  // one per token after the prefill's
+  EXPECT_EQ(results[0]["accepted"], 0);
+  EXPECT_DOUBLE_EQ(results[0]["speedup"].get<double>(), 1.0);
+  EXPECT_EQ(results[1]["spec_type"], "ngram");
+  EXPECT_GT(results[1]["accepted"].get<int64_t>(), 0) << r.out;
+  EXPECT_LT(results[1]["steps"].get<int64_t>(), 47) << r.out;
+  EXPECT_EQ(results[1]["steps"].get<int64_t>() + results[1]["accepted"].get<int64_t>(), 47) << r.out;
+  EXPECT_EQ(results[1]["same_output_tokens"], 48);
+  EXPECT_GT(results[1]["speedup"].get<double>(), 0.0);
+  EXPECT_EQ(results[1]["prompt_tokens"], results[0]["prompt_tokens"]);
+  // The Markdown table names the columns.
+  const CliRun table = run_cli("bench -m smollm2-135m -t 1 -f " + prompt + " --spec-type ngram -n 8 -r 1 --warmup 0");
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("| spec | t/s | speed-up | mean accepted | accepted / drafted | steps | same output |"),
+            std::string::npos)
+      << table.out;
+  EXPECT_NE(table.out.find("| tg8 | ngram |"), std::string::npos) << table.out;
+  // Flags that do not fit together exit 2 before the model loads.
+  expect_error(run_cli("bench -m smollm2-135m --spec-type ngram -n 8"), 2, "--spec-type needs a prompt file");
+  expect_error(run_cli("bench -m smollm2-135m -f " + prompt + " --spec-type ngram,bogus"), 2,
+               "unknown draft source 'bogus'");
+  expect_error(run_cli("bench -m smollm2-135m -f " + prompt + " --spec-type ngram -p 8"), 2,
+               "-p and -d do not apply with --spec-type");
+  expect_error(run_cli("bench -m smollm2-135m -f " + prompt + " -n 8"), 2, "-f is read by --spec-type only");
+  expect_error(run_cli("bench -m smollm2-135m -f " + prompt + " --spec-type ngram,aded --spec-corpus " + prompt), 2,
+               "--spec-corpus is read by --spec-type retrieval only");
+}
+
 std::string smollm2_sublayer_profile();
 
 // A head profile for SmolLM2 (30 layers, 9 query heads, 3 KV heads) holding only a prefill section: the heads take

@@ -44,6 +44,17 @@ TEST(BenchNamesTest, KvBytesAttendedCapsSlidingWindowLayers) {
   EXPECT_EQ(kv_bytes_attended_per_token(config, 8, 5, 5), 0);
 }
 
+TEST(BenchNamesTest, SummarizesSamplesAsMeanAndSampleStddev) {
+  const SampleSummary one = summarize_samples({4.0});
+  EXPECT_DOUBLE_EQ(one.mean, 4.0);
+  EXPECT_DOUBLE_EQ(one.stddev, 0.0);
+  // 2, 4, 6: mean 4, sample variance (4 + 0 + 4) / 2 = 4.
+  const SampleSummary three = summarize_samples({2.0, 4.0, 6.0});
+  EXPECT_DOUBLE_EQ(three.mean, 4.0);
+  EXPECT_DOUBLE_EQ(three.stddev, 2.0);
+  EXPECT_DOUBLE_EQ(summarize_samples({}).mean, 0.0);
+}
+
 class SmolLm2BenchTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -115,6 +126,31 @@ TEST_F(SmolLm2BenchTest, RejectsMalformedTestsAndOptions) {
   EXPECT_FALSE(run_bench(*model_, BenchTest{0, 4, -1}, options).is_ok());
   options.n_reps = 0;
   EXPECT_FALSE(run_bench(*model_, BenchTest{8, 0, 0}, options).is_ok());
+}
+
+// Plain decoding through the speculative test: n_gen tokens past any end of generation, a step per token after the
+// prefill's, and the error of an empty prompt or a single token (which the prefill alone yields) named.
+TEST_F(SmolLm2BenchTest, SpeculativeTestDecodesNGenTokensAndNamesBadInput) {
+  Result<tokenizer::Tokenizer> tok = tokenizer::Tokenizer::from_gguf(model_->file());
+  ASSERT_TRUE(tok.is_ok()) << tok.message();
+  BenchOptions options;
+  options.n_threads = 1;
+  options.n_reps = 2;
+  options.n_warmup = 0;
+  const std::vector<int32_t> prompt = tok->encode("The capital of France is", true, false);
+  Result<SpeculativeBenchResult> r = run_speculative_bench(*model_, *tok, prompt, 12, options, {}, nullptr);
+  ASSERT_TRUE(r.is_ok()) << r.message();
+  EXPECT_EQ(r->tokens.size(), 12u);
+  EXPECT_EQ(r->stats.n_steps, 11);
+  EXPECT_EQ(r->stats.n_drafted, 0);
+  ASSERT_EQ(r->tokens_per_s_samples.size(), 2u);
+  for (double s : r->tokens_per_s_samples) EXPECT_GT(s, 0.0);
+  const Result<SpeculativeBenchResult> empty = run_speculative_bench(*model_, *tok, {}, 12, options, {}, nullptr);
+  ASSERT_FALSE(empty.is_ok());
+  EXPECT_NE(empty.message().find("prompt of at least one token"), std::string::npos) << empty.message();
+  const Result<SpeculativeBenchResult> one = run_speculative_bench(*model_, *tok, prompt, 1, options, {}, nullptr);
+  ASSERT_FALSE(one.is_ok());
+  EXPECT_NE(one.message().find("n_gen >= 2"), std::string::npos) << one.message();
 }
 
 }  // namespace
