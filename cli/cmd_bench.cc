@@ -78,6 +78,37 @@ generate::BenchProgressFn make_progress(const std::string& label) {
   };
 }
 
+// Every test's options from the flags, at one thread count.
+generate::BenchOptions bench_options(const BenchFlags& f, int32_t n_threads,
+                                     std::shared_ptr<const kv::HeadProfile> head_profile,
+                                     const model::PrefillAttentionOptions& prefill, const model::SublayerSkip& skip) {
+  generate::BenchOptions options;
+  options.n_threads = n_threads;
+  options.n_reps = f.n_reps;
+  options.n_warmup = f.n_warmup;
+  options.n_batch = f.n_batch;
+  options.seed = f.seed;
+  options.kv_policy = f.kv.policy;
+  options.head_profile = std::move(head_profile);
+  options.prefill_attn = prefill;
+  options.skip = skip;
+  return options;
+}
+
+// The closing part of either mode's output: the JSON object of every result and the machine, or the machine line
+// under the Markdown table.
+void print_machine(bool json, const nlohmann::ordered_json& results, const generate::MachineInfo& machine) {
+  if (json) {
+    nlohmann::ordered_json out;
+    out["results"] = results;
+    out["machine"] = {{"cpu", machine.cpu}, {"isa", machine.isa}, {"cores", machine.n_cores}};
+    std::printf("%s\n", out.dump(1).c_str());
+  } else {
+    std::printf("\nmachine: %s, %d cores, kernels %s | peak RSS %.1f MiB\n", machine.cpu.c_str(), machine.n_cores,
+                machine.isa.c_str(), static_cast<double>(peak_rss_bytes()) / (1 << 20));
+  }
+}
+
 // Speculative mode: for each thread count and each -n, plain greedy decoding of the prompt, then each draft source
 // of --spec-type, in one process, so that each source's speed-up is over plain decoding measured beside it.
 int run_speculative(const BenchFlags& f, const std::vector<int32_t>& thread_counts) {
@@ -129,15 +160,7 @@ int run_speculative(const BenchFlags& f, const std::vector<int32_t>& thread_coun
       const std::string test = "tg" + std::to_string(n_gen);
       generate::SpeculativeBenchResult plain;
       for (const std::string& type : types) {
-        generate::BenchOptions options;
-        options.n_threads = n_threads;
-        options.n_reps = f.n_reps;
-        options.n_warmup = f.n_warmup;
-        options.n_batch = f.n_batch;
-        options.kv_policy = f.kv.policy;
-        options.head_profile = *head_profile;
-        options.prefill_attn = *prepared;
-        options.skip = *pruned;
+        const generate::BenchOptions options = bench_options(f, n_threads, *head_profile, *prepared, *pruned);
         const SpeculativeFlags one = with_speculative_type(f.speculative, type);
         generate::GenerateOptions decode;
         generate::DraftSourceFactory make_draft = nullptr;
@@ -194,15 +217,7 @@ int run_speculative(const BenchFlags& f, const std::vector<int32_t>& thread_coun
       }
     }
   }
-  if (f.json) {
-    nlohmann::ordered_json out;
-    out["results"] = results;
-    out["machine"] = {{"cpu", machine.cpu}, {"isa", machine.isa}, {"cores", machine.n_cores}};
-    std::printf("%s\n", out.dump(1).c_str());
-  } else {
-    std::printf("\nmachine: %s, %d cores, kernels %s | peak RSS %.1f MiB\n", machine.cpu.c_str(), machine.n_cores,
-                machine.isa.c_str(), static_cast<double>(peak_rss_bytes()) / (1 << 20));
-  }
+  print_machine(f.json, results, machine);
   return 0;
 }
 
@@ -251,16 +266,7 @@ int run(const BenchFlags& f, bool speculative) {
   const bool tty = isatty(STDERR_FILENO) != 0;
   for (int32_t n_threads : thread_counts) {
     for (const generate::BenchTest& test : tests) {
-      generate::BenchOptions options;
-      options.n_threads = n_threads;
-      options.n_reps = f.n_reps;
-      options.n_warmup = f.n_warmup;
-      options.n_batch = f.n_batch;
-      options.seed = f.seed;
-      options.kv_policy = f.kv.policy;
-      options.head_profile = *head_profile;
-      options.prefill_attn = prefill;
-      options.skip = *pruned;
+      const generate::BenchOptions options = bench_options(f, n_threads, *head_profile, prefill, *pruned);
       const std::string progress_label =
           "bench " + test.name() + " t=" + std::to_string(n_threads > 0 ? n_threads : machine.n_cores);
       Result<generate::BenchResult> r = generate::run_bench(m, test, options, make_progress(progress_label));
@@ -298,15 +304,7 @@ int run(const BenchFlags& f, bool speculative) {
       }
     }
   }
-  if (f.json) {
-    nlohmann::ordered_json out;
-    out["results"] = results;
-    out["machine"] = {{"cpu", machine.cpu}, {"isa", machine.isa}, {"cores", machine.n_cores}};
-    std::printf("%s\n", out.dump(1).c_str());
-  } else {
-    std::printf("\nmachine: %s, %d cores, kernels %s | peak RSS %.1f MiB\n", machine.cpu.c_str(), machine.n_cores,
-                machine.isa.c_str(), static_cast<double>(peak_rss_bytes()) / (1 << 20));
-  }
+  print_machine(f.json, results, machine);
   return 0;
 }
 
