@@ -168,9 +168,12 @@ int run_speculative(const BenchFlags& f, const std::vector<int32_t>& thread_coun
           decode.draft_max = one.options.draft_max;
           decode.draft_min = one.options.draft_min;
           decode.draft_adaptive = one.options.adaptive;
-          make_draft = [&](ThreadPool& pool, int32_t n_ctx) -> Result<std::shared_ptr<generate::speculative::DraftSource>> {
+          // Called within this iteration's run_speculative_bench, while `one` lives.
+          make_draft = [&](ThreadPool& pool,
+                           int32_t n_ctx) -> Result<std::shared_ptr<generate::speculative::DraftSource>> {
             generate::GenerateOptions go;
-            LH_RETURN_IF_ERROR(set_draft_source(one, draft_source_inputs(*loaded, draft, &pool, n_ctx, *head_profile), go));
+            LH_RETURN_IF_ERROR(
+                set_draft_source(one, draft_source_inputs(*loaded, draft, &pool, n_ctx, *head_profile), go));
             return go.draft;
           };
         }
@@ -226,6 +229,7 @@ int run(const BenchFlags& f, bool speculative) {
   std::vector<int32_t> thread_counts;
   for (int32_t t : f.n_threads) thread_counts.push_back(cap_threads(t));
   if (speculative) return run_speculative(f, thread_counts);
+  require_valid_speculative(f.speculative);  // a draft flag without --spec-type is refused, as on run
   if (!f.prompt_file.empty() || f.chat)
     throw UsageError(std::string(f.chat ? "--chat" : "-f") + " is read by --spec-type only (the pp and tg tests feed "
                      "random ids, as llama-bench does)");

@@ -245,7 +245,8 @@ Result<model::SublayerSkip> pruned_sublayers(const model::Model& model, const Pr
 void require_valid_speculative(const SpeculativeFlags& flags) {
   const auto& o = flags.options;
   const std::vector<std::string> types = speculative_types(flags);
-  for (const std::string& type : types) require_valid(generate::speculative::validate(with_speculative_type(flags, type).options));
+  for (const std::string& type : types)
+    require_valid(generate::speculative::validate(with_speculative_type(flags, type).options));
   auto named = [&](const char* type) { return std::find(types.begin(), types.end(), type) != types.end(); };
   if (!o.corpus.empty() && !named("retrieval"))
     throw UsageError("--spec-corpus is read by --spec-type retrieval only (--spec-type is " + o.type + ")");

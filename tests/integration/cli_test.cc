@@ -220,6 +220,8 @@ TEST(CliEndToEnd, BenchMeasuresDraftSourcesAgainstPlainDecoding) {
   expect_error(run_cli("bench -m smollm2-135m -f " + prompt + " --spec-type ngram -p 8"), 2,
                "-p and -d do not apply with --spec-type");
   expect_error(run_cli("bench -m smollm2-135m -f " + prompt + " -n 8"), 2, "-f is read by --spec-type only");
+  expect_error(run_cli("bench -m smollm2-135m -p 8 -n 0 --spec-corpus " + prompt), 2,
+               "--spec-corpus is read by --spec-type retrieval only");
   expect_error(run_cli("bench -m smollm2-135m -f " + prompt + " --spec-type ngram,aded --spec-corpus " + prompt), 2,
                "--spec-corpus is read by --spec-type retrieval only");
 }
