@@ -146,10 +146,10 @@ int run_speculative(const BenchFlags& f, const std::vector<int32_t>& thread_coun
     if (std::find(types.begin(), types.end(), t) == types.end()) types.push_back(t);
 
   if (!f.json) {
-    std::printf("| model | threads | kv | prompt | test | spec | t/s | speed-up | mean accepted | accepted / drafted | "
-                "steps | same output |\n");
-    std::printf("| ----- | ------: | -- | -----: | ---- | ---- | --: | -------: | ------------: | -----------------: | "
-                "----: | ----------: |\n");
+    std::printf("| model | threads | kv | prompt | test | spec | t/s | speed-up | e2e t/s | mean accepted | "
+                "accepted / drafted | steps | same output |\n");
+    std::printf("| ----- | ------: | -- | -----: | ---- | ---- | --: | -------: | ------: | ------------: | "
+                "-----------------: | ----: | ----------: |\n");
     std::fflush(stdout);
   }
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
@@ -201,6 +201,8 @@ int run_speculative(const BenchFlags& f, const std::vector<int32_t>& thread_coun
                              {"stddev", r->stddev},
                              {"samples", r->tokens_per_s_samples},
                              {"speedup", speedup},
+                             {"end_to_end_tokens_per_s", r->end_to_end_tokens_per_s},
+                             {"end_to_end_samples", r->end_to_end_samples},
                              {"steps", st.n_steps},
                              {"drafted", st.n_drafted},
                              {"accepted", st.n_accepted},
@@ -208,9 +210,10 @@ int run_speculative(const BenchFlags& f, const std::vector<int32_t>& thread_coun
                              {"same_output_tokens", same},
                              {"reps", f.n_reps}});
         } else {
-          std::printf("| %s | %d | %s | %zu | %s | %s | %s | %s | %s | %s | %s | %zu/%zu |\n", label.c_str(),
+          std::printf("| %s | %d | %s | %zu | %s | %s | %s | %s | %s | %s | %s | %s | %zu/%zu |\n", label.c_str(),
                       r->n_threads, r->kv_policy.c_str(), prompt.size(), test.c_str(), type.c_str(),
                       fmt("%.2f ± %.2f", r->tokens_per_s, r->stddev).c_str(), fmt("%.2fx", speedup).c_str(),
+                      fmt("%.2f", r->end_to_end_tokens_per_s).c_str(),
                       fmt("%.2f", st.mean_accepted_length()).c_str(),
                       type == "none" ? "-" : fmt("%.0f / %.0f", static_cast<double>(st.n_accepted),
                                                  static_cast<double>(st.n_drafted)).c_str(),
@@ -363,7 +366,7 @@ Runner add_bench_command(CLI::App& app) {
   CLI::Option* n_prompt = cmd->get_option("-p");
   CLI::Option* n_depth = cmd->get_option("-d");
   return [flags, file, spec_type, n_prompt, n_depth]() {
-    const bool speculative = spec_type->count() > 0 && flags->speculative.options.type != "none";
+    const bool speculative = spec_type->count() > 0;  // --spec-type none alone: plain decoding of the prompt
     if (speculative) {
       if (file->count() == 0) throw UsageError("--spec-type needs a prompt file (-f FILE) to decode after");
       if (n_prompt->count() > 0 || n_depth->count() > 0)

@@ -116,6 +116,10 @@ struct SpeculativeBenchResult {
   std::vector<double> tokens_per_s_samples;  // [n_reps] decode tokens per second, one per measured repetition
   double tokens_per_s = 0;                   // mean of the samples
   double stddev = 0;                         // sample standard deviation (0 for a single repetition)
+  // Generated tokens per second from the prompt's start to the last token, prefill included (what a user waits
+  // for), one per measured repetition, and their mean.
+  std::vector<double> end_to_end_samples;
+  double end_to_end_tokens_per_s = 0;
   SpeculativeStats stats;                    // of the last measured repetition (plain decoding: its steps only)
   std::vector<int32_t> tokens;               // the last measured repetition's output
 };

@@ -50,6 +50,8 @@ Result<SpeculativeBenchResult> run_speculative_bench(const model::Model& model, 
     if (progress) progress(stage, run.timings.n_generated, n_gen);
     if (rep < 0) continue;
     result.tokens_per_s_samples.push_back(run.timings.generate_tokens_per_s());
+    const double total_seconds = run.timings.prompt_seconds + run.timings.generate_seconds;
+    result.end_to_end_samples.push_back(total_seconds > 0 ? run.timings.n_generated / total_seconds : 0.0);
     result.n_threads = session->n_threads();
     result.kv_policy = session->describe_kv();
     result.stats = run.speculative;
@@ -60,6 +62,7 @@ Result<SpeculativeBenchResult> run_speculative_bench(const model::Model& model, 
   const SampleSummary summary = summarize_samples(result.tokens_per_s_samples);
   result.tokens_per_s = summary.mean;
   result.stddev = summary.stddev;
+  result.end_to_end_tokens_per_s = summarize_samples(result.end_to_end_samples).mean;
   return result;
 }
 

@@ -205,11 +205,15 @@ TEST(CliEndToEnd, BenchMeasuresDraftSourcesAgainstPlainDecoding) {
   EXPECT_EQ(results[1]["steps"].get<int64_t>() + results[1]["accepted"].get<int64_t>(), 47) << r.out;
   EXPECT_EQ(results[1]["same_output_tokens"], 48);
   EXPECT_GT(results[1]["speedup"].get<double>(), 0.0);
+  // End to end, prefill included: below the decode-only rate of the same runs.
+  EXPECT_GT(results[0]["end_to_end_tokens_per_s"].get<double>(), 0.0);
+  EXPECT_LT(results[0]["end_to_end_tokens_per_s"].get<double>(), results[0]["tokens_per_s"].get<double>() * 48 / 47);
   EXPECT_EQ(results[1]["prompt_tokens"], results[0]["prompt_tokens"]);
   // The Markdown table names the columns.
   const CliRun table = run_cli("bench -m smollm2-135m -t 1 -f " + prompt + " --spec-type ngram -n 8 -r 1 --warmup 0");
   ASSERT_EQ(table.exit_code, 0) << table.err;
-  EXPECT_NE(table.out.find("| spec | t/s | speed-up | mean accepted | accepted / drafted | steps | same output |"),
+  EXPECT_NE(table.out.find("| spec | t/s | speed-up | e2e t/s | mean accepted | accepted / drafted | steps | "
+                           "same output |"),
             std::string::npos)
       << table.out;
   EXPECT_NE(table.out.find("| tg8 | ngram |"), std::string::npos) << table.out;
@@ -220,6 +224,10 @@ TEST(CliEndToEnd, BenchMeasuresDraftSourcesAgainstPlainDecoding) {
   expect_error(run_cli("bench -m smollm2-135m -f " + prompt + " --spec-type ngram -p 8"), 2,
                "-p and -d do not apply with --spec-type");
   expect_error(run_cli("bench -m smollm2-135m -f " + prompt + " -n 8"), 2, "-f is read by --spec-type only");
+  // --spec-type none alone measures plain decoding of the prompt: one row.
+  const CliRun plain = run_cli("bench -m smollm2-135m -t 1 -f " + prompt + " --spec-type none -n 8 -r 1 --warmup 0 --json");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_EQ(nlohmann::json::parse(plain.out)["results"].size(), 1u) << plain.out;
   expect_error(run_cli("bench -m smollm2-135m -p 8 -n 0 --spec-corpus " + prompt), 2,
                "--spec-corpus is read by --spec-type retrieval only");
   expect_error(run_cli("bench -m smollm2-135m -f " + prompt + " --spec-type ngram,aded --spec-corpus " + prompt), 2,
