@@ -109,36 +109,61 @@ void print_machine(bool json, const nlohmann::ordered_json& results, const gener
   }
 }
 
+// What both modes prepare before their tests: the model (and its tokenizer, for the speculative mode's prompt; the
+// pp and tg tests feed ids and do not load it), the prefill attention, the head profile and the pruned sub-layers
+// the flags ask for, and the model column's label.
+struct BenchSetup {
+  LoadedModel loaded;
+  model::PrefillAttentionOptions prefill;
+  std::shared_ptr<const kv::HeadProfile> head_profile;
+  model::SublayerSkip pruned;
+  std::string path;
+  std::string label;
+};
+
+// Loads and prepares for `thread_counts` (the profile is computed with the last). `speculative`: load the tokenizer
+// too, and the profile's sub-layer order when --spec-type names self. An error result names what failed (exit 1).
+Result<BenchSetup> prepare_bench(const BenchFlags& f, const std::vector<int32_t>& thread_counts, bool speculative) {
+  BenchSetup setup;
+  const bool needs_sublayers = speculative && speculative_needs_sublayers(f.speculative);
+  LH_ASSIGN_OR_RETURN(setup.path, resolve_model_path(f.model.model));
+  if (speculative) {
+    LH_ASSIGN_OR_RETURN(setup.loaded, load_model(setup.path));
+  } else {
+    LH_ASSIGN_OR_RETURN(setup.loaded.model, model::Model::load(setup.path));
+  }
+  const model::Model& m = *setup.loaded.model;
+  check_kv_policy(m, f.kv.policy);
+  check_prune(m, f.prune);
+  LH_ASSIGN_OR_RETURN(setup.prefill, prepare_prefill_attention(m, f.prefill, f.kv.head_profile, thread_counts.back()));
+  LH_ASSIGN_OR_RETURN(setup.head_profile,
+                      prepare_head_profile(m, f.kv.policy, f.kv.head_profile, thread_counts.back(),
+                                           f.prune.n_pruned > 0 || needs_sublayers));
+  LH_ASSIGN_OR_RETURN(setup.pruned, pruned_sublayers(m, f.prune, setup.head_profile));
+  // A pruned model's rows say so in the model column: its speed is not the whole model's.
+  setup.label =
+      model_label(setup.path) + (f.prune.n_pruned > 0 ? " -" + std::to_string(f.prune.n_pruned) + " sub-layers" : "");
+  return setup;
+}
+
 // Speculative mode: for each thread count and each -n, plain greedy decoding of the prompt, then each draft source
 // of --spec-type, in one process, so that each source's speed-up is over plain decoding measured beside it.
 int run_speculative(const BenchFlags& f, const std::vector<int32_t>& thread_counts) {
   require_valid_speculative(f.speculative);
-  Result<std::string> path = resolve_model_path(f.model.model);
-  if (!path) return report_error(path.message());
-  Result<LoadedModel> loaded = load_model(*path);
-  if (!loaded) return report_error(loaded.message());
-  const model::Model& m = *loaded->model;
-  check_kv_policy(m, f.kv.policy);
-  check_prune(m, f.prune);
   Result<std::string> text = read_input_file(f.prompt_file);
   if (!text) return report_error(text.message());
+  Result<BenchSetup> setup = prepare_bench(f, thread_counts, true);
+  if (!setup) return report_error(setup.message());
+  const LoadedModel& loaded = setup->loaded;
+  const model::Model& m = *loaded.model;
   if (f.chat) note_if_not_instruction_tuned(m);
   const std::vector<int32_t> prompt =
-      f.chat ? encode_single_turn(*loaded, "", *text, false) : loaded->tokenizer->encode(*text, true, false);
+      f.chat ? encode_single_turn(loaded, "", *text, false) : loaded.tokenizer->encode(*text, true, false);
   if (prompt.empty()) return report_error("the prompt tokenizes to no tokens; give a non-empty prompt file");
-  Result<model::PrefillAttentionOptions> prepared =
-      prepare_prefill_attention(m, f.prefill, f.kv.head_profile, thread_counts.back());
-  if (!prepared) return report_error(prepared.message());
-  Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
-      prepare_head_profile(m, f.kv.policy, f.kv.head_profile, thread_counts.back(),
-                           f.prune.n_pruned > 0 || speculative_needs_sublayers(f.speculative));
-  if (!head_profile) return report_error(head_profile.message());
-  Result<model::SublayerSkip> pruned = pruned_sublayers(m, f.prune, *head_profile);
-  if (!pruned) return report_error(pruned.message());
   LoadedModel draft;  // -md, shared by every run of --spec-type draft
   if (Status st = load_draft_model(f.speculative, draft); !st) return report_error(st.message());
-  const std::string label =
-      model_label(*path) + (f.prune.n_pruned > 0 ? " -" + std::to_string(f.prune.n_pruned) + " sub-layers" : "");
+  const std::string& label = setup->label;
+  const std::shared_ptr<const kv::HeadProfile>& head_profile = setup->head_profile;
   const generate::MachineInfo machine = generate::machine_info();
   // Plain decoding first: the baseline of every source's speed-up and output.
   std::vector<std::string> types{"none"};
@@ -160,7 +185,7 @@ int run_speculative(const BenchFlags& f, const std::vector<int32_t>& thread_coun
       const std::string test = "tg" + std::to_string(n_gen);
       generate::SpeculativeBenchResult plain;
       for (const std::string& type : types) {
-        const generate::BenchOptions options = bench_options(f, n_threads, *head_profile, *prepared, *pruned);
+        const generate::BenchOptions options = bench_options(f, n_threads, head_profile, setup->prefill, setup->pruned);
         const SpeculativeFlags one = with_speculative_type(f.speculative, type);
         generate::GenerateOptions decode;
         generate::DraftSourceFactory make_draft = nullptr;
@@ -173,14 +198,14 @@ int run_speculative(const BenchFlags& f, const std::vector<int32_t>& thread_coun
                            int32_t n_ctx) -> Result<std::shared_ptr<generate::speculative::DraftSource>> {
             generate::GenerateOptions go;
             LH_RETURN_IF_ERROR(
-                set_draft_source(one, draft_source_inputs(*loaded, draft, &pool, n_ctx, *head_profile), go));
+                set_draft_source(one, draft_source_inputs(loaded, draft, &pool, n_ctx, head_profile), go));
             return go.draft;
           };
         }
         const std::string progress_label = "bench " + test + " " + type + " t=" +
                                            std::to_string(n_threads > 0 ? n_threads : machine.n_cores);
         Result<generate::SpeculativeBenchResult> r = generate::run_speculative_bench(
-            m, *loaded->tokenizer, prompt, n_gen, options, decode, make_draft, make_progress(progress_label));
+            m, *loaded.tokenizer, prompt, n_gen, options, decode, make_draft, make_progress(progress_label));
         if (tty) std::fprintf(stderr, "\r\033[K");
         if (!r) return report_error(test + " " + type + ": " + r.message());
         if (type == "none") plain = *r;
@@ -239,29 +264,14 @@ int run(const BenchFlags& f, bool speculative) {
   const std::vector<generate::BenchTest> tests = generate::expand_bench_tests(f.n_prompt, f.n_gen, f.n_depth);
   if (tests.empty()) throw UsageError("no tests: -p and -n are both 0");
 
-  Result<std::string> path = resolve_model_path(f.model.model);
-  if (!path) return report_error(path.message());
-  Result<std::unique_ptr<model::Model>> loaded = model::Model::load(*path);
-  if (!loaded) return report_error(loaded.message());
-  const model::Model& m = **loaded;
-  check_kv_policy(m, f.kv.policy);
-  check_prune(m, f.prune);
-  Result<model::PrefillAttentionOptions> prepared =
-      prepare_prefill_attention(m, f.prefill, f.kv.head_profile, thread_counts.back());
-  if (!prepared) return report_error(prepared.message());
-  const model::PrefillAttentionOptions prefill = std::move(prepared).value();
+  Result<BenchSetup> setup = prepare_bench(f, thread_counts, false);
+  if (!setup) return report_error(setup.message());
+  const model::Model& m = *setup->loaded.model;
   for (const generate::BenchTest& test : tests)
     warn_past_training_context(m, static_cast<int64_t>(test.n_depth) + test.n_prompt + test.n_gen,
                                "test " + test.name() + " (depth + prompt + generated)");
-  Result<std::shared_ptr<const kv::HeadProfile>> head_profile =
-      prepare_head_profile(m, f.kv.policy, f.kv.head_profile, thread_counts.back(), f.prune.n_pruned > 0);
-  if (!head_profile) return report_error(head_profile.message());
-  Result<model::SublayerSkip> pruned = pruned_sublayers(m, f.prune, *head_profile);
-  if (!pruned) return report_error(pruned.message());
   const ModelSize size = model_size(m);
-  // A pruned model's rows say so in the model column: its speed is not the whole model's.
-  const std::string label =
-      model_label(*path) + (f.prune.n_pruned > 0 ? " -" + std::to_string(f.prune.n_pruned) + " sub-layers" : "");
+  const std::string& label = setup->label;
   const generate::MachineInfo machine = generate::machine_info();
 
   if (!f.json) {
@@ -273,7 +283,8 @@ int run(const BenchFlags& f, bool speculative) {
   const bool tty = isatty(STDERR_FILENO) != 0;
   for (int32_t n_threads : thread_counts) {
     for (const generate::BenchTest& test : tests) {
-      const generate::BenchOptions options = bench_options(f, n_threads, *head_profile, prefill, *pruned);
+      const generate::BenchOptions options =
+          bench_options(f, n_threads, setup->head_profile, setup->prefill, setup->pruned);
       const std::string progress_label =
           "bench " + test.name() + " t=" + std::to_string(n_threads > 0 ? n_threads : machine.n_cores);
       Result<generate::BenchResult> r = generate::run_bench(m, test, options, make_progress(progress_label));

@@ -26,6 +26,20 @@ void note(const std::string& message) { std::fprintf(stderr, "longhaul: note: %s
 
 bool is_value(const std::vector<std::string>& args, size_t i) { return i < args.size(); }
 
+// When args[i] is the long flag `name`, as `name VALUE` or `name=VALUE`: its value into `value` (i moves past a
+// separate one), true. A flag with no value left is a UsageError.
+bool take_long_flag(const std::vector<std::string>& args, size_t& i, const std::string& name, std::string& value) {
+  const std::string& a = args[i];
+  if (a == name) {
+    if (!is_value(args, i + 1)) throw UsageError(a + " needs a value");
+    value = args[++i];
+    return true;
+  }
+  if (a.rfind(name + "=", 0) != 0) return false;
+  value = a.substr(name.size() + 1);
+  return true;
+}
+
 // Calls `edit` on the value of each --kv-policy in args (a spec, or eval's comma list of specs); false when there
 // is none.
 bool edit_kv_policies(std::vector<std::string>& args, const std::function<std::string(const std::string&)>& edit) {
@@ -159,22 +173,16 @@ std::vector<std::string> translate_llama_cpp_flags(const std::vector<std::string
       (a == "-ctk" || a == "--cache-type-k" ? cache_k : cache_v) = type;
       continue;
     }
-    if (a == "--kv-bits" || a.rfind("--kv-bits=", 0) == 0) {
-      if (a == "--kv-bits" && !is_value(args, i + 1)) throw UsageError(a + " needs a value");
-      kv_bits = a == "--kv-bits" ? args[++i] : a.substr(10);
+    if (take_long_flag(args, i, "--kv-bits", kv_bits)) {
       if (kv_bits != "16" && kv_bits != "8" && kv_bits != "4")
         throw UsageError("--kv-bits " + kv_bits + ": must be 16 (f16), 8 or 4 (KIVI int8 / int4)");
       continue;
     }
-    if (a == "--kv-budget" || a.rfind("--kv-budget=", 0) == 0) {
-      if (a == "--kv-budget" && !is_value(args, i + 1)) throw UsageError(a + " needs a value");
-      budget = a == "--kv-budget" ? args[++i] : a.substr(12);
+    if (take_long_flag(args, i, "--kv-budget", budget)) {
       has_budget = true;
       continue;
     }
-    if (a == "--kv-top-p" || a.rfind("--kv-top-p=", 0) == 0) {
-      if (a == "--kv-top-p" && !is_value(args, i + 1)) throw UsageError(a + " needs a value");
-      top_p = a == "--kv-top-p" ? args[++i] : a.substr(11);
+    if (take_long_flag(args, i, "--kv-top-p", top_p)) {
       has_top_p = true;
       continue;
     }
