@@ -1,0 +1,191 @@
+// longhaul_compute_probe: how many of the kernels' own vector instructions one core of this machine retires per
+// cycle, the compute ceiling beside longhaul_bandwidth_probe's memory ceiling.
+//
+// A step of several tokens (batched decode, speculative verification, a prompt) is bound by these rates, not by
+// memory: the weight products by vpdpbusd (64 int8 multiply-adds per 512-bit instruction), attention by vfmadd231ps
+// on keys converted from f16 by vcvtph2ps. Which of them a kernel runs at, and how far from it, says whether a
+// faster kernel exists (docs/benchmarks.md). The rates differ between CPUs that report the same ISA: an AMD EPYC
+// (Zen 4) issues one 512-bit multiply-add per cycle and two 256-bit ones, and converts f16 at half that rate.
+//
+//   longhaul_compute_probe [--iterations N]
+//
+// Each case runs N iterations of six to twelve independent instructions (register operands only, so that nothing
+// waits on memory or on a previous result), timed on one thread. The clock is estimated the same way, from a chain of
+// dependent integer adds (one per cycle on every x86 core this runs on), so "per cycle" is per core clock as the
+// core ran then. Cases the CPU does not support are listed as such.
+#include <immintrin.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace {
+
+double now_seconds() {
+  using clock = std::chrono::steady_clock;
+  return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+// Keeps a register value alive and opaque to the compiler, so that the loop is neither folded nor spilled.
+#define KEEP(x) asm volatile("" : "+v"(x))
+
+// Cycles per second: four dependent adds per iteration, one cycle each.
+double clock_hz(int64_t n) {
+  int64_t x = 0;
+  const double t0 = now_seconds();
+  for (int64_t i = 0; i < n; ++i) asm volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+  return 4.0 * static_cast<double>(n) / (now_seconds() - t0);
+}
+
+// Twelve independent accumulators a0..a11 updated by OP(a) each iteration; seconds for n iterations.
+#define TWELVE(OP) \
+  OP(a0); OP(a1); OP(a2); OP(a3); OP(a4); OP(a5); OP(a6); OP(a7); OP(a8); OP(a9); OP(a10); OP(a11)
+#define KEEP_TWELVE() \
+  KEEP(a0); KEEP(a1); KEEP(a2); KEEP(a3); KEEP(a4); KEEP(a5); KEEP(a6); KEEP(a7); KEEP(a8); KEEP(a9); KEEP(a10); \
+  KEEP(a11)
+
+// A case of one instruction: NAME(n) built for TARGET, twelve TYPE accumulators starting at INIT, the operands
+// declared by OPERANDS (made opaque, so that nothing is computed ahead of the loop), each accumulator updated by
+// UPDATE(a) per iteration.
+#define TWELVE_CASE(NAME, TARGET, TYPE, INIT, OPERANDS, UPDATE)                                                    \
+  __attribute__((target(TARGET))) double NAME(int64_t n) {                                                         \
+    TYPE a0 = INIT, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0,      \
+         a11 = a0;                                                                                                 \
+    OPERANDS;                                                                                                      \
+    const double t0 = now_seconds();                                                                               \
+    for (int64_t i = 0; i < n; ++i) {                                                                              \
+      TWELVE(UPDATE);                                                                                              \
+      KEEP_TWELVE();                                                                                               \
+    }                                                                                                              \
+    return now_seconds() - t0;                                                                                     \
+  }
+
+#define FMA_ZMM(a) a = _mm512_fmadd_ps(a, b, c)
+TWELVE_CASE(zmm_fma, "avx512f", __m512, _mm512_set1_ps(0.1f),
+            __m512 b = _mm512_set1_ps(0.999f); __m512 c = _mm512_set1_ps(1e-3f); KEEP(b); KEEP(c), FMA_ZMM)
+#define FMA_YMM(a) a = _mm256_fmadd_ps(a, b, c)
+TWELVE_CASE(ymm_fma, "avx2,fma", __m256, _mm256_set1_ps(0.1f),
+            __m256 b = _mm256_set1_ps(0.999f); __m256 c = _mm256_set1_ps(1e-3f); KEEP(b); KEEP(c), FMA_YMM)
+#define VNNI_ZMM(a) a = _mm512_dpbusd_epi32(a, x, y)
+TWELVE_CASE(zmm_vpdpbusd, "avx512f,avx512vnni", __m512i, _mm512_set1_epi32(1),
+            __m512i x = _mm512_set1_epi8(3); __m512i y = _mm512_set1_epi8(5); KEEP(x); KEEP(y), VNNI_ZMM)
+#define BF16_ZMM(a) a = _mm512_dpbf16_ps(a, x, x)
+TWELVE_CASE(zmm_vdpbf16ps, "avx512f,avx512bf16", __m512, _mm512_setzero_ps(),
+            __m512bh x = reinterpret_cast<__m512bh>(_mm512_set1_epi16(0x3f80)); KEEP(x), BF16_ZMM)
+// The 128-bit lane shuffle of decode attention's score folds (kernels/x86/avx512_math.h, fold4_ps).
+#define SHUFFLE_ZMM(a) a = _mm512_shuffle_f32x4(a, b, 0x4e)
+TWELVE_CASE(zmm_shuff32x4, "avx512f", __m512, _mm512_set1_ps(0.1f), __m512 b = _mm512_set1_ps(0.2f); KEEP(b),
+            SHUFFLE_ZMM)
+
+// f16 -> f32 conversions of six registers, each made opaque again every iteration so that no conversion is hoisted
+// out of the loop or merged with another (the converted value is added so that each result is used).
+__attribute__((target("avx512f"))) double zmm_cvtph2ps(int64_t n) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+  __m256i h0 = _mm256_set1_epi16(0x3c00), h1 = h0, h2 = h0, h3 = h0, h4 = h0, h5 = h0;
+  const double t0 = now_seconds();
+  for (int64_t i = 0; i < n; ++i) {
+    KEEP(h0);
+    KEEP(h1);
+    KEEP(h2);
+    KEEP(h3);
+    KEEP(h4);
+    KEEP(h5);
+    a0 = _mm512_add_ps(a0, _mm512_cvtph_ps(h0)), a1 = _mm512_add_ps(a1, _mm512_cvtph_ps(h1));
+    a2 = _mm512_add_ps(a2, _mm512_cvtph_ps(h2)), a3 = _mm512_add_ps(a3, _mm512_cvtph_ps(h3));
+    a4 = _mm512_add_ps(a4, _mm512_cvtph_ps(h4)), a5 = _mm512_add_ps(a5, _mm512_cvtph_ps(h5));
+    KEEP(a0);
+    KEEP(a1);
+    KEEP(a2);
+    KEEP(a3);
+    KEEP(a4);
+    KEEP(a5);
+  }
+  return now_seconds() - t0;
+}
+
+// Decode attention's q.k step at 64 dimensions and 3 queries per KV head: one key chunk converted from f16, then
+// multiplied into the three queries' accumulators; four chunks per iteration (12 multiply-adds, 4 conversions).
+__attribute__((target("avx512f"))) double zmm_cvt_3fma(int64_t n) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0,
+         a10 = a0, a11 = a0;
+  __m512 q0 = _mm512_set1_ps(0.1f), q1 = _mm512_set1_ps(0.2f), q2 = _mm512_set1_ps(0.3f);
+  __m256i h0 = _mm256_set1_epi16(0x3c00), h1 = h0, h2 = h0, h3 = h0;
+  KEEP(q0);
+  KEEP(q1);
+  KEEP(q2);
+  const double t0 = now_seconds();
+  for (int64_t i = 0; i < n; ++i) {
+    KEEP(h0);
+    KEEP(h1);
+    KEEP(h2);
+    KEEP(h3);
+    __m512 k = _mm512_cvtph_ps(h0);
+    a0 = _mm512_fmadd_ps(k, q0, a0), a1 = _mm512_fmadd_ps(k, q1, a1), a2 = _mm512_fmadd_ps(k, q2, a2);
+    k = _mm512_cvtph_ps(h1);
+    a3 = _mm512_fmadd_ps(k, q0, a3), a4 = _mm512_fmadd_ps(k, q1, a4), a5 = _mm512_fmadd_ps(k, q2, a5);
+    k = _mm512_cvtph_ps(h2);
+    a6 = _mm512_fmadd_ps(k, q0, a6), a7 = _mm512_fmadd_ps(k, q1, a7), a8 = _mm512_fmadd_ps(k, q2, a8);
+    k = _mm512_cvtph_ps(h3);
+    a9 = _mm512_fmadd_ps(k, q0, a9), a10 = _mm512_fmadd_ps(k, q1, a10), a11 = _mm512_fmadd_ps(k, q2, a11);
+    KEEP_TWELVE();
+  }
+  return now_seconds() - t0;
+}
+
+bool has_avx512f() { return __builtin_cpu_supports("avx512f"); }
+bool has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+bool has_avx512_vnni() { return has_avx512f() && __builtin_cpu_supports("avx512vnni"); }
+bool has_avx512_bf16() { return has_avx512f() && __builtin_cpu_supports("avx512bf16"); }
+
+struct Case {
+  const char* name;
+  const char* what;  // what one instruction does
+  bool (*supported)();
+  double (*run)(int64_t);
+  double per_iteration;  // instructions counted per iteration
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t iterations = 50'000'000;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--iterations") == 0 && i + 1 < argc) {
+      iterations = std::atoll(argv[++i]);
+      if (iterations < 1000) {
+        std::fprintf(stderr, "longhaul_compute_probe: --iterations %s is below the minimum of 1000\n", argv[i]);
+        return 2;
+      }
+    } else {
+      std::fprintf(stderr, "usage: longhaul_compute_probe [--iterations N]\n");
+      return 2;
+    }
+  }
+  const Case cases[] = {
+      {"vfmadd231ps zmm", "16 f32 multiply-adds", has_avx512f, zmm_fma, 12},
+      {"vfmadd231ps ymm", "8 f32 multiply-adds", has_avx2_fma, ymm_fma, 12},
+      {"vcvtph2ps zmm (+ vaddps)", "16 f16 -> f32", has_avx512f, zmm_cvtph2ps, 6},
+      {"vshuff32x4 zmm", "128-bit lane shuffle", has_avx512f, zmm_shuff32x4, 12},
+      {"vpdpbusd zmm", "64 u8 x s8 multiply-adds", has_avx512_vnni, zmm_vpdpbusd, 12},
+      {"vdpbf16ps zmm", "32 bf16 multiply-adds", has_avx512_bf16, zmm_vdpbf16ps, 12},
+      {"vcvtph2ps + 3 vfmadd231ps zmm", "a key chunk against 3 queries (counted: the multiply-adds)", has_avx512f,
+       zmm_cvt_3fma, 12},
+  };
+  clock_hz(iterations / 10);  // wake the core to its working clock before measuring it
+  const double hz = clock_hz(iterations);
+  std::printf("clock (dependent adds): %.2f GHz, one thread\n\n", hz / 1e9);
+  std::printf("| instruction | does | per cycle | per second (G) |\n|---|---|---:|---:|\n");
+  for (const Case& c : cases) {
+    if (!c.supported()) {
+      std::printf("| %s | %s | not supported | |\n", c.name, c.what);
+      continue;
+    }
+    c.run(iterations / 10);
+    const double seconds = c.run(iterations);
+    const double per_second = c.per_iteration * static_cast<double>(iterations) / seconds;
+    std::printf("| %s | %s | %.2f | %.2f |\n", c.name, c.what, per_second / hz, per_second / 1e9);
+  }
+  return 0;
+}
