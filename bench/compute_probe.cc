@@ -2,8 +2,8 @@
 // cycle, the compute ceiling beside longhaul_bandwidth_probe's memory ceiling.
 //
 // A step of several tokens (batched decode, speculative verification, a prompt) is bound by these rates, not by
-// memory: the weight products by vpdpbusd (64 int8 multiply-adds per 512-bit instruction), attention by vfmadd231ps
-// on keys converted from f16 by vcvtph2ps. Which of them a kernel runs at, and how far from it, says whether a
+// memory: the weight products by vpdpbusd (64 int8 multiply-adds per 512-bit instruction; vpmaddubsw and vpmaddwd
+// on AVX2 without VNNI), attention by vfmadd231ps on keys converted from f16 by vcvtph2ps. Which of them a kernel runs at, and how far from it, says whether a
 // faster kernel exists (docs/benchmarks.md). The rates differ between CPUs that report the same ISA: an AMD EPYC
 // (Zen 4) issues one 512-bit multiply-add per cycle and two 256-bit ones, and converts f16 at half that rate.
 //
@@ -81,29 +81,32 @@ TWELVE_CASE(zmm_shuff32x4, "avx512f", __m512, _mm512_set1_ps(0.1f), __m512 b = _
 
 // f16 -> f32 conversions of six registers, each made opaque again every iteration so that no conversion is hoisted
 // out of the loop or merged with another (the converted value is added so that each result is used).
-__attribute__((target("avx512f"))) double zmm_cvtph2ps(int64_t n) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
-  __m256i h0 = _mm256_set1_epi16(0x3c00), h1 = h0, h2 = h0, h3 = h0, h4 = h0, h5 = h0;
-  const double t0 = now_seconds();
-  for (int64_t i = 0; i < n; ++i) {
-    KEEP(h0);
-    KEEP(h1);
-    KEEP(h2);
-    KEEP(h3);
-    KEEP(h4);
-    KEEP(h5);
-    a0 = _mm512_add_ps(a0, _mm512_cvtph_ps(h0)), a1 = _mm512_add_ps(a1, _mm512_cvtph_ps(h1));
-    a2 = _mm512_add_ps(a2, _mm512_cvtph_ps(h2)), a3 = _mm512_add_ps(a3, _mm512_cvtph_ps(h3));
-    a4 = _mm512_add_ps(a4, _mm512_cvtph_ps(h4)), a5 = _mm512_add_ps(a5, _mm512_cvtph_ps(h5));
-    KEEP(a0);
-    KEEP(a1);
-    KEEP(a2);
-    KEEP(a3);
-    KEEP(a4);
-    KEEP(a5);
+#define SIX_CONVERSIONS(NAME, TARGET, F32, ZERO, F16, F16_INIT, CONVERT, ADD)                                      \
+  __attribute__((target(TARGET))) double NAME(int64_t n) {                                                         \
+    F32 a0 = ZERO, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;                                                    \
+    F16 h0 = F16_INIT, h1 = h0, h2 = h0, h3 = h0, h4 = h0, h5 = h0;                                                \
+    const double t0 = now_seconds();                                                                               \
+    for (int64_t i = 0; i < n; ++i) {                                                                              \
+      KEEP(h0); KEEP(h1); KEEP(h2); KEEP(h3); KEEP(h4); KEEP(h5);                                                  \
+      a0 = ADD(a0, CONVERT(h0)), a1 = ADD(a1, CONVERT(h1)), a2 = ADD(a2, CONVERT(h2));                             \
+      a3 = ADD(a3, CONVERT(h3)), a4 = ADD(a4, CONVERT(h4)), a5 = ADD(a5, CONVERT(h5));                             \
+      KEEP(a0); KEEP(a1); KEEP(a2); KEEP(a3); KEEP(a4); KEEP(a5);                                                  \
+    }                                                                                                              \
+    return now_seconds() - t0;                                                                                     \
   }
-  return now_seconds() - t0;
-}
+SIX_CONVERSIONS(zmm_cvtph2ps, "avx512f", __m512, _mm512_setzero_ps(), __m256i, _mm256_set1_epi16(0x3c00),
+                _mm512_cvtph_ps, _mm512_add_ps)
+SIX_CONVERSIONS(ymm_cvtph2ps, "avx2,f16c", __m256, _mm256_setzero_ps(), __m128i, _mm_set1_epi16(0x3c00),
+                _mm256_cvtph_ps, _mm256_add_ps)
+
+// The AVX2 kernels' int8 products without VNNI (kernels/x86/avx2_gemm.h): u8 x s8 pairs summed to i16, then i16
+// pairs summed to i32. Each accumulator feeds its own next instruction, so nothing is computed ahead of the loop.
+#define MADDUBS_YMM(a) a = _mm256_maddubs_epi16(a, y)
+TWELVE_CASE(ymm_vpmaddubsw, "avx2", __m256i, _mm256_set1_epi8(3), __m256i y = _mm256_set1_epi8(5); KEEP(y),
+            MADDUBS_YMM)
+#define MADDWD_YMM(a) a = _mm256_madd_epi16(a, y)
+TWELVE_CASE(ymm_vpmaddwd, "avx2", __m256i, _mm256_set1_epi16(3), __m256i y = _mm256_set1_epi16(5); KEEP(y),
+            MADDWD_YMM)
 
 // Decode attention's q.k step at 64 dimensions and 3 queries per KV head: one key chunk converted from f16, then
 // multiplied into the three queries' accumulators; four chunks per iteration (12 multiply-adds, 4 conversions).
@@ -135,7 +138,9 @@ __attribute__((target("avx512f"))) double zmm_cvt_3fma(int64_t n) {
 }
 
 bool has_avx512f() { return __builtin_cpu_supports("avx512f"); }
-bool has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+bool has_avx2_fma() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
 bool has_avx512_vnni() { return has_avx512f() && __builtin_cpu_supports("avx512vnni"); }
 bool has_avx512_bf16() { return has_avx512f() && __builtin_cpu_supports("avx512bf16"); }
 
@@ -167,8 +172,11 @@ int main(int argc, char** argv) {
       {"vfmadd231ps zmm", "16 f32 multiply-adds", has_avx512f, zmm_fma, 12},
       {"vfmadd231ps ymm", "8 f32 multiply-adds", has_avx2_fma, ymm_fma, 12},
       {"vcvtph2ps zmm (+ vaddps)", "16 f16 -> f32", has_avx512f, zmm_cvtph2ps, 6},
+      {"vcvtph2ps ymm (+ vaddps)", "8 f16 -> f32", has_avx2_fma, ymm_cvtph2ps, 6},
       {"vshuff32x4 zmm", "128-bit lane shuffle", has_avx512f, zmm_shuff32x4, 12},
       {"vpdpbusd zmm", "64 u8 x s8 multiply-adds", has_avx512_vnni, zmm_vpdpbusd, 12},
+      {"vpmaddubsw ymm", "32 u8 x s8 products, pairs summed to i16", has_avx2_fma, ymm_vpmaddubsw, 12},
+      {"vpmaddwd ymm", "16 i16 x i16 products, pairs summed to i32", has_avx2_fma, ymm_vpmaddwd, 12},
       {"vdpbf16ps zmm", "32 bf16 multiply-adds", has_avx512_bf16, zmm_vdpbf16ps, 12},
       {"vcvtph2ps + 3 vfmadd231ps zmm", "a key chunk against 3 queries (counted: the multiply-adds)", has_avx512f,
        zmm_cvt_3fma, 12},
