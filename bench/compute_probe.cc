@@ -3,14 +3,16 @@
 //
 // A step of several tokens (batched decode, speculative verification, a prompt) is bound by these rates, not by
 // memory: the weight products by vpdpbusd (64 int8 multiply-adds per 512-bit instruction; vpmaddubsw and vpmaddwd
-// on AVX2 without VNNI), attention by vfmadd231ps on keys converted from f16 by vcvtph2ps. Which of them a kernel runs at, and how far from it, says whether a
-// faster kernel exists (docs/benchmarks.md). The rates differ between CPUs that report the same ISA: an AMD EPYC
-// (Zen 4) issues one 512-bit multiply-add per cycle and two 256-bit ones, and converts f16 at half that rate.
+// on AVX2 without VNNI), attention by vfmadd231ps on keys converted from f16 by vcvtph2ps. Which of them a kernel
+// runs at, and how far from it, says whether a faster kernel exists (docs/benchmarks.md). The rates differ between
+// CPUs that report the same ISA: an AMD EPYC (Zen 4) issues one 512-bit multiply-add per cycle and two 256-bit
+// ones, and converts f16 at half that rate.
 //
 //   longhaul_compute_probe [--iterations N]
 //
-// Each case runs N iterations of six to twelve independent instructions (register operands only, so that nothing
-// waits on memory or on a previous result), timed on one thread. The clock is estimated the same way, from a chain of
+// Each case runs N iterations of six to twelve instructions on as many independent accumulators, timed on one
+// thread: register operands only, so that nothing waits on memory, and enough accumulators that no instruction waits
+// for the latency of the one before it on its accumulator. The clock is estimated the same way, from a chain of
 // dependent integer adds (one per cycle on every x86 core this runs on), so "per cycle" is per core clock as the
 // core ran then. Cases the CPU does not support are listed as such.
 #include <immintrin.h>
