@@ -12,7 +12,7 @@
 //
 // Each case runs N iterations of six to twelve instructions on as many independent accumulators, timed on one
 // thread: register operands only, so that nothing waits on memory, and enough accumulators that no instruction waits
-// for the latency of the one before it on its accumulator. The clock is estimated the same way, from a chain of
+// for the latency of the one before it on its accumulator. The clock is estimated the other way round, from a chain of
 // dependent integer adds (one per cycle on every x86 core this runs on), so "per cycle" is per core clock as the
 // core ran then. Cases the CPU does not support are listed as such.
 #include <immintrin.h>
