@@ -140,7 +140,8 @@ __attribute__((target("avx512f"))) double zmm_cvt_3fma(int64_t n) {
 }
 
 bool has_avx512f() { return __builtin_cpu_supports("avx512f"); }
-bool has_avx2_fma() {
+// AVX2 as the ymm cases use it: with FMA and F16C.
+bool has_avx2_fma_f16c() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 bool has_avx512_vnni() { return has_avx512f() && __builtin_cpu_supports("avx512vnni"); }
@@ -172,13 +173,13 @@ int main(int argc, char** argv) {
   }
   const Case cases[] = {
       {"vfmadd231ps zmm", "16 f32 multiply-adds", has_avx512f, zmm_fma, 12},
-      {"vfmadd231ps ymm", "8 f32 multiply-adds", has_avx2_fma, ymm_fma, 12},
+      {"vfmadd231ps ymm", "8 f32 multiply-adds", has_avx2_fma_f16c, ymm_fma, 12},
       {"vcvtph2ps zmm (+ vaddps)", "16 f16 -> f32", has_avx512f, zmm_cvtph2ps, 6},
-      {"vcvtph2ps ymm (+ vaddps)", "8 f16 -> f32", has_avx2_fma, ymm_cvtph2ps, 6},
+      {"vcvtph2ps ymm (+ vaddps)", "8 f16 -> f32", has_avx2_fma_f16c, ymm_cvtph2ps, 6},
       {"vshuff32x4 zmm", "128-bit lane shuffle", has_avx512f, zmm_shuff32x4, 12},
       {"vpdpbusd zmm", "64 u8 x s8 multiply-adds", has_avx512_vnni, zmm_vpdpbusd, 12},
-      {"vpmaddubsw ymm", "32 u8 x s8 products, pairs summed to i16", has_avx2_fma, ymm_vpmaddubsw, 12},
-      {"vpmaddwd ymm", "16 i16 x i16 products, pairs summed to i32", has_avx2_fma, ymm_vpmaddwd, 12},
+      {"vpmaddubsw ymm", "32 u8 x s8 products, pairs summed to i16", has_avx2_fma_f16c, ymm_vpmaddubsw, 12},
+      {"vpmaddwd ymm", "16 i16 x i16 products, pairs summed to i32", has_avx2_fma_f16c, ymm_vpmaddwd, 12},
       {"vdpbf16ps zmm", "32 bf16 multiply-adds", has_avx512_bf16, zmm_vdpbf16ps, 12},
       {"vcvtph2ps + 3 vfmadd231ps zmm", "a key chunk against 3 queries (counted: the multiply-adds)", has_avx512f,
        zmm_cvt_3fma, 12},
