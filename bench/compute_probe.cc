@@ -3,18 +3,25 @@
 //
 // A step of several tokens (batched decode, speculative verification, a prompt) is bound by these rates, not by
 // memory: the weight products by vpdpbusd (64 int8 multiply-adds per 512-bit instruction; vpmaddubsw and vpmaddwd
-// on AVX2 without VNNI), attention by vfmadd231ps on keys converted from f16 by vcvtph2ps. Which of them a kernel
-// runs at, and how far from it, says whether a faster kernel exists (docs/benchmarks.md). The rates differ between
-// CPUs that report the same ISA: an AMD EPYC (Zen 4) issues one 512-bit multiply-add per cycle and two 256-bit
-// ones, and converts f16 at half that rate.
+// on AVX2 without VNNI), attention by vfmadd231ps on keys converted from f16 by vcvtph2ps, and on the amx ISA a
+// prompt's weight products by the tile unit's tdpbf16ps. Which of them a kernel runs at, and how far from it, says
+// whether a faster kernel exists (docs/benchmarks.md). The rates differ between CPUs that report the same ISA: an
+// AMD EPYC (Zen 4) issues one 512-bit multiply-add per cycle and two 256-bit ones, and converts f16 at half that
+// rate beside them; an Intel Xeon (Sapphire Rapids) issues two 512-bit multiply-adds per cycle, and its f16
+// conversion takes about two of those slots.
 //
 //   longhaul_compute_probe [--iterations N]
 //
 // Each case runs N iterations of six to twelve instructions on as many independent accumulators, timed on one
 // thread: register operands only, so that nothing waits on memory, and enough accumulators that no instruction waits
-// for the latency of the one before it on its accumulator. The clock is estimated the other way round, from a chain of
-// dependent integer adds (one per cycle on every x86 core this runs on), so "per cycle" is per core clock as the
-// core ran then. Cases the CPU does not support are listed as such.
+// for the latency of the one before it on its accumulator. The clock is estimated the other way round, from a chain
+// of dependent integer adds of a register (one per cycle on every x86 core this runs on), so "per cycle" is per
+// core clock as the core ran then. Cases the CPU does not support are listed as such.
+
+// GCC 12 reports the _mm512_undefined_* operands inside its own AVX-512 intrinsics as (maybe) uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 #include <immintrin.h>
 
 #include <chrono>
@@ -22,6 +29,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include "kernels/isa.h"
+// Its load_tile_config is built for the tile unit here too; only the AMX cases call it, after has_amx().
+#pragma GCC push_options
+#pragma GCC target("amx-tile")
+#include "kernels/x86/amx_tiles.h"
+#pragma GCC pop_options
 
 namespace {
 
@@ -33,11 +47,16 @@ double now_seconds() {
 // Keeps a register value alive and opaque to the compiler, so that the loop is neither folded nor spilled.
 #define KEEP(x) asm volatile("" : "+v"(x))
 
-// Cycles per second: four dependent adds per iteration, one cycle each.
+// Cycles per second: four dependent adds per iteration, one cycle each. The addend is a register, not an
+// immediate: Intel's Golden Cove cores (Sapphire Rapids) fold chains of adds of small immediates at register
+// renaming, and such a chain read a clock of 14 GHz there.
 double clock_hz(int64_t n) {
   int64_t x = 0;
+  int64_t one = 1;
+  asm volatile("" : "+r"(one));  // opaque: the compiler cannot turn the adds back into immediates
   const double t0 = now_seconds();
-  for (int64_t i = 0; i < n; ++i) asm volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+  for (int64_t i = 0; i < n; ++i)
+    asm volatile("add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0" : "+r"(x) : "r"(one));
   return 4.0 * static_cast<double>(n) / (now_seconds() - t0);
 }
 
@@ -139,6 +158,66 @@ __attribute__((target("avx512f"))) double zmm_cvt_3fma(int64_t n) {
   return now_seconds() - t0;
 }
 
+// AMX tile products (the amx ISA's prompt kernels, kernels/gemm_amx.cc and gemm_amx_bf16.cc): four independent
+// 16 x 16 accumulator tiles (tmm0-3), each updated from two A tiles (tmm4, tmm5, 16 rows of 64 bytes) and two B
+// tiles (tmm6, tmm7) per iteration, as a 2 x 2 block of a product. One tdpbusd is 16 x 16 x 64 u8 x s8
+// multiply-adds (16,384), one tdpbf16ps 16 x 16 x 32 bf16 multiply-adds (8,192).
+using longhaul::kernels::detail::TileConfig;
+
+__attribute__((target("amx-tile"))) void configure_tiles() {
+  TileConfig c{};
+  c.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    c.colsb[t] = 64;
+    c.rows[t] = 16;
+  }
+  longhaul::kernels::detail::load_tile_config(c);
+  alignas(64) static uint8_t ones[16 * 64];
+  std::memset(ones, 1, sizeof(ones));
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, ones, 64);
+  _tile_loadd(5, ones, 64);
+  _tile_loadd(6, ones, 64);
+  _tile_loadd(7, ones, 64);
+}
+
+// A case of one tile instruction: NAME(n) built for TARGET, the 2 x 2 block's four products by PRODUCT per
+// iteration, LOADS (the block's tile loads, or nothing) before them. The tile intrinsics take tile numbers as literals.
+#define NO_LOADS
+#define TILE_CASE(NAME, TARGET, PRODUCT, LOADS) \
+  __attribute__((target(TARGET))) double NAME(int64_t n) { \
+    configure_tiles(); \
+    alignas(64) static uint8_t operands[4][1024]; \
+    std::memset(operands, 0, sizeof(operands)); \
+    const double t0 = now_seconds(); \
+    for (int64_t i = 0; i < n; ++i) { \
+      LOADS; \
+      PRODUCT(0, 4, 6); \
+      PRODUCT(1, 4, 7); \
+      PRODUCT(2, 5, 6); \
+      PRODUCT(3, 5, 7); \
+    } \
+    const double seconds = now_seconds() - t0; \
+    _tile_release(); \
+    return seconds; \
+  }
+TILE_CASE(amx_tdpbusd, "amx-tile,amx-int8", _tile_dpbusd, NO_LOADS)
+TILE_CASE(amx_tdpbf16ps, "amx-tile,amx-bf16", _tile_dpbf16ps, NO_LOADS)
+// A step of a 2 x 2 tile block as the prompt kernels run it (gemm_amx_bf16.cc, tile_block): two A and two B tiles
+// loaded (1 KB each, from L1) for four products. Eight tiles allow no more reuse than one load per product.
+#define BLOCK_LOADS \
+  _tile_loadd(4, operands[0], 64); \
+  _tile_loadd(5, operands[1], 64); \
+  _tile_loadd(6, operands[2], 64); \
+  _tile_loadd(7, operands[3], 64)
+TILE_CASE(amx_block_step, "amx-tile,amx-bf16", _tile_dpbf16ps, BLOCK_LOADS)
+
+// The amx ISA as the engine takes it (kernels/isa.cc): the tile instructions, and Linux's grant of the tile state.
+bool has_amx() { return longhaul::kernels::cpu_supports(longhaul::kernels::Isa::kAmx); }
+
 bool has_avx512f() { return __builtin_cpu_supports("avx512f"); }
 // AVX2 as the ymm cases use it: with FMA and F16C.
 bool has_avx2_fma_f16c() {
@@ -183,6 +262,10 @@ int main(int argc, char** argv) {
       {"vdpbf16ps zmm", "32 bf16 multiply-adds", has_avx512_bf16, zmm_vdpbf16ps, 12},
       {"vcvtph2ps + 3 vfmadd231ps zmm", "a key chunk against 3 queries (counted: the multiply-adds)", has_avx512f,
        zmm_cvt_3fma, 12},
+      {"tdpbusd (AMX)", "16 x 16 x 64 = 16,384 u8 x s8 multiply-adds", has_amx, amx_tdpbusd, 4},
+      {"tdpbf16ps (AMX)", "16 x 16 x 32 = 8,192 bf16 multiply-adds", has_amx, amx_tdpbf16ps, 4},
+      {"4 tileloadd + 4 tdpbf16ps (AMX)", "a 2 x 2 tile block's step (counted: the tdpbf16ps)", has_amx,
+       amx_block_step, 4},
   };
   clock_hz(iterations);  // wake the core to its working clock before measuring it
   const double hz = clock_hz(iterations);

@@ -1,5 +1,5 @@
-// Internal: the AMX tile configuration both AMX translation units (gemm_amx.cc, gemm_amx_bf16.cc) load. Included
-// only by them; anonymous namespace as in x86_common.h.
+// Internal: the AMX tile configuration both AMX translation units (gemm_amx.cc, gemm_amx_bf16.cc) load, and
+// bench/compute_probe.cc's tile cases. Included only by them; anonymous namespace as in x86_common.h.
 #pragma once
 
 #include <immintrin.h>
