@@ -347,6 +347,10 @@ GemmKernel bf16_kernel() {
   k.chunk_rows_multiple = 2 * kTile;
   k.chunk_tokens = 0;  // a chunk covers every token: its groups are dequantized once per call
   k.token_multiple = kTile;
+  // From 128 tokens per thread the threads split the tokens: `longhaul bench -m smollm2-135m -t 2 -p P -n 0` on the
+  // Intel Xeon, split by rows against by tokens: P = 128 3132, 3052 -> 3048, 2929 t/s; 256 3131, 3044 -> 3345,
+  // 3256; 512 2708, 2711, 2660 -> 3056, 3187, 2985 (docs/benchmarks.md, "Prompt products split by tokens").
+  k.split_tokens_from = 128;
   return k;
 }
 

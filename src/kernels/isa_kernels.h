@@ -50,6 +50,12 @@ struct GemmKernel {
   int64_t chunk_rows_multiple = 4;
   int64_t chunk_tokens = 64;
   int64_t token_multiple = 1;
+  // > 0: a call of at least this many tokens per thread is split between the threads by tokens, each chunk a
+  // thread's share of the tokens against every row, instead of by rows. For kernels that unpack each weight once
+  // per call (the AMX prompt kernels): split by rows, every chunk of rows reads all the call's activations again;
+  // split by tokens, each thread reads its own once per block of unpacked weights, and unpacks every weight itself.
+  // Each output is computed on its own, so results do not depend on the split. 0: by rows (and chunk_tokens).
+  int64_t split_tokens_from = 0;
 };
 
 struct IsaKernels {

@@ -113,7 +113,9 @@ TEST_P(Interleaved, AmxBf16PromptKernelMatchesItsTwin) {
                                      {80, k_quant ? 768 : 160, 100}, {32, k_quant ? 2304 : 2112, 17},
                                      {64, k_quant ? 256 : 64, 129},
                                      // 9 groups of 66-72 KB panels: a block of 6 groups, then one of 3 (a lone group).
-                                     {144, k_quant ? 2304 : 2112, 40}};
+                                     {144, k_quant ? 2304 : 2112, 40},
+                                     // Past split_tokens_from per thread: two threads split the tokens, 160 and 140.
+                                     {48, k_quant ? 512 : 576, 300}};
   ThreadPool pool1(1), pool2(2);
   MatmulScratch scratch;
   for (const Shape& s : shapes) {
@@ -140,10 +142,15 @@ TEST_P(Interleaved, AmxBf16PromptKernelMatchesItsTwin) {
     }
     if (!cpu_supports(Isa::kAmx)) continue;
     ASSERT_TRUE(has_prompt_kernel(Isa::kAmx, type));
+    std::vector<float> one_thread;
     for (ThreadPool* pool : {&pool1, &pool2}) {
       std::vector<float> y(s.n_tokens * ldy, -7.0f);
       const MatmulTarget target{type, wi.data(), s.n_out, y.data(), ldy, WeightLayout::kInterleaved16};
       matmul_fused(Isa::kAmx, &target, 1, s.n_in, x.data(), s.n_tokens, *pool, scratch, MatmulRows::kPrompt);
+      // Each output is computed on its own: two threads, splitting the rows or (300 tokens) the tokens, give one
+      // thread's bits.
+      if (pool == &pool1) one_thread = y;
+      ASSERT_TRUE(y == one_thread) << tensor::dtype_name(type) << " tokens=" << s.n_tokens;
       for (int64_t t = 0; t < s.n_tokens; ++t) {
         for (int64_t o = 0; o < ldy; ++o) {
           ASSERT_NEAR(y[t * ldy + o], twin[t * ldy + o], 2e-6 * magnitudes[t * ldy + o])
