@@ -187,31 +187,31 @@ __attribute__((target("amx-tile"))) void configure_tiles() {
 // A case of one tile instruction: NAME(n) built for TARGET, the 2 x 2 block's four products by PRODUCT per
 // iteration, LOADS (the block's tile loads, or nothing) before them. The tile intrinsics take tile numbers as literals.
 #define NO_LOADS
-#define TILE_CASE(NAME, TARGET, PRODUCT, LOADS) \
-  __attribute__((target(TARGET))) double NAME(int64_t n) { \
-    configure_tiles(); \
-    alignas(64) static uint8_t operands[4][1024]; \
-    std::memset(operands, 0, sizeof(operands)); \
-    const double t0 = now_seconds(); \
-    for (int64_t i = 0; i < n; ++i) { \
-      LOADS; \
-      PRODUCT(0, 4, 6); \
-      PRODUCT(1, 4, 7); \
-      PRODUCT(2, 5, 6); \
-      PRODUCT(3, 5, 7); \
-    } \
-    const double seconds = now_seconds() - t0; \
-    _tile_release(); \
-    return seconds; \
+#define TILE_CASE(NAME, TARGET, PRODUCT, LOADS)                                                                        \
+  __attribute__((target(TARGET))) double NAME(int64_t n) {                                                             \
+    configure_tiles();                                                                                                 \
+    alignas(64) static uint8_t operands[4][1024];                                                                      \
+    std::memset(operands, 0, sizeof(operands));                                                                        \
+    const double t0 = now_seconds();                                                                                   \
+    for (int64_t i = 0; i < n; ++i) {                                                                                  \
+      LOADS;                                                                                                           \
+      PRODUCT(0, 4, 6);                                                                                                \
+      PRODUCT(1, 4, 7);                                                                                                \
+      PRODUCT(2, 5, 6);                                                                                                \
+      PRODUCT(3, 5, 7);                                                                                                \
+    }                                                                                                                  \
+    const double seconds = now_seconds() - t0;                                                                         \
+    _tile_release();                                                                                                   \
+    return seconds;                                                                                                    \
   }
 TILE_CASE(amx_tdpbusd, "amx-tile,amx-int8", _tile_dpbusd, NO_LOADS)
 TILE_CASE(amx_tdpbf16ps, "amx-tile,amx-bf16", _tile_dpbf16ps, NO_LOADS)
 // A step of a 2 x 2 tile block as the prompt kernels run it (gemm_amx_bf16.cc, tile_block): two A and two B tiles
 // loaded (1 KB each, from L1) for four products. Eight tiles allow no more reuse than one load per product.
-#define BLOCK_LOADS \
-  _tile_loadd(4, operands[0], 64); \
-  _tile_loadd(5, operands[1], 64); \
-  _tile_loadd(6, operands[2], 64); \
+#define BLOCK_LOADS                                                                                                    \
+  _tile_loadd(4, operands[0], 64);                                                                                     \
+  _tile_loadd(5, operands[1], 64);                                                                                     \
+  _tile_loadd(6, operands[2], 64);                                                                                     \
   _tile_loadd(7, operands[3], 64)
 TILE_CASE(amx_block_step, "amx-tile,amx-bf16", _tile_dpbf16ps, BLOCK_LOADS)
 
