@@ -31,7 +31,7 @@
 #include <cstring>
 
 #include "kernels/isa.h"
-// Its load_tile_config is built for the tile unit here too; only the AMX cases call it, after has_amx().
+// Its tile configuration is built for the tile unit here too; only the AMX cases call it, after has_amx().
 #pragma GCC push_options
 #pragma GCC target("amx-tile")
 #include "kernels/x86/amx_tiles.h"
@@ -162,16 +162,8 @@ __attribute__((target("avx512f"))) double zmm_cvt_3fma(int64_t n) {
 // 16 x 16 accumulator tiles (tmm0-3), each updated from two A tiles (tmm4, tmm5, 16 rows of 64 bytes) and two B
 // tiles (tmm6, tmm7) per iteration, as a 2 x 2 block of a product. One tdpbusd is 16 x 16 x 64 u8 x s8
 // multiply-adds (16,384), one tdpbf16ps 16 x 16 x 32 bf16 multiply-adds (8,192).
-using longhaul::kernels::detail::TileConfig;
-
 __attribute__((target("amx-tile"))) void configure_tiles() {
-  TileConfig c{};
-  c.palette_id = 1;
-  for (int t = 0; t < 8; ++t) {
-    c.colsb[t] = 64;
-    c.rows[t] = 16;
-  }
-  longhaul::kernels::detail::load_tile_config(c);
+  longhaul::kernels::detail::load_full_tiles_config();
   alignas(64) static uint8_t ones[16 * 64];
   std::memset(ones, 1, sizeof(ones));
   _tile_zero(0);

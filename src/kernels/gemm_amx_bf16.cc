@@ -246,18 +246,6 @@ struct Q6KGroups {
 
 // ---- Tile products.
 
-// Tiles 0-3: C of (token tile a, row tile b) at 2a + b; 4, 5: A of token tiles 0, 1; 6, 7: B of row tiles 0, 1.
-// Every tile is 16 rows of 64 bytes.
-void configure_tiles() {
-  TileConfig c{};
-  c.palette_id = 1;
-  for (int t = 0; t < 8; ++t) {
-    c.rows[t] = kTile;
-    c.colsb[t] = 64;
-  }
-  load_tile_config(c);
-}
-
 // Stores C tile `c` (16 tokens x 16 rows) at y, its first nt token rows only. The tile intrinsics take the tile
 // number as a literal (they paste it into the instruction), hence the spelled-out branches.
 template <int c>
@@ -306,7 +294,8 @@ void amx_bf16_tile(int64_t n_in, const uint8_t* w, int64_t w_stride, int64_t n_r
   const int64_t block_groups = groups_per_block(n_in);
   auto* stage = reinterpret_cast<float*>(work + block_groups * panel_bytes);
   const QuarterIdx q;
-  configure_tiles();
+  // Tiles 0-3: C of (token tile a, row tile b) at 2a + b; 4, 5: A of token tiles 0, 1; 6, 7: B of row tiles 0, 1.
+  load_full_tiles_config();
   const int64_t n_groups = n_rows / kTile;
   for (int64_t g0 = 0; g0 < n_groups; g0 += block_groups) {
     const int64_t nb = std::min(block_groups, n_groups - g0);

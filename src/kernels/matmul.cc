@@ -247,13 +247,14 @@ void matmul_fused(Isa isa, const MatmulTarget* targets, int n_targets, int64_t n
       if (p.gemm->chunk_tokens > 0) p.tokens_per_chunk = std::min(n_tokens, p.gemm->chunk_tokens);
       row_multiple = p.gemm->chunk_rows_multiple;
     }
-    p.rows_per_chunk =
-        rows_per_chunk(p.n_out, n_in, p.w_row_bytes, p.tokens_per_chunk, total_work, n_threads, row_multiple);
     if (p.gemm != nullptr && p.gemm->split_tokens_from > 0 && n_threads > 1 &&
         n_tokens >= p.gemm->split_tokens_from * n_threads) {
       const int64_t multiple = p.gemm->token_multiple;
       p.tokens_per_chunk = ((n_tokens + n_threads - 1) / n_threads + multiple - 1) / multiple * multiple;
       p.rows_per_chunk = p.n_out;
+    } else {
+      p.rows_per_chunk =
+          rows_per_chunk(p.n_out, n_in, p.w_row_bytes, p.tokens_per_chunk, total_work, n_threads, row_multiple);
     }
     p.n_row_chunks = (p.n_out + p.rows_per_chunk - 1) / p.rows_per_chunk;
     const int64_t n_token_chunks = (n_tokens + p.tokens_per_chunk - 1) / p.tokens_per_chunk;

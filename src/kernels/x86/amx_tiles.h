@@ -24,5 +24,17 @@ inline void load_tile_config(const TileConfig& c) {
   _tile_loadconfig(&c);
 }
 
+// All eight tiles at their largest, 16 rows of 64 bytes: the AMX-BF16 prompt kernels' 2 x 2 tile blocks
+// (gemm_amx_bf16.cc) and the compute probe's tile cases run so.
+inline void load_full_tiles_config() {
+  TileConfig c{};
+  c.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    c.rows[t] = 16;
+    c.colsb[t] = 64;
+  }
+  load_tile_config(c);
+}
+
 }  // namespace
 }  // namespace longhaul::kernels::detail
