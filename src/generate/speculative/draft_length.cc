@@ -83,14 +83,26 @@ double DraftAcceptance::alpha() const {
   return (child_hits_ + kPriorAlpha * kPriorWeight) / (child_trials_ + kPriorWeight);
 }
 
-void DraftAcceptance::estimates(std::span<double> out, std::span<const int32_t> parents) const {
+void DraftAcceptance::estimates(std::span<double> out, std::span<const int32_t> parents,
+                                const DraftAcceptance* prior) const {
   LH_CHECK(out.size() <= hits_.size());
+  std::vector<double> prior_p;
+  if (prior != nullptr) {
+    LH_CHECK(out.size() <= static_cast<size_t>(prior->max_nodes()));
+    prior_p.resize(out.size());
+    prior->estimates(prior_p, parents);
+  }
   const double a = alpha();
   for (size_t i = 0; i < out.size(); ++i) {
     int32_t parent = i < parents.size() ? parents[i] : static_cast<int32_t>(i) - 1;
     if (parent >= static_cast<int32_t>(i)) parent = static_cast<int32_t>(i) - 1;  // not a tree: the loop says so
     const double parent_p = parent < 0 ? 1.0 : out[static_cast<size_t>(parent)];
-    out[i] = (hits_[i] + a * parent_p * kPriorWeight) / (trials_[i] + kPriorWeight);
+    double node_prior = a * parent_p;
+    if (prior != nullptr) {
+      const double prior_parent = parent < 0 ? 1.0 : prior_p[static_cast<size_t>(parent)];
+      node_prior = parent_p * (prior_parent > 0.0 ? std::min(1.0, prior_p[i] / prior_parent) : 0.0);
+    }
+    out[i] = (hits_[i] + node_prior * kPriorWeight) / (trials_[i] + kPriorWeight);
   }
 }
 
@@ -103,10 +115,12 @@ double DraftAcceptance::p(int32_t node) const {
 
 int32_t choose_draft_length(const DraftAcceptance& acceptance, const StepCostModel& cost, int32_t n_max,
                             int32_t n_other_tokens, int32_t n_other_outputs, double draft_token_seconds,
-                            std::span<const int32_t> parents, std::vector<double>& scratch) {
+                            std::span<const int32_t> parents, std::vector<double>& scratch,
+                            const DraftAcceptance* prior) {
   n_max = std::max(0, std::min(n_max, acceptance.max_nodes()));
+  if (prior != nullptr) n_max = std::min(n_max, prior->max_nodes());
   scratch.resize(static_cast<size_t>(n_max));
-  acceptance.estimates(scratch, parents.first(std::min(parents.size(), scratch.size())));
+  acceptance.estimates(scratch, parents.first(std::min(parents.size(), scratch.size())), prior);
   n_other_tokens = std::max(0, n_other_tokens);
   double a = 0.0, b = 0.0;
   cost.fit(a, b);  // once for every k: T(n) = a + b·n

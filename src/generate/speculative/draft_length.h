@@ -18,6 +18,10 @@
 // the step also carries other sequences' tokens: (outputs of the others + 1 + sum_{i<k} p_i) / T(others + 1 + k).
 // A busy batch thus drafts only its surest guesses, a lone sequence drafts deeper.
 //
+// The generation loop keeps one DraftAcceptance per evidence class of the source's drafts (Draft::evidence: how
+// long a match a lookup source's draft continues), and one pooled over the classes above 0 that serves them as
+// their prior, so that quoting and chance repeats are sized apart.
+//
 // A node with few recent observations leans on a prior: the estimate of its parent (in a chain, the node before
 // it) times α, the decayed share of proposed nodes accepted where their parent was (Leviathan et al.'s acceptance
 // rate, measured). So the
@@ -78,7 +82,12 @@ class DraftAcceptance {
   void observe(int32_t n_drafted, std::span<const int32_t> parents, std::span<const int32_t> accepted);
   // p_0 .. p_{n-1}, the estimated chances that each node is accepted when proposed, into out [n] (n <= max_nodes),
   // for a draft whose nodes have `parents` (Draft::parents; node i >= parents.size() follows node i - 1).
-  void estimates(std::span<double> out, std::span<const int32_t> parents = {}) const;
+  // `prior`, when given, replaces the fixed prior: a root takes the prior's estimate, any other node its parent's
+  // estimate here times the prior's chance of the node given its parent. The generation loop gives each evidence
+  // class above 0 (Draft::evidence) the estimates pooled over those classes as its prior, so that a class seen for
+  // the first time starts from what the source's drafts did so far rather than from kPriorAlpha.
+  void estimates(std::span<double> out, std::span<const int32_t> parents = {},
+                 const DraftAcceptance* prior = nullptr) const;
   double p(int32_t node) const;  // one of them (0 past max_nodes)
   double alpha() const;          // α
   int32_t max_nodes() const { return static_cast<int32_t>(hits_.size()); }
@@ -100,9 +109,10 @@ class DraftAcceptance {
 // the table and lookup sources; a forward step of the draft model for draft and self). Ties go to the shorter
 // draft; 0 becomes 1 when acceptance.due_for_probe(). `parents`: the draft's shape when it is known (a cheap
 // source proposes first and its draft is then cut to the length chosen), empty for a chain or an unknown shape.
-// `scratch` holds the estimates (reused).
+// `scratch` holds the estimates (reused). `prior`: DraftAcceptance::estimates'.
 int32_t choose_draft_length(const DraftAcceptance& acceptance, const StepCostModel& cost, int32_t n_max,
                             int32_t n_other_tokens, int32_t n_other_outputs, double draft_token_seconds,
-                            std::span<const int32_t> parents, std::vector<double>& scratch);
+                            std::span<const int32_t> parents, std::vector<double>& scratch,
+                            const DraftAcceptance* prior = nullptr);
 
 }  // namespace longhaul::generate::speculative

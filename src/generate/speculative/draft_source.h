@@ -18,6 +18,24 @@ namespace longhaul::generate::speculative {
 // Parent of a draft token that follows the request's last token directly.
 inline constexpr int32_t kDraftRoot = -1;
 
+// How strongly a source's own evidence backs a draft, as a class in [0, kDraftEvidenceClasses). The generation
+// loop keeps its acceptance estimates (draft_length.h) per class, so that a draft continuing a long match is
+// verified deep while one continuing a single matched token is verified shallow or not at all. Prompt lookup and
+// retrieval give the length of the text's tail that their draft continues (match_length_class); a source without
+// such a signal leaves 0. On SmolLM2's input-grounded prompt, prompt lookup's first draft token was accepted 33-68%
+// of the time after a match of 1-4 tokens, 75-100% after 5-16 and every time after 17 or more (docs/benchmarks.md,
+// "Draft lengths by evidence class").
+inline constexpr int32_t kDraftEvidenceClasses = 4;
+
+// The class of a draft that continues a matched tail of `matched` tokens: 0 for none, 1 for 1-4 tokens (a chance
+// repeat, mostly), 2 for 5-16, 3 for 17 or more (quoting).
+inline int32_t match_length_class(int64_t matched) {
+  if (matched <= 0) return 0;
+  if (matched <= 4) return 1;
+  if (matched <= 16) return 2;
+  return 3;
+}
+
 // Tokens proposed to follow a request's last token: a chain, or a tree of alternatives.
 struct Draft {
   std::vector<int32_t> tokens;  // [n] proposed token ids
@@ -25,12 +43,14 @@ struct Draft {
   // in `tokens` of each token's parent (an earlier one), or kDraftRoot. Verification tries the children of a node
   // in their order here, so a source lists the likelier alternative first.
   std::vector<int32_t> parents;
+  int32_t evidence = 0;  // the draft's evidence class, in [0, kDraftEvidenceClasses)
 
   size_t size() const { return tokens.size(); }
   bool empty() const { return tokens.empty(); }
   void clear() {
     tokens.clear();
     parents.clear();
+    evidence = 0;
   }
 };
 

@@ -24,11 +24,15 @@ int64_t find_latest_earlier(std::span<const int32_t> text, int32_t n) {
 }
 
 void NgramSource::propose(const DraftContext& context, int32_t max_tokens, Draft& draft) {
-  lookup(context.tokens, max_tokens, draft.tokens);
+  int32_t matched = 0;
+  lookup(context.tokens, max_tokens, draft.tokens, &matched);
+  draft.evidence = match_length_class(matched);
 }
 
-int32_t NgramSource::lookup(std::span<const int32_t> text, int32_t max_tokens, std::vector<int32_t>& tokens) const {
+int32_t NgramSource::lookup(std::span<const int32_t> text, int32_t max_tokens, std::vector<int32_t>& tokens,
+                            int32_t* matched) const {
   tokens.clear();
+  if (matched != nullptr) *matched = 0;
   const auto size = static_cast<int64_t>(text.size());
   for (int32_t n = n_max_; n >= n_min_; --n) {
     const int64_t start = find_latest_earlier(text, n);
@@ -37,6 +41,14 @@ int32_t NgramSource::lookup(std::span<const int32_t> text, int32_t max_tokens, s
     const int64_t from = start + n;
     const int64_t count = std::min<int64_t>(max_tokens, size - from);
     tokens.assign(text.begin() + from, text.begin() + from + count);
+    if (matched != nullptr) {
+      // The occurrence ends at from - 1 and the tail at size - 1: walk back while they agree.
+      int64_t m = n;
+      while (m < kMaxCountedMatch && from - 1 - m >= 0 &&
+             text[static_cast<size_t>(from - 1 - m)] == text[static_cast<size_t>(size - 1 - m)])
+        ++m;
+      *matched = static_cast<int32_t>(m);
+    }
     return n;
   }
   return 0;

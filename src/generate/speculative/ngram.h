@@ -19,13 +19,20 @@ class NgramSource final : public DraftSource {
   // shorter one finds something more often).
   explicit NgramSource(int32_t n_min = 1, int32_t n_max = 4);
 
+  // Matched tails are counted up to this length for a draft's evidence class (match_length_class).
+  static constexpr int32_t kMaxCountedMatch = 32;
+
   std::string name() const override { return "ngram"; }
   // The continuation (up to max_tokens, never past the text's end) of the latest earlier occurrence of the
-  // longest tail of n_max..n_min tokens that occurs earlier; nothing when none does.
+  // longest tail of n_max..n_min tokens that occurs earlier; nothing when none does. Its evidence class is that of
+  // the whole tail the occurrence matches (counted past n_max, up to kMaxCountedMatch): quoting text matches
+  // dozens of tokens, a chance repeat one or two.
   void propose(const DraftContext& context, int32_t max_tokens, Draft& draft) override;
   // propose()'s lookup on `text`: the continuation into `tokens` (replaced), and the length of the tail it
-  // matched (0: none, tokens left empty).
-  int32_t lookup(std::span<const int32_t> text, int32_t max_tokens, std::vector<int32_t>& tokens) const;
+  // matched (0: none, tokens left empty). `matched`, when given: how many tokens of the text's tail the occurrence
+  // matches, up to kMaxCountedMatch (at least the returned length; 0 when none).
+  int32_t lookup(std::span<const int32_t> text, int32_t max_tokens, std::vector<int32_t>& tokens,
+                 int32_t* matched = nullptr) const;
 
  private:
   int32_t n_min_;

@@ -154,10 +154,13 @@ void RetrievalSource::propose(const DraftContext& context, int32_t max_tokens, D
   // guess where it matched as long a tail as the retrieval did; where the retrieval matched a longer one (a corpus
   // passage that holds the text's last sentence, against prompt lookup's last word), the retrieval's is likelier.
   std::vector<int32_t> chain;
-  const int32_t chain_length = ngram_.lookup(text, static_cast<int32_t>(depth), chain);
+  int32_t chain_matched = 0;
+  const int32_t chain_length = ngram_.lookup(text, static_cast<int32_t>(depth), chain, &chain_matched);
   insert(chain, 0, true);
   if (trie_.size() == 1) return;
   const bool chain_first = chain_length >= length;
+  // The evidence class: the longest tail some drafted continuation follows (prompt lookup's counts past kMaxMatch).
+  draft.evidence = match_length_class(std::max(length, chain_matched));
 
   // Pruning and order: prompt lookup's nodes (when chain_first), then by count, shallower first, then as inserted.
   std::vector<int32_t> order;

@@ -18,7 +18,8 @@
 // retrieval's match, so its nodes are then kept first; a longer retrieval match predicts better, and then the chain
 // ranks by count like the rest. The rest follows by count (ties: shallower first), at most max_tokens nodes.
 // Parents always come before their children: a child's count never exceeds its parent's, and prompt lookup's
-// nodes form one path from the root.
+// nodes form one path from the root. The draft's evidence class (draft_source.h) is that of the longer of the two
+// matches.
 #pragma once
 
 #include <cstdint>

@@ -72,6 +72,36 @@ TEST(DraftAcceptance, EstimatesAreDecayedSharesWithAPrior) {
   EXPECT_DOUBLE_EQ(acc.p(4), 0.0);  // past max_nodes
 }
 
+// With another estimate as the prior (an evidence class's, the pooled one), an unseen class starts from it, and a
+// node's prior is its parent's estimate here times the prior's chance of the node given its parent.
+TEST(DraftAcceptance, AnotherEstimateCanStandInForTheFixedPrior) {
+  DraftAcceptance pooled(3), fresh(3), seen(3);
+  const std::vector<int32_t> first_two = {0, 1};
+  pooled.observe(3, {}, first_two);
+  std::vector<double> prior(3), out(3);
+  pooled.estimates(prior);
+  fresh.estimates(out, {}, &pooled);
+  for (size_t i = 0; i < 3; ++i) EXPECT_DOUBLE_EQ(out[i], prior[i]) << "node " << i;
+  seen.observe(1, {}, {});  // node 0 proposed and rejected
+  seen.estimates(out, {}, &pooled);
+  const double p0 = (0.0 + prior[0]) / (1.0 + 1.0);
+  const double p1 = (0.0 + p0 * (prior[1] / prior[0])) / (0.0 + 1.0);
+  const double p2 = (0.0 + p1 * (prior[2] / prior[1])) / (0.0 + 1.0);
+  EXPECT_DOUBLE_EQ(out[0], p0);
+  EXPECT_DOUBLE_EQ(out[1], p1);
+  EXPECT_DOUBLE_EQ(out[2], p2);
+  // Without it, the same observations give the fixed prior's figures: node 1's prior is α p_0.
+  seen.estimates(out);
+  EXPECT_DOUBLE_EQ(out[1], seen.alpha() * out[0]);
+  // A chooser handed the prior picks for a fresh class what it picks from the prior's own estimates.
+  StepCostModel cost;
+  cost.add(1, 1.0);
+  cost.add(3, 2.0);
+  std::vector<double> scratch;
+  EXPECT_EQ(choose_draft_length(fresh, cost, 3, 0, 0, 0.0, {}, scratch, &pooled),
+            choose_draft_length(pooled, cost, 3, 0, 0, 0.0, {}, scratch));
+}
+
 TEST(DraftAcceptance, AlphaCountsOnlyNodesWhoseParentWasAccepted) {
   DraftAcceptance acc(8);
   // A tree: nodes 0 and 1 both follow the last token, node 2 follows node 0, node 3 follows node 1. The target

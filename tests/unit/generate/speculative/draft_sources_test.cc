@@ -46,6 +46,47 @@ TEST(NgramSource, ProposesWhatFollowedTheLongestMatchingTail) {
   EXPECT_EQ(propose(source, {7, 8, 7, 8, 7}, 5).tokens, (std::vector<int32_t>{8, 7}));
 }
 
+TEST(NgramSource, CountsTheWholeMatchedTailForTheEvidenceClass) {
+  NgramSource source(1, 4);
+  std::vector<int32_t> tokens;
+  int32_t matched = -1;
+  // "1 2 3" at 0..2 matches the tail's last three tokens and no more (the text starts before a fourth).
+  EXPECT_EQ(source.lookup(std::vector<int32_t>{1, 2, 3, 9, 8, 0, 3, 4, 1, 2, 3}, 4, tokens, &matched), 3);
+  EXPECT_EQ(matched, 3);
+  // A 1-gram "3" at 6: 0 before it against 7 before the tail.
+  EXPECT_EQ(source.lookup(std::vector<int32_t>{1, 2, 3, 9, 8, 0, 3, 4, 1, 7, 3}, 4, tokens, &matched), 1);
+  EXPECT_EQ(matched, 1);
+  EXPECT_EQ(source.lookup(std::vector<int32_t>{1, 2, 3}, 4, tokens, &matched), 0);
+  EXPECT_EQ(matched, 0);
+  // A quoted span of 20 tokens: the 4-gram lookup finds its first occurrence, which matches all 20, and its
+  // evidence class is that of 17 tokens or more. Past kMaxCountedMatch the count stops.
+  std::vector<int32_t> quote;
+  for (int32_t i = 0; i < 20; ++i) quote.push_back(100 + i);
+  std::vector<int32_t> text = quote;
+  text.push_back(55);
+  text.insert(text.end(), quote.begin(), quote.end());
+  EXPECT_EQ(source.lookup(text, 4, tokens, &matched), 4);
+  EXPECT_EQ(matched, 20);
+  EXPECT_EQ(tokens, (std::vector<int32_t>{55, 100, 101, 102}));
+  const Draft d = propose(source, text, 4);
+  EXPECT_EQ(d.evidence, 3);
+  for (int32_t i = 20; i < 40; ++i) quote.push_back(100 + i);
+  text = quote;
+  text.push_back(55);
+  text.insert(text.end(), quote.begin(), quote.end());
+  source.lookup(text, 4, tokens, &matched);
+  EXPECT_EQ(matched, NgramSource::kMaxCountedMatch);
+  EXPECT_EQ(propose(source, {1, 2, 3, 9, 8, 0, 3, 4, 1, 7, 3}, 4).evidence, 1);
+  EXPECT_EQ(propose(source, {1, 2, 3}, 4).evidence, 0);  // nothing proposed
+}
+
+TEST(DraftEvidence, MatchLengthClassesSeparateChanceRepeatsFromQuotes) {
+  const int32_t expected[] = {0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3};
+  for (int32_t m = 0; m < 19; ++m) EXPECT_EQ(match_length_class(m), expected[m]) << m << " tokens";
+  EXPECT_EQ(match_length_class(-1), 0);
+  EXPECT_EQ(match_length_class(100000), kDraftEvidenceClasses - 1);
+}
+
 TEST(RecycleTemplate, ParentsFirstSiblingsByRankWideAtTheRoot) {
   const std::vector<TemplateNode> t = make_tree_template(63, 8);
   ASSERT_EQ(t.size(), 63u);

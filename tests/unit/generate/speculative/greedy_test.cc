@@ -58,20 +58,23 @@ const Prompt kPrompts[] = {
 
 // Test drafts made from the reference output: always right, always wrong, or a tree whose first child at each
 // depth is wrong and whose second is right (the right one's subtree goes on).
+// kAlternate: right and wrong chains by turns (right first), each with its own evidence class (Draft::evidence).
 class OracleSource final : public speculative::DraftSource {
  public:
-  enum class Mode { kRight, kWrong, kTree };
+  enum class Mode { kRight, kWrong, kTree, kAlternate };
   OracleSource(std::vector<int32_t> reference, size_t n_prompt, Mode mode, int32_t n_vocab)
       : reference_(std::move(reference)), n_prompt_(n_prompt), mode_(mode), n_vocab_(n_vocab) {}
   std::string name() const override { return "oracle"; }
   void propose(const speculative::DraftContext& context, int32_t max_tokens, speculative::Draft& draft) override {
     const size_t from = context.tokens.size() - n_prompt_;  // tokens generated so far
     int32_t right_parent = speculative::kDraftRoot;
+    last_right_ = mode_ != Mode::kAlternate || n_proposals_++ % 2 == 0;
+    if (mode_ == Mode::kAlternate) draft.evidence = last_right_ ? right_evidence : wrong_evidence;
     for (size_t i = from; i < reference_.size() && static_cast<int32_t>(draft.size()) < max_tokens; ++i) {
       const int32_t right = reference_[i], wrong = (right + 1) % n_vocab_;
-      if (mode_ == Mode::kRight) {
+      if (mode_ == Mode::kRight || (mode_ == Mode::kAlternate && last_right_)) {
         draft.tokens.push_back(right);
-      } else if (mode_ == Mode::kWrong) {
+      } else if (mode_ == Mode::kWrong || mode_ == Mode::kAlternate) {
         draft.tokens.push_back(wrong);
       } else {
         draft.tokens.push_back(wrong);
@@ -85,7 +88,14 @@ class OracleSource final : public speculative::DraftSource {
     }
     if (mode_ == Mode::kRight) n_right_ += static_cast<int64_t>(draft.size());
   }
+  void observe(const speculative::DraftContext&, const speculative::VerifiedStep& step) override {
+    if (step.tokens.size() > 1) (last_right_ ? n_right_verified_ : n_wrong_verified_) += step.tokens.size() - 1;
+  }
   int64_t n_right() const { return n_right_; }  // right tokens proposed
+  // Draft tokens of right and of wrong proposals that the loop verified (after cutting them to its chosen length).
+  int64_t n_right_verified() const { return n_right_verified_; }
+  int64_t n_wrong_verified() const { return n_wrong_verified_; }
+  int32_t right_evidence = 0, wrong_evidence = 0;  // kAlternate: the proposals' evidence classes
 
  private:
   std::vector<int32_t> reference_;
@@ -93,6 +103,9 @@ class OracleSource final : public speculative::DraftSource {
   Mode mode_;
   int32_t n_vocab_;
   int64_t n_right_ = 0;
+  int64_t n_proposals_ = 0;
+  bool last_right_ = true;
+  int64_t n_right_verified_ = 0, n_wrong_verified_ = 0;
 };
 
 struct Reference {
@@ -194,6 +207,20 @@ class SpeculativeGreedy : public ::testing::Test {
     engine_ = make_engine(*m, pool_, 512, 256);
     tokenizer_ = std::make_unique<tokenizer::Tokenizer>(std::move(tokenizer::Tokenizer::from_gguf(m->file())).value());
     return engine_ != nullptr;
+  }
+
+  // The code prompt, plain decoding's n_generate tokens after it and the vocabulary size: the loop tests' setting.
+  struct CodeCase {
+    std::vector<int32_t> prompt;
+    Reference ref;
+    int32_t n_vocab = 0;
+  };
+  CodeCase code_case(int32_t n_generate) {
+    CodeCase c;
+    c.prompt = tokenizer_->encode(kPrompts[1].text, true, false);
+    c.ref = reference(c.prompt, n_generate);
+    c.n_vocab = engine_->model().config().n_vocab;
+    return c;
   }
 
   bool adaptive_ = true;  // GenerateOptions::draft_adaptive of speculate()'s requests
@@ -353,10 +380,8 @@ TEST_F(SpeculativeLoop, SeededSampledRunsEmitPlainSamplingsTokensAndKeepTheCache
 // the occasional probe as their estimates age, and the output is plain decoding's throughout.
 TEST_F(SpeculativeLoop, AdaptiveDraftLengthsFollowAcceptance) {
   if (!load(longhaul::testing::smollm2_path())) GTEST_SKIP() << "SmolLM2 not installed";
-  const std::vector<int32_t> prompt = tokenizer_->encode(kPrompts[1].text, true, false);
   constexpr int32_t kGenerate = 60;
-  const Reference ref = reference(prompt, kGenerate);
-  const int32_t n_vocab = engine_->model().config().n_vocab;
+  const auto [prompt, ref, n_vocab] = code_case(kGenerate);
   using Mode = OracleSource::Mode;
   const GenerateResult right =
       speculate(prompt, kGenerate, std::make_shared<OracleSource>(ref.tokens, prompt.size(), Mode::kRight, n_vocab));
@@ -379,6 +404,36 @@ TEST_F(SpeculativeLoop, AdaptiveDraftLengthsFollowAcceptance) {
   EXPECT_EQ(wrong.speculative.n_steps, kGenerate - 1);
   EXPECT_GT(wrong.speculative.n_drafted, 0);
   EXPECT_LE(wrong.speculative.n_drafted, 24) << "drafted " << wrong.speculative.n_drafted;
+}
+
+// Acceptance is estimated per evidence class (speculative::Draft::evidence): a source whose right guesses come with
+// one class and its wrong ones with another gets the right ones verified deep and the wrong ones cut to nothing but
+// the occasional probe. With one class for both, the wrong drafts share the right ones' estimates and are verified
+// far more often.
+TEST_F(SpeculativeLoop, DraftLengthsFollowTheAcceptanceOfTheirEvidenceClass) {
+  if (!load(longhaul::testing::smollm2_path())) GTEST_SKIP() << "SmolLM2 not installed";
+  constexpr int32_t kGenerate = 60;
+  const CodeCase c = code_case(kGenerate);
+  auto run = [&](int32_t right_evidence, int32_t wrong_evidence) {
+    auto source =
+        std::make_shared<OracleSource>(c.ref.tokens, c.prompt.size(), OracleSource::Mode::kAlternate, c.n_vocab);
+    source->right_evidence = right_evidence;
+    source->wrong_evidence = wrong_evidence;
+    const GenerateResult r = speculate(c.prompt, kGenerate, source);
+    expect_same(c.ref, r, kernels_exact(c.prompt, c.ref), "alternating right and wrong drafts");
+    return source;
+  };
+  const auto apart = run(3, 1);
+  const auto shared = run(0, 0);
+  // Apart: the wrong class's first drafts start from the prior (a node or two), then its estimates fall below what
+  // a token costs; it is probed with one node after 8 of its proposals without a draft (about 30 wrong proposals
+  // in 60 tokens). Shared: every wrong draft is verified as deep as the right ones' record says. Measured under the
+  // amx, avx2 and generic kernels: 8-12 wrong tokens verified apart, 32-37 shared.
+  EXPECT_LE(apart->n_wrong_verified(), 20) << "wrong draft tokens verified, classes apart";
+  EXPECT_GE(shared->n_wrong_verified(), 2 * apart->n_wrong_verified())
+      << "wrong draft tokens verified: " << shared->n_wrong_verified() << " shared, " << apart->n_wrong_verified()
+      << " apart";
+  EXPECT_GT(apart->n_right_verified(), 0);
 }
 
 TEST_F(SpeculativeLoop, AStopStringInsideAnAcceptedDraftEndsTheRequestThere) {

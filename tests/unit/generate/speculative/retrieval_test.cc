@@ -62,7 +62,18 @@ TEST(RetrievalSource, TextOccurrencesFormATreeWithPromptLookupsChainFirst) {
   EXPECT_EQ(d.parents, (std::vector<int32_t>{kDraftRoot, 0, 1, 2, 3, kDraftRoot}));
   d = propose(source, text, 3);
   EXPECT_EQ(d.tokens, (std::vector<int32_t>{8, 5, 1}));
+  // Both occurrences match the tail's last three tokens (9 and 5 precede them): evidence class 1 (1-4 tokens).
+  EXPECT_EQ(d.evidence, 1);
   EXPECT_TRUE(propose(source, {4, 5, 6}, 4).empty());  // no earlier occurrence, no corpus
+  // A tail repeated for 18 tokens: past kMaxMatch, prompt lookup's count gives the class of 17 tokens or more.
+  std::vector<int32_t> quote;
+  for (int32_t i = 0; i < 18; ++i) quote.push_back(200 + i);
+  std::vector<int32_t> quoted = quote;
+  quoted.push_back(7);
+  quoted.insert(quoted.end(), quote.begin(), quote.end());
+  EXPECT_EQ(propose(source, quoted, 2).evidence, 3);
+  quoted.erase(quoted.begin(), quoted.begin() + 6);  // now 12 tokens before the 7 match the tail
+  EXPECT_EQ(propose(source, quoted, 2).evidence, 2);
 }
 
 TEST(RetrievalSource, CorpusContinuationsAreCountedAndTheMostFrequentComeFirst) {
@@ -87,6 +98,7 @@ TEST(RetrievalSource, ALongerCorpusMatchComesBeforePromptLookupsChain) {
   Draft d = propose(source, text, 3);
   EXPECT_EQ(d.tokens, (std::vector<int32_t>{4, 4, 7}));
   EXPECT_EQ(d.parents, (std::vector<int32_t>{kDraftRoot, 0, kDraftRoot}));
+  EXPECT_EQ(d.evidence, 1);  // the corpus's 3-token match (the chain's is 1)
   // As long a match in the text as the chain's: the chain stays first (TextOccurrences... above).
   RetrievalSource short_corpus(std::vector<int32_t>{1, 4, 4});
   d = propose(short_corpus, text, 3);
