@@ -39,34 +39,15 @@ struct Generator::Live {
   std::vector<int32_t> fed;      // [1 + draft] this step's tokens: the pending token, then the draft
   std::vector<int32_t> parents;  // [1 + draft] each one's parent within `fed` (-1 for the pending token)
   bool tree = false;             // the draft branches (the engine gets `parents`)
-  // Acceptance per draft node, measured on this request (GenerateOptions::draft_adaptive; empty otherwise): one
-  // estimate per evidence class of the source's drafts (speculative::Draft::evidence), then one of every draft of
-  // a class above 0, the prior of those classes (kPooledEvidence).
-  std::vector<speculative::DraftAcceptance> acceptance;
-  int32_t evidence = 0;  // the evidence class of the draft planned or verified last
+  // Acceptance per draft node and evidence class, measured on this request (GenerateOptions::draft_adaptive; null
+  // otherwise).
+  std::unique_ptr<speculative::DraftAcceptanceByClass> acceptance;
+  int32_t evidence = 0;  // the evidence class (speculative::Draft::evidence) of the draft planned or verified last
   double draft_token_seconds = 0.0;  // the source's time per proposed node, decayed mean (draft, self: a forward step)
   int32_t n_proposals = 0;           // propose() calls so far
   std::vector<double> pooled;    // an embedding request's sum (mean) or last row (last) [n_embd]
   Live(const tokenizer::Tokenizer& tokenizer) : decoder(tokenizer) {}
 };
-
-namespace {
-
-// Generator::Live::acceptance's last estimate: every draft of an evidence class above 0.
-constexpr int32_t kPooledEvidence = speculative::kDraftEvidenceClasses;
-
-}  // namespace
-
-const speculative::DraftAcceptance* Generator::evidence_prior(const Live& live) {
-  return live.evidence > 0 ? &live.acceptance[static_cast<size_t>(kPooledEvidence)] : nullptr;
-}
-
-void Generator::observe_acceptance(Live& live, int32_t n_drafted, std::span<const int32_t> accepted) {
-  const std::span<const int32_t> parents =
-      n_drafted > 0 ? std::span<const int32_t>(live.draft.parents) : std::span<const int32_t>();
-  live.acceptance[static_cast<size_t>(live.evidence)].observe(n_drafted, parents, accepted);
-  if (live.evidence > 0) live.acceptance[static_cast<size_t>(kPooledEvidence)].observe(n_drafted, parents, accepted);
-}
 
 Generator::Generator(Engine& engine, const tokenizer::Tokenizer& tokenizer, int32_t max_parallel)
     : engine_(engine), tokenizer_(tokenizer), max_parallel_(std::max(1, max_parallel)) {}
@@ -270,7 +251,7 @@ void Generator::start_draft(Live& live, const Request& req) {
   live.text = req.options.draft_context;
   live.text.insert(live.text.end(), req.prompt.begin(), req.prompt.end());
   if (req.options.draft_adaptive)
-    live.acceptance.assign(kPooledEvidence + 1, speculative::DraftAcceptance(std::max(1, req.options.draft_max)));
+    live.acceptance = std::make_unique<speculative::DraftAcceptanceByClass>(std::max(1, req.options.draft_max));
 }
 
 bool Generator::start_fork(size_t index, Live& parent, const float* logits) {
@@ -412,17 +393,17 @@ bool Generator::plan_draft(Live& live, int32_t budget, int32_t n_other_tokens, i
   // Adaptive lengths: a source whose proposal costs next to nothing against a step (tables, lookups; measured)
   // proposes up to the cap, and its draft is cut to the length chosen knowing the draft's shape and evidence
   // class; any other (a draft model, self) is asked for the chosen length only, from the estimates of class 0.
-  const bool adaptive = !live.acceptance.empty();
+  const bool adaptive = live.acceptance != nullptr;
   const bool cut_after = adaptive && live.n_proposals >= 2 &&
                          live.draft_token_seconds * n_max < 0.01 * step_cost_.seconds(1);
   if (adaptive && !cut_after) {
     live.evidence = 0;
     if (n_max >= n_min)
-      n_max = speculative::choose_draft_length(live.acceptance[0], step_cost_, n_max, n_other_tokens, n_other_outputs,
-                                               live.draft_token_seconds, {}, draft_estimates_);
+      n_max = speculative::choose_draft_length(live.acceptance->of(0), step_cost_, n_max, n_other_tokens,
+                                               n_other_outputs, live.draft_token_seconds, {}, draft_estimates_);
   }
   if (n_max < n_min) {
-    if (adaptive) observe_acceptance(live, 0, {});  // the estimates age
+    if (adaptive) live.acceptance->observe(live.evidence, 0, {}, {});  // the estimates age
     return false;
   }
   live.draft.clear();
@@ -439,18 +420,18 @@ bool Generator::plan_draft(Live& live, int32_t budget, int32_t n_other_tokens, i
                "draft source " + o.draft->name() + " broke its contract: " + std::to_string(n) + " tokens for at most " +
                    std::to_string(n_max));
   const int32_t n_proposed = n;
-  if (n > 0 && adaptive) live.evidence = std::clamp(live.draft.evidence, 0, speculative::kDraftEvidenceClasses - 1);
+  if (n > 0 && adaptive) live.evidence = live.draft.evidence;
   if (cut_after && n > 0) {
     // Parents come before their children, so the first k nodes are a draft of their own.
-    n = speculative::choose_draft_length(live.acceptance[static_cast<size_t>(live.evidence)], step_cost_, n,
-                                         n_other_tokens, n_other_outputs, live.draft_token_seconds,
-                                         live.draft.parents, draft_estimates_, evidence_prior(live));
+    n = speculative::choose_draft_length(live.acceptance->of(live.evidence), step_cost_, n, n_other_tokens,
+                                         n_other_outputs, live.draft_token_seconds, live.draft.parents,
+                                         draft_estimates_, live.acceptance->prior_of(live.evidence));
     live.draft.tokens.resize(static_cast<size_t>(n));
     if (!live.draft.parents.empty()) live.draft.parents.resize(static_cast<size_t>(n));
   }
   if (n < n_min) {
     // A proposal cut to nothing ages its class's estimates; nothing proposed (no match) has no class to age.
-    if (adaptive && (n_proposed > 0 || !cut_after)) observe_acceptance(live, 0, {});
+    if (adaptive && (n_proposed > 0 || !cut_after)) live.acceptance->observe(live.evidence, 0, {}, {});
     return false;
   }
   live.tree = !live.draft.parents.empty();
@@ -494,11 +475,12 @@ Status Generator::take_verified(Live& live, const StepResult& out, size_t i, boo
   SpeculativeStats& stats = live.result.speculative;
   stats.n_drafted += static_cast<int64_t>(live.fed.size()) - 1;
   stats.n_accepted += v.n_accepted;
-  if (!live.acceptance.empty()) {
+  if (live.acceptance) {
     // The path's draft nodes are fed indices 1..: draft node i is fed node i + 1.
     accepted_nodes_.clear();
     for (size_t k = 1; k < v.path.size(); ++k) accepted_nodes_.push_back(v.path[k] - 1);
-    observe_acceptance(live, static_cast<int32_t>(live.draft.size()), accepted_nodes_);
+    live.acceptance->observe(live.evidence, static_cast<int32_t>(live.draft.size()), live.draft.parents,
+                             accepted_nodes_);
   }
   // The cache keeps the pending token and the accepted draft tokens the walk went on from.
   LH_RETURN_IF_ERROR(engine_.accept(live.seq, v.path));

@@ -247,12 +247,6 @@ class Generator {
   // Speculative decoding: asks the request's draft source for a draft that fits `budget` step tokens and, when it
   // proposes one, sets live's step tokens (the pending token, then the draft); false: a plain decode step.
   bool plan_draft(Live& live, int32_t budget, int32_t n_other_tokens, int32_t n_other_outputs);
-  // The prior of the live draft's class estimates (speculative::Draft::evidence): the estimates pooled over the
-  // classes above 0 for such a class (a source's own signal), none for class 0 (a source without one).
-  static const speculative::DraftAcceptance* evidence_prior(const Live& live);
-  // The live draft's n_drafted nodes (0: a step without a draft) were verified and `accepted` kept: its class's
-  // estimates learn it, and the pooled ones too for a class above 0.
-  static void observe_acceptance(Live& live, int32_t n_drafted, std::span<const int32_t> accepted);
   // After a draft step: the verification walk, the kept path, the source's lesson. `finished` when it ended.
   Status take_verified(Live& live, const StepResult& out, size_t i, bool& finished);
   // Hands the source the logits a step produced for the request's tokens [n] (parents: chain when empty), with

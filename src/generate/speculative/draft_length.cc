@@ -113,6 +113,25 @@ double DraftAcceptance::p(int32_t node) const {
   return p.back();
 }
 
+DraftAcceptanceByClass::DraftAcceptanceByClass(int32_t max_nodes)
+    : by_class_(static_cast<size_t>(kDraftEvidenceClasses) + 1, DraftAcceptance(max_nodes)) {}
+
+size_t DraftAcceptanceByClass::index(int32_t evidence) {
+  return static_cast<size_t>(std::clamp(evidence, 0, kDraftEvidenceClasses - 1));
+}
+
+const DraftAcceptance& DraftAcceptanceByClass::of(int32_t evidence) const { return by_class_[index(evidence)]; }
+
+const DraftAcceptance* DraftAcceptanceByClass::prior_of(int32_t evidence) const {
+  return index(evidence) > 0 ? &by_class_.back() : nullptr;
+}
+
+void DraftAcceptanceByClass::observe(int32_t evidence, int32_t n_drafted, std::span<const int32_t> parents,
+                                     std::span<const int32_t> accepted) {
+  by_class_[index(evidence)].observe(n_drafted, parents, accepted);
+  if (index(evidence) > 0) by_class_.back().observe(n_drafted, parents, accepted);
+}
+
 int32_t choose_draft_length(const DraftAcceptance& acceptance, const StepCostModel& cost, int32_t n_max,
                             int32_t n_other_tokens, int32_t n_other_outputs, double draft_token_seconds,
                             std::span<const int32_t> parents, std::vector<double>& scratch,

@@ -18,7 +18,7 @@
 // the step also carries other sequences' tokens: (outputs of the others + 1 + sum_{i<k} p_i) / T(others + 1 + k).
 // A busy batch thus drafts only its surest guesses, a lone sequence drafts deeper.
 //
-// The generation loop keeps one DraftAcceptance per evidence class of the source's drafts (Draft::evidence: how
+// DraftAcceptanceByClass keeps one DraftAcceptance per evidence class of a source's drafts (Draft::evidence: how
 // long a match a lookup source's draft continues), and one pooled over the classes above 0 that serves them as
 // their prior, so that quoting and chance repeats are sized apart.
 //
@@ -37,6 +37,8 @@
 #include <cstdint>
 #include <span>
 #include <vector>
+
+#include "generate/speculative/draft_source.h"
 
 namespace longhaul::generate::speculative {
 
@@ -101,6 +103,27 @@ class DraftAcceptance {
   double child_hits_ = 0.0;     // decayed count of accepted nodes whose parent was accepted (or was the root)
   double child_trials_ = 0.0;   // decayed count of proposed nodes whose parent was accepted (or was the root)
   std::vector<uint8_t> accepted_;  // [max_nodes] scratch of observe()
+};
+
+// A request's acceptance record as the generation loop keeps it: a DraftAcceptance per evidence class
+// (Draft::evidence), and one of every draft of a class above 0 that serves those classes as their prior.
+class DraftAcceptanceByClass {
+ public:
+  explicit DraftAcceptanceByClass(int32_t max_nodes);
+
+  // The estimates of drafts of class `evidence` (clamped into [0, kDraftEvidenceClasses)).
+  const DraftAcceptance& of(int32_t evidence) const;
+  // Their prior for DraftAcceptance::estimates and choose_draft_length: the pooled estimates for a class above 0
+  // (a source's own signal), none (the fixed prior) for class 0 (a source without one).
+  const DraftAcceptance* prior_of(int32_t evidence) const;
+  // A draft of class `evidence` was verified (DraftAcceptance::observe's arguments): its class learns it, and the
+  // pooled estimates too for a class above 0.
+  void observe(int32_t evidence, int32_t n_drafted, std::span<const int32_t> parents,
+               std::span<const int32_t> accepted);
+
+ private:
+  static size_t index(int32_t evidence);
+  std::vector<DraftAcceptance> by_class_;  // [kDraftEvidenceClasses + 1]: the classes, then the pooled estimates
 };
 
 // The draft length in [0, n_max] that maximises the step's expected generated tokens per second: the step carries

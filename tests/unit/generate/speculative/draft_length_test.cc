@@ -102,6 +102,32 @@ TEST(DraftAcceptance, AnotherEstimateCanStandInForTheFixedPrior) {
             choose_draft_length(pooled, cost, 3, 0, 0, 0.0, {}, scratch));
 }
 
+// The per-class record: each class learns only its own drafts; the pooled prior learns those of classes above 0.
+TEST(DraftAcceptanceByClass, ClassesLearnApartAndThePooledPriorLearnsTheSignalledOnes) {
+  DraftAcceptanceByClass by_class(2);
+  const std::vector<int32_t> both = {0, 1};
+  by_class.observe(3, 2, {}, both);  // a quoting draft, both nodes accepted
+  by_class.observe(1, 1, {}, {});    // a chance repeat, rejected
+  by_class.observe(0, 2, {}, {});    // a source without a signal, rejected
+  DraftAcceptance quoting(2), chance(2), unsignalled(2), pooled(2);
+  quoting.observe(2, {}, both);
+  chance.observe(1, {}, {});
+  unsignalled.observe(2, {}, {});
+  pooled.observe(2, {}, both);
+  pooled.observe(1, {}, {});
+  for (int32_t node = 0; node < 2; ++node) {
+    EXPECT_DOUBLE_EQ(by_class.of(3).p(node), quoting.p(node));
+    EXPECT_DOUBLE_EQ(by_class.of(1).p(node), chance.p(node));
+    EXPECT_DOUBLE_EQ(by_class.of(0).p(node), unsignalled.p(node));
+    EXPECT_DOUBLE_EQ(by_class.prior_of(2)->p(node), pooled.p(node));
+  }
+  EXPECT_EQ(by_class.prior_of(0), nullptr);
+  EXPECT_EQ(by_class.prior_of(1), by_class.prior_of(3));
+  // Out-of-range classes are clamped into [0, kDraftEvidenceClasses).
+  EXPECT_EQ(&by_class.of(-4), &by_class.of(0));
+  EXPECT_EQ(&by_class.of(99), &by_class.of(kDraftEvidenceClasses - 1));
+}
+
 TEST(DraftAcceptance, AlphaCountsOnlyNodesWhoseParentWasAccepted) {
   DraftAcceptance acc(8);
   // A tree: nodes 0 and 1 both follow the last token, node 2 follows node 0, node 3 follows node 1. The target
