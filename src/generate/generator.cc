@@ -42,7 +42,6 @@ struct Generator::Live {
   // Acceptance per draft node and evidence class, measured on this request (GenerateOptions::draft_adaptive; null
   // otherwise).
   std::unique_ptr<speculative::DraftAcceptanceByClass> acceptance;
-  int32_t evidence = 0;  // the evidence class (speculative::Draft::evidence) of the draft planned or verified last
   double draft_token_seconds = 0.0;  // the source's time per proposed node, decayed mean (draft, self: a forward step)
   int32_t n_proposals = 0;           // propose() calls so far
   std::vector<double> pooled;    // an embedding request's sum (mean) or last row (last) [n_embd]
@@ -396,14 +395,12 @@ bool Generator::plan_draft(Live& live, int32_t budget, int32_t n_other_tokens, i
   const bool adaptive = live.acceptance != nullptr;
   const bool cut_after = adaptive && live.n_proposals >= 2 &&
                          live.draft_token_seconds * n_max < 0.01 * step_cost_.seconds(1);
-  if (adaptive && !cut_after) {
-    live.evidence = 0;
-    if (n_max >= n_min)
-      n_max = speculative::choose_draft_length(live.acceptance->of(0), step_cost_, n_max, n_other_tokens,
-                                               n_other_outputs, live.draft_token_seconds, {}, draft_estimates_);
-  }
+  if (adaptive && !cut_after && n_max >= n_min)
+    n_max = speculative::choose_draft_length(live.acceptance->of(0), step_cost_, n_max, n_other_tokens,
+                                             n_other_outputs, live.draft_token_seconds, {}, draft_estimates_);
   if (n_max < n_min) {
-    if (adaptive) live.acceptance->observe(live.evidence, 0, {}, {});  // the estimates age
+    // The estimates age: those of the last draft's class (0 for a source without classes).
+    if (adaptive) live.acceptance->observe(live.draft.evidence, 0, {}, {});
     return false;
   }
   live.draft.clear();
@@ -420,18 +417,17 @@ bool Generator::plan_draft(Live& live, int32_t budget, int32_t n_other_tokens, i
                "draft source " + o.draft->name() + " broke its contract: " + std::to_string(n) + " tokens for at most " +
                    std::to_string(n_max));
   const int32_t n_proposed = n;
-  if (n > 0 && adaptive) live.evidence = live.draft.evidence;
   if (cut_after && n > 0) {
     // Parents come before their children, so the first k nodes are a draft of their own.
-    n = speculative::choose_draft_length(live.acceptance->of(live.evidence), step_cost_, n, n_other_tokens,
+    n = speculative::choose_draft_length(live.acceptance->of(live.draft.evidence), step_cost_, n, n_other_tokens,
                                          n_other_outputs, live.draft_token_seconds, live.draft.parents,
-                                         draft_estimates_, live.acceptance->prior_of(live.evidence));
+                                         draft_estimates_, live.acceptance->prior_of(live.draft.evidence));
     live.draft.tokens.resize(static_cast<size_t>(n));
     if (!live.draft.parents.empty()) live.draft.parents.resize(static_cast<size_t>(n));
   }
   if (n < n_min) {
     // A proposal cut to nothing ages its class's estimates; nothing proposed (no match) has no class to age.
-    if (adaptive && (n_proposed > 0 || !cut_after)) live.acceptance->observe(live.evidence, 0, {}, {});
+    if (adaptive && (n_proposed > 0 || !cut_after)) live.acceptance->observe(live.draft.evidence, 0, {}, {});
     return false;
   }
   live.tree = !live.draft.parents.empty();
@@ -479,7 +475,7 @@ Status Generator::take_verified(Live& live, const StepResult& out, size_t i, boo
     // The path's draft nodes are fed indices 1..: draft node i is fed node i + 1.
     accepted_nodes_.clear();
     for (size_t k = 1; k < v.path.size(); ++k) accepted_nodes_.push_back(v.path[k] - 1);
-    live.acceptance->observe(live.evidence, static_cast<int32_t>(live.draft.size()), live.draft.parents,
+    live.acceptance->observe(live.draft.evidence, static_cast<int32_t>(live.draft.size()), live.draft.parents,
                              accepted_nodes_);
   }
   // The cache keeps the pending token and the accepted draft tokens the walk went on from.
